@@ -1,0 +1,146 @@
+"""The platform's error hierarchy.
+
+    FusionError                     root: catch this to catch everything the platform raises
+    ├── ConfigError                 a setting or argument is wrong; the message names it
+    ├── IdentifierError             an identifier column cannot be processed (never quotes a value)
+    ├── KeyringError                a key is missing, unreadable or has loose file permissions
+    │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
+    ├── EnvelopeError               the sender misused seal() (bad manifest, missing key)
+    ├── BatchRefused                a sealed batch could not be opened; ONE detail-free refusal
+    ├── ContractError               data breaks its contract; carries the quarantine report
+    ├── StoreError                  the encrypted DuckDB store cannot be opened or written
+    │   └── StoreLockedError        another process holds the store for writing
+    ├── IngestError                 a batch cannot be ingested for a reason other than its content
+    │   └── BatchConflictError      a batch_id arrived again with a different digest
+    └── WorldError                  the synthetic world cannot be generated as asked
+
+Every message says what was expected, what arrived and what to do next. None quotes a raw phone
+number, ID number or key: identifiers are described by row number and reason code only. At the
+privacy boundary (opening a sealed batch) every failure is the same `BatchRefused`, so a sender
+learns nothing; the precise cause goes to the bank's own log through `BatchRefused.cause`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchConflictError",
+    "BatchRefused",
+    "ConfigError",
+    "ContractError",
+    "EnvelopeError",
+    "FusionError",
+    "IdentifierError",
+    "IngestError",
+    "KeyringError",
+    "StoreError",
+    "StoreLockedError",
+    "UnknownEpochError",
+    "WorldError",
+]
+
+
+class FusionError(Exception):
+    """Root of every error the platform raises on purpose."""
+
+
+class ConfigError(FusionError):
+    """A setting or argument is invalid; `setting` names it."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class IdentifierError(FusionError):
+    """An identifier column cannot be normalised or hashed (wrong dtype, empty salt...)."""
+
+    def __init__(self, message: str, *, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class KeyringError(FusionError):
+    """A key is missing, unreadable, or its file is readable by others."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class UnknownEpochError(KeyringError):
+    """A salt or key epoch id that the keyring does not hold."""
+
+    def __init__(self, epoch: str, *, known: tuple[str, ...] = ()) -> None:
+        listed = ", ".join(known) if known else "none"
+        super().__init__(
+            f"salt epoch {epoch!r} is not in the keyring (known epochs: {listed}); "
+            "import the epoch both parties agreed on, or re-key with the current one"
+        )
+        self.epoch = epoch
+        self.known = known
+
+
+class EnvelopeError(FusionError):
+    """The sender asked seal() for something it cannot do."""
+
+
+class BatchRefused(FusionError):
+    """A sealed batch was refused. The message is the same for every cause, on purpose.
+
+    `cause` holds the precise reason for the bank's own log; it is never sent back to the sender.
+    """
+
+    MESSAGE = "batch refused: it could not be verified and opened with this bank's keys"
+
+    def __init__(self, cause: str, *, batch_id: str | None = None, vendor: str | None = None):
+        super().__init__(self.MESSAGE)
+        self.cause = cause
+        self.batch_id = batch_id
+        self.vendor = vendor
+
+
+class ContractError(FusionError):
+    """Data broke its contract. `report` lists each failed rule, row counts and example rows."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        contract: str,
+        rules: tuple[str, ...] = (),
+        report: object = None,
+        batch_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.contract = contract
+        self.rules = rules
+        self.report = report
+        self.batch_id = batch_id
+
+
+class StoreError(FusionError):
+    """The encrypted DuckDB store cannot be opened, migrated or written."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store for writing (DuckDB allows one writer)."""
+
+
+class IngestError(FusionError):
+    """A batch cannot be ingested for a reason other than its content."""
+
+    def __init__(self, message: str, *, batch_id: str | None = None) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
+
+
+class BatchConflictError(IngestError):
+    """A batch_id that is already in the ledger arrived with a different digest."""
+
+
+class WorldError(FusionError):
+    """The synthetic world cannot be generated with the given parameters."""
