@@ -41,6 +41,7 @@ class Category:
 
 
 # Order is by number of apps in the market (largest first); it fixes the Zipf ranks and ids.
+# fmt: off
 CATEGORIES: tuple[Category, ...] = tuple(
     Category(i + 1, code, name, zh, tuple(topics.split(",")), tuple(apps.split(",")))
     for i, (code, name, zh, topics, apps) in enumerate(
@@ -74,6 +75,7 @@ CATEGORIES: tuple[Category, ...] = tuple(
         ]
     )
 )
+# fmt: on
 
 _FACETS = (
     "new user", "heavy user", "lapsed user", "weekend user", "night owl", "morning user",
@@ -133,7 +135,12 @@ def _build(version: str) -> Taxonomy:
             "name": [c.name for c in CATEGORIES],
             "name_zh": [c.name_zh for c in CATEGORIES],
         },
-        schema={"category_id": pl.Int16, "code": pl.String, "name": pl.String, "name_zh": pl.String},
+        schema={
+            "category_id": pl.Int16,
+            "code": pl.String,
+            "name": pl.String,
+            "name_zh": pl.String,
+        },
     )
     app_ids: list[int] = []
     app_cats: list[int] = []
@@ -150,7 +157,12 @@ def _build(version: str) -> Taxonomy:
             app_ranks.append(rank)
             next_id += 1
     apps = pl.DataFrame(
-        {"app_id": app_ids, "category_id": app_cats, "name": app_names, "popularity_rank": app_ranks},
+        {
+            "app_id": app_ids,
+            "category_id": app_cats,
+            "name": app_names,
+            "popularity_rank": app_ranks,
+        },
         schema={
             "app_id": pl.Int32,
             "category_id": pl.Int16,

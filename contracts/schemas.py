@@ -1,0 +1,86 @@
+"""Schemas of the data that crosses a boundary: the vendor batch and the bank's customer extract.
+
+A schema check is the first contract rule: a frame whose columns or types are wrong is refused
+before any value rule runs, with the missing, extra and mistyped columns named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from contracts.errors import ContractError
+
+__all__ = [
+    "BANK_EXTRACT",
+    "VENDOR_BATCH",
+    "TableSchema",
+]
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A named, versioned set of required columns; `extra_allowed` admits further columns."""
+
+    contract: str
+    columns: dict[str, pl.DataType]
+    extra_allowed: bool = False
+
+    @property
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema(self.columns)
+
+    def check(self, frame: pl.DataFrame | pl.LazyFrame, *, batch_id: str | None = None) -> None:
+        """Raise ContractError naming every missing, mistyped or unexpected column."""
+        actual = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+        missing = [c for c in self.columns if c not in actual]
+        mistyped = [
+            f"{c} (expected {self.columns[c]}, got {actual[c]})"
+            for c in self.columns
+            if c in actual and actual[c] != self.columns[c]
+        ]
+        extra = [] if self.extra_allowed else [c for c in actual if c not in self.columns]
+        problems = []
+        if missing:
+            problems.append(f"missing columns: {', '.join(missing)}")
+        if mistyped:
+            problems.append(f"mistyped columns: {', '.join(mistyped)}")
+        if extra:
+            problems.append(f"unexpected columns: {', '.join(extra)}")
+        if problems:
+            raise ContractError(
+                f"{self.contract}: {'; '.join(problems)}. Produce the frame with the schema in "
+                "contracts/schemas.py (the vendor CLI does this for batches)",
+                contract=self.contract,
+                rules=("schema",),
+                batch_id=batch_id,
+            )
+
+
+VENDOR_BATCH = TableSchema(
+    contract="vendor_batch/v1",
+    columns={
+        "key": pl.Binary(),  # HMAC-SHA256 of the normalised phone, 32 bytes
+        "app_ids": pl.List(pl.Int32()),
+        "app_days": pl.List(pl.Int16()),  # active days in the last 30
+        "app_sessions": pl.List(pl.Int32()),  # sessions in the last 30 days
+        "tag_ids": pl.List(pl.Int32()),
+        "tag_weights": pl.List(pl.Float32()),  # interest strength in (0, 1]
+    },
+)
+
+# The bank extract carries ~70 features; the contract pins the columns every job relies on and
+# admits the rest (their ranges are checked by the extract suite).
+BANK_EXTRACT = TableSchema(
+    contract="bank_extract/v1",
+    columns={
+        "customer_id": pl.Int64(),
+        "branch_id": pl.String(),
+        "phone": pl.String(),
+        "id_number": pl.String(),
+        "age": pl.Int16(),
+        "mb_registered": pl.Boolean(),
+    },
+    extra_allowed=True,
+)

@@ -1,0 +1,44 @@
+"""Shared test factories: small, valid, deterministic inputs built the way production builds them."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from contracts.schemas import VENDOR_BATCH
+from contracts.taxonomy import load_taxonomy
+
+
+def _lists(values: np.ndarray, lengths: np.ndarray) -> pl.Series:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pl.from_arrow(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))  # type: ignore[return-value]
+
+
+def vendor_batch(n: int = 200, *, seed: int = 1) -> pl.DataFrame:
+    """Return a valid vendor batch of `n` rows (keys are SHA-256 of the row number and seed)."""
+    rng = np.random.default_rng(seed)
+    taxonomy = load_taxonomy()
+    n_apps = rng.integers(1, 12, n)
+    n_tags = rng.integers(1, 30, n)
+    tag_ids = np.concatenate(
+        [rng.choice(taxonomy.n_tags, k, replace=False) + 1 for k in n_tags]
+    ).astype(np.int32)
+    total_apps = int(n_apps.sum())
+    return pl.DataFrame(
+        {
+            "key": [hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in range(n)],
+            "app_ids": _lists(
+                rng.integers(1, taxonomy.n_apps + 1, total_apps).astype(np.int32), n_apps
+            ),
+            "app_days": _lists(rng.integers(1, 31, total_apps).astype(np.int16), n_apps),
+            "app_sessions": _lists(rng.integers(0, 400, total_apps).astype(np.int32), n_apps),
+            "tag_ids": _lists(tag_ids, n_tags),
+            "tag_weights": _lists(
+                rng.uniform(0.01, 1.0, int(n_tags.sum())).astype(np.float32), n_tags
+            ),
+        },
+        schema=VENDOR_BATCH.polars_schema,
+    )
