@@ -1,1 +1,5 @@
-"""api."""
+"""The FastAPI service: vendor uploads, campaign-tool scoring, analyst queries (see DESIGN.md)."""
+
+from api.app import ApiSettings, create_app
+
+__all__ = ["ApiSettings", "create_app"]

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -66,7 +67,10 @@ def _print_world_summary(summary: dict[str, object]) -> None:
         ("vendor users", f"{summary['vendor_users']:,}"),
         ("true coverage", f"{float(summary['true_coverage']):.1%}"),  # type: ignore[arg-type]
         ("label rate (opens mobile banking)", f"{float(summary['label_rate']):.2%}"),  # type: ignore[arg-type]
-        ("invalid / duplicated phones", f"{summary['invalid_phones']:,} / {summary['duplicated_phones']:,}"),
+        (
+            "invalid / duplicated phones",
+            f"{summary['invalid_phones']:,} / {summary['duplicated_phones']:,}",
+        ),
     ]
     for key, value in rows:
         table.add_row(key, value)
@@ -119,6 +123,267 @@ def demo(
     _print_world_summary(summary.to_dict())
     (out / "demo-summary.json").write_text(json.dumps({"world": summary.to_dict()}, indent=2))
     console.print(f"run folder: [bold]{out}[/] (summary in {out / 'demo-summary.json'})")
+
+
+keys_app = typer.Typer(
+    help="The bank's keyring: HPKE keys, trusted vendors, salt epochs, store key."
+)
+vendor_app = typer.Typer(help="The vendor's tool: keys, packing and sealing batches.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(vendor_app, name="vendor")
+
+RunOption = Annotated[Path, typer.Option("--run", help="Run folder (ignored by git).")]
+DEFAULT_RUN = Path("runs/demo")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@keys_app.command("init")
+def keys_init(run: RunOption = DEFAULT_RUN) -> None:
+    """Create the bank's keyring (HPKE key pair, first salt epoch, store key)."""
+    from fusion.runfolder import RunFolder
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run).ensure()
+    try:
+        keyring = Keyring.init(folder.bank_keys, role="bank")
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(
+        f"bank keyring created in {folder.bank_keys} (salt epoch {keyring.current_salt().epoch_id})"
+    )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    what: Annotated[str, typer.Option(help="hpke | salt")],
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Rotate the bank's HPKE key or salt epoch; old keys stay readable."""
+    from fusion.runfolder import RunFolder
+    from matcher.keyring import Keyring
+
+    try:
+        new_id = Keyring.open(RunFolder(run).bank_keys).rotate(what)  # type: ignore[arg-type]
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"rotated {what}: new id {new_id}")
+
+
+@keys_app.command("pair-vendor")
+def keys_pair_vendor(run: RunOption = DEFAULT_RUN) -> None:
+    """Exchange public keys and the salt epoch between the two keyrings of a local run.
+
+    In production the same three things travel out of band: the vendor's public signing key to
+    the bank, the bank's HPKE public key to the vendor, and the salt epoch by a key ceremony.
+    """
+    from fusion.runfolder import RunFolder
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run)
+    try:
+        pair_keyrings(Keyring.open(folder.bank_keys), Keyring.open(folder.vendor_keys))
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print("vendor trusted by the bank; bank key and salt epoch imported by the vendor")
+
+
+def pair_keyrings(bank: object, vendor: object) -> None:
+    """Trust the vendor's signing key at the bank; give the vendor the bank's key and salt."""
+    from matcher.keyring import Keyring
+
+    assert isinstance(bank, Keyring) and isinstance(vendor, Keyring)
+    kid, public = vendor.signer_public_bytes()
+    bank.trust_vendor(str(vendor.vendor_id), kid, public)
+    hpke_kid, hpke_public = bank.recipient_public_bytes()
+    vendor.import_recipient(hpke_kid, hpke_public)
+    for epoch_id in bank.salt_epochs():
+        vendor.import_salt(bank.export_salt(epoch_id), make_current=False)
+    vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id), make_current=True)
+
+
+@vendor_app.command("keygen")
+def vendor_keygen(
+    vendor_id: Annotated[
+        str, typer.Option(help="The vendor's id as the bank knows it.")
+    ] = "vendor-a",
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Create the vendor's keyring with its Ed25519 signing key."""
+    from fusion.runfolder import RunFolder
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run).ensure()
+    try:
+        Keyring.init(folder.vendor_keys, role="vendor", vendor_id=vendor_id)
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"vendor keyring for {vendor_id} created in {folder.vendor_keys}")
+
+
+@vendor_app.command("pack")
+def vendor_pack(
+    users: Annotated[Path, typer.Option(help="Users Parquet: phone + app/tag lists.")],
+    out: Annotated[Path | None, typer.Option(help="Sealed batch file to write.")] = None,
+    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Normalise and keyed-hash phones, drop them, build the tag batch and seal it for the bank."""
+    from fusion.runfolder import RunFolder
+    from matcher.keyring import Keyring
+    from matcher.pack import pack_users
+
+    folder = RunFolder(run).ensure()
+    try:
+        keyring = Keyring.open(folder.vendor_keys)
+        with console.status("packing and sealing"):
+            result = pack_users(
+                users,
+                out or folder.outbox / "batch.sealed",
+                keyring=keyring,
+                now=_now(),
+                epoch_id=epoch,
+            )
+    except FusionError as error:
+        raise _fail(error) from error
+    rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()) or "none"
+    console.print(
+        f"batch {result.batch_id}: {result.rows:,} rows sealed (epoch {result.salt_epoch}); "
+        f"rejected phones: {rejected}; duplicates dropped: {result.duplicates_dropped:,}"
+    )
+
+
+@app.command()
+def ingest(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Sealed files (default: the inbox).")
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Verify, open, validate and load sealed batches into the encrypted store."""
+    from fusion.ingest import ingest_inbox
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run).ensure()
+    try:
+        for path in files or ():
+            _copy_into(path, folder.inbox.inbox)
+        keyring = Keyring.open(folder.bank_keys)
+        with Store.open(folder.store, key=keyring.store_key()) as store:
+            outcomes = list(
+                ingest_inbox(store=store, keyring=keyring, inbox=folder.inbox, clock=_now)
+            )
+    except FusionError as error:
+        raise _fail(error) from error
+    for outcome in outcomes:
+        reasons = f" ({', '.join(outcome.reasons)})" if outcome.reasons else ""
+        console.print(
+            f"{outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows{reasons}"
+        )
+    if not outcomes:
+        console.print("inbox empty: nothing to ingest")
+
+
+def _copy_into(path: Path, folder: Path) -> None:
+    """Copy a file into a folder atomically (temp name, then rename): no worker sees half."""
+    import shutil
+    import uuid
+
+    tmp = folder / f".{uuid.uuid4().hex}.part"
+    shutil.copyfile(path, tmp)
+    tmp.rename(folder / (path.stem + "-" + uuid.uuid4().hex[:8] + ".sealed"))
+
+
+@app.command()
+def sql(
+    query: Annotated[str | None, typer.Argument(help="One query; none = interactive.")] = None,
+    run: RunOption = DEFAULT_RUN,
+    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+) -> None:
+    """Query the store read-only (close any writer first; analysts use published snapshots)."""
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run)
+    try:
+        keyring = Keyring.open(folder.bank_keys)
+        with Store.open(folder.store, key=keyring.store_key(), read_only=True) as store:
+            queries = [query] if query else _prompt_queries()
+            for text in queries:
+                try:
+                    frame = store.execute(text).pl()
+                except Exception as error:
+                    err_console.print(f"[red]query failed:[/] {type(error).__name__}: {error}")
+                    continue
+                console.print(frame.head(limit))
+    except FusionError as error:
+        raise _fail(error) from error
+
+
+def _prompt_queries() -> Iterator[str]:
+    while True:
+        try:
+            line = console.input("[bold]fusion sql>[/] ").strip()
+        except EOFError:
+            return
+        if line in {"", "\\q", "quit", "exit"}:
+            if line:
+                return
+            continue
+        yield line
+
+
+@app.command()
+def publish(run: RunOption = DEFAULT_RUN) -> None:
+    """Write the encrypted read-only snapshots: one for head office, one per branch."""
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run).ensure()
+    try:
+        keyring = Keyring.open(folder.bank_keys)
+        with Store.open(folder.store, key=keyring.store_key()) as store:
+            branches = [
+                r[0]
+                for r in store.execute(
+                    "SELECT DISTINCT branch_id FROM customers ORDER BY 1"
+                ).fetchall()
+            ]
+            written = store.publish(
+                folder.snapshots,
+                head_office_key=keyring.head_office_key(),
+                branch_keys={b: keyring.branch_store_key(b) for b in branches},
+            )
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"published {len(written)} snapshots to {folder.snapshots}")
+
+
+@app.command()
+def serve(
+    run: RunOption = DEFAULT_RUN,
+    host: Annotated[
+        str, typer.Option(help="Bind address (loopback unless --public).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    public: Annotated[bool, typer.Option(help="Allow a non-loopback bind address.")] = False,
+) -> None:
+    """Serve the API for a run folder under uvicorn."""
+    import uvicorn
+
+    from api import ApiSettings, create_app
+
+    try:
+        settings = ApiSettings(run=run, host=host, port=port, allow_non_loopback=public)
+    except FusionError as error:
+        raise _fail(error) from error
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Shared test factories: small, valid, deterministic inputs built the way production builds them."""
+"""Shared test factories: small, valid, deterministic inputs built as production builds them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,438 @@
+"""Ingest sealed vendor batches: inbox -> open -> replay check -> contract -> load or quarantine.
+
+Each batch ends in exactly one of four states, recorded in the `batches` ledger:
+
+    loaded       verified, opened, contract passed; rows committed in ONE DuckDB transaction
+                 together with the ledger row, so a crash leaves either everything or nothing
+    duplicate    the same batch_id with the same sealed digest was already judged; nothing loads
+    quarantined  verified and opened, but the payload broke its contract (or names an unknown
+                 salt epoch or taxonomy version); the sealed file moves to quarantine/ with a report
+    refused      it could not be verified or opened (or reused a batch_id with another digest);
+                 the ledger row is keyed by the sealed file's digest, never by the claimed batch_id,
+                 so a forged file cannot block the real batch of that id
+
+A sealed file leaves the inbox only after its outcome is committed: a killed worker finds it
+again on the next run and, since nothing of it was committed, does the whole job again.
+The decrypted payload exists only as a 0600 file in the private work folder while it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from contracts.errors import BatchConflictError, BatchRefused, ConfigError, KeyringError
+from contracts.suites import ContractReport, RuleResult, validate_vendor_batch
+from contracts.taxonomy import load_taxonomy
+from fusion.store import Store
+from matcher.envelope import Manifest, open_sealed
+from matcher.keyring import Keyring
+
+__all__ = ["Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
+
+log = logging.getLogger(__name__)
+
+SEALED_SUFFIX = ".sealed"
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What happened to one sealed file; safe to show to the vendor (no keys, no causes)."""
+
+    batch_id: str | None
+    vendor_id: str | None
+    status: str  # loaded | duplicate | quarantined | refused
+    rows: int
+    reasons: tuple[str, ...] = ()
+    report: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """The folders of the ingest worker under one run folder."""
+
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    def ensure(self) -> Inbox:
+        for folder in (self.inbox, self.quarantine, self.archive, self.work):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        return self
+
+    def pending(self) -> list[Path]:
+        """Return the sealed files waiting in the inbox, oldest first."""
+        files = [p for p in self.inbox.iterdir() if p.suffix == SEALED_SUFFIX and p.is_file()]
+        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+
+class _Stage:
+    def __init__(self, timer: _Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.seconds[self.name] = time.perf_counter() - self.start
+
+
+def _ledger_row(batch_id: str, store: Store) -> tuple[str, str] | None:
+    row = store.execute(
+        "SELECT sealed_sha256, status FROM batches WHERE batch_id = ?", [batch_id]
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def _record(
+    store: Store,
+    *,
+    ledger_id: str,
+    manifest: Manifest | None,
+    vendor_id: str | None,
+    sealed_sha256: str,
+    status: str,
+    rows: int,
+    reasons: tuple[str, ...],
+    report: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    store.execute(
+        "INSERT OR REPLACE INTO batches (batch_id, vendor_id, sealed_sha256, status, rows,"
+        " salt_epoch, taxonomy_version, mode, reasons, report, received_at, finished_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ledger_id,
+            vendor_id,
+            sealed_sha256,
+            status,
+            rows,
+            manifest.salt_epoch if manifest else None,
+            manifest.taxonomy_version if manifest else None,
+            manifest.mode if manifest else None,
+            json.dumps(list(reasons)),
+            None if report is None else json.dumps(report),
+            now,
+            now,
+        ],
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gate_report(manifest: Manifest, keyring: Keyring) -> ContractReport | None:
+    """Return a failed report when the batch names an epoch or taxonomy this bank lacks."""
+    failures = []
+    try:
+        keyring.salt(manifest.salt_epoch)
+    except KeyringError:
+        failures.append(
+            RuleResult(
+                rule="salt_epoch_known",
+                description=f"salt epoch {manifest.salt_epoch!r} is not in the bank's keyring",
+                passed=False,
+                failed_rows=manifest.rows,
+            )
+        )
+    try:
+        load_taxonomy(manifest.taxonomy_version)
+    except ConfigError:
+        failures.append(
+            RuleResult(
+                rule="taxonomy_known",
+                description=f"taxonomy version {manifest.taxonomy_version!r} is unknown here",
+                passed=False,
+                failed_rows=manifest.rows,
+            )
+        )
+    if not failures:
+        return None
+    return ContractReport(
+        contract=manifest.contract,
+        rows=manifest.rows,
+        rules=tuple(failures),
+        batch_id=manifest.batch_id,
+    )
+
+
+def _load_rows(store: Store, batch: pl.DataFrame, manifest: Manifest) -> None:
+    tagged = batch.with_columns(
+        salt_epoch=pl.lit(manifest.salt_epoch), batch_id=pl.lit(manifest.batch_id)
+    )
+    store.insert_frame(
+        "vendor_apps",
+        tagged.select("key", "salt_epoch", "batch_id", "app_ids", "app_days", "app_sessions"),
+    )
+    store.insert_frame(
+        "vendor_tags", tagged.select("key", "salt_epoch", "batch_id", "tag_ids", "tag_weights")
+    )
+
+
+def ingest_file(
+    sealed: Path,
+    *,
+    store: Store,
+    keyring: Keyring,
+    inbox: Inbox,
+    now: datetime,
+    before_commit: Callable[[], None] | None = None,
+) -> IngestOutcome:
+    """Ingest one sealed file and return its outcome; the file leaves the inbox when judged.
+
+    Args:
+        sealed: a sealed batch file (normally inside `inbox.inbox`).
+        store: the bank's store, opened for writing (this process is its single writer).
+        keyring: the bank's keyring (HPKE keys, trusted vendor keys, salt epochs).
+        inbox: the worker's folders (quarantine, archive, private work folder).
+        now: the clock, as an argument so tests pin it.
+        before_commit: called inside the load transaction just before COMMIT (tests use it to
+            kill the process mid-load).
+    """
+    inbox.ensure()
+    timer = _Timer()
+    payload = inbox.work / f"{sealed.name}.parquet"
+    try:
+        with timer.stage("open"):
+            opened = open_sealed(
+                sealed,
+                payload,
+                recipient_keys=keyring.recipient_private,
+                vendor_keys=keyring.vendor_public,
+            )
+    except BatchRefused as refusal:
+        digest = _file_sha256(sealed)
+        # The cause is for the bank's eyes only: its log and ledger, never the sender.
+        log.warning(
+            "batch refused: cause=%s claimed_batch=%s claimed_vendor=%s sealed_sha256=%s",
+            refusal.cause,
+            refusal.batch_id,
+            refusal.vendor,
+            digest,
+        )
+        with store.transaction():
+            _record(
+                store,
+                ledger_id=f"refused:{digest}",
+                manifest=None,
+                vendor_id=refusal.vendor,
+                sealed_sha256=digest,
+                status="refused",
+                rows=0,
+                reasons=(refusal.cause,),
+                report=None,
+                now=now,
+            )
+        _move(sealed, inbox.quarantine)
+        return IngestOutcome(refusal.batch_id, refusal.vendor, "refused", 0, ("refused",))
+    try:
+        return _judge_opened(
+            sealed,
+            payload,
+            opened.manifest,
+            opened.sealed_sha256,
+            store,
+            keyring,
+            inbox,
+            now,
+            timer,
+            before_commit,
+        )
+    finally:
+        payload.unlink(missing_ok=True)
+
+
+def _judge_opened(
+    sealed: Path,
+    payload: Path,
+    manifest: Manifest,
+    digest: str,
+    store: Store,
+    keyring: Keyring,
+    inbox: Inbox,
+    now: datetime,
+    timer: _Timer,
+    before_commit: Callable[[], None] | None,
+) -> IngestOutcome:
+    seen = _ledger_row(manifest.batch_id, store)
+    if seen is not None and seen[0] == digest:
+        log.info("batch %s already %s: duplicate, nothing loaded", manifest.batch_id, seen[1])
+        _move(sealed, inbox.archive)
+        return IngestOutcome(
+            manifest.batch_id, manifest.vendor_id, "duplicate", 0, (f"already {seen[1]}",)
+        )
+    if seen is not None:
+        conflict = BatchConflictError(
+            f"batch {manifest.batch_id} was already received with another digest; "
+            "send new data under a new batch_id",
+            batch_id=manifest.batch_id,
+        )
+        log.warning("batch refused: %s", conflict)
+        with store.transaction():
+            _record(
+                store,
+                ledger_id=f"refused:{digest}",
+                manifest=manifest,
+                vendor_id=manifest.vendor_id,
+                sealed_sha256=digest,
+                status="refused",
+                rows=0,
+                reasons=("batch_id_conflict",),
+                report=None,
+                now=now,
+            )
+        _move(sealed, inbox.quarantine)
+        return IngestOutcome(
+            manifest.batch_id, manifest.vendor_id, "refused", 0, ("batch_id_conflict",)
+        )
+
+    report = _gate_report(manifest, keyring)
+    batch: pl.DataFrame | None = None
+    if report is None:
+        with timer.stage("read"):
+            batch = pl.read_parquet(payload)
+        with timer.stage("validate"):
+            report = validate_vendor_batch(
+                batch,
+                taxonomy=load_taxonomy(manifest.taxonomy_version),
+                expected_rows=manifest.rows,
+                batch_id=manifest.batch_id,
+            )
+    if not report.passed or batch is None:
+        return _quarantine(sealed, manifest, digest, report, store, inbox, now, timer)
+
+    with timer.stage("load"), store.transaction():
+        _load_rows(store, batch, manifest)
+        _record(
+            store,
+            ledger_id=manifest.batch_id,
+            manifest=manifest,
+            vendor_id=manifest.vendor_id,
+            sealed_sha256=digest,
+            status="loaded",
+            rows=batch.height,
+            reasons=(),
+            report=report.to_dict(),
+            now=now,
+        )
+        if before_commit is not None:
+            before_commit()
+    _move(sealed, inbox.archive)
+    log.info("batch %s loaded: %d rows in %s", manifest.batch_id, batch.height, _fmt(timer.seconds))
+    return IngestOutcome(
+        manifest.batch_id,
+        manifest.vendor_id,
+        "loaded",
+        batch.height,
+        (),
+        report.to_dict(),
+        dict(timer.seconds),
+    )
+
+
+def _quarantine(
+    sealed: Path,
+    manifest: Manifest,
+    digest: str,
+    report: ContractReport,
+    store: Store,
+    inbox: Inbox,
+    now: datetime,
+    timer: _Timer,
+) -> IngestOutcome:
+    target = inbox.quarantine / manifest.batch_id
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (target / "report.txt").write_text(report.summary() + "\n")
+    with store.transaction():
+        _record(
+            store,
+            ledger_id=manifest.batch_id,
+            manifest=manifest,
+            vendor_id=manifest.vendor_id,
+            sealed_sha256=digest,
+            status="quarantined",
+            rows=0,
+            reasons=report.failed,
+            report=report.to_dict(),
+            now=now,
+        )
+    _move(sealed, target)
+    log.warning("batch %s quarantined: %s", manifest.batch_id, ", ".join(report.failed))
+    return IngestOutcome(
+        manifest.batch_id,
+        manifest.vendor_id,
+        "quarantined",
+        0,
+        report.failed,
+        report.to_dict(),
+        dict(timer.seconds),
+    )
+
+
+def _move(path: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():
+        target = folder / f"{path.stem}-{time.time_ns()}{path.suffix}"
+    shutil.move(str(path), target)
+
+
+def _fmt(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items())
+
+
+def ingest_inbox(
+    *, store: Store, keyring: Keyring, inbox: Inbox, clock: Callable[[], datetime]
+) -> Iterator[IngestOutcome]:
+    """Ingest every sealed file waiting in the inbox, oldest first, yielding each outcome."""
+    inbox.ensure()
+    # Plaintext left by a killed worker: nothing of it was committed, so it is only a risk.
+    for stale in inbox.work.iterdir():
+        stale.unlink()
+    for sealed in inbox.pending():
+        yield ingest_file(sealed, store=store, keyring=keyring, inbox=inbox, now=clock())

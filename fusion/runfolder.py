@@ -1,0 +1,66 @@
+"""Where a run keeps its files: one folder (ignored by git) for keys, batches, the store, reports.
+
+    <run>/world/               the synthetic world (labs only)
+    <run>/keys/bank/           the bank's keyring (0700)
+    <run>/keys/vendor/         the vendor's keyring (0700; on the vendor's machine in real life)
+    <run>/vendor/outbox/       sealed batches the vendor tool wrote
+    <run>/bank/inbox/ ...      the ingest worker's inbox, quarantine, archive and work folders
+    <run>/bank/fusion.duckdb   the encrypted store
+    <run>/snapshots/           published read-only copies (head office, one per branch)
+    <run>/reports/             HTML and Parquet reports
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusion.ingest import Inbox
+
+__all__ = ["RunFolder"]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder; creating them is the caller's choice (`ensure`)."""
+
+    root: Path
+
+    @property
+    def world(self) -> Path:
+        return self.root / "world"
+
+    @property
+    def bank_keys(self) -> Path:
+        return self.root / "keys" / "bank"
+
+    @property
+    def vendor_keys(self) -> Path:
+        return self.root / "keys" / "vendor"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "vendor" / "outbox"
+
+    @property
+    def inbox(self) -> Inbox:
+        return Inbox(self.root / "bank")
+
+    @property
+    def store(self) -> Path:
+        return self.root / "bank" / "fusion.duckdb"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def ensure(self) -> RunFolder:
+        for folder in (self.root, self.outbox, self.snapshots, self.reports, self.root / "keys"):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.root / "keys").chmod(0o700)
+        self.inbox.ensure()
+        return self

@@ -1,0 +1,696 @@
+"""Sealed batches: a vendor seals a payload file for the bank; the bank opens it in one pass.
+
+    seal(payload, out, manifest=..., recipient=bank HPKE public key, signer=vendor Ed25519 key)
+    open_sealed(sealed, out, recipient_keys=keyring.recipient_private,
+                vendor_keys=keyring.vendor_public)  -> OpenedBatch | raises BatchRefused
+
+A fresh 256-bit data key is wrapped with single-shot HPKE (RFC 9180, base mode, DHKEM(X25519,
+HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM); the payload is encrypted in AES-256-GCM chunks whose
+nonce carries a chunk counter and whose associated data carries the header digest, the counter
+and a last-chunk flag; Ed25519 (RFC 8032) signs the manifest digest and the digest of every byte
+before the signature, which trails the file so sealing writes in one pass. The byte layout, the
+verification order and what each choice defends against are in docs/envelope.md.
+
+The manifest is bound three times: into the HPKE key schedule (`info` = label || SHA-256 of the
+manifest bytes; cryptography's public single-shot HPKE takes no AAD, and RFC 9180 section 8.1 puts
+such context in `info`), into every chunk (the header digest covers it), and into the signature.
+
+Opening is the privacy boundary: every failure, whatever its cause, raises the same BatchRefused,
+whose `cause` tells the bank's own log precisely what failed. Mistakes of the caller of seal()
+raise EnvelopeError with a precise message instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from contracts.errors import BatchRefused, EnvelopeError, KeyringError
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Manifest",
+    "OpenedBatch",
+    "SealedInfo",
+    "open_sealed",
+    "read_manifest",
+    "seal",
+]
+
+MAGIC = b"\x89BFS\r\n\x1a\n"  # PNG-style: a high byte, then CR LF, ^Z, LF catch text-mode damage
+FORMAT_VERSION = 1
+HPKE_INFO_LABEL = b"bankfusion/batch/v1/data-key"  # info: 28 + 32 bytes, under 64
+SIGNATURE_LABEL = b"bankfusion/batch/v1/signature"
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+MIN_CHUNK_SIZE = 64
+MAX_CHUNK_SIZE = 64 * 1024 * 1024  # bounds what an unverified manifest can make the bank allocate
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_CHUNKS = 2**32  # the counter is 4 bytes
+DATA_KEY_BYTES = 32
+NONCE_PREFIX_BYTES = 8
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+KEY_BLOCK_BYTES = hpke.KEM.X25519.enc_length() + DATA_KEY_BYTES + TAG_BYTES  # 32 + 32 + 16
+MODES = ("salted", "oprf")
+LAST, MORE = 0x01, 0x00
+
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+_RECORD = struct.Struct(">BI")  # flag, ciphertext length
+_AAD = struct.Struct(">32sIB")  # header digest, counter, flag
+_TEXT = re.compile(r"[\x20-\x7e]{1,128}")
+_CREATED_AT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+# -- the manifest ---------------------------------------------------------------------------
+
+
+def _text(value: object, name: str) -> str:
+    # Printable ASCII without quote or backslash: the canonical JSON then has no escapes, so any
+    # language's serialiser writes the same bytes (RFC 8785 agrees on this subset).
+    if not isinstance(value, str) or not _TEXT.fullmatch(value) or '"' in value or "\\" in value:
+        raise EnvelopeError(
+            f"manifest field {name} must be 1-128 printable ASCII characters without quotes or "
+            f"backslashes, got {value!r}"
+        )
+    return value
+
+
+def _count(value: object, name: str) -> int:
+    if type(value) is not int or value < 0:
+        raise EnvelopeError(f"manifest field {name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a batch claims about itself; signed by the vendor, bound to the ciphertext.
+
+    Build one with `Manifest.new`; `seal` fills in payload_bytes, payload_sha256 and chunk_size.
+    A manifest read back with `read_manifest` is unverified until `open_sealed` succeeds.
+    """
+
+    format_version: int
+    batch_id: str
+    vendor_id: str
+    signing_kid: str
+    recipient_kid: str
+    salt_epoch: str
+    created_at: str
+    rows: int
+    taxonomy_version: str
+    contract: str
+    mode: str = "salted"
+    payload_bytes: int = 0
+    payload_sha256: str = ""
+    chunk_size: int = 0
+    counts: Mapping[str, int] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.format_version != FORMAT_VERSION or type(self.format_version) is not int:
+            raise EnvelopeError(
+                f"manifest format_version must be {FORMAT_VERSION}, got {self.format_version!r}"
+            )
+        try:
+            canonical_uuid = str(uuid.UUID(self.batch_id))
+        except (TypeError, ValueError, AttributeError):
+            canonical_uuid = None
+        if canonical_uuid != self.batch_id:
+            raise EnvelopeError(
+                f"batch_id must be a UUID in canonical lowercase form, got {self.batch_id!r}; "
+                "use str(uuid.uuid4())"
+            )
+        for name in ("vendor_id", "signing_kid", "recipient_kid", "salt_epoch"):
+            _text(getattr(self, name), name)
+        for name in ("taxonomy_version", "contract"):
+            _text(getattr(self, name), name)
+        try:
+            if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(self.created_at)):
+                raise ValueError
+            datetime.strptime(self.created_at, _CREATED_AT)
+        except ValueError:
+            raise EnvelopeError(
+                "created_at must be ISO-8601 UTC to the second, like 2026-11-03T09:30:00Z, got "
+                f"{self.created_at!r}"
+            ) from None
+        if self.mode not in MODES:
+            raise EnvelopeError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _count(self.rows, "rows")
+        _count(self.payload_bytes, "payload_bytes")
+        if self.payload_sha256 and not re.fullmatch(r"[0-9a-f]{64}", str(self.payload_sha256)):
+            raise EnvelopeError("payload_sha256 must be 64 lowercase hex characters")
+        if _count(self.chunk_size, "chunk_size") and not (
+            MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE
+        ):
+            raise EnvelopeError(
+                f"chunk_size must be {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes, got "
+                f"{self.chunk_size}"
+            )
+        if self.counts is not None:
+            if not isinstance(self.counts, Mapping):
+                raise EnvelopeError(f"counts must be a dict of str to int, got {self.counts!r}")
+            counts = {
+                _text(k, "counts key"): _count(v, f"counts[{k!r}]") for k, v in self.counts.items()
+            }
+            object.__setattr__(self, "counts", MappingProxyType(counts))
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        batch_id: str,
+        vendor_id: str | None,
+        signing_kid: str,
+        recipient_kid: str,
+        salt_epoch: str,
+        created_at: datetime,
+        rows: int,
+        taxonomy_version: str,
+        contract: str,
+        counts: Mapping[str, int] | None = None,
+        mode: str = "salted",
+    ) -> Manifest:
+        """Return a manifest ready for `seal`; created_at is timezone-aware, kept to the second."""
+        if vendor_id is None:
+            raise EnvelopeError("vendor_id is missing: seal with a vendor keyring's vendor_id")
+        if not isinstance(created_at, datetime) or created_at.utcoffset() is None:
+            raise EnvelopeError(
+                f"created_at must be a timezone-aware datetime (the clock is an argument), got "
+                f"{created_at!r}"
+            )
+        return cls(
+            format_version=FORMAT_VERSION,
+            batch_id=batch_id,
+            vendor_id=vendor_id,
+            signing_kid=signing_kid,
+            recipient_kid=recipient_kid,
+            salt_epoch=salt_epoch,
+            created_at=created_at.astimezone(UTC).strftime(_CREATED_AT),
+            rows=rows,
+            taxonomy_version=taxonomy_version,
+            contract=contract,
+            counts=counts,
+            mode=mode,
+        )
+
+    @property
+    def is_sealed(self) -> bool:
+        """Whether payload_bytes, payload_sha256 and chunk_size have been filled in by seal."""
+        return bool(self.payload_sha256) and self.chunk_size > 0
+
+    def to_bytes(self) -> bytes:
+        """Return the canonical JSON: sorted keys, no spaces, UTF-8 (counts omitted when None)."""
+        fields: dict[str, Any] = {
+            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "counts"
+        }
+        if self.counts is not None:
+            fields["counts"] = dict(self.counts)
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Return the manifest in `data`: a sealed manifest in canonical form, or EnvelopeError."""
+        try:
+            fields = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EnvelopeError(f"manifest is not JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise EnvelopeError("manifest is not a JSON object")
+        expected = set(cls.__dataclass_fields__)
+        missing = expected - {"counts"} - fields.keys()
+        unknown = fields.keys() - expected
+        if missing or unknown:
+            raise EnvelopeError(
+                f"manifest fields differ from format {FORMAT_VERSION}: missing "
+                f"{sorted(missing) or 'none'}, unknown {sorted(unknown) or 'none'}"
+            )
+        manifest = cls(**fields)
+        if not manifest.is_sealed:
+            raise EnvelopeError("manifest lacks payload_sha256 or chunk_size: it was never sealed")
+        if manifest.to_bytes() != bytes(data):
+            raise EnvelopeError("manifest is not in canonical form (sorted keys, no spaces)")
+        return manifest
+
+
+@dataclass(frozen=True, slots=True)
+class SealedInfo:
+    """What seal() wrote: the manifest as sealed, SHA-256 (hex) of the whole file, its size."""
+
+    manifest: Manifest
+    sealed_sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedBatch:
+    """A verified, decrypted batch: its manifest and the SHA-256 (hex) of the sealed file."""
+
+    manifest: Manifest
+    sealed_sha256: str
+
+
+# -- sealing --------------------------------------------------------------------------------
+
+
+def _hpke_info(manifest_bytes: bytes) -> bytes:
+    return HPKE_INFO_LABEL + hashlib.sha256(manifest_bytes).digest()
+
+
+def _signed_message(manifest_bytes: bytes, body_digest: bytes) -> bytes:
+    return SIGNATURE_LABEL + hashlib.sha256(manifest_bytes).digest() + body_digest
+
+
+def _nonce(prefix: bytes, counter: int) -> bytes:
+    return prefix + _U32.pack(counter)
+
+
+def _read_into(source: io.FileIO, view: memoryview) -> int:
+    """Fill `view` from `source`; return how many bytes arrived (fewer only at end of file)."""
+    filled = 0
+    while filled < len(view):
+        got = source.readinto(view[filled:])
+        if not got:
+            break
+        filled += got
+    return filled
+
+
+def _write_all(sink: io.FileIO, view: memoryview) -> None:
+    while view:
+        view = view[sink.write(view) :]
+
+
+class _Spool:
+    """Hashes and writes buffers on one worker thread while the caller fills the next buffer.
+
+    SHA-256 and file writes release the GIL, so on a second core the second SHA-256 pass of a
+    batch (ciphertext when sealing, plaintext when opening) costs little wall time. Two buffers
+    alternate, and one is handed out again only when its last job is done; jobs run in order,
+    and the first error of a job is raised to the caller at its next call.
+    """
+
+    def __init__(self, sink: io.FileIO, size: int) -> None:
+        self._digest = hashlib.sha256()
+        self._sink = sink
+        self._buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+        self._jobs: list[Future[None] | None] = [None, None]
+        self._turn = 0
+        self._error: BaseException | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envelope")
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def buffer(self) -> memoryview:
+        """Return the next free buffer, once the job that last used it has finished."""
+        job = self._jobs[self._turn]
+        if job is not None:
+            job.result()
+        self._raise()
+        return self._buffers[self._turn]
+
+    def submit(self, filled: memoryview) -> None:
+        """Hash and write `filled` (a slice of the last buffer handed out) in the background."""
+        self._jobs[self._turn] = self._pool.submit(self._job, filled)
+        self._turn ^= 1
+
+    def append(self, data: bytes) -> None:
+        """Hash and write small `data` after the jobs already queued."""
+        self._pool.submit(self._job, memoryview(data))
+
+    def finish(self) -> bytes:
+        """Return the SHA-256 of everything written, once every job has finished."""
+        self._pool.submit(self._raise).result()  # one worker: runs after every queued job
+        self._raise()
+        return self._digest.digest()
+
+    def _job(self, view: memoryview) -> None:
+        if self._error is None:
+            try:
+                self._digest.update(view)
+                _write_all(self._sink, view)
+            except BaseException as exc:  # raised again on the caller's thread
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def _hash_file(path: Path, buffer: memoryview) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb", buffering=0) as source:
+        while got := _read_into(source, buffer):
+            digest.update(buffer[:got])
+            size += got
+    return size, digest.hexdigest()
+
+
+def _check_seal_arguments(
+    payload: Path,
+    out: Path,
+    manifest: object,
+    recipient: object,
+    signer: object,
+    chunk_size: object,
+) -> None:
+    if not isinstance(manifest, Manifest):
+        raise EnvelopeError(
+            f"manifest must be a Manifest (Manifest.new), got {type(manifest).__name__}"
+        )
+    if not isinstance(recipient, X25519PublicKey):
+        raise EnvelopeError(
+            f"recipient must be the bank's X25519PublicKey, got {type(recipient).__name__}; "
+            "use keyring.recipient_public(kid)"
+        )
+    if not isinstance(signer, Ed25519PrivateKey):
+        raise EnvelopeError(
+            f"signer must be the vendor's Ed25519PrivateKey, got {type(signer).__name__}; "
+            "use keyring.current_signer()"
+        )
+    if type(chunk_size) is not int or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise EnvelopeError(
+            f"chunk_size must be an int of {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes, got "
+            f"{chunk_size!r}"
+        )
+    if not payload.is_file():
+        raise EnvelopeError(f"payload {payload} is not a readable file")
+    if not out.parent.is_dir():
+        raise EnvelopeError(f"the folder of out ({out.parent}) does not exist; create it first")
+    if out.exists() and out.resolve() == payload.resolve():
+        raise EnvelopeError(f"out {out} is the payload itself; seal to another path")
+
+
+def seal(
+    payload: Path,
+    out: Path,
+    *,
+    manifest: Manifest,
+    recipient: X25519PublicKey,
+    signer: Ed25519PrivateKey,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> SealedInfo:
+    """Return what was sealed after writing `payload` to `out` as a sealed batch, atomically.
+
+    Reads the payload twice, each time streaming: once for its size and SHA-256 (which the
+    manifest at the head of the file must state) and once to encrypt it; a payload that changes
+    between the two reads is refused. The file appears at `out` only when complete (0600).
+
+    Args:
+        payload: the plaintext file (a Parquet batch), any size.
+        out: where the sealed file goes; its folder must exist.
+        manifest: from `Manifest.new`; payload_bytes, payload_sha256 and chunk_size are set here.
+        recipient: the bank's HPKE public key named by manifest.recipient_kid.
+        signer: the vendor's signing key named by manifest.signing_kid.
+        chunk_size: plaintext bytes per AES-GCM chunk.
+    """
+    payload, out = Path(payload), Path(out)
+    _check_seal_arguments(payload, out, manifest, recipient, signer, chunk_size)
+    plain_buffer = memoryview(bytearray(chunk_size))
+    size, payload_sha256 = _hash_file(payload, plain_buffer)
+    n_chunks = max(1, -(-size // chunk_size))
+    if n_chunks > MAX_CHUNKS:
+        raise EnvelopeError(
+            f"a {size}-byte payload needs {n_chunks} chunks of {chunk_size} bytes; the format "
+            f"allows {MAX_CHUNKS}: use a larger chunk_size"
+        )
+    sealed = replace(
+        manifest, payload_bytes=size, payload_sha256=payload_sha256, chunk_size=chunk_size
+    )
+    manifest_bytes = sealed.to_bytes()
+    if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+        raise EnvelopeError(
+            f"the manifest is {len(manifest_bytes)} bytes; the format allows {MAX_MANIFEST_BYTES}:"
+            " keep counts to a few summary numbers"
+        )
+    data_key = AESGCM.generate_key(bit_length=256)
+    key_block = _SUITE.encrypt(data_key, recipient, info=_hpke_info(manifest_bytes))
+    header = b"".join(
+        (
+            MAGIC,
+            _U16.pack(FORMAT_VERSION),
+            _U32.pack(len(manifest_bytes)),
+            manifest_bytes,
+            _U16.pack(len(key_block)),
+            key_block,
+            os.urandom(NONCE_PREFIX_BYTES),
+        )
+    )
+    nonce_prefix, header_digest = header[-NONCE_PREFIX_BYTES:], hashlib.sha256(header).digest()
+    aead = AESGCM(data_key)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    try:
+        with (
+            os.fdopen(fd, "wb", buffering=0) as sink,
+            payload.open("rb", buffering=0) as source,
+            _Spool(sink, chunk_size + TAG_BYTES) as spool,
+        ):
+            spool.append(header)
+            plain, left = hashlib.sha256(), size
+            for counter in range(n_chunks):
+                want = min(chunk_size, left)
+                chunk = plain_buffer[:want]
+                if _read_into(source, chunk) != want:
+                    raise EnvelopeError(f"payload {payload} shrank while it was being sealed")
+                plain.update(chunk)
+                flag = LAST if counter == n_chunks - 1 else MORE
+                ciphertext = spool.buffer()[: want + TAG_BYTES]
+                aead.encrypt_into(
+                    _nonce(nonce_prefix, counter),
+                    chunk,
+                    _AAD.pack(header_digest, counter, flag),
+                    ciphertext,
+                )
+                spool.append(_RECORD.pack(flag, want + TAG_BYTES))
+                spool.submit(ciphertext)
+                left -= want
+            if source.read(1) or plain.hexdigest() != payload_sha256:
+                raise EnvelopeError(f"payload {payload} changed while it was being sealed")
+            body_digest = spool.finish()
+            spool.append(signer.sign(_signed_message(manifest_bytes, body_digest)))
+            sealed_sha256 = spool.finish().hex()
+            os.fsync(sink.fileno())
+            written = sink.tell()
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return SealedInfo(manifest=sealed, sealed_sha256=sealed_sha256, bytes=written)
+
+
+# -- opening --------------------------------------------------------------------------------
+
+
+class _Reader:
+    """The sealed file being read: refusals carry the batch's claimed id and vendor."""
+
+    def __init__(self, source: io.FileIO) -> None:
+        self.source = source
+        self.body = hashlib.sha256()
+        self.manifest: Manifest | None = None
+
+    def refuse(self, cause: str) -> NoReturn:
+        claimed = self.manifest
+        raise BatchRefused(
+            cause,
+            batch_id=claimed.batch_id if claimed else None,
+            vendor=claimed.vendor_id if claimed else None,
+        )
+
+    def exact(self, size: int, what: str) -> bytes:
+        data = self.source.read(size)
+        while len(data) < size:
+            more = self.source.read(size - len(data))
+            if not more:
+                where = "before" if not data else "inside"
+                self.refuse(f"truncated: the file ends {where} {what}")
+            data += more
+        self.body.update(data)
+        return data
+
+    def header(self) -> tuple[bytes, Manifest, bytes, bytes]:
+        """Return (manifest bytes, manifest, key block, nonce prefix), all bytes hashed."""
+        if self.exact(len(MAGIC), "the magic") != MAGIC:
+            self.refuse("bad magic: not a sealed batch file")
+        (version,) = _U16.unpack(self.exact(2, "the format version"))
+        if version != FORMAT_VERSION:
+            self.refuse(f"format version {version} is not supported (this reader knows 1)")
+        (manifest_size,) = _U32.unpack(self.exact(4, "the manifest length"))
+        if not 0 < manifest_size <= MAX_MANIFEST_BYTES:
+            self.refuse(f"manifest length {manifest_size} is outside 1..{MAX_MANIFEST_BYTES}")
+        manifest_bytes = self.exact(manifest_size, "the manifest")
+        try:
+            self.manifest = Manifest.from_bytes(manifest_bytes)
+        except EnvelopeError as exc:
+            self.refuse(f"manifest rejected: {exc}")
+        (key_block_size,) = _U16.unpack(self.exact(2, "the key block length"))
+        if key_block_size != KEY_BLOCK_BYTES:
+            self.refuse(f"key block is {key_block_size} bytes, expected {KEY_BLOCK_BYTES}")
+        key_block = self.exact(key_block_size, "the key block")
+        nonce_prefix = self.exact(NONCE_PREFIX_BYTES, "the nonce prefix")
+        return manifest_bytes, self.manifest, key_block, nonce_prefix
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Return the manifest of a sealed file, UNVERIFIED: for routing only, never for trust.
+
+    Raises BatchRefused when the file does not even start like a sealed batch.
+    """
+    with Path(path).open("rb", buffering=0) as source:
+        return _Reader(source).header()[1]
+
+
+def open_sealed(
+    path: Path,
+    out: Path,
+    *,
+    recipient_keys: Callable[[str], X25519PrivateKey],
+    vendor_keys: Callable[[str, str], Ed25519PublicKey],
+) -> OpenedBatch:
+    """Return the verified manifest after decrypting sealed `path` to `out`, in one pass.
+
+    The plaintext goes to a 0600 temp file beside `out` and is renamed to `out` only after the
+    signature, every chunk's tag, the size and the SHA-256 have checked out; on any failure the
+    temp file is deleted and BatchRefused is raised (same message for every cause; the precise
+    reason is in its `cause`). An existing `out` is replaced only by a verified batch.
+
+    Args:
+        path: the sealed file.
+        out: where the plaintext payload goes; its folder must exist.
+        recipient_keys: kid -> the bank's HPKE private key (Keyring.recipient_private).
+        vendor_keys: (vendor_id, kid) -> a trusted vendor key (Keyring.vendor_public).
+    """
+    path, out = Path(path), Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as sink, path.open("rb", buffering=0) as source:
+            reader = _Reader(source)
+            sealed_sha256 = _open_stream(reader, sink, recipient_keys, vendor_keys)
+            os.fsync(sink.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    assert reader.manifest is not None
+    return OpenedBatch(manifest=reader.manifest, sealed_sha256=sealed_sha256)
+
+
+def _open_stream(
+    reader: _Reader,
+    sink: io.FileIO,
+    recipient_keys: Callable[[str], X25519PrivateKey],
+    vendor_keys: Callable[[str, str], Ed25519PublicKey],
+) -> str:
+    """Decrypt and verify everything `reader` holds into `sink`; return the file's SHA-256 hex."""
+    manifest_bytes, manifest, key_block, nonce_prefix = reader.header()
+    header_digest = reader.body.digest()
+    try:
+        private = recipient_keys(manifest.recipient_kid)
+    except KeyringError as exc:
+        reader.refuse(f"recipient key {manifest.recipient_kid!r} is not available: {exc}")
+    try:
+        vendor_key = vendor_keys(manifest.vendor_id, manifest.signing_kid)
+    except KeyringError as exc:
+        reader.refuse(
+            f"signing key {manifest.signing_kid!r} of vendor {manifest.vendor_id!r} is not "
+            f"trusted: {exc}"
+        )
+    try:
+        data_key = _SUITE.decrypt(key_block, private, info=_hpke_info(manifest_bytes))
+    except (InvalidTag, ValueError):
+        reader.refuse(
+            f"data key did not unwrap with bank key {manifest.recipient_kid!r}: wrong key, or the "
+            "manifest or key block was altered"
+        )
+    if len(data_key) != DATA_KEY_BYTES:
+        reader.refuse(f"data key is {len(data_key)} bytes, expected {DATA_KEY_BYTES}")
+
+    aead, chunk_size, source = AESGCM(data_key), manifest.chunk_size, reader.source
+    cipher_buffer = memoryview(bytearray(chunk_size + TAG_BYTES))
+    total, counter, flag = 0, 0, MORE
+    with _Spool(sink, chunk_size) as spool:
+        while flag != LAST:
+            if counter >= MAX_CHUNKS:
+                reader.refuse(f"more than {MAX_CHUNKS} chunks")
+            what = f"chunk {counter}"
+            flag, size = _RECORD.unpack(reader.exact(_RECORD.size, f"{what} (no last chunk seen)"))
+            if flag not in (MORE, LAST):
+                reader.refuse(f"{what}: flag 0x{flag:02x} is neither 0x00 (more) nor 0x01 (last)")
+            plain_size = size - TAG_BYTES
+            if flag == MORE:
+                valid = plain_size == chunk_size
+            else:  # the last chunk is never empty, unless it is the only one (empty payload)
+                valid = 0 < plain_size <= chunk_size or (plain_size == 0 and counter == 0)
+            if not valid:
+                reader.refuse(
+                    f"{what}: {plain_size} plaintext bytes with flag 0x{flag:02x}; chunks hold "
+                    f"chunk_size ({chunk_size}) bytes, the last 1..chunk_size (0 only if alone)"
+                )
+            if total + plain_size > manifest.payload_bytes:
+                reader.refuse(
+                    f"{what} runs past the manifest's payload_bytes ({manifest.payload_bytes})"
+                )
+            ciphertext = cipher_buffer[:size]
+            if _read_into(source, ciphertext) != size:
+                reader.refuse(f"truncated: the file ends inside {what}")
+            reader.body.update(ciphertext)
+            chunk = spool.buffer()[:plain_size]
+            try:
+                aead.decrypt_into(
+                    _nonce(nonce_prefix, counter),
+                    ciphertext,
+                    _AAD.pack(header_digest, counter, flag),
+                    chunk,
+                )
+            except InvalidTag:
+                reader.refuse(
+                    f"{what} failed authentication: altered, reordered, spliced from another "
+                    "batch, or its last-chunk flag changed"
+                )
+            spool.submit(chunk)
+            total += plain_size
+            counter += 1
+        payload_sha256 = spool.finish().hex()
+
+    body_digest = reader.body.digest()
+    signature = reader.exact(SIGNATURE_BYTES, "the signature")
+    trailing = len(source.read(1))
+    if trailing:
+        trailing += os.fstat(source.fileno()).st_size - source.tell()
+        reader.refuse(f"{trailing} trailing bytes after the signature")
+    try:
+        vendor_key.verify(signature, _signed_message(manifest_bytes, body_digest))
+    except InvalidSignature:
+        reader.refuse(
+            f"signature does not verify under key {manifest.signing_kid!r} of vendor "
+            f"{manifest.vendor_id!r}: forged, altered after signing, or signed by another key"
+        )
+    if total != manifest.payload_bytes:
+        reader.refuse(f"payload is {total} bytes, the manifest says {manifest.payload_bytes}")
+    if payload_sha256 != manifest.payload_sha256:
+        reader.refuse("payload SHA-256 differs from the manifest's payload_sha256")
+    return reader.body.hexdigest()

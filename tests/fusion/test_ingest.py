@@ -1,0 +1,282 @@
+"""Ingest end to end on real keys, real sealed files and a real encrypted DuckDB store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from contracts.taxonomy import load_taxonomy
+from fusion.ingest import Inbox, ingest_file, ingest_inbox
+from fusion.store import Store
+from matcher.envelope import Manifest, seal
+from matcher.keyed_hash import SaltEpoch
+from matcher.keyring import Keyring
+from matcher.pack import build_batch, pack_users
+from tests.contracts.test_suites import BREAKAGES
+from tests.factories import vendor_batch
+
+NOW = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
+
+
+class Parties:
+    """A bank and a vendor keyring paired as `fusion keys pair-vendor` pairs them."""
+
+    def __init__(self, root: Path) -> None:
+        from labs.cli import pair_keyrings
+
+        self.root = root
+        self.bank = Keyring.init(root / "bank-keys", role="bank")
+        self.vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
+        pair_keyrings(self.bank, self.vendor)
+        self.inbox = Inbox(root / "bank").ensure()
+        self.store_path = root / "bank" / "fusion.duckdb"
+
+    def store(self, *, read_only: bool = False) -> Store:
+        return Store.open(self.store_path, key=self.bank.store_key(), read_only=read_only)
+
+    def seal_frame(self, frame: pl.DataFrame, *, rows: int | None = None, **manifest: object) -> Path:
+        """Seal an arbitrary batch frame as the vendor would (for contract-breaking batches)."""
+        payload = self.root / f"{uuid.uuid4().hex}.parquet"
+        frame.write_parquet(payload, compression="zstd")
+        signing_kid, signer = self.vendor.current_signer()
+        recipient_kid, recipient = self.vendor.current_recipient_public()
+        fields: dict[str, object] = {
+            "batch_id": str(uuid.uuid4()),
+            "vendor_id": "vendor-a",
+            "signing_kid": signing_kid,
+            "recipient_kid": recipient_kid,
+            "salt_epoch": self.vendor.current_salt().epoch_id,
+            "created_at": NOW,
+            "rows": frame.height if rows is None else rows,
+            "taxonomy_version": load_taxonomy().version,
+            "contract": "vendor_batch/v1",
+        } | manifest
+        out = self.inbox.inbox / f"{fields['batch_id']}.sealed"
+        seal(payload, out, manifest=Manifest.new(**fields), recipient=recipient, signer=signer)  # type: ignore[arg-type]
+        payload.unlink()
+        return out
+
+    def ingest(self, sealed: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+        with self.store() as store:
+            return ingest_file(sealed, store=store, keyring=self.bank, inbox=self.inbox, now=NOW, **kwargs)  # type: ignore[arg-type]
+
+    def table(self, sql: str) -> pl.DataFrame:
+        with self.store() as store:
+            return store.execute(sql).pl()
+
+
+@pytest.fixture
+def parties(tmp_path: Path) -> Parties:
+    return Parties(tmp_path)
+
+
+def _users(n: int = 300, seed: int = 3) -> pl.DataFrame:
+    batch = vendor_batch(n, seed=seed)
+    phones = [f"+86 139 {i:04d} {seed:04d}" for i in range(n)]
+    return batch.drop("key").with_columns(phone=pl.Series(phones))
+
+
+def test_round_trip_loads_exactly_the_expected_rows(parties: Parties):
+    users = _users()
+    users_path = parties.root / "users.parquet"
+    users.write_parquet(users_path)
+    sealed = parties.inbox.inbox / "b1.sealed"
+    packed = pack_users(users_path, sealed, keyring=parties.vendor, now=NOW)
+    outcome = parties.ingest(sealed)
+    assert outcome.status == "loaded" and outcome.rows == packed.rows == len(users)
+
+    expected, _, _ = build_batch(users, parties.bank.current_salt())
+    loaded = parties.table(
+        "SELECT t.key, app_ids, app_days, app_sessions, tag_ids, tag_weights FROM vendor_tags t"
+        " JOIN vendor_apps a USING (key, batch_id) ORDER BY t.key"
+    )
+    assert loaded.equals(expected.sort("key").select(loaded.columns))
+    ledger = parties.table("SELECT batch_id, status, rows FROM batches")
+    assert ledger.rows() == [(packed.batch_id, "loaded", len(users))]
+    assert not list(parties.inbox.inbox.iterdir()) and not list(parties.inbox.work.iterdir())
+
+
+def test_same_batch_twice_loads_once(parties: Parties):
+    sealed = parties.seal_frame(vendor_batch(50))
+    copy = parties.inbox.inbox / "again.sealed"
+    copy.write_bytes(sealed.read_bytes())
+    assert parties.ingest(sealed).status == "loaded"
+    assert parties.ingest(copy).status == "duplicate"
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 50
+
+
+def test_batch_id_replayed_with_other_content_is_refused(parties: Parties):
+    batch_id = str(uuid.uuid4())
+    assert parties.ingest(parties.seal_frame(vendor_batch(40), batch_id=batch_id)).status == "loaded"
+    second = parties.ingest(parties.seal_frame(vendor_batch(40, seed=9), batch_id=batch_id))
+    assert second.status == "refused" and second.reasons == ("batch_id_conflict",)
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 40
+    ledger = parties.table("SELECT status, reasons FROM batches WHERE status = 'refused'")
+    assert json.loads(ledger["reasons"][0]) == ["batch_id_conflict"]
+
+
+def _flip(offset_from: str):  # type: ignore[no-untyped-def]
+    def edit(data: bytes) -> bytes:
+        at = {"start": 2, "middle": len(data) // 2, "end": len(data) - 3}[offset_from]
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+    return edit
+
+
+TAMPERING = {
+    "flip-header": _flip("start"),
+    "flip-middle": _flip("middle"),
+    "flip-signature": _flip("end"),
+    "truncated": lambda data: data[: len(data) - 200],
+    "appended": lambda data: data + b"\x00" * 16,
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERING))
+def test_tampered_batch_is_refused_and_nothing_loads(parties: Parties, tamper: str, caplog):
+    sealed = parties.seal_frame(vendor_batch(80))
+    sealed.write_bytes(TAMPERING[tamper](sealed.read_bytes()))
+    with caplog.at_level(logging.INFO):
+        outcome = parties.ingest(sealed)
+    assert outcome.status == "refused"
+    assert parties.table("SELECT count(*) AS n FROM vendor_apps")["n"][0] == 0
+    ledger = parties.table("SELECT status, reasons FROM batches")
+    assert ledger["status"].to_list() == ["refused"] and json.loads(ledger["reasons"][0])
+    assert "cause=" in caplog.text
+
+
+def test_wrong_bank_key_and_unknown_vendor_are_refused(parties: Parties):
+    other_bank = Keyring.init(parties.root / "other-bank", role="bank")
+    kid, public = other_bank.recipient_public_bytes()
+    parties.vendor.import_recipient(kid, public, replace=True)  # seals to the wrong bank
+    assert parties.ingest(parties.seal_frame(vendor_batch(10))).status == "refused"
+
+    stranger = Keyring.init(parties.root / "stranger", role="vendor", vendor_id="vendor-a")
+    from labs.cli import pair_keyrings
+
+    pair_keyrings(Keyring.init(parties.root / "decoy", role="bank"), stranger)
+    hpke_kid, hpke_public = parties.bank.recipient_public_bytes()
+    stranger.import_recipient(hpke_kid, hpke_public, replace=True)
+    parties.vendor = stranger  # signed by a key the bank never trusted
+    assert parties.ingest(parties.seal_frame(vendor_batch(10))).status == "refused"
+    assert parties.table("SELECT count(*) AS n FROM vendor_apps")["n"][0] == 0
+
+
+def test_unknown_salt_epoch_is_quarantined(parties: Parties):
+    parties.vendor.import_salt(SaltEpoch.generate("e-unknown"), make_current=True)
+    outcome = parties.ingest(parties.seal_frame(vendor_batch(10)))
+    assert outcome.status == "quarantined" and outcome.reasons == ("salt_epoch_known",)
+
+
+@pytest.mark.parametrize("rule", sorted(BREAKAGES))
+def test_each_contract_rule_quarantines_with_a_report(parties: Parties, rule: str):
+    outcome = parties.ingest(parties.seal_frame(BREAKAGES[rule](vendor_batch(60))))
+    assert outcome.status == "quarantined" and rule in outcome.reasons
+    report_dir = parties.inbox.quarantine / str(outcome.batch_id)
+    assert rule in (report_dir / "report.txt").read_text()
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 0
+    ledger = parties.table("SELECT status, report FROM batches")
+    assert ledger["status"].to_list() == ["quarantined"]
+    assert rule in json.loads(ledger["report"][0])["failed"]
+
+
+def test_row_count_other_than_manifest_is_quarantined(parties: Parties):
+    outcome = parties.ingest(parties.seal_frame(vendor_batch(60), rows=61))
+    assert outcome.reasons == ("row_count",)
+
+
+def test_newest_batch_per_key_wins_and_older_versions_stay(parties: Parties):
+    first, second = vendor_batch(30, seed=1), vendor_batch(30, seed=1)
+    second = second.with_columns(tag_ids=pl.lit([7], dtype=pl.List(pl.Int32)), tag_weights=pl.lit([0.5], dtype=pl.List(pl.Float32)))
+    parties.ingest(parties.seal_frame(first))
+    parties.ingest(parties.seal_frame(second))
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 60
+    latest = parties.table("SELECT DISTINCT tag_ids FROM vendor_tags_latest")
+    assert latest["tag_ids"].to_list() == [[7]]
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from fusion.ingest import Inbox, ingest_file
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    root, sealed = Path(sys.argv[1]), Path(sys.argv[2])
+    bank = Keyring.open(root / "bank-keys")
+    inbox = Inbox(root / "bank")
+    with Store.open(root / "bank" / "fusion.duckdb", key=bank.store_key()) as store:
+        ingest_file(sealed, store=store, keyring=bank, inbox=inbox,
+                    now=datetime(2026, 10, 1, tzinfo=UTC),
+                    before_commit=lambda: os.kill(os.getpid(), signal.SIGKILL))
+    """
+)
+
+
+def test_sigkill_mid_load_leaves_the_store_as_it_was_and_a_rerun_finishes(parties: Parties):
+    base = parties.seal_frame(vendor_batch(100, seed=5))
+    assert parties.ingest(base).status == "loaded"
+    big = parties.seal_frame(vendor_batch(20_000, seed=6))
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(parties.root), str(big)], env=env, capture_output=True
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert big.exists()  # still in the inbox: nothing was judged
+    wal = parties.store_path.with_name(parties.store_path.name + ".wal")
+    raw = parties.store_path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    key_hex = vendor_batch(20_000, seed=6)["key"][0].hex()
+    assert key_hex.encode() not in raw and b"Games > " not in raw
+
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 100
+    with parties.store() as store:
+        outcomes = list(ingest_inbox(store=store, keyring=parties.bank, inbox=parties.inbox, clock=lambda: NOW))
+    assert [o.status for o in outcomes] == ["loaded"]
+
+    clean = Parties(parties.root / "clean")
+    for frame in (vendor_batch(100, seed=5), vendor_batch(20_000, seed=6)):
+        clean.ingest(clean.seal_frame(frame))
+    query = "SELECT key, tag_ids, tag_weights FROM vendor_tags ORDER BY key"
+    assert parties.table(query).equals(clean.table(query))
+
+
+def test_no_phone_key_or_tag_name_in_store_bytes_or_logs(parties: Parties, caplog):
+    users = _users(200, seed=8)
+    users_path = parties.root / "users.parquet"
+    users.write_parquet(users_path)
+    sealed = parties.inbox.inbox / "b.sealed"
+    with caplog.at_level(logging.DEBUG):
+        pack_users(users_path, sealed, keyring=parties.vendor, now=NOW)
+        with parties.store() as store:
+            store.load_taxonomy(load_taxonomy())
+        parties.ingest(sealed)
+        bad = parties.seal_frame(BREAKAGES["key_unique"](vendor_batch(20)))
+        bad.write_bytes(_flip("middle")(bad.read_bytes()))
+        parties.ingest(bad)
+    expected, _, _ = build_batch(users, parties.bank.current_salt())
+    phones = [p.replace("+86 ", "").replace(" ", "") for p in users["phone"].to_list()]
+    secrets = [parties.bank.store_key(), parties.bank.current_salt().salt.hex()]
+    blobs = {"store": parties.store_path.read_bytes(), "log": caplog.text.encode()}
+    for f in parties.inbox.root.rglob("*"):
+        if f.is_file() and f.suffix in {".json", ".txt"}:
+            blobs[str(f)] = f.read_bytes()
+    for name, blob in blobs.items():
+        for phone in phones[:50]:
+            assert phone.encode() not in blob, name
+        for key in expected["key"].to_list()[:50]:
+            assert key.hex().encode() not in blob, name
+        for secret in secrets:
+            assert secret.encode() not in blob, name
+    assert b"Games > " not in blobs["store"] and b"vendor_tags" not in blobs["store"]

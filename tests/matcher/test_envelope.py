@@ -1,0 +1,699 @@
+"""Sealed batches: round trips, a second writer built from docs/envelope.md, and every refusal.
+
+Each test makes real keyrings in tmp_path. Refusals are checked to leave nothing at `out` (nor a
+temp file beside it), to share one message, and to carry an accurate `cause`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+import matcher.envelope as envelope
+from contracts.errors import BatchRefused, EnvelopeError, KeyringError
+from matcher.envelope import Manifest, open_sealed, read_manifest, seal
+from matcher.keyring import Keyring
+
+NOW = datetime(2026, 11, 3, 9, 30, 15, 123456, tzinfo=UTC)
+CHUNK = 64
+VECTORS = Path(__file__).parent / "vectors"
+PAYLOAD = bytes(range(256)) + b"tail of the last chunk"  # 5 chunks of 64, the last 22 bytes
+LAST_CHUNK = 4
+
+
+@dataclass
+class Parties:
+    bank: Keyring
+    vendor: Keyring
+    root: Path
+
+    def manifest(self, **overrides: object) -> Manifest:
+        fields: dict[str, object] = {
+            "batch_id": str(uuid.uuid4()),
+            "vendor_id": self.vendor.vendor_id,
+            "signing_kid": self.vendor.current_signer()[0],
+            "recipient_kid": self.vendor.current_recipient_public()[0],
+            "salt_epoch": self.vendor.current_salt().epoch_id,
+            "created_at": NOW,
+            "rows": 1234,
+            "taxonomy_version": "2026.11",
+            "contract": "vendor_batch/v1",
+            "counts": {"app_entries": 7, "tag_entries": 11},
+        }
+        return Manifest.new(**(fields | overrides))  # type: ignore[arg-type]
+
+    def seal(
+        self, data: bytes, *, name: str = "batch", chunk_size: int = CHUNK, **overrides: object
+    ) -> Path:
+        payload = self.root / f"{name}.parquet"
+        payload.write_bytes(data)
+        sealed = self.root / f"{name}.sealed"
+        seal(
+            payload,
+            sealed,
+            manifest=self.manifest(**overrides),
+            recipient=self.vendor.current_recipient_public()[1],
+            signer=self.vendor.current_signer()[1],
+            chunk_size=chunk_size,
+        )
+        return sealed
+
+    def open(self, sealed: Path, **keys: Callable) -> tuple[envelope.OpenedBatch, bytes]:
+        out = self.root / "opened" / "payload.parquet"
+        opened = open_sealed(
+            sealed,
+            out,
+            recipient_keys=keys.get("recipient_keys", self.bank.recipient_private),
+            vendor_keys=keys.get("vendor_keys", self.bank.vendor_public),
+        )
+        return opened, out.read_bytes()
+
+
+def pair(bank: Keyring, vendor: Keyring) -> None:
+    bank.trust_vendor(str(vendor.vendor_id), *vendor.signer_public_bytes())
+    vendor.import_recipient(*bank.recipient_public_bytes())
+    vendor.import_salt(bank.current_salt())
+
+
+@pytest.fixture
+def parties(tmp_path: Path) -> Parties:
+    bank = Keyring.init(tmp_path / "keys" / "bank", role="bank", now=NOW)
+    vendor = Keyring.init(tmp_path / "keys" / "vendor", role="vendor", vendor_id="vendor-a")
+    pair(bank, vendor)
+    (tmp_path / "opened").mkdir()
+    return Parties(bank, vendor, tmp_path)
+
+
+def _layout(sealed: bytes) -> dict[str, int]:
+    """Offsets of the parts of a sealed file, read the way docs/envelope.md describes them."""
+    (manifest_size,) = struct.unpack_from(">I", sealed, 10)
+    key_block = 14 + manifest_size + 2
+    records, starts = key_block + 80 + 8, []
+    at = records
+    while True:
+        flag, size = struct.unpack_from(">BI", sealed, at)
+        starts.append(at)
+        at += 5 + size
+        if flag == 1:
+            break
+    return {
+        "manifest": 14,
+        "key_block": key_block,
+        "nonce_prefix": key_block + 80,
+        "records": records,
+        "signature": at,
+        **{f"chunk{i}": start for i, start in enumerate(starts)},
+    }
+
+
+# -- the public surface and round trips --------------------------------------------------------
+
+
+def test_public_surface():
+    assert envelope.__all__ == [
+        "DEFAULT_CHUNK_SIZE",
+        "FORMAT_VERSION",
+        "MAGIC",
+        "Manifest",
+        "OpenedBatch",
+        "SealedInfo",
+        "open_sealed",
+        "read_manifest",
+        "seal",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_size"),
+    [
+        (0, CHUNK),
+        (1, CHUNK),
+        (CHUNK - 1, CHUNK),
+        (CHUNK * 5, CHUNK),
+        (CHUNK * 5 + 7, CHUNK),
+        (envelope.DEFAULT_CHUNK_SIZE + 1, envelope.DEFAULT_CHUNK_SIZE),
+    ],
+    ids=["empty", "one-byte", "one-short-chunk", "exact-multiple", "multi-chunk", "default-size"],
+)
+def test_round_trip(parties: Parties, size: int, chunk_size: int):
+    data = os.urandom(size)
+    sealed = parties.seal(data, chunk_size=chunk_size)
+    opened, plain = parties.open(sealed)
+    raw = sealed.read_bytes()
+    n_chunks = max(1, -(-size // chunk_size))
+    manifest_size = len(opened.manifest.to_bytes())
+    # the size formula of docs/envelope.md
+    assert len(raw) == 8 + 2 + 4 + manifest_size + 2 + 80 + 8 + n_chunks * (5 + 16) + size + 64
+    assert plain == data
+    assert opened.sealed_sha256 == hashlib.sha256(raw).hexdigest()
+    manifest = opened.manifest
+    assert (manifest.payload_bytes, manifest.chunk_size) == (size, chunk_size)
+    assert manifest.payload_sha256 == hashlib.sha256(data).hexdigest()
+    assert manifest.created_at == "2026-11-03T09:30:15Z"
+    assert manifest.counts == {"app_entries": 7, "tag_entries": 11}
+    assert read_manifest(sealed) == manifest
+    assert raw[14 : 14 + manifest_size] == manifest.to_bytes()
+    assert len(_layout(raw)) == 5 + n_chunks
+
+
+def test_seal_reports_what_it_wrote(parties: Parties):
+    payload = parties.root / "p.parquet"
+    payload.write_bytes(b"x" * 300)
+    out = parties.root / "p.sealed"
+    manifest = parties.manifest()
+    info = seal(
+        payload,
+        out,
+        manifest=manifest,
+        recipient=parties.vendor.current_recipient_public()[1],
+        signer=parties.vendor.current_signer()[1],
+        chunk_size=CHUNK,
+    )
+    assert info.bytes == out.stat().st_size
+    assert info.sealed_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert info.manifest == replace(
+        manifest,
+        payload_bytes=300,
+        payload_sha256=hashlib.sha256(b"x" * 300).hexdigest(),
+        chunk_size=CHUNK,
+    )
+    assert sorted(p.name for p in parties.root.iterdir()) == [
+        "keys",
+        "opened",
+        "p.parquet",
+        "p.sealed",
+    ]
+
+
+def test_the_manifest_is_canonical_json(parties: Parties):
+    manifest = replace(
+        parties.manifest(
+            created_at=datetime(2026, 11, 3, 17, 30, tzinfo=timezone(timedelta(hours=8)))
+        ),
+        payload_bytes=5,
+        payload_sha256="0" * 64,
+        chunk_size=CHUNK,
+    )
+    data = manifest.to_bytes()
+    fields = json.loads(data)
+    assert data == json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    assert fields["created_at"] == "2026-11-03T09:30:00Z"  # UTC
+    assert fields["mode"] == "salted" and fields["format_version"] == 1
+    assert Manifest.from_bytes(data) == manifest
+    assert "counts" not in json.loads(replace(manifest, counts=None).to_bytes())
+    with pytest.raises(EnvelopeError, match="canonical"):
+        Manifest.from_bytes(json.dumps(fields, sort_keys=True).encode())
+    with pytest.raises(EnvelopeError, match="unknown \\['extra'\\]"):
+        Manifest.from_bytes(json.dumps(fields | {"extra": 1}, sort_keys=True).encode())
+    with pytest.raises(EnvelopeError, match="never sealed"):
+        Manifest.from_bytes(parties.manifest().to_bytes())
+
+
+def test_a_batch_sealed_before_a_rotation_still_opens(parties: Parties):
+    sealed = parties.seal(b"before rotation" * 10)
+    parties.bank.rotate("hpke")
+    parties.bank.rotate("salt", now=NOW)
+    assert parties.open(sealed)[1] == b"before rotation" * 10
+
+
+def test_plaintext_is_written_only_to_a_private_temp_file_beside_out(parties: Parties):
+    sealed = parties.seal(PAYLOAD)
+    seen = []
+
+    def recipient_keys(kid: str) -> X25519PrivateKey:
+        seen.extend((p.name, p.stat().st_mode & 0o777) for p in (parties.root / "opened").iterdir())
+        return parties.bank.recipient_private(kid)
+
+    parties.open(sealed, recipient_keys=recipient_keys)
+    assert len(seen) == 1 and seen[0][0].endswith(".part") and seen[0][1] == 0o600
+    assert [p.name for p in (parties.root / "opened").iterdir()] == ["payload.parquet"]
+
+
+def test_opening_replaces_an_existing_out_only_when_verified(parties: Parties):
+    out = parties.root / "opened" / "payload.parquet"
+    out.write_bytes(b"older")
+    good = parties.seal(b"new payload")
+    bad = good.with_suffix(".bad")
+    bad.write_bytes(good.read_bytes()[:-1])
+    with pytest.raises(BatchRefused):
+        parties.open(bad)
+    assert out.read_bytes() == b"older"
+    assert parties.open(good)[1] == b"new payload"
+
+
+# -- a second writer, from docs/envelope.md alone ----------------------------------------------
+
+
+def _forge(
+    payload: bytes,
+    manifest: Manifest,
+    *,
+    recipient: object,
+    signer: Ed25519PrivateKey,
+    chunk_size: int = CHUNK,
+    payload_bytes: int | None = None,
+    payload_sha256: str | None = None,
+) -> bytes:
+    """Return a sealed file written from the format document, with the manifest's claims given."""
+    m = replace(
+        manifest,
+        payload_bytes=len(payload) if payload_bytes is None else payload_bytes,
+        payload_sha256=payload_sha256 or hashlib.sha256(payload).hexdigest(),
+        chunk_size=chunk_size,
+    ).to_bytes()
+    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    data_key = os.urandom(32)
+    info = b"bankfusion/batch/v1/data-key" + hashlib.sha256(m).digest()
+    key_block = suite.encrypt(data_key, recipient, info=info)  # type: ignore[arg-type]
+    prefix = os.urandom(8)
+    body = bytearray(b"\x89BFS\r\n\x1a\n" + struct.pack(">HI", 1, len(m)) + m)
+    body += struct.pack(">H", len(key_block)) + key_block + prefix
+    header_digest = hashlib.sha256(body).digest()
+    chunks = [payload[i : i + chunk_size] for i in range(0, len(payload), chunk_size)] or [b""]
+    for counter, chunk in enumerate(chunks):
+        last = int(counter == len(chunks) - 1)
+        nonce = prefix + struct.pack(">I", counter)
+        aad = header_digest + struct.pack(">IB", counter, last)
+        ciphertext = AESGCM(data_key).encrypt(nonce, chunk, aad)
+        body += struct.pack(">BI", last, len(ciphertext)) + ciphertext
+    message = (
+        b"bankfusion/batch/v1/signature"
+        + hashlib.sha256(m).digest()
+        + hashlib.sha256(body).digest()
+    )
+    return bytes(body + signer.sign(message))
+
+
+def test_a_file_written_from_the_format_document_opens(parties: Parties):
+    data = os.urandom(CHUNK * 3 + 5)
+    sealed = parties.root / "forged.sealed"
+    sealed.write_bytes(
+        _forge(
+            data,
+            parties.manifest(),
+            recipient=parties.vendor.current_recipient_public()[1],
+            signer=parties.vendor.current_signer()[1],
+        )
+    )
+    assert parties.open(sealed)[1] == data
+
+
+def test_known_answer_vector_opens(tmp_path: Path):
+    """A file sealed once by this module with fixed keys: the format must keep opening it."""
+    case = json.loads((VECTORS / "envelope_v1.json").read_text())
+    bank_key = X25519PrivateKey.from_private_bytes(bytes.fromhex(case["bank_hpke_private"]))
+    vendor_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(case["vendor_sign_private"]))
+    assert bank_key.public_key().public_bytes_raw().hex() == case["bank_hpke_public"]
+    assert vendor_key.public_key().public_bytes_raw().hex() == case["vendor_sign_public"]
+    manifest = json.loads(case["manifest"])
+    sealed = tmp_path / "vector.sealed"
+    sealed.write_bytes(bytes.fromhex(case["sealed"]))
+    looked_up = []
+
+    def recipient_keys(kid: str) -> X25519PrivateKey:
+        looked_up.append(kid)
+        return bank_key
+
+    def vendor_keys(vendor_id: str, kid: str):
+        looked_up.append((vendor_id, kid))
+        return vendor_key.public_key()
+
+    opened = open_sealed(
+        sealed, tmp_path / "out", recipient_keys=recipient_keys, vendor_keys=vendor_keys
+    )
+    assert looked_up == [
+        manifest["recipient_kid"],
+        (manifest["vendor_id"], manifest["signing_kid"]),
+    ]
+    assert (tmp_path / "out").read_bytes() == bytes.fromhex(case["payload"])
+    assert opened.manifest.to_bytes() == case["manifest"].encode()
+    assert opened.sealed_sha256 == case["sealed_sha256"]
+    assert opened.sealed_sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def _flip(offset: Callable[[dict[str, int]], int]) -> Callable[[bytes, dict[str, int]], bytes]:
+    def tamper(raw: bytes, at: dict[str, int]) -> bytes:
+        position = offset(at)
+        return raw[:position] + bytes([raw[position] ^ 0x01]) + raw[position + 1 :]
+
+    return tamper
+
+
+def _cut(offset: Callable[[dict[str, int]], int]) -> Callable[[bytes, dict[str, int]], bytes]:
+    return lambda raw, at: raw[: offset(at)]
+
+
+def _swap(raw: bytes, at: dict[str, int]) -> bytes:
+    one, two, three = at["chunk1"], at["chunk2"], at["chunk3"]
+    return raw[:one] + raw[two:three] + raw[one:two] + raw[three:]
+
+
+def _drop_last_chunk_keep_signature(raw: bytes, at: dict[str, int]) -> bytes:
+    return raw[: at[f"chunk{LAST_CHUNK}"]] + raw[at["signature"] :]
+
+
+def _edit_rows(raw: bytes, at: dict[str, int]) -> bytes:
+    assert raw.count(b'"rows":1234') == 1
+    return raw.replace(b'"rows":1234', b'"rows":1235')
+
+
+TAMPERING = {
+    "flip-magic": (_flip(lambda at: 0), "bad magic"),
+    "flip-version": (_flip(lambda at: 9), "format version 0 is not supported"),
+    "flip-manifest-syntax": (_flip(lambda at: at["manifest"]), "manifest rejected: .*not JSON"),
+    "manifest-value-edited": (_edit_rows, "data key did not unwrap with bank key 'bank-hpke-1'"),
+    "flip-hpke-enc": (_flip(lambda at: at["key_block"] + 3), "data key did not unwrap"),
+    "flip-wrapped-key": (_flip(lambda at: at["key_block"] + 40), "data key did not unwrap"),
+    "flip-nonce-prefix": (_flip(lambda at: at["nonce_prefix"]), "chunk 0 failed authentication"),
+    "flip-first-chunk": (_flip(lambda at: at["chunk0"] + 5 + 3), "chunk 0 failed authentication"),
+    "flip-middle-chunk": (_flip(lambda at: at["chunk2"] + 5), "chunk 2 failed authentication"),
+    "flip-last-chunk": (_flip(lambda at: at["chunk4"] + 9), "chunk 4 failed authentication"),
+    "flip-gcm-tag": (_flip(lambda at: at["chunk2"] - 1), "chunk 1 failed authentication"),
+    "chunk-reflagged-as-last": (_flip(lambda at: at["chunk1"]), "chunk 1 failed authentication"),
+    "flip-record-length": (
+        _flip(lambda at: at["chunk1"] + 4),
+        "chunk 1: 65 plaintext bytes with flag 0x00",
+    ),
+    "flip-signature": (_flip(lambda at: at["signature"] + 10), "signature does not verify"),
+    "cut-in-magic": (_cut(lambda at: 5), "truncated: the file ends inside the magic"),
+    "cut-in-manifest": (
+        _cut(lambda at: at["manifest"] + 20),
+        "truncated: the file ends inside the manifest",
+    ),
+    "cut-in-key-block": (
+        _cut(lambda at: at["key_block"] + 7),
+        "truncated: the file ends inside the key block",
+    ),
+    "cut-before-chunks": (
+        _cut(lambda at: at["records"]),
+        r"truncated: the file ends before chunk 0 \(no last chunk seen\)",
+    ),
+    "cut-in-middle-chunk": (
+        _cut(lambda at: at["chunk2"] + 30),
+        "truncated: the file ends inside chunk 2",
+    ),
+    "drop-last-chunk-and-signature": (
+        _cut(lambda at: at["chunk4"]),
+        r"truncated: the file ends before chunk 4 \(no last chunk seen\)",
+    ),
+    "drop-last-chunk-keep-signature": (_drop_last_chunk_keep_signature, r"chunk 4\b"),
+    "drop-signature": (
+        _cut(lambda at: at["signature"]),
+        "truncated: the file ends before the signature",
+    ),
+    "cut-in-signature": (
+        _cut(lambda at: at["signature"] + 63),
+        "truncated: the file ends inside the signature",
+    ),
+    "swap-two-chunks": (_swap, "chunk 1 failed authentication"),
+    "trailing-garbage": (lambda raw, at: raw + b"\x00junk", "5 trailing bytes after the signature"),
+}
+
+
+def _assert_refused(refused: pytest.ExceptionInfo[BatchRefused], cause: str, root: Path) -> None:
+    assert str(refused.value) == BatchRefused.MESSAGE
+    assert re.search(cause, refused.value.cause), refused.value.cause
+    assert list((root / "opened").iterdir()) == []  # nothing at out, no temp file beside it
+
+
+@pytest.mark.parametrize(("tamper", "cause"), TAMPERING.values(), ids=TAMPERING.keys())
+def test_tampered_files_are_refused(parties: Parties, tamper, cause: str):
+    sealed = parties.seal(PAYLOAD)
+    raw = sealed.read_bytes()
+    at = _layout(raw)
+    assert at["signature"] == len(raw) - 64 and f"chunk{LAST_CHUNK}" in at
+    tampered = tamper(raw, at)
+    assert tampered != raw
+    sealed.write_bytes(tampered)
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed)
+    _assert_refused(refused, cause, parties.root)
+
+
+def test_every_tampering_case_has_its_own_cause(parties: Parties):
+    causes = {}
+    for name, (tamper, _) in TAMPERING.items():
+        sealed = parties.seal(PAYLOAD, name=name)
+        raw = sealed.read_bytes()
+        sealed.write_bytes(tamper(raw, _layout(raw)))
+        with pytest.raises(BatchRefused) as refused:
+            parties.open(sealed)
+        causes.setdefault(refused.value.cause, []).append(name)
+    shared = {cause: names for cause, names in causes.items() if len(names) > 1}
+    # Cases that the cryptography cannot tell apart share a cause, and only those: any edit of
+    # the manifest or key block breaks the key unwrap; an edited nonce prefix or a re-flagged
+    # chunk breaks that chunk's tag like an edited byte of it does.
+    assert sorted(sorted(names) for names in shared.values()) == [
+        ["chunk-reflagged-as-last", "flip-gcm-tag", "swap-two-chunks"],
+        ["flip-first-chunk", "flip-nonce-prefix"],
+        ["flip-hpke-enc", "flip-wrapped-key", "manifest-value-edited"],
+    ]
+
+
+def test_a_chunk_spliced_from_another_batch_is_refused(parties: Parties):
+    first, second = parties.seal(PAYLOAD, name="one"), parties.seal(PAYLOAD, name="two")
+    raw, other = first.read_bytes(), second.read_bytes()
+    at, other_at = _layout(raw), _layout(other)
+    spliced = (
+        raw[: at["chunk2"]] + other[other_at["chunk2"] : other_at["chunk3"]] + raw[at["chunk3"] :]
+    )
+    assert len(spliced) == len(raw)
+    first.write_bytes(spliced)
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(first)
+    _assert_refused(refused, "chunk 2 failed authentication", parties.root)
+
+
+def test_the_signature_of_another_batch_is_refused(parties: Parties):
+    """An attacker who knows only public keys re-seals an edited manifest and reuses the
+    vendor's signature of the original: the unwrap and chunks pass, the signature cannot."""
+    original = parties.seal(PAYLOAD, name="original")
+    edited = original.with_name("edited.sealed")
+    forged = _forge(
+        PAYLOAD,
+        parties.manifest(rows=999_999),
+        recipient=parties.vendor.current_recipient_public()[1],
+        signer=Ed25519PrivateKey.generate(),
+    )
+    edited.write_bytes(forged[:-64] + original.read_bytes()[-64:])
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(edited)
+    _assert_refused(
+        refused,
+        "signature does not verify under key 'vendor-a-sign-1' of vendor 'vendor-a'",
+        parties.root,
+    )
+    assert refused.value.vendor == "vendor-a"
+
+
+def test_wrong_bank_key_is_refused(parties: Parties):
+    sealed = parties.seal(PAYLOAD)
+    stranger = X25519PrivateKey.generate()
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed, recipient_keys=lambda kid: stranger)
+    _assert_refused(refused, "data key did not unwrap with bank key 'bank-hpke-1'", parties.root)
+
+
+def test_a_recipient_kid_the_bank_does_not_hold_is_refused(parties: Parties):
+    sealed = parties.seal(PAYLOAD, recipient_kid="bank-hpke-9")
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed)
+    _assert_refused(
+        refused,
+        "recipient key 'bank-hpke-9' is not available: HPKE key 'bank-hpke-9' is not in this",
+        parties.root,
+    )
+
+
+def test_a_signature_by_an_unknown_vendor_key_is_refused(parties: Parties):
+    stranger = Keyring.init(parties.root / "keys" / "stranger", role="vendor", vendor_id="vendor-z")
+    stranger.import_recipient(*parties.bank.recipient_public_bytes())
+    stranger.import_salt(parties.bank.current_salt())
+    sealed = Parties(parties.bank, stranger, parties.root).seal(PAYLOAD)
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed)
+    _assert_refused(
+        refused,
+        "signing key 'vendor-z-sign-1' of vendor 'vendor-z' is not trusted: vendor 'vendor-z' "
+        "has no trusted signing key",
+        parties.root,
+    )
+    assert (refused.value.vendor, refused.value.batch_id) == (
+        "vendor-z",
+        read_manifest(sealed).batch_id,
+    )
+
+
+def test_a_rotated_out_vendor_key_the_bank_never_trusted_is_refused(parties: Parties):
+    parties.vendor.rotate("signing")  # the bank was not told
+    sealed = parties.seal(PAYLOAD)
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed)
+    _assert_refused(
+        refused,
+        "signing key 'vendor-a-sign-2' of vendor 'vendor-a' is not trusted: signing key of vendor "
+        "'vendor-a' 'vendor-a-sign-2' is not in this keyring",
+        parties.root,
+    )
+
+
+@pytest.mark.parametrize(
+    ("claimed_kid", "cause"),
+    [
+        ("own", "signing key 'vendor-b-sign-1' of vendor 'vendor-a' is not trusted"),
+        ("victim", "signature does not verify under key 'vendor-a-sign-1' of vendor 'vendor-a'"),
+    ],
+    ids=["with-its-own-kid", "with-the-victims-kid"],
+)
+def test_a_trusted_vendor_cannot_seal_as_another(parties: Parties, claimed_kid: str, cause: str):
+    other = Keyring.init(parties.root / "keys" / "vendor-b", role="vendor", vendor_id="vendor-b")
+    pair(parties.bank, other)
+    kid = other.current_signer()[0] if claimed_kid == "own" else "vendor-a-sign-1"
+    sealed = Parties(parties.bank, other, parties.root).seal(
+        PAYLOAD, vendor_id="vendor-a", signing_kid=kid
+    )
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed)
+    _assert_refused(refused, cause, parties.root)
+
+
+@pytest.mark.parametrize(
+    ("claims", "cause"),
+    [
+        (
+            {"payload_bytes": len(PAYLOAD) + 1},
+            f"payload is {len(PAYLOAD)} bytes, the manifest says",
+        ),
+        ({"payload_bytes": len(PAYLOAD) - 1}, "chunk 4 runs past the manifest's payload_bytes"),
+        ({"payload_sha256": "ab" * 32}, "payload SHA-256 differs from the manifest's"),
+    ],
+    ids=["size-understated", "size-overstated", "digest"],
+)
+def test_a_signed_manifest_that_lies_about_the_payload_is_refused(
+    parties: Parties, claims: dict, cause: str
+):
+    sealed = parties.root / "lying.sealed"
+    sealed.write_bytes(
+        _forge(
+            PAYLOAD,
+            parties.manifest(),
+            recipient=parties.vendor.current_recipient_public()[1],
+            signer=parties.vendor.current_signer()[1],
+            **claims,
+        )
+    )
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed)
+    _assert_refused(refused, cause, parties.root)
+
+
+def test_a_keyring_error_from_a_lookup_becomes_a_refusal(parties: Parties):
+    sealed = parties.seal(PAYLOAD)
+
+    def broken(kid: str) -> X25519PrivateKey:
+        raise KeyringError("key file hpke.bank-hpke-1.key is readable by others; run: chmod 600")
+
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed, recipient_keys=broken)
+    _assert_refused(refused, "recipient key 'bank-hpke-1' is not available: key file", parties.root)
+
+
+def test_read_manifest_refuses_what_is_not_a_sealed_batch(parties: Parties):
+    path = parties.root / "not-sealed"
+    path.write_bytes(b"PAR1" + bytes(100))
+    with pytest.raises(BatchRefused) as refused:
+        read_manifest(path)
+    assert refused.value.cause == "bad magic: not a sealed batch file"
+    assert refused.value.batch_id is None
+
+
+# -- mistakes of the sender --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"recipient": "private"}, "recipient must be the bank's X25519PublicKey"),
+        ({"signer": "public"}, "signer must be the vendor's Ed25519PrivateKey"),
+        ({"chunk_size": 16}, "chunk_size must be an int of 64"),
+        ({"chunk_size": 65 * 1024 * 1024}, "chunk_size must be an int of 64"),
+        ({"payload": "missing"}, "is not a readable file"),
+        ({"out": "no-folder"}, "does not exist; create it first"),
+        ({"out": "payload"}, "is the payload itself"),
+        ({"manifest": "dict"}, "manifest must be a Manifest"),
+    ],
+)
+def test_seal_explains_caller_mistakes(parties: Parties, change: dict, message: str):
+    payload = parties.root / "p.parquet"
+    payload.write_bytes(b"data")
+    kwargs: dict[str, object] = {
+        "manifest": parties.manifest(),
+        "recipient": parties.vendor.current_recipient_public()[1],
+        "signer": parties.vendor.current_signer()[1],
+        "chunk_size": CHUNK,
+    }
+    out = parties.root / "p.sealed"
+    substitutes: dict[str, object] = {
+        "private": X25519PrivateKey.generate(),
+        "public": Ed25519PrivateKey.generate().public_key(),
+        "missing": parties.root / "missing.parquet",
+        "no-folder": parties.root / "nowhere" / "p.sealed",
+        "payload": payload,
+        "dict": {"rows": 1},
+    }
+    for name, value in change.items():
+        value = substitutes.get(value, value) if isinstance(value, str) else value
+        if name == "payload":
+            payload = value  # type: ignore[assignment]
+        elif name == "out":
+            out = value  # type: ignore[assignment]
+        else:
+            kwargs[name] = value
+    with pytest.raises(EnvelopeError, match=message):
+        seal(payload, out, **kwargs)  # type: ignore[arg-type]
+    assert not (parties.root / "p.sealed").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("batch_id", "not-a-uuid", "batch_id must be a UUID"),
+        ("batch_id", str(uuid.uuid4()).upper(), "canonical lowercase"),
+        ("created_at", datetime(2026, 11, 3, 9, 30), "timezone-aware"),
+        ("vendor_id", None, "vendor_id is missing"),
+        ("rows", -1, "non-negative integer"),
+        ("rows", True, "non-negative integer"),
+        ("mode", "plain", "mode must be one of salted, oprf"),
+        ("contract", 'vendor"batch', "without quotes or backslashes"),
+        ("taxonomy_version", "", "1-128 printable ASCII"),
+        ("counts", {"apps": 1.5}, "non-negative integer"),
+    ],
+)
+def test_manifest_new_explains_bad_fields(parties: Parties, field: str, value, message: str):
+    with pytest.raises(EnvelopeError, match=message):
+        parties.manifest(**{field: value})
+
+
+def test_a_payload_that_changes_while_sealed_is_refused_by_seal(parties: Parties, monkeypatch):
+    monkeypatch.setattr(envelope, "_hash_file", lambda path, buffer: (len(PAYLOAD), "0" * 64))
+    with pytest.raises(EnvelopeError, match="changed while it was being sealed"):
+        parties.seal(PAYLOAD)
+    assert not (parties.root / "batch.sealed").exists()
+    assert [p.name for p in parties.root.iterdir() if p.name.endswith(".part")] == []
