@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from contracts.errors import FusionError
+from contracts.taxonomy import load_taxonomy
 
 __all__ = ["app"]
 
@@ -110,19 +111,69 @@ def demo(
     customers: Annotated[int, typer.Option(min=100)] = 100_000,
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
-    """Run everything that exists end to end on a synthetic world and print a summary."""
-    from labs.world import WorldConfig, generate_world
+    """Run everything that exists end to end on a synthetic world and print a summary.
 
+    world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash, seal) -> bank ingest
+    (verify, open, contract, load into the encrypted store). Re-running starts from a clean run.
+    """
+    import shutil
+
+    from fusion.ingest import ingest_inbox
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from labs.world import WorldConfig, WorldFiles, generate_world
+    from matcher.keyring import Keyring
+    from matcher.pack import pack_users
+
+    if out.exists():
+        shutil.rmtree(out)
+    folder = RunFolder(out).ensure()
+    summary: dict[str, object] = {}
     try:
         with _stage_progress("world") as progress:
-            summary = generate_world(
-                WorldConfig(customers=customers, seed=seed), out / "world", progress=progress
+            world_summary = generate_world(
+                WorldConfig(customers=customers, seed=seed), folder.world, progress=progress
             )
+        _print_world_summary(world_summary.to_dict())
+        summary["world"] = world_summary.to_dict()
+
+        bank = Keyring.init(folder.bank_keys, role="bank")
+        vendor = Keyring.init(folder.vendor_keys, role="vendor", vendor_id="vendor-a")
+        pair_keyrings(bank, vendor)
+        with console.status("vendor: normalise, keyed-hash, pack and seal"):
+            packed = pack_users(
+                WorldFiles(folder.world).vendor_users,
+                folder.inbox.inbox / "vendor-a-0001.sealed",
+                keyring=vendor,
+                now=_now(),
+            )
+        console.print(
+            f"vendor batch {packed.batch_id}: {packed.rows:,} rows sealed "
+            f"({packed.sealed.bytes / 1e6 if packed.sealed else 0:,.1f} MB); raw phones dropped"
+        )
+        with (
+            console.status("bank: verify, open, validate, load"),
+            Store.open(folder.store, key=bank.store_key()) as store,
+        ):
+            store.load_taxonomy(load_taxonomy())
+            outcomes = list(ingest_inbox(store=store, keyring=bank, inbox=folder.inbox, clock=_now))
+            ledger = store.execute(
+                "SELECT status, count(*), sum(rows) FROM batches GROUP BY status ORDER BY status"
+            ).fetchall()
     except FusionError as error:
         raise _fail(error) from error
-    _print_world_summary(summary.to_dict())
-    (out / "demo-summary.json").write_text(json.dumps({"world": summary.to_dict()}, indent=2))
-    console.print(f"run folder: [bold]{out}[/] (summary in {out / 'demo-summary.json'})")
+    for outcome in outcomes:
+        split = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.seconds.items())
+        console.print(
+            f"ingest {outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows ({split})"
+        )
+    summary["batches"] = [o.to_dict() for o in outcomes]
+    summary["ledger"] = {status: {"batches": n, "rows": rows} for status, n, rows in ledger}
+    (out / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    console.print(
+        f"run folder: [bold]{out}[/] (encrypted store {folder.store.name}; "
+        f"summary {out / 'demo-summary.json'})"
+    )
 
 
 keys_app = typer.Typer(

@@ -14,9 +14,10 @@ Files under `out/`:
 The truth model. Every person has a latent persona (gamer, investor, senior...) and maybe a second
 one. Personas drive app and tag usage at the vendor and shift some bank features mildly (investors
 hold more assets, seniors are older), so they are visible in vendor data and barely in bank data.
-For customers not yet on mobile banking,
+A second latent trait, "fintech" (heavy use of payment, wealth and other banks' apps), shows only
+in vendor data. For customers not yet on mobile banking,
 
-    P(opened_mb) = sigmoid(b0 + bank terms + persona terms)
+    P(opened_mb) = sigmoid(b0 + bank terms + persona terms + fintech term)
 
 where the bank terms are the real case's top variables (young age, U-key, wealth management,
 tenure, time deposits, online banking) and the persona terms are large enough that a model with
@@ -38,7 +39,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from contracts.taxonomy import CATEGORIES, CURRENT_VERSION, Taxonomy, load_taxon
 from matcher.identity import id_check_characters
 
 __all__ = [
+    "FEATURE_COLUMNS",
     "PERSONAS",
     "WorldConfig",
     "WorldFiles",
@@ -155,6 +157,8 @@ _SESSIONS_PER_DAY = {
     "social": 14.0, "short_video": 8.0, "games": 5.0, "live_streaming": 4.0, "news": 3.0,
     "music": 3.0, "reading": 3.0, "ecommerce": 2.5, "maps_mobility": 2.0, "office": 4.0,
 }  # fmt: skip
+_APP_ZIPF = 1.5  # exponent of app popularity by rank within a category
+_CORE_SHARE = 0.5  # of a user's apps and tags taken from the top of their profile's ranking
 _PROFILE_VARIANTS = 16  # random rankings per persona pair: users of a pair do not all look alike
 # A second latent trait seen only at the vendor: heavy use of payment, wealth and other banks'
 # apps. Half of the variants of every pair are "fintech" variants with these categories boosted.
@@ -212,7 +216,7 @@ _VENDOR_PLUS86_SHARE = 0.06
 # Dirty phone styles of the bank extract and their shares (valid numbers only).
 _PHONE_STYLES = np.array([0.40, 0.12, 0.08, 0.06, 0.14, 0.08, 0.06, 0.06])
 
-_CHUNK_USERS = 262_144  # vendor users per generated chunk / Parquet row group
+_CHUNK_USERS = 65_536  # vendor users per generated chunk / Parquet row group
 _PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
     "compression_level": 1,  # level 3 buys ~1% on bit-packed ids and costs 15% more time
@@ -360,10 +364,16 @@ def generate_world(
     rng = {name: np.random.Generator(np.random.PCG64(seed)) for name, seed in seeds.items()}
     n_vendor = round(config.vendor_ratio * config.customers)
 
-    # One writer thread compresses and writes while the main thread generates the next part.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="world-writer") as writer:
-        pending: list[Future[None]] = []
+    # Two writer threads compress and write while the main thread generates: one for the big
+    # vendor file (row group by row group, in order), one for every other file.
+    digests: dict[str, Future[str]] = {}
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="world-files") as writer,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="world-vendor") as vendor_writer,
+    ):
         report("bank customers", 0.0)
+        # The rankings need no bank data: the idle writer builds them while the bank is drawn.
+        profiles = writer.submit(_profiles, taxonomy, rng["profiles"])
         people = _people(config.customers, rng["people"])
         bank = _bank_features(people, rng["bank"])
         phones = _bank_phones(config.customers, n_vendor, rng["phones"])
@@ -372,27 +382,25 @@ def generate_world(
         report("bank customers", 0.5)
         outcomes = _outcomes(people, bank, rng["outcomes"])
         customers = _customer_frame(bank, phone_column, ids, outcomes)
-        pending.append(writer.submit(_write, customers.to_arrow(), files.customers))
+        digests[files.CUSTOMERS] = writer.submit(_write, customers.to_arrow(), files.customers)
         campaign = _campaign_frame(ids, outcomes)
-        pending.append(writer.submit(_write, campaign.to_arrow(), files.campaign))
+        digests[files.CAMPAIGN] = writer.submit(_write, campaign.to_arrow(), files.campaign)
+        del customers, campaign
         report("bank customers", 1.0)
 
         report("vendor users", 0.0)
         vendor = _vendor_population(config, people, bank, phones, rng["presence"], rng["vendor"])
-        profiles = _profiles(taxonomy, rng["profiles"])
-        _write_vendor_users(vendor, profiles, seeds["lists"], files.vendor_users, writer, report)
-        report("vendor users", 1.0)
-
-        report("ground truth", 0.0)
         for name, frame in _truth_frames(people, ids, vendor, outcomes).items():
-            pending.append(writer.submit(_write, frame.to_arrow(), files.root / name))
-        for job in pending:
-            job.result()
-        report("ground truth", 1.0)
+            digests[name] = writer.submit(_write, frame.to_arrow(), files.root / name)
+        _write_vendor_users(
+            vendor, profiles.result(), seeds["lists"], files.vendor_users, vendor_writer, report
+        )
+        digests[files.VENDOR_USERS] = vendor_writer.submit(_sha256, files.vendor_users)
+        report("vendor users", 1.0)
+        report("files", 0.0)
+        digest = {name: digests[name].result() for name in WorldFiles.PARQUET}
+        report("files", 1.0)
 
-    report("digests", 0.0)
-    digests = {name: _sha256(files.root / name) for name in WorldFiles.PARQUET}
-    report("digests", 1.0)
     n_unregistered = int((~outcomes.registered).sum())
     in_campaign = outcomes.campaign >= 0
     treated = outcomes.campaign == 1
@@ -415,7 +423,7 @@ def generate_world(
         invalid_phones=int((phones.kind >= _INVALID).sum()),
         duplicated_phones=int(phones.shared.sum()),
         bad_id_checksums=int(ids.bad.sum()),
-        digests=digests,
+        digests=digest,
         seconds=round(time.perf_counter() - start, 3),
     )
     files.manifest.write_text(
@@ -503,9 +511,12 @@ class _People:
 
     def mixed(self, table: Array) -> F64:
         """Return a per-persona table mixed over main and second persona for every person."""
-        return (1.0 - self.second_weight) * table[self.persona] + self.second_weight * table[
-            self.second
-        ]
+        return _mix(table, self.persona, self.second, self.second_weight)
+
+
+def _mix(table: Array, persona: Array, second: Array, weight: F64) -> F64:
+    """Return table[persona] blended with table[second] by the second persona's weight."""
+    return (1.0 - weight) * table[persona] + weight * table[second]
 
 
 def _personas(n: int, rng: np.random.Generator) -> tuple[Array, Array, F64]:
@@ -749,6 +760,8 @@ def _channels(
         "pos": 5.4,
         "quickpay": 4.2,
     }
+    # A customer without online or mobile banking never used that channel.
+    has_channel = {"online": col["online_banking"], "mobile": registered}
     count_total = np.zeros(n, dtype=np.int64)
     amount_total = np.zeros(n)
     for channel in _CHANNELS:
@@ -759,6 +772,7 @@ def _channels(
         # older (90..364) or never (null) in the last year.
         recent = np.minimum(np.floor(rng.exponential(90.0 / (count + 1.0))), 89.0)
         older = np.where(rng.random(n) < 0.5, 90.0 + np.floor(rng.random(n) * 275.0), np.nan)
+        older = np.where(has_channel.get(channel, True), older, np.nan)
         col[f"{channel}_txn_count_3m"] = count.astype(np.int32)
         col[f"{channel}_txn_amount_3m"] = amount
         col[f"{channel}_days_since_last"] = np.where(count > 0, recent, older)
@@ -815,8 +829,8 @@ def _outcomes(people: _People, col: dict[str, Any], rng: np.random.Generator) ->
     _channels(people, col, registered, rng)
 
     # The real case's top variables: young, U-key, wealth management, tenure, time deposits,
-    # online banking. Persona terms come on top; a bank-only model sees them only through the
-    # mild persona shifts of age and assets.
+    # online banking. Persona and fintech terms come on top: a bank-only model sees them only
+    # through the mild persona shifts of age and assets, a fused one through the vendor's lists.
     bank_logit = (
         0.35 * np.clip((40.0 - age) / 10.0, -2.5, 2.0)
         + 0.8 * col["ukey_holder"]
@@ -930,10 +944,10 @@ def _dirty_phones(phones: _BankPhones, rng: np.random.Generator) -> pl.Series:
         _EMPTY: pl.lit(""),
         _NULL: pl.lit(None, dtype=pl.String),
     }
-    expr = pl.when(k == 0).then(styles[0])
-    for code, style in [*enumerate(styles), *invalid.items()][1:]:
-        expr = expr.when(k == code).then(style)
-    return frame.select(expr.otherwise(d).alias("phone"))["phone"]
+    # Each row takes the style of its kind; a null style (kind _NULL) leaves the row null.
+    chosen = [pl.when(k == code).then(style) for code, style in enumerate(styles)]
+    chosen += [pl.when(k == code).then(style) for code, style in invalid.items()]
+    return frame.select(pl.coalesce(chosen).alias("phone"))["phone"]
 
 
 @dataclass(frozen=True)
@@ -1066,6 +1080,8 @@ class _Vendor:
 
     n: int
     persona: Array  # int8 main persona per vendor row
+    second: Array  # int8 second persona, equal to `persona` when there is none
+    fintech: Array  # bool
     customer: Array  # int64 bank row of the person, -1 for vendor-only users
     phone: Array  # int64 11-digit number
     plus86: Array  # bool: the vendor wrote it with +86
@@ -1079,32 +1095,44 @@ class _Vendor:
 
 @dataclass(frozen=True)
 class _Windows:
-    """Per user: how many items, and the window of the profile ranking they are drawn from.
+    """Per user: how many items to take from which windows of the profile's ranking.
 
-    A user takes `count` distinct items at positions (start + j * stride) mod width, j < count,
-    of their profile's ranking. The width is a power of two >= count and the stride is odd, so
-    the positions are distinct by construction (no per-user dedup, no sort) and items near the
-    top of the ranking are the most likely: with widths spread over powers of two, an item at
-    rank r is taken with probability ~1/r (Zipf).
+    Two windows sit back to back on the ranking: a narrow core at the top (0..core width) and a
+    wide tail after it. A user takes `count` distinct items from each at positions
+    (start + j * stride) mod width, j < count. Widths are powers of two >= count and strides are
+    odd, so positions are distinct by construction (no per-user dedup, no sort). The core keeps
+    the top of the ranking common to most users of a profile; the tail, with widths spread over
+    powers of two, gives the long Zipf-like rest.
+    Arrays are (users, 2): column 0 is the core, column 1 the tail.
     """
 
     count: Array  # int64
+    base: Array  # uint32: the window's first ranking position
     width: Array  # uint32 power of two
     start: Array  # uint32
-    stride: Array  # uint32 odd
+    stride: Array  # uint32, odd
+
+
+def _pow2(x: F64) -> F64:
+    """Return the smallest power of two >= x (and >= 1)."""
+    return 2.0 ** np.ceil(np.log2(np.maximum(x, 1.0)))
 
 
 def _windows(count: Array, limit: int, rng: np.random.Generator) -> _Windows:
-    """Return ranking windows 1.25x..4x the item count (rounded up to a power of two)."""
+    """Return core and tail windows for users taking `count` items from a ranking of `limit`."""
     n = len(count)
-    spread = np.exp(rng.uniform(math.log(1.25), math.log(4.0), n)) * count
-    width = 2 ** np.ceil(np.log2(np.maximum(spread, 1.0)))
-    width = np.minimum(width, 2 ** math.floor(math.log2(limit)))
+    core = np.ceil(count * _CORE_SHARE)
+    core_width = _pow2(core * np.exp(rng.uniform(0.0, math.log(1.4), n)))
+    tail_width = _pow2((count - core) * np.exp(rng.uniform(math.log(1.5), math.log(8.0), n)))
+    tail_width = np.minimum(tail_width, 2.0 ** np.floor(np.log2(limit - core_width)))
+    width = np.stack([core_width, tail_width], axis=1)
+    counts = np.minimum(np.stack([core, count - core], axis=1), width)
     return _Windows(
-        count=np.minimum(count, width).astype(np.int64),
+        count=counts.astype(np.int64),
+        base=np.stack([np.zeros(n), core_width], axis=1).astype(np.uint32),
         width=width.astype(np.uint32),
-        start=rng.integers(0, 2**20, n, dtype=np.uint32),
-        stride=(2 * rng.integers(0, 2**19, n, dtype=np.uint32) + 1).astype(np.uint32),
+        start=rng.integers(0, 2**20, (n, 2), dtype=np.uint32),
+        stride=(2 * rng.integers(0, 2**19, (n, 2), dtype=np.uint32) + 1).astype(np.uint32),
     )
 
 
@@ -1134,10 +1162,8 @@ def _vendor_population(
     age_only = np.clip(rng.normal(_AGE[persona_only, 0], _AGE[persona_only, 1]), 18, 90)
     raw_digital = rng.standard_normal(m)
     fintech_only = _fintech(raw_digital, rng)
-    digital_only = (
-        raw_digital - 0.035 * (age_only - 40.0)
-        + (1 - weight_only) * _DIGITAL_SHIFT[persona_only] + weight_only * _DIGITAL_SHIFT[second_only]
-    )  # fmt: skip
+    shift = _mix(_DIGITAL_SHIFT, persona_only, second_only, weight_only)
+    digital_only = raw_digital - 0.035 * (age_only - 40.0) + shift
     order = rng.permutation(n_vendor)  # vendor row r holds person order[r]
     persona = np.concatenate([people.persona[present], persona_only])[order]
     second = np.concatenate([people.second[present], second_only])[order]
@@ -1147,7 +1173,7 @@ def _vendor_population(
     customer = np.concatenate([present, np.full(m, -1, dtype=np.int64)])[order]
     phone = np.concatenate([phones.true[present], phones.fresh[:m]])[order]
 
-    mixed_median = (1 - weight) * _APPS_MEDIAN[persona] + weight * _APPS_MEDIAN[second]
+    mixed_median = _mix(_APPS_MEDIAN, persona, second, weight)
     n_apps = np.clip(
         np.rint(mixed_median * np.exp(0.3 * digital + 0.35 * rng.standard_normal(n_vendor))), 2, 150
     )
@@ -1169,6 +1195,8 @@ def _vendor_population(
     return _Vendor(
         n=n_vendor,
         persona=persona,
+        second=second,
+        fintech=fintech,
         customer=customer,
         phone=phone,
         plus86=rng.random(n_vendor) < _VENDOR_PLUS86_SHARE,
@@ -1237,7 +1265,7 @@ def _profiles(taxonomy: Taxonomy, rng: np.random.Generator) -> _Profiles:
     apps = taxonomy.apps.sort("app_id")
     app_cat = apps["category_id"].to_numpy().astype(np.int64) - 1
     # Zipf by popularity rank, normalised within the category so big categories get no bonus.
-    zipf = 1.0 / apps["popularity_rank"].to_numpy()
+    zipf = 1.0 / apps["popularity_rank"].to_numpy() ** _APP_ZIPF
     zipf /= np.bincount(app_cat, weights=zipf)[app_cat]
     app_rank = _ranked(category[:, :, app_cat] * zipf, apps["app_id"].to_numpy(), rng)
 
@@ -1265,20 +1293,28 @@ def _profiles(taxonomy: Taxonomy, rng: np.random.Generator) -> _Profiles:
 def _draw(
     windows: _Windows, users: slice, table: Array, width: int, profile: Array
 ) -> tuple[Array, Array, Array]:
-    """Return list offsets, item ids and each item's relative depth in its window (0 = top)."""
+    """Return list offsets, item ids and each item's relative depth in its windows (0 = top)."""
     count = windows.count[users]
     offsets = np.zeros(len(count) + 1, dtype=np.int64)
-    np.cumsum(count, out=offsets[1:])
-    j = np.arange(offsets[-1], dtype=np.uint32) - np.repeat(offsets[:-1].astype(np.uint32), count)
-    mask = np.repeat(windows.width[users] - np.uint32(1), count)
+    np.cumsum(count.sum(axis=1), out=offsets[1:])
+    # Work per segment (a user's core, then their tail) in user order: lists come out in order.
+    per_segment = count.ravel()
+    starts = np.cumsum(per_segment) - per_segment
+
+    def each(values: Array) -> Array:
+        return np.repeat(values.ravel(), per_segment)
+
+    j = np.arange(offsets[-1], dtype=np.uint32) - each(starts.astype(np.uint32))
     # uint32 products wrap, which keeps the low bits (all the mask needs) exact.
-    pos = (
-        np.repeat(windows.start[users], count) + j * np.repeat(windows.stride[users], count)
-    ) & mask
-    rows = np.repeat(profile[users].astype(np.int64) * width, count)
-    items = table[rows + pos]
-    depth = pos.astype(np.float32) / (mask.astype(np.float32) + np.float32(1.0))
-    return offsets, items, depth
+    local = (each(windows.start[users]) + j * each(windows.stride[users])) & each(
+        windows.width[users] - np.uint32(1)
+    )
+    base = windows.base[users]
+    rows = profile[users].astype(np.int64)[:, None] * width + base
+    items = table[each(rows) + local]
+    span = 1.0 / (windows.width[users].sum(axis=1, dtype=np.float32))
+    depth = (each(base.astype(np.float32)) + local) * each(np.repeat(span, 2))
+    return offsets, items, depth.astype(np.float32)
 
 
 def _lists(offsets: Array, values: Array) -> pa.LargeListArray:
@@ -1304,7 +1340,7 @@ def _vendor_chunk(
     app_off, app_ids, app_depth = _draw(
         vendor.apps, users, profiles.apps, profiles.n_apps, vendor.profile
     )
-    engagement = np.repeat(vendor.engagement[users], vendor.apps.count[users])
+    engagement = np.repeat(vendor.engagement[users], np.diff(app_off))
     # Apps near the top of the ranking are used on more days; engaged users use everything more.
     activity = np.minimum(
         (1.0 - app_depth) ** 1.5 * engagement * rng.random(len(app_ids), dtype=np.float32) ** 0.5,
@@ -1348,8 +1384,11 @@ def _write_vendor_users(
     writer: ThreadPoolExecutor,
     report: Progress,
 ) -> None:
-    """Write the vendor file chunk by chunk; the writer thread compresses chunk i while the
-    main thread generates chunk i+1 (at most two chunks wait, to bound memory)."""
+    """Write the vendor file, one row group per chunk of users.
+
+    The writer thread compresses chunk i while this thread generates chunk i+1; at most two
+    chunks wait, which bounds memory whatever the world's size.
+    """
     chunks = [slice(s, min(s + _CHUNK_USERS, vendor.n)) for s in range(0, vendor.n, _CHUNK_USERS)]
     parquet = pq.ParquetWriter(path, _VENDOR_SCHEMA, **_PARQUET_OPTIONS)
     waiting: deque[Future[None]] = deque()
@@ -1365,6 +1404,7 @@ def _write_vendor_users(
         while waiting:
             waiting.popleft().result()
     finally:
+        wait(waiting)  # on an error, let queued writes finish before the file is closed
         parquet.close()
 
 
@@ -1377,10 +1417,7 @@ def _truth_frames(
     """Return the ground-truth frames by relative path."""
     names = pl.Series(PERSONAS)
     only = np.flatnonzero(vendor.customer < 0)
-    vendor_persona = vendor.persona[only]
-    # Second personas of vendor-only users are not kept on _Vendor; recover them from profiles.
-    vendor_second = (vendor.profile[only] // _PROFILE_VARIANTS) % _N_PERSONAS
-    vendor_fintech = vendor.profile[only] % _PROFILE_VARIANTS >= _PROFILE_VARIANTS // 2
+    vendor_persona, vendor_second = vendor.persona[only], vendor.second[only]
     customer_id = pl.Series("customer_id", ids.customer_id, dtype=pl.Int64)
     bank_vendor_row = pl.Series("vendor_row", vendor.vendor_row).replace(-1, None)
     personas = pl.concat(
@@ -1398,13 +1435,13 @@ def _truth_frames(
             ),
             pl.DataFrame(
                 [
-                    pl.Series("customer_id", np.zeros(len(only)), dtype=pl.Int64).clear(len(only)),
+                    pl.repeat(None, len(only), dtype=pl.Int64, eager=True).alias("customer_id"),
                     pl.Series("vendor_row", only, dtype=pl.Int64),
                     names.gather(vendor_persona).alias("persona"),
                     names.gather(vendor_second)
                     .alias("second_persona")
                     .scatter(np.flatnonzero(vendor_second == vendor_persona), None),
-                    pl.Series("fintech", vendor_fintech),
+                    pl.Series("fintech", vendor.fintech[only]),
                 ]
             ),
         ]
@@ -1432,8 +1469,10 @@ def _truth_frames(
     }
 
 
-def _write(table: pa.Table, path: Path) -> None:
+def _write(table: pa.Table, path: Path) -> str:
+    """Return the sha256 of the Parquet file written from `table` with the fixed options."""
     pq.write_table(table, path, **_PARQUET_OPTIONS)
+    return _sha256(path)
 
 
 def _sha256(path: Path) -> str:

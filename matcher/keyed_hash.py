@@ -1,26 +1,35 @@
 """Keyed hashing of normalised identifiers: the match key both parties compute.
 
-    key = HMAC-SHA256(K_epoch, domain || "|" || normalised_id)          (RFC 2104, FIPS 198-1)
+    K_domain = HMAC-SHA256(salt_epoch, "bankfusion/match-key/v1/" || domain)    (RFC 2104)
+    key      = HMAC-SHA256(hex(K_domain), normalised_id)
 
-where K_epoch is the epoch's 32 random salt bytes written as 64 lowercase hex characters. The
-hex form is an encoding choice, not a weakening: the HMAC key still carries 256 bits, and it lets
-the native plugin (polars-hash's `hmac_sha256`, Rust `hmac` + `sha2` crates), whose API takes a
-UTF-8 key, run the whole column without a Python-level step per row. Measured on this machine:
-that plugin does about 4.1-4.5M keys/s, a Python `hmac.digest` loop 0.65M/s, and a plain
-`hashlib.sha256` loop 3.6M/s, so HMAC's two compressions cost us nothing against the plain hash.
-Large columns are cut into one slice per polars thread so every core hashes.
+The domain ("mobile", "id_number") separates identifier kinds through a derived subkey, as a
+KDF in counter-less feedback form (NIST SP 800-108) would, rather than by prefixing every
+message: the separation is the same, and it spares a per-row string concatenation that cost a
+fifth of the throughput. The subkey is handed to the native HMAC as its 64 hex characters (the
+plugin's API takes a UTF-8 key); that is an encoding, not a weakening: the HMAC key still holds
+256 bits.
 
-The domain tag keeps a phone number and an ID number that share digits from colliding, and lets
-one salt epoch serve both identifier kinds.
+Hot path, measured on this machine (2 cores): polars-hash's Rust `hmac_sha256` over slices on
+two threads, then the hex digests decoded to 32 raw bytes with numpy arithmetic on the Arrow
+buffer (polars' own `str.decode("hex")` halves the throughput). About 4M keys/s against ~3.5M/s
+for a plain single-thread `hashlib.sha256` loop (one compression where HMAC needs two) and 0.65M/s
+for a Python `hmac.digest` loop.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import polars_hash as plh
+import pyarrow as pa
 
 from contracts.errors import ConfigError, IdentifierError
 
@@ -28,6 +37,7 @@ __all__ = [
     "KEY_BYTES",
     "SALT_BYTES",
     "SaltEpoch",
+    "domain_key",
     "hmac_sha256",
     "keyed_hash",
 ]
@@ -35,7 +45,9 @@ __all__ = [
 KEY_BYTES = 32
 SALT_BYTES = 32
 DOMAINS = ("mobile", "id_number")
-_SLICE_MIN_ROWS = 200_000  # below this one slice is as fast as several
+_SLICE_MIN_ROWS = 250_000  # below this one slice is as fast as several
+_MAX_SLICES = 8
+_DOMAIN_LABEL = "bankfusion/match-key/v1/"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -64,6 +76,31 @@ class SaltEpoch:
         return f"SaltEpoch(epoch_id={self.epoch_id!r}, salt=<{SALT_BYTES} bytes hidden>)"
 
 
+def _unhex32(digests: pl.Series) -> pa.Array:
+    """Return the 32-byte values of 64-char hex strings (no nulls), decoded on the Arrow buffer."""
+    arr = digests.to_arrow()
+    if arr.type != pa.large_string():
+        arr = arr.cast(pa.large_string())
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)  # type: ignore[arg-type]
+    data = np.frombuffer(buffers[2], dtype=np.uint8)  # type: ignore[arg-type]
+    chars = data[offsets[arr.offset] : offsets[arr.offset + len(arr)]]
+    if chars.size != 64 * len(arr):
+        raise IdentifierError("native HMAC returned digests of unexpected length")
+    # ASCII hex digit -> nibble without a lookup: '0'-'9' are 0x3_, 'a'-'f' / 'A'-'F' are 0x_1-6
+    # with bit 6 set, so (c & 15) + 9 * (c >> 6) gives 0-15 for both.
+    nibbles = (chars & 15) + 9 * (chars >> 6)
+    raw = (nibbles[0::2] << 4) | nibbles[1::2]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(KEY_BYTES), len(arr), [None, pa.py_buffer(raw)]
+    )
+
+
+def _hmac_slice(messages: pl.Series, key: str) -> pa.Array:
+    digests = pl.DataFrame({"m": messages}).select(plh.col("m").chash.hmac_sha256(key=key))
+    return _unhex32(digests.to_series())
+
+
 def hmac_sha256(messages: pl.Series, key: str) -> pl.Series:
     """Return HMAC-SHA256(key, message) as 32 bytes per row, computed natively on every core.
 
@@ -76,12 +113,34 @@ def hmac_sha256(messages: pl.Series, key: str) -> pl.Series:
             f"column {messages.name!r} must be String or Binary, got {messages.dtype}",
             column=messages.name,
         )
-    n_slices = max(1, min(pl.thread_pool_size(), len(messages) // _SLICE_MIN_ROWS))
-    step = max(1, -(-len(messages) // n_slices))
-    frame = pl.DataFrame({"m": messages})
-    expr = plh.col("m").chash.hmac_sha256(key=key).str.decode("hex").alias(messages.name)
-    parts = [frame.slice(i * step, step).lazy().select(expr) for i in range(n_slices)]
-    return pl.concat([p.to_series() for p in pl.collect_all(parts)], rechunk=True)
+    present = messages.drop_nulls()
+    n = len(present)
+    # Slices go to a thread pool: the plugin and numpy release the GIL, so the hashing of one
+    # slice overlaps the decoding of another.
+    n_slices = max(1, min(_MAX_SLICES, n // _SLICE_MIN_ROWS))
+    step = max(1, -(-n // n_slices))
+    slices = [present.slice(i * step, step) for i in range(n_slices)]
+    if n_slices == 1:
+        chunks = [_hmac_slice(slices[0], key)]
+    else:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            chunks = list(pool.map(lambda part: _hmac_slice(part, key), slices))
+    hashed = pl.Series(messages.name, pa.chunked_array(chunks, type=pa.binary(KEY_BYTES)))
+    hashed = hashed.cast(pl.Binary)
+    if n == len(messages):
+        return hashed
+    out = pl.Series(messages.name, [None] * len(messages), dtype=pl.Binary)
+    return out.scatter(messages.is_not_null().arg_true(), hashed)
+
+
+def domain_key(epoch: SaltEpoch, domain: str) -> str:
+    """Return the hex subkey of `domain` under the epoch's salt (the native HMAC's key)."""
+    if domain not in DOMAINS:
+        raise ConfigError(
+            f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}", setting="domain"
+        )
+    label = f"{_DOMAIN_LABEL}{domain}".encode()
+    return hmac.new(epoch.salt, label, hashlib.sha256).hexdigest()
 
 
 def keyed_hash(values: pl.Series, epoch: SaltEpoch, *, domain: str) -> pl.Series:
@@ -95,17 +154,11 @@ def keyed_hash(values: pl.Series, epoch: SaltEpoch, *, domain: str) -> pl.Series
     Returns:
         A Binary series of the same length and name; every non-null value is 32 bytes.
     """
-    if domain not in DOMAINS:
-        raise ConfigError(
-            f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}", setting="domain"
-        )
+    key = domain_key(epoch, domain)
     if values.dtype != pl.String:
         raise IdentifierError(
             f"column {values.name!r} must hold normalised identifiers as String, got "
             f"{values.dtype}; run matcher.identity.normalize_* first",
             column=values.name,
         )
-    messages = pl.DataFrame({"v": values}).select(
-        pl.concat_str([pl.lit(f"{domain}|"), pl.col("v")]).alias(values.name)
-    )
-    return hmac_sha256(messages.to_series(), epoch.salt.hex())
+    return hmac_sha256(values, key)

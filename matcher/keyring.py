@@ -20,6 +20,8 @@ Nothing here prints, logs or puts a key in a repr or an exception; messages name
 Key ids: the bank's HPKE keys are "bank-hpke-1", "bank-hpke-2"...; a vendor's signing keys are
 "<vendor_id>-sign-1"...; salt epochs are "e<yyyy>-<mm>-<n>" ("e2026-11-1"). Rotation adds a key
 and makes it current; old keys stay readable so batches sealed before a rotation still open.
+A kid never silently changes keys: importing other bytes under a kid already held needs
+`replace=True`, so a substituted bank or vendor key cannot slip in under a familiar name.
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ class Keyring:
             if not entries:
                 raise KeyringError(
                     "no bank HPKE key imported yet; ask the bank for its public key and call "
-                    "import_recipient (`fusion keys import`)",
+                    "import_recipient (`fusion keys pair-vendor` does it for a local run)",
                     path=str(self._path),
                 )
             kid = entries[-1]["kid"]

@@ -44,7 +44,9 @@ class Parties:
     def store(self, *, read_only: bool = False) -> Store:
         return Store.open(self.store_path, key=self.bank.store_key(), read_only=read_only)
 
-    def seal_frame(self, frame: pl.DataFrame, *, rows: int | None = None, **manifest: object) -> Path:
+    def seal_frame(
+        self, frame: pl.DataFrame, *, rows: int | None = None, **manifest: object
+    ) -> Path:
         """Seal an arbitrary batch frame as the vendor would (for contract-breaking batches)."""
         payload = self.root / f"{uuid.uuid4().hex}.parquet"
         frame.write_parquet(payload, compression="zstd")
@@ -66,9 +68,11 @@ class Parties:
         payload.unlink()
         return out
 
-    def ingest(self, sealed: Path, **kwargs: object):  # type: ignore[no-untyped-def]
+    def ingest(self, sealed: Path, now: datetime = NOW, **kwargs: object):  # type: ignore[no-untyped-def]
         with self.store() as store:
-            return ingest_file(sealed, store=store, keyring=self.bank, inbox=self.inbox, now=NOW, **kwargs)  # type: ignore[arg-type]
+            return ingest_file(
+                sealed, store=store, keyring=self.bank, inbox=self.inbox, now=now, **kwargs
+            )  # type: ignore[arg-type]
 
     def table(self, sql: str) -> pl.DataFrame:
         with self.store() as store:
@@ -117,7 +121,9 @@ def test_same_batch_twice_loads_once(parties: Parties):
 
 def test_batch_id_replayed_with_other_content_is_refused(parties: Parties):
     batch_id = str(uuid.uuid4())
-    assert parties.ingest(parties.seal_frame(vendor_batch(40), batch_id=batch_id)).status == "loaded"
+    assert (
+        parties.ingest(parties.seal_frame(vendor_batch(40), batch_id=batch_id)).status == "loaded"
+    )
     second = parties.ingest(parties.seal_frame(vendor_batch(40, seed=9), batch_id=batch_id))
     assert second.status == "refused" and second.reasons == ("batch_id_conflict",)
     assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 40
@@ -197,9 +203,12 @@ def test_row_count_other_than_manifest_is_quarantined(parties: Parties):
 
 def test_newest_batch_per_key_wins_and_older_versions_stay(parties: Parties):
     first, second = vendor_batch(30, seed=1), vendor_batch(30, seed=1)
-    second = second.with_columns(tag_ids=pl.lit([7], dtype=pl.List(pl.Int32)), tag_weights=pl.lit([0.5], dtype=pl.List(pl.Float32)))
-    parties.ingest(parties.seal_frame(first))
-    parties.ingest(parties.seal_frame(second))
+    second = second.with_columns(
+        tag_ids=pl.lit([7], dtype=pl.List(pl.Int32)),
+        tag_weights=pl.lit([0.5], dtype=pl.List(pl.Float32)),
+    )
+    parties.ingest(parties.seal_frame(first), now=NOW)
+    parties.ingest(parties.seal_frame(second), now=NOW.replace(hour=11))
     assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 60
     latest = parties.table("SELECT DISTINCT tag_ids FROM vendor_tags_latest")
     assert latest["tag_ids"].to_list() == [[7]]
@@ -242,7 +251,9 @@ def test_sigkill_mid_load_leaves_the_store_as_it_was_and_a_rerun_finishes(partie
 
     assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 100
     with parties.store() as store:
-        outcomes = list(ingest_inbox(store=store, keyring=parties.bank, inbox=parties.inbox, clock=lambda: NOW))
+        outcomes = list(
+            ingest_inbox(store=store, keyring=parties.bank, inbox=parties.inbox, clock=lambda: NOW)
+        )
     assert [o.status for o in outcomes] == ["loaded"]
 
     clean = Parties(parties.root / "clean")
