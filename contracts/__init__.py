@@ -1,1 +1,6 @@
-"""contracts."""
+"""What data must look like: the taxonomy, the schemas, the GX suites and the error tree.
+
+Modules are the public surface; import names from them (`from contracts.errors import ...`).
+"""
+
+__all__ = ["errors", "schemas", "suites", "taxonomy"]

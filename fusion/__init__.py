@@ -1,1 +1,3 @@
-"""fusion."""
+"""The bank's engine: the encrypted store, ingest of sealed batches, the run folder layout."""
+
+__all__ = ["ingest", "runfolder", "store"]

@@ -243,6 +243,8 @@ def ingest_file(
                 payload,
                 recipient_keys=keyring.recipient_private,
                 vendor_keys=keyring.vendor_public,
+                # The signed ciphertext digest already pins the plaintext (envelope docs).
+                check_payload_digest=False,
             )
     except BatchRefused as refusal:
         digest = _file_sha256(sealed)

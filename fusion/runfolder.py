@@ -1,13 +1,13 @@
 """Where a run keeps its files: one folder (ignored by git) for keys, batches, the store, reports.
 
-    <run>/world/               the synthetic world (labs only)
-    <run>/keys/bank/           the bank's keyring (0700)
-    <run>/keys/vendor/         the vendor's keyring (0700; on the vendor's machine in real life)
-    <run>/vendor/outbox/       sealed batches the vendor tool wrote
-    <run>/bank/inbox/ ...      the ingest worker's inbox, quarantine, archive and work folders
-    <run>/bank/fusion.duckdb   the encrypted store
-    <run>/snapshots/           published read-only copies (head office, one per branch)
-    <run>/reports/             HTML and Parquet reports
+<run>/world/               the synthetic world (labs only)
+<run>/keys/bank/           the bank's keyring (0700)
+<run>/keys/vendor/         the vendor's keyring (0700; on the vendor's machine in real life)
+<run>/vendor/outbox/       sealed batches the vendor tool wrote
+<run>/bank/inbox/ ...      the ingest worker's inbox, quarantine, archive and work folders
+<run>/bank/fusion.duckdb   the encrypted store
+<run>/snapshots/           published read-only copies (head office, one per branch)
+<run>/reports/             HTML and Parquet reports
 """
 
 from __future__ import annotations

@@ -1,1 +1,8 @@
-"""matcher."""
+"""Privacy primitives shared by the vendor tool and the bank.
+
+identity (normalise phones / ID numbers), keyed_hash (match keys), keyring (keys on disk),
+envelope (sealed batches), pack (the vendor's batch builder). Only this package touches
+`cryptography.hazmat` or key bytes.
+"""
+
+__all__ = ["envelope", "identity", "keyed_hash", "keyring", "pack"]

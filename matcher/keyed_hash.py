@@ -82,8 +82,8 @@ def _unhex32(digests: pl.Series) -> pa.Array:
     if arr.type != pa.large_string():
         arr = arr.cast(pa.large_string())
     buffers = arr.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int64)  # type: ignore[arg-type]
-    data = np.frombuffer(buffers[2], dtype=np.uint8)  # type: ignore[arg-type]
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)
+    data = np.frombuffer(buffers[2], dtype=np.uint8)
     chars = data[offsets[arr.offset] : offsets[arr.offset + len(arr)]]
     if chars.size != 64 * len(arr):
         raise IdentifierError("native HMAC returned digests of unexpected length")

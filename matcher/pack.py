@@ -66,9 +66,7 @@ def build_batch(users: pl.DataFrame, epoch: SaltEpoch) -> tuple[pl.DataFrame, di
     frame = users.select(_LIST_COLUMNS).with_columns(key=keys).filter(pl.col("key").is_not_null())
     before = frame.height
     frame = frame.unique(subset="key", keep="first", maintain_order=True)
-    batch = frame.select(
-        pl.col(name).cast(dtype) for name, dtype in VENDOR_BATCH.columns.items()
-    )
+    batch = frame.select(pl.col(name).cast(dtype) for name, dtype in VENDOR_BATCH.columns.items())
     return batch, normalised.reason_counts(), before - frame.height
 
 

@@ -1,0 +1,75 @@
+"""The `fusion` command end to end on a small world: demo, sql, ingest again, rotate, publish."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from labs.cli import app
+from labs.world import WorldFiles
+from matcher.identity import normalize_phones
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = runner.invoke(app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    return run, result.output
+
+
+def test_demo_prints_world_and_ingest_summary(demo_run: tuple[Path, str]):
+    run, output = demo_run
+    assert "bank customers" in output and "3,000" in output and "loaded" in output
+    summary = json.loads((run / "demo-summary.json").read_text())
+    assert summary["ledger"]["loaded"]["batches"] == 1
+    assert summary["batches"][0]["rows"] > 6_000
+    assert (run / "bank" / "fusion.duckdb").exists()
+
+
+def test_no_raw_phone_in_cli_output(demo_run: tuple[Path, str]):
+    run, output = demo_run
+    users = pl.read_parquet(WorldFiles(run / "world").vendor_users)
+    phones = normalize_phones(users["phone"]).values.drop_nulls().to_list()
+    flat = output.replace("\n", "")
+    assert not [p for p in phones if p in flat]
+
+
+def test_sql_reads_the_store_read_only(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    result = runner.invoke(app, ["sql", "SELECT status, rows FROM batches", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "loaded" in result.output
+    refused = runner.invoke(app, ["sql", "DELETE FROM batches", "--run", str(run)])
+    assert "query failed" in refused.output
+    again = runner.invoke(app, ["sql", "SELECT count(*) FROM batches", "--run", str(run)])
+    assert "1" in again.output
+
+
+def test_same_sealed_file_ingested_again_is_a_duplicate(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    archived = next((run / "bank" / "archive").glob("*.sealed"))
+    result = runner.invoke(app, ["ingest", str(archived), "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "duplicate" in result.output
+
+
+def test_rotate_and_publish(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    rotated = runner.invoke(app, ["keys", "rotate", "--what", "salt", "--run", str(run)])
+    assert rotated.exit_code == 0 and "new id" in rotated.output
+    published = runner.invoke(app, ["publish", "--run", str(run)])
+    assert published.exit_code == 0, published.output
+    assert (run / "snapshots" / "head_office.duckdb").exists()
+
+
+def test_platform_errors_exit_2_with_advice(tmp_path: Path):
+    result = runner.invoke(app, ["ingest", "--run", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "error:" in result.output
