@@ -513,6 +513,30 @@ class _Reader:
         self.source = source
         self.body = hashlib.sha256()
         self.manifest: Manifest | None = None
+        # While chunks stream, the running SHA-256 of the file runs on its own thread (hashlib
+        # releases the GIL), in submission order, so it overlaps reading and decrypting.
+        self._hasher: ThreadPoolExecutor | None = None
+
+    def feed(self, data: bytes | memoryview) -> Future[None] | None:
+        """Add `data` to the body digest (in order); returns the job when hashing in background."""
+        if self._hasher is None:
+            self.body.update(data)
+            return None
+        return self._hasher.submit(self.body.update, data)
+
+    def hash_in_background(self) -> None:
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envelope-hash")
+
+    def digest(self) -> bytes:
+        """Return the body digest so far, after every queued update."""
+        if self._hasher is not None:
+            self._hasher.submit(lambda: None).result()
+        return self.body.digest()
+
+    def close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._hasher = None
 
     def refuse(self, cause: str) -> NoReturn:
         claimed = self.manifest
@@ -530,7 +554,7 @@ class _Reader:
                 where = "before" if not data else "inside"
                 self.refuse(f"truncated: the file ends {where} {what}")
             data += more
-        self.body.update(data)
+        self.feed(data)
         return data
 
     def header(self) -> tuple[bytes, Manifest, bytes, bytes]:
@@ -596,9 +620,12 @@ def open_sealed(
     try:
         with os.fdopen(fd, "wb", buffering=0) as sink, path.open("rb", buffering=0) as source:
             reader = _Reader(source)
-            sealed_sha256 = _open_stream(
-                reader, sink, recipient_keys, vendor_keys, check_payload_digest
-            )
+            try:
+                sealed_sha256 = _open_stream(
+                    reader, sink, recipient_keys, vendor_keys, check_payload_digest
+                )
+            finally:
+                reader.close()
             os.fsync(sink.fileno())
         os.replace(tmp, out)
     except BaseException:
@@ -617,7 +644,7 @@ def _open_stream(
 ) -> str:
     """Decrypt and verify everything `reader` holds into `sink`; return the file's SHA-256 hex."""
     manifest_bytes, manifest, key_block, nonce_prefix = reader.header()
-    header_digest = reader.body.digest()
+    header_digest = reader.digest()
     try:
         private = recipient_keys(manifest.recipient_kid)
     except KeyringError as exc:
@@ -640,7 +667,10 @@ def _open_stream(
         reader.refuse(f"data key is {len(data_key)} bytes, expected {DATA_KEY_BYTES}")
 
     aead, chunk_size, source = AESGCM(data_key), manifest.chunk_size, reader.source
-    cipher_buffer = memoryview(bytearray(chunk_size + TAG_BYTES))
+    # Two ciphertext buffers alternate: one is hashed in the background while the next is read.
+    cipher_buffers = [memoryview(bytearray(chunk_size + TAG_BYTES)) for _ in range(2)]
+    hashing: list[Future[None] | None] = [None, None]
+    reader.hash_in_background()
     total, counter, flag = 0, 0, MORE
     with _Spool(sink, chunk_size, digest=check_payload_digest) as spool:
         while flag != LAST:
@@ -664,10 +694,14 @@ def _open_stream(
                 reader.refuse(
                     f"{what} runs past the manifest's payload_bytes ({manifest.payload_bytes})"
                 )
-            ciphertext = cipher_buffer[:size]
+            turn = counter % 2
+            pending = hashing[turn]
+            if pending is not None:
+                pending.result()
+            ciphertext = cipher_buffers[turn][:size]
             if _read_into(source, ciphertext) != size:
                 reader.refuse(f"truncated: the file ends inside {what}")
-            reader.body.update(ciphertext)
+            hashing[turn] = reader.feed(ciphertext)
             chunk = spool.buffer()[:plain_size]
             try:
                 aead.decrypt_into(
@@ -686,7 +720,7 @@ def _open_stream(
             counter += 1
         payload_sha256 = spool.finish().hex()
 
-    body_digest = reader.body.digest()
+    body_digest = reader.digest()
     signature = reader.exact(SIGNATURE_BYTES, "the signature")
     trailing = len(source.read(1))
     if trailing:
@@ -703,4 +737,4 @@ def _open_stream(
         reader.refuse(f"payload is {total} bytes, the manifest says {manifest.payload_bytes}")
     if check_payload_digest and payload_sha256 != manifest.payload_sha256:
         reader.refuse("payload SHA-256 differs from the manifest's payload_sha256")
-    return reader.body.hexdigest()
+    return reader.digest().hex()
