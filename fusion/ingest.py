@@ -155,6 +155,33 @@ def _record(
     )
 
 
+def _refuse(
+    store: Store,
+    inbox: Inbox,
+    sealed: Path,
+    digest: str,
+    manifest: Manifest | None,
+    vendor_id: str | None,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Record a refusal under the file's digest (never the claimed batch_id); move the file."""
+    with store.transaction():
+        _record(
+            store,
+            ledger_id=f"refused:{digest}",
+            manifest=manifest,
+            vendor_id=vendor_id,
+            sealed_sha256=digest,
+            status="refused",
+            rows=0,
+            reasons=(reason,),
+            report=None,
+            now=now,
+        )
+    _move(sealed, inbox.quarantine)
+
+
 def _file_sha256(path: Path) -> str:
     import hashlib
 
@@ -256,20 +283,7 @@ def ingest_file(
             refusal.vendor,
             digest,
         )
-        with store.transaction():
-            _record(
-                store,
-                ledger_id=f"refused:{digest}",
-                manifest=None,
-                vendor_id=refusal.vendor,
-                sealed_sha256=digest,
-                status="refused",
-                rows=0,
-                reasons=(refusal.cause,),
-                report=None,
-                now=now,
-            )
-        _move(sealed, inbox.quarantine)
+        _refuse(store, inbox, sealed, digest, None, refusal.vendor, refusal.cause, now)
         return IngestOutcome(refusal.batch_id, refusal.vendor, "refused", 0, ("refused",))
     try:
         return _judge_opened(
@@ -314,20 +328,9 @@ def _judge_opened(
             batch_id=manifest.batch_id,
         )
         log.warning("batch refused: %s", conflict)
-        with store.transaction():
-            _record(
-                store,
-                ledger_id=f"refused:{digest}",
-                manifest=manifest,
-                vendor_id=manifest.vendor_id,
-                sealed_sha256=digest,
-                status="refused",
-                rows=0,
-                reasons=("batch_id_conflict",),
-                report=None,
-                now=now,
-            )
-        _move(sealed, inbox.quarantine)
+        _refuse(
+            store, inbox, sealed, digest, manifest, manifest.vendor_id, "batch_id_conflict", now
+        )
         return IngestOutcome(
             manifest.batch_id, manifest.vendor_id, "refused", 0, ("batch_id_conflict",)
         )
