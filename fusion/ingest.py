@@ -136,8 +136,8 @@ def _record(
 ) -> None:
     store.execute(
         "INSERT OR REPLACE INTO batches (batch_id, vendor_id, sealed_sha256, status, rows,"
-        " salt_epoch, taxonomy_version, mode, reasons, report, received_at, finished_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " salt_epoch, taxonomy_version, mode, reasons, report, received_at, finished_at,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             ledger_id,
             vendor_id,
@@ -151,8 +151,14 @@ def _record(
             None if report is None else json.dumps(report),
             now,
             now,
+            _data_time(manifest) if manifest else None,
         ],
     )
+
+
+def _data_time(manifest: Manifest) -> datetime:
+    """Return the manifest's created_at ("2026-11-03T09:30:00Z") as the store's naive UTC."""
+    return datetime.strptime(manifest.created_at, "%Y-%m-%dT%H:%M:%SZ")
 
 
 def _refuse(

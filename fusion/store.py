@@ -216,6 +216,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        version=2,
+        name="matching: batch data dates, customer key status, match runs",
+        statements=(
+            # The vendor's data date (manifest created_at): point-in-time features pick the
+            # newest batch created on or before a snapshot date.
+            "ALTER TABLE batches ADD COLUMN created_at TIMESTAMP",
+            # ok | invalid | duplicated: only 'ok' customers carry a key and can match.
+            "ALTER TABLE customers ADD COLUMN key_status VARCHAR",
+            "ALTER TABLE matches ADD COLUMN snapshot_date DATE",
+            """
+            CREATE TABLE match_runs (
+                run_id VARCHAR PRIMARY KEY,
+                salt_epoch VARCHAR NOT NULL,
+                snapshot_date DATE NOT NULL,
+                customers BIGINT NOT NULL,
+                keyed BIGINT NOT NULL,
+                invalid BIGINT NOT NULL,
+                duplicated BIGINT NOT NULL,
+                matched BIGINT NOT NULL,
+                reasons VARCHAR,
+                finished_at TIMESTAMP NOT NULL
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -229,6 +254,8 @@ _BRANCH_TABLES: dict[str, str] = {
     "tax_apps": "SELECT * FROM db.main.tax_apps",
     "tax_tags": "SELECT * FROM db.main.tax_tags",
     "customers": "SELECT * FROM db.main.customers WHERE branch_id = $branch",
+    # Created by the first extract load (its columns follow the extract), hence optional.
+    "bank_features": "SELECT * FROM db.main.bank_features WHERE branch_id = $branch",
     "matches": """
         SELECT * FROM db.main.matches
         WHERE customer_id IN (SELECT customer_id FROM db.main.customers WHERE branch_id = $branch)
@@ -790,6 +817,8 @@ def _fill_branch(cur: duckdb.DuckDBPyConnection, alias: str, branch: str) -> Non
     cur.execute("BEGIN TRANSACTION")  # one read of the live store for the whole branch
     try:
         for table, select in _BRANCH_TABLES.items():
+            if table not in ddl:  # a table a later step creates (bank_features) is not there yet
+                continue
             cur.execute(ddl[table])
             insert = f"INSERT INTO {table} {select}"
             if "$branch" in select:

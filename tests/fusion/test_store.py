@@ -126,7 +126,14 @@ def test_customers_have_no_identifier_column(store: Store):
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'customers'"
         ).fetchall()
     }
-    assert columns == {"customer_id", "branch_id", "key", "salt_epoch", "snapshot_date"}
+    assert columns == {
+        "customer_id",
+        "branch_id",
+        "key",
+        "salt_epoch",
+        "snapshot_date",
+        "key_status",
+    }
     phones = pl.DataFrame({"customer_id": [1], "branch_id": ["A"], "phone": ["13800138000"]})
     with pytest.raises(StoreError, match="no column phone") as refused:
         store.insert_frame("customers", phones)
