@@ -663,6 +663,39 @@ class Store:
             con.unregister(view)
         return int(row[0]) if row else 0
 
+    def create_table_like(self, table: str, frame: pl.DataFrame) -> bool:
+        """Create `table` with the columns and types of `frame` unless it exists; True if made.
+
+        For tables whose columns follow the data (the bank extract's features). A raw phone or
+        ID number column is refused by name, as `insert_frame` refuses it.
+        """
+        if self.read_only:
+            raise self._read_only_error()
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", table):
+            raise ConfigError(f"table name {table!r} must be lower_snake_case", setting="table")
+        raw = RAW_IDENTIFIER_COLUMNS.intersection(frame.columns)
+        if raw:
+            raise StoreError(
+                f"{table} cannot have column {', '.join(sorted(raw))}: raw phones and ID numbers "
+                "never enter the store, only keyed hashes",
+                path=str(self.path),
+            )
+        exists = self.connection.execute(
+            "SELECT count(*) FROM duckdb_tables() "
+            "WHERE database_name = ? AND schema_name = 'main' AND table_name = ?",
+            [_ALIAS, table],
+        ).fetchone()
+        if exists and exists[0]:
+            return False
+        view = f"_frame_{secrets.token_hex(8)}"
+        self.connection.register(view, frame.head(0).to_arrow())
+        try:
+            # `table` matched the pattern above; `view` is a name made here.
+            self.connection.execute(f'CREATE TABLE "{table}" AS SELECT * FROM {view}')  # noqa: S608
+        finally:
+            self.connection.unregister(view)
+        return True
+
     def load_taxonomy(self, taxonomy: Taxonomy) -> bool:
         """Store a taxonomy version once; return False if that version was already there."""
         if self.read_only:

@@ -1,0 +1,182 @@
+"""The bank's side of matching: load a customer extract keyed, then intersect with vendor keys.
+
+`load_extract` checks the extract's contract, turns phones into match keys (`matcher.psi`) and
+writes, for one snapshot date, the `customers` rows (id, branch, key, key status: never the phone)
+and the `bank_features` rows (every extract column but phone and ID number), replacing what that
+snapshot held before. `match` joins the snapshot's keyed customers with the newest loaded vendor
+rows of the same salt epoch created on or before the snapshot date, in one DuckDB statement,
+and writes `matches` plus a `match_runs` row with the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time
+
+import polars as pl
+
+from contracts.suites import validate_bank_extract
+from fusion.store import Store
+from matcher.keyed_hash import SaltEpoch
+from matcher.psi import customer_keys
+
+__all__ = ["ExtractLoad", "MatchRun", "load_extract", "match"]
+
+log = logging.getLogger(__name__)
+
+_RAW = ("phone", "id_number")
+
+
+@dataclass(frozen=True)
+class ExtractLoad:
+    """Counts of one extract load; never an identifier."""
+
+    snapshot_date: date
+    salt_epoch: str
+    customers: int
+    keyed: int
+    invalid: int
+    duplicated: int
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class MatchRun:
+    """Counts of one match run."""
+
+    run_id: str
+    snapshot_date: date
+    salt_epoch: str
+    customers: int
+    keyed: int
+    invalid: int
+    duplicated: int
+    matched: int
+
+    @property
+    def coverage(self) -> float:
+        return self.matched / self.customers if self.customers else 0.0
+
+
+def load_extract(
+    store: Store,
+    extract: pl.DataFrame,
+    *,
+    epoch: SaltEpoch,
+    snapshot_date: date,
+    now: datetime,
+) -> ExtractLoad:
+    """Validate and key a customer extract; store its keys and features for the snapshot date."""
+    keys = customer_keys(extract["customer_id"], extract["phone"], epoch)
+    reasons = keys.keys["key_status"].replace({"ok": None}).cast(pl.String)
+    validate_bank_extract(extract, phone_reasons=reasons).raise_if_failed()
+    customers = keys.keys.join(
+        extract.select("customer_id", "branch_id"), on="customer_id", how="left"
+    ).with_columns(salt_epoch=pl.lit(epoch.epoch_id), snapshot_date=pl.lit(snapshot_date))
+    features = extract.drop(_RAW).with_columns(snapshot_date=pl.lit(snapshot_date))
+    with store.transaction():
+        store.execute(
+            "DELETE FROM customers WHERE snapshot_date = ? AND salt_epoch = ?",
+            [snapshot_date, epoch.epoch_id],
+        )
+        store.insert_frame("customers", customers)
+        if not store.create_table_like("bank_features", features):
+            store.execute("DELETE FROM bank_features WHERE snapshot_date = ?", [snapshot_date])
+        store.insert_frame("bank_features", features)
+    log.info(
+        "extract %s loaded under epoch %s at %s: %d customers, %d keyed, %d invalid, %d duplicated",
+        snapshot_date,
+        epoch.epoch_id,
+        now.isoformat(timespec="seconds"),
+        extract.height,
+        keys.keyed,
+        keys.invalid,
+        keys.duplicated,
+    )
+    return ExtractLoad(
+        snapshot_date=snapshot_date,
+        salt_epoch=epoch.epoch_id,
+        customers=extract.height,
+        keyed=keys.keyed,
+        invalid=keys.invalid,
+        duplicated=keys.duplicated,
+        reasons=keys.reasons,
+    )
+
+
+# Newest loaded vendor row per key among batches created by the end of the snapshot date, then
+# the equi-join on (key, epoch). Apps and tags arrive in the same batch, so apps decide.
+_MATCH_SQL = """
+INSERT INTO matches (customer_id, key, salt_epoch, batch_id, matched_at, snapshot_date)
+WITH vendor AS (
+    SELECT v.key, v.batch_id
+    FROM vendor_apps AS v
+    JOIN batches AS b ON b.batch_id = v.batch_id
+    WHERE b.status = 'loaded' AND v.salt_epoch = $epoch AND b.created_at < $until
+    QUALIFY row_number() OVER (
+        PARTITION BY v.key ORDER BY b.created_at DESC, b.finished_at DESC, v.batch_id DESC
+    ) = 1
+)
+SELECT c.customer_id, c.key, c.salt_epoch, vendor.batch_id, $now, c.snapshot_date
+FROM customers AS c
+JOIN vendor ON vendor.key = c.key
+WHERE c.snapshot_date = $snapshot AND c.salt_epoch = $epoch AND c.key_status = 'ok'
+"""
+
+
+_COUNTS_SQL = """
+SELECT count(*),
+       count(*) FILTER (key_status = 'ok'),
+       count(*) FILTER (key_status = 'invalid'),
+       count(*) FILTER (key_status = 'duplicated'),
+       (SELECT count(*) FROM matches WHERE snapshot_date = $snapshot AND salt_epoch = $epoch)
+FROM customers
+WHERE snapshot_date = $snapshot AND salt_epoch = $epoch
+"""
+
+
+def match(store: Store, *, epoch_id: str, snapshot_date: date, now: datetime) -> MatchRun:
+    """Intersect the snapshot's customers with the vendor's keys of `epoch_id`; return counts."""
+    params = {
+        "epoch": epoch_id,
+        "snapshot": snapshot_date,
+        "until": datetime.combine(snapshot_date, time.max),
+        "now": now.replace(tzinfo=None),
+    }
+    run_id = str(uuid.uuid4())
+    with store.transaction():
+        store.execute(
+            "DELETE FROM matches WHERE snapshot_date = ? AND salt_epoch = ?",
+            [snapshot_date, epoch_id],
+        )
+        store.execute(_MATCH_SQL, params)
+        row = store.execute(_COUNTS_SQL, {"snapshot": snapshot_date, "epoch": epoch_id}).fetchone()
+        assert row is not None
+        customers, keyed, invalid, duplicated, matched = (int(x) for x in row)
+        store.execute(
+            "INSERT INTO match_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                epoch_id,
+                snapshot_date,
+                customers,
+                keyed,
+                invalid,
+                duplicated,
+                matched,
+                json.dumps({}),
+                params["now"],
+            ],
+        )
+    log.info(
+        "match %s (epoch %s, snapshot %s): %d of %d customers matched",
+        run_id,
+        epoch_id,
+        snapshot_date,
+        matched,
+        customers,
+    )
+    return MatchRun(run_id, snapshot_date, epoch_id, customers, keyed, invalid, duplicated, matched)
