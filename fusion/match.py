@@ -107,23 +107,20 @@ def load_extract(
     )
 
 
-# Newest loaded vendor row per key among batches created by the end of the snapshot date, then
-# the equi-join on (key, epoch). Apps and tags arrive in the same batch, so apps decide.
+# The equi-join on (key, epoch) first, then the newest loaded batch created by the end of the
+# snapshot date among each customer's hits: the window runs over the matches, not over every
+# vendor row. Apps and tags arrive in the same batch, so apps decide.
 _MATCH_SQL = """
 INSERT INTO matches (customer_id, key, salt_epoch, batch_id, matched_at, snapshot_date)
-WITH vendor AS (
-    SELECT v.key, v.batch_id
-    FROM vendor_apps AS v
-    JOIN batches AS b ON b.batch_id = v.batch_id
-    WHERE b.status = 'loaded' AND v.salt_epoch = $epoch AND b.created_at < $until
-    QUALIFY row_number() OVER (
-        PARTITION BY v.key ORDER BY b.created_at DESC, b.finished_at DESC, v.batch_id DESC
-    ) = 1
-)
-SELECT c.customer_id, c.key, c.salt_epoch, vendor.batch_id, $now, c.snapshot_date
+SELECT c.customer_id, c.key, c.salt_epoch, v.batch_id, $now, c.snapshot_date
 FROM customers AS c
-JOIN vendor ON vendor.key = c.key
+JOIN vendor_apps AS v ON v.key = c.key AND v.salt_epoch = c.salt_epoch
+JOIN batches AS b ON b.batch_id = v.batch_id
 WHERE c.snapshot_date = $snapshot AND c.salt_epoch = $epoch AND c.key_status = 'ok'
+  AND b.status = 'loaded' AND b.created_at <= $until
+QUALIFY row_number() OVER (
+    PARTITION BY c.customer_id ORDER BY b.created_at DESC, b.finished_at DESC, v.batch_id DESC
+) = 1
 """
 
 
@@ -152,7 +149,13 @@ def match(store: Store, *, epoch_id: str, snapshot_date: date, now: datetime) ->
             "DELETE FROM matches WHERE snapshot_date = ? AND salt_epoch = ?",
             [snapshot_date, epoch_id],
         )
-        store.execute(_MATCH_SQL, params)
+        # Matches have no order; letting DuckDB drop insertion order lets the insert run on
+        # every thread (measured: about 2x on the 1M x 3M bench).
+        store.execute("SET preserve_insertion_order = false")
+        try:
+            store.execute(_MATCH_SQL, params)
+        finally:
+            store.execute("RESET preserve_insertion_order")
         row = store.execute(_COUNTS_SQL, {"snapshot": snapshot_date, "epoch": epoch_id}).fetchone()
         assert row is not None
         customers, keyed, invalid, duplicated, matched = (int(x) for x in row)

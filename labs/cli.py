@@ -10,16 +10,17 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from contracts.errors import FusionError
+from contracts.errors import ConfigError, FusionError
 from contracts.taxonomy import load_taxonomy
 
 __all__ = ["app"]
@@ -119,6 +120,7 @@ def demo(
     import shutil
 
     from fusion.ingest import ingest_inbox
+    from fusion.match import load_extract, match
     from fusion.runfolder import RunFolder
     from fusion.store import Store
     from labs.world import WorldConfig, WorldFiles, generate_world
@@ -130,10 +132,9 @@ def demo(
     folder = RunFolder(out).ensure()
     summary: dict[str, object] = {}
     try:
+        world_config = WorldConfig(customers=customers, seed=seed)
         with _stage_progress("world") as progress:
-            world_summary = generate_world(
-                WorldConfig(customers=customers, seed=seed), folder.world, progress=progress
-            )
+            world_summary = generate_world(world_config, folder.world, progress=progress)
         _print_world_summary(world_summary.to_dict())
         summary["world"] = world_summary.to_dict()
 
@@ -141,22 +142,37 @@ def demo(
         vendor = Keyring.init(folder.vendor_keys, role="vendor", vendor_id="vendor-a")
         pair_keyrings(bank, vendor)
         with console.status("vendor: normalise, keyed-hash, pack and seal"):
+            # The vendor's data is as of the bank's snapshot date (its batch's created_at).
+            data_time = datetime.combine(world_config.snapshot_date, time(6), tzinfo=UTC)
             packed = pack_users(
                 WorldFiles(folder.world).vendor_users,
                 folder.inbox.inbox / "vendor-a-0001.sealed",
                 keyring=vendor,
-                now=_now(),
+                now=data_time,
             )
         console.print(
             f"vendor batch {packed.batch_id}: {packed.rows:,} rows sealed "
             f"({packed.sealed.bytes / 1e6 if packed.sealed else 0:,.1f} MB); raw phones dropped"
         )
         with (
-            console.status("bank: verify, open, validate, load"),
+            console.status("bank: verify, open, validate, load; key the extract and match"),
             Store.open(folder.store, key=bank.store_key()) as store,
         ):
             store.load_taxonomy(load_taxonomy())
             outcomes = list(ingest_inbox(store=store, keyring=bank, inbox=folder.inbox, clock=_now))
+            loaded = load_extract(
+                store,
+                pl.read_parquet(WorldFiles(folder.world).customers),
+                epoch=bank.current_salt(),
+                snapshot_date=world_config.snapshot_date,
+                now=_now(),
+            )
+            matched = match(
+                store,
+                epoch_id=bank.current_salt().epoch_id,
+                snapshot_date=world_config.snapshot_date,
+                now=_now(),
+            )
             ledger = store.execute(
                 "SELECT status, count(*), sum(rows) FROM batches GROUP BY status ORDER BY status"
             ).fetchall()
@@ -167,7 +183,15 @@ def demo(
         console.print(
             f"ingest {outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows ({split})"
         )
+    _print_match(loaded.reasons, matched)
     summary["batches"] = [o.to_dict() for o in outcomes]
+    summary["match"] = {
+        "customers": matched.customers,
+        "matched": matched.matched,
+        "coverage": matched.coverage,
+        "invalid": matched.invalid,
+        "duplicated": matched.duplicated,
+    }
     summary["ledger"] = {status: {"batches": n, "rows": rows} for status, n, rows in ledger}
     (out / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
     console.print(
@@ -337,6 +361,58 @@ def ingest(
         )
     if not outcomes:
         console.print("inbox empty: nothing to ingest")
+
+
+@app.command("match")
+def match_command(
+    extract: Annotated[Path, typer.Option(help="The bank's customer extract (Parquet).")],
+    snapshot: Annotated[str, typer.Option(help="Snapshot date of the extract, YYYY-MM-DD.")],
+    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Key the customer extract (phones never stored) and intersect it with the vendor's keys."""
+    from fusion.match import load_extract, match
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run)
+    try:
+        snapshot_date = _parse_date(snapshot)
+        keyring = Keyring.open(folder.bank_keys)
+        salt = keyring.salt(epoch) if epoch else keyring.current_salt()
+        with (
+            console.status("keying the extract and matching"),
+            Store.open(folder.store, key=keyring.store_key()) as store,
+        ):
+            loaded = load_extract(
+                store, pl.read_parquet(extract), epoch=salt, snapshot_date=snapshot_date, now=_now()
+            )
+            result = match(store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=_now())
+    except FusionError as error:
+        raise _fail(error) from error
+    _print_match(loaded.reasons, result)
+
+
+def _print_match(reasons: dict[str, int], result: object) -> None:
+    from fusion.match import MatchRun
+
+    assert isinstance(result, MatchRun)
+    rejected = ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())) or "none"
+    console.print(
+        f"match {result.snapshot_date} (epoch {result.salt_epoch}): [bold]{result.matched:,}[/] of "
+        f"{result.customers:,} customers ({result.coverage:.1%}); unusable phones: {rejected}; "
+        f"shared phones (not matched): {result.duplicated:,}"
+    )
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise ConfigError(
+            f"snapshot must be a date like 2026-09-30, got {text!r}", setting="snapshot"
+        ) from error
 
 
 def _copy_into(path: Path, folder: Path) -> None:
