@@ -31,6 +31,9 @@ def test_demo_prints_world_and_ingest_summary(demo_run: tuple[Path, str]):
     assert summary["ledger"]["loaded"]["batches"] == 1
     assert summary["batches"][0]["rows"] > 6_000
     assert (run / "bank" / "fusion.duckdb").exists()
+    truth = pl.read_parquet(WorldFiles(run / "world").intersection)
+    assert summary["match"]["matched"] == truth.height
+    assert "customers (" in output and "shared phones" in output
 
 
 def test_no_raw_phone_in_cli_output(demo_run: tuple[Path, str]):
@@ -58,6 +61,19 @@ def test_same_sealed_file_ingested_again_is_a_duplicate(demo_run: tuple[Path, st
     result = runner.invoke(app, ["ingest", str(archived), "--run", str(run)])
     assert result.exit_code == 0, result.output
     assert "duplicate" in result.output
+
+
+def test_match_command_rekeys_under_a_new_epoch(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    customers = str(WorldFiles(run / "world").customers)
+    args = ["match", "--extract", customers, "--snapshot", "2026-09-30", "--run", str(run)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "of 3,000 customers" in result.output
+    bad = runner.invoke(
+        app, ["match", "--extract", customers, "--snapshot", "30/09", "--run", str(run)]
+    )
+    assert bad.exit_code == 2 and "2026-09-30" in bad.output
 
 
 def test_rotate_and_publish(demo_run: tuple[Path, str]):
