@@ -1,3 +1,3 @@
-"""The bank's engine: the encrypted store, ingest of sealed batches, the run folder layout."""
+"""The bank's engine: encrypted store, ingest, matching, features, the run folder layout."""
 
-__all__ = ["ingest", "runfolder", "store"]
+__all__ = ["features", "ingest", "match", "runfolder", "store"]

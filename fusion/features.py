@@ -21,7 +21,9 @@ gets the training codes (a value unseen in training becomes null).
 
 Vectorised throughout: one DuckDB query picks each matched customer's batch and returns the list
 columns as Arrow; per-category and per-app sums are `np.bincount` over the flattened lists with
-row * width + column indices, and the CSR is assembled straight from the list offsets.
+column * rows + row indices, and the CSR is assembled straight from the list offsets. Measured on
+this 2-core machine at 1M customers (642k matched, 32M tags, two batch versions per key): 5-10 s,
+about 3 GB peak with the store's memory_limit at 500MB (DuckDB's cache adds ~1.3 GB without it).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ _BANK_GROUPS: dict[str, tuple[str, ...]] = {
 _GROUP_OF = {name: group for group, names in _BANK_GROUPS.items() for name in names}
 _CHANNEL_MARKS = ("_3m", "_12m", "_days_since_last")
 
+# The batch is chosen here by the point-in-time rule rather than read from matches.batch_id, so
+# the table follows the rule whoever wrote `matches` (fusion.match applies the same rule).
 _PICK_SQL = """
 WITH m AS (
     -- one key per customer; a customer never holds two keys in one epoch and snapshot
@@ -315,7 +319,8 @@ def _encode_bank(
     codes: dict[str, tuple[str, ...]] = {}
     for name, dtype in bank.schema.items():
         if name in _ID_COLUMNS:
-            group, description = "id", "the bank's customer id" if name == "customer_id" else ""
+            group = "id"
+            description = "the bank's customer id" if name == "customer_id" else "its branch"
             expr = pl.col(name)
         else:
             group = "label" if name == _LABEL else "flag" if name in _FLAGS else _bank_group(name)
@@ -367,9 +372,22 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray[Any, Any], np.ndarray[Any
     return lengths.astype(np.int64), pc.list_flatten(lists).to_numpy()
 
 
-def _sum_by(index: np.ndarray[Any, Any], weights: np.ndarray[Any, Any] | None, size: int) -> Any:
-    """Return the sums of `weights` (or counts) by index 0..size-1; float64 sums are exact here."""
-    return np.bincount(index, weights=weights, minlength=size)
+def _sums(
+    index: np.ndarray[Any, Any],
+    weights: np.ndarray[Any, Any] | None,
+    shape: tuple[int, int],
+    dtype: type[np.generic],
+) -> np.ndarray[Any, Any]:
+    """Return a (columns, rows) table of the sums of `weights` (or counts) by flat index.
+
+    Column-major (index = column * rows + row), so each feature column is one contiguous slice.
+    np.bincount sums in float64, exact for these integer counts; the table is narrowed at once.
+    """
+    return (
+        np.bincount(index, weights=weights, minlength=shape[0] * shape[1])
+        .reshape(shape)
+        .astype(dtype)
+    )
 
 
 def _resolve_taxonomy(
@@ -418,8 +436,6 @@ def _external(
     n_tags, tag_ids = _flat(vendor["tag_ids"])
     _, tag_weights = _flat(vendor["tag_weights"])
     row = np.repeat(np.arange(m, dtype=np.int64), n_apps)
-    days = app_days.astype(np.float64)
-    sessions = app_sessions.astype(np.float64)
 
     categories = taxonomy.categories.sort("category_id")
     cat_ids = categories["category_id"].to_numpy()
@@ -431,14 +447,6 @@ def _external(
     app_cat[apps["app_id"].to_numpy()] = cat_pos[apps["category_id"].to_numpy()]
     if app_ids.size and (app_ids.max() >= app_cat.size or (app_cat[app_ids] < 0).any()):
         raise StoreError(f"vendor_apps holds app ids outside taxonomy {taxonomy.version}")
-    cell = row * n_cat + app_cat[app_ids]
-    total_days = _sum_by(row, days, m)
-    total_sessions = _sum_by(row, sessions, m)
-    cat_days = _sum_by(cell, days, m * n_cat).reshape(m, n_cat)
-    cat_sessions = _sum_by(cell, sessions, m * n_cat).reshape(m, n_cat)
-    cat_apps = _sum_by(cell, None, m * n_cat).reshape(m, n_cat)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cat_share = cat_sessions / total_sessions[:, None]  # NaN when the user has no session
 
     if like is not None:
         chosen = np.array(like.top_apps, dtype=np.int64)
@@ -448,42 +456,55 @@ def _external(
         reach = np.bincount(app_ids, minlength=app_cat.size)[apps["app_id"].to_numpy()]
         order = np.lexsort((apps["app_id"].to_numpy(), -reach))
         chosen = apps["app_id"].to_numpy()[order[:top_apps]].astype(np.int64)
-    app_col = np.full(max(app_cat.size, int(chosen.max(initial=0)) + 1), -1, dtype=np.int64)
-    app_col[chosen] = np.arange(len(chosen))
     k = len(chosen)
+    app_col = np.full(max(app_cat.size, int(chosen.max(initial=0)) + 1), -1, dtype=np.int64)
+    app_col[chosen] = np.arange(k)
     hit = app_col[app_ids] >= 0
-    top_days = _sum_by(row[hit] * k + app_col[app_ids[hit]], days[hit], m * k).reshape(m, k)
+    top_days = _sums(app_col[app_ids[hit]] * m + row[hit], app_days[hit], (k, m), np.int16)
+    del hit
 
-    columns: dict[str, pl.Series] = {}
+    cell = app_cat[app_ids] * m + row
+    del row
+    cat_days = _sums(cell, app_days, (n_cat, m), np.int32)
+    cat_apps = _sums(cell, None, (n_cat, m), np.int16)
+    cat_sessions = np.bincount(cell, weights=app_sessions, minlength=n_cat * m).reshape(n_cat, m)
+    del cell
+    total_sessions = cat_sessions.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # NaN (null) when the user has no session at all
+        cat_share = (cat_sessions / total_sessions).astype(np.float32)
+    cat_sessions = cat_sessions.astype(np.int32)
+
+    columns: list[pl.Series] = []
     entries: list[FeatureColumn] = []
 
-    def add(name: str, values: Any, dtype: pl.DataType, group: str, src: str, text: str) -> None:
-        series = pl.Series(name, values, nan_to_null=True).cast(dtype)
-        columns[name] = series
-        entries.append(FeatureColumn(name, group, src, str(dtype), text))
+    def add(name: str, values: Any, group: str, source: str, text: str) -> None:
+        series = pl.Series(name, values, nan_to_null=True)
+        columns.append(series)
+        entries.append(FeatureColumn(name, group, source, str(series.dtype), text))
 
+    grp, src = "external_category", "vendor_apps"
     for j, (code, label) in enumerate(categories.select("code", "name").iter_rows()):
-        grp = "external_category"
-        add(f"ext_{code}_days", cat_days[:, j], pl.Int32(), grp, "vendor_apps",
+        add(f"ext_{code}_days", cat_days[j], grp, src,
             f"{label}: active days summed over its apps (last 30 days)")  # fmt: skip
-        add(f"ext_{code}_sessions", cat_sessions[:, j], pl.Int32(), grp, "vendor_apps",
+        add(f"ext_{code}_sessions", cat_sessions[j], grp, src,
             f"{label}: sessions summed over its apps (last 30 days)")  # fmt: skip
-        add(f"ext_{code}_share", cat_share[:, j], pl.Float32(), grp, "vendor_apps",
+        add(f"ext_{code}_share", cat_share[j], grp, src,
             f"{label}: share of the user's sessions (null when the user has none)")  # fmt: skip
-        add(f"ext_{code}_apps", cat_apps[:, j], pl.Int16(), grp, "vendor_apps",
-            f"{label}: number of its apps used")  # fmt: skip
-    add("ext_n_apps", n_apps, pl.Int16(), "external_app", "vendor_apps", "apps used")
-    add("ext_days_total", total_days, pl.Int32(), "external_app", "vendor_apps",
+        add(f"ext_{code}_apps", cat_apps[j], grp, src, f"{label}: number of its apps used")
+    grp = "external_app"
+    add("ext_n_apps", n_apps.astype(np.int16), grp, src, "apps used (last 30 days)")
+    add("ext_days_total", cat_days.sum(axis=0, dtype=np.int32), grp, src,
         "active days summed over all apps")  # fmt: skip
-    add("ext_sessions_total", total_sessions, pl.Int32(), "external_app", "vendor_apps",
+    add("ext_sessions_total", total_sessions.astype(np.int32), grp, src,
         "sessions summed over all apps")  # fmt: skip
     names = dict(zip(apps["app_id"].to_list(), apps["name"].to_list(), strict=True))
     for j, app in enumerate(chosen.tolist()):
-        add(f"ext_app_{app}_days", top_days[:, j], pl.Int16(), "external_app", "vendor_apps",
+        add(f"ext_app_{app}_days", top_days[j], grp, src,
             f"active days on app {app} ({names.get(app, 'not in the taxonomy')})")  # fmt: skip
-    add("ext_n_tags", n_tags, pl.Int16(), "external_tag", "vendor_tags", "interest tags held")
+    add("ext_n_tags", n_tags.astype(np.int16), "external_tag", "vendor_tags", "interest tags held")
     flat_tags = {"lengths": n_tags, "ids": tag_ids, "weights": tag_weights}
-    return pl.DataFrame(list(columns.values())), entries, tuple(chosen.tolist()), flat_tags
+    return pl.DataFrame(columns), entries, tuple(chosen.tolist()), flat_tags
 
 
 def _tag_matrix(
@@ -504,6 +525,9 @@ def _tag_matrix(
     matrix = sp.csr_matrix(
         (flat["weights"].astype(np.float32), column[ids], indptr), shape=(rows, len(tag_ids))
     )
+    # Canonical form (columns ascending within a row; the contract rules out repeats): 0.6 s at
+    # 1M customers, and every scipy operation and equality check then behaves as documented.
+    matrix.sort_indices()
     return matrix, tag_ids
 
 
@@ -593,7 +617,9 @@ def build_features(
         columns=tuple(entries),
         codes=codes,
         top_apps=chosen,
-        batches={str(v["values"]): int(v["counts"]) for v in used},
+        batches={
+            str(v["values"]): int(v["counts"]) for v in sorted(used, key=lambda v: str(v["values"]))
+        },
         tags={
             "name": "tags",
             "group": "external_tag",

@@ -55,6 +55,10 @@ class RunFolder:
         return self.root / "snapshots"
 
     @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

@@ -119,6 +119,7 @@ def demo(
     """
     import shutil
 
+    from fusion.features import build_features
     from fusion.ingest import ingest_inbox
     from fusion.match import load_extract, match
     from fusion.runfolder import RunFolder
@@ -173,6 +174,13 @@ def demo(
                 snapshot_date=world_config.snapshot_date,
                 now=_now(),
             )
+            features = build_features(
+                store,
+                snapshot_date=world_config.snapshot_date,
+                salt_epoch=bank.current_salt().epoch_id,
+            )
+            features_dir = folder.features / world_config.snapshot_date.isoformat()
+            features.write(features_dir)
             ledger = store.execute(
                 "SELECT status, count(*), sum(rows) FROM batches GROUP BY status ORDER BY status"
             ).fetchall()
@@ -184,6 +192,11 @@ def demo(
             f"ingest {outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows ({split})"
         )
     _print_match(loaded.reasons, matched)
+    console.print(
+        f"features {world_config.snapshot_date}: {features.table.height:,} customers x "
+        f"{len(features.feature_columns())} fused columns + {features.tags.shape[1]:,} tag columns "
+        f"({features.manifest.matched:,} with vendor data) -> {features_dir}"
+    )
     summary["batches"] = [o.to_dict() for o in outcomes]
     summary["match"] = {
         "customers": matched.customers,
@@ -392,6 +405,37 @@ def match_command(
     except FusionError as error:
         raise _fail(error) from error
     _print_match(loaded.reasons, result)
+
+
+@app.command("features")
+def features_command(
+    snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
+    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Build the point-in-time fused feature table of a matched snapshot and write it."""
+    from fusion.features import build_features
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run)
+    try:
+        snapshot_date = _parse_date(snapshot)
+        keyring = Keyring.open(folder.bank_keys)
+        epoch_id = epoch or keyring.current_salt().epoch_id
+        with (
+            console.status("building features"),
+            Store.open(folder.store, key=keyring.store_key()) as store,
+        ):
+            built = build_features(store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
+        written = built.write(folder.features / snapshot_date.isoformat())
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(
+        f"{built.table.height:,} customers, {built.manifest.matched:,} with vendor data; "
+        f"written to {written['table'].parent}"
+    )
 
 
 def _print_match(reasons: dict[str, int], result: object) -> None:

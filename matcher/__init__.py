@@ -5,4 +5,4 @@ envelope (sealed batches), pack (the vendor's batch builder). Only this package 
 `cryptography.hazmat` or key bytes.
 """
 
-__all__ = ["envelope", "identity", "keyed_hash", "keyring", "pack"]
+__all__ = ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"]

@@ -8,8 +8,8 @@ import pytest
 
 SURFACE = {
     "contracts": ["errors", "schemas", "suites", "taxonomy"],
-    "matcher": ["envelope", "identity", "keyed_hash", "keyring", "pack"],
-    "fusion": ["ingest", "runfolder", "store"],
+    "matcher": ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"],
+    "fusion": ["features", "ingest", "match", "runfolder", "store"],
     "labs": ["bench", "cli", "world"],
     "api": ["ApiSettings", "create_app"],
 }

@@ -76,6 +76,15 @@ def test_match_command_rekeys_under_a_new_epoch(demo_run: tuple[Path, str]):
     assert bad.exit_code == 2 and "2026-09-30" in bad.output
 
 
+def test_demo_writes_features_and_the_command_rebuilds_them(demo_run: tuple[Path, str]):
+    run, output = demo_run
+    table = pl.read_parquet(run / "features" / "2026-09-30" / "features.parquet")
+    assert table.height == 3_000 and "fused columns" in output
+    result = runner.invoke(app, ["features", "--snapshot", "2026-09-30", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "3,000 customers" in result.output
+
+
 def test_rotate_and_publish(demo_run: tuple[Path, str]):
     run, _ = demo_run
     rotated = runner.invoke(app, ["keys", "rotate", "--what", "salt", "--run", str(run)])
