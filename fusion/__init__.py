@@ -1,3 +1,3 @@
 """The bank's engine: encrypted store, ingest, matching, features, the run folder layout."""
 
-__all__ = ["features", "ingest", "match", "runfolder", "store"]
+__all__ = ["coverage", "features", "ingest", "match", "runfolder", "store"]

@@ -71,7 +71,9 @@ def load_extract(
 ) -> ExtractLoad:
     """Validate and key a customer extract; store its keys and features for the snapshot date."""
     keys = customer_keys(extract["customer_id"], extract["phone"], epoch)
-    reasons = keys.keys["key_status"].replace({"ok": None}).cast(pl.String)
+    # Only phones that fail normalisation count against the contract; a shared phone (family
+    # members) is valid data that simply cannot be matched.
+    reasons = keys.keys["key_status"].replace({"ok": None, "duplicated": None}).cast(pl.String)
     validate_bank_extract(extract, phone_reasons=reasons).raise_if_failed()
     customers = keys.keys.join(
         extract.select("customer_id", "branch_id"), on="customer_id", how="left"

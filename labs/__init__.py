@@ -1,3 +1,3 @@
-"""Where analysts experiment: the synthetic world, benchmarks and the `fusion` CLI."""
+"""Where analysts experiment: the synthetic world, reports, benchmarks and the `fusion` CLI."""
 
-__all__ = ["bench", "cli", "world"]
+__all__ = ["bench", "cli", "report", "world"]

@@ -119,11 +119,13 @@ def demo(
     """
     import shutil
 
+    from fusion.coverage import coverage_report
     from fusion.features import build_features
     from fusion.ingest import ingest_inbox
     from fusion.match import load_extract, match
     from fusion.runfolder import RunFolder
     from fusion.store import Store
+    from labs.report import write_match_report
     from labs.world import WorldConfig, WorldFiles, generate_world
     from matcher.keyring import Keyring
     from matcher.pack import pack_users
@@ -181,6 +183,12 @@ def demo(
             )
             features_dir = folder.features / world_config.snapshot_date.isoformat()
             features.write(features_dir)
+            coverage = coverage_report(
+                store,
+                snapshot_date=world_config.snapshot_date,
+                salt_epoch=bank.current_salt().epoch_id,
+            )
+            report_page = write_match_report(coverage, _report_dir(folder, coverage))
             ledger = store.execute(
                 "SELECT status, count(*), sum(rows) FROM batches GROUP BY status ORDER BY status"
             ).fetchall()
@@ -197,6 +205,8 @@ def demo(
         f"{len(features.feature_columns())} fused columns + {features.tags.shape[1]:,} tag columns "
         f"({features.manifest.matched:,} with vendor data) -> {features_dir}"
     )
+    console.print(f"match and app-penetration report (cells under k=10 suppressed): {report_page}")
+    summary["report"] = str(report_page)
     summary["batches"] = [o.to_dict() for o in outcomes]
     summary["match"] = {
         "customers": matched.customers,
@@ -436,6 +446,41 @@ def features_command(
         f"{built.table.height:,} customers, {built.manifest.matched:,} with vendor data; "
         f"written to {written['table'].parent}"
     )
+
+
+@app.command("report")
+def report_command(
+    snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
+    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    k: Annotated[int, typer.Option(help="Suppress cells of fewer customers than k.")] = 10,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Write the match and app-penetration report (HTML with PNG plots, Parquet tables)."""
+    from fusion.coverage import coverage_report
+    from fusion.runfolder import RunFolder
+    from fusion.store import Store
+    from labs.report import write_match_report
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run).ensure()
+    try:
+        snapshot_date = _parse_date(snapshot)
+        keyring = Keyring.open(folder.bank_keys)
+        epoch_id = epoch or keyring.current_salt().epoch_id
+        with Store.open(folder.store, key=keyring.store_key(), read_only=True) as store:
+            report = coverage_report(store, snapshot_date=snapshot_date, salt_epoch=epoch_id, k=k)
+        page = write_match_report(report, _report_dir(folder, report))
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"report written: {page}")
+
+
+def _report_dir(folder: object, report: object) -> Path:
+    from fusion.coverage import CoverageReport
+    from fusion.runfolder import RunFolder
+
+    assert isinstance(folder, RunFolder) and isinstance(report, CoverageReport)
+    return folder.reports / f"match-{report.snapshot_date.isoformat()}-{report.salt_epoch}"
 
 
 def _print_match(reasons: dict[str, int], result: object) -> None:

@@ -9,8 +9,8 @@ import pytest
 SURFACE = {
     "contracts": ["errors", "schemas", "suites", "taxonomy"],
     "matcher": ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"],
-    "fusion": ["features", "ingest", "match", "runfolder", "store"],
-    "labs": ["bench", "cli", "world"],
+    "fusion": ["coverage", "features", "ingest", "match", "runfolder", "store"],
+    "labs": ["bench", "cli", "report", "world"],
     "api": ["ApiSettings", "create_app"],
 }
 

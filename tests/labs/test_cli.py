@@ -85,6 +85,17 @@ def test_demo_writes_features_and_the_command_rebuilds_them(demo_run: tuple[Path
     assert "3,000 customers" in result.output
 
 
+def test_demo_and_report_command_write_the_match_report(demo_run: tuple[Path, str]):
+    run, output = demo_run
+    assert "match_report.html" in output.replace("\n", "")
+    result = runner.invoke(
+        app, ["report", "--snapshot", "2026-09-30", "--k", "25", "--run", str(run)]
+    )
+    assert result.exit_code == 0, result.output
+    pages = list((run / "reports").rglob("match_report.html"))
+    assert pages and b"<img" in pages[0].read_bytes()
+
+
 def test_rotate_and_publish(demo_run: tuple[Path, str]):
     run, _ = demo_run
     rotated = runner.invoke(app, ["keys", "rotate", "--what", "salt", "--run", str(run)])
