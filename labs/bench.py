@@ -376,9 +376,19 @@ def bench_psi(work: Path, *, bank: int = 1_000_000, vendor: int = 3_000_000) -> 
             ),
         )
         store.checkpoint()
-        run_s = _best_of(
-            lambda: match(store, epoch_id=epoch.epoch_id, snapshot_date=snapshot, now=now), 2
+
+        def run_match() -> None:
+            match(store, epoch_id=epoch.epoch_id, snapshot_date=snapshot, now=now)
+
+        # Warm DuckDB's buffer with both tables first (a count-only join), so neither side pays
+        # for the first decrypting read of the file; match re-runs also delete the last matches.
+        count_s = _best_of(
+            lambda: store.execute(
+                "SELECT count(*) FROM customers c JOIN vendor_apps v ON v.key = c.key"
+            ).fetchall(),
+            3,
         )
+        run_s = _best_of(run_match, 3)
 
         def raw_join() -> None:
             # The same keys joined and written to a table of the same store.
@@ -388,12 +398,6 @@ def bench_psi(work: Path, *, bank: int = 1_000_000, vendor: int = 3_000_000) -> 
             )
 
         raw_s = _best_of(raw_join, 3)
-        count_s = _best_of(
-            lambda: store.execute(
-                "SELECT count(*) FROM customers c JOIN vendor_apps v ON v.key = c.key"
-            ).fetchall(),
-            3,
-        )
         matched = store.execute("SELECT count(*) FROM matches").fetchone()
     keys = bank + vendor
     yield Figure(
@@ -416,8 +420,8 @@ def bench_psi(work: Path, *, bank: int = 1_000_000, vendor: int = 3_000_000) -> 
         ratio=raw_s / run_s,
         target="<= 1.5x the raw join (ratio >= 0.67)",
         met=run_s <= 1.5 * raw_s,
-        note=f"{matched[0] if matched else 0:,} matches (point-in-time batch choice, counts, run"
-        f" row) in one transaction; a count-only join takes {count_s:.2f} s",
+        note=f"{matched[0] if matched else 0:,} matches + counts + run row in one transaction,"
+        f" the snapshot's earlier matches deleted first; a count-only join {count_s:.2f} s",
     )
 
 
