@@ -45,7 +45,12 @@ class Parties:
         return Store.open(self.store_path, key=self.bank.store_key(), read_only=read_only)
 
     def seal_frame(
-        self, frame: pl.DataFrame, *, rows: int | None = None, **manifest: object
+        self,
+        frame: pl.DataFrame,
+        *,
+        rows: int | None = None,
+        chunk_size: int = 4 << 20,
+        **manifest: object,
     ) -> Path:
         """Seal an arbitrary batch frame as the vendor would (for contract-breaking batches)."""
         payload = self.root / f"{uuid.uuid4().hex}.parquet"
@@ -64,7 +69,14 @@ class Parties:
             "contract": "vendor_batch/v1",
         } | manifest
         out = self.inbox.inbox / f"{fields['batch_id']}.sealed"
-        seal(payload, out, manifest=Manifest.new(**fields), recipient=recipient, signer=signer)  # type: ignore[arg-type]
+        seal(
+            payload,
+            out,
+            manifest=Manifest.new(**fields),  # type: ignore[arg-type]
+            recipient=recipient,
+            signer=signer,
+            chunk_size=chunk_size,
+        )
         payload.unlink()
         return out
 
@@ -159,6 +171,56 @@ def test_tampered_batch_is_refused_and_nothing_loads(parties: Parties, tamper: s
     ledger = parties.table("SELECT status, reasons FROM batches")
     assert ledger["status"].to_list() == ["refused"] and json.loads(ledger["reasons"][0])
     assert "cause=" in caplog.text
+
+
+def _records(data: bytes) -> tuple[int, list[tuple[int, int]]]:
+    """Return (end of header, [(start, end) of each chunk record]) per docs/envelope.md."""
+    manifest_size = int.from_bytes(data[10:14], "big")
+    offset = 14 + manifest_size + 2 + 80 + 8
+    header_end, spans = offset, []
+    while offset < len(data) - 64:
+        length = int.from_bytes(data[offset + 1 : offset + 5], "big")
+        spans.append((offset, offset + 5 + length))
+        offset += 5 + length
+    return header_end, spans
+
+
+def _swap_chunks(data: bytes) -> bytes:
+    _, spans = _records(data)
+    (a0, a1), (b0, b1) = spans[0], spans[1]
+    return data[:a0] + data[b0:b1] + data[a0:a1] + data[b1:]
+
+
+def _edit_manifest(data: bytes) -> bytes:
+    return data.replace(b'"rows":300', b'"rows":301', 1)
+
+
+def _flip_each_chunk(index: int):  # type: ignore[no-untyped-def]
+    def edit(data: bytes) -> bytes:
+        start, end = _records(data)[1][index]
+        at = (start + end) // 2
+        return data[:at] + bytes([data[at] ^ 0x80]) + data[at + 1 :]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [_swap_chunks, _edit_manifest, _flip_each_chunk(0), _flip_each_chunk(1), _flip_each_chunk(-1)],
+    ids=["chunks-swapped", "manifest-edited", "chunk-first", "chunk-second", "chunk-last"],
+)
+def test_multi_chunk_tampering_is_refused_and_the_ledger_says_why(parties: Parties, tamper):  # type: ignore[no-untyped-def]
+    sealed = parties.seal_frame(vendor_batch(300), chunk_size=4096)
+    data = sealed.read_bytes()
+    assert len(_records(data)[1]) >= 3
+    tampered = tamper(data)
+    assert tampered != data
+    sealed.write_bytes(tampered)
+    outcome = parties.ingest(sealed)
+    assert outcome.status == "refused"
+    assert parties.table("SELECT count(*) AS n FROM vendor_apps")["n"][0] == 0
+    reasons = json.loads(parties.table("SELECT reasons FROM batches")["reasons"][0])
+    assert reasons and reasons[0]  # the precise cause, for the bank's eyes
 
 
 def test_wrong_bank_key_and_unknown_vendor_are_refused(parties: Parties):
