@@ -349,10 +349,10 @@ def _latest_run(store: Store, params: Mapping[str, object], raw: pl.DataFrame) -
     recorded = tuple(int(run[c]) for c in _COUNTS)
     current = tuple(int(raw[c][0]) for c in _COUNTS)
     if recorded != current:
+        # No counts in the message: they are unsuppressed and may be under k.
         raise ConfigError(
-            f"the match run {run['run_id']} counted (customers, keyed, invalid, duplicated, "
-            f"matched) = {recorded}, the store now holds {current}: the extract changed after "
-            "the match; run the match again",
+            f"the match run {run['run_id']} counted other customers than the store now holds "
+            "for this snapshot: the extract changed after the match; run the match again",
             setting="snapshot_date",
         )
     return run

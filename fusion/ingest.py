@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,13 +151,22 @@ def _record(
             None if report is None else json.dumps(report),
             now,
             now,
-            _data_time(manifest) if manifest else None,
+            min(_data_time(manifest), _naive_utc(now)) if manifest else None,
         ],
     )
 
 
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def _data_time(manifest: Manifest) -> datetime:
-    """Return the manifest's created_at ("2026-11-03T09:30:00Z") as the store's naive UTC."""
+    """Return the manifest's created_at ("2026-11-03T09:30:00Z") as the store's naive UTC.
+
+    The ledger keeps min(created_at, received): a vendor's clock cannot date a batch into the
+    future (it would then outrank later batches); backdating stays possible and is the vendor's
+    signed statement.
+    """
     return datetime.strptime(manifest.created_at, "%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -269,6 +278,9 @@ def ingest_file(
     inbox.ensure()
     timer = _Timer()
     payload = inbox.work / f"{sealed.name}.parquet"
+    # Plaintext a killed worker left for this file (its payload or open_sealed's temp file).
+    for stale in inbox.work.glob(f"*{sealed.name}.parquet*"):
+        _remove(stale)
     try:
         with timer.stage("open"):
             opened = open_sealed(
@@ -282,8 +294,10 @@ def ingest_file(
     except BatchRefused as refusal:
         digest = _file_sha256(sealed)
         # The cause is for the bank's eyes only: its log and ledger, never the sender.
+        # Claimed ids come from an unverified manifest: quoted and cut, so they cannot forge
+        # log lines or flood the log.
         log.warning(
-            "batch refused: cause=%s claimed_batch=%s claimed_vendor=%s sealed_sha256=%s",
+            "batch refused: cause=%r claimed_batch=%.64r claimed_vendor=%.64r sealed_sha256=%s",
             refusal.cause,
             refusal.batch_id,
             refusal.vendor,
@@ -323,7 +337,10 @@ def _judge_opened(
     seen = _ledger_row(manifest.batch_id, store)
     if seen is not None and seen[0] == digest:
         log.info("batch %s already %s: duplicate, nothing loaded", manifest.batch_id, seen[1])
-        _move(sealed, inbox.archive)
+        # A worker killed after committing a verdict but before moving the file lands here:
+        # the file goes where that verdict sends it.
+        home = inbox.quarantine / manifest.batch_id if seen[1] == "quarantined" else inbox.archive
+        _move(sealed, home)
         return IngestOutcome(
             manifest.batch_id, manifest.vendor_id, "duplicate", 0, (f"already {seen[1]}",)
         )
@@ -433,6 +450,13 @@ def _move(path: Path, folder: Path) -> None:
     shutil.move(str(path), target)
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _fmt(seconds: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items())
 
@@ -444,6 +468,6 @@ def ingest_inbox(
     inbox.ensure()
     # Plaintext left by a killed worker: nothing of it was committed, so it is only a risk.
     for stale in inbox.work.iterdir():
-        stale.unlink()
+        _remove(stale)
     for sealed in inbox.pending():
         yield ingest_file(sealed, store=store, keyring=keyring, inbox=inbox, now=clock())

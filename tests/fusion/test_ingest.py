@@ -258,6 +258,37 @@ def test_each_contract_rule_quarantines_with_a_report(parties: Parties, rule: st
     assert rule in json.loads(ledger["report"][0])["failed"]
 
 
+def test_a_quarantined_batch_sent_again_stays_with_its_report(parties: Parties):
+    sealed = parties.seal_frame(BREAKAGES["tags_known"](vendor_batch(30)))
+    data = sealed.read_bytes()
+    first = parties.ingest(sealed)
+    again = parties.inbox.inbox / "again.sealed"
+    again.write_bytes(data)  # as if the worker died after the verdict, before moving the file
+    assert parties.ingest(again).status == "duplicate"
+    home = parties.inbox.quarantine / str(first.batch_id)
+    assert (home / "again.sealed").exists() and (home / "report.json").exists()
+
+
+def test_a_future_dated_batch_is_dated_at_receipt(parties: Parties):
+    sealed = parties.seal_frame(vendor_batch(10), created_at=datetime(2030, 1, 1, tzinfo=UTC))
+    parties.ingest(sealed)
+    assert parties.table("SELECT created_at FROM batches")["created_at"][0] == NOW.replace(
+        tzinfo=None
+    )
+
+
+def test_stale_plaintext_of_a_killed_worker_is_removed(parties: Parties):
+    sealed = parties.seal_frame(vendor_batch(10))
+    stale = parties.inbox.work / f"{sealed.name}.parquet"
+    stale.write_bytes(b"plaintext left by a killed worker")
+    (parties.inbox.work / "a-folder").mkdir()
+    with parties.store() as store:
+        list(
+            ingest_inbox(store=store, keyring=parties.bank, inbox=parties.inbox, clock=lambda: NOW)
+        )
+    assert not list(parties.inbox.work.iterdir())
+
+
 def test_row_count_other_than_manifest_is_quarantined(parties: Parties):
     outcome = parties.ingest(parties.seal_frame(vendor_batch(60), rows=61))
     assert outcome.reasons == ("row_count",)
