@@ -248,30 +248,37 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 # a later migration adds) stay in the head-office copy only: a new table is private by default.
 # Vendor rows are the newest version of each key matched to the branch's customers; the
 # versions kept for point-in-time training stay at head office.
+# A branch's customers are those it holds at the newest snapshot: a customer who moved keeps
+# no trace in the old branch's copy. Their matches are the newest snapshot's, and the vendor rows
+# are exactly the batches those matches used (never a batch newer than the snapshot).
+_BRANCH_CUSTOMERS = """
+    SELECT customer_id FROM db.main.customers
+    WHERE branch_id = $branch AND snapshot_date = (SELECT max(snapshot_date) FROM db.main.customers)
+"""
+_BRANCH_MATCHES = """
+    SELECT * FROM db.main.matches
+    WHERE snapshot_date = (SELECT max(snapshot_date) FROM db.main.customers)
+      AND customer_id IN (@customers)
+""".replace("@customers", _BRANCH_CUSTOMERS)
+_BRANCH_VENDOR = """
+    SELECT DISTINCT v.* FROM db.main.@table AS v
+    JOIN (@matches) AS m ON m.key = v.key AND m.batch_id = v.batch_id
+""".replace("@matches", _BRANCH_MATCHES)
+_BRANCH_ROWS = """
+    SELECT * FROM db.main.@table
+    WHERE branch_id = $branch AND snapshot_date = (SELECT max(snapshot_date) FROM db.main.customers)
+"""
 _BRANCH_TABLES: dict[str, str] = {
     "schema_migrations": "SELECT * FROM db.main.schema_migrations",
     "tax_categories": "SELECT * FROM db.main.tax_categories",
     "tax_apps": "SELECT * FROM db.main.tax_apps",
     "tax_tags": "SELECT * FROM db.main.tax_tags",
-    "customers": "SELECT * FROM db.main.customers WHERE branch_id = $branch",
+    "customers": _BRANCH_ROWS.replace("@table", "customers"),
     # Created by the first extract load (its columns follow the extract), hence optional.
-    "bank_features": "SELECT * FROM db.main.bank_features WHERE branch_id = $branch",
-    "matches": """
-        SELECT * FROM db.main.matches
-        WHERE customer_id IN (SELECT customer_id FROM db.main.customers WHERE branch_id = $branch)
-    """,
-    "vendor_apps": """
-        SELECT * FROM db.main.vendor_apps_latest
-        WHERE key IN (
-            SELECT key FROM db.main.matches WHERE customer_id IN (
-                SELECT customer_id FROM db.main.customers WHERE branch_id = $branch))
-    """,
-    "vendor_tags": """
-        SELECT * FROM db.main.vendor_tags_latest
-        WHERE key IN (
-            SELECT key FROM db.main.matches WHERE customer_id IN (
-                SELECT customer_id FROM db.main.customers WHERE branch_id = $branch))
-    """,
+    "bank_features": _BRANCH_ROWS.replace("@table", "bank_features"),
+    "matches": _BRANCH_MATCHES,
+    "vendor_apps": _BRANCH_VENDOR.replace("@table", "vendor_apps"),
+    "vendor_tags": _BRANCH_VENDOR.replace("@table", "vendor_tags"),
 }
 # Same names as at head office, so one query runs on either copy.
 _BRANCH_VIEWS = (

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -574,17 +574,27 @@ def _two_branches(store: Store) -> None:
     store.insert_frame("vendor_tags", _tags([1, 2, 3, 4, 99], "b1", 10))
     store.insert_frame("vendor_tags", _tags([1], "b2", 20))
     store.insert_frame("vendor_apps", _tags([1, 2, 3, 4], "b1", 0).select("key", "batch_id"))
+    store.insert_frame("vendor_apps", _tags([1], "b2", 0).select("key", "batch_id"))
+    snapshot, earlier = date(2026, 9, 30), date(2026, 6, 30)
     customers = pl.DataFrame(
         {
-            "customer_id": [101, 102, 201, 202],
-            "branch_id": ["A", "A", "B", "B"],
-            "key": [_key_blob(k) for k in (1, 2, 3, 4)],
+            "customer_id": [101, 102, 201, 202, 201],
+            "branch_id": ["A", "A", "B", "B", "A"],  # 201 was at A last quarter, moved to B
+            "key": [_key_blob(k) for k in (1, 2, 3, 4, 3)],
+            "snapshot_date": [snapshot] * 4 + [earlier],
         }
     )
     store.insert_frame("customers", customers)
     store.insert_frame(
         "matches",
-        pl.DataFrame({"customer_id": [101, 201], "key": [_key_blob(1), _key_blob(3)]}),
+        pl.DataFrame(
+            {
+                "customer_id": [101, 201, 201],
+                "key": [_key_blob(1), _key_blob(3), _key_blob(3)],
+                "batch_id": ["b2", "b1", "b1"],
+                "snapshot_date": [snapshot, snapshot, earlier],
+            }
+        ),
     )
     store.execute(
         "INSERT INTO audit_log (\"at\", actor, action) VALUES (?, 'ops', 'publish')", [T0]
@@ -642,7 +652,9 @@ def test_publish_writes_a_head_office_copy_and_branch_copies(
         assert branch.execute("SELECT key, batch_id FROM vendor_tags_latest").fetchall() == [
             (_key_blob(1), "b2")
         ]
-        assert branch.execute("SELECT key FROM vendor_apps").fetchall() == [(_key_blob(1),)]
+        assert branch.execute("SELECT key, batch_id FROM vendor_apps").fetchall() == [
+            (_key_blob(1), "b2")
+        ]
         assert branch.execute("SELECT count(*) FROM tax_tags").fetchone() == (
             load_taxonomy().n_tags,
         )
@@ -657,7 +669,12 @@ def test_publish_writes_a_head_office_copy_and_branch_copies(
             snapshot("A", wrong)
 
     # Publishing again replaces the copies in place.
-    store.insert_frame("customers", pl.DataFrame({"customer_id": [103], "branch_id": ["A"]}))
+    store.insert_frame(
+        "customers",
+        pl.DataFrame(
+            {"customer_id": [103], "branch_id": ["A"], "snapshot_date": [date(2026, 9, 30)]}
+        ),
+    )
     store.publish(out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"]})
     with snapshot("A", keys["A"]) as branch:
         assert branch.execute("SELECT count(*) FROM customers").fetchone() == (3,)
