@@ -5,8 +5,9 @@ For a snapshot date and salt epoch, one row per customer in `bank_features` at t
     id                 customer_id, branch_id
     label, flag        opened_mb (the label), mb_registered, matched
     demographics ...   the bank extract's features; booleans as 0/1, text dictionary-encoded
-    external_*         the vendor's data of the customer's key, from the NEWEST loaded batch
-                       created on or before the snapshot date (its end of day): usage of the 26
+    external_*         the vendor's data of the customer's key, from the batch its match used
+                       (the newest loaded batch created on or before the snapshot date, as
+                       fusion.match chose it when it ran): usage of the 26
                        app categories, active days on the most used apps, app and tag counts
     tags               a CSR matrix beside the table: row i is the table's row i, column j is
                        tag_ids[j], values are the vendor's interest weights
@@ -91,25 +92,19 @@ _BANK_GROUPS: dict[str, tuple[str, ...]] = {
 _GROUP_OF = {name: group for group, names in _BANK_GROUPS.items() for name in names}
 _CHANNEL_MARKS = ("_3m", "_12m", "_days_since_last")
 
-# The batch is chosen here by the point-in-time rule rather than read from matches.batch_id, so
-# the table follows the rule whoever wrote `matches` (fusion.match applies the same rule).
+# Each customer's vendor rows come from the batch its match used (matches.batch_id, chosen by
+# fusion.match's point-in-time rule), so the model table, the coverage report and the branch
+# snapshots describe the same batch even when a batch arrives after the match. The cutoff is a
+# guard: a matched batch created after the snapshot would be a bug, and is left out.
 _PICK_SQL = """
-WITH m AS (
-    -- one key per customer; a customer never holds two keys in one epoch and snapshot
-    SELECT customer_id, min(key) AS key
-    FROM matches
-    WHERE snapshot_date = $snapshot AND salt_epoch = $epoch
-    GROUP BY customer_id
-),
-picked AS (
-    SELECT m.customer_id, m.key, a.batch_id
-    FROM m
-    JOIN vendor_apps AS a ON a.key = m.key AND a.salt_epoch = $epoch
-    JOIN batches AS b ON b.batch_id = a.batch_id
-    WHERE b.status = 'loaded' AND b.created_at < $cutoff
+WITH picked AS (
+    SELECT m.customer_id, m.key, m.batch_id
+    FROM matches AS m
+    JOIN batches AS b ON b.batch_id = m.batch_id
+    WHERE m.snapshot_date = $snapshot AND m.salt_epoch = $epoch
+      AND b.status = 'loaded' AND b.created_at < $cutoff
     QUALIFY row_number() OVER (
-        PARTITION BY m.customer_id
-        ORDER BY b.created_at DESC, b.finished_at DESC NULLS LAST, a.batch_id DESC
+        PARTITION BY m.customer_id ORDER BY b.created_at DESC, m.batch_id DESC
     ) = 1
 )
 SELECT p.customer_id, p.batch_id, a.app_ids, a.app_days, a.app_sessions,

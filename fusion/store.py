@@ -246,7 +246,7 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 
 # What a branch snapshot holds. Tables not named here (the batch ledger, the audit log, anything
 # a later migration adds) stay in the head-office copy only: a new table is private by default.
-# Vendor rows are the newest version of each key matched to the branch's customers; the
+# Vendor rows are the version each branch customer was matched with; the
 # versions kept for point-in-time training stay at head office.
 # A branch's customers are those it holds at the newest snapshot: a customer who moved keeps
 # no trace in the old branch's copy. Their matches are the newest snapshot's, and the vendor rows
