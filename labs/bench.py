@@ -277,15 +277,12 @@ def bench_ingest(work: Path, *, n: int = 1_000_000) -> Iterator[Figure]:
 
     from fusion.ingest import Inbox, ingest_file
     from fusion.store import Store
-    from matcher.keyring import Keyring
+    from matcher.keyring import Keyring, pair_locally
     from matcher.pack import pack_users
 
     bank = Keyring.init(work / "bank-keys", role="bank")
     vendor = Keyring.init(work / "vendor-keys", role="vendor", vendor_id="bench")
-    kid, public = vendor.signer_public_bytes()
-    bank.trust_vendor("bench", kid, public)
-    vendor.import_recipient(*bank.recipient_public_bytes())
-    vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id))
+    pair_locally(bank, vendor)
     batch = synthetic_batch(n)
     users = batch.drop("key").with_columns(
         phone=pl.Series([f"13{i:09d}" for i in range(n)], dtype=pl.String)
@@ -434,7 +431,7 @@ def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure
     from fusion.match import load_extract, match
     from fusion.store import Store
     from labs.world import WorldConfig, WorldFiles, generate_world
-    from matcher.keyring import Keyring
+    from matcher.keyring import Keyring, pair_locally
     from matcher.pack import pack_users
 
     config = WorldConfig(customers=customers, seed=2)
@@ -442,9 +439,7 @@ def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure
     generate_world(config, world.root)
     bank = Keyring.init(work / "features-bank", role="bank")
     vendor = Keyring.init(work / "features-vendor", role="vendor", vendor_id="bench")
-    vendor.import_recipient(*bank.recipient_public_bytes())
-    vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id))
-    bank.trust_vendor("bench", *vendor.signer_public_bytes())
+    pair_locally(bank, vendor)
     inbox = Inbox(work / "features-bank-run").ensure()
     sealed = inbox.inbox / "batch.sealed"
     data_time = datetime.combine(config.snapshot_date, clock_time(6), tzinfo=UTC)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from contracts.errors import ConfigError, FusionError
 from contracts.taxonomy import load_taxonomy
+from matcher.keyring import pair_locally
 
 __all__ = ["app"]
 
@@ -143,7 +144,7 @@ def demo(
 
         bank = Keyring.init(folder.bank_keys, role="bank")
         vendor = Keyring.init(folder.vendor_keys, role="vendor", vendor_id="vendor-a")
-        pair_keyrings(bank, vendor)
+        pair_locally(bank, vendor)
         with console.status("vendor: normalise, keyed-hash, pack and seal"):
             # The vendor's data is as of the bank's snapshot date (its batch's created_at).
             data_time = datetime.combine(world_config.snapshot_date, time(6), tzinfo=UTC)
@@ -282,24 +283,10 @@ def keys_pair_vendor(run: RunOption = DEFAULT_RUN) -> None:
 
     folder = RunFolder(run)
     try:
-        pair_keyrings(Keyring.open(folder.bank_keys), Keyring.open(folder.vendor_keys))
+        pair_locally(Keyring.open(folder.bank_keys), Keyring.open(folder.vendor_keys))
     except FusionError as error:
         raise _fail(error) from error
     console.print("vendor trusted by the bank; bank key and salt epoch imported by the vendor")
-
-
-def pair_keyrings(bank: object, vendor: object) -> None:
-    """Trust the vendor's signing key at the bank; give the vendor the bank's key and salt."""
-    from matcher.keyring import Keyring
-
-    assert isinstance(bank, Keyring) and isinstance(vendor, Keyring)
-    kid, public = vendor.signer_public_bytes()
-    bank.trust_vendor(str(vendor.vendor_id), kid, public)
-    hpke_kid, hpke_public = bank.recipient_public_bytes()
-    vendor.import_recipient(hpke_kid, hpke_public)
-    for epoch_id in bank.salt_epochs():
-        vendor.import_salt(bank.export_salt(epoch_id), make_current=False)
-    vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id), make_current=True)
 
 
 @vendor_app.command("keygen")

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
 from matcher.keyed_hash import SALT_BYTES, SaltEpoch
 
-__all__ = ["INDEX_NAME", "Keyring"]
+__all__ = ["INDEX_NAME", "Keyring", "pair_locally"]
 
 INDEX_NAME = "keyring.json"
 INDEX_FORMAT = "bankfusion-keyring/1"
@@ -575,3 +575,19 @@ class Keyring:
 
 
 assert SALT_BYTES == SECRET_BYTES  # salts are read by the same 32-byte reader
+
+
+def pair_locally(bank: Keyring, vendor: Keyring) -> None:
+    """Give each of two keyrings on one machine what the parties exchange out of band.
+
+    The bank trusts the vendor's current signing key; the vendor imports the bank's current HPKE
+    public key and every salt epoch of the bank, the bank's current one as current. For the demo,
+    tests and benchmarks; in production these travel by the parties' key ceremony.
+    """
+    kid, public = vendor.signer_public_bytes()
+    bank.trust_vendor(str(vendor.vendor_id), kid, public)
+    hpke_kid, hpke_public = bank.recipient_public_bytes()
+    vendor.import_recipient(hpke_kid, hpke_public)
+    for epoch_id in bank.salt_epochs():
+        vendor.import_salt(bank.export_salt(epoch_id), make_current=False)
+    vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id), make_current=True)

@@ -33,8 +33,7 @@ from fusion.coverage import (
 from fusion.ingest import Inbox, ingest_file
 from fusion.match import load_extract, match
 from fusion.store import Store
-from labs.cli import pair_keyrings
-from matcher.keyring import Keyring
+from matcher.keyring import Keyring, pair_locally
 from matcher.pack import pack_users
 
 SNAPSHOT = date(2026, 9, 30)
@@ -50,7 +49,7 @@ class MatchedStore:
         self.root = root
         self.bank = Keyring.init(root / "bank-keys", role="bank")
         vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-        pair_keyrings(self.bank, vendor)
+        pair_locally(self.bank, vendor)
         inbox = Inbox(root / "bank").ensure()
         users_path = root / "users.parquet"
         users.write_parquet(users_path)

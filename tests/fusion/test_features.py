@@ -323,14 +323,14 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """World -> vendor pack and seal -> bank ingest -> extract load -> match -> features."""
-    from labs.cli import pair_keyrings
+    from matcher.keyring import pair_locally
 
     root = tmp_path_factory.mktemp("features-world")
     world = WorldFiles(root / "world")
     generate_world(WorldConfig(customers=600, seed=11), world.root)
     bank = Keyring.init(root / "bank-keys", role="bank")
     vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-    pair_keyrings(bank, vendor)
+    pair_locally(bank, vendor)
     inbox = Inbox(root / "bank").ensure()
     sealed = inbox.inbox / "b1.sealed"
     created = datetime(2026, 9, 29, 10, tzinfo=UTC)

@@ -32,12 +32,12 @@ class Parties:
     """A bank and a vendor keyring paired as `fusion keys pair-vendor` pairs them."""
 
     def __init__(self, root: Path) -> None:
-        from labs.cli import pair_keyrings
+        from matcher.keyring import pair_locally
 
         self.root = root
         self.bank = Keyring.init(root / "bank-keys", role="bank")
         self.vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-        pair_keyrings(self.bank, self.vendor)
+        pair_locally(self.bank, self.vendor)
         self.inbox = Inbox(root / "bank").ensure()
         self.store_path = root / "bank" / "fusion.duckdb"
 
@@ -230,9 +230,9 @@ def test_wrong_bank_key_and_unknown_vendor_are_refused(parties: Parties):
     assert parties.ingest(parties.seal_frame(vendor_batch(10))).status == "refused"
 
     stranger = Keyring.init(parties.root / "stranger", role="vendor", vendor_id="vendor-a")
-    from labs.cli import pair_keyrings
+    from matcher.keyring import pair_locally
 
-    pair_keyrings(Keyring.init(parties.root / "decoy", role="bank"), stranger)
+    pair_locally(Keyring.init(parties.root / "decoy", role="bank"), stranger)
     hpke_kid, hpke_public = parties.bank.recipient_public_bytes()
     stranger.import_recipient(hpke_kid, hpke_public, replace=True)
     parties.vendor = stranger  # signed by a key the bank never trusted

@@ -12,11 +12,10 @@ import pytest
 from fusion.ingest import Inbox, ingest_file
 from fusion.match import load_extract, match
 from fusion.store import Store
-from labs.cli import pair_keyrings
 from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch
-from matcher.keyring import Keyring
+from matcher.keyring import Keyring, pair_locally
 from matcher.pack import pack_users
 from matcher.psi import customer_keys
 
@@ -37,7 +36,7 @@ class Bank:
         self.root = root
         self.keys = Keyring.init(root / "bank-keys", role="bank")
         self.vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-        pair_keyrings(self.keys, self.vendor)
+        pair_locally(self.keys, self.vendor)
         self.inbox = Inbox(root / "bank").ensure()
 
     def store(self) -> Store:
