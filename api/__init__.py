@@ -1,5 +1,5 @@
 """The FastAPI service: vendor uploads, campaign-tool scoring, analyst queries (see DESIGN.md)."""
 
-from api.app import ApiSettings, create_app
+from api.app import ApiSettings, create_app, serve
 
-__all__ = ["ApiSettings", "create_app"]
+__all__ = ["ApiSettings", "create_app", "serve"]

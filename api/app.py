@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from contracts.errors import ConfigError
 
-__all__ = ["ApiSettings", "create_app"]
+__all__ = ["ApiSettings", "create_app", "serve"]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -53,3 +53,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return {"status": "ok", "run": settings.run.name}
 
     return app
+
+
+def serve(settings: ApiSettings) -> None:
+    """Run the app under uvicorn until interrupted (the `fusion serve` command)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

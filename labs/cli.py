@@ -578,15 +578,13 @@ def serve(
     public: Annotated[bool, typer.Option(help="Allow a non-loopback bind address.")] = False,
 ) -> None:
     """Serve the API for a run folder under uvicorn."""
-    import uvicorn
-
-    from api import ApiSettings, create_app
+    from api import ApiSettings, serve
 
     try:
         settings = ApiSettings(run=run, host=host, port=port, allow_non_loopback=public)
     except FusionError as error:
         raise _fail(error) from error
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    serve(settings)
 
 
 @app.command()

@@ -11,7 +11,7 @@ SURFACE = {
     "matcher": ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"],
     "fusion": ["coverage", "features", "ingest", "match", "runfolder", "store"],
     "labs": ["bench", "cli", "report", "world"],
-    "api": ["ApiSettings", "create_app"],
+    "api": ["ApiSettings", "create_app", "serve"],
 }
 
 

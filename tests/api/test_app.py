@@ -51,4 +51,4 @@ def test_non_loopback_host_is_refused_unless_asked():
 
 
 def test_public_surface():
-    assert api.__all__ == ["ApiSettings", "create_app"]
+    assert api.__all__ == ["ApiSettings", "create_app", "serve"]
