@@ -427,7 +427,29 @@ def _penetration(
         for flag, prefix in ((True, "registered"), (False, "unregistered"))
         if published[flag].is_empty() or published[flag].is_null().any()
     ]
-    return _suppress(frame, _PENETRATION_LAYOUT, k=k, withheld=withheld)
+    table = _suppress(frame, _PENETRATION_LAYOUT, k=k, withheld=withheld)
+    return _guard_public_denominators(table, withheld)
+
+
+def _guard_public_denominators(table: pl.DataFrame, withheld: list[str]) -> pl.DataFrame:
+    """Withhold what a denominator protected where it is withheld here but public elsewhere.
+
+    Secondary suppression may withhold `registered_matched` to protect a small users cell, but
+    that number is by_registration's `matched`, published there unless `withheld` says so; the
+    protection then has to come from withholding the users cell and its shares instead.
+    """
+    for prefix in ("registered", "unregistered"):
+        if f"{prefix}_matched" in withheld:
+            continue
+        exposed = pl.col(f"{prefix}_matched").is_null()
+        hide = [f"{prefix}_users", f"{prefix}_share", "ratio"]
+        table = table.with_columns(
+            *(pl.when(exposed).then(None).otherwise(pl.col(c)).alias(c) for c in hide),
+            suppressed_cells=pl.when(exposed)
+            .then(pl.concat_list("suppressed_cells", pl.lit(hide)).list.unique(maintain_order=True))
+            .otherwise(pl.col("suppressed_cells")),
+        ).with_columns(suppressed=pl.col("suppressed_cells").list.len() > 0)
+    return table
 
 
 def _share(numerator: str, denominator: str) -> pl.Expr:

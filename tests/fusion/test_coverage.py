@@ -573,3 +573,29 @@ def test_suppression_never_leaves_a_small_group_computable(groups: list[dict[str
     expected = {i: g for i, g in enumerate(groups)}
     assert not audit_coverage(overall, None, {None: total.row(0, named=True)}, None, k)
     assert not audit_coverage(table, "g", expected, overall, k)
+
+
+def test_a_denominator_public_elsewhere_cannot_be_the_only_protection():
+    from fusion.coverage import _guard_public_denominators
+
+    table = pl.DataFrame(
+        {
+            "registered_matched": [None, 500],
+            "registered_users": [493, 300],
+            "registered_share": [0.986, 0.6],
+            "unregistered_matched": [400, 400],
+            "unregistered_users": [100, 90],
+            "unregistered_share": [0.25, 0.225],
+            "ratio": [0.25, 0.375],
+            "suppressed_cells": [["registered_matched"], []],
+            "suppressed": [True, False],
+        },
+        schema_overrides={"suppressed_cells": pl.List(pl.String)},
+    )
+    guarded = _guard_public_denominators(table, withheld=[])
+    first = guarded.row(0, named=True)
+    assert first["registered_users"] is None and first["ratio"] is None
+    assert set(first["suppressed_cells"]) >= {"registered_matched", "registered_users", "ratio"}
+    assert guarded.row(1, named=True) == table.row(1, named=True)
+    # Withheld upstream too: the denominator is secret everywhere, nothing more to hide.
+    assert _guard_public_denominators(table, withheld=["registered_matched"]).equals(table)
