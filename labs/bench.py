@@ -388,10 +388,13 @@ def bench_psi(work: Path, *, bank: int = 1_000_000, vendor: int = 3_000_000) -> 
         run_s = _best_of(run_match, 3)
 
         def raw_join() -> None:
-            # The same keys joined and written to a table of the same store.
+            # The same keys joined and the same result rows (the columns `matches` holds)
+            # written to a table of the same store: what is left is the matching logic.
             store.execute(
-                "CREATE OR REPLACE TABLE raw_join AS SELECT c.customer_id, v.key"
-                " FROM customers c JOIN vendor_apps v ON v.key = c.key"
+                "CREATE OR REPLACE TABLE raw_join AS SELECT c.customer_id, v.key, v.salt_epoch,"
+                " v.batch_id, $now AS matched_at, $snapshot AS snapshot_date"
+                " FROM customers c JOIN vendor_apps v ON v.key = c.key",
+                {"now": now, "snapshot": snapshot},
             )
 
         raw_s = _best_of(raw_join, 3)
@@ -413,7 +416,7 @@ def bench_psi(work: Path, *, bank: int = 1_000_000, vendor: int = 3_000_000) -> 
         value=run_s,
         unit="s",
         baseline=raw_s,
-        baseline_name="raw DuckDB join of the same 32-byte keys, same store",
+        baseline_name="raw DuckDB join of the same 32-byte keys writing the same rows, same store",
         ratio=raw_s / run_s,
         target="<= 1.5x the raw join (ratio >= 0.67)",
         met=run_s <= 1.5 * raw_s,
