@@ -162,3 +162,24 @@ def test_vectorised_over_a_large_series():
     result = normalize_phones(numbers)
     assert result.n_rejected == 0
     assert result.values[n - 1] == f"139{n - 1:08d}"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.builds(_dress, mobiles, st.integers(min_value=0, max_value=9)),
+            st.text(max_size=14),
+            st.none(),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_mixed_column_equals_normalising_each_value_alone(rows: list[str | None]):
+    # Clean and dirty rows take different paths; together they must give what each gives alone.
+    together = normalize_phones(pl.Series("phone", rows, dtype=pl.String))
+    alone = [normalize_phones(pl.Series("phone", [r], dtype=pl.String)) for r in rows]
+    assert together.values.to_list() == [a.values[0] for a in alone]
+    assert together.reasons.to_list() == [a.reasons[0] for a in alone]
+    assert together.values.name == "phone"
