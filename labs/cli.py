@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import polars as pl
 import typer
@@ -22,7 +22,12 @@ from rich.table import Table
 
 from contracts.errors import ConfigError, FusionError
 from contracts.taxonomy import load_taxonomy
+from fusion.runfolder import RunFolder
 from matcher.keyring import pair_locally
+
+if TYPE_CHECKING:
+    from fusion.store import Store
+    from matcher.keyring import Keyring
 
 __all__ = ["app"]
 
@@ -124,7 +129,6 @@ def demo(
     from fusion.features import build_features
     from fusion.ingest import ingest_inbox
     from fusion.match import load_extract, match
-    from fusion.runfolder import RunFolder
     from fusion.store import Store
     from labs.report import write_match_report
     from labs.world import WorldConfig, WorldFiles, generate_world
@@ -235,6 +239,18 @@ RunOption = Annotated[Path, typer.Option("--run", help="Run folder (ignored by g
 DEFAULT_RUN = Path("runs/demo")
 
 
+@contextmanager
+def _bank(run: Path, *, read_only: bool = False) -> Iterator[tuple[RunFolder, Keyring, Store]]:
+    """Yield the run folder, the bank's keyring and its store opened with the keyring's key."""
+    from fusion.store import Store
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run)
+    keyring = Keyring.open(folder.bank_keys)
+    with Store.open(folder.store, key=keyring.store_key(), read_only=read_only) as store:
+        yield folder, keyring, store
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -242,7 +258,6 @@ def _now() -> datetime:
 @keys_app.command("init")
 def keys_init(run: RunOption = DEFAULT_RUN) -> None:
     """Create the bank's keyring (HPKE key pair, first salt epoch, store key)."""
-    from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
 
     folder = RunFolder(run).ensure()
@@ -261,7 +276,6 @@ def keys_rotate(
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Rotate the bank's HPKE key or salt epoch; old keys stay readable."""
-    from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
 
     try:
@@ -278,7 +292,6 @@ def keys_pair_vendor(run: RunOption = DEFAULT_RUN) -> None:
     In production the same three things travel out of band: the vendor's public signing key to
     the bank, the bank's HPKE public key to the vendor, and the salt epoch by a key ceremony.
     """
-    from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
 
     folder = RunFolder(run)
@@ -297,7 +310,6 @@ def vendor_keygen(
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Create the vendor's keyring with its Ed25519 signing key."""
-    from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
 
     folder = RunFolder(run).ensure()
@@ -316,7 +328,6 @@ def vendor_pack(
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Normalise and keyed-hash phones, drop them, build the tag batch and seal it for the bank."""
-    from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
     from matcher.pack import pack_users
 
@@ -349,16 +360,12 @@ def ingest(
 ) -> None:
     """Verify, open, validate and load sealed batches into the encrypted store."""
     from fusion.ingest import ingest_inbox
-    from fusion.runfolder import RunFolder
-    from fusion.store import Store
-    from matcher.keyring import Keyring
 
     folder = RunFolder(run).ensure()
     try:
         for path in files or ():
             _copy_into(path, folder.inbox.inbox)
-        keyring = Keyring.open(folder.bank_keys)
-        with Store.open(folder.store, key=keyring.store_key()) as store:
+        with _bank(run) as (_, keyring, store):
             outcomes = list(
                 ingest_inbox(store=store, keyring=keyring, inbox=folder.inbox, clock=_now)
             )
@@ -382,19 +389,11 @@ def match_command(
 ) -> None:
     """Key the customer extract (phones never stored) and intersect it with the vendor's keys."""
     from fusion.match import load_extract, match
-    from fusion.runfolder import RunFolder
-    from fusion.store import Store
-    from matcher.keyring import Keyring
 
-    folder = RunFolder(run)
     try:
         snapshot_date = _parse_date(snapshot)
-        keyring = Keyring.open(folder.bank_keys)
-        salt = keyring.salt(epoch) if epoch else keyring.current_salt()
-        with (
-            console.status("keying the extract and matching"),
-            Store.open(folder.store, key=keyring.store_key()) as store,
-        ):
+        with console.status("keying the extract and matching"), _bank(run) as (_, keyring, store):
+            salt = keyring.salt(epoch) if epoch else keyring.current_salt()
             loaded = load_extract(
                 store, pl.read_parquet(extract), epoch=salt, snapshot_date=snapshot_date, now=_now()
             )
@@ -412,19 +411,11 @@ def features_command(
 ) -> None:
     """Build the point-in-time fused feature table of a matched snapshot and write it."""
     from fusion.features import build_features
-    from fusion.runfolder import RunFolder
-    from fusion.store import Store
-    from matcher.keyring import Keyring
 
-    folder = RunFolder(run)
     try:
         snapshot_date = _parse_date(snapshot)
-        keyring = Keyring.open(folder.bank_keys)
-        epoch_id = epoch or keyring.current_salt().epoch_id
-        with (
-            console.status("building features"),
-            Store.open(folder.store, key=keyring.store_key()) as store,
-        ):
+        with console.status("building features"), _bank(run) as (folder, keyring, store):
+            epoch_id = epoch or keyring.current_salt().epoch_id
             built = build_features(store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
         written = built.write(folder.features / snapshot_date.isoformat())
     except FusionError as error:
@@ -444,17 +435,12 @@ def report_command(
 ) -> None:
     """Write the match and app-penetration report (HTML with PNG plots, Parquet tables)."""
     from fusion.coverage import coverage_report
-    from fusion.runfolder import RunFolder
-    from fusion.store import Store
     from labs.report import write_match_report
-    from matcher.keyring import Keyring
 
-    folder = RunFolder(run).ensure()
     try:
         snapshot_date = _parse_date(snapshot)
-        keyring = Keyring.open(folder.bank_keys)
-        epoch_id = epoch or keyring.current_salt().epoch_id
-        with Store.open(folder.store, key=keyring.store_key(), read_only=True) as store:
+        with _bank(run, read_only=True) as (folder, keyring, store):
+            epoch_id = epoch or keyring.current_salt().epoch_id
             report = coverage_report(store, snapshot_date=snapshot_date, salt_epoch=epoch_id, k=k)
         page = write_match_report(report, _report_dir(folder, report))
     except FusionError as error:
@@ -464,7 +450,6 @@ def report_command(
 
 def _report_dir(folder: object, report: object) -> Path:
     from fusion.coverage import CoverageReport
-    from fusion.runfolder import RunFolder
 
     assert isinstance(folder, RunFolder) and isinstance(report, CoverageReport)
     return folder.reports / f"match-{report.snapshot_date.isoformat()}-{report.salt_epoch}"
@@ -508,14 +493,8 @@ def sql(
     limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
 ) -> None:
     """Query the store read-only (close any writer first; analysts use published snapshots)."""
-    from fusion.runfolder import RunFolder
-    from fusion.store import Store
-    from matcher.keyring import Keyring
-
-    folder = RunFolder(run)
     try:
-        keyring = Keyring.open(folder.bank_keys)
-        with Store.open(folder.store, key=keyring.store_key(), read_only=True) as store:
+        with _bank(run, read_only=True) as (_, _, store):
             queries = [query] if query else _prompt_queries()
             for text in queries:
                 try:
@@ -544,14 +523,8 @@ def _prompt_queries() -> Iterator[str]:
 @app.command()
 def publish(run: RunOption = DEFAULT_RUN) -> None:
     """Write the encrypted read-only snapshots: one for head office, one per branch."""
-    from fusion.runfolder import RunFolder
-    from fusion.store import Store
-    from matcher.keyring import Keyring
-
-    folder = RunFolder(run).ensure()
     try:
-        keyring = Keyring.open(folder.bank_keys)
-        with Store.open(folder.store, key=keyring.store_key()) as store:
+        with _bank(run) as (folder, keyring, store):
             branches = [
                 r[0]
                 for r in store.execute(
@@ -565,7 +538,7 @@ def publish(run: RunOption = DEFAULT_RUN) -> None:
             )
     except FusionError as error:
         raise _fail(error) from error
-    console.print(f"published {len(written)} snapshots to {folder.snapshots}")
+    console.print(f"published {len(written)} snapshots to {RunFolder(run).snapshots}")
 
 
 @app.command()
