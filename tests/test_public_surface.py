@@ -10,6 +10,7 @@ SURFACE = {
     "contracts": ["errors", "schemas", "suites", "taxonomy"],
     "matcher": ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"],
     "fusion": ["coverage", "features", "ingest", "match", "runfolder", "store"],
+    "fusion.models": ["metrics"],
     "labs": ["bench", "cli", "report", "world"],
     "api": ["ApiSettings", "create_app", "serve"],
 }

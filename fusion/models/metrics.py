@@ -91,9 +91,10 @@ def _scores(values: ArrayLike, name: str, n: int, against: str) -> FloatArray:
     if arr.dtype.kind not in "biuf":
         raise ConfigError(f"{name} must be numeric, got dtype {arr.dtype}", setting=name)
     out = arr.astype(np.float64)
-    if not np.isfinite(out).all():
+    bad = ~np.isfinite(out)
+    if bad.any():
         raise ConfigError(
-            f"{name} has NaN or infinite values (first at row {int(np.argmax(~np.isfinite(out)))}); "
+            f"{name} has NaN or infinite values (first at row {int(np.argmax(bad))}); "
             "impute or drop those customers first",
             setting=name,
         )
@@ -508,6 +509,8 @@ def uplift_at_k(
         raise ConfigError(
             f"strategy must be 'overall' or 'by_group', got {strategy!r}", setting="strategy"
         )
+    if isinstance(k, np.integer):
+        k = int(k)
     if isinstance(k, bool) or not isinstance(k, int | float):
         raise ConfigError(f"k must be a float share or an int count, got {k!r}", setting="k")
     if isinstance(k, float) and not 0 < k <= 1:
@@ -515,7 +518,7 @@ def uplift_at_k(
     order = np.argsort(u, kind="stable")[::-1]
     ys, ts = y[order], t[order]
 
-    def take(size: int, pool: int, group: str) -> int:
+    def take(pool: int, group: str) -> int:
         n = math.ceil(pool * k) if isinstance(k, float) else k
         if not 1 <= n <= pool:
             raise ConfigError(
@@ -526,7 +529,7 @@ def uplift_at_k(
         return n
 
     if strategy == "overall":
-        top = take(y.size, y.size, "sample")
+        top = take(y.size, "sample")
         y_top, t_top = ys[:top], ts[:top]
         n_t = int(t_top.sum())
         if n_t == 0 or n_t == top:
@@ -537,8 +540,8 @@ def uplift_at_k(
             )
         return float(y_top[t_top == 1].mean() - y_top[t_top == 0].mean())
     y_treated, y_control = ys[ts == 1], ys[ts == 0]
-    n_t = take(y_treated.size, y_treated.size, "treatment group")
-    n_c = take(y_control.size, y_control.size, "control group")
+    n_t = take(y_treated.size, "treatment group")
+    n_c = take(y_control.size, "control group")
     return float(y_treated[:n_t].mean() - y_control[:n_c].mean())
 
 
@@ -621,11 +624,6 @@ def two_proportion_diff(
     References:
         Agresti, A. (2013). Categorical Data Analysis, 3rd ed., sec. 3.1.2-3.1.3. Wiley.
     """
-    for name, value in (("successes_a", successes_a), ("n_a", n_a)), (
-        ("successes_b", successes_b),
-        ("n_b", n_b),
-    ):
-        del name, value  # unpacked below; the tuple shape keeps each pair together
     for s_name, s, n_name, n in (
         ("successes_a", successes_a, "n_a", n_a),
         ("successes_b", successes_b, "n_b", n_b),

@@ -1,0 +1,226 @@
+"""Metrics against scikit-learn on random tied data, and against hand-worked uplift tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from contracts.errors import ConfigError
+from fusion.models import metrics
+from fusion.models.metrics import (
+    DiffResult,
+    calibration_table,
+    gains_table,
+    ks_statistic,
+    pr_auc,
+    qini_auc_score,
+    qini_curve,
+    roc_auc,
+    two_proportion_diff,
+    uplift_at_k,
+    uplift_auc_score,
+    uplift_by_decile,
+    uplift_curve,
+)
+
+
+def test_exports():
+    assert metrics.__all__ == [
+        "DiffResult",
+        "calibration_table",
+        "gains_table",
+        "ks_statistic",
+        "pr_auc",
+        "qini_auc_score",
+        "qini_curve",
+        "roc_auc",
+        "two_proportion_diff",
+        "uplift_at_k",
+        "uplift_auc_score",
+        "uplift_by_decile",
+        "uplift_curve",
+    ]
+
+
+def _random_tied(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]  # both classes present
+    # few distinct values -> many ties; some signal so AUC is not ~0.5 everywhere
+    score = np.round(y * rng.uniform(0, 1) + rng.normal(0, 1, n), int(rng.integers(0, 2)))
+    return y, score
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_ranking_metrics_match_sklearn_with_ties(seed: int):
+    y, score = _random_tied(seed)
+    assert roc_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-9)
+    assert pr_auc(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-9)
+    fpr, tpr, _ = roc_curve(y, score)
+    assert ks_statistic(y, score) == pytest.approx(np.max(np.abs(tpr - fpr)), abs=1e-9)
+
+
+def test_ranking_metrics_on_a_hand_example():
+    y = [0, 0, 1, 1]
+    score = [0.1, 0.5, 0.5, 0.9]
+    assert roc_auc(y, score) == pytest.approx((1 + 1 + 1 + 0.5) / 4)
+    assert ks_statistic(y, score) == pytest.approx(0.5)  # after 0.9: TPR 0.5, FPR 0
+    assert pr_auc(y, score) == pytest.approx(0.5 * 1 + 0.5 * (2 / 3))
+
+
+def test_gains_table_keeps_ties_in_one_decile():
+    y = [1, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+    score = [9, 8, 8, 8, 5, 4, 3, 2, 1, 0]
+    table = gains_table(y, score, bins=5)
+    # the tie group at 8 (rows 1-3) starts at position 1 -> band 1 (positions 0-1), all of it
+    assert table["decile"].to_list() == [1, 3, 4, 5]
+    assert table["customers"].to_list() == [4, 2, 2, 2]
+    assert table["responders"].to_list() == [3, 0, 0, 1]
+    assert table["cum_responders"].to_list() == [3, 3, 3, 4]
+    assert table["cum_gains"].to_list() == pytest.approx([0.75, 0.75, 0.75, 1.0])
+    assert table["lift"].to_list() == pytest.approx([0.75 / 0.4, 0.0, 0.0, 0.5 / 0.4])
+    assert table["cum_lift"][-1] == pytest.approx(1.0)
+
+
+def test_calibration_table():
+    y = [0, 1, 1, 0, 1]
+    prob = [0.05, 0.15, 0.95, 1.0, 0.12]
+    table = calibration_table(y, prob, bins=10)
+    assert table["bin"].to_list() == [1, 2, 10]
+    assert table["customers"].to_list() == [1, 2, 2]
+    assert table["mean_predicted"].to_list() == pytest.approx([0.05, 0.135, 0.975])
+    assert table["observed_rate"].to_list() == pytest.approx([0.0, 1.0, 0.5])
+
+
+# Eight customers, already in descending predicted uplift; rows 4 and 5 tie at 0.5, so the curves
+# have no point at x = 5. Cumulative counts at each point, worked by hand:
+#   x  N_t Y_t N_c Y_c   qini = Y_t - Y_c*N_t/N_c   uplift = (Y_t/N_t - Y_c/N_c) * x
+#   1   1   1   0   0    1                          (1 - 0) * 1   = 1
+#   2   1   1   1   0    1                          (1 - 0) * 2   = 2
+#   3   2   2   1   0    2                          (1 - 0) * 3   = 3
+#   4   2   2   2   1    2 - 1*2/2 = 1              (1 - 1/2) * 4 = 2
+#   6   3   2   3   1    2 - 1*3/3 = 1              (2/3 - 1/3) * 6 = 2
+#   7   4   3   3   1    3 - 1*4/3 = 5/3            (3/4 - 1/3) * 7 = 35/12
+#   8   4   3   4   2    3 - 2*4/4 = 1              (3/4 - 2/4) * 8 = 2
+HAND_UPLIFT = [0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.3, 0.1]
+HAND_TREATMENT = [1, 0, 1, 0, 1, 0, 1, 0]
+HAND_Y = [1, 0, 1, 1, 0, 0, 1, 1]
+HAND_X = [0, 1, 2, 3, 4, 6, 7, 8]
+HAND_QINI = [0, 1, 1, 2, 1, 1, 5 / 3, 1]
+HAND_UPLIFT_CURVE = [0, 1, 2, 3, 2, 2, 35 / 12, 2]
+
+
+def test_qini_and_uplift_curves_match_the_hand_table():
+    x, q = qini_curve(HAND_Y, HAND_UPLIFT, HAND_TREATMENT)
+    assert x.tolist() == HAND_X
+    np.testing.assert_allclose(q, HAND_QINI, rtol=0, atol=1e-9)
+    x, u = uplift_curve(HAND_Y, HAND_UPLIFT, HAND_TREATMENT)
+    assert x.tolist() == HAND_X
+    np.testing.assert_allclose(u, HAND_UPLIFT_CURVE, rtol=0, atol=1e-9)
+
+
+def test_curves_do_not_depend_on_row_order():
+    perm = np.random.default_rng(1).permutation(8)
+    shuffled = [np.asarray(a)[perm] for a in (HAND_Y, HAND_UPLIFT, HAND_TREATMENT)]
+    np.testing.assert_allclose(qini_curve(*shuffled)[1], HAND_QINI, atol=1e-9)
+    np.testing.assert_allclose(uplift_curve(*shuffled)[1], HAND_UPLIFT_CURVE, atol=1e-9)
+
+
+def test_uplift_at_k_on_the_hand_table():
+    args = (HAND_Y, HAND_UPLIFT, HAND_TREATMENT)
+    # top 3 overall: rows 0, 1, 2 -> treated {0, 2} respond 2/2, control {1} 0/1
+    assert uplift_at_k(*args, k=3) == pytest.approx(1.0)
+    # top 3 of each group: treated {0, 2, 4} 2/3, control {1, 3, 5} 1/3
+    assert uplift_at_k(*args, k=3, strategy="by_group") == pytest.approx(1 / 3)
+    # share 0.5 -> ceil(4) overall: treated {0, 2} 2/2, control {1, 3} 1/2
+    assert uplift_at_k(*args, k=0.5) == pytest.approx(0.5)
+
+
+def test_uplift_by_decile_on_the_hand_table():
+    table = uplift_by_decile(HAND_Y, HAND_UPLIFT, HAND_TREATMENT, bins=4)
+    assert table.columns == [
+        "decile",
+        "n_treatment",
+        "n_control",
+        "response_rate_treatment",
+        "response_rate_control",
+        "uplift",
+    ]
+    assert table["n_treatment"].to_list() == [1, 1, 1, 1]
+    assert table["n_control"].to_list() == [1, 1, 1, 1]
+    assert table["uplift"].to_list() == pytest.approx([1.0, 0.0, 0.0, 0.0])
+    # one treated customer only in a band -> control rate is null, not a division error
+    one_sided = uplift_by_decile([1, 0, 0, 1], [4.0, 3.0, 2.0, 1.0], [1, 1, 0, 0], bins=4)
+    assert one_sided["response_rate_control"][0] is None
+    assert one_sided["uplift"][0] is None
+
+
+def test_perfect_ordering_beats_random_in_auuc_and_qini():
+    rng = np.random.default_rng(7)
+    n = 2000
+    treatment = rng.integers(0, 2, n)
+    true_uplift = rng.uniform(-0.1, 0.4, n)
+    y = (rng.uniform(size=n) < 0.1 + treatment * true_uplift).astype(int)
+    random_score = rng.uniform(size=n)
+    oracle = y * treatment - y * (1 - treatment)
+    assert uplift_auc_score(y, true_uplift, treatment) > uplift_auc_score(
+        y, random_score, treatment
+    )
+    assert qini_auc_score(y, true_uplift, treatment) > qini_auc_score(y, random_score, treatment)
+    assert qini_auc_score(y, oracle, treatment) == pytest.approx(1.0)
+    assert abs(uplift_auc_score(y, random_score, treatment)) < 0.2
+
+
+def test_two_proportion_diff_textbook():
+    result = two_proportion_diff(33, 1000, 6, 1000)
+    assert isinstance(result, DiffResult)
+    z = 1.959963984540054
+    se = math.sqrt(0.033 * 0.967 / 1000 + 0.006 * 0.994 / 1000)  # 0.0061543...
+    assert result.diff == pytest.approx(0.027, abs=1e-12)
+    assert result.ratio == pytest.approx(5.5)
+    assert result.ci_low == pytest.approx(0.027 - z * se, abs=1e-9)  # 0.014938
+    assert result.ci_high == pytest.approx(0.027 + z * se, abs=1e-9)  # 0.039062
+    pooled = 39 / 2000
+    z_stat = 0.027 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)  # 4.366
+    assert result.p_value == pytest.approx(math.erfc(z_stat / math.sqrt(2)), rel=1e-9)
+    assert two_proportion_diff(0, 10, 0, 10).p_value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: roc_auc([0, 1, 1], [0.1, 0.2]), "score has 2 values but y_true has 3"),
+        (lambda: roc_auc([0, 2, 1], [0.1, 0.2, 0.3]), "y_true must hold only 0 and 1"),
+        (lambda: roc_auc([], []), "y_true is empty"),
+        (lambda: roc_auc([1, 1], [0.1, 0.2]), "y_true needs both classes"),
+        (lambda: pr_auc([0, 0], [0.1, 0.2]), "y_true has no positives"),
+        (lambda: ks_statistic([0, 1], [0.1, float("nan")]), "NaN or infinite"),
+        (lambda: gains_table([0, 1], [1, 2], bins=0), "bins must be a positive int"),
+        (lambda: calibration_table([0, 1], [0.5, 1.5]), r"prob must lie in \[0, 1\]"),
+        (lambda: qini_curve([0, 1], [0.1, 0.2], [1, 1]), "treatment needs both groups"),
+        (lambda: uplift_curve([0, 1], [0.1, 0.2], [1, 0, 1]), "treatment has 3 values"),
+        (lambda: uplift_curve([0, 1], [0.1, 0.2], [1, 5]), "treatment must hold only 0 and 1"),
+        (lambda: uplift_at_k(HAND_Y, HAND_UPLIFT, HAND_TREATMENT, k=9), "k=9 asks for 9"),
+        (lambda: uplift_at_k(HAND_Y, HAND_UPLIFT, HAND_TREATMENT, k=1), "top 1 customers"),
+        (lambda: uplift_at_k(HAND_Y, HAND_UPLIFT, HAND_TREATMENT, k=1.5), r"share must be"),
+        (
+            lambda: uplift_at_k(HAND_Y, HAND_UPLIFT, HAND_TREATMENT, strategy="first"),  # type: ignore[arg-type]
+            "strategy must be",
+        ),
+        (lambda: two_proportion_diff(5, 0, 1, 10), "n_a must be a positive int"),
+        (lambda: two_proportion_diff(11, 10, 1, 10), r"successes_a must be an int in \[0"),
+        (lambda: two_proportion_diff(1, 10, 1, 10, alpha=1.0), "alpha must be in"),
+    ],
+)
+def test_bad_input_raises_config_error(call, message: str):
+    with pytest.raises(ConfigError, match=message):
+        call()
+
+
+def test_tables_are_polars():
+    assert isinstance(gains_table([0, 1, 1], [0.1, 0.2, 0.3]), pl.DataFrame)
