@@ -7,6 +7,7 @@ arguments. Errors of the platform print their message (which says what to do) an
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,28 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _configure(
+    log_level: Annotated[
+        str, typer.Option(help="Log level of the bank's log on stderr (DEBUG, INFO, WARNING).")
+    ] = "WARNING",
+) -> None:
+    """Privacy-preserving fusion of a data vendor's app/tag data with a bank's customers."""
+    from rich.logging import RichHandler
+
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"log level must be DEBUG, INFO or WARNING, got {log_level!r}")
+    # The bank's own log: refusal causes, ledger verdicts and counts (never a phone or a key).
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 @contextmanager

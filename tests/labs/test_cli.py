@@ -96,6 +96,20 @@ def test_demo_and_report_command_write_the_match_report(demo_run: tuple[Path, st
     assert pages and b"<img" in pages[0].read_bytes()
 
 
+def test_a_tampered_file_is_refused_with_its_cause_in_the_bank_log(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    archived = next((run / "bank" / "archive").glob("*.sealed"))
+    data = bytearray(archived.read_bytes())
+    data[len(data) // 2] ^= 1
+    tampered = run / "tampered.sealed"
+    tampered.write_bytes(bytes(data))
+    result = runner.invoke(
+        app, ["--log-level", "WARNING", "ingest", str(tampered), "--run", str(run)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "refused" in result.output and "cause=" in result.output
+
+
 def test_rotate_and_publish(demo_run: tuple[Path, str]):
     run, _ = demo_run
     rotated = runner.invoke(app, ["keys", "rotate", "--what", "salt", "--run", str(run)])
