@@ -303,7 +303,9 @@ def ingest_file(
             refusal.vendor,
             digest,
         )
-        _refuse(store, inbox, sealed, digest, None, refusal.vendor, refusal.cause, now)
+        # vendor_id stays empty: the claim is unverified and must not file the row under a
+        # vendor (the log line above keeps it for investigation).
+        _refuse(store, inbox, sealed, digest, None, None, refusal.cause, now)
         return IngestOutcome(refusal.batch_id, refusal.vendor, "refused", 0, ("refused",))
     try:
         return _judge_opened(
