@@ -277,12 +277,10 @@ def bench_ingest(work: Path, *, n: int = 1_000_000) -> Iterator[Figure]:
 
     from fusion.ingest import Inbox, ingest_file
     from fusion.store import Store
-    from matcher.keyring import Keyring, pair_locally
+    from matcher.keyring import init_local_pair
     from matcher.pack import pack_users
 
-    bank = Keyring.init(work / "bank-keys", role="bank")
-    vendor = Keyring.init(work / "vendor-keys", role="vendor", vendor_id="bench")
-    pair_locally(bank, vendor)
+    bank, vendor = init_local_pair(work / "bank-keys", work / "vendor-keys", vendor_id="bench")
     batch = synthetic_batch(n)
     users = batch.drop("key").with_columns(
         phone=pl.Series([f"13{i:09d}" for i in range(n)], dtype=pl.String)
@@ -434,15 +432,15 @@ def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure
     from fusion.match import load_extract, match
     from fusion.store import Store
     from labs.world import WorldConfig, WorldFiles, generate_world
-    from matcher.keyring import Keyring, pair_locally
+    from matcher.keyring import init_local_pair
     from matcher.pack import pack_users
 
     config = WorldConfig(customers=customers, seed=2)
     world = WorldFiles(work / "features-world")
     generate_world(config, world.root)
-    bank = Keyring.init(work / "features-bank", role="bank")
-    vendor = Keyring.init(work / "features-vendor", role="vendor", vendor_id="bench")
-    pair_locally(bank, vendor)
+    bank, vendor = init_local_pair(
+        work / "features-bank", work / "features-vendor", vendor_id="bench"
+    )
     inbox = Inbox(work / "features-bank-run").ensure()
     sealed = inbox.inbox / "batch.sealed"
     data_time = datetime.combine(config.snapshot_date, clock_time(6), tzinfo=UTC)

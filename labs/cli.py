@@ -24,7 +24,7 @@ from rich.table import Table
 from contracts.errors import ConfigError, FusionError
 from contracts.taxonomy import load_taxonomy
 from fusion.runfolder import RunFolder
-from matcher.keyring import pair_locally
+from matcher.keyring import init_local_pair, pair_locally
 
 if TYPE_CHECKING:
     from fusion.store import Store
@@ -155,7 +155,6 @@ def demo(
     from fusion.store import Store
     from labs.report import write_match_report
     from labs.world import WorldConfig, WorldFiles, generate_world
-    from matcher.keyring import Keyring
     from matcher.pack import pack_users
 
     if out.exists():
@@ -169,9 +168,7 @@ def demo(
         _print_world_summary(world_summary.to_dict())
         summary["world"] = world_summary.to_dict()
 
-        bank = Keyring.init(folder.bank_keys, role="bank")
-        vendor = Keyring.init(folder.vendor_keys, role="vendor", vendor_id="vendor-a")
-        pair_locally(bank, vendor)
+        bank, vendor = init_local_pair(folder.bank_keys, folder.vendor_keys, vendor_id="vendor-a")
         with console.status("vendor: normalise, keyed-hash, pack and seal"):
             # The vendor's data is as of the bank's snapshot date (its batch's created_at).
             data_time = datetime.combine(world_config.snapshot_date, time(6), tzinfo=UTC)

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
 from matcher.keyed_hash import SALT_BYTES, SaltEpoch
 
-__all__ = ["INDEX_NAME", "Keyring", "pair_locally"]
+__all__ = ["INDEX_NAME", "Keyring", "init_local_pair", "pair_locally"]
 
 INDEX_NAME = "keyring.json"
 INDEX_FORMAT = "bankfusion-keyring/1"
@@ -575,6 +575,16 @@ class Keyring:
 
 
 assert SALT_BYTES == SECRET_BYTES  # salts are read by the same 32-byte reader
+
+
+def init_local_pair(
+    bank_path: Path, vendor_path: Path, *, vendor_id: str
+) -> tuple[Keyring, Keyring]:
+    """Return a new bank keyring and a new vendor keyring, already paired (`pair_locally`)."""
+    bank = Keyring.init(bank_path, role="bank")
+    vendor = Keyring.init(vendor_path, role="vendor", vendor_id=vendor_id)
+    pair_locally(bank, vendor)
+    return bank, vendor
 
 
 def pair_locally(bank: Keyring, vendor: Keyring) -> None:

@@ -33,7 +33,7 @@ from fusion.coverage import (
 from fusion.ingest import Inbox, ingest_file
 from fusion.match import load_extract, match
 from fusion.store import Store
-from matcher.keyring import Keyring, pair_locally
+from matcher.keyring import init_local_pair
 from matcher.pack import pack_users
 
 SNAPSHOT = date(2026, 9, 30)
@@ -47,9 +47,9 @@ class MatchedStore:
 
     def __init__(self, root: Path, extract: pl.DataFrame, users: pl.DataFrame) -> None:
         self.root = root
-        self.bank = Keyring.init(root / "bank-keys", role="bank")
-        vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-        pair_locally(self.bank, vendor)
+        self.bank, vendor = init_local_pair(
+            root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a"
+        )
         inbox = Inbox(root / "bank").ensure()
         users_path = root / "users.parquet"
         users.write_parquet(users_path)

@@ -25,7 +25,7 @@ from fusion.store import Store
 from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_id_numbers, normalize_phones
 from matcher.keyed_hash import SaltEpoch
-from matcher.keyring import Keyring
+from matcher.keyring import init_local_pair
 from matcher.pack import build_batch, pack_users
 
 S1 = date(2026, 9, 30)
@@ -323,14 +323,11 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """World -> vendor pack and seal -> bank ingest -> extract load -> match -> features."""
-    from matcher.keyring import pair_locally
 
     root = tmp_path_factory.mktemp("features-world")
     world = WorldFiles(root / "world")
     generate_world(WorldConfig(customers=600, seed=11), world.root)
-    bank = Keyring.init(root / "bank-keys", role="bank")
-    vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-    pair_locally(bank, vendor)
+    bank, vendor = init_local_pair(root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a")
     inbox = Inbox(root / "bank").ensure()
     sealed = inbox.inbox / "b1.sealed"
     created = datetime(2026, 9, 29, 10, tzinfo=UTC)

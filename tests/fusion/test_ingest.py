@@ -20,7 +20,7 @@ from fusion.ingest import Inbox, ingest_file, ingest_inbox
 from fusion.store import Store
 from matcher.envelope import Manifest, seal
 from matcher.keyed_hash import SaltEpoch
-from matcher.keyring import Keyring
+from matcher.keyring import Keyring, init_local_pair
 from matcher.pack import build_batch, pack_users
 from tests.contracts.test_suites import BREAKAGES
 from tests.factories import vendor_batch
@@ -32,12 +32,11 @@ class Parties:
     """A bank and a vendor keyring paired as `fusion keys pair-vendor` pairs them."""
 
     def __init__(self, root: Path) -> None:
-        from matcher.keyring import pair_locally
 
         self.root = root
-        self.bank = Keyring.init(root / "bank-keys", role="bank")
-        self.vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-        pair_locally(self.bank, self.vendor)
+        self.bank, self.vendor = init_local_pair(
+            root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a"
+        )
         self.inbox = Inbox(root / "bank").ensure()
         self.store_path = root / "bank" / "fusion.duckdb"
 

@@ -15,7 +15,7 @@ from fusion.store import Store
 from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch
-from matcher.keyring import Keyring, pair_locally
+from matcher.keyring import init_local_pair
 from matcher.pack import pack_users
 from matcher.psi import customer_keys
 
@@ -34,9 +34,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
 class Bank:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.keys = Keyring.init(root / "bank-keys", role="bank")
-        self.vendor = Keyring.init(root / "vendor-keys", role="vendor", vendor_id="vendor-a")
-        pair_locally(self.keys, self.vendor)
+        self.keys, self.vendor = init_local_pair(
+            root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a"
+        )
         self.inbox = Inbox(root / "bank").ensure()
 
     def store(self) -> Store:

@@ -51,7 +51,7 @@ def _forms(secret: bytes) -> list[bytes]:
 
 
 def test_public_surface():
-    assert matcher.keyring.__all__ == ["INDEX_NAME", "Keyring", "pair_locally"]
+    assert matcher.keyring.__all__ == ["INDEX_NAME", "Keyring", "init_local_pair", "pair_locally"]
 
 
 def test_bank_keyring_starts_with_hpke_pair_salt_epoch_and_store_key(bank: Keyring):

@@ -14,7 +14,7 @@ from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.envelope import open_sealed
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch
-from matcher.keyring import Keyring
+from matcher.keyring import init_local_pair
 from matcher.pack import build_batch, pack_users
 
 NOW = datetime(2026, 10, 1, tzinfo=UTC)
@@ -28,12 +28,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
 
 
 def test_packed_vendor_output_holds_no_raw_phone(world: WorldFiles, tmp_path: Path):
-    bank = Keyring.init(tmp_path / "bank", role="bank")
-    vendor = Keyring.init(tmp_path / "vendor", role="vendor", vendor_id="vendor-a")
-    vendor.import_recipient(*bank.recipient_public_bytes())
-    vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id))
-    kid, public = vendor.signer_public_bytes()
-    bank.trust_vendor("vendor-a", kid, public)
+    bank, vendor = init_local_pair(tmp_path / "bank", tmp_path / "vendor", vendor_id="vendor-a")
 
     sealed = tmp_path / "out" / "batch.sealed"
     result = pack_users(world.vendor_users, sealed, keyring=vendor, now=NOW)
