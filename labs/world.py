@@ -164,7 +164,10 @@ _PROFILE_VARIANTS = 16  # random rankings per persona pair: users of a pair do n
 # apps. Half of the variants of every pair are "fintech" variants with these categories boosted.
 _FINTECH_SHARE = 0.3
 _FINTECH_BOOST = {"finance": 3.0, "banking": 5.0}
-_FINTECH_LABEL = 1.5  # logit of opening mobile banking
+_FINTECH_LABEL = 2.0  # logit of opening mobile banking
+# Scale of the bank terms in the label logit: puts an in-bank model's held-out AUC near the real
+# case's 0.8 (0.79 on the 100k demo world; 0.76 at scale 1.0, 0.81 at 1.4, 0.85 at 1.8).
+_BANK_LABEL_WEIGHT = 1.2
 
 # --------------------------------------------------------------------------------------------
 # Bank reference data
@@ -842,7 +845,11 @@ def _outcomes(people: _People, col: dict[str, Any], rng: np.random.Generator) ->
         + 0.2 * np.log1p(col["quickpay_txn_count_3m"])
         + 0.3 * col["wechat_bound"]
     )
-    logit = bank_logit + people.mixed(_LABEL_PERSONA) + _FINTECH_LABEL * people.fintech
+    logit = (
+        _BANK_LABEL_WEIGHT * bank_logit
+        + people.mixed(_LABEL_PERSONA)
+        + _FINTECH_LABEL * people.fintech
+    )
     unregistered = ~registered
     p_open = _sigmoid(_intercept(logit[unregistered], _LABEL_RATE) + logit)
     opened = (rng.random(n) < p_open) & unregistered

@@ -595,13 +595,15 @@ def uplift_by_decile(
 
 @dataclass(frozen=True)
 class DiffResult:
-    """Difference of two proportions, a - b, with its Wald confidence interval."""
+    """Difference of two proportions, a - b, with its Wald CI; their ratio with its Katz CI."""
 
     diff: float
     ci_low: float
     ci_high: float
     ratio: float
     p_value: float
+    ratio_ci_low: float = math.nan
+    ratio_ci_high: float = math.nan
 
 
 def two_proportion_diff(
@@ -619,10 +621,14 @@ def two_proportion_diff(
     Returns:
         `DiffResult`. The CI is p_a - p_b +/- z * sqrt(p_a q_a / n_a + p_b q_b / n_b); the p-value
         uses the pooled proportion under H0: p_a = p_b (1.0 when both groups are all 0 or all 1).
-        `ratio` is inf when p_b = 0 < p_a and nan when both are 0.
+        `ratio` is inf when p_b = 0 < p_a and nan when both are 0. Its CI is Katz's log
+        interval, exp(log(ratio) +/- z * sqrt(1/s_a - 1/n_a + 1/s_b - 1/n_b)), nan when either
+        group has no success.
 
     References:
         Agresti, A. (2013). Categorical Data Analysis, 3rd ed., sec. 3.1.2-3.1.3. Wiley.
+        Katz, D. et al. (1978). Obtaining confidence intervals for the risk ratio in cohort
+        studies. Biometrics 34(3), 469-474.
     """
     for s_name, s, n_name, n in (
         ("successes_a", successes_a, "n_a", n_a),
@@ -643,4 +649,11 @@ def two_proportion_diff(
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     p_value = float(2 * stats.norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
     ratio = p_a / p_b if p_b > 0 else (math.inf if p_a > 0 else math.nan)
-    return DiffResult(diff, diff - float(half), diff + float(half), ratio, p_value)
+    ratio_low = ratio_high = math.nan
+    if successes_a > 0 and successes_b > 0:
+        z = float(stats.norm.ppf(1 - alpha / 2))
+        spread = z * math.sqrt(1 / successes_a - 1 / n_a + 1 / successes_b - 1 / n_b)
+        ratio_low, ratio_high = ratio * math.exp(-spread), ratio * math.exp(spread)
+    return DiffResult(
+        diff, diff - float(half), diff + float(half), ratio, p_value, ratio_low, ratio_high
+    )

@@ -189,6 +189,12 @@ def test_two_proportion_diff_textbook():
     z_stat = 0.027 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)  # 4.366
     assert result.p_value == pytest.approx(math.erfc(z_stat / math.sqrt(2)), rel=1e-9)
     assert two_proportion_diff(0, 10, 0, 10).p_value == 1.0
+    # Katz: log(5.5) +/- z sqrt(1/33 - 1/1000 + 1/6 - 1/1000) -> 2.3148 .. 13.068
+    spread = z * math.sqrt(1 / 33 - 1 / 1000 + 1 / 6 - 1 / 1000)
+    assert result.ratio_ci_low == pytest.approx(5.5 * math.exp(-spread), rel=1e-12)
+    assert result.ratio_ci_high == pytest.approx(5.5 * math.exp(spread), rel=1e-12)
+    assert result.ratio_ci_low == pytest.approx(2.3148, abs=1e-4)
+    assert math.isnan(two_proportion_diff(3, 10, 0, 10).ratio_ci_low)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,741 @@
+"""Uplift models on xgboost (T-learner, X-learner, class transformation) and budgeted targeting.
+
+Vocabulary follows scikit-uplift: `fit(X, y, treatment)` returns the model, `predict(X)` the
+predicted uplift P(y=1 | x, treated) - P(y=1 | x, control) per row. `X` is any numeric frame:
+a polars or pandas DataFrame or a 2-D numpy array, booleans allowed, nulls and NaN left to
+xgboost's missing-value handling. A model fitted on a frame keeps its column names and `predict`
+picks the columns by name (order free, extra columns ignored, a missing one refused); a model
+fitted on an array, or given an array, matches columns by position.
+
+Every booster is trained by `xgboost.train` with `tree_method="hist"` from one frozen
+`BoosterParams`; for a given seed and thread count the predictions are identical run to run.
+
+`budgeted_targeting` spends one budget (N contacts at a cost each) once per scoring strategy -
+e.g. predicted uplift against a response score - and reports the incremental conversions each
+buys, from the true uplift where it is known (the synthetic world) or estimated on a held-out
+A/B test.
+
+Bad input raises `contracts.errors.ConfigError` naming the argument and what to pass instead.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Self, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import polars as pl
+import xgboost as xgb
+from scipy import stats
+
+from contracts.errors import ConfigError
+from fusion.models.metrics import two_proportion_diff
+
+__all__ = [
+    "BoosterParams",
+    "ClassTransformation",
+    "TLearner",
+    "TargetingResult",
+    "UpliftModel",
+    "XLearner",
+    "budgeted_targeting",
+    "uplift_correlation",
+]
+
+ArrayLike = npt.ArrayLike
+Features: TypeAlias = pl.DataFrame | pd.DataFrame | npt.ArrayLike
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# Early stopping needs a validation split big enough that its loss is not noise; below these
+# sizes a booster trains all `n_estimators` rounds on every row instead.
+_MIN_VALIDATION_ROWS = 100
+_MIN_VALIDATION_MINORITY = 10
+
+
+# --- booster configuration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoosterParams:
+    """Gradient-boosting settings shared by every booster inside an uplift model.
+
+    Early stopping: when `early_stopping_rounds` is set, each booster holds out
+    `validation_fraction` of its rows (stratified by label for classifiers), stops when the
+    validation loss has not improved for that many rounds, and keeps the trees up to the best
+    round. It is skipped - all `n_estimators` rounds on all rows - when the split would hold fewer
+    than 100 rows, or fewer than 10 of the rarer label. `n_jobs=None` uses every core; the same
+    `seed` and `n_jobs` give the same model.
+    """
+
+    n_estimators: int = 300
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    min_child_weight: float = 1.0
+    subsample: float = 0.8
+    colsample: float = 0.8
+    reg_lambda: float = 1.0
+    early_stopping_rounds: int | None = 30
+    validation_fraction: float = 0.2
+    seed: int = 0
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(
+                    f"BoosterParams.{name} must be {expected}, got {value!r}", setting=name
+                )
+
+        need(_is_int(self.n_estimators) and self.n_estimators >= 1, "n_estimators", "an int >= 1")
+        need(_is_int(self.max_depth) and self.max_depth >= 1, "max_depth", "an int >= 1")
+        need(0 < self.learning_rate <= 1, "learning_rate", "in (0, 1]")
+        need(self.min_child_weight >= 0, "min_child_weight", ">= 0")
+        need(0 < self.subsample <= 1, "subsample", "in (0, 1]")
+        need(0 < self.colsample <= 1, "colsample", "in (0, 1]")
+        need(self.reg_lambda >= 0, "reg_lambda", ">= 0")
+        need(
+            self.early_stopping_rounds is None
+            or (_is_int(self.early_stopping_rounds) and self.early_stopping_rounds >= 1),
+            "early_stopping_rounds",
+            "None (off) or an int >= 1",
+        )
+        need(0 < self.validation_fraction <= 0.5, "validation_fraction", "in (0, 0.5]")
+        need(_is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
+        need(
+            self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs >= 1),
+            "n_jobs",
+            "None (all cores) or an int >= 1",
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _xgb_params(params: BoosterParams, objective: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "objective": objective,
+        "eval_metric": "logloss" if objective == "binary:logistic" else "rmse",
+        "tree_method": "hist",
+        "max_depth": params.max_depth,
+        "eta": params.learning_rate,
+        "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample,
+        "colsample_bytree": params.colsample,
+        "lambda": params.reg_lambda,
+        "seed": params.seed,
+        "verbosity": 0,
+    }
+    if params.n_jobs is not None:
+        out["nthread"] = params.n_jobs
+    return out
+
+
+def _validation_rows(label: FloatArray, classify: bool, params: BoosterParams) -> IntArray | None:
+    """Return the rows held out for early stopping, or None when it is off or the data too small."""
+    if params.early_stopping_rounds is None:
+        return None
+    rng = np.random.default_rng(params.seed)
+    if not classify:
+        size = round(label.size * params.validation_fraction)
+        if size < _MIN_VALIDATION_ROWS:
+            return None
+        return np.sort(rng.permutation(label.size)[:size]).astype(np.int64)
+    held: list[IntArray] = []
+    for cls in (0.0, 1.0):
+        rows = np.flatnonzero(label == cls)
+        size = round(rows.size * params.validation_fraction)
+        if size < _MIN_VALIDATION_MINORITY:
+            return None
+        held.append(rng.permutation(rows)[:size])
+    out = np.sort(np.concatenate(held)).astype(np.int64)
+    return out if out.size >= _MIN_VALIDATION_ROWS else None
+
+
+def _train(
+    x: FloatArray,
+    label: FloatArray,
+    *,
+    objective: Literal["binary:logistic", "reg:squarederror"],
+    params: BoosterParams,
+    weight: FloatArray | None = None,
+) -> xgb.Booster:
+    """Return a booster fitted on (x, label), early-stopped on a held-out split when it can be."""
+    config = _xgb_params(params, objective)
+    nthread = params.n_jobs if params.n_jobs is not None else -1
+    held = _validation_rows(label, objective == "binary:logistic", params)
+    if held is None:
+        train = xgb.QuantileDMatrix(x, label=label, weight=weight, nthread=nthread)
+        return xgb.train(config, train, num_boost_round=params.n_estimators)
+    keep = np.ones(label.size, dtype=bool)
+    keep[held] = False
+    train = xgb.QuantileDMatrix(
+        x[keep], label=label[keep], weight=None if weight is None else weight[keep], nthread=nthread
+    )
+    valid = xgb.QuantileDMatrix(
+        x[held],
+        label=label[held],
+        weight=None if weight is None else weight[held],
+        ref=train,
+        nthread=nthread,
+    )
+    booster = xgb.train(
+        config,
+        train,
+        num_boost_round=params.n_estimators,
+        evals=[(valid, "valid")],
+        early_stopping_rounds=params.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    # xgb.train returns every round it ran; the trees after the best one only fit noise.
+    return booster[: booster.best_iteration + 1]
+
+
+# --- input checking -----------------------------------------------------------------------------
+
+
+def _matrix(X: Features) -> tuple[FloatArray, tuple[str, ...] | None]:
+    """Return X as a float64 matrix (nulls as NaN) and its column names (None for an array)."""
+    if isinstance(X, pl.DataFrame):
+        bad = [name for name, dt in X.schema.items() if not (dt.is_numeric() or dt == pl.Boolean)]
+        names: tuple[str, ...] | None = tuple(X.columns)
+        if bad:
+            raise _non_numeric(bad, X.schema)
+        matrix = X.select(pl.all().cast(pl.Float64)).to_numpy()
+    elif isinstance(X, pd.DataFrame):
+        names = tuple(str(c) for c in X.columns)
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(
+                f"X has duplicate column names {dupes}; give every feature a unique name",
+                setting="X",
+            )
+        bad = [str(c) for c, dt in X.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
+        if bad:
+            raise _non_numeric(bad, {str(c): dt for c, dt in X.dtypes.items()})
+        matrix = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        names = None
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ConfigError(
+                f"X must be 2-d (rows x features), got shape {arr.shape}; "
+                "pass a DataFrame or reshape a single feature with x.reshape(-1, 1)",
+                setting="X",
+            )
+        if arr.dtype.kind not in "biuf":
+            raise ConfigError(
+                f"X must be numeric, got dtype {arr.dtype}; encode categories as numbers first",
+                setting="X",
+            )
+        matrix = arr.astype(np.float64)
+    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ConfigError(
+            f"X has shape {matrix.shape}; pass at least one row and one feature", setting="X"
+        )
+    inf = np.isinf(matrix)
+    if inf.any():
+        row, col = (int(i[0]) for i in np.nonzero(inf))
+        where = names[col] if names is not None else f"column {col}"
+        raise ConfigError(
+            f"X has {int(inf.sum())} infinite value(s) (first at row {row}, {where}); "
+            "replace them with null/NaN (missing) or a finite cap",
+            setting="X",
+        )
+    return matrix, names
+
+
+def _non_numeric(bad: list[str], schema: Mapping[str, object]) -> ConfigError:
+    shown = ", ".join(f"{n} ({schema[n]})" for n in bad[:5])
+    return ConfigError(
+        f"X must hold numeric or boolean columns only, got {len(bad)} other(s): {shown}; "
+        "encode categories as numbers or drop the columns",
+        setting="X",
+    )
+
+
+def _labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ConfigError(
+            f"{name} must be 1-d, got shape {arr.shape}; pass one value per row of X",
+            setting=name,
+        )
+    if arr.size != rows:
+        raise ConfigError(
+            f"{name} has {arr.size} values but X has {rows} rows; pass one value per row, "
+            "in the same order",
+            setting=name,
+        )
+    if arr.dtype.kind not in "biuf":
+        raise ConfigError(
+            f"{name} must hold 0/1 labels, got dtype {arr.dtype}; pass integers or booleans "
+            "without nulls",
+            setting=name,
+        )
+    bad = ~np.isin(arr, (0, 1))
+    if bad.any():
+        raise ConfigError(
+            f"{name} must hold only 0 and 1, got {int(bad.sum())} other value(s) "
+            f"(first at row {int(np.argmax(bad))}); encode it as 1 = yes, 0 = no",
+            setting=name,
+        )
+    return arr.astype(np.float64)
+
+
+def _trial(y: ArrayLike, treatment: ArrayLike, rows: int) -> tuple[FloatArray, FloatArray]:
+    """Return y and treatment as 0/1 floats, refusing data an uplift model cannot learn from."""
+    yy, tt = _labels(y, "y", rows), _labels(treatment, "treatment", rows)
+    for arm, name in ((1.0, "treatment"), (0.0, "control")):
+        in_arm = tt == arm
+        n, responders = int(in_arm.sum()), int(yy[in_arm].sum())
+        if n == 0:
+            raise ConfigError(
+                f"the {name} group is empty ({int(tt.sum())} treated, {int((tt == 0).sum())} "
+                "control); uplift is learnt against a control group - pass both arms of a trial",
+                setting="treatment",
+            )
+        if responders in (0, n):
+            raise ConfigError(
+                f"the {name} group's {n} rows all have y={int(responders > 0)}; each arm needs "
+                "responders and non-responders - use a larger sample",
+                setting="y",
+            )
+    return yy, tt
+
+
+# --- the learners -------------------------------------------------------------------------------
+
+
+class UpliftModel(ABC):
+    """Base of the uplift learners: shared input checking, column matching and fitted state.
+
+    Subclasses implement `_fit(x, y, treatment) -> boosters` and `_predict(x) -> uplift` on
+    checked float matrices.
+    """
+
+    def __init__(self, *, params: BoosterParams | None = None) -> None:
+        self.params = params if params is not None else BoosterParams()
+        self._boosters: dict[str, xgb.Booster] = {}
+        self._names: tuple[str, ...] | None = None
+        self._width = 0
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """The column names seen by `fit`, or None when it was given an array."""
+        self._check_fitted()
+        return self._names
+
+    @property
+    def rounds(self) -> dict[str, int]:
+        """Boosting rounds kept per inner booster (fewer than n_estimators after early stopping)."""
+        self._check_fitted()
+        return {name: b.num_boosted_rounds() for name, b in self._boosters.items()}
+
+    def fit(self, X: Features, y: ArrayLike, treatment: ArrayLike) -> Self:
+        """Return the model fitted on a randomised trial.
+
+        Args:
+            X: numeric features, one row per customer (polars/pandas DataFrame or 2-d array).
+            y: 0/1 outcome per row.
+            treatment: 1 = treated (contacted), 0 = control; both arms need both outcomes.
+        """
+        x, names = _matrix(X)
+        yy, tt = _trial(y, treatment, x.shape[0])
+        self._boosters = self._fit(x, yy, tt)
+        self._names, self._width = names, x.shape[1]
+        return self
+
+    def predict(self, X: Features) -> FloatArray:
+        """Return the predicted uplift per row, P(y=1 | treated) - P(y=1 | control), in [-1, 1]."""
+        return self._predict(self._aligned(X))
+
+    def _check_fitted(self) -> None:
+        if not self._boosters:
+            raise ConfigError(
+                f"this {type(self).__name__} is not fitted; call fit(X, y, treatment) first"
+            )
+
+    def _aligned(self, X: Features) -> FloatArray:
+        """Return X's matrix with the columns in the order `fit` saw them."""
+        self._check_fitted()
+        if self._names is not None and isinstance(X, pl.DataFrame | pd.DataFrame):
+            present = {str(c) for c in X.columns}
+            missing = [n for n in self._names if n not in present]
+            if missing:
+                raise ConfigError(
+                    f"X lacks {len(missing)} column(s) the model was fitted on: {missing[:5]}; "
+                    "build the features as for fit",
+                    setting="X",
+                )
+            if isinstance(X, pl.DataFrame):
+                X = X.select(self._names)
+            else:
+                by_name = {str(c): c for c in X.columns}
+                X = X.loc[:, [by_name[n] for n in self._names]]
+        x, _ = _matrix(X)
+        if x.shape[1] != self._width:
+            raise ConfigError(
+                f"X has {x.shape[1]} columns but the model was fitted on {self._width}; "
+                "pass the same features (an array is matched by position)",
+                setting="X",
+            )
+        return x
+
+    @abstractmethod
+    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]: ...
+
+    @abstractmethod
+    def _predict(self, x: FloatArray) -> FloatArray: ...
+
+
+def _output(booster: xgb.Booster, x: FloatArray) -> FloatArray:
+    """Return the booster's prediction: a probability for a classifier, a value for a regressor."""
+    return np.asarray(booster.inplace_predict(x), dtype=np.float64)
+
+
+class TLearner(UpliftModel):
+    """Two-model uplift: one response classifier per arm, uplift = p_treatment - p_control.
+
+    Simple and unbiased in a randomised trial, but each model spends its capacity on the response
+    level rather than on the (usually much smaller) difference, so the difference is noisy.
+
+    References:
+        Athey, S. & Imbens, G. W. (2015). Machine learning methods for estimating heterogeneous
+        causal effects. arXiv:1504.01132 (the two-model estimator as a baseline).
+        Künzel, S. R., Sekhon, J. S., Bickel, P. J. & Yu, B. (2019). Metalearners for estimating
+        heterogeneous treatment effects using machine learning. PNAS 116(10), 4156-4165.
+    """
+
+    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]:
+        return {
+            arm: _train(x[t == flag], y[t == flag], objective="binary:logistic", params=self.params)
+            for arm, flag in (("control", 0.0), ("treatment", 1.0))
+        }
+
+    def predict_arms(self, X: Features) -> tuple[FloatArray, FloatArray]:
+        """Return (P(y=1 | x, control), P(y=1 | x, treated)) per row."""
+        x = self._aligned(X)
+        return _output(self._boosters["control"], x), _output(self._boosters["treatment"], x)
+
+    def _predict(self, x: FloatArray) -> FloatArray:
+        return _output(self._boosters["treatment"], x) - _output(self._boosters["control"], x)
+
+
+class XLearner(UpliftModel):
+    """X-learner: per-arm outcome models, then regressions of the imputed individual effects.
+
+    Stage 1 fits mu0 on the control and mu1 on the treated. Stage 2 imputes each customer's effect
+    from the other arm's model - D1 = y - mu0(x) for the treated, D0 = mu1(x) - y for the control -
+    and regresses them (tau1 on the treated, tau0 on the control). The uplift is
+    g tau0(x) + (1 - g) tau1(x), g the propensity: so the arm with more data, whose model of the
+    other arm's response is better, carries more weight. In a randomised trial g is the constant
+    treated share; pass `propensity` when the assignment probability is known, else the observed
+    share is used.
+
+    References:
+        Künzel, S. R., Sekhon, J. S., Bickel, P. J. & Yu, B. (2019). Metalearners for estimating
+        heterogeneous treatment effects using machine learning. PNAS 116(10), 4156-4165.
+    """
+
+    def __init__(
+        self, *, params: BoosterParams | None = None, propensity: float | None = None
+    ) -> None:
+        if propensity is not None and not 0 < propensity < 1:
+            raise ConfigError(
+                f"propensity must be the probability of treatment, in (0, 1), got {propensity!r}; "
+                "pass None to use the observed treated share",
+                setting="propensity",
+            )
+        super().__init__(params=params)
+        self.propensity = propensity
+        self._g = math.nan
+
+    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]:
+        treated, control = t == 1, t == 0
+        mu0 = _train(x[control], y[control], objective="binary:logistic", params=self.params)
+        mu1 = _train(x[treated], y[treated], objective="binary:logistic", params=self.params)
+        d1 = y[treated] - _output(mu0, x[treated])
+        d0 = _output(mu1, x[control]) - y[control]
+        tau1 = _train(x[treated], d1, objective="reg:squarederror", params=self.params)
+        tau0 = _train(x[control], d0, objective="reg:squarederror", params=self.params)
+        self._g = self.propensity if self.propensity is not None else float(t.mean())
+        return {"mu0": mu0, "mu1": mu1, "tau0": tau0, "tau1": tau1}
+
+    def _predict(self, x: FloatArray) -> FloatArray:
+        tau0 = _output(self._boosters["tau0"], x)
+        tau1 = _output(self._boosters["tau1"], x)
+        # Squared-error boosters are not bounded like probabilities; an effect on a 0/1 outcome is.
+        return np.clip(self._g * tau0 + (1.0 - self._g) * tau1, -1.0, 1.0)
+
+
+class ClassTransformation(UpliftModel):
+    """Class transformation: uplift = 2 P(z=1) - 1 from one classifier of z = y t + (1 - y)(1 - t).
+
+    The identity holds when P(t=1) = 1/2. For any other treated share the rows are reweighted -
+    treated by 1 / (2 share), control by 1 / (2 (1 - share)) - so that the two arms weigh the same
+    (the weights average 1, keeping `min_child_weight` on its usual scale), which restores it.
+
+    References:
+        Jaskowski, M. & Jaroszewicz, S. (2012). Uplift modeling for clinical trial data. ICML 2012
+        Workshop on Clinical Data Analysis.
+    """
+
+    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]:
+        z = y * t + (1.0 - y) * (1.0 - t)
+        share = float(t.mean())
+        weight = np.where(t == 1, 0.5 / share, 0.5 / (1.0 - share))
+        booster = _train(x, z, objective="binary:logistic", params=self.params, weight=weight)
+        return {"z": booster}
+
+    def _predict(self, x: FloatArray) -> FloatArray:
+        return 2.0 * _output(self._boosters["z"], x) - 1.0
+
+
+# --- evaluation and targeting -------------------------------------------------------------------
+
+
+def _finite(
+    values: ArrayLike, name: str, n: int | None = None, against: str = "the scores"
+) -> FloatArray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+        raise ConfigError(
+            f"{name} must be a 1-d numeric array, got shape {arr.shape} and dtype {arr.dtype}",
+            setting=name,
+        )
+    if n is not None and arr.size != n:
+        raise ConfigError(
+            f"{name} has {arr.size} values but {against} has {n}; pass one value per customer "
+            "in the same order",
+            setting=name,
+        )
+    out = arr.astype(np.float64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise ConfigError(
+            f"{name} has NaN or infinite values (first at row {int(np.argmax(bad))}); "
+            "impute or drop those customers first",
+            setting=name,
+        )
+    return out
+
+
+def uplift_correlation(
+    predicted: ArrayLike,
+    true: ArrayLike,
+    *,
+    method: Literal["pearson", "spearman"] = "pearson",
+) -> float:
+    """Return the correlation of predicted with true uplift (Pearson, or Spearman's rank).
+
+    Args:
+        predicted: predicted uplift per customer.
+        true: true uplift per customer (known only in a synthetic world).
+        method: "pearson" for the linear correlation, "spearman" for the rank correlation, which
+            is what targeting cares about.
+
+    Returns:
+        The correlation in [-1, 1].
+    """
+    p = _finite(predicted, "predicted")
+    q = _finite(true, "true", p.size, "predicted")
+    if method not in ("pearson", "spearman"):
+        raise ConfigError(
+            f"method must be 'pearson' or 'spearman', got {method!r}", setting="method"
+        )
+    for arr, name in ((p, "predicted"), (q, "true")):
+        if arr.size < 2 or np.all(arr == arr[0]):
+            raise ConfigError(
+                f"{name} is constant over {arr.size} customer(s); a correlation needs variation "
+                "- check the model was fitted, or pass more customers",
+                setting=name,
+            )
+    if method == "spearman":
+        p, q = stats.rankdata(p), stats.rankdata(q)
+    return float(np.corrcoef(p, q)[0, 1])
+
+
+@dataclass(frozen=True)
+class TargetingResult:
+    """What one strategy's budget buys: the customers chosen and their incremental conversions.
+
+    `incremental_conversions` is the truth when `true_uplift` was given, else the A/B estimate;
+    `value`, `net_value`, `roi` and `ratio` derive from it. The A/B fields are None without
+    `y` and `treatment`; `ratio` is None without a baseline.
+    """
+
+    strategy: str
+    contacts: int
+    cost: float
+    incremental_conversions: float
+    value: float
+    net_value: float
+    roi: float  # net_value / cost; nan when contacts are free
+    ratio: float | None  # incremental_conversions over the baseline strategy's
+    true_incremental: float | None
+    estimated_incremental: float | None
+    estimated_ci: tuple[float, float] | None
+    chosen: IntArray = field(repr=False, compare=False)  # row indices, ascending
+
+
+def _top(score: FloatArray, k: int) -> IntArray:
+    """Return the rows of the k highest scores, ascending; ties take later rows first.
+
+    The tie rule is `metrics.uplift_at_k`'s (a stable ascending sort, reversed), found in O(n) with
+    a partition instead of a full sort.
+    """
+    n = score.size
+    kth = np.partition(score, n - k)[n - k]
+    above = np.flatnonzero(score > kth)
+    tied = np.flatnonzero(score == kth)
+    return np.sort(np.r_[above, tied[tied.size - (k - above.size) :]]).astype(np.int64)
+
+
+def budgeted_targeting(
+    scores: Mapping[str, ArrayLike],
+    *,
+    contacts: int,
+    cost_per_contact: float,
+    value_per_conversion: float,
+    true_uplift: ArrayLike | None = None,
+    y: ArrayLike | None = None,
+    treatment: ArrayLike | None = None,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+) -> dict[str, TargetingResult]:
+    """Return, per strategy, what contacting its top `contacts` customers buys.
+
+    Each strategy ranks the same customers by its own score (e.g. predicted uplift, or a response
+    propensity) and takes the top N. The incremental conversions of the chosen set come from
+    `true_uplift` when known (its sum over the chosen), and/or are estimated on a held-out A/B
+    test: (response rate of the treated - of the control) among the chosen, times N, with a Wald
+    (1 - alpha) interval from `metrics.two_proportion_diff`.
+
+    Args:
+        scores: strategy name -> score per customer, higher = contact first; all the same length.
+        contacts: N, how many customers the budget reaches; 1 <= N <= customers (never clamped:
+            a budget larger than the base is a mistake in the caller's arithmetic).
+        cost_per_contact: cost of one contact, >= 0.
+        value_per_conversion: value of one incremental conversion, >= 0.
+        true_uplift: true uplift per customer, where known (the synthetic world).
+        y: 0/1 outcome per customer of a held-out A/B test; needs `treatment`.
+        treatment: 1 = treated, 0 = control in that test.
+        baseline: a strategy name; each result's `ratio` is its incremental conversions over the
+            baseline's (inf or nan when the baseline's are 0).
+        alpha: 1 - confidence level of the A/B interval.
+
+    Returns:
+        strategy -> `TargetingResult`, in the order of `scores`.
+
+    References:
+        Radcliffe, N. J. (2007). Using control groups to target on predicted lift: Building and
+        assessing uplift models. Direct Marketing Analytics Journal 1, 14-21.
+    """
+    if not scores:
+        raise ConfigError("scores is empty; pass at least one strategy", setting="scores")
+    ranked = {name: _finite(s, f"scores[{name!r}]") for name, s in scores.items()}
+    n = next(iter(ranked.values())).size
+    for name, s in ranked.items():
+        if s.size != n:
+            raise ConfigError(
+                f"scores[{name!r}] has {s.size} values but the first strategy has {n}; every "
+                "strategy must score the same customers in the same order",
+                setting="scores",
+            )
+    if not _is_int(contacts) or not 1 <= contacts <= n:
+        raise ConfigError(
+            f"contacts must be an int between 1 and the {n} customers scored, got {contacts!r}; "
+            "a share p of the base is round(p * n)",
+            setting="contacts",
+        )
+    for name, money in (
+        ("cost_per_contact", cost_per_contact),
+        ("value_per_conversion", value_per_conversion),
+    ):
+        if not (math.isfinite(money) and money >= 0):
+            raise ConfigError(f"{name} must be finite and >= 0, got {money!r}", setting=name)
+    if baseline is not None and baseline not in ranked:
+        raise ConfigError(
+            f"baseline {baseline!r} is not a strategy; pass one of {sorted(ranked)} or None",
+            setting="baseline",
+        )
+    truth = None if true_uplift is None else _finite(true_uplift, "true_uplift", n)
+    if (y is None) != (treatment is None):
+        raise ConfigError(
+            "pass y and treatment together (a held-out A/B test), or neither",
+            setting="y" if y is None else "treatment",
+        )
+    ab = None
+    if y is not None and treatment is not None:
+        ab = (_labels(y, "y", n), _labels(treatment, "treatment", n))
+    if truth is None and ab is None:
+        raise ConfigError(
+            "nothing to measure incremental conversions with; pass true_uplift (synthetic "
+            "world) or y and treatment from a held-out A/B test",
+            setting="true_uplift",
+        )
+    k = int(contacts)
+    cost = float(k * cost_per_contact)
+    results: dict[str, TargetingResult] = {}
+    for name, score in ranked.items():
+        chosen = _top(score, k)
+        true_inc = None if truth is None else float(truth[chosen].sum())
+        estimated, ci = (None, None) if ab is None else _ab_estimate(name, chosen, *ab, alpha)
+        headline = true_inc if true_inc is not None else estimated
+        assert headline is not None  # one of the two sources exists, checked above
+        value = headline * value_per_conversion
+        results[name] = TargetingResult(
+            strategy=name,
+            contacts=k,
+            cost=cost,
+            incremental_conversions=headline,
+            value=value,
+            net_value=value - cost,
+            roi=(value - cost) / cost if cost > 0 else math.nan,
+            ratio=None,
+            true_incremental=true_inc,
+            estimated_incremental=estimated,
+            estimated_ci=ci,
+            chosen=chosen,
+        )
+    if baseline is not None:
+        reference = results[baseline].incremental_conversions
+        results = {
+            name: replace(r, ratio=_ratio(r.incremental_conversions, reference))
+            for name, r in results.items()
+        }
+    return results
+
+
+def _ab_estimate(
+    strategy: str, chosen: IntArray, y: FloatArray, t: FloatArray, alpha: float
+) -> tuple[float, tuple[float, float]]:
+    """Return (r_t - r_c) x N among the chosen customers of an A/B test, and its interval."""
+    k = chosen.size
+    yy, tt = y[chosen], t[chosen]
+    n_t = int(tt.sum())
+    if n_t in (0, k):
+        raise ConfigError(
+            f"strategy {strategy!r} chose {n_t} treated and {k - n_t} control customers of the "
+            "A/B test, so the uplift among them cannot be estimated; raise contacts or "
+            "evaluate on a larger test",
+            setting="contacts",
+        )
+    diff = two_proportion_diff(
+        int(yy[tt == 1].sum()), n_t, int(yy[tt == 0].sum()), k - n_t, alpha=alpha
+    )
+    return diff.diff * k, (diff.ci_low * k, diff.ci_high * k)
+
+
+def _ratio(a: float, b: float) -> float:
+    if b != 0:
+        return a / b
+    return math.nan if a == 0 else math.copysign(math.inf, a)
