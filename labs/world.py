@@ -22,8 +22,10 @@ in vendor data. For customers not yet on mobile banking,
 where the bank terms are the real case's top variables (young age, U-key, wealth management,
 tenure, time deposits, online banking) and the persona terms are large enough that a model with
 vendor features beats an in-bank one, most of all where the in-bank model sees nothing. The past
-campaign (a food-delivery coupon) has a true uplift that is strong for food-delivery users and
-shoppers, small for most and slightly negative for seniors.
+campaign (a food-delivery coupon) has a true uplift, in probability points, that is strong for
+food-delivery users and shoppers, small for most and slightly negative for seniors, on top of a
+response without the offer that follows loyalty to the bank (assets, tenure, a relationship
+manager, payroll): the "sure things" answer anyway, so chasing response is not chasing uplift.
 
 Generation is vectorised throughout; the vendor lists (about 20 apps and 47 tags a user) are built
 from flat arrays and offsets in chunks that a writer thread turns into Parquet row groups while the
@@ -108,8 +110,12 @@ _PRESENCE = np.array([0.3, 0.2, 0.1, 0.0, 0.0, 0.1, 0.2, -0.9, 0.3, 0.1])
 # Label: persona terms of the logit of opening mobile banking within the window.
 _LABEL_PERSONA = np.array([-1.6, 1.2, 1.8, 3.0, -1.8, 3.0, 3.0, -2.0, 0.0, 0.6])
 # Campaign (food-delivery coupon): persona terms of the response logit without and with the offer.
-_RESPONSE_PERSONA = np.array([0.0, 0.2, 0.0, 0.0, 0.0, 0.1, 0.2, -0.3, 0.1, 0.0])
-_UPLIFT_PERSONA = np.array([0.3, 1.4, 0.1, 0.0, 0.1, 0.2, 1.0, -0.5, 0.5, 0.1])
+# The response without the offer follows the customer's loyalty to the bank (its "sure things"
+# answer anyway); the offer adds an uplift in probability points that only the persona drives, so a
+# response model and an uplift model rank customers differently, as in real campaigns.
+_RESPONSE_PERSONA = np.array([0.0, 0.2, 0.0, 0.3, 0.0, 0.1, 0.2, -0.3, 0.1, 0.2])
+_RESPONSE_BANK = 1.2  # weight of the (standardised) loyalty score in the control response logit
+_UPLIFT_PERSONA = np.array([0.02, 0.10, 0.01, 0.0, 0.01, 0.01, 0.07, -0.015, 0.04, 0.0])
 
 # Apps a user is active on in the last 30 days (median by persona) and tags per app.
 _APPS_MEDIAN = np.array([21, 16, 15, 13.5, 14, 16, 17.5, 7, 19, 16], dtype=np.float64)
@@ -210,7 +216,7 @@ _LOWER_X_SHARE = 0.3  # of ID numbers ending in X, the share written with a lowe
 _MB_REGISTERED_RATE = 0.40
 _LABEL_RATE = 0.07  # among customers not yet registered
 _CAMPAIGN_SHARE = 0.40  # of unregistered customers
-_CONTROL_RESPONSE_RATE = 0.04
+_CONTROL_RESPONSE_RATE = 0.05
 _CAMPAIGN_ID = "2026Q2-food-coupon"
 _CHANNELS = ("counter", "atm", "online", "mobile", "pos", "quickpay")
 
@@ -858,10 +864,20 @@ def _outcomes(people: _People, col: dict[str, Any], rng: np.random.Generator) ->
     eligible = unregistered & (rng.random(n) < _CAMPAIGN_SHARE)
     treatment = rng.random(n) < 0.5
     campaign = np.where(eligible, treatment.astype(np.int8), -1).astype(np.int8)
-    base = 0.4 * (bank_logit - bank_logit.mean()) + people.mixed(_RESPONSE_PERSONA)
+    # Loyal, wealthy, well-looked-after customers answer any offer of the bank's: the "sure
+    # things". Their loyalty runs against the coupon's young target, so a response model that
+    # chases them buys few extra conversions.
+    loyalty = (
+        np.log1p(col["aum_month_avg"] / 10_000.0)
+        + 0.6 * np.log1p(col["tenure_months"] / 12.0)
+        + 0.8 * col["has_relationship_manager"]
+        + 0.5 * col["payroll"]
+    )
+    loyalty = (loyalty - loyalty.mean()) / max(float(loyalty.std()), 1e-9)
+    base = _RESPONSE_BANK * loyalty + people.mixed(_RESPONSE_PERSONA)
     base = base + _intercept(base[unregistered], _CONTROL_RESPONSE_RATE)
     p_control = _sigmoid(base)
-    p_treatment = _sigmoid(base + people.mixed(_UPLIFT_PERSONA))
+    p_treatment = np.clip(p_control + people.mixed(_UPLIFT_PERSONA), 0.0, 1.0)
     # One uniform per customer for both arms: the potential outcomes are coupled, so uplift is
     # never negative for a person whose true uplift is positive.
     u = rng.random(n)
