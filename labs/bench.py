@@ -176,12 +176,18 @@ def bench_contracts(work: Path, *, n: int = 1_000_000) -> Iterator[Figure]:
     )
 
 
-def bench_envelope(work: Path, *, megabytes: int = 256) -> Iterator[Figure]:
-    """Sealed-batch decryption MB/s against one raw AES-256-GCM pass over the same bytes."""
+def bench_envelope(work: Path, *, megabytes: int = 256, rounds: int = 5) -> Iterator[Figure]:
+    """Sealed-batch open MB/s against raw AES-256-GCM passes over the same bytes and chunks.
+
+    Both baselines are measured in this run, in interleaved rounds (best of each, so a busy
+    machine disturbs them alike): the ciphertext decrypted in memory (the cipher alone, no I/O)
+    and a raw pass disk to disk (read, decrypt, write a new file, fsync), which does the same
+    I/O as opening and is the one the >= 0.7x target is judged against.
+    """
     import os
 
-    # The baseline measures the AEAD primitive itself, so this bench (alone outside matcher/)
-    # imports it; every key still comes from a keyring.
+    # The baselines measure the AEAD primitive itself, so this bench (alone outside matcher/)
+    # imports it; every key of the sealed files still comes from a keyring.
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from matcher.envelope import Manifest, open_sealed, seal
@@ -208,66 +214,120 @@ def bench_envelope(work: Path, *, megabytes: int = 256) -> Iterator[Figure]:
         taxonomy_version="2026.1",
         contract="vendor_batch/v1",
     )
-    sealed = work / "payload.sealed"
-    seal_s = _best_of(
-        lambda: seal(
-            payload, sealed, manifest=manifest, recipient=recipient.public_key(), signer=signer
-        ),
-        1,
-    )
+    sealed = {2: work / "payload.v2.sealed", 1: work / "payload.v1.sealed"}
+
+    def seal_once(version: int) -> float:
+        return _best_of(
+            lambda: seal(
+                payload,
+                sealed[version],
+                manifest=manifest,
+                recipient=recipient.public_key(),
+                signer=signer,
+                format_version=version,
+            ),
+            1,
+        )
+
+    seal_s = {version: seal_once(version) for version in sealed}
     opened = work / "opened.bin"
 
-    def open_once(check: bool) -> None:
-        open_sealed(
-            sealed,
+    def open_pass(version: int, *, check: bool) -> Callable[[], object]:
+        return lambda: open_sealed(
+            sealed[version],
             opened,
             recipient_keys=lambda kid: recipient,
-            vendor_keys=lambda vendor, kid: signer.public_key(),
+            vendor_keys=lambda vendor_id, kid: signer.public_key(),
             check_payload_digest=check,
         )
 
-    open_s = _best_of(lambda: open_once(False), 5, setup=os.sync)
-    checked_s = _best_of(lambda: open_once(True), 3, setup=os.sync)
-    # Baseline: the least a decryptor must do with the same bytes on the same disk - read them,
-    # AES-256-GCM-decrypt each 4 MiB block, write the plaintext, fsync - with none of the format's
-    # integrity work (two SHA-256 passes, signature). The in-memory AES figure goes in the note:
-    # this CPU's AES-NI/VAES runs GCM at ~15-20 GB/s, SHA-256 at ~2 GB/s, so no format that
-    # hashes its payload can reach 0.7x of it.
+    # The raw passes: the same payload under one AES-256-GCM key in the same 4 MiB chunks,
+    # decrypted into a preallocated buffer, with none of the format's work.
     aead, nonce = AESGCM(os.urandom(32)), os.urandom(12)
     raw_sealed = work / "raw.bin"
     with payload.open("rb") as src, raw_sealed.open("wb") as dst:
         for block in iter(lambda: src.read(chunk), b""):
             dst.write(aead.encrypt(nonce, block, None))
     step = chunk + 16
+    cipher_buffer, plain_buffer = memoryview(bytearray(step)), memoryview(bytearray(chunk))
 
     def raw_disk_pass() -> None:
-        with raw_sealed.open("rb") as src, opened.open("wb") as dst:
-            for block in iter(lambda: src.read(step), b""):
-                dst.write(aead.decrypt(nonce, block, None))
-            dst.flush()
+        with raw_sealed.open("rb", buffering=0) as src, opened.open("wb", buffering=0) as dst:
+            while got := src.readinto(cipher_buffer):
+                plain = plain_buffer[: got - 16]
+                aead.decrypt_into(nonce, cipher_buffer[:got], None, plain)
+                dst.write(plain)
             os.fsync(dst.fileno())
 
-    raw_s = _best_of(raw_disk_pass, 5, setup=os.sync)
-    with raw_sealed.open("rb") as src:
-        blocks = list(iter(lambda: src.read(step), b""))
-    memory_s = _best_of(lambda: [aead.decrypt(nonce, b, None) for b in blocks], 2)
+    ciphertext = raw_sealed.read_bytes()
+    blocks = [ciphertext[at : at + step] for at in range(0, len(ciphertext), step)]
+    del ciphertext
+
+    def raw_memory_pass() -> None:
+        for block in blocks:
+            aead.decrypt_into(nonce, block, None, plain_buffer[: len(block) - 16])
+
+    def fresh_disk() -> None:
+        # Every disk pass writes a new file, as opening does. Freeing the previous pass's
+        # output inside the timed region cost up to 0.8 s here (ext4 mounted with discard).
+        opened.unlink(missing_ok=True)
+        os.sync()
+
+    passes: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
+        "open": (open_pass(2, check=False), fresh_disk),
+        "checked": (open_pass(2, check=True), fresh_disk),
+        "v1": (open_pass(1, check=False), fresh_disk),
+        "disk": (raw_disk_pass, fresh_disk),
+        "memory": (raw_memory_pass, None),
+    }
+    best = dict.fromkeys(passes, float("inf"))
+    for _ in range(rounds):
+        for name, (run, setup) in passes.items():
+            best[name] = min(best[name], _best_of(run, 1, setup=setup))
     blocks.clear()
-    mb = size / 1e6
-    for f in (payload, sealed, opened, raw_sealed):
+    for f in (payload, *sealed.values(), opened, raw_sealed):
         f.unlink(missing_ok=True)
+    mb = size / 1e6
+    disk_name = "raw AES-256-GCM pass disk to disk (read, decrypt, write, fsync)"
+    ran = f"{mb:,.0f} MB in 4 MiB chunks, best of {rounds} interleaved rounds"
     yield Figure(
         name="envelope.open_mb_per_s",
-        value=mb / open_s,
+        value=mb / best["open"],
         unit="MB/s",
-        baseline=mb / raw_s,
-        baseline_name="raw AES-256-GCM pass disk to disk (read, decrypt, write, fsync)",
-        ratio=raw_s / open_s,
+        baseline=mb / best["disk"],
+        baseline_name=disk_name,
+        ratio=best["disk"] / best["open"],
         target=">= 0.7x",
-        met=raw_s / open_s >= 0.7,
-        note=f"{mb:,.0f} MB; open as ingest runs it (signature over every ciphertext byte, GCM"
-        f" tags); with the plaintext SHA-256 re-check {mb / checked_s:,.0f} MB/s;"
-        f" seal {mb / seal_s:,.0f} MB/s;"
-        f" in-memory AES-GCM alone {mb / memory_s:,.0f} MB/s ({memory_s / open_s:.2f}x)",
+        met=best["disk"] / best["open"] >= 0.7,
+        note=f"{ran}; format v2 opened as ingest runs it (check_payload_digest=False: GCM tags,"
+        f" signature over their digest); format v1 the same way {mb / best['v1']:,.0f} MB/s"
+        f" ({best['disk'] / best['v1']:.2f}x); seal v2 {mb / seal_s[2]:,.0f} MB/s,"
+        f" v1 {mb / seal_s[1]:,.0f} MB/s",
+    )
+    yield Figure(
+        name="envelope.open_vs_memory_aes",
+        value=mb / best["open"],
+        unit="MB/s",
+        baseline=mb / best["memory"],
+        baseline_name="raw AES-256-GCM pass in memory (decrypt only, into a preallocated buffer)",
+        ratio=best["memory"] / best["open"],
+        target="reported",
+        met=None,
+        note=f"{ran}; the same open as above; this baseline does no I/O, while opening writes"
+        " and fsyncs the plaintext as the disk-to-disk pass does",
+    )
+    yield Figure(
+        name="envelope.open_checked_mb_per_s",
+        value=mb / best["checked"],
+        unit="MB/s",
+        baseline=mb / best["disk"],
+        baseline_name=disk_name,
+        ratio=best["disk"] / best["checked"],
+        target="reported",
+        met=None,
+        note=f"{ran}; format v2 with check_payload_digest=True (the plaintext SHA-256 the vendor"
+        " signed, on its own thread: what binds the content to the vendor against a holder of"
+        f" the data key); {best['memory'] / best['checked']:.3f}x of the in-memory pass",
     )
 
 

@@ -7,9 +7,15 @@
 A fresh 256-bit data key is wrapped with single-shot HPKE (RFC 9180, base mode, DHKEM(X25519,
 HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM); the payload is encrypted in AES-256-GCM chunks whose
 nonce carries a chunk counter and whose associated data carries the header digest, the counter
-and a last-chunk flag; Ed25519 (RFC 8032) signs the manifest digest and the digest of every byte
-before the signature, which trails the file so sealing writes in one pass. The byte layout, the
-verification order and what each choice defends against are in docs/envelope.md.
+and a last-chunk flag; an Ed25519 (RFC 8032) signature trails the file so sealing writes in one
+pass. The byte layout, the verification order and what each choice defends against are in
+docs/envelope.md.
+
+Two format versions differ only in what the signature covers. Version 2 (written by default)
+signs the header digest, the chunk count, the ciphertext length and the SHA-256 of the chunks'
+GCM tags, so opening never hashes the ciphertext; the plaintext is tied to the vendor by the
+payload SHA-256 in the signed manifest, which `check_payload_digest` verifies. Version 1 signs
+the SHA-256 of every byte of the file; it is still opened, and written on request.
 
 The manifest is bound three times: into the HPKE key schedule (`info` = label || SHA-256 of the
 manifest bytes; cryptography's public single-shot HPKE takes no AAD, and RFC 9180 section 8.1 puts
@@ -59,9 +65,14 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BFS\r\n\x1a\n"  # PNG-style: a high byte, then CR LF, ^Z, LF catch text-mode damage
-FORMAT_VERSION = 1
-HPKE_INFO_LABEL = b"bankfusion/batch/v1/data-key"  # info: 28 + 32 bytes, under 64
-SIGNATURE_LABEL = b"bankfusion/batch/v1/signature"
+FORMAT_VERSION = 2  # what seal() writes; open_sealed() reads every version in _LABELS
+# Per version: the HPKE info label (28 bytes + 32 of manifest digest, under 64) and the
+# signature label. Distinct labels keep a signature or key block of one version from ever
+# verifying or unwrapping as the other.
+_LABELS = {
+    1: (b"bankfusion/batch/v1/data-key", b"bankfusion/batch/v1/signature"),
+    2: (b"bankfusion/batch/v2/data-key", b"bankfusion/batch/v2/signature"),
+}
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 MIN_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # bounds what an unverified manifest can make the bank allocate
@@ -79,6 +90,7 @@ _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM
 _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 _RECORD = struct.Struct(">BI")  # flag, ciphertext length
 _AAD = struct.Struct(">32sIB")  # header digest, counter, flag
+_COUNTS = struct.Struct(">QQ")  # v2 signature: chunk count, ciphertext bytes (tags included)
 _TEXT = re.compile(r"[\x20-\x7e]{1,128}")
 _CREATED_AT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -107,7 +119,8 @@ def _count(value: object, name: str) -> int:
 class Manifest:
     """What a batch claims about itself; signed by the vendor, bound to the ciphertext.
 
-    Build one with `Manifest.new`; `seal` fills in payload_bytes, payload_sha256 and chunk_size.
+    Build one with `Manifest.new`; `seal` fills in format_version, payload_bytes, payload_sha256
+    and chunk_size.
     A manifest read back with `read_manifest` is unverified until `open_sealed` succeeds.
     """
 
@@ -128,9 +141,10 @@ class Manifest:
     counts: Mapping[str, int] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
-        if self.format_version != FORMAT_VERSION or type(self.format_version) is not int:
+        if type(self.format_version) is not int or self.format_version not in _LABELS:
             raise EnvelopeError(
-                f"manifest format_version must be {FORMAT_VERSION}, got {self.format_version!r}"
+                f"manifest format_version must be one of {', '.join(map(str, _LABELS))}, got "
+                f"{self.format_version!r}"
             )
         try:
             canonical_uuid = str(uuid.UUID(self.batch_id))
@@ -242,7 +256,7 @@ class Manifest:
         unknown = fields.keys() - expected
         if missing or unknown:
             raise EnvelopeError(
-                f"manifest fields differ from format {FORMAT_VERSION}: missing "
+                "manifest fields differ from the format's: missing "
                 f"{sorted(missing) or 'none'}, unknown {sorted(unknown) or 'none'}"
             )
         manifest = cls(**fields)
@@ -255,7 +269,12 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class SealedInfo:
-    """What seal() wrote: the manifest as sealed, SHA-256 (hex) of the whole file, its size."""
+    """What seal() wrote: the manifest as sealed, the batch digest (hex), the file's size.
+
+    `sealed_sha256` is the digest the bank's ledger keeps for the batch, the same value
+    `open_sealed` returns: for version 2 the SHA-256 of the signed message and the signature
+    (docs/envelope.md, "Signature and batch digest"), for version 1 the SHA-256 of the whole file.
+    """
 
     manifest: Manifest
     sealed_sha256: str
@@ -264,7 +283,7 @@ class SealedInfo:
 
 @dataclass(frozen=True, slots=True)
 class OpenedBatch:
-    """A verified, decrypted batch: its manifest and the SHA-256 (hex) of the sealed file."""
+    """A verified, decrypted batch: its manifest and its batch digest (hex, see SealedInfo)."""
 
     manifest: Manifest
     sealed_sha256: str
@@ -273,16 +292,32 @@ class OpenedBatch:
 # -- sealing --------------------------------------------------------------------------------
 
 
-def _hpke_info(manifest_bytes: bytes) -> bytes:
-    return HPKE_INFO_LABEL + hashlib.sha256(manifest_bytes).digest()
+def _hpke_info(version: int, manifest_bytes: bytes) -> bytes:
+    return _LABELS[version][0] + hashlib.sha256(manifest_bytes).digest()
 
 
-def _signed_message(manifest_bytes: bytes, body_digest: bytes) -> bytes:
-    return SIGNATURE_LABEL + hashlib.sha256(manifest_bytes).digest() + body_digest
+def _signed_v1(manifest_bytes: bytes, body_digest: bytes) -> bytes:
+    """Return what a version-1 signature covers: its label, H(manifest), H(all bytes before)."""
+    return _LABELS[1][1] + hashlib.sha256(manifest_bytes).digest() + body_digest
+
+
+def _signed_v2(header_digest: bytes, chunks: int, ciphertext_bytes: int, tags: bytes) -> bytes:
+    """Return what a version-2 signature covers: its label, H(header), counts, H(GCM tags)."""
+    return _LABELS[2][1] + header_digest + _COUNTS.pack(chunks, ciphertext_bytes) + tags
 
 
 def _nonce(prefix: bytes, counter: int) -> bytes:
     return prefix + _U32.pack(counter)
+
+
+def _fresh_secrets(recipient: X25519PublicKey, info: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return (data key, HPKE key block, nonce prefix), drawn afresh for one batch.
+
+    seal()'s only source of randomness, in one place so the known-answer test can pin it.
+    """
+    data_key = AESGCM.generate_key(bit_length=256)
+    key_block = _SUITE.encrypt(data_key, recipient, info=info)
+    return data_key, key_block, os.urandom(NONCE_PREFIX_BYTES)
 
 
 def _read_into(source: io.FileIO, view: memoryview) -> int:
@@ -302,64 +337,61 @@ def _write_all(sink: io.FileIO, view: memoryview) -> None:
 
 
 class _Spool:
-    """Hashes and writes buffers on one worker thread while the caller fills the next buffer.
+    """Writes buffers to a file at once and, optionally, hashes them on a worker thread.
 
-    SHA-256 and file writes release the GIL, so on a second core the second SHA-256 pass of a
-    batch (ciphertext when sealing, plaintext when opening) costs little wall time. Two buffers
-    alternate, and one is handed out again only when its last job is done; jobs run in order,
-    and the first error of a job is raised to the caller at its next call.
+    The caller fills a buffer and hands it over: the write happens on the caller's thread (a
+    writer thread gained nothing measurable here and lost when the cores were busy: the write
+    is a copy into the page cache, cheaper on the core whose cache holds the buffer), and the
+    SHA-256 runs on the worker (hashlib releases the GIL), overlapping the caller's next read,
+    AES-GCM and write. While hashing, two buffers alternate, and one is handed out again only
+    when its hash is done.
     """
 
-    def __init__(self, sink: io.FileIO, size: int, *, digest: bool = True) -> None:
-        self._digest = hashlib.sha256() if digest else None
+    def __init__(self, sink: io.FileIO, size: int, *, digest: bool) -> None:
         self._sink = sink
-        self._buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
-        self._jobs: list[Future[None] | None] = [None, None]
+        self._digest = hashlib.sha256() if digest else None
+        self._buffers = tuple(memoryview(bytearray(size)) for _ in range(2 if digest else 1))
+        self._jobs: list[Future[None] | None] = [None] * len(self._buffers)
         self._turn = 0
-        self._error: BaseException | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envelope")
+        self._hasher = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="envelope-hash")
+            if digest
+            else None
+        )
 
     def __enter__(self) -> _Spool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
 
     def buffer(self) -> memoryview:
-        """Return the next free buffer, once the job that last used it has finished."""
+        """Return the next free buffer, once the hash that last read it has finished."""
         job = self._jobs[self._turn]
         if job is not None:
             job.result()
-        self._raise()
         return self._buffers[self._turn]
 
     def submit(self, filled: memoryview) -> None:
-        """Hash and write `filled` (a slice of the last buffer handed out) in the background."""
-        self._jobs[self._turn] = self._pool.submit(self._job, filled)
-        self._turn ^= 1
+        """Write `filled` (a slice of the last buffer handed out); hash it in the background."""
+        self._jobs[self._turn] = self.append(filled)
+        self._turn = (self._turn + 1) % len(self._buffers)
 
-    def append(self, data: bytes) -> None:
-        """Hash and write small `data` after the jobs already queued."""
-        self._pool.submit(self._job, memoryview(data))
+    def append(self, data: bytes | memoryview) -> Future[None] | None:
+        """Write `data`; return the job hashing it after every earlier one, if hashing."""
+        view = memoryview(data)
+        _write_all(self._sink, view)
+        if self._hasher is None or self._digest is None:
+            return None
+        return self._hasher.submit(self._digest.update, view)
 
     def finish(self) -> bytes:
-        """Return the SHA-256 of everything written, once every job has finished."""
-        self._pool.submit(self._raise).result()  # one worker: runs after every queued job
-        self._raise()
-        return b"" if self._digest is None else self._digest.digest()
-
-    def _job(self, view: memoryview) -> None:
-        if self._error is None:
-            try:
-                if self._digest is not None:
-                    self._digest.update(view)
-                _write_all(self._sink, view)
-            except BaseException as exc:  # raised again on the caller's thread
-                self._error = exc
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
+        """Return the SHA-256 of everything written (b"" if not hashing), once it is hashed."""
+        if self._hasher is None or self._digest is None:
+            return b""
+        self._hasher.submit(lambda: None).result()  # one worker: runs after every queued job
+        return self._digest.digest()
 
 
 def _hash_file(path: Path, buffer: memoryview) -> tuple[int, str]:
@@ -378,6 +410,7 @@ def _check_seal_arguments(
     recipient: object,
     signer: object,
     chunk_size: object,
+    format_version: object,
 ) -> None:
     if not isinstance(manifest, Manifest):
         raise EnvelopeError(
@@ -398,6 +431,11 @@ def _check_seal_arguments(
             f"chunk_size must be an int of {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes, got "
             f"{chunk_size!r}"
         )
+    if type(format_version) is not int or format_version not in _LABELS:
+        raise EnvelopeError(
+            f"format_version must be {FORMAT_VERSION} (current) or 1 (only for a bank whose "
+            f"opener predates version 2), got {format_version!r}"
+        )
     if not payload.is_file():
         raise EnvelopeError(f"payload {payload} is not a readable file")
     if not out.parent.is_dir():
@@ -414,6 +452,7 @@ def seal(
     recipient: X25519PublicKey,
     signer: Ed25519PrivateKey,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    format_version: int = FORMAT_VERSION,
 ) -> SealedInfo:
     """Return what was sealed after writing `payload` to `out` as a sealed batch, atomically.
 
@@ -424,13 +463,16 @@ def seal(
     Args:
         payload: the plaintext file (a Parquet batch), any size.
         out: where the sealed file goes; its folder must exist.
-        manifest: from `Manifest.new`; payload_bytes, payload_sha256 and chunk_size are set here.
+        manifest: from `Manifest.new`; format_version, payload_bytes, payload_sha256 and
+            chunk_size are set here.
         recipient: the bank's HPKE public key named by manifest.recipient_kid.
         signer: the vendor's signing key named by manifest.signing_kid.
         chunk_size: plaintext bytes per AES-GCM chunk.
+        format_version: 2; or 1, whose signature covers a SHA-256 of every byte of the file,
+            only for a bank whose opener predates version 2.
     """
     payload, out = Path(payload), Path(out)
-    _check_seal_arguments(payload, out, manifest, recipient, signer, chunk_size)
+    _check_seal_arguments(payload, out, manifest, recipient, signer, chunk_size, format_version)
     plain_buffer = memoryview(bytearray(chunk_size))
     size, payload_sha256 = _hash_file(payload, plain_buffer)
     n_chunks = max(1, -(-size // chunk_size))
@@ -440,7 +482,11 @@ def seal(
             f"allows {MAX_CHUNKS}: use a larger chunk_size"
         )
     sealed = replace(
-        manifest, payload_bytes=size, payload_sha256=payload_sha256, chunk_size=chunk_size
+        manifest,
+        format_version=format_version,
+        payload_bytes=size,
+        payload_sha256=payload_sha256,
+        chunk_size=chunk_size,
     )
     manifest_bytes = sealed.to_bytes()
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
@@ -448,27 +494,28 @@ def seal(
             f"the manifest is {len(manifest_bytes)} bytes; the format allows {MAX_MANIFEST_BYTES}:"
             " keep counts to a few summary numbers"
         )
-    data_key = AESGCM.generate_key(bit_length=256)
-    key_block = _SUITE.encrypt(data_key, recipient, info=_hpke_info(manifest_bytes))
+    data_key, key_block, nonce_prefix = _fresh_secrets(
+        recipient, _hpke_info(format_version, manifest_bytes)
+    )
     header = b"".join(
         (
             MAGIC,
-            _U16.pack(FORMAT_VERSION),
+            _U16.pack(format_version),
             _U32.pack(len(manifest_bytes)),
             manifest_bytes,
             _U16.pack(len(key_block)),
             key_block,
-            os.urandom(NONCE_PREFIX_BYTES),
+            nonce_prefix,
         )
     )
-    nonce_prefix, header_digest = header[-NONCE_PREFIX_BYTES:], hashlib.sha256(header).digest()
+    header_digest, tags = hashlib.sha256(header).digest(), hashlib.sha256()
     aead = AESGCM(data_key)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     try:
         with (
             os.fdopen(fd, "wb", buffering=0) as sink,
             payload.open("rb", buffering=0) as source,
-            _Spool(sink, chunk_size + TAG_BYTES) as spool,
+            _Spool(sink, chunk_size + TAG_BYTES, digest=format_version == 1) as spool,
         ):
             spool.append(header)
             plain, left = hashlib.sha256(), size
@@ -486,14 +533,23 @@ def seal(
                     _AAD.pack(header_digest, counter, flag),
                     ciphertext,
                 )
+                tags.update(ciphertext[want:])
                 spool.append(_RECORD.pack(flag, want + TAG_BYTES))
                 spool.submit(ciphertext)
                 left -= want
             if source.read(1) or plain.hexdigest() != payload_sha256:
                 raise EnvelopeError(f"payload {payload} changed while it was being sealed")
-            body_digest = spool.finish()
-            spool.append(signer.sign(_signed_message(manifest_bytes, body_digest)))
-            sealed_sha256 = spool.finish().hex()
+            if format_version == 1:
+                spool.append(signer.sign(_signed_v1(manifest_bytes, spool.finish())))
+                sealed_sha256 = spool.finish().hex()
+            else:
+                message = _signed_v2(
+                    header_digest, n_chunks, size + n_chunks * TAG_BYTES, tags.digest()
+                )
+                signature = signer.sign(message)
+                spool.append(signature)
+                spool.finish()
+                sealed_sha256 = hashlib.sha256(message + signature).hexdigest()
             os.fsync(sink.fileno())
             written = sink.tell()
         os.replace(tmp, out)
@@ -511,7 +567,8 @@ class _Reader:
 
     def __init__(self, source: io.FileIO) -> None:
         self.source = source
-        self.body = hashlib.sha256()
+        self.body = hashlib.sha256()  # of every byte read, while `hashing`
+        self.hashing = True
         self.manifest: Manifest | None = None
         # While chunks stream, the running SHA-256 of the file runs on its own thread (hashlib
         # releases the GIL), in submission order, so it overlaps reading and decrypting.
@@ -519,6 +576,8 @@ class _Reader:
 
     def feed(self, data: bytes | memoryview) -> Future[None] | None:
         """Add `data` to the body digest (in order); returns the job when hashing in background."""
+        if not self.hashing:
+            return None
         if self._hasher is None:
             self.body.update(data)
             return None
@@ -526,6 +585,10 @@ class _Reader:
 
     def hash_in_background(self) -> None:
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envelope-hash")
+
+    def stop_hashing(self) -> None:
+        """Hash nothing more: a version-2 signature covers the header digest, not the body."""
+        self.hashing = False
 
     def digest(self) -> bytes:
         """Return the body digest so far, after every queued update."""
@@ -562,8 +625,9 @@ class _Reader:
         if self.exact(len(MAGIC), "the magic") != MAGIC:
             self.refuse("bad magic: not a sealed batch file")
         (version,) = _U16.unpack(self.exact(2, "the format version"))
-        if version != FORMAT_VERSION:
-            self.refuse(f"format version {version} is not supported (this reader knows 1)")
+        if version not in _LABELS:
+            known = " and ".join(map(str, _LABELS))
+            self.refuse(f"format version {version} is not supported (this reader knows {known})")
         (manifest_size,) = _U32.unpack(self.exact(4, "the manifest length"))
         if not 0 < manifest_size <= MAX_MANIFEST_BYTES:
             self.refuse(f"manifest length {manifest_size} is outside 1..{MAX_MANIFEST_BYTES}")
@@ -572,6 +636,13 @@ class _Reader:
             self.manifest = Manifest.from_bytes(manifest_bytes)
         except EnvelopeError as exc:
             self.refuse(f"manifest rejected: {exc}")
+        if self.manifest.format_version != version:
+            # The manifest is bound by the key unwrap and the signature, the header's version
+            # field is not: a file relabelled as another version stops here.
+            self.refuse(
+                f"the header says format version {version}, the manifest "
+                f"{self.manifest.format_version}"
+            )
         (key_block_size,) = _U16.unpack(self.exact(2, "the key block length"))
         if key_block_size != KEY_BLOCK_BYTES:
             self.refuse(f"key block is {key_block_size} bytes, expected {KEY_BLOCK_BYTES}")
@@ -599,21 +670,25 @@ def open_sealed(
 ) -> OpenedBatch:
     """Return the verified manifest after decrypting sealed `path` to `out`, in one pass.
 
-    The plaintext goes to a 0600 temp file beside `out` and is renamed to `out` only after the
-    signature, every chunk's tag, the size and the SHA-256 have checked out; on any failure the
-    temp file is deleted and BatchRefused is raised (same message for every cause; the precise
-    reason is in its `cause`). An existing `out` is replaced only by a verified batch.
+    Opens format versions 1 and 2. The plaintext goes to a 0600 temp file beside `out` and is
+    renamed to `out` only after the signature, every chunk's tag, the size and (by default) the
+    SHA-256 have checked out; on any failure the temp file is deleted and BatchRefused is raised
+    (same message for every cause; the precise reason is in its `cause`). An existing `out` is
+    replaced only by a verified batch.
 
     Args:
         path: the sealed file.
         out: where the plaintext payload goes; its folder must exist.
         recipient_keys: kid -> the bank's HPKE private key (Keyring.recipient_private).
         vendor_keys: (vendor_id, kid) -> a trusted vendor key (Keyring.vendor_public).
-        check_payload_digest: also recompute the plaintext SHA-256 against the manifest. The
-            signature covers every ciphertext byte and the wrapped key, and AES-GCM decryption
-            under that key is a function of those bytes, so a verified file already pins the
-            plaintext; this second SHA-256 pass only catches a sender whose own hashing was
-            wrong. It costs about a third of open's time, so bulk ingest turns it off.
+        check_payload_digest: also recompute the plaintext SHA-256 (one more pass, on its own
+            thread) against the payload_sha256 the vendor signed. Version 2: without it, every
+            chunk is still authenticated by AES-GCM under a data key only the vendor and the
+            bank hold, so no one else can alter, reorder, splice or truncate the batch; with
+            it, the plaintext is also bound to the vendor's signature, which the vendor cannot
+            later disown (GCM does not commit to the ciphertext for a holder of the key).
+            Version 1 signs every ciphertext byte, so there the check only catches a sender
+            whose own hashing was wrong. docs/envelope.md weighs both.
     """
     path, out = Path(path), Path(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
@@ -642,8 +717,9 @@ def _open_stream(
     vendor_keys: Callable[[str, str], Ed25519PublicKey],
     check_payload_digest: bool,
 ) -> str:
-    """Decrypt and verify everything `reader` holds into `sink`; return the file's SHA-256 hex."""
+    """Decrypt and verify everything `reader` holds into `sink`; return the batch digest hex."""
     manifest_bytes, manifest, key_block, nonce_prefix = reader.header()
+    version = manifest.format_version
     header_digest = reader.digest()
     try:
         private = recipient_keys(manifest.recipient_kid)
@@ -657,7 +733,7 @@ def _open_stream(
             f"trusted: {exc}"
         )
     try:
-        data_key = _SUITE.decrypt(key_block, private, info=_hpke_info(manifest_bytes))
+        data_key = _SUITE.decrypt(key_block, private, info=_hpke_info(version, manifest_bytes))
     except (InvalidTag, ValueError):
         reader.refuse(
             f"data key did not unwrap with bank key {manifest.recipient_kid!r}: wrong key, or the "
@@ -666,11 +742,61 @@ def _open_stream(
     if len(data_key) != DATA_KEY_BYTES:
         reader.refuse(f"data key is {len(data_key)} bytes, expected {DATA_KEY_BYTES}")
 
-    aead, chunk_size, source = AESGCM(data_key), manifest.chunk_size, reader.source
-    # Two ciphertext buffers alternate: one is hashed in the background while the next is read.
-    cipher_buffers = [memoryview(bytearray(chunk_size + TAG_BYTES)) for _ in range(2)]
-    hashing: list[Future[None] | None] = [None, None]
-    reader.hash_in_background()
+    if version == 1:
+        reader.hash_in_background()
+    else:
+        reader.stop_hashing()
+    total, chunks, tags_digest, payload_sha256 = _decrypt_chunks(
+        reader, sink, AESGCM(data_key), nonce_prefix, header_digest, check_payload_digest
+    )
+    if version == 1:
+        message = _signed_v1(manifest_bytes, reader.digest())
+    else:
+        message = _signed_v2(header_digest, chunks, total + chunks * TAG_BYTES, tags_digest)
+    signature = reader.exact(SIGNATURE_BYTES, "the signature")
+    trailing = len(reader.source.read(1))
+    if trailing:
+        trailing += os.fstat(reader.source.fileno()).st_size - reader.source.tell()
+        reader.refuse(f"{trailing} trailing bytes after the signature")
+    try:
+        vendor_key.verify(signature, message)
+    except InvalidSignature:
+        reader.refuse(
+            f"signature does not verify under key {manifest.signing_kid!r} of vendor "
+            f"{manifest.vendor_id!r}: forged, altered after signing, or signed by another key"
+        )
+    if total != manifest.payload_bytes:
+        reader.refuse(f"payload is {total} bytes, the manifest says {manifest.payload_bytes}")
+    if check_payload_digest and payload_sha256 != manifest.payload_sha256:
+        reader.refuse("payload SHA-256 differs from the manifest's payload_sha256")
+    if version == 1:
+        return reader.digest().hex()
+    return hashlib.sha256(message + signature).hexdigest()
+
+
+def _decrypt_chunks(
+    reader: _Reader,
+    sink: io.FileIO,
+    aead: AESGCM,
+    nonce_prefix: bytes,
+    header_digest: bytes,
+    check_payload_digest: bool,
+) -> tuple[int, int, bytes, str]:
+    """Return (plaintext bytes, chunks, SHA-256 of the tags, plaintext SHA-256 hex or "").
+
+    Decrypts every chunk record into `sink`, refusing at the first one that is malformed or
+    fails authentication; stops after the record flagged last.
+    """
+    assert reader.manifest is not None
+    manifest, source = reader.manifest, reader.source
+    chunk_size = manifest.chunk_size
+    # Version 1 hashes each ciphertext on the reader's thread while the next one is read, so
+    # two buffers alternate; version 2 hashes only the 16-byte tags, here, and needs one.
+    cipher_buffers = [
+        memoryview(bytearray(chunk_size + TAG_BYTES)) for _ in range(2 if reader.hashing else 1)
+    ]
+    hashing: list[Future[None] | None] = [None] * len(cipher_buffers)
+    tags = hashlib.sha256()
     total, counter, flag = 0, 0, MORE
     with _Spool(sink, chunk_size, digest=check_payload_digest) as spool:
         while flag != LAST:
@@ -694,7 +820,7 @@ def _open_stream(
                 reader.refuse(
                     f"{what} runs past the manifest's payload_bytes ({manifest.payload_bytes})"
                 )
-            turn = counter % 2
+            turn = counter % len(cipher_buffers)
             pending = hashing[turn]
             if pending is not None:
                 pending.result()
@@ -702,6 +828,7 @@ def _open_stream(
             if _read_into(source, ciphertext) != size:
                 reader.refuse(f"truncated: the file ends inside {what}")
             hashing[turn] = reader.feed(ciphertext)
+            tags.update(ciphertext[plain_size:])
             chunk = spool.buffer()[:plain_size]
             try:
                 aead.decrypt_into(
@@ -719,22 +846,4 @@ def _open_stream(
             total += plain_size
             counter += 1
         payload_sha256 = spool.finish().hex()
-
-    body_digest = reader.digest()
-    signature = reader.exact(SIGNATURE_BYTES, "the signature")
-    trailing = len(source.read(1))
-    if trailing:
-        trailing += os.fstat(source.fileno()).st_size - source.tell()
-        reader.refuse(f"{trailing} trailing bytes after the signature")
-    try:
-        vendor_key.verify(signature, _signed_message(manifest_bytes, body_digest))
-    except InvalidSignature:
-        reader.refuse(
-            f"signature does not verify under key {manifest.signing_kid!r} of vendor "
-            f"{manifest.vendor_id!r}: forged, altered after signing, or signed by another key"
-        )
-    if total != manifest.payload_bytes:
-        reader.refuse(f"payload is {total} bytes, the manifest says {manifest.payload_bytes}")
-    if check_payload_digest and payload_sha256 != manifest.payload_sha256:
-        reader.refuse("payload SHA-256 differs from the manifest's payload_sha256")
-    return reader.digest().hex()
+    return total, counter, tags.digest(), payload_sha256

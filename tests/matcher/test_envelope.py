@@ -1,7 +1,8 @@
 """Sealed batches: round trips, a second writer built from docs/envelope.md, and every refusal.
 
 Each test makes real keyrings in tmp_path. Refusals are checked to leave nothing at `out` (nor a
-temp file beside it), to share one message, and to carry an accurate `cause`.
+temp file beside it), to share one message, and to carry an accurate `cause`. Format versions 2
+(written by default) and 1 (still opened, written on request) go through the same tests.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import matcher.envelope as envelope
@@ -33,6 +35,7 @@ CHUNK = 64
 VECTORS = Path(__file__).parent / "vectors"
 PAYLOAD = bytes(range(256)) + b"tail of the last chunk"  # 5 chunks of 64, the last 22 bytes
 LAST_CHUNK = 4
+VERSIONS = (2, 1)
 
 
 @dataclass
@@ -57,7 +60,13 @@ class Parties:
         return Manifest.new(**(fields | overrides))  # type: ignore[arg-type]
 
     def seal(
-        self, data: bytes, *, name: str = "batch", chunk_size: int = CHUNK, **overrides: object
+        self,
+        data: bytes,
+        *,
+        name: str = "batch",
+        chunk_size: int = CHUNK,
+        version: int = envelope.FORMAT_VERSION,
+        **overrides: object,
     ) -> Path:
         payload = self.root / f"{name}.parquet"
         payload.write_bytes(data)
@@ -69,16 +78,20 @@ class Parties:
             recipient=self.vendor.current_recipient_public()[1],
             signer=self.vendor.current_signer()[1],
             chunk_size=chunk_size,
+            format_version=version,
         )
         return sealed
 
-    def open(self, sealed: Path, **keys: Callable) -> tuple[envelope.OpenedBatch, bytes]:
+    def open(
+        self, sealed: Path, *, check: bool = True, **keys: Callable
+    ) -> tuple[envelope.OpenedBatch, bytes]:
         out = self.root / "opened" / "payload.parquet"
         opened = open_sealed(
             sealed,
             out,
             recipient_keys=keys.get("recipient_keys", self.bank.recipient_private),
             vendor_keys=keys.get("vendor_keys", self.bank.vendor_public),
+            check_payload_digest=check,
         )
         return opened, out.read_bytes()
 
@@ -120,6 +133,23 @@ def _layout(sealed: bytes) -> dict[str, int]:
     }
 
 
+def _batch_digest(sealed: bytes) -> str:
+    """The digest a ledger keeps, computed from the file as docs/envelope.md describes it."""
+    if sealed[8:10] == b"\x00\x01":
+        return hashlib.sha256(sealed).hexdigest()
+    at = _layout(sealed)
+    records = [at[f"chunk{i}"] for i in range(len(at) - 5)] + [at["signature"]]
+    tags = b"".join(sealed[end - 16 : end] for end in records[1:])
+    n, ciphertext = len(records) - 1, at["signature"] - at["records"] - 5 * (len(records) - 1)
+    message = (
+        b"bankfusion/batch/v2/signature"
+        + hashlib.sha256(sealed[: at["records"]]).digest()
+        + struct.pack(">QQ", n, ciphertext)
+        + hashlib.sha256(tags).digest()
+    )
+    return hashlib.sha256(message + sealed[-64:]).hexdigest()
+
+
 # -- the public surface and round trips --------------------------------------------------------
 
 
@@ -137,6 +167,7 @@ def test_public_surface():
     ]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(
     ("size", "chunk_size"),
     [
@@ -149,9 +180,9 @@ def test_public_surface():
     ],
     ids=["empty", "one-byte", "one-short-chunk", "exact-multiple", "multi-chunk", "default-size"],
 )
-def test_round_trip(parties: Parties, size: int, chunk_size: int):
+def test_round_trip(parties: Parties, size: int, chunk_size: int, version: int):
     data = os.urandom(size)
-    sealed = parties.seal(data, chunk_size=chunk_size)
+    sealed = parties.seal(data, chunk_size=chunk_size, version=version)
     opened, plain = parties.open(sealed)
     raw = sealed.read_bytes()
     n_chunks = max(1, -(-size // chunk_size))
@@ -159,9 +190,12 @@ def test_round_trip(parties: Parties, size: int, chunk_size: int):
     # the size formula of docs/envelope.md
     assert len(raw) == 8 + 2 + 4 + manifest_size + 2 + 80 + 8 + n_chunks * (5 + 16) + size + 64
     assert plain == data
-    assert opened.sealed_sha256 == hashlib.sha256(raw).hexdigest()
+    assert raw[8:10] == struct.pack(">H", version)
+    assert opened.sealed_sha256 == _batch_digest(raw)
+    assert parties.open(sealed, check=False) == (opened, plain)
     manifest = opened.manifest
-    assert (manifest.payload_bytes, manifest.chunk_size) == (size, chunk_size)
+    assert (manifest.format_version, manifest.payload_bytes) == (version, size)
+    assert manifest.chunk_size == chunk_size
     assert manifest.payload_sha256 == hashlib.sha256(data).hexdigest()
     assert manifest.created_at == "2026-11-03T09:30:15Z"
     assert manifest.counts == {"app_entries": 7, "tag_entries": 11}
@@ -184,7 +218,7 @@ def test_seal_reports_what_it_wrote(parties: Parties):
         chunk_size=CHUNK,
     )
     assert info.bytes == out.stat().st_size
-    assert info.sealed_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert info.sealed_sha256 == _batch_digest(out.read_bytes())
     assert info.manifest == replace(
         manifest,
         payload_bytes=300,
@@ -212,7 +246,7 @@ def test_the_manifest_is_canonical_json(parties: Parties):
     fields = json.loads(data)
     assert data == json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
     assert fields["created_at"] == "2026-11-03T09:30:00Z"  # UTC
-    assert fields["mode"] == "salted" and fields["format_version"] == 1
+    assert fields["mode"] == "salted" and fields["format_version"] == 2
     assert Manifest.from_bytes(data) == manifest
     assert "counts" not in json.loads(replace(manifest, counts=None).to_bytes())
     with pytest.raises(EnvelopeError, match="canonical"):
@@ -265,40 +299,59 @@ def _forge(
     recipient: object,
     signer: Ed25519PrivateKey,
     chunk_size: int = CHUNK,
+    version: int = 2,
     payload_bytes: int | None = None,
     payload_sha256: str | None = None,
+    secrets: tuple[bytes, bytes, bytes] | None = None,
 ) -> bytes:
-    """Return a sealed file written from the format document, with the manifest's claims given."""
+    """Return a sealed file written from the format document, with the manifest's claims given.
+
+    `secrets` pins (data key, HPKE key block, nonce prefix); otherwise they are drawn afresh.
+    """
     m = replace(
         manifest,
+        format_version=version,
         payload_bytes=len(payload) if payload_bytes is None else payload_bytes,
         payload_sha256=payload_sha256 or hashlib.sha256(payload).hexdigest(),
         chunk_size=chunk_size,
     ).to_bytes()
     suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-    data_key = os.urandom(32)
-    info = b"bankfusion/batch/v1/data-key" + hashlib.sha256(m).digest()
-    key_block = suite.encrypt(data_key, recipient, info=info)  # type: ignore[arg-type]
-    prefix = os.urandom(8)
-    body = bytearray(b"\x89BFS\r\n\x1a\n" + struct.pack(">HI", 1, len(m)) + m)
+    info = f"bankfusion/batch/v{version}/data-key".encode() + hashlib.sha256(m).digest()
+    if secrets is None:
+        data_key, prefix = os.urandom(32), os.urandom(8)
+        key_block = suite.encrypt(data_key, recipient, info=info)  # type: ignore[arg-type]
+    else:
+        data_key, key_block, prefix = secrets
+    body = bytearray(b"\x89BFS\r\n\x1a\n" + struct.pack(">HI", version, len(m)) + m)
     body += struct.pack(">H", len(key_block)) + key_block + prefix
     header_digest = hashlib.sha256(body).digest()
     chunks = [payload[i : i + chunk_size] for i in range(0, len(payload), chunk_size)] or [b""]
+    tags = b""
     for counter, chunk in enumerate(chunks):
         last = int(counter == len(chunks) - 1)
         nonce = prefix + struct.pack(">I", counter)
         aad = header_digest + struct.pack(">IB", counter, last)
         ciphertext = AESGCM(data_key).encrypt(nonce, chunk, aad)
         body += struct.pack(">BI", last, len(ciphertext)) + ciphertext
-    message = (
-        b"bankfusion/batch/v1/signature"
-        + hashlib.sha256(m).digest()
-        + hashlib.sha256(body).digest()
-    )
+        tags += ciphertext[-16:]
+    if version == 1:
+        message = (
+            b"bankfusion/batch/v1/signature"
+            + hashlib.sha256(m).digest()
+            + hashlib.sha256(body).digest()
+        )
+    else:
+        message = (
+            b"bankfusion/batch/v2/signature"
+            + header_digest
+            + struct.pack(">QQ", len(chunks), len(payload) + 16 * len(chunks))
+            + hashlib.sha256(tags).digest()
+        )
     return bytes(body + signer.sign(message))
 
 
-def test_a_file_written_from_the_format_document_opens(parties: Parties):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_file_written_from_the_format_document_opens(parties: Parties, version: int):
     data = os.urandom(CHUNK * 3 + 5)
     sealed = parties.root / "forged.sealed"
     sealed.write_bytes(
@@ -307,18 +360,27 @@ def test_a_file_written_from_the_format_document_opens(parties: Parties):
             parties.manifest(),
             recipient=parties.vendor.current_recipient_public()[1],
             signer=parties.vendor.current_signer()[1],
+            version=version,
         )
     )
-    assert parties.open(sealed)[1] == data
+    opened, plain = parties.open(sealed)
+    assert plain == data and opened.manifest.format_version == version
 
 
-def test_known_answer_vector_opens(tmp_path: Path):
-    """A file sealed once by this module with fixed keys: the format must keep opening it."""
-    case = json.loads((VECTORS / "envelope_v1.json").read_text())
+def _vector(version: int) -> tuple[dict, X25519PrivateKey, Ed25519PrivateKey]:
+    case = json.loads((VECTORS / f"envelope_v{version}.json").read_text())
     bank_key = X25519PrivateKey.from_private_bytes(bytes.fromhex(case["bank_hpke_private"]))
     vendor_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(case["vendor_sign_private"]))
     assert bank_key.public_key().public_bytes_raw().hex() == case["bank_hpke_public"]
     assert vendor_key.public_key().public_bytes_raw().hex() == case["vendor_sign_public"]
+    return case, bank_key, vendor_key
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("check", [True, False], ids=["checked", "ingest"])
+def test_known_answer_vector_opens(tmp_path: Path, version: int, check: bool):
+    """A file sealed once by this module with fixed keys: the format must keep opening it."""
+    case, bank_key, vendor_key = _vector(version)
     manifest = json.loads(case["manifest"])
     sealed = tmp_path / "vector.sealed"
     sealed.write_bytes(bytes.fromhex(case["sealed"]))
@@ -333,7 +395,11 @@ def test_known_answer_vector_opens(tmp_path: Path):
         return vendor_key.public_key()
 
     opened = open_sealed(
-        sealed, tmp_path / "out", recipient_keys=recipient_keys, vendor_keys=vendor_keys
+        sealed,
+        tmp_path / "out",
+        recipient_keys=recipient_keys,
+        vendor_keys=vendor_keys,
+        check_payload_digest=check,
     )
     assert looked_up == [
         manifest["recipient_kid"],
@@ -341,8 +407,64 @@ def test_known_answer_vector_opens(tmp_path: Path):
     ]
     assert (tmp_path / "out").read_bytes() == bytes.fromhex(case["payload"])
     assert opened.manifest.to_bytes() == case["manifest"].encode()
-    assert opened.sealed_sha256 == case["sealed_sha256"]
-    assert opened.sealed_sha256 == hashlib.sha256(sealed.read_bytes()).hexdigest()
+    assert opened.manifest.format_version == manifest["format_version"] == version
+    assert opened.sealed_sha256 == case["sealed_sha256"] == _batch_digest(sealed.read_bytes())
+
+
+def test_known_answer_vector_v2_is_reproduced_byte_for_byte(tmp_path: Path, monkeypatch):
+    """Given the vector's data key, key block and nonce prefix, the reference sealer and the
+    writer built from docs/envelope.md both produce the vector's bytes, step by step."""
+    case, bank_key, vendor_key = _vector(2)
+    data_key, key_block = bytes.fromhex(case["data_key"]), bytes.fromhex(case["key_block"])
+    prefix, expected = bytes.fromhex(case["nonce_prefix"]), bytes.fromhex(case["sealed"])
+    manifest, payload = (
+        Manifest.from_bytes(case["manifest"].encode()),
+        bytes.fromhex(case["payload"]),
+    )
+    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    info = b"bankfusion/batch/v2/data-key" + hashlib.sha256(case["manifest"].encode()).digest()
+    assert suite.decrypt(key_block, bank_key, info=info) == data_key
+    header_size = 14 + len(case["manifest"]) + 2 + 80 + 8
+    assert hashlib.sha256(expected[:header_size]).hexdigest() == case["header_digest"]
+    signed = bytes.fromhex(case["signed_message"])
+    assert signed == (
+        b"bankfusion/batch/v2/signature"
+        + bytes.fromhex(case["header_digest"])
+        + struct.pack(">QQ", case["chunks"], case["ciphertext_bytes"])
+        + bytes.fromhex(case["tags_digest"])
+    )
+    assert vendor_key.sign(signed).hex() == case["signature"] == expected[-64:].hex()
+    assert hashlib.sha256(signed + expected[-64:]).hexdigest() == case["sealed_sha256"]
+
+    forged = _forge(
+        payload,
+        manifest,
+        recipient=None,
+        signer=vendor_key,
+        secrets=(data_key, key_block, prefix),
+    )
+    assert forged == expected
+
+    drawn = []
+
+    def pinned(recipient: object, info_arg: bytes) -> tuple[bytes, bytes, bytes]:
+        drawn.append(info_arg)
+        return data_key, key_block, prefix
+
+    monkeypatch.setattr(envelope, "_fresh_secrets", pinned)
+    (tmp_path / "payload").write_bytes(payload)
+    info_out = seal(
+        tmp_path / "payload",
+        tmp_path / "sealed",
+        manifest=manifest,
+        recipient=bank_key.public_key(),
+        signer=vendor_key,
+        chunk_size=manifest.chunk_size,
+    )
+    assert drawn == [info]
+    assert (tmp_path / "sealed").read_bytes() == expected
+    assert info_out.sealed_sha256 == case["sealed_sha256"]
+    assert info_out.manifest == manifest
 
 
 # -- refusals ----------------------------------------------------------------------------------
@@ -376,7 +498,10 @@ def _edit_rows(raw: bytes, at: dict[str, int]) -> bytes:
 
 TAMPERING = {
     "flip-magic": (_flip(lambda at: 0), "bad magic"),
-    "flip-version": (_flip(lambda at: 9), "format version 0 is not supported"),
+    "flip-version": (
+        _flip(lambda at: 9),  # 2 -> 3, 1 -> 0
+        r"format version [03] is not supported \(this reader knows 1 and 2\)",
+    ),
     "flip-manifest-syntax": (_flip(lambda at: at["manifest"]), "manifest rejected: .*not JSON"),
     "manifest-value-edited": (_edit_rows, "data key did not unwrap with bank key 'bank-hpke-1'"),
     "flip-hpke-enc": (_flip(lambda at: at["key_block"] + 3), "data key did not unwrap"),
@@ -433,9 +558,11 @@ def _assert_refused(refused: pytest.ExceptionInfo[BatchRefused], cause: str, roo
     assert list((root / "opened").iterdir()) == []  # nothing at out, no temp file beside it
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("check", [True, False], ids=["checked", "ingest"])
 @pytest.mark.parametrize(("tamper", "cause"), TAMPERING.values(), ids=TAMPERING.keys())
-def test_tampered_files_are_refused(parties: Parties, tamper, cause: str):
-    sealed = parties.seal(PAYLOAD)
+def test_tampered_files_are_refused(parties: Parties, tamper, cause: str, check: bool, version):
+    sealed = parties.seal(PAYLOAD, version=version)
     raw = sealed.read_bytes()
     at = _layout(raw)
     assert at["signature"] == len(raw) - 64 and f"chunk{LAST_CHUNK}" in at
@@ -443,14 +570,15 @@ def test_tampered_files_are_refused(parties: Parties, tamper, cause: str):
     assert tampered != raw
     sealed.write_bytes(tampered)
     with pytest.raises(BatchRefused) as refused:
-        parties.open(sealed)
+        parties.open(sealed, check=check)
     _assert_refused(refused, cause, parties.root)
 
 
-def test_every_tampering_case_has_its_own_cause(parties: Parties):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_tampering_case_has_its_own_cause(parties: Parties, version: int):
     causes = {}
     for name, (tamper, _) in TAMPERING.items():
-        sealed = parties.seal(PAYLOAD, name=name)
+        sealed = parties.seal(PAYLOAD, name=name, version=version)
         raw = sealed.read_bytes()
         sealed.write_bytes(tamper(raw, _layout(raw)))
         with pytest.raises(BatchRefused) as refused:
@@ -467,8 +595,10 @@ def test_every_tampering_case_has_its_own_cause(parties: Parties):
     ]
 
 
-def test_a_chunk_spliced_from_another_batch_is_refused(parties: Parties):
-    first, second = parties.seal(PAYLOAD, name="one"), parties.seal(PAYLOAD, name="two")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_chunk_spliced_from_another_batch_is_refused(parties: Parties, version: int):
+    first = parties.seal(PAYLOAD, name="one", version=version)
+    second = parties.seal(PAYLOAD, name="two", version=version)
     raw, other = first.read_bytes(), second.read_bytes()
     at, other_at = _layout(raw), _layout(other)
     spliced = (
@@ -481,16 +611,18 @@ def test_a_chunk_spliced_from_another_batch_is_refused(parties: Parties):
     _assert_refused(refused, "chunk 2 failed authentication", parties.root)
 
 
-def test_the_signature_of_another_batch_is_refused(parties: Parties):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_signature_of_another_batch_is_refused(parties: Parties, version: int):
     """An attacker who knows only public keys re-seals an edited manifest and reuses the
     vendor's signature of the original: the unwrap and chunks pass, the signature cannot."""
-    original = parties.seal(PAYLOAD, name="original")
+    original = parties.seal(PAYLOAD, name="original", version=version)
     edited = original.with_name("edited.sealed")
     forged = _forge(
         PAYLOAD,
         parties.manifest(rows=999_999),
         recipient=parties.vendor.current_recipient_public()[1],
         signer=Ed25519PrivateKey.generate(),
+        version=version,
     )
     edited.write_bytes(forged[:-64] + original.read_bytes()[-64:])
     with pytest.raises(BatchRefused) as refused:
@@ -574,6 +706,7 @@ def test_a_trusted_vendor_cannot_seal_as_another(parties: Parties, claimed_kid: 
     _assert_refused(refused, cause, parties.root)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(
     ("claims", "cause"),
     [
@@ -587,7 +720,7 @@ def test_a_trusted_vendor_cannot_seal_as_another(parties: Parties, claimed_kid: 
     ids=["size-understated", "size-overstated", "digest"],
 )
 def test_a_signed_manifest_that_lies_about_the_payload_is_refused(
-    parties: Parties, claims: dict, cause: str
+    parties: Parties, claims: dict, cause: str, version: int
 ):
     sealed = parties.root / "lying.sealed"
     sealed.write_bytes(
@@ -596,12 +729,89 @@ def test_a_signed_manifest_that_lies_about_the_payload_is_refused(
             parties.manifest(),
             recipient=parties.vendor.current_recipient_public()[1],
             signer=parties.vendor.current_signer()[1],
+            version=version,
             **claims,
         )
     )
     with pytest.raises(BatchRefused) as refused:
         parties.open(sealed)
     _assert_refused(refused, cause, parties.root)
+
+
+@pytest.mark.parametrize(
+    ("version", "edit", "cause"),
+    [
+        (2, b"", "the header says format version 1, the manifest 2"),
+        (1, b"", "the header says format version 2, the manifest 1"),
+        (2, b"manifest too", "data key did not unwrap"),
+    ],
+    ids=["v2-as-v1", "v1-as-v2", "v2-as-v1-manifest-too"],
+)
+def test_a_file_relabelled_as_another_version_is_refused(
+    parties: Parties, version: int, edit: bytes, cause: str
+):
+    sealed = parties.seal(PAYLOAD, version=version)
+    raw, other = sealed.read_bytes(), 3 - version
+    relabelled = raw[:8] + struct.pack(">H", other) + raw[10:]
+    if edit:
+        old, new = (f'"format_version":{v}'.encode() for v in (version, other))
+        relabelled = relabelled.replace(old, new, 1)
+    sealed.write_bytes(relabelled)
+    with pytest.raises(BatchRefused) as refused:
+        parties.open(sealed, check=False)
+    _assert_refused(refused, cause, parties.root)
+
+
+def _gf128_mul(x: int, y: int) -> int:
+    """Return x * y in GCM's field GF(2^128) (NIST SP 800-38D, algorithm 1; bits reflected)."""
+    product = 0
+    for bit in range(127, -1, -1):
+        if (x >> bit) & 1:
+            product ^= y
+        y = (y >> 1) ^ (0xE1 << 120) if y & 1 else y >> 1
+    return product
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_data_key_holder_can_rewrite_a_chunk_only_the_digest_or_v1_notices(
+    parties: Parties, version: int
+):
+    """GCM does not commit to the ciphertext for whoever holds the key. The bank (and the vendor)
+    can change chunk 1's first 16 plaintext bytes at will and fix its tag through the next block
+    (GHASH is linear in the ciphertext blocks). Version 2 signs only the tags, so the ingest
+    path (no payload digest) accepts the rewrite; the vendor-signed payload_sha256 refuses it,
+    and so does version 1's signature over every ciphertext byte. docs/envelope.md, "Version 2"."""
+    sealed = parties.seal(PAYLOAD, version=version)
+    raw = sealed.read_bytes()
+    at = _layout(raw)
+    manifest = raw[at["manifest"] : at["key_block"] - 2]
+    info = f"bankfusion/batch/v{version}/data-key".encode() + hashlib.sha256(manifest).digest()
+    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    key_block = raw[at["key_block"] : at["nonce_prefix"]]
+    data_key = suite.decrypt(key_block, parties.bank.recipient_private("bank-hpke-1"), info=info)
+    encrypt_block = Cipher(algorithms.AES(data_key), modes.ECB()).encryptor()
+    ghash_key = int.from_bytes(encrypt_block.update(bytes(16)), "big")
+    wanted = b"forged by holder"
+    # Block j of a chunk enters GHASH times H^(k-j) for a constant k: a change d to block 0 is
+    # cancelled by the change d*H to block 1.
+    d = int.from_bytes(wanted, "big") ^ int.from_bytes(PAYLOAD[CHUNK : CHUNK + 16], "big")
+    mask = d.to_bytes(16, "big") + _gf128_mul(d, ghash_key).to_bytes(16, "big")
+    start = at["chunk1"] + 5
+    rewritten = bytes(a ^ b for a, b in zip(raw[start : start + 32], mask, strict=True))
+    sealed.write_bytes(raw[:start] + rewritten + raw[start + 32 :])
+    if version == 2:
+        opened, plain = parties.open(sealed, check=False)
+        assert plain[CHUNK : CHUNK + 16] == wanted and plain[CHUNK + 32 :] == PAYLOAD[CHUNK + 32 :]
+        assert plain[:CHUNK] == PAYLOAD[:CHUNK] and plain != PAYLOAD
+        assert opened.sealed_sha256 == _batch_digest(raw)  # tags unchanged: same batch digest
+        (parties.root / "opened" / "payload.parquet").unlink()
+        cause = "payload SHA-256 differs from the manifest's payload_sha256"
+    else:
+        cause = "signature does not verify under key 'vendor-a-sign-1'"
+    for check in (True, False) if version == 1 else (True,):
+        with pytest.raises(BatchRefused) as refused:
+            parties.open(sealed, check=check)
+        _assert_refused(refused, cause, parties.root)
 
 
 def test_a_keyring_error_from_a_lookup_becomes_a_refusal(parties: Parties):
@@ -634,6 +844,7 @@ def test_read_manifest_refuses_what_is_not_a_sealed_batch(parties: Parties):
         ({"signer": "public"}, "signer must be the vendor's Ed25519PrivateKey"),
         ({"chunk_size": 16}, "chunk_size must be an int of 64"),
         ({"chunk_size": 65 * 1024 * 1024}, "chunk_size must be an int of 64"),
+        ({"format_version": 3}, "format_version must be 2 \\(current\\) or 1"),
         ({"payload": "missing"}, "is not a readable file"),
         ({"out": "no-folder"}, "does not exist; create it first"),
         ({"out": "payload"}, "is the payload itself"),
