@@ -12,6 +12,7 @@
     │   └── StoreLockedError        another process holds the store for writing
     ├── IngestError                 a batch cannot be ingested for a reason other than its content
     │   └── BatchConflictError      a batch_id arrived again with a different digest
+    ├── ModelError                  a model artifact is missing, altered or unusable for the data
     └── WorldError                  the synthetic world cannot be generated as asked
 
 Every message says what was expected, what arrived and what to do next. None quotes a raw phone
@@ -32,6 +33,7 @@ __all__ = [
     "IdentifierError",
     "IngestError",
     "KeyringError",
+    "ModelError",
     "StoreError",
     "StoreLockedError",
     "UnknownEpochError",
@@ -140,6 +142,14 @@ class IngestError(FusionError):
 
 class BatchConflictError(IngestError):
     """A batch_id that is already in the ledger arrived with a different digest."""
+
+
+class ModelError(FusionError):
+    """A model artifact is missing, altered, or does not fit the data it is asked to score."""
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class WorldError(FusionError):

@@ -15,8 +15,7 @@ noise, and dropping it makes the model smaller, steadier and easier to explain.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,9 +170,7 @@ def stable_features(
             feature_names=list(names),
         )
         booster = xgb.train({**params, "seed": config.seed + k}, dtrain, prune.rounds)
-        gain = booster.get_score(importance_type="total_gain")
-        total = sum(gain.values()) or 1.0
-        shares[k] = [gain.get(name, 0.0) / total for name in names]
+        shares[k] = gain_shares(booster, names)
         if progress is not None:
             progress("prune", (k + 1) / prune.folds)
     frequency = (shares >= prune.min_share).sum(axis=0)
@@ -244,13 +241,11 @@ class ScoreModel:
 
     def importance(self) -> pl.DataFrame:
         """Return gain share per input, largest first, with its readable label."""
-        gain = self.booster.get_score(importance_type="total_gain")
-        total = sum(gain.values()) or 1.0
         return pl.DataFrame(
             {
                 "feature": self.names,
                 "label": [self.labels.get(n, n) for n in self.names],
-                "gain_share": [gain.get(n, 0.0) / total for n in self.names],
+                "gain_share": gain_shares(self.booster, self.names),
             }
         ).sort("gain_share", descending=True, maintain_order=True)
 
@@ -261,6 +256,14 @@ class ScoreModel:
                 f"{x.shape}. Build the design matrix with the model's own spec.",
                 setting="design",
             )
+
+
+def gain_shares(booster: xgb.Booster, names: Sequence[str]) -> F64:
+    """Return each input's share of the booster's total gain (0 for inputs it never split on)."""
+    gain = booster.get_score(importance_type="total_gain")
+    values = np.array([float(np.sum(gain.get(name, 0.0))) for name in names])
+    total = values.sum()
+    return values / total if total > 0 else values
 
 
 def decile_edges(score: F64) -> F64:
@@ -274,15 +277,3 @@ def _format(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    """Return function() and the seconds it took."""
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
-
-
-def labelled(mapping: Mapping[str, str], names: Sequence[str]) -> dict[str, str]:
-    """Return `mapping` restricted to `names`."""
-    return {n: mapping.get(n, n) for n in names}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Self, TypeAlias
 
 import numpy as np
@@ -37,6 +37,7 @@ from contracts.errors import ConfigError
 from fusion.models.metrics import two_proportion_diff
 
 __all__ = [
+    "LEARNERS",
     "BoosterParams",
     "ClassTransformation",
     "TLearner",
@@ -44,6 +45,7 @@ __all__ = [
     "UpliftModel",
     "XLearner",
     "budgeted_targeting",
+    "load_uplift_model",
     "uplift_correlation",
 ]
 
@@ -357,6 +359,29 @@ class UpliftModel(ABC):
         """Return the predicted uplift per row, P(y=1 | treated) - P(y=1 | control), in [-1, 1]."""
         return self._predict(self._aligned(X))
 
+    def to_state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Return the fitted model as JSON-ready metadata and one xgboost JSON document per booster.
+
+        `load_uplift_model(metadata, boosters)` rebuilds it; no pickles, so a registry can store
+        and read models without running code from the files.
+        """
+        self._check_fitted()
+        metadata = {
+            "learner": type(self).__name__,
+            "params": asdict(self.params),
+            "feature_names": None if self._names is None else list(self._names),
+            "width": self._width,
+            "extra": self._extra_state(),
+        }
+        boosters = {name: bytes(b.save_raw("json")) for name, b in self._boosters.items()}
+        return metadata, boosters
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _restore_extra(self, extra: Mapping[str, Any]) -> None:
+        del extra
+
     def _check_fitted(self) -> None:
         if not self._boosters:
             raise ConfigError(
@@ -469,6 +494,12 @@ class XLearner(UpliftModel):
         self._g = self.propensity if self.propensity is not None else float(t.mean())
         return {"mu0": mu0, "mu1": mu1, "tau0": tau0, "tau1": tau1}
 
+    def _extra_state(self) -> dict[str, Any]:
+        return {"g": self._g}
+
+    def _restore_extra(self, extra: Mapping[str, Any]) -> None:
+        self._g = float(extra["g"])
+
     def _predict(self, x: FloatArray) -> FloatArray:
         tau0 = _output(self._boosters["tau0"], x)
         tau1 = _output(self._boosters["tau1"], x)
@@ -497,6 +528,35 @@ class ClassTransformation(UpliftModel):
 
     def _predict(self, x: FloatArray) -> FloatArray:
         return 2.0 * _output(self._boosters["z"], x) - 1.0
+
+
+LEARNERS: dict[str, type[UpliftModel]] = {
+    "t_learner": TLearner,
+    "x_learner": XLearner,
+    "class_transformation": ClassTransformation,
+}
+
+
+def load_uplift_model(metadata: Mapping[str, Any], boosters: Mapping[str, bytes]) -> UpliftModel:
+    """Return the model that `UpliftModel.to_state()` described."""
+    classes = {cls.__name__: cls for cls in LEARNERS.values()}
+    learner = classes.get(str(metadata.get("learner")))
+    if learner is None:
+        raise ConfigError(
+            f"unknown uplift learner {metadata.get('learner')!r}; expected one of "
+            f"{', '.join(sorted(classes))}. Was the artifact written by a newer version?",
+            setting="learner",
+        )
+    model = learner(params=BoosterParams(**metadata["params"]))
+    for name, document in boosters.items():
+        booster = xgb.Booster()
+        booster.load_model(bytearray(document))
+        model._boosters[name] = booster
+    names = metadata.get("feature_names")
+    model._names = None if names is None else tuple(names)
+    model._width = int(metadata["width"])
+    model._restore_extra(metadata.get("extra", {}))
+    return model
 
 
 # --- evaluation and targeting -------------------------------------------------------------------

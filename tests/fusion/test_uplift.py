@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -31,6 +32,7 @@ FAST = BoosterParams(
 
 def test_exports():
     assert uplift.__all__ == [
+        "LEARNERS",
         "BoosterParams",
         "ClassTransformation",
         "TLearner",
@@ -38,6 +40,7 @@ def test_exports():
         "UpliftModel",
         "XLearner",
         "budgeted_targeting",
+        "load_uplift_model",
         "uplift_correlation",
     ]
 
@@ -86,6 +89,21 @@ def test_learner_recovers_heterogeneous_uplift(learner, trial, holdout):
     assert qini_auc_score(y_new, predicted, t_new) > 0.05  # random ordering scores 0
     swayed = x_new[:, 0] > 0
     assert predicted[swayed].mean() > 0.15 > abs(predicted[~swayed].mean())
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_state_round_trip_predicts_identically(learner, trial, holdout):
+    x, y, t, _ = trial
+    frame = pl.DataFrame(x, schema=[f"f{i}" for i in range(x.shape[1])])
+    model = learner(params=FAST).fit(frame, y, t)
+    metadata, boosters = model.to_state()
+    json.dumps(metadata)  # JSON-ready
+    again = uplift.load_uplift_model(json.loads(json.dumps(metadata)), boosters)
+    assert type(again) is learner and again.feature_names == model.feature_names
+    new = pl.DataFrame(holdout[0], schema=[f"f{i}" for i in range(x.shape[1])])
+    np.testing.assert_array_equal(again.predict(new), model.predict(new))
+    with pytest.raises(ConfigError, match="unknown uplift learner"):
+        uplift.load_uplift_model({**metadata, "learner": "SLearner"}, boosters)
 
 
 def test_uplift_targeting_beats_response_targeting(trial, holdout):
