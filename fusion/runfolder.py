@@ -7,6 +7,10 @@
 <run>/bank/inbox/ ...      the ingest worker's inbox, quarantine, archive and work folders
 <run>/bank/fusion.duckdb   the encrypted store
 <run>/snapshots/           published read-only copies (head office, one per branch)
+<run>/features/<date>/     model tables (Parquet, tag CSR, manifest)
+<run>/models/              the model registry (versions, CURRENT pointers)
+<run>/scores/              the base scored by the current acquisition model (Parquet)
+<run>/lists/<list>/        target lists per branch (CSV and Parquet)
 <run>/reports/             HTML and Parquet reports
 """
 
@@ -57,6 +61,18 @@ class RunFolder:
     @property
     def features(self) -> Path:
         return self.root / "features"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores"
+
+    @property
+    def lists(self) -> Path:
+        return self.root / "lists"
 
     @property
     def reports(self) -> Path:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
@@ -24,10 +25,14 @@ from rich.table import Table
 from contracts.errors import ConfigError, FusionError
 from contracts.taxonomy import load_taxonomy
 from fusion.runfolder import RunFolder
+from labs.world import WorldFiles
 from matcher.keyring import init_local_pair, pair_locally
 
 if TYPE_CHECKING:
+    from fusion.features import FeatureSet
+    from fusion.lists import TargetLists
     from fusion.store import Store
+    from fusion.training import TrainingRun
     from matcher.keyring import Keyring
 
 __all__ = ["app"]
@@ -144,7 +149,9 @@ def demo(
     """Run everything that exists end to end on a synthetic world and print a summary.
 
     world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash, seal) -> bank ingest
-    (verify, open, contract, load into the encrypted store). Re-running starts from a clean run.
+    (verify, open, contract, load into the encrypted store) -> match -> features -> train
+    (acquisition, rescue, uplift) -> score -> target lists per branch -> HTML reports.
+    Re-running starts from a clean run.
     """
     import shutil
 
@@ -154,7 +161,7 @@ def demo(
     from fusion.match import load_extract, match
     from fusion.store import Store
     from labs.report import write_match_report
-    from labs.world import WorldConfig, WorldFiles, generate_world
+    from labs.world import WorldConfig, generate_world
     from matcher.pack import pack_users
 
     if out.exists():
@@ -217,6 +224,10 @@ def demo(
             ledger = store.execute(
                 "SELECT status, count(*), sum(rows) FROM batches GROUP BY status ORDER BY status"
             ).fetchall()
+        campaign = pl.read_parquet(WorldFiles(folder.world).campaign)
+        trained = _train(folder, features, campaign)
+        lists = _score(folder, features)
+        model_page = _model_report(folder, trained, features, campaign, lists)
     except FusionError as error:
         raise _fail(error) from error
     for outcome in outcomes:
@@ -231,7 +242,11 @@ def demo(
         f"({features.manifest.matched:,} with vendor data) -> {features_dir}"
     )
     console.print(f"match and app-penetration report (cells under k=10 suppressed): {report_page}")
+    console.print(f"model report (acquisition, rescue, uplift, value x demand): {model_page}")
     summary["report"] = str(report_page)
+    summary["model_report"] = str(model_page)
+    summary["models"] = trained.summary()
+    summary["lists"] = {name: frame.height for name, frame in lists.lists.items()}
     summary["batches"] = [o.to_dict() for o in outcomes]
     summary["match"] = {
         "customers": matched.customers,
@@ -444,6 +459,165 @@ def features_command(
         f"{built.table.height:,} customers, {built.manifest.matched:,} with vendor data; "
         f"written to {written['table'].parent}"
     )
+
+
+def _features_dir(folder: RunFolder, snapshot: str | None) -> Path:
+    """Return the feature folder of `snapshot`, or the newest one of the run."""
+    if snapshot:
+        chosen = folder.features / _parse_date(snapshot).isoformat()
+    else:
+        built = sorted(p for p in folder.features.glob("*") if (p / "manifest.json").exists())
+        if not built:
+            raise ConfigError(
+                f"no feature table under {folder.features}; run `fusion features` first",
+                setting="snapshot",
+            )
+        chosen = built[-1]
+    if not (chosen / "manifest.json").exists():
+        raise ConfigError(
+            f"no feature table in {chosen}; run `fusion features`", setting="snapshot"
+        )
+    return chosen
+
+
+def _true_uplift(folder: RunFolder, features: FeatureSet) -> np.ndarray[Any, Any] | None:
+    """Return the world's true uplift per feature row when the run holds a synthetic world."""
+    truth = folder.world / WorldFiles.PROPENSITY
+    if not truth.exists():
+        return None
+    joined = features.table.select("customer_id").join(
+        pl.read_parquet(truth, columns=["customer_id", "uplift"]),
+        on="customer_id",
+        how="left",
+        maintain_order="left",
+    )
+    return joined["uplift"].to_numpy()
+
+
+def _train(folder: RunFolder, features: FeatureSet, campaign: pl.DataFrame) -> TrainingRun:
+    from fusion.registry import Registry
+    from fusion.training import train_all
+
+    with _stage_progress("train") as progress:
+        run = train_all(
+            features,
+            campaign=campaign,
+            registry=Registry(folder.models),
+            now=_now(),
+            true_uplift=_true_uplift(folder, features),
+            progress=progress,
+        )
+    summary = run.summary()
+    acq, rescue, uplift = summary["acquisition"], summary["rescue"], summary["uplift"]
+    console.print(
+        f"acquisition AUC (held out): in-bank {acq['in_bank']['auc']:.3f} "
+        f"({acq['in_bank']['inputs']} of {acq['in_bank']['candidates']} inputs kept), fused "
+        f"{acq['fused']['auc']:.3f} (+{acq['auc_gain']:.3f})"
+    )
+    console.print(
+        f"rescue: top {rescue['rescued']:,} of the rejected pool respond "
+        f"{rescue['rescued_rate']:.1%} vs random control {rescue['control_rate']:.1%}: "
+        f"{rescue['ratio']:.2f}x (95% CI {rescue['ratio_ci'][0]:.2f}-{rescue['ratio_ci'][1]:.2f})"
+    )
+    best = uplift["learners"][uplift["best"]]
+    corr = best["correlation_with_true_uplift"]
+    console.print(
+        f"uplift ({uplift['best']}): Qini {best['qini']:.3f}; targeting 30%: "
+        f"{uplift['incremental_ratio']:.2f}x the incremental conversions of response targeting"
+        + (f"; correlation with true uplift {corr:.2f}" if corr is not None else "")
+    )
+    return run
+
+
+def _score(folder: RunFolder, features: FeatureSet) -> TargetLists:
+    from fusion.lists import build_target_lists
+    from fusion.registry import Registry
+
+    with _stage_progress("score") as progress:
+        lists = build_target_lists(
+            Registry(folder.models),
+            features,
+            scores_dir=folder.scores,
+            lists_dir=folder.lists,
+            progress=progress,
+        )
+    console.print(
+        f"scored {lists.scores.rows:,} customers ({lists.scores.rows_per_second:,.0f} rows/s) "
+        f"-> {lists.scores.path}"
+    )
+    for name, frame in lists.lists.items():
+        console.print(
+            f"list {name}: {frame.height:,} customers in {len(lists.files[name])} branches "
+            f"-> {folder.lists / name}"
+        )
+    return lists
+
+
+def _model_report(
+    folder: RunFolder,
+    run: TrainingRun,
+    features: FeatureSet,
+    campaign: pl.DataFrame,
+    lists: TargetLists,
+) -> Path:
+    from labs.model_report import write_model_report
+
+    scores = pl.read_parquet(lists.scores.path)
+    out = folder.reports / f"models-{run.snapshot_date}"
+    return write_model_report(run, features, campaign, scores, out)
+
+
+@app.command("train")
+def train_command(
+    campaign: Annotated[
+        Path | None,
+        typer.Option(
+            help="Past A/B campaign (Parquet: customer_id, treatment, responded); "
+            "default: the run's synthetic world's."
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None, typer.Option(help="Feature snapshot (default: newest).")
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Train acquisition (in-bank and fused), rescue and uplift models; register them; report."""
+    from fusion.features import FeatureSet
+
+    folder = RunFolder(run)
+    try:
+        features = FeatureSet.read(_features_dir(folder, snapshot))
+        campaign_path = campaign or folder.world / WorldFiles.CAMPAIGN
+        if not campaign_path.exists():
+            raise ConfigError(
+                f"no campaign table at {campaign_path}; pass --campaign PATH (Parquet with "
+                "customer_id, treatment, responded)",
+                setting="campaign",
+            )
+        campaign_frame = pl.read_parquet(campaign_path)
+        trained = _train(folder, features, campaign_frame)
+        lists = _score(folder, features)
+        page = _model_report(folder, trained, features, campaign_frame, lists)
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"model report: {page}")
+
+
+@app.command("score")
+def score_command(
+    snapshot: Annotated[
+        str | None, typer.Option(help="Feature snapshot (default: newest).")
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Score the base with the current models and write the target lists per branch."""
+    from fusion.features import FeatureSet
+
+    folder = RunFolder(run)
+    try:
+        _score(folder, FeatureSet.read(_features_dir(folder, snapshot)))
+    except FusionError as error:
+        raise _fail(error) from error
 
 
 @app.command("report")

@@ -263,8 +263,11 @@ def training_digest(
 
 
 def _stepper(progress: Progress | None, name: str) -> Progress:
+    """Return a callback that reports every stage of model `name` on one bar."""
+
     def step(stage: str, fraction: float) -> None:
+        del stage
         if progress is not None:
-            progress(f"{name}: {stage}", fraction)
+            progress(name, fraction)
 
     return step

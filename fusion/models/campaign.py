@@ -248,8 +248,10 @@ def train_uplift(
             uplift_at_30=metrics.uplift_at_k(y[test], u_test, t[test], k=0.3),
             valid_qini=metrics.qini_auc_score(y[valid], u_valid, t[valid]),
             by_decile=metrics.uplift_by_decile(y[test], u_test, t[test]),
+            # A learner that early-stopped at its first round predicts one value: no ranking,
+            # so no correlation to report (its Qini says the same).
             correlation=None
-            if true_uplift is None
+            if true_uplift is None or np.ptp(u_test) == 0
             else uplift_correlation(u_test, np.asarray(true_uplift)[test]),
         )
         if progress is not None:

@@ -219,7 +219,8 @@ class ScoreModel:
         """Return `top` reason codes per row: the inputs that raised the score most, in words.
 
         Only positive contributions count (a reason is why the customer is a good prospect); a
-        row with fewer than `top` of them gets nulls. Each code reads "label = value".
+        row with fewer than `top` of them gets nulls. Each code reads "label = value" (a tag
+        profile component: its label alone).
         """
         contrib = self.contributions(x)
         top = min(top, contrib.shape[1])
@@ -228,11 +229,16 @@ class ScoreModel:
         chosen = contrib[rows, order]
         values = x[rows, order]
         readable = np.array([self.labels.get(n, n) for n in self.names], dtype=object)
+        # A tag-profile component's value is a projection, meaningless to a marketer: its
+        # label (the interests it stands for) is the reason.
+        bare = np.array([n.startswith("tag_profile_") for n in self.names])
         columns: dict[str, Any] = {}
         for j in range(top):
             text = [
-                f"{label} = {_format(value)}"
-                for label, value in zip(readable[order[:, j]], values[:, j], strict=True)
+                label if plain else f"{label} = {_format(value)}"
+                for label, value, plain in zip(
+                    readable[order[:, j]], values[:, j], bare[order[:, j]], strict=True
+                )
             ]
             columns[f"reason_{j + 1}"] = pl.Series(text, dtype=pl.String).set(
                 pl.Series(chosen[:, j] <= 0), None

@@ -263,7 +263,7 @@ def feature_labels(manifest: FeatureManifest, spec: DesignSpec) -> dict[str, str
         if name in BANK_LABELS:
             labels[name] = BANK_LABELS[name]
         elif text and not text.startswith(("code of", "1 = ")):
-            labels[name] = text
+            labels[name] = text.split(" (null", 1)[0]
         else:
             labels[name] = name.replace("_", " ")
     if spec.tag_profile is not None:
