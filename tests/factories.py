@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -10,6 +12,13 @@ import pyarrow as pa
 
 from contracts.schemas import VENDOR_BATCH
 from contracts.taxonomy import load_taxonomy
+from fusion.features import FeatureSet, build_features
+from fusion.ingest import Inbox, ingest_file
+from fusion.match import load_extract, match
+from fusion.store import Store
+from labs.world import WorldConfig, WorldFiles, generate_world
+from matcher.keyring import init_local_pair
+from matcher.pack import pack_users
 
 
 def _lists(values: np.ndarray, lengths: np.ndarray) -> pl.Series:
@@ -42,3 +51,31 @@ def vendor_batch(n: int = 200, *, seed: int = 1) -> pl.DataFrame:
         },
         schema=VENDOR_BATCH.polars_schema,
     )
+
+
+def world_features(root: Path, *, customers: int, seed: int) -> tuple[FeatureSet, WorldFiles]:
+    """Return features built through the real pipeline from a generated world, and its files.
+
+    World -> vendor pack and seal -> bank ingest -> extract -> match -> features, as `fusion demo`
+    runs it, under `root`.
+    """
+    world = WorldFiles(root / "world")
+    config = WorldConfig(customers=customers, seed=seed)
+    generate_world(config, world.root)
+    bank, vendor = init_local_pair(root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a")
+    inbox = Inbox(root / "bank").ensure()
+    sealed = inbox.inbox / "b1.sealed"
+    snapshot = config.snapshot_date
+    pack_users(
+        world.vendor_users, sealed, keyring=vendor, now=datetime.combine(snapshot, time(6), UTC)
+    )
+    epoch = bank.current_salt()
+    now = datetime.combine(snapshot + timedelta(days=1), time(9), UTC)
+    with Store.open(root / "bank" / "fusion.duckdb", key=bank.store_key()) as store:
+        ingest_file(sealed, store=store, keyring=bank, inbox=inbox, now=now)
+        load_extract(
+            store, pl.read_parquet(world.customers), epoch=epoch, snapshot_date=snapshot, now=now
+        )
+        match(store, epoch_id=epoch.epoch_id, snapshot_date=snapshot, now=now)
+        features = build_features(store, snapshot_date=snapshot, salt_epoch=epoch.epoch_id)
+    return features, world

@@ -1,0 +1,111 @@
+"""The model registry: versions, CURRENT, digests; models come back scoring identically."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contracts.errors import ConfigError, ModelError
+from fusion import registry as registry_module
+from fusion.models.classifier import ScoreModel
+from fusion.models.design import design_matrix
+from fusion.registry import Registry, UpliftArtifact
+from tests.fusion.conftest import TRAINED_AT, ModelWorld
+
+
+def test_public_surface():
+    assert registry_module.__all__ == ["ModelRef", "Registry", "UpliftArtifact"]
+
+
+def test_a_training_run_registers_every_model_as_current(model_world: ModelWorld):
+    registry = model_world.registry
+    assert registry.names() == [
+        "acquisition",
+        "acquisition-in-bank",
+        "campaign-response",
+        "rescue",
+        "uplift",
+    ]
+    for name, ref in model_world.run.refs.items():
+        assert registry.current(name) == ref.version
+        assert ref.version.startswith("20261002T083000Z-")
+        document = registry.describe(name)
+        assert document["kind"] == ("uplift" if name == "uplift" else "score")
+        assert document["metadata"]["snapshot_date"] == "2026-09-30"
+    described = registry.describe("acquisition")
+    for key in ("training_digest", "test", "config", "rows", "salt_epoch"):
+        assert key in described["metadata"]
+    assert (
+        described["metadata"]["test"]["auc"] == model_world.run.acquisition["fused"].evaluation.auc
+    )
+
+
+def test_loaded_models_score_exactly_like_the_trained_ones(model_world: ModelWorld):
+    features, run = model_world.features, model_world.run
+    rows = run.acquisition["fused"].test_rows
+    loaded = model_world.registry.load_score_model("acquisition")
+    trained = run.acquisition["fused"].model
+    assert loaded.names == trained.names and loaded.labels == trained.labels
+    x = design_matrix(features, loaded.spec, rows)
+    np.testing.assert_array_equal(loaded.predict(x), trained.predict(x))
+    np.testing.assert_array_equal(loaded.decile_edges, trained.decile_edges)
+    assert loaded.reasons(x[:20]).equals(trained.reasons(x[:20]))
+    uplift = model_world.registry.load("uplift")
+    assert isinstance(uplift, UpliftArtifact)
+    xu = design_matrix(features, uplift.spec, run.uplift.test_rows)
+    np.testing.assert_array_equal(uplift.model.predict(xu), run.uplift.test_uplift)
+    with pytest.raises(ModelError, match="uplift model, not a scoring model"):
+        model_world.registry.load_score_model("uplift")
+
+
+def _copy_model(model_world: ModelWorld, root: Path) -> tuple[Registry, ScoreModel]:
+    registry = Registry(root)
+    model = model_world.registry.load_score_model("acquisition")
+    return registry, model
+
+
+def test_versions_current_and_promote(model_world: ModelWorld, tmp_path: Path):
+    registry, model = _copy_model(model_world, tmp_path / "models")
+    first = registry.save(model, created_at=TRAINED_AT)
+    second = registry.save(model, created_at=TRAINED_AT + timedelta(days=1), make_current=False)
+    assert registry.versions("acquisition") == [first.version, second.version]
+    assert registry.current("acquisition") == first.version
+    registry.promote("acquisition", second.version)
+    assert registry.current("acquisition") == second.version
+    with pytest.raises(ModelError, match="already exists"):
+        registry.save(model, created_at=TRAINED_AT)
+    with pytest.raises(ModelError, match="no version"):
+        registry.promote("acquisition", "20990101T000000Z-0123456789")
+    with pytest.raises(ModelError, match="no version"):
+        registry.load("acquisition", "../../etc")
+    with pytest.raises(ModelError, match="run `fusion train`"):
+        registry.load("rescue")
+    with pytest.raises(ConfigError, match="model name"):
+        registry.versions("../x")
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        registry.save(model, created_at=datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize("victim", ["booster.ubj", "tag_profile.npz"])
+def test_an_altered_artifact_is_refused(model_world: ModelWorld, tmp_path: Path, victim: str):
+    registry, model = _copy_model(model_world, tmp_path / "models")
+    ref = registry.save(model, created_at=datetime(2026, 10, 3, tzinfo=UTC))
+    path = ref.path / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=f"{victim} is missing or differs"):
+        registry.load("acquisition")
+
+
+def test_model_json_is_plain_json_without_pickles(model_world: ModelWorld):
+    ref = model_world.run.refs["acquisition"]
+    document = json.loads((ref.path / "model.json").read_text())
+    assert document["format"] == "bankfusion-model/1"
+    assert set(document["files"]) == {"booster.ubj", "tag_profile.npz"}
+    with np.load(ref.path / "tag_profile.npz", allow_pickle=False) as saved:
+        assert set(saved.files) == {"tag_ids", "components", "labels", "numbers"}

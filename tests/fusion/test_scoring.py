@@ -1,0 +1,140 @@
+"""Batch and single scoring agree; target lists per branch; no raw identifier in any output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from contracts.errors import ConfigError
+from fusion import lists as lists_module
+from fusion import scoring as scoring_module
+from fusion.lists import ListConfig, build_target_lists, write_branch_lists
+from fusion.models.acquisition import population
+from fusion.scoring import SCORE_SCHEMA, Scorer, score_base
+from matcher.identity import normalize_phones
+from tests.fusion.conftest import ModelWorld
+
+
+def test_public_surfaces():
+    assert scoring_module.__all__ == [
+        "ScoreWriter",
+        "Scorer",
+        "ScoringResult",
+        "score_base",
+        "score_rows",
+    ]
+    assert lists_module.__all__ == [
+        "LISTS",
+        "ListConfig",
+        "TargetLists",
+        "build_target_lists",
+        "write_branch_lists",
+    ]
+
+
+def test_batch_scores_every_row_in_chunks_with_reasons_for_the_top_deciles(
+    model_world: ModelWorld, tmp_path: Path
+):
+    model = model_world.registry.load_score_model("acquisition")
+    out = tmp_path / "scores.parquet"
+    result = score_base(model, model_world.features, out, chunk_rows=1_000, reason_deciles=3)
+    frame = pl.read_parquet(out)
+    assert dict(frame.schema) == SCORE_SCHEMA
+    assert result.rows == frame.height == model_world.features.table.height
+    assert frame["customer_id"].to_list() == model_world.features.table["customer_id"].to_list()
+    assert frame["model_version"].unique().to_list() == [model.metadata["version"]]
+    top = frame.filter(pl.col("decile") <= 3)
+    assert top["reason_1"].null_count() < top.height
+    assert (
+        frame.filter(pl.col("decile") > 3)["reason_1"].null_count()
+        == frame.filter(pl.col("decile") > 3).height
+    )
+    # Deciles follow the score.
+    by_decile = frame.group_by("decile").agg(pl.col("score").min()).sort("decile")
+    assert by_decile["score"].to_list() == sorted(by_decile["score"].to_list(), reverse=True)
+    with pytest.raises(ConfigError, match="chunk_rows"):
+        score_base(model, model_world.features, out, chunk_rows=0)
+
+
+def test_single_customer_scoring_equals_the_batch_row(model_world: ModelWorld, tmp_path: Path):
+    model = model_world.registry.load_score_model("acquisition")
+    features = model_world.features
+    batch = pl.read_parquet(
+        score_base(model, features, tmp_path / "all.parquet", reason_deciles=10).path
+    )
+    scorer = Scorer(model, features)
+    assert len(scorer) == features.table.height
+    wanted = batch["customer_id"].sample(25, seed=1).to_list()
+    frame, unknown = scorer.score([*wanted, 42])
+    assert unknown == [42]
+    assert frame["customer_id"].to_list() == wanted  # request order
+    expected = batch.filter(pl.col("customer_id").is_in(wanted))
+    joined = frame.join(expected, on="customer_id", suffix="_batch")
+    assert joined.height == 25
+    np.testing.assert_allclose(joined["score"], joined["score_batch"], rtol=1e-6)
+    assert (joined["decile"] == joined["decile_batch"]).all()
+    for column in ("reason_1", "reason_2", "reason_3"):
+        assert joined[column].to_list() == joined[f"{column}_batch"].to_list()
+    empty, missing = scorer.score([])
+    assert empty.height == 0 and missing == []
+
+
+def test_target_lists_are_split_by_branch_and_ranked(model_world: ModelWorld, tmp_path: Path):
+    features = model_world.features
+    built = build_target_lists(
+        model_world.registry,
+        features,
+        scores_dir=tmp_path / "scores",
+        lists_dir=tmp_path / "lists",
+        config=ListConfig(top_deciles=2),
+    )
+    assert built.scores.rows == int(population(features).sum())
+    assert set(built.lists) == set(lists_module.LISTS)
+    mobile = built.lists["mobile-banking"]
+    assert mobile["decile"].max() <= 2 and mobile["reason_1"].null_count() < mobile.height
+    rescue_model = model_world.registry.load_score_model("rescue")
+    assert rescue_model.metadata["in_bank_cutoff"] == model_world.run.rescue.cutoff
+    coupon = built.lists["food-coupon"]
+    assert coupon.height == round(0.3 * built.scores.rows)
+    assert coupon["predicted_uplift"].to_list() == sorted(
+        coupon["predicted_uplift"].to_list(), reverse=True
+    )
+    for name, branches in built.files.items():
+        total = 0
+        for branch, paths in branches.items():
+            part = pl.read_parquet(paths["parquet"])
+            assert part["branch_id"].unique().to_list() == [branch]
+            assert part["rank"].to_list() == list(range(1, part.height + 1))
+            assert pl.read_csv(paths["csv"]).height == part.height
+            total += part.height
+        assert total == built.lists[name].height
+
+
+def test_no_raw_phone_or_id_number_in_scores_or_lists(model_world: ModelWorld, tmp_path: Path):
+    build_target_lists(
+        model_world.registry,
+        model_world.features,
+        scores_dir=tmp_path / "scores",
+        lists_dir=tmp_path / "lists",
+    )
+    customers = pl.read_parquet(model_world.world.customers, columns=["phone", "id_number"])
+    phones = normalize_phones(customers["phone"]).values.drop_nulls().sample(300, seed=1)
+    ids = customers["id_number"].drop_nulls().sample(300, seed=1)
+    needles = [p.encode() for p in phones.to_list()] + [i.encode() for i in ids.to_list()]
+    needles += [p[-11:].encode() for p in customers["phone"].drop_nulls().head(200).to_list()]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        data = path.read_bytes()
+        assert not any(needle in data for needle in needles if len(needle) >= 11), path
+
+
+def test_a_branch_id_that_cannot_name_a_file_is_refused(tmp_path: Path):
+    frame = pl.DataFrame({"customer_id": [1], "branch_id": ["../up"], "score": [0.5]})
+    with pytest.raises(ConfigError, match="cannot name a list file"):
+        write_branch_lists(frame, tmp_path)
+    with pytest.raises(ConfigError, match="uplift_share"):
+        ListConfig(uplift_share=0.0)
