@@ -1,3 +1,15 @@
-"""The bank's engine: encrypted store, ingest, matching, features, the run folder layout."""
+"""The bank's engine: encrypted store, ingest, matching, features, models, scoring, queries."""
 
-__all__ = ["coverage", "features", "ingest", "match", "runfolder", "store"]
+__all__ = [
+    "coverage",
+    "features",
+    "ingest",
+    "lists",
+    "match",
+    "query",
+    "registry",
+    "runfolder",
+    "scoring",
+    "store",
+    "training",
+]

@@ -1,6 +1,6 @@
 """Analyst SQL for POST /v1/query: one checked SELECT over granted views, in a throwaway sandbox.
 
-`run_query(path, sql, key=..., scope=..., limits=...)` returns a `QueryResult` or raises a
+`run_query(store, sql, key=..., scope=..., limits=...)` returns a `QueryResult` or raises a
 `QueryError`; every QueryError is the caller's to fix, so the API answers 4xx with its message:
 
     FusionError
@@ -13,7 +13,8 @@ The file is opened read-only: in the API, the published head-office snapshot (`f
 never the live store. The service's writer holds that file, and DuckDB refuses a second attach
 of a file in the same process (measured: "Unique file handle conflict").
 
-Layers, each enough on its own for the threats DESIGN.md lists, so that one hole is not a leak:
+Layers, so that one hole is not a leak (the threats are DESIGN.md's: SQL that tries to read
+files, other branches or base tables):
 
 1. Size: at most `max_sql_chars` characters, no NUL.
 2. DuckDB's own parser: `json_serialize_sql` on a plain in-memory connection (no store, no
@@ -38,15 +39,18 @@ Layers, each enough on its own for the threats DESIGN.md lists, so that one hole
 4. What runs is DuckDB's own rendering of the checked tree (`json_deserialize_sql`), wrapped as
    `SELECT * FROM (...) LIMIT max_rows + 1` (the extra row tells truncation), and that exact text
    is checked again: the text executed is the text checked.
-5. The sandbox: a fresh in-memory DuckDB per query; the file is attached READ_ONLY under a
-   random alias, with the key bound as a parameter, and only the views the query names are made:
+5. The sandbox: a fresh in-memory DuckDB per query, which loads the signed httpfs as
+   `Store.open` does (its OpenSSL decrypts: measured on 1M customers x 73 features, a filtered
+   `SELECT *` took 2-3 s with it and 11 s to minutes with DuckDB's built-in crypto); the file is
+   attached READ_ONLY under a random alias, with the key bound as a parameter, and only the
+   views the query names are made:
    - for a branch caller, as tables holding only its rows, after which the file is DETACHed. A
      view's filter is just a predicate: DuckDB may evaluate the caller's expressions on rows the
      filter would drop, and its errors quote values (`CAST(x AS INT)`, `error(x)`), so other
      branches' rows never enter a branch caller's sandbox at all. Only the columns the query
-     names are copied (all of them after a star or a whole-row reference: `CheckedQuery`):
-     measured on 1M customers x 73 features, a 2% branch's `avg(f1)` took 5 s copying every
-     column and 0.2 s copying two;
+     names are copied (all of them after a star or a whole-row reference: `CheckedQuery`): on
+     the same table a 2% branch's `avg(f1)` took about 3 s copying every column, 0.2 s copying
+     the two it names;
    - for head office, as views over the attached file (every row is theirs; copying the bank per
      query would not scale). Error messages are shown with the random alias replaced, since
      DuckDB's "Did you mean" hints name catalog objects.
@@ -54,11 +58,8 @@ Layers, each enough on its own for the threats DESIGN.md lists, so that one hole
    no spilling (`temp_directory = ''`), the caller's memory and thread limits, and
    `lock_configuration` last, so nothing above can be undone. A watchdog thread interrupts the
    connection at the time limit, and again every 20 ms until the query has stopped: DuckDB
-   drops an interrupt that arrives between two statements (measured).
-   httpfs is not loaded: DuckDB's built-in crypto reads encrypted files, nothing is written and
-   nothing spills, so the sandbox needs no OpenSSL and holds no network code; that saves its
-   ~90 ms signature check per query, at the price of ~2x slower cold scans of big tables
-   (measured on 3M rows: 1.3 s instead of 0.6 s).
+   drops an interrupt that arrives between two statements (measured). Setting up costs 50 to
+   100 ms, mostly httpfs's signature check.
 
 Granted views (`GRANTED_VIEWS`) never carry a key or a raw identifier. A branch sees what its
 published copy holds (`Store.publish`): its customers at the newest snapshot, their matches and
@@ -87,7 +88,14 @@ import polars as pl
 import pyarrow as pa
 
 from contracts.errors import ConfigError, FusionError, StoreError, StoreLockedError
-from fusion.store import RAW_IDENTIFIER_COLUMNS, _attach_failure, _check_key, _sql_string
+from fusion.store import (
+    RAW_IDENTIFIER_COLUMNS,
+    StoreConfig,
+    _attach_failure,
+    _check_key,
+    _load_httpfs,
+    _sql_string,
+)
 
 __all__ = [
     "DENIED_FUNCTIONS",
@@ -596,15 +604,17 @@ class QueryResult:
 
 
 def run_query(
-    path: str | os.PathLike[str],
+    store: StoreConfig | str | os.PathLike[str],
     sql: str,
     *,
     key: str,
     scope: QueryScope,
     limits: QueryLimits | None = None,
 ) -> QueryResult:
-    """Return the rows of `sql` over the views granted to `scope`, read from the store at `path`.
+    """Return the rows of `sql` over the views granted to `scope`, read from the store file.
 
+    `store` is a path or a StoreConfig, of which only the path and extension_directory count:
+    `limits` sets memory and threads.
     Raises QueryRefused when the SQL is not one SELECT over granted views (before the file is
     opened, except for a granted view this store cannot fill yet), QueryFailed or QueryTimeout
     when it cannot run, ConfigError for a malformed key, and StoreError when the file does not
@@ -619,7 +629,8 @@ def run_query(
     capped = f"SELECT * FROM (\n{checked.sql}\n) AS capped LIMIT {limits.max_rows + 1}"  # noqa: S608
     if _check(capped).views != checked.views:  # the text that runs is the text checked
         raise QueryRefused("DuckDB printed the query back differently", rule="construct")
-    with _sandbox(Path(path), key=key, scope=scope, checked=checked, limits=limits) as box:
+    config = store if isinstance(store, StoreConfig) else StoreConfig(Path(store))
+    with _sandbox(config, key=key, scope=scope, checked=checked, limits=limits) as box:
         table = box.run(capped)
     truncated = table.num_rows > limits.max_rows
     if truncated:
@@ -655,10 +666,16 @@ class _Sandbox:
 
 @contextmanager
 def _sandbox(
-    path: Path, *, key: str, scope: QueryScope, checked: CheckedQuery, limits: QueryLimits
+    config: StoreConfig,
+    *,
+    key: str,
+    scope: QueryScope,
+    checked: CheckedQuery,
+    limits: QueryLimits,
 ) -> Iterator[_Sandbox]:
     """Yield a locked sandbox holding the views `checked` reads, over `scope`'s rows."""
     key = _check_key(key, "key")
+    path = config.path
     if not path.is_file():
         raise StoreError(
             f"there is no store at {path}; queries read a published snapshot (fusion publish)",
@@ -669,7 +686,7 @@ def _sandbox(
     box = _Sandbox(con, alias, limits)
     try:
         with _deadline(con, limits.timeout_seconds):
-            _prepare(box, path, key=key, scope=scope, checked=checked, limits=limits)
+            _prepare(box, config, key=key, scope=scope, checked=checked, limits=limits)
             yield box
     finally:
         con.close()
@@ -677,7 +694,7 @@ def _sandbox(
 
 def _prepare(
     box: _Sandbox,
-    path: Path,
+    config: StoreConfig,
     *,
     key: str,
     scope: QueryScope,
@@ -694,6 +711,10 @@ def _prepare(
         ("threads", limits.threads),
     ):
         con.execute(f"SET {setting} = ?", [value])
+    # OpenSSL decrypts; without it a read-only attach falls back to DuckDB's built-in crypto,
+    # as Store.open does, which is far slower on wide reads (see the module docstring).
+    _load_httpfs(con, config)
+    path = config.path
     failure: StoreError | None = None
     try:
         con.execute(

@@ -1,3 +1,3 @@
-"""Models that prove the data's worth; `metrics` scores them (AUC, gains, Qini, uplift, A/B)."""
+"""Models that prove the data's worth: acquisition, rescue, uplift, and the metrics judging them."""
 
-__all__ = ["metrics"]
+__all__ = ["acquisition", "campaign", "classifier", "design", "metrics", "rescue", "uplift"]
