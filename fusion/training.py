@@ -58,7 +58,10 @@ class TrainingRun:
     summary_extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """Return every headline figure as JSON-ready values."""
+        """Return every headline figure as JSON-ready values (a non-finite number is None)."""
+        return _finite(self._summary())
+
+    def _summary(self) -> dict[str, Any]:
         in_bank = self.acquisition["in_bank"]
         fused = self.acquisition["fused"]
         return {
@@ -74,6 +77,17 @@ class TrainingRun:
             "seconds": self.seconds,
             **self.summary_extra,
         }
+
+
+def _finite(value: Any) -> Any:
+    """Return `value` with NaN and infinities replaced by None, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _inputs(trained: TrainedModel) -> dict[str, Any]:

@@ -514,16 +514,21 @@ def _train(folder: RunFolder, features: FeatureSet, campaign: pl.DataFrame) -> T
         f"({acq['in_bank']['inputs']} of {acq['in_bank']['candidates']} inputs kept), fused "
         f"{acq['fused']['auc']:.3f} (+{acq['auc_gain']:.3f})"
     )
+    low, high = rescue["ratio_ci"]
+    ratio = "no ratio: the control had no responder" if rescue["ratio"] is None else (
+        f"{rescue['ratio']:.2f}x"
+        + ("" if low is None else f" (95% CI {low:.2f}-{high:.2f})")
+    )  # fmt: skip
     console.print(
         f"rescue: top {rescue['rescued']:,} of the rejected pool respond "
-        f"{rescue['rescued_rate']:.1%} vs random control {rescue['control_rate']:.1%}: "
-        f"{rescue['ratio']:.2f}x (95% CI {rescue['ratio_ci'][0]:.2f}-{rescue['ratio_ci'][1]:.2f})"
+        f"{rescue['rescued_rate']:.1%} vs random control {rescue['control_rate']:.1%}: {ratio}"
     )
     best = uplift["learners"][uplift["best"]]
     corr = best["correlation_with_true_uplift"]
     console.print(
         f"uplift ({uplift['best']}): Qini {best['qini']:.3f}; targeting 30%: "
-        f"{uplift['incremental_ratio']:.2f}x the incremental conversions of response targeting"
+        f"{uplift['incremental_ratio'] or float('nan'):.2f}x the incremental conversions of "
+        "response targeting"
         + (f"; correlation with true uplift {corr:.2f}" if corr is not None else "")
     )
     return run

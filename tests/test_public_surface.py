@@ -31,7 +31,7 @@ SURFACE = {
         "rescue",
         "uplift",
     ],
-    "labs": ["bench", "cli", "report", "world"],
+    "labs": ["bench", "cli", "model_report", "report", "world"],
     "api": ["ApiSettings", "create_app", "serve"],
 }
 
