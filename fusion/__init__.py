@@ -11,5 +11,6 @@ __all__ = [
     "runfolder",
     "scoring",
     "store",
+    "tokens",
     "training",
 ]

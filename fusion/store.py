@@ -242,6 +242,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=3,
+        name="service: API tokens (hashes only), campaign outcomes",
+        statements=(
+            # A token is shown once; only its SHA-256 is kept. `branches` is a comma-separated
+            # list for analysts (NULL: every branch), `vendor_id` ties a vendor token to a signer.
+            """
+            CREATE TABLE api_tokens (
+                token_id VARCHAR PRIMARY KEY,
+                token_sha256 BLOB NOT NULL UNIQUE,
+                role VARCHAR NOT NULL CHECK (
+                    role IN ('vendor', 'analyst', 'campaign_tool', 'admin')
+                ),
+                branches VARCHAR,
+                vendor_id VARCHAR,
+                label VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                revoked_at TIMESTAMP
+            )""",
+            # Contact and response results a campaign tool reports back, for evaluation and
+            # retraining; one row per (campaign, customer), the newest report wins.
+            """
+            CREATE TABLE outcomes (
+                campaign_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                treatment BOOLEAN NOT NULL,
+                contacted BOOLEAN,
+                responded BOOLEAN NOT NULL,
+                occurred_at TIMESTAMP,
+                recorded_at TIMESTAMP NOT NULL,
+                token_id VARCHAR NOT NULL
+            )""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 # What a branch snapshot holds. Tables not named here (the batch ledger, the audit log, anything
@@ -796,6 +832,8 @@ class Store:
             attached = True
             if name == HEAD_OFFICE:
                 cur.execute(f"COPY FROM DATABASE {_ALIAS} TO {alias}")  # tables, views, keys
+                # Token hashes authenticate the service's callers: they stay in the store.
+                cur.execute(f"DELETE FROM {alias}.main.api_tokens")  # noqa: S608 (alias is ours)
             else:
                 _fill_branch(cur, alias, name)
             cur.execute("USE memory")

@@ -20,6 +20,7 @@ SURFACE = {
         "runfolder",
         "scoring",
         "store",
+        "tokens",
         "training",
     ],
     "fusion.models": [

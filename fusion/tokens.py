@@ -1,0 +1,158 @@
+"""API tokens: 32 random bytes shown once, kept only as SHA-256, checked in constant time.
+
+A token reads `bf_<token_id>_<secret>`: the id (8 random bytes, hex) names the row for audit
+and revocation, the secret is 32 random bytes (URL-safe base64). The store keeps
+SHA-256(token); a request's token is hashed, the row with that id is fetched, and the stored
+hash compared with `hmac.compare_digest`. An unknown id or a malformed token is compared against
+a fixed dummy hash in the same way, so a miss costs what a hit costs and timing tells nothing.
+Tokens have high entropy, so a plain (unsalted) SHA-256 cannot be reversed by guessing.
+
+Roles: vendor (pushes and reads its own batches; tied to a vendor id), analyst (queries its
+branches; no branches = head office), campaign_tool (scores, lists, outcomes), admin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from contracts.errors import ConfigError
+from fusion.store import Store
+
+__all__ = ["ROLES", "IssuedToken", "Principal", "TokenBook", "create_token", "revoke_token"]
+
+ROLES = ("vendor", "analyst", "campaign_tool", "admin")
+_FORMAT = re.compile(r"^bf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_BRANCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DUMMY = hashlib.sha256(b"bankfusion/unknown-token").digest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id and role, with its branch scope or vendor."""
+
+    token_id: str
+    role: str
+    branches: frozenset[str] | None  # analysts: None = every branch (head office)
+    vendor_id: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new token: `secret` is shown once and never stored."""
+
+    principal: Principal
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(token_id={self.principal.token_id!r}, role={self.principal.role!r})"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii", "replace")).digest()
+
+
+def _check(role: str, branches: Iterable[str] | None, vendor_id: str | None) -> str | None:
+    """Return the branch list as stored (comma-separated, sorted), after checking the grant."""
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}; got {role!r}", setting="role")
+    chosen = sorted(set(branches)) if branches is not None else None
+    if chosen is not None and role != "analyst":
+        raise ConfigError("only analyst tokens have branches", setting="branches")
+    if chosen is not None and (not chosen or not all(_BRANCH.match(b) for b in chosen)):
+        raise ConfigError(
+            "branches must be one or more branch ids (letters, digits, '-', '_'); omit them for "
+            "a head-office analyst",
+            setting="branches",
+        )
+    if (role == "vendor") != (vendor_id is not None):
+        raise ConfigError(
+            "a vendor token needs --vendor (the vendor id its batches are signed with), and only "
+            "a vendor token takes one",
+            setting="vendor_id",
+        )
+    return ",".join(chosen) if chosen is not None else None
+
+
+def create_token(
+    store: Store,
+    *,
+    role: str,
+    now: datetime,
+    branches: Iterable[str] | None = None,
+    vendor_id: str | None = None,
+    label: str | None = None,
+) -> IssuedToken:
+    """Return a new token for `role`, its hash recorded in the store (the secret is not)."""
+    branch_text = _check(role, branches, vendor_id)
+    token_id = secrets.token_hex(8)
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    token = f"bf_{token_id}_{secret}"
+    store.execute(
+        "INSERT INTO api_tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        [token_id, _digest(token), role, branch_text, vendor_id, label, now.replace(tzinfo=None)],
+    )
+    principal = Principal(
+        token_id,
+        role,
+        frozenset(branch_text.split(",")) if branch_text else None,
+        vendor_id,
+        label,
+    )
+    return IssuedToken(principal, token)
+
+
+def revoke_token(store: Store, token_id: str, *, now: datetime) -> bool:
+    """Revoke a token by id; return whether it existed and was live."""
+    row = store.execute(
+        "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL "
+        "RETURNING token_id",
+        [now.replace(tzinfo=None), token_id],
+    ).fetchone()
+    return row is not None
+
+
+class TokenBook:
+    """The live tokens, read from the store once and refreshed on `reload()`.
+
+    The service verifies every request against memory (no store round trip); `fusion token
+    create` and `revoke` write the store, and the service reloads on a miss at most once a
+    second, so a new token works within a second and a revoked one stops with the next reload.
+    """
+
+    def __init__(self, rows: Iterable[tuple[str, bytes, str, str | None, str | None, str | None]]):
+        self._by_id: dict[str, tuple[bytes, Principal]] = {}
+        for token_id, digest, role, branches, vendor_id, label in rows:
+            scope = frozenset(branches.split(",")) if branches else None
+            self._by_id[token_id] = (
+                bytes(digest),
+                Principal(token_id, role, scope, vendor_id, label),
+            )
+
+    @classmethod
+    def load(cls, store: Store) -> TokenBook:
+        """Return the book of every live (unrevoked) token in the store."""
+        rows = store.execute(
+            "SELECT token_id, token_sha256, role, branches, vendor_id, label FROM api_tokens "
+            "WHERE revoked_at IS NULL"
+        ).fetchall()
+        return cls(rows)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def verify(self, token: str | None) -> Principal | None:
+        """Return the principal of `token`, or None; the same work for every kind of miss."""
+        text = token or ""
+        found = _FORMAT.match(text)
+        entry = self._by_id.get(found.group(1)) if found else None
+        expected = entry[0] if entry else _DUMMY
+        matches = hmac.compare_digest(_digest(text), expected)
+        return entry[1] if entry is not None and matches else None
