@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -483,11 +484,10 @@ def bench_psi(work: Path, *, bank: int = 1_000_000, vendor: int = 3_000_000) -> 
     )
 
 
-def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure]:
-    """Feature build seconds for 1M customers (world -> pack -> ingest -> match -> features)."""
+def _pipeline_store(work: Path, customers: int, seed: int, tag: str) -> tuple[Any, Any, Path]:
+    """Return (world config, bank keyring, store path) after world -> pack -> ingest -> match."""
     from datetime import time as clock_time
 
-    from fusion.features import build_features
     from fusion.ingest import Inbox, ingest_file
     from fusion.match import load_extract, match
     from fusion.store import Store
@@ -495,23 +495,33 @@ def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure
     from matcher.keyring import init_local_pair
     from matcher.pack import pack_users
 
-    config = WorldConfig(customers=customers, seed=2)
-    world = WorldFiles(work / "features-world")
+    config = WorldConfig(customers=customers, seed=seed)
+    world = WorldFiles(work / f"{tag}-world")
     generate_world(config, world.root)
-    bank, vendor = init_local_pair(
-        work / "features-bank", work / "features-vendor", vendor_id="bench"
-    )
-    inbox = Inbox(work / "features-bank-run").ensure()
+    bank, vendor = init_local_pair(work / f"{tag}-bank", work / f"{tag}-vendor", vendor_id="bench")
+    inbox = Inbox(work / f"{tag}-bank-run").ensure()
     sealed = inbox.inbox / "batch.sealed"
     data_time = datetime.combine(config.snapshot_date, clock_time(6), tzinfo=UTC)
     pack_users(world.vendor_users, sealed, keyring=vendor, now=data_time)
     now = datetime(2026, 10, 1, tzinfo=UTC)
     epoch = bank.current_salt()
-    with Store.open(work / "features.duckdb", key=bank.store_key()) as store:
+    path = work / f"{tag}.duckdb"
+    with Store.open(path, key=bank.store_key()) as store:
         ingest_file(sealed, store=store, keyring=bank, inbox=inbox, now=now)
         extract = pl.read_parquet(world.customers)
         load_extract(store, extract, epoch=epoch, snapshot_date=config.snapshot_date, now=now)
         match(store, epoch_id=epoch.epoch_id, snapshot_date=config.snapshot_date, now=now)
+    return config, bank, path
+
+
+def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure]:
+    """Feature build seconds for 1M customers (world -> pack -> ingest -> match -> features)."""
+    from fusion.features import build_features
+    from fusion.store import Store
+
+    config, bank, path = _pipeline_store(work, customers, 2, "features")
+    epoch = bank.current_salt()
+    with Store.open(path, key=bank.store_key()) as store:
         build_s = _best_of(
             lambda: build_features(
                 store, snapshot_date=config.snapshot_date, salt_epoch=epoch.epoch_id
@@ -542,6 +552,123 @@ def bench_features(work: Path, *, customers: int = 1_000_000) -> Iterator[Figure
     )
 
 
+def bench_models(
+    work: Path, *, sizes: tuple[int, ...] = (100_000, 1_000_000), singles: int = 2_000
+) -> Iterator[Figure]:
+    """Training seconds at 100k and 1M customers, batch scoring rows/s, single scoring p50/p99.
+
+    Baselines, measured in the same run on the same rows: one plain xgboost fit of the fused
+    design matrix with the final model's rounds (what the pruning, tag profile and evaluation
+    add), and the booster's bare `inplace_predict` (what deciles, reasons and Parquet add).
+    """
+    import xgboost as xgb
+
+    from fusion.features import build_features
+    from fusion.models.acquisition import population
+    from fusion.models.design import design_matrix
+    from fusion.registry import Registry
+    from fusion.store import Store
+    from fusion.training import train_all
+    from labs.world import WorldFiles
+
+    for customers in sizes:
+        tag = f"models-{customers // 1000}k"
+        config, bank, path = _pipeline_store(work, customers, 7, tag)
+        with Store.open(path, key=bank.store_key(), read_only=True) as store:
+            features = build_features(
+                store, snapshot_date=config.snapshot_date, salt_epoch=bank.current_salt().epoch_id
+            )
+        campaign = pl.read_parquet(WorldFiles(work / f"{tag}-world").campaign)
+        registry = Registry(work / f"{tag}-models")
+        start = time.perf_counter()
+        run = train_all(features, campaign=campaign, registry=registry, now=datetime.now(UTC))
+        train_s = time.perf_counter() - start
+        fused = run.acquisition["fused"].model
+        rows = population(features)
+        x = design_matrix(features, fused.spec, np.flatnonzero(rows))
+        label = features.table["opened_mb"].fill_null(0).to_numpy()[rows]
+        params = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 4}
+        start = time.perf_counter()
+        xgb.train(params, xgb.DMatrix(x, label=label), fused.booster.num_boosted_rounds())
+        plain_s = time.perf_counter() - start
+        label_k = f"{customers // 1000}k" if customers < 1_000_000 else f"{customers // 1_000_000}m"
+        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in run.seconds.items())
+        yield Figure(
+            name=f"models.train_{label_k}_s",
+            value=train_s,
+            unit="s",
+            baseline=plain_s,
+            baseline_name="one plain xgboost fit of the fused matrix, same rounds, no pruning",
+            ratio=plain_s / train_s,
+            target="reported",
+            met=None,
+            note=f"{customers:,} customers, {int(rows.sum()):,} in the population; {seconds}; "
+            f"AUC in-bank {run.acquisition['in_bank'].evaluation.auc:.3f}, fused "
+            f"{run.acquisition['fused'].evaluation.auc:.3f}",
+        )
+    yield from _scoring_figures(work, registry, features, rows, x, singles)
+
+
+def _scoring_figures(
+    work: Path,
+    registry: Any,
+    features: Any,
+    rows: np.ndarray[Any, Any],
+    x: np.ndarray[Any, Any],
+    singles: int,
+) -> Iterator[Figure]:
+    """Batch scoring rows/s and single-customer p50/p99 of the registry's acquisition model."""
+    from fusion.scoring import Scorer, score_base
+
+    model = registry.load_score_model("acquisition")
+    score_s = _best_of(
+        lambda: score_base(model, features, work / "bench-scores.parquet", rows=rows), 2
+    )
+    bare_s = _best_of(lambda: model.booster.inplace_predict(x), 2)
+    n = int(rows.sum())
+    yield Figure(
+        name="models.batch_scoring_rows_per_s",
+        value=n / score_s,
+        unit="rows/s",
+        baseline=n / bare_s,
+        baseline_name="bare booster.inplace_predict on the prepared matrix",
+        ratio=bare_s / score_s,
+        target="reported",
+        met=None,
+        note=f"{n:,} rows: design matrix, score, decile, exact SHAP reasons for deciles 1-3, "
+        "Parquet",
+    )
+    scorer = Scorer(model, features, rows=rows)
+    ids = features.table["customer_id"].to_numpy()[rows]
+    picks = np.random.default_rng(1).choice(ids, size=singles)
+    latencies = np.empty(singles)
+    for i, customer in enumerate(picks):
+        start = time.perf_counter()
+        scorer.score([int(customer)])
+        latencies[i] = time.perf_counter() - start
+    bare = np.empty(singles)
+    for i in range(singles):
+        row = x[i : i + 1]
+        start = time.perf_counter()
+        model.booster.inplace_predict(row)
+        bare[i] = time.perf_counter() - start
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+    b50, b99 = np.percentile(bare, [50, 99]) * 1000
+    for quantile, value, base in (("p50", p50, b50), ("p99", p99, b99)):
+        yield Figure(
+            name=f"models.single_scoring_{quantile}_ms",
+            value=float(value),
+            unit="ms",
+            baseline=float(base),
+            baseline_name="bare booster.inplace_predict of one prepared row",
+            ratio=float(base / value),
+            target="reported",
+            met=None,
+            note=f"{singles:,} in-process requests of one customer: lookup, score, decile, "
+            "3 exact SHAP reason codes",
+        )
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "keyed_hash": bench_keyed_hash,
     "world": bench_world,
@@ -550,6 +677,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "ingest": bench_ingest,
     "psi": bench_psi,
     "features": bench_features,
+    "models": bench_models,
 }
 
 
