@@ -585,9 +585,10 @@ class Store:
             raise StoreError("the store is closed", path=str(self.path))
         return self._con
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """Return a new cursor of the one connection, on the store: one per thread."""
-        cur = self.connection.cursor()
+    def cursor(self, of: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+        """Return a new cursor on the store, one per thread: of the store's connection, or of
+        `of` (another cursor), so a thread need not touch a connection another thread runs."""
+        cur = (of if of is not None else self.connection).cursor()
         cur.execute(f"USE {_ALIAS}")
         return cur
 

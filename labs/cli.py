@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time as time_module
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
@@ -757,6 +758,123 @@ def serve(
     except FusionError as error:
         raise _fail(error) from error
     serve(settings)
+
+
+token_app = typer.Typer(help="API tokens: create (printed once), list, revoke.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="vendor | analyst | campaign_tool | admin")],
+    branches: Annotated[
+        str | None, typer.Option(help="Analyst's branches, comma-separated (none: head office).")
+    ] = None,
+    vendor: Annotated[str | None, typer.Option(help="Vendor id (vendor tokens).")] = None,
+    label: Annotated[str | None, typer.Option(help="Who holds it, for the audit log.")] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Create an API token and print it once; only its SHA-256 is kept (stop the service first)."""
+    from fusion.tokens import create_token
+
+    try:
+        with _bank(run) as (_, _, store):
+            issued = create_token(
+                store,
+                role=role,
+                branches=branches.split(",") if branches else None,
+                vendor_id=vendor,
+                label=label,
+                now=_now(),
+            )
+    except FusionError as error:
+        raise _fail(error) from error
+    scope = ", ".join(sorted(issued.principal.branches or ())) or "all branches"
+    holder = scope if role == "analyst" else vendor or "-"
+    err_console.print(
+        f"token {issued.principal.token_id} ({role}; {holder}) - shown once, store it in the "
+        "caller's secret store:"
+    )
+    print(issued.secret)  # stdout alone, so scripts can capture it
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, run: RunOption = DEFAULT_RUN) -> None:
+    """Revoke a token by its id (the service drops it within a second of its next miss)."""
+    from fusion.tokens import revoke_token
+
+    try:
+        with _bank(run) as (_, _, store):
+            revoked = revoke_token(store, token_id, now=_now())
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"token {token_id}: {'revoked' if revoked else 'not found or already revoked'}")
+
+
+@token_app.command("list")
+def token_list(run: RunOption = DEFAULT_RUN) -> None:
+    """List tokens: id, role, scope, label, created, revoked (never a secret)."""
+    try:
+        with _bank(run, read_only=True) as (_, _, store):
+            rows = store.execute(
+                "SELECT token_id, role, coalesce(branches, vendor_id, ''), coalesce(label, ''), "
+                "created_at, revoked_at FROM api_tokens ORDER BY created_at"
+            ).fetchall()
+    except FusionError as error:
+        raise _fail(error) from error
+    table = Table("token", "role", "scope", "label", "created", "revoked")
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "" for v in row))
+    console.print(table)
+
+
+@vendor_app.command("push")
+def vendor_push(
+    sealed: Annotated[Path, typer.Argument(help="A sealed batch file (fusion vendor pack).")],
+    url: Annotated[str, typer.Option(help="The bank's service URL.")] = "http://127.0.0.1:8000",
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the vendor token.")
+    ] = "BANKFUSION_TOKEN",  # noqa: S107 - the variable's name, not a secret
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the ingest verdict.")] = 60.0,
+) -> None:
+    """Upload a sealed batch to the bank's API (POST /v1/batches) and report its status."""
+    import os
+
+    import httpx
+
+    token = os.environ.get(token_env)
+    if not token:
+        raise _fail(ConfigError(f"set {token_env} to the vendor's API token", setting="token"))
+    if not sealed.is_file():
+        raise _fail(ConfigError(f"no sealed file at {sealed}", setting="sealed"))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+
+    def chunks() -> Iterator[bytes]:
+        with sealed.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+            answer = client.post("/v1/batches", content=chunks())
+            if answer.status_code != 202:
+                raise _fail(
+                    FusionError(f"upload refused: HTTP {answer.status_code} {answer.text[:300]}")
+                )
+            accepted = answer.json()
+            console.print(f"uploaded: upload {accepted['upload_id']}, batch {accepted['batch_id']}")
+            status_url = accepted.get("status_url")
+            deadline = time_module.monotonic() + wait
+            while status_url and time_module.monotonic() < deadline:
+                state = client.get(status_url).json()
+                if state.get("status") not in (None, "received"):
+                    console.print(f"batch {accepted['batch_id']}: [bold]{state['status']}[/]")
+                    return
+                time_module.sleep(0.5)
+    except httpx.HTTPError as error:
+        raise _fail(
+            FusionError(f"cannot reach {url}: {error}; is `fusion serve` running?")
+        ) from error
 
 
 @app.command()

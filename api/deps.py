@@ -1,0 +1,74 @@
+"""Dependencies every route shares: the service, the authenticated caller, role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.app import ApiSettings
+from api.service import Service
+from fusion.tokens import Principal
+
+__all__ = ["CurrentPrincipal", "ServiceDep", "SettingsDep", "audit", "require"]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `fusion token create`")
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+
+
+def _principal(
+    request: Request,
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    # Verified whether or not a header came: no token and a wrong one cost the same.
+    principal = service.authenticate(credentials.credentials if credentials else None)
+    if principal is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="a valid bearer token is required (fusion token create issues one)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+def require(*roles: str) -> Callable[[Principal], Principal]:
+    """Return a dependency admitting only callers in `roles` (others get 403)."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"role {principal.role} may not call this route; it is for "
+                f"{', '.join(roles)}",
+            )
+        return principal
+
+    return check
+
+
+def audit(request: Request, *, rows: int | None = None, detail: str | None = None) -> None:
+    """Attach what the audit log should say about this request (rows returned, an id)."""
+    if rows is not None:
+        request.state.audit_rows = rows
+    if detail is not None:
+        request.state.audit_detail = detail

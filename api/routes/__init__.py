@@ -1,0 +1,3 @@
+"""One router per resource: health, batches, scores, lists, outcomes, query."""
+
+__all__ = ["batches", "health", "lists", "outcomes", "query", "scores"]

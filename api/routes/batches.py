@@ -1,0 +1,157 @@
+"""POST /v1/batches (vendors push sealed batches) and GET /v1/batches/{id} (their status).
+
+An upload streams to a temporary file in the inbox under a size cap (413, nothing kept, when
+the body or its Content-Length passes it), is renamed into the inbox whole, and queued for the
+service's single ingest worker: 202 with an upload id and the batch id the manifest claims.
+The batch is verified, opened, validated and loaded (or quarantined, refused, or reported as a
+duplicate) by the worker exactly as `fusion ingest` does. A vendor sees only batches loaded
+under its own vendor id, or those it uploaded itself; a refusal says "refused" and nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+
+from api.deps import ServiceDep, SettingsDep, audit, require
+from api.schemas import BatchAccepted, BatchPublic
+from api.service import Upload
+from contracts.errors import BatchRefused
+from fusion.tokens import Principal
+from matcher.envelope import read_manifest
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["batches"])
+_CHUNK = 1 << 20
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        detail=f"a sealed batch may be at most {limit:,} bytes; split the vendor's data into "
+        "several batches",
+    )
+
+
+@router.post(
+    "/batches",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload_batch(
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require("vendor"))],
+) -> BatchAccepted:
+    """Stream a sealed batch into the inbox and queue it for ingest; 202 with its ids."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    upload_id = secrets.token_hex(12)
+    inbox = service.folder.inbox
+    tmp = inbox.work / f".upload-{upload_id}.part"
+    final = inbox.inbox / f"{principal.vendor_id}-{upload_id}.sealed"
+    size = 0
+    try:
+        with tmp.open("wb") as sink:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                sink.write(chunk)
+            sink.flush()
+            os.fsync(sink.fileno())
+        if size == 0:
+            raise HTTPException(
+                status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+                detail="the body is empty; send the sealed file as application/octet-stream",
+            )
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        claimed: str | None = read_manifest(final).batch_id
+    except BatchRefused:
+        claimed = None  # the worker refuses and ledgers it; the sender learns only "refused"
+    upload = Upload(
+        upload_id=upload_id,
+        token_id=principal.token_id,
+        vendor_id=principal.vendor_id,
+        path=final,
+        claimed_batch_id=claimed,
+        received_at=service.clock(),
+    )
+    service.submit(upload)
+    audit(request, detail=f"upload {upload_id} batch {claimed}")
+    return BatchAccepted(
+        upload_id=upload_id,
+        batch_id=claimed,
+        status_url=f"/v1/batches/{claimed}" if claimed else None,
+    )
+
+
+@router.get("/batches/{batch_id}")
+def batch_status(
+    batch_id: str,
+    request: Request,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require("vendor", "admin"))],
+) -> BatchPublic:
+    """Return a batch's status, row count and quarantine report (a vendor: its own only)."""
+    mine = [
+        u
+        for u in service.uploads.values()
+        if u.claimed_batch_id == batch_id and u.token_id == principal.token_id
+    ]
+    row = (
+        service.cursor()
+        .execute(
+            "SELECT batch_id, vendor_id, status, rows, received_at, finished_at, reasons, report "
+            "FROM batches WHERE batch_id = ? AND status <> 'duplicate' "
+            "ORDER BY received_at DESC LIMIT 1",
+            [batch_id],
+        )
+        .fetchone()
+    )
+    allowed = (
+        principal.role == "admin"
+        or bool(mine)
+        or (row is not None and row[1] is not None and row[1] == principal.vendor_id)
+    )
+    if not allowed or (row is None and not mine):
+        # The same answer for "not yours" and "unknown": ids of other vendors stay unconfirmed.
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND, detail=f"no batch {batch_id} of yours"
+        )
+    audit(request, detail=batch_id)
+    if row is None:
+        # Refused files are ledgered under their digest, not the id they claimed: the worker's
+        # outcome says what happened to this vendor's own upload.
+        outcome = mine[-1].outcome
+        return BatchPublic(batch_id=batch_id, status=outcome.status if outcome else "received")
+    _, _, state, rows, received, finished, reasons, report = row
+    refused = state == "refused"
+    return BatchPublic(
+        batch_id=batch_id,
+        status=state,
+        rows=None if refused else rows,
+        received_at=received,
+        finished_at=finished,
+        # A refusal's cause stays in the bank's log: the sender learns only that it was refused.
+        reasons=[] if refused or not reasons else list(json.loads(reasons)),
+        report=None if refused or not report else json.loads(report),
+    )

@@ -1,0 +1,316 @@
+"""What the running service holds: the store, keys, tokens, models, the ingest worker, the audit.
+
+One process, one DuckDB writer. The store's own connection belongs to the ingest worker thread
+(DuckDB keeps a single writer; batches load one at a time, in arrival order); request threads
+take one cursor each (`cursor()`), which DuckDB allows concurrently in one process. The audit
+log is written by its own thread in small batches, so a request never waits on it; `close()`
+flushes it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from contracts.errors import ModelError
+from fusion.features import FeatureSet
+from fusion.ingest import IngestOutcome, ingest_file
+from fusion.registry import Registry
+from fusion.runfolder import RunFolder
+from fusion.scoring import Scorer
+from fusion.store import Store
+from fusion.tokens import Principal, TokenBook
+from matcher.keyring import Keyring
+
+__all__ = ["LATENCY_BUCKETS", "AuditRecord", "Service", "Upload"]
+
+log = logging.getLogger("bankfusion.api")
+_TOKEN_RELOAD_SECONDS = 1.0
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request: who, in which role, which route, what came back."""
+
+    at: datetime
+    actor: str
+    role: str | None
+    action: str
+    detail: str | None
+    rows: int | None
+    status: str
+
+
+@dataclass
+class Upload:
+    """A sealed file received from a vendor and what the ingest worker made of it."""
+
+    upload_id: str
+    token_id: str
+    vendor_id: str | None
+    path: Path
+    claimed_batch_id: str | None
+    received_at: datetime
+    outcome: IngestOutcome | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Service:
+    """The state every route shares; built by `create_app`'s lifespan, closed at shutdown."""
+
+    def __init__(
+        self,
+        folder: RunFolder,
+        keyring: Keyring,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.folder = folder
+        self.keyring = keyring
+        self.store = store
+        self.clock = clock
+        self.registry = Registry(folder.models)
+        self.metrics: Counter[tuple[str, str, str]] = Counter()  # (method, route, status)
+        # route -> request counts per latency bucket (the last: slower than every bound), sum
+        self.latency: dict[str, tuple[list[int], list[float]]] = {}
+        self.uploads: dict[str, Upload] = {}
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        # Cursors are made from this one, never from the store's own connection, which the
+        # ingest worker may be using at that moment.
+        self._factory = store.cursor()
+        self._tokens = TokenBook.load(store)
+        self._tokens_loaded = time.monotonic()
+        self._scorer: tuple[str, Scorer] | None = None
+        self._audit: queue.Queue[AuditRecord | None] = queue.Queue()
+        self._ingest: queue.Queue[Upload | None] = queue.Queue()
+        self._audit_thread = threading.Thread(target=self._audit_loop, name="audit", daemon=True)
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
+        self._audit_thread.start()
+        self._ingest_thread.start()
+
+    @classmethod
+    def start(cls, run: Path) -> Service:
+        """Return the service of run folder `run`: the bank's keyring and its store, opened."""
+        folder = RunFolder(Path(run))
+        keyring = Keyring.open(folder.bank_keys)
+        folder.inbox.ensure()
+        store = Store.open(folder.store, key=keyring.store_key())
+        try:
+            return cls(folder, keyring, store)
+        except BaseException:
+            store.close()
+            raise
+
+    def record(self, record: AuditRecord, seconds: float) -> None:
+        """Count a finished request for /metrics and queue its audit record."""
+        method, _, route = record.action.partition(" ")
+        with self._lock:
+            self.metrics[(method, route, record.status)] += 1
+            counts, total = self.latency.setdefault(
+                route, ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+            )
+            counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            total[0] += seconds
+        self.audit(record)
+
+    def metrics_snapshot(
+        self,
+    ) -> tuple[list[tuple[tuple[str, str, str], int]], dict[str, tuple[list[int], float]]]:
+        """Return (request counts, latency buckets and sums by route), copied under the lock."""
+        with self._lock:
+            counts = sorted(self.metrics.items())
+            latency = {route: (list(c), s[0]) for route, (c, s) in self.latency.items()}
+        return counts, latency
+
+    # -- store access --------------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """Return this thread's cursor on the store (made on first use)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                cur = self.store.cursor(of=self._factory)
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        return cur
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def authenticate(self, token: str | None) -> Principal | None:
+        """Return the caller, or None; a miss reloads the token book at most once a second."""
+        principal = self._tokens.verify(token)
+        if principal is None and time.monotonic() - self._tokens_loaded > _TOKEN_RELOAD_SECONDS:
+            with self._lock:
+                if time.monotonic() - self._tokens_loaded > _TOKEN_RELOAD_SECONDS:
+                    rows = (
+                        self.cursor()
+                        .execute(
+                            "SELECT token_id, token_sha256, role, branches, vendor_id, label "
+                            "FROM api_tokens WHERE revoked_at IS NULL"
+                        )
+                        .fetchall()
+                    )
+                    self._tokens = TokenBook(rows)
+                    self._tokens_loaded = time.monotonic()
+            principal = self._tokens.verify(token)
+        return principal
+
+    # -- models --------------------------------------------------------------------------------
+
+    def scorer(self) -> Scorer:
+        """Return the scorer of the CURRENT acquisition model over the newest features."""
+        version = self.registry.current("acquisition")
+        if version is None:
+            raise ModelError(
+                "no acquisition model is current; run `fusion train` for this run folder",
+                model="acquisition",
+            )
+        cached = self._scorer
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        with self._lock:
+            if self._scorer is None or self._scorer[0] != version:
+                model = self.registry.load_score_model("acquisition", version)
+                snapshot = str(model.metadata.get("snapshot_date", ""))
+                folder = self.folder.features / snapshot
+                if not (folder / "manifest.json").exists():
+                    raise ModelError(
+                        f"the features of snapshot {snapshot} that model {version} was trained "
+                        f"on are not under {self.folder.features}; run `fusion features`",
+                        model="acquisition",
+                    )
+                self._scorer = (version, Scorer(model, FeatureSet.read(folder)))
+            return self._scorer[1]
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def audit(self, record: AuditRecord) -> None:
+        """Queue one audit record; its thread writes it within a fraction of a second."""
+        self._audit.put(record)
+
+    def _audit_loop(self) -> None:
+        cur = self.cursor()
+        while True:
+            first = self._audit.get()
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._audit.get(timeout=0.05))
+                except queue.Empty:
+                    break
+            records = [r for r in batch if r is not None]
+            if records:
+                self._write_audit(cur, records)
+            if None in batch:
+                return
+
+    @staticmethod
+    def _write_audit(cur: duckdb.DuckDBPyConnection, records: list[AuditRecord]) -> None:
+        frame = pl.DataFrame(
+            {
+                "at": [r.at.astimezone(UTC).replace(tzinfo=None) for r in records],
+                "actor": [r.actor for r in records],
+                "role": [r.role for r in records],
+                "action": [r.action for r in records],
+                "detail": [r.detail for r in records],
+                "rows": [r.rows for r in records],
+                "status": [r.status for r in records],
+            },
+            schema={
+                "at": pl.Datetime("us"),
+                "actor": pl.String,
+                "role": pl.String,
+                "action": pl.String,
+                "detail": pl.String,
+                "rows": pl.Int64,
+                "status": pl.String,
+            },
+        )
+        try:
+            cur.register("audit_batch", frame.to_arrow())
+            cur.execute(
+                'INSERT INTO audit_log ("at", actor, role, action, detail, rows, status) '
+                'SELECT "at", actor, role, action, detail, rows, status FROM audit_batch'
+            )
+            cur.unregister("audit_batch")
+        except duckdb.Error:
+            log.exception("audit write failed for %d record(s)", len(records))
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def submit(self, upload: Upload) -> None:
+        """Queue a received sealed file for the single ingest worker."""
+        with self._lock:
+            self.uploads[upload.upload_id] = upload
+        self._ingest.put(upload)
+
+    def pending(self) -> int:
+        return self._ingest.qsize()
+
+    def _ingest_loop(self) -> None:
+        while True:
+            upload = self._ingest.get()
+            if upload is None:
+                return
+            try:
+                upload.outcome = ingest_file(
+                    upload.path,
+                    store=self.store,
+                    keyring=self.keyring,
+                    inbox=self.folder.inbox,
+                    now=self.clock(),
+                )
+            except Exception:
+                log.exception("ingest of upload %s failed", upload.upload_id)
+            finally:
+                upload.done.set()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Return once every queued upload is ingested (tests and shutdown), or False on timeout."""
+        deadline = time.monotonic() + timeout
+        for upload in list(self.uploads.values()):
+            if not upload.done.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish the queued work, flush the audit log and close the store."""
+        self._ingest.put(None)
+        self._ingest_thread.join(timeout=300)
+        self._audit.put(None)
+        self._audit_thread.join(timeout=30)
+        with self._lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+            self._factory.close()
+        self.store.close()
+
+    def snapshot_path(self) -> Path:
+        """Return the published head-office snapshot analysts' queries read."""
+        return self.folder.snapshots / "head_office.duckdb"
+
+    def describe(self) -> dict[str, Any]:
+        return {"run": self.folder.root.name, "pending_uploads": self.pending()}
