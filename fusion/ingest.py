@@ -7,23 +7,35 @@ Each batch ends in exactly one of four states, recorded in the `batches` ledger:
     duplicate    the same batch_id with the same sealed digest was already judged; nothing loads
     quarantined  verified and opened, but the payload broke its contract (or names an unknown
                  salt epoch or taxonomy version); the sealed file moves to quarantine/ with a report
-    refused      it could not be verified or opened (or reused a batch_id with another digest);
-                 the ledger row is keyed by the sealed file's digest, never by the claimed batch_id,
+    refused      it could not be verified or opened, its decrypted payload is not the one whose
+                 SHA-256 the vendor signed, or it reused a batch_id with another digest; the
+                 ledger row is keyed by the sealed file's digest, never by the claimed batch_id,
                  so a forged file cannot block the real batch of that id
 
 A sealed file leaves the inbox only after its outcome is committed: a killed worker finds it
 again on the next run and, since nothing of it was committed, does the whole job again.
 The decrypted payload exists only as a 0600 file in the private work folder while it is loaded.
+
+The batch is opened without the envelope's payload digest check, so decryption runs as fast as a
+raw AES-GCM pass; the payload's SHA-256 is computed on a worker thread while the batch is read,
+validated and loaded, and compared with the signed payload_sha256 before any verdict on its
+content (load or quarantine) is committed. Format v2 signs the GCM tags, not the ciphertext, and
+GCM does not commit to the ciphertext for a holder of the data key: without this check the vendor
+could deliver content it did not sign the digest of, and later disown it (docs/envelope.md).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +55,7 @@ __all__ = ["Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
 log = logging.getLogger(__name__)
 
 SEALED_SUFFIX = ".sealed"
+HASH_BLOCK = 8 << 20  # large reads: hashlib releases the GIL, and few calls cross into C
 
 
 @dataclass(frozen=True)
@@ -197,14 +210,41 @@ def _refuse(
     _move(sealed, inbox.quarantine)
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+def _file_sha256(path: Path, *, stop: threading.Event | None = None) -> str:
+    """Return the SHA-256 hex of the file (of a prefix only if `stop` was set: then unused)."""
+    digest, block = hashlib.sha256(), memoryview(bytearray(HASH_BLOCK))
+    with path.open("rb", buffering=0) as source:
+        while not (stop is not None and stop.is_set()) and (got := source.readinto(block)):
+            digest.update(block[:got])
     return digest.hexdigest()
+
+
+class _PayloadDigest:
+    """The decrypted payload's SHA-256, hashed on a worker thread from the moment it is opened.
+
+    `verify` joins the worker and compares with the signed payload_sha256; `close` stops a hash
+    whose result is no longer needed (duplicate, conflict) and joins the worker.
+    """
+
+    def __init__(self, payload: Path) -> None:
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-payload-sha256")
+        self._job = self._pool.submit(_file_sha256, payload, stop=self._stop)
+
+    def verify(self, manifest: Manifest) -> None:
+        """Return once the payload is the one the vendor signed; raise BatchRefused if not."""
+        self._pool.shutdown(wait=True)
+        if not hmac.compare_digest(self._job.result(), manifest.payload_sha256):
+            raise BatchRefused(
+                "payload digest mismatch: the SHA-256 of the decrypted payload differs from the "
+                "payload_sha256 the vendor signed (chunks rewritten by a holder of the data key)",
+                batch_id=manifest.batch_id,
+                vendor=manifest.vendor_id,
+            )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True)
 
 
 def _gate_report(manifest: Manifest, keyring: Keyring) -> ContractReport | None:
@@ -288,7 +328,9 @@ def ingest_file(
                 payload,
                 recipient_keys=keyring.recipient_private,
                 vendor_keys=keyring.vendor_public,
-                # The signed ciphertext digest already pins the plaintext (envelope docs).
+                # Not here: v2 signs only the GCM tags, so the payload digest is what binds the
+                # plaintext to the vendor, but it runs off the open's critical path instead,
+                # overlapping validation and load (_PayloadDigest, checked before COMMIT).
                 check_payload_digest=False,
             )
     except BatchRefused as refusal:
@@ -307,10 +349,12 @@ def ingest_file(
         # vendor (the log line above keeps it for investigation).
         _refuse(store, inbox, sealed, digest, None, None, refusal.cause, now)
         return IngestOutcome(refusal.batch_id, refusal.vendor, "refused", 0, ("refused",))
+    payload_digest = _PayloadDigest(payload)
     try:
         return _judge_opened(
             sealed,
             payload,
+            payload_digest,
             opened.manifest,
             opened.sealed_sha256,
             store,
@@ -321,12 +365,14 @@ def ingest_file(
             before_commit,
         )
     finally:
+        payload_digest.close()
         payload.unlink(missing_ok=True)
 
 
 def _judge_opened(
     sealed: Path,
     payload: Path,
+    payload_digest: _PayloadDigest,
     manifest: Manifest,
     digest: str,
     store: Store,
@@ -360,19 +406,70 @@ def _judge_opened(
             manifest.batch_id, manifest.vendor_id, "refused", 0, ("batch_id_conflict",)
         )
 
+    try:
+        return _judge_content(
+            sealed,
+            payload,
+            payload_digest,
+            manifest,
+            digest,
+            store,
+            keyring,
+            inbox,
+            now,
+            timer,
+            before_commit,
+        )
+    except BatchRefused as refusal:
+        # Same handling as a batch that does not open: detail-free to the sender, the cause in
+        # the bank's log and ledger. The manifest is verified here, so the row names the vendor.
+        log.warning(
+            "batch refused: cause=%r batch=%s vendor=%s sealed_sha256=%s",
+            refusal.cause,
+            manifest.batch_id,
+            manifest.vendor_id,
+            digest,
+        )
+        _refuse(store, inbox, sealed, digest, manifest, manifest.vendor_id, refusal.cause, now)
+        return IngestOutcome(manifest.batch_id, manifest.vendor_id, "refused", 0, ("refused",))
+
+
+def _judge_content(
+    sealed: Path,
+    payload: Path,
+    payload_digest: _PayloadDigest,
+    manifest: Manifest,
+    digest: str,
+    store: Store,
+    keyring: Keyring,
+    inbox: Inbox,
+    now: datetime,
+    timer: _Timer,
+    before_commit: Callable[[], None] | None,
+) -> IngestOutcome:
+    """Quarantine or load the opened payload; raise BatchRefused if it is not what was signed.
+
+    Every verdict on the content waits for the payload digest: a report or a load of content
+    the vendor did not sign could be disowned.
+    """
     report = _gate_report(manifest, keyring)
     batch: pl.DataFrame | None = None
     if report is None:
-        with timer.stage("read"):
-            batch = pl.read_parquet(payload)
-        with timer.stage("validate"):
-            report = validate_vendor_batch(
-                batch,
-                taxonomy=load_taxonomy(manifest.taxonomy_version),
-                expected_rows=manifest.rows,
-                batch_id=manifest.batch_id,
-            )
+        try:
+            with timer.stage("read"):
+                batch = pl.read_parquet(payload)
+            with timer.stage("validate"):
+                report = validate_vendor_batch(
+                    batch,
+                    taxonomy=load_taxonomy(manifest.taxonomy_version),
+                    expected_rows=manifest.rows,
+                    batch_id=manifest.batch_id,
+                )
+        except Exception:
+            payload_digest.verify(manifest)  # a rewritten payload is refused, not a crash
+            raise
     if not report.passed or batch is None:
+        payload_digest.verify(manifest)
         return _quarantine(sealed, manifest, digest, report, store, inbox, now, timer)
 
     with timer.stage("load"), store.transaction():
@@ -389,6 +486,9 @@ def _judge_opened(
             report=report.to_dict(),
             now=now,
         )
+        # Last, so the hash overlaps the whole load; a mismatch rolls all of it back.
+        with timer.stage("digest_wait"):
+            payload_digest.verify(manifest)
         if before_commit is not None:
             before_commit()
     _move(sealed, inbox.archive)

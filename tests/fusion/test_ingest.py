@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 import pytest
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+import fusion.ingest
+from contracts.suites import validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
 from fusion.ingest import Inbox, ingest_file, ingest_inbox
 from fusion.store import Store
-from matcher.envelope import Manifest, seal
+from matcher.envelope import Manifest, open_sealed, seal
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring, init_local_pair
 from matcher.pack import build_batch, pack_users
@@ -49,11 +59,13 @@ class Parties:
         *,
         rows: int | None = None,
         chunk_size: int = 4 << 20,
+        compression: Literal["zstd", "uncompressed"] = "zstd",
+        format_version: int = 2,
         **manifest: object,
     ) -> Path:
         """Seal an arbitrary batch frame as the vendor would (for contract-breaking batches)."""
         payload = self.root / f"{uuid.uuid4().hex}.parquet"
-        frame.write_parquet(payload, compression="zstd")
+        frame.write_parquet(payload, compression=compression)
         signing_kid, signer = self.vendor.current_signer()
         recipient_kid, recipient = self.vendor.current_recipient_public()
         fields: dict[str, object] = {
@@ -75,6 +87,7 @@ class Parties:
             recipient=recipient,
             signer=signer,
             chunk_size=chunk_size,
+            format_version=format_version,
         )
         payload.unlink()
         return out
@@ -304,6 +317,181 @@ def test_newest_batch_per_key_wins_and_older_versions_stay(parties: Parties):
     assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 60
     latest = parties.table("SELECT DISTINCT tag_ids FROM vendor_tags_latest")
     assert latest["tag_ids"].to_list() == [[7]]
+
+
+def _gf128_mul(x: int, y: int) -> int:
+    """Return x * y in GCM's field GF(2^128) (NIST SP 800-38D, algorithm 1; bits reflected)."""
+    product = 0
+    for bit in range(127, -1, -1):
+        if (x >> bit) & 1:
+            product ^= y
+        y = (y >> 1) ^ (0xE1 << 120) if y & 1 else y >> 1
+    return product
+
+
+def _rewrite_as_key_holder(
+    sealed: bytes, bank_key: X25519PrivateKey, *, at: int, wanted: bytes, fix_at: int
+) -> bytes:
+    """Return `sealed` with payload bytes [at, at + 16) set to `wanted` and every GCM tag kept.
+
+    What a holder of the data key (the bank, or the vendor) can do, since GCM does not commit to
+    the ciphertext: GHASH is linear in the ciphertext blocks, so a change d to block a of a chunk
+    is cancelled by the change d * H^(b - a) to a later block b of the same chunk, whose
+    plaintext then changes to bytes nobody chose. `at` < `fix_at` are payload offsets of whole
+    16-byte blocks of one chunk. Version 2 signs only the tags, so the signature still verifies;
+    version 1 signs every byte, so it does not. Layout as in docs/envelope.md.
+    """
+    (manifest_size,) = struct.unpack_from(">I", sealed, 10)
+    manifest_bytes = sealed[14 : 14 + manifest_size]
+    manifest = json.loads(manifest_bytes)
+    chunk_size, version = manifest["chunk_size"], manifest["format_version"]
+    chunk, block = divmod(at, chunk_size)
+    fix_block = fix_at - chunk * chunk_size
+    assert len(wanted) == 16 and block % 16 == 0 and fix_block % 16 == 0
+    assert block < fix_block <= chunk_size - 16, "both blocks must lie in one chunk, in order"
+
+    key_block = 14 + manifest_size + 2
+    header_end = key_block + 80 + 8
+    info = (
+        f"bankfusion/batch/v{version}/data-key".encode() + hashlib.sha256(manifest_bytes).digest()
+    )
+    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    data_key = suite.decrypt(sealed[key_block : key_block + 80], bank_key, info=info)
+    record = header_end
+    for _ in range(chunk):
+        record += 5 + struct.unpack_from(">I", sealed, record + 1)[0]
+    flag, size = struct.unpack_from(">BI", sealed, record)
+    nonce = sealed[key_block + 80 : header_end] + struct.pack(">I", chunk)
+    aad = hashlib.sha256(sealed[:header_end]).digest() + struct.pack(">IB", chunk, flag)
+    body = record + 5
+    plain = AESGCM(data_key).decrypt(nonce, sealed[body : body + size], aad)
+    assert fix_block + 16 <= len(plain), "the fix-up block must be a whole block of the chunk"
+
+    encrypt_block = Cipher(algorithms.AES(data_key), modes.ECB()).encryptor()
+    ghash_key = int.from_bytes(encrypt_block.update(bytes(16)), "big")
+    change = int.from_bytes(wanted, "big") ^ int.from_bytes(plain[block : block + 16], "big")
+    fix = change
+    for _ in range((fix_block - block) // 16):
+        fix = _gf128_mul(fix, ghash_key)
+    out = bytearray(sealed)
+    for offset, delta in ((block, change), (fix_block, fix)):
+        start = (
+            body + offset
+        )  # CTR mode: a change to the ciphertext is the same change to the plaintext
+        out[start : start + 16] = bytes(
+            a ^ b for a, b in zip(out[start : start + 16], delta.to_bytes(16, "big"), strict=True)
+        )
+    return bytes(out)
+
+
+def _block_inside(plain: bytes, key: bytes) -> int:
+    """Return the payload offset of a whole 16-byte block inside the one copy of `key`."""
+    assert plain.count(key) == 1
+    return (plain.find(key) + 15) // 16 * 16
+
+
+def _open_unchecked(parties: Parties, sealed: Path) -> bytes:
+    """Return the plaintext as the bank's bulk open writes it (no payload digest check)."""
+    out = parties.root / f"{uuid.uuid4().hex}.parquet"
+    open_sealed(
+        sealed,
+        out,
+        recipient_keys=parties.bank.recipient_private,
+        vendor_keys=parties.bank.vendor_public,
+        check_payload_digest=False,
+    )
+    plain = out.read_bytes()
+    out.unlink()
+    return plain
+
+
+REWRITES = {
+    # what the rewritten payload would have done without the digest check
+    "v2-would-load": (2, None, "keys"),
+    "v2-would-quarantine": (2, "tags_known", "keys"),
+    "v2-unreadable-parquet": (2, None, "magic"),
+    "v1": (1, None, "keys"),
+}
+
+
+@pytest.mark.parametrize("case", list(REWRITES))
+def test_a_payload_rewritten_by_a_data_key_holder_is_refused_and_nothing_loads(
+    parties: Parties, case: str, caplog
+):
+    """A vendor (a holder of the data key) sends chunks that decrypt to content other than the
+    content whose SHA-256 it signed, keeping every GCM tag (docs/envelope.md, "Version 2"). The
+    v2 signature covers only the tags, so the open passes; the payload digest, checked before
+    COMMIT, refuses it whatever the content would have done. v1's signature refuses it at open."""
+    version, breakage, where = REWRITES[case]
+    frame = vendor_batch(300) if breakage is None else BREAKAGES[breakage](vendor_batch(300))
+    sealed = parties.seal_frame(frame, compression="uncompressed", format_version=version)
+    raw = sealed.read_bytes()
+    plain = _open_unchecked(parties, sealed)
+    keys = frame["key"].to_list()
+    at = 0 if where == "magic" else _block_inside(plain, keys[100])  # "PAR1" at 0
+    bank_key = parties.bank.recipient_private(parties.bank.recipient_public_bytes()[0])
+    sealed.write_bytes(
+        _rewrite_as_key_holder(
+            raw, bank_key, at=at, wanted=b"forged by vendor", fix_at=_block_inside(plain, keys[200])
+        )
+    )
+    if version == 2:  # the bulk open accepts the rewrite: only the digest can tell
+        forged = _open_unchecked(parties, sealed)
+        assert forged[at : at + 16] == b"forged by vendor" and forged != plain
+        if where == "keys":
+            report = validate_vendor_batch(
+                pl.read_parquet(forged), taxonomy=load_taxonomy(), expected_rows=300
+            )
+            assert report.passed == (breakage is None)
+
+    with caplog.at_level(logging.INFO):
+        outcome = parties.ingest(sealed)
+
+    assert (outcome.status, outcome.rows, outcome.reasons) == ("refused", 0, ("refused",))
+    assert parties.table("SELECT count(*) AS n FROM vendor_apps")["n"][0] == 0
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 0
+    ledger = parties.table("SELECT batch_id, status, rows, reasons FROM batches")
+    assert ledger["status"].to_list() == ["refused"] and ledger["rows"].to_list() == [0]
+    assert ledger["batch_id"][0].startswith("refused:")
+    cause = json.loads(ledger["reasons"][0])[0]
+    expected = "payload digest mismatch" if version == 2 else "signature does not verify"
+    assert cause.startswith(expected) and f"cause={cause!r}" in caplog.text
+    assert (parties.inbox.quarantine / sealed.name).exists()
+    assert not (parties.inbox.quarantine / str(outcome.batch_id)).exists()  # no contract report
+    assert not list(parties.inbox.inbox.iterdir()) and not list(parties.inbox.work.iterdir())
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_the_payload_digest_is_checked_before_commit_and_a_normal_batch_loads(
+    parties: Parties, version: int, monkeypatch
+):
+    """The digest runs beside validation and load; COMMIT waits for it, however slow it is."""
+    events: list[str] = []
+    loading = threading.Event()
+    real_hash, real_load = fusion.ingest._file_sha256, fusion.ingest._load_rows
+
+    def late_hash(path: Path, **kwargs: object) -> str:
+        assert loading.wait(timeout=30)  # still hashing when the rows are already inserted
+        digest = real_hash(path, **kwargs)  # type: ignore[arg-type]
+        events.append("hashed")
+        return digest
+
+    def load(*args: object) -> None:
+        events.append("load")
+        loading.set()
+        real_load(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fusion.ingest, "_file_sha256", late_hash)
+    monkeypatch.setattr(fusion.ingest, "_load_rows", load)
+    sealed = parties.seal_frame(vendor_batch(120), format_version=version)
+    outcome = parties.ingest(sealed, before_commit=lambda: events.append("commit"))
+
+    assert outcome.status == "loaded" and outcome.rows == 120
+    assert events == ["load", "hashed", "commit"]
+    assert "digest_wait" in outcome.seconds
+    assert not [t for t in threading.enumerate() if t.name.startswith("ingest-payload-sha256")]
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 120
+    assert (parties.inbox.archive / sealed.name).exists()
 
 
 KILLER = textwrap.dedent(
