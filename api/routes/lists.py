@@ -41,7 +41,7 @@ def target_list(
         )
     if not _BRANCH.match(branch):
         raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail="branch is a branch id: letters, digits, '-' and '_'",
         )
     if (

@@ -27,7 +27,7 @@ def record_outcomes(
     """Record who was offered or held out and who responded; unknown customers are listed."""
     if len(body.outcomes) > settings.max_outcomes:
         raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"at most {settings.max_outcomes} outcomes per request; got "
             f"{len(body.outcomes)}. Send them in parts.",
         )

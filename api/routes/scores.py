@@ -26,7 +26,7 @@ def score(
     """Score customers with the current acquisition model: score, decile and three reasons."""
     if len(body.customer_ids) > settings.max_score_ids:
         raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"at most {settings.max_score_ids} customer ids per request; got "
             f"{len(body.customer_ids)}. Split the request, or use GET /v1/lists for whole lists.",
         )

@@ -17,6 +17,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 from api import ApiSettings, create_app
+from api.service import Service
 from fusion.runfolder import RunFolder
 from fusion.store import Store
 from fusion.tokens import create_token
@@ -78,6 +79,13 @@ class Served:
     run: Path
     tokens: Tokens
     settings: ApiSettings
+    server: uvicorn.Server
+
+    @property
+    def service(self) -> Service:
+        """The running service (same process): tests read its store through a cursor."""
+        service: Service = self.server.config.app.state.service
+        return service
 
 
 def start_server(settings: ApiSettings) -> tuple[uvicorn.Server, threading.Thread]:
@@ -102,7 +110,7 @@ def served(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tokens = issue_tokens(run)
     settings = ApiSettings(run=run, port=free_port(), max_upload_bytes=64 << 20)
     server, thread = start_server(settings)
-    yield Served(f"http://127.0.0.1:{settings.port}", run, tokens, settings)
+    yield Served(f"http://127.0.0.1:{settings.port}", run, tokens, settings, server)
     server.should_exit = True
     thread.join(timeout=30)
 
