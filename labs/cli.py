@@ -225,23 +225,24 @@ def demo(
             ledger = store.execute(
                 "SELECT status, count(*), sum(rows) FROM batches GROUP BY status ORDER BY status"
             ).fetchall()
+        for outcome in outcomes:
+            split = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.seconds.items())
+            console.print(
+                f"ingest {outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows "
+                f"({split})"
+            )
+        _print_match(loaded.reasons, matched)
+        console.print(
+            f"features {world_config.snapshot_date}: {features.table.height:,} customers x "
+            f"{len(features.feature_columns())} fused columns + {features.tags.shape[1]:,} tag "
+            f"columns ({features.manifest.matched:,} with vendor data) -> {features_dir}"
+        )
         campaign = pl.read_parquet(WorldFiles(folder.world).campaign)
         trained = _train(folder, features, campaign)
         lists = _score(folder, features)
         model_page = _model_report(folder, trained, features, campaign, lists)
     except FusionError as error:
         raise _fail(error) from error
-    for outcome in outcomes:
-        split = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.seconds.items())
-        console.print(
-            f"ingest {outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows ({split})"
-        )
-    _print_match(loaded.reasons, matched)
-    console.print(
-        f"features {world_config.snapshot_date}: {features.table.height:,} customers x "
-        f"{len(features.feature_columns())} fused columns + {features.tags.shape[1]:,} tag columns "
-        f"({features.manifest.matched:,} with vendor data) -> {features_dir}"
-    )
     console.print(f"match and app-penetration report (cells under k=10 suppressed): {report_page}")
     console.print(f"model report (acquisition, rescue, uplift, value x demand): {model_page}")
     summary["report"] = str(report_page)
