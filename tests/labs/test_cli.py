@@ -123,3 +123,53 @@ def test_platform_errors_exit_2_with_advice(tmp_path: Path):
     result = runner.invoke(app, ["ingest", "--run", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "error:" in result.output
+
+
+def test_demo_trains_scores_and_reports(demo_run: tuple[Path, str]):
+    run, output = demo_run
+    flat = " ".join(output.split())
+    assert "acquisition AUC (held out): in-bank" in flat and "fused" in flat
+    assert "rescue: top" in flat and "uplift (" in flat and "list mobile-banking" in flat
+    summary = json.loads((run / "demo-summary.json").read_text())
+    assert set(summary["models"]["models"]) == {
+        "acquisition",
+        "acquisition-in-bank",
+        "rescue",
+        "campaign-response",
+        "uplift",
+    }
+    assert (run / "reports" / "models-2026-09-30" / "model_report.html").exists()
+    assert (run / "scores" / "acquisition.parquet").exists()
+    assert any((run / "lists" / "mobile-banking").glob("*.csv"))
+
+
+def test_score_rewrites_lists_with_the_current_models(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    before = sorted(p.name for p in (run / "lists" / "rescue").iterdir())
+    result = runner.invoke(app, ["score", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "scored" in result.output and "list rescue" in " ".join(result.output.split())
+    assert sorted(p.name for p in (run / "lists" / "rescue").iterdir()) == before
+
+
+def test_train_without_features_or_campaign_says_what_to_do(tmp_path: Path):
+    result = runner.invoke(app, ["train", "--run", str(tmp_path / "empty")])
+    assert result.exit_code == 2
+    assert "run `fusion features` first" in " ".join(result.output.split())
+
+
+def test_token_create_prints_the_secret_once_and_list_never_does(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    made = runner.invoke(
+        app, ["token", "create", "--role", "analyst", "--branches", "B001", "--run", str(run)]
+    )
+    assert made.exit_code == 0, made.output
+    secret = made.stdout.strip().splitlines()[-1]
+    assert secret.startswith("bf_")
+    listed = runner.invoke(app, ["token", "list", "--run", str(run)])
+    assert listed.exit_code == 0 and "analyst" in listed.output and secret not in listed.output
+    token_id = secret.split("_")[1]
+    revoked = runner.invoke(app, ["token", "revoke", token_id, "--run", str(run)])
+    assert "revoked" in revoked.output
+    bad = runner.invoke(app, ["token", "create", "--role", "root", "--run", str(run)])
+    assert bad.exit_code == 2 and "role must be one of" in bad.output
