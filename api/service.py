@@ -264,6 +264,12 @@ class Service:
             self.uploads[upload.upload_id] = upload
         self._ingest.put(upload)
 
+    def uploads_claiming(self, batch_id: str) -> list[Upload]:
+        """Return the uploads whose (unverified) manifest claimed `batch_id`, oldest first."""
+        # Under the lock: request threads read while the event loop's `submit` inserts.
+        with self._lock:
+            return [u for u in self.uploads.values() if u.claimed_batch_id == batch_id]
+
     def pending(self) -> int:
         return self._ingest.qsize()
 
@@ -288,7 +294,9 @@ class Service:
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Return once every queued upload is ingested (tests and shutdown), or False on timeout."""
         deadline = time.monotonic() + timeout
-        for upload in list(self.uploads.values()):
+        with self._lock:
+            uploads = list(self.uploads.values())
+        for upload in uploads:
             if not upload.done.wait(max(0.0, deadline - time.monotonic())):
                 return False
         return True

@@ -4,8 +4,10 @@ An upload streams to a temporary file in the inbox under a size cap (413, nothin
 the body or its Content-Length passes it), is renamed into the inbox whole, and queued for the
 service's single ingest worker: 202 with an upload id and the batch id the manifest claims.
 The batch is verified, opened, validated and loaded (or quarantined, refused, or reported as a
-duplicate) by the worker exactly as `fusion ingest` does. A vendor sees only batches loaded
-under its own vendor id, or those it uploaded itself; a refusal says "refused" and nothing more.
+duplicate) by the worker exactly as `fusion ingest` does. A token pushes only batches whose
+manifest names its own vendor (403 otherwise: a vendor cannot replay another's signed files).
+A vendor sees only ledger rows of its own vendor id, else what became of its own uploads of
+that id; a refusal says "refused" and nothing more.
 """
 
 from __future__ import annotations
@@ -13,26 +15,27 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import BatchAccepted, BatchPublic
 from api.service import Upload
 from contracts.errors import BatchRefused
 from fusion.tokens import Principal
-from matcher.envelope import read_manifest
+from matcher.envelope import Manifest, read_manifest
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["batches"])
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # the body is written, and synced, off the event loop in blocks this big
 
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(
-        status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
         detail=f"a sealed batch may be at most {limit:,} bytes; split the vendor's data into "
         "several batches",
     )
@@ -68,25 +71,37 @@ async def upload_batch(
     size = 0
     try:
         with tmp.open("wb") as sink:
+            block = bytearray()
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
-                sink.write(chunk)
-            sink.flush()
-            os.fsync(sink.fileno())
+                block += chunk
+                if len(block) >= _CHUNK:
+                    await run_in_threadpool(sink.write, block)
+                    block.clear()
+            await run_in_threadpool(_finish, sink, block)
         if size == 0:
             raise HTTPException(
-                status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
                 detail="the body is empty; send the sealed file as application/octet-stream",
+            )
+        try:
+            manifest: Manifest | None = await run_in_threadpool(read_manifest, tmp)
+        except BatchRefused:
+            manifest = None  # the worker refuses and ledgers it; the sender learns only "refused"
+        if manifest is not None and manifest.vendor_id != principal.vendor_id:
+            # Only the named vendor's key makes such a file load: it is another vendor's batch
+            # (or a forgery), never queued under this token.
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"a token of vendor {principal.vendor_id} may push only batches that "
+                "vendor sealed; the manifest names another vendor",
             )
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    try:
-        claimed: str | None = read_manifest(final).batch_id
-    except BatchRefused:
-        claimed = None  # the worker refuses and ledgers it; the sender learns only "refused"
+    claimed = manifest.batch_id if manifest is not None else None
     upload = Upload(
         upload_id=upload_id,
         token_id=principal.token_id,
@@ -104,6 +119,12 @@ async def upload_batch(
     )
 
 
+def _finish(sink: BinaryIO, block: bytearray) -> None:
+    sink.write(block)
+    sink.flush()
+    os.fsync(sink.fileno())
+
+
 @router.get("/batches/{batch_id}")
 def batch_status(
     batch_id: str,
@@ -112,10 +133,9 @@ def batch_status(
     principal: Annotated[Principal, Depends(require("vendor", "admin"))],
 ) -> BatchPublic:
     """Return a batch's status, row count and quarantine report (a vendor: its own only)."""
+    admin = principal.role == "admin"
     mine = [
-        u
-        for u in service.uploads.values()
-        if u.claimed_batch_id == batch_id and u.token_id == principal.token_id
+        u for u in service.uploads_claiming(batch_id) if admin or u.vendor_id == principal.vendor_id
     ]
     row = (
         service.cursor()
@@ -127,12 +147,11 @@ def batch_status(
         )
         .fetchone()
     )
-    allowed = (
-        principal.role == "admin"
-        or bool(mine)
-        or (row is not None and row[1] is not None and row[1] == principal.vendor_id)
-    )
-    if not allowed or (row is None and not mine):
+    if not admin and row is not None and row[1] != principal.vendor_id:
+        # Another vendor's batch, whose id this vendor's upload may merely have claimed (the
+        # manifest is read unverified): that upload's own outcome is all it may learn.
+        row = None
+    if row is None and not mine:
         # The same answer for "not yours" and "unknown": ids of other vendors stay unconfirmed.
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND, detail=f"no batch {batch_id} of yours"
@@ -140,7 +159,7 @@ def batch_status(
     audit(request, detail=batch_id)
     if row is None:
         # Refused files are ledgered under their digest, not the id they claimed: the worker's
-        # outcome says what happened to this vendor's own upload.
+        # outcome says what happened to the newest upload claiming it.
         outcome = mine[-1].outcome
         return BatchPublic(batch_id=batch_id, status=outcome.status if outcome else "received")
     _, _, state, rows, received, finished, reasons, report = row

@@ -1,0 +1,424 @@
+"""POST /v1/batches and GET /v1/batches/{id} over real HTTP, on servers of their own.
+
+Each server serves its own copy of the demo run (the shared `served` fixture never sees these
+uploads), with a 1 MiB upload cap; batches are a few hundred rows sealed with the run's vendor
+keyring, as the vendor's tool seals them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from api import ApiSettings
+from api.service import Service
+from contracts.schemas import VENDOR_BATCH
+from contracts.taxonomy import load_taxonomy
+from fusion.runfolder import RunFolder
+from fusion.store import Store
+from labs.cli import app as cli
+from labs.world import WorldFiles
+from matcher.envelope import Manifest, seal
+from matcher.keyring import Keyring
+from matcher.pack import pack_users
+from tests.api.conftest import NOW, Tokens, bearer, free_port, issue_tokens, start_server
+from tests.contracts.test_suites import BREAKAGES
+from tests.factories import vendor_batch
+
+CAP = 1 << 20  # max_upload_bytes of these servers; a sealed batch of 300 rows is ~60 KB
+WAIT = 60.0  # seconds an upload may take to be judged on a loaded 2-core machine
+
+
+@dataclass(frozen=True)
+class Bank:
+    """A served copy of the demo run, its tokens, its in-process service and vendor keyring."""
+
+    url: str
+    run: Path
+    tokens: Tokens
+    service: Service
+    vendor: Keyring  # the run's vendor keyring: vendor-a
+    stop: Callable[[], None]
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run)
+
+    def ledger(self, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+        """Return the rows of a query on the live store (a cursor of this thread)."""
+        return self.service.cursor().execute(sql, params or []).fetchall()
+
+
+@contextmanager
+def serving(demo_run: Path, root: Path) -> Iterator[Bank]:
+    run = root / "run"
+    shutil.copytree(demo_run, run, symlinks=True)
+    tokens = issue_tokens(run)
+    settings = ApiSettings(run=run, port=free_port(), max_upload_bytes=CAP)
+    server, thread = start_server(settings)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+    try:
+        yield Bank(
+            url=f"http://127.0.0.1:{settings.port}",
+            run=run,
+            tokens=tokens,
+            service=server.config.app.state.service,  # type: ignore[union-attr]
+            vendor=Keyring.open(RunFolder(run).vendor_keys),
+            stop=stop,
+        )
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def bank(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bank]:
+    with serving(demo_run, tmp_path_factory.mktemp("batches")) as served:
+        yield served
+
+
+@pytest.fixture
+def client(bank: Bank) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=bank.url, timeout=WAIT) as http:
+        yield http
+
+
+def sealed(
+    bank: Bank,
+    frame: pl.DataFrame,
+    *,
+    vendor_id: str = "vendor-a",
+    batch_id: str | None = None,
+) -> tuple[bytes, str]:
+    """Return (the sealed file's bytes, its batch id): `frame` sealed with the vendor keyring.
+
+    Any frame, so contract-breaking batches too; `vendor_id` other than the keyring's makes a
+    manifest whose signature the bank cannot verify.
+    """
+    batch_id = batch_id or str(uuid.uuid4())
+    outbox = bank.folder.outbox
+    outbox.mkdir(parents=True, exist_ok=True)
+    payload, out = outbox / f"{batch_id}.parquet", outbox / f"{batch_id}.sealed"
+    frame.write_parquet(payload)
+    signing_kid, signer = bank.vendor.current_signer()
+    recipient_kid, recipient = bank.vendor.current_recipient_public()
+    manifest = Manifest.new(
+        batch_id=batch_id,
+        vendor_id=vendor_id,
+        signing_kid=signing_kid,
+        recipient_kid=recipient_kid,
+        salt_epoch=bank.vendor.current_salt().epoch_id,
+        created_at=NOW,
+        rows=frame.height,
+        taxonomy_version=load_taxonomy().version,
+        contract=VENDOR_BATCH.contract,
+    )
+    seal(payload, out, manifest=manifest, recipient=recipient, signer=signer)
+    payload.unlink()
+    data = out.read_bytes()
+    out.unlink()
+    return data, batch_id
+
+
+def push(client: httpx.Client, token: str, body: object) -> httpx.Response:
+    return client.post("/v1/batches", content=body, headers=bearer(token))  # type: ignore[arg-type]
+
+
+def judged(client: httpx.Client, token: str, batch_id: str) -> dict[str, Any]:
+    """Return the batch's status once the ingest worker has judged it (polls, up to WAIT s)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        answer = client.get(f"/v1/batches/{batch_id}", headers=bearer(token))
+        assert answer.status_code == 200, answer.text
+        status: dict[str, Any] = answer.json()
+        if status["status"] != "received":
+            return status
+        assert time.monotonic() < deadline, f"batch {batch_id} not judged within {WAIT}s"
+        time.sleep(0.05)
+
+
+def not_found(client: httpx.Client, token: str, batch_id: str) -> dict[str, Any]:
+    answer = client.get(f"/v1/batches/{batch_id}", headers=bearer(token))
+    assert answer.status_code == 404, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def vendor_rows(bank: Bank, batch_id: str) -> tuple[int, int]:
+    """Return how many vendor_apps and vendor_tags rows batch `batch_id` loaded."""
+    apps = bank.ledger("SELECT count(*) FROM vendor_apps WHERE batch_id = ?", [batch_id])
+    tags = bank.ledger("SELECT count(*) FROM vendor_tags WHERE batch_id = ?", [batch_id])
+    return apps[0][0], tags[0][0]
+
+
+def left_behind(bank: Bank) -> list[str]:
+    """Return what the upload route or the worker left in the inbox and the work folder."""
+    inbox = bank.folder.inbox
+    return sorted(
+        str(p.relative_to(inbox.root)) for d in (inbox.inbox, inbox.work) for p in d.iterdir()
+    )
+
+
+def test_a_sealed_batch_loads_once_even_when_sent_twice(bank: Bank, client: httpx.Client):
+    data, batch_id = sealed(bank, vendor_batch(300, seed=101))
+    first = push(client, bank.tokens.vendor, data)
+    assert first.status_code == 202, first.text
+    accepted = first.json()
+    assert accepted["batch_id"] == batch_id and accepted["status"] == "received"
+    assert accepted["status_url"] == f"/v1/batches/{batch_id}"
+    status = judged(client, bank.tokens.vendor, batch_id)
+    assert (status["status"], status["rows"], status["reasons"]) == ("loaded", 300, [])
+
+    again = push(client, bank.tokens.vendor, data)
+    assert again.status_code == 202 and again.json()["batch_id"] == batch_id
+    upload = bank.service.uploads[again.json()["upload_id"]]
+    assert upload.done.wait(WAIT) and upload.outcome is not None
+    assert upload.outcome.status == "duplicate"
+    assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+    assert vendor_rows(bank, batch_id) == (300, 300)
+    ledger = bank.ledger("SELECT status, rows FROM batches WHERE batch_id = ?", [batch_id])
+    assert ledger == [("loaded", 300)]
+    assert left_behind(bank) == []
+
+
+def test_a_bit_flip_in_the_ciphertext_is_refused_and_the_status_says_only_refused(
+    bank: Bank, client: httpx.Client
+):
+    data, batch_id = sealed(bank, vendor_batch(300, seed=102))
+    middle = len(data) // 2  # well inside the one ciphertext chunk
+    tampered = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+    accepted = push(client, bank.tokens.vendor, tampered)
+    assert accepted.status_code == 202 and accepted.json()["batch_id"] == batch_id
+
+    assert judged(client, bank.tokens.vendor, batch_id) == {
+        "batch_id": batch_id,
+        "status": "refused",
+        "rows": None,
+        "received_at": None,
+        "finished_at": None,
+        "reasons": [],
+        "report": None,
+    }
+    digest = hashlib.sha256(tampered).hexdigest()
+    ledger = bank.ledger(
+        "SELECT batch_id, vendor_id, status, rows FROM batches WHERE sealed_sha256 = ?", [digest]
+    )
+    assert ledger == [(f"refused:{digest}", None, "refused", 0)]
+    assert bank.ledger("SELECT count(*) FROM batches WHERE batch_id = ?", [batch_id]) == [(0,)]
+    assert vendor_rows(bank, batch_id) == (0, 0)
+    assert not_found(client, bank.tokens.other_vendor, batch_id) == {
+        "detail": f"no batch {batch_id} of yours"
+    }
+    assert left_behind(bank) == []
+
+
+@pytest.mark.parametrize("rule", ["key_unique", "tags_known"])  # duplicate keys, unknown tag ids
+def test_a_batch_breaking_its_contract_is_quarantined_with_a_report_for_its_vendor(
+    bank: Bank, client: httpx.Client, rule: str
+):
+    data, batch_id = sealed(bank, BREAKAGES[rule](vendor_batch(300, seed=103)))
+    assert push(client, bank.tokens.vendor, data).status_code == 202
+
+    status = judged(client, bank.tokens.vendor, batch_id)
+    assert status["status"] == "quarantined" and status["rows"] == 0
+    assert rule in status["reasons"]
+    assert status["report"]["batch_id"] == batch_id and rule in status["report"]["failed"]
+    failed = next(r for r in status["report"]["rules"] if r["rule"] == rule)
+    assert failed["failed_rows"] >= 1 and failed["example_rows"]
+    assert vendor_rows(bank, batch_id) == (0, 0)
+    assert (bank.folder.inbox.quarantine / batch_id / "report.json").is_file()
+    # Not even the fact that it exists reaches another vendor.
+    unknown = str(uuid.uuid4())
+    assert not_found(client, bank.tokens.other_vendor, batch_id) == {
+        "detail": f"no batch {batch_id} of yours"
+    }
+    assert not_found(client, bank.tokens.other_vendor, unknown) == {
+        "detail": f"no batch {unknown} of yours"
+    }
+    assert left_behind(bank) == []
+
+
+def test_a_vendor_never_sees_another_vendors_batch(bank: Bank, client: httpx.Client):
+    data, batch_id = sealed(bank, vendor_batch(200, seed=104))
+    assert push(client, bank.tokens.vendor, data).status_code == 202
+    assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+    assert judged(client, bank.tokens.admin, batch_id)["rows"] == 200
+
+    unknown = str(uuid.uuid4())
+    theirs, nobodys = (
+        not_found(client, bank.tokens.other_vendor, batch_id),
+        not_found(client, bank.tokens.other_vendor, unknown),
+    )
+    assert theirs["detail"].replace(batch_id, "ID") == nobodys["detail"].replace(unknown, "ID")
+
+    # vendor-b claims vendor-a's batch id in a manifest of its own (read unverified at upload):
+    # it learns that its upload was refused, never the status of vendor-a's batch.
+    forged, _ = sealed(bank, vendor_batch(10, seed=105), vendor_id="vendor-b", batch_id=batch_id)
+    assert push(client, bank.tokens.other_vendor, forged).status_code == 202
+    assert judged(client, bank.tokens.other_vendor, batch_id) == {
+        "batch_id": batch_id,
+        "status": "refused",
+        "rows": None,
+        "received_at": None,
+        "finished_at": None,
+        "reasons": [],
+        "report": None,
+    }
+    assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+
+    # Nor can vendor-b push vendor-a's own sealed file under its token.
+    before = len(bank.service.uploads)
+    answer = push(client, bank.tokens.other_vendor, data)
+    assert answer.status_code == 403 and "vendor vendor-b" in answer.json()["detail"]
+    assert len(bank.service.uploads) == before
+    assert vendor_rows(bank, batch_id) == (200, 200)
+    assert bank.service.wait_idle(WAIT) and left_behind(bank) == []
+
+
+@pytest.mark.parametrize(
+    ("who", "body", "status"),
+    [
+        (None, b"sealed", 401),
+        ("admin", b"sealed", 403),
+        ("analyst", b"sealed", 403),
+        ("campaign_tool", b"sealed", 403),
+        ("vendor", b"", 422),
+    ],
+)
+def test_uploads_need_a_vendor_token_and_a_body(
+    bank: Bank, client: httpx.Client, who: str | None, body: bytes, status: int
+):
+    before = len(bank.service.uploads)
+    headers = bearer(getattr(bank.tokens, who)) if who else {}
+    answer = client.post("/v1/batches", content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert len(bank.service.uploads) == before and left_behind(bank) == []
+
+
+def _too_large_body() -> Iterator[bytes]:
+    """Yield CAP + 256 KiB in 64 KiB blocks: httpx sends it chunked, with no Content-Length."""
+    for _ in range(CAP // (64 << 10) + 4):
+        yield bytes(64 << 10)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_oversized_upload_gets_413_and_leaves_nothing(
+    bank: Bank, client: httpx.Client, framing: str
+):
+    assert bank.service.wait_idle(WAIT) and left_behind(bank) == []
+    batches = bank.ledger("SELECT count(*) FROM batches")
+    uploads = len(bank.service.uploads)
+
+    body = bytes(CAP + 1) if framing == "content-length" else _too_large_body()
+    answer = push(client, bank.tokens.vendor, body)
+
+    assert answer.status_code == 413, answer.text
+    assert f"at most {CAP:,} bytes" in answer.json()["detail"]
+    sent = answer.request.headers
+    assert ("content-length" in sent) == (framing == "content-length")
+    assert sent.get("transfer-encoding") == (None if framing == "content-length" else "chunked")
+    assert left_behind(bank) == []
+    assert bank.ledger("SELECT count(*) FROM batches") == batches
+    assert len(bank.service.uploads) == uploads
+
+
+def test_an_announced_oversize_gets_413_before_any_body_is_sent(bank: Bank):
+    """A client that announces 1 GiB is answered at once: the route reads no body to refuse."""
+    port = urlsplit(bank.url).port
+    assert port is not None
+    request = (
+        "POST /v1/batches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {bank.tokens.vendor}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {1 << 30}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as conn:
+        conn.sendall(request.encode())
+        head = b""
+        while b"\r\n" not in head:
+            more = conn.recv(4096)
+            assert more, "the server closed without answering"
+            head += more
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert left_behind(bank) == []
+
+
+async def _push_together(url: str, token: str, bodies: list[bytes]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, headers=bearer(token), timeout=WAIT) as http:
+        return await asyncio.gather(*(http.post("/v1/batches", content=b) for b in bodies))
+
+
+def test_ten_concurrent_uploads_each_load_exactly_once(demo_run: Path, tmp_path: Path):
+    """Ten batches pushed at once, two of them twice more: one load each, per the ledger read
+    from the store after the server stopped."""
+    with serving(demo_run, tmp_path) as bank:
+        batches = [sealed(bank, vendor_batch(120 + i, seed=200 + i)) for i in range(10)]
+        bodies = [data for data, _ in batches] + [batches[0][0], batches[7][0]]
+        answers = asyncio.run(_push_together(bank.url, bank.tokens.vendor, bodies))
+        assert [a.status_code for a in answers] == [202] * 12
+        ids = [batch_id for _, batch_id in batches]
+        assert [a.json()["batch_id"] for a in answers] == [*ids, ids[0], ids[7]]
+        with httpx.Client(base_url=bank.url, timeout=WAIT) as client:
+            for batch_id in ids:
+                assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+        assert bank.service.wait_idle(WAIT)
+        outcomes = sorted(
+            u.outcome.status for u in bank.service.uploads.values() if u.outcome is not None
+        )
+        assert outcomes == ["duplicate"] * 2 + ["loaded"] * 10
+        bank.stop()
+
+        bank_keys = Keyring.open(bank.folder.bank_keys)
+        with Store.open(bank.folder.store, key=bank_keys.store_key(), read_only=True) as store:
+            ledger = store.execute(
+                "SELECT batch_id, status, rows FROM batches WHERE batch_id IN "
+                "(SELECT unnest(?::VARCHAR[])) ORDER BY rows",
+                [ids],
+            ).fetchall()
+            loaded = dict(
+                store.execute(
+                    "SELECT batch_id, count(*) FROM vendor_apps WHERE batch_id IN "
+                    "(SELECT unnest(?::VARCHAR[])) GROUP BY batch_id",
+                    [ids],
+                ).fetchall()
+            )
+        assert ledger == [(batch_id, "loaded", 120 + i) for i, batch_id in enumerate(ids)]
+        assert loaded == {batch_id: 120 + i for i, batch_id in enumerate(ids)}
+        assert left_behind(bank) == []
+
+
+def test_fusion_vendor_push_uploads_a_fresh_batch_and_reports_loaded(bank: Bank, tmp_path: Path):
+    users = pl.read_parquet(WorldFiles(bank.folder.world).vendor_users).slice(0, 300)
+    users_path, out = tmp_path / "users.parquet", tmp_path / "fresh.sealed"
+    users.write_parquet(users_path)
+    packed = pack_users(users_path, out, keyring=bank.vendor, now=NOW)
+
+    result = CliRunner().invoke(
+        cli,
+        ["vendor", "push", str(out), "--url", bank.url, "--wait", str(WAIT)],
+        env={"BANKFUSION_TOKEN": bank.tokens.vendor},
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"batch {packed.batch_id}: loaded" in result.output
+    rows = bank.ledger("SELECT status, rows FROM batches WHERE batch_id = ?", [packed.batch_id])
+    assert rows == [("loaded", packed.rows)] and packed.rows > 0
+    assert vendor_rows(bank, packed.batch_id) == (packed.rows, packed.rows)
