@@ -38,6 +38,7 @@ __all__ = ["LATENCY_BUCKETS", "AuditRecord", "Service", "Upload"]
 
 log = logging.getLogger("bankfusion.api")
 _TOKEN_RELOAD_SECONDS = 1.0
+_MAX_UPLOADS_KEPT = 10_000  # uploads whose verdict GET /v1/batches can still show from memory
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -262,6 +263,12 @@ class Service:
         """Queue a received sealed file for the single ingest worker."""
         with self._lock:
             self.uploads[upload.upload_id] = upload
+            if len(self.uploads) > _MAX_UPLOADS_KEPT:
+                # Forget the oldest judged uploads; their verdicts stay in the ledger.
+                for key in [k for k, u in self.uploads.items() if u.done.is_set()][
+                    : len(self.uploads) - _MAX_UPLOADS_KEPT
+                ]:
+                    del self.uploads[key]
         self._ingest.put(upload)
 
     def uploads_claiming(self, batch_id: str) -> list[Upload]:
@@ -287,7 +294,12 @@ class Service:
                     now=self.clock(),
                 )
             except Exception:
+                # The sealed file stays in the inbox: `fusion ingest` (or a restart) retries it.
+                # The vendor learns "failed", never why; the bank's log has the traceback.
                 log.exception("ingest of upload %s failed", upload.upload_id)
+                upload.outcome = IngestOutcome(
+                    upload.claimed_batch_id, upload.vendor_id, "failed", 0, ("ingest_error",)
+                )
             finally:
                 upload.done.set()
 

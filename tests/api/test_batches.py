@@ -422,3 +422,19 @@ def test_fusion_vendor_push_uploads_a_fresh_batch_and_reports_loaded(bank: Bank,
     rows = bank.ledger("SELECT status, rows FROM batches WHERE batch_id = ?", [packed.batch_id])
     assert rows == [("loaded", packed.rows)] and packed.rows > 0
     assert vendor_rows(bank, packed.batch_id) == (packed.rows, packed.rows)
+
+
+def test_an_ingest_crash_reports_failed_and_keeps_the_file_for_a_retry(
+    bank: Bank, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+):
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("api.service.ingest_file", crash)
+    data, batch_id = sealed(bank, vendor_batch(300, seed=177))
+    assert push(client, bank.tokens.vendor, data).status_code == 202
+    state = judged(client, bank.tokens.vendor, batch_id)
+    assert state["status"] == "failed" and state["reasons"] == [] and state["rows"] is None
+    kept = list((bank.run / "bank" / "inbox").glob("*.sealed"))
+    assert len(kept) == 1
+    kept[0].unlink()  # later tests expect an empty inbox
