@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,8 +20,9 @@ __all__ = [
     "ScoresPublic",
 ]
 
-# Customer ids are the bank's internal numbers (BIGINT), never phone or ID numbers.
-CustomerId = Field(ge=0, le=2**63 - 1)
+# Customer ids are the bank's internal numbers (BIGINT), never phone or ID numbers; the bounds
+# turn an id no BIGINT can hold into a 422, not a failed conversion (a 500) further in.
+CustomerId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class _Strict(BaseModel):
@@ -48,7 +49,9 @@ class BatchPublic(_Strict):
 
 
 class ScoresCreate(_Strict):
-    customer_ids: list[int] = Field(min_length=1, description="internal customer ids to score")
+    customer_ids: list[CustomerId] = Field(
+        min_length=1, description="internal customer ids to score"
+    )
 
 
 class ScorePublic(_Strict):
@@ -67,7 +70,7 @@ class ScoresPublic(_Strict):
 
 
 class OutcomeCreate(_Strict):
-    customer_id: int = CustomerId
+    customer_id: CustomerId
     treatment: bool = Field(description="offered (true) or held out as control (false)")
     contacted: bool | None = None
     responded: bool
@@ -91,7 +94,10 @@ class QueryCreate(_Strict):
 
 class QueryPublic(_Strict):
     columns: list[str]
-    rows: list[list[Any]]
+    rows: list[list[Any]] = Field(
+        description="one list per row, in column order: numbers, text, ISO 8601 dates, times "
+        "and durations (INTERVAL), DECIMAL as text, BLOB as hex, MAP as [key, value] pairs"
+    )
     row_count: int
     truncated: bool
     elapsed_seconds: float

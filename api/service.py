@@ -96,6 +96,7 @@ class Service:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+        self._token_lock = threading.Lock()
         # Cursors are made from this one, never from the store's own connection, which the
         # ingest worker may be using at that moment.
         self._factory = store.cursor()
@@ -161,16 +162,15 @@ class Service:
         """Return the caller, or None; a miss reloads the token book at most once a second."""
         principal = self._tokens.verify(token)
         if principal is None and time.monotonic() - self._tokens_loaded > _TOKEN_RELOAD_SECONDS:
-            with self._lock:
+            # Its own lock, and the cursor made before taking it: the service lock guards the
+            # metrics the event loop updates, and must never wait on a store read.
+            cur = self.cursor()
+            with self._token_lock:
                 if time.monotonic() - self._tokens_loaded > _TOKEN_RELOAD_SECONDS:
-                    rows = (
-                        self.cursor()
-                        .execute(
-                            "SELECT token_id, token_sha256, role, branches, vendor_id, label "
-                            "FROM api_tokens WHERE revoked_at IS NULL"
-                        )
-                        .fetchall()
-                    )
+                    rows = cur.execute(
+                        "SELECT token_id, token_sha256, role, branches, vendor_id, label "
+                        "FROM api_tokens WHERE revoked_at IS NULL"
+                    ).fetchall()
                     self._tokens = TokenBook(rows)
                     self._tokens_loaded = time.monotonic()
             principal = self._tokens.verify(token)

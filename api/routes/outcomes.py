@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
 import polars as pl
@@ -39,8 +40,12 @@ def record_outcomes(
             "treatment": [o.treatment for o in body.outcomes],
             "contacted": [o.contacted for o in body.outcomes],
             "responded": [o.responded for o in body.outcomes],
+            # Stored as naive UTC like every timestamp of the store; an offset is converted.
             "occurred_at": [
-                o.occurred_at.replace(tzinfo=None) if o.occurred_at else None for o in body.outcomes
+                o.occurred_at.astimezone(UTC).replace(tzinfo=None)
+                if o.occurred_at and o.occurred_at.tzinfo
+                else o.occurred_at
+                for o in body.outcomes
             ],
             "recorded_at": [now] * len(body.outcomes),
             "token_id": [principal.token_id] * len(body.outcomes),
