@@ -6,6 +6,7 @@
     ├── KeyringError                a key is missing, unreadable or has loose file permissions
     │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
     ├── EnvelopeError               the sender misused seal() (bad manifest, missing key)
+    ├── OprfError                   an OPRF input, blind or received element is invalid
     ├── BatchRefused                a sealed batch could not be opened; ONE detail-free refusal
     ├── ContractError               data breaks its contract; carries the quarantine report
     ├── StoreError                  the encrypted DuckDB store cannot be opened or written
@@ -34,6 +35,7 @@ __all__ = [
     "IngestError",
     "KeyringError",
     "ModelError",
+    "OprfError",
     "StoreError",
     "StoreLockedError",
     "UnknownEpochError",
@@ -84,6 +86,20 @@ class UnknownEpochError(KeyringError):
 
 class EnvelopeError(FusionError):
     """The sender asked seal() for something it cannot do."""
+
+
+class OprfError(FusionError):
+    """An OPRF step cannot go on: a received element or a blind is invalid, or an input is.
+
+    `item` says what was wrong ("input", "blind", "blinded element", "evaluated element", "key",
+    "rng", "batch", "argument") and `index` where in the batch (None when the whole call is).
+    Messages give positions and lengths, never values: inputs are phone numbers.
+    """
+
+    def __init__(self, message: str, *, item: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.item = item
+        self.index = index
 
 
 class BatchRefused(FusionError):

@@ -1,8 +1,9 @@
 """Privacy primitives shared by the vendor tool and the bank.
 
 identity (normalise phones / ID numbers), keyed_hash (match keys), keyring (keys on disk),
-envelope (sealed batches), pack (the vendor's batch builder). Only this package touches
+envelope (sealed batches), pack (the vendor's batch builder), oprf (RFC 9497 OPRF on
+ristretto255 for the OPRF matching mode). Only this package touches
 `cryptography.hazmat` or key bytes.
 """
 
-__all__ = ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"]
+__all__ = ["envelope", "identity", "keyed_hash", "keyring", "oprf", "pack", "psi"]

@@ -8,7 +8,7 @@ import pytest
 
 SURFACE = {
     "contracts": ["errors", "schemas", "suites", "taxonomy"],
-    "matcher": ["envelope", "identity", "keyed_hash", "keyring", "pack", "psi"],
+    "matcher": ["envelope", "identity", "keyed_hash", "keyring", "oprf", "pack", "psi"],
     "fusion": [
         "coverage",
         "features",
