@@ -55,7 +55,6 @@ class TrainingRun:
     refs: dict[str, ModelRef]
     seconds: dict[str, float]
     snapshot_date: str
-    summary_extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Return every headline figure as JSON-ready values (a non-finite number is None)."""
@@ -75,7 +74,6 @@ class TrainingRun:
             "rescue": self.rescue.summary(),
             "uplift": self.uplift.summary(),
             "seconds": self.seconds,
-            **self.summary_extra,
         }
 
 
