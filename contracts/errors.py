@@ -7,6 +7,7 @@
     │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
     ├── EnvelopeError               the sender misused seal() (bad manifest, missing key)
     ├── OprfError                   an OPRF input, blind or received element is invalid
+    │   └── EvaluationCapError      an epoch's OPRF evaluation budget would be exceeded
     ├── BatchRefused                a sealed batch could not be opened; ONE detail-free refusal
     ├── ContractError               data breaks its contract; carries the quarantine report
     ├── StoreError                  the encrypted DuckDB store cannot be opened or written
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "EnvelopeError",
+    "EvaluationCapError",
     "FusionError",
     "IdentifierError",
     "IngestError",
@@ -100,6 +102,26 @@ class OprfError(FusionError):
         super().__init__(message)
         self.item = item
         self.index = index
+
+
+class EvaluationCapError(OprfError):
+    """The vendor refused a request: it would take the epoch past its evaluation budget.
+
+    The budget (the bank's declared customers plus a margin) keeps the bank from evaluating
+    the phone space. Nothing of the refused request was evaluated or counted.
+    """
+
+    def __init__(self, *, epoch: str, limit: int, used: int, requested: int) -> None:
+        super().__init__(
+            f"epoch {epoch!r} allows {limit} OPRF evaluations and {used} are used, so a request "
+            f"for {requested} more is refused; the bank should send only its current customers, "
+            "or agree a new epoch with the vendor declaring its true customer count",
+            item="budget",
+        )
+        self.epoch = epoch
+        self.limit = limit
+        self.used = used
+        self.requested = requested
 
 
 class BatchRefused(FusionError):

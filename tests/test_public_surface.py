@@ -8,7 +8,16 @@ import pytest
 
 SURFACE = {
     "contracts": ["errors", "schemas", "suites", "taxonomy"],
-    "matcher": ["envelope", "identity", "keyed_hash", "keyring", "oprf", "pack", "psi"],
+    "matcher": [
+        "envelope",
+        "identity",
+        "keyed_hash",
+        "keyring",
+        "oprf",
+        "oprf_match",
+        "pack",
+        "psi",
+    ],
     "fusion": [
         "coverage",
         "features",
