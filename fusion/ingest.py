@@ -352,36 +352,45 @@ def ingest_file(
     payload_digest = _PayloadDigest(payload)
     try:
         return _judge_opened(
-            sealed,
-            payload,
-            payload_digest,
-            opened.manifest,
-            opened.sealed_sha256,
-            store,
-            keyring,
-            inbox,
-            now,
-            timer,
-            before_commit,
+            _Opened(
+                sealed,
+                payload,
+                payload_digest,
+                opened.manifest,
+                opened.sealed_sha256,
+                store,
+                keyring,
+                inbox,
+                now,
+                timer,
+                before_commit,
+            )
         )
     finally:
         payload_digest.close()
         payload.unlink(missing_ok=True)
 
 
-def _judge_opened(
-    sealed: Path,
-    payload: Path,
-    payload_digest: _PayloadDigest,
-    manifest: Manifest,
-    digest: str,
-    store: Store,
-    keyring: Keyring,
-    inbox: Inbox,
-    now: datetime,
-    timer: _Timer,
-    before_commit: Callable[[], None] | None,
-) -> IngestOutcome:
+@dataclass(frozen=True)
+class _Opened:
+    """A batch that opened: its files, verified manifest and digest, and where it is judged."""
+
+    sealed: Path
+    payload: Path
+    payload_digest: _PayloadDigest
+    manifest: Manifest
+    digest: str
+    store: Store
+    keyring: Keyring
+    inbox: Inbox
+    now: datetime
+    timer: _Timer
+    before_commit: Callable[[], None] | None
+
+
+def _judge_opened(job: _Opened) -> IngestOutcome:
+    sealed, manifest, digest = job.sealed, job.manifest, job.digest
+    store, inbox, now = job.store, job.inbox, job.now
     seen = _ledger_row(manifest.batch_id, store)
     if seen is not None and seen[0] == digest:
         log.info("batch %s already %s: duplicate, nothing loaded", manifest.batch_id, seen[1])
@@ -407,19 +416,7 @@ def _judge_opened(
         )
 
     try:
-        return _judge_content(
-            sealed,
-            payload,
-            payload_digest,
-            manifest,
-            digest,
-            store,
-            keyring,
-            inbox,
-            now,
-            timer,
-            before_commit,
-        )
+        return _judge_content(job)
     except BatchRefused as refusal:
         # Same handling as a batch that does not open: detail-free to the sender, the cause in
         # the bank's log and ledger. The manifest is verified here, so the row names the vendor.
@@ -434,24 +431,16 @@ def _judge_opened(
         return IngestOutcome(manifest.batch_id, manifest.vendor_id, "refused", 0, ("refused",))
 
 
-def _judge_content(
-    sealed: Path,
-    payload: Path,
-    payload_digest: _PayloadDigest,
-    manifest: Manifest,
-    digest: str,
-    store: Store,
-    keyring: Keyring,
-    inbox: Inbox,
-    now: datetime,
-    timer: _Timer,
-    before_commit: Callable[[], None] | None,
-) -> IngestOutcome:
+def _judge_content(job: _Opened) -> IngestOutcome:
     """Quarantine or load the opened payload; raise BatchRefused if it is not what was signed.
 
     Every verdict on the content waits for the payload digest: a report or a load of content
     the vendor did not sign could be disowned.
     """
+    sealed, payload, payload_digest, manifest, digest = (
+        job.sealed, job.payload, job.payload_digest, job.manifest, job.digest
+    )  # fmt: skip
+    store, keyring, inbox, now, timer = job.store, job.keyring, job.inbox, job.now, job.timer
     report = _gate_report(manifest, keyring)
     batch: pl.DataFrame | None = None
     if report is None:
@@ -489,8 +478,8 @@ def _judge_content(
         # Last, so the hash overlaps the whole load; a mismatch rolls all of it back.
         with timer.stage("digest_wait"):
             payload_digest.verify(manifest)
-        if before_commit is not None:
-            before_commit()
+        if job.before_commit is not None:
+            job.before_commit()
     _move(sealed, inbox.archive)
     log.info("batch %s loaded: %d rows in %s", manifest.batch_id, batch.height, _fmt(timer.seconds))
     return IngestOutcome(
