@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import polars as pl
@@ -331,6 +330,3 @@ class Service:
     def snapshot_path(self) -> Path:
         """Return the published head-office snapshot analysts' queries read."""
         return self.folder.snapshots / "head_office.duckdb"
-
-    def describe(self) -> dict[str, Any]:
-        return {"run": self.folder.root.name, "pending_uploads": self.pending()}
