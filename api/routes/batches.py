@@ -137,6 +137,10 @@ def batch_status(
     mine = [
         u for u in service.uploads_claiming(batch_id) if admin or u.vendor_id == principal.vendor_id
     ]
+    # Read before the ledger: the worker commits the ledger row before it sets the outcome, so an
+    # outcome seen here is always matched by a visible row below (read after, a batch could show
+    # "quarantined" without its row count).
+    newest = mine[-1].outcome if mine else None
     row = (
         service.cursor()
         .execute(
@@ -160,8 +164,7 @@ def batch_status(
     if row is None:
         # Refused files are ledgered under their digest, not the id they claimed: the worker's
         # outcome says what happened to the newest upload claiming it.
-        outcome = mine[-1].outcome
-        return BatchPublic(batch_id=batch_id, status=outcome.status if outcome else "received")
+        return BatchPublic(batch_id=batch_id, status=newest.status if newest else "received")
     _, _, state, rows, received, finished, reasons, report = row
     refused = state == "refused"
     return BatchPublic(
