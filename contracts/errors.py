@@ -76,11 +76,16 @@ class KeyringError(FusionError):
 class UnknownEpochError(KeyringError):
     """A salt or key epoch id that the keyring does not hold."""
 
-    def __init__(self, epoch: str, *, known: tuple[str, ...] = ()) -> None:
+    def __init__(self, epoch: str, *, known: tuple[str, ...] = (), kind: str = "salt") -> None:
         listed = ", ".join(known) if known else "none"
-        super().__init__(
-            f"salt epoch {epoch!r} is not in the keyring (known epochs: {listed}); "
+        fix = (
             "import the epoch both parties agreed on, or re-key with the current one"
+            if kind == "salt"
+            else "name an epoch this vendor keyring holds, or start one (fusion vendor rotate "
+            "--what oprf)"
+        )
+        super().__init__(
+            f"{kind} epoch {epoch!r} is not in the keyring (known epochs: {listed}); {fix}"
         )
         self.epoch = epoch
         self.known = known

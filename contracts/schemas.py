@@ -15,6 +15,7 @@ from contracts.errors import ContractError
 __all__ = [
     "BANK_EXTRACT",
     "VENDOR_BATCH",
+    "VENDOR_OPRF_BATCH",
     "TableSchema",
 ]
 
@@ -67,6 +68,18 @@ VENDOR_BATCH = TableSchema(
         "app_sessions": pl.List(pl.Int32()),  # sessions in the last 30 days
         "tag_ids": pl.List(pl.Int32()),
         "tag_weights": pl.List(pl.Float32()),  # interest strength in (0, 1]
+    },
+)
+
+# The OPRF mode's batch (matcher/oprf_match.py): per user a 16-byte label derived from F_k(phone)
+# and that user's VENDOR_BATCH lists, encrypted under another key derived from F_k(phone). The
+# bank can check only the shape of these rows on arrival; the lists' own rules are checked on
+# the rows it opens, at match time (fusion/oprf_psi.py).
+VENDOR_OPRF_BATCH = TableSchema(
+    contract="vendor_oprf_batch/v1",
+    columns={
+        "label": pl.Binary(),  # HKDF-SHA256(F_k(phone), "bankfusion/oprf/label/v1")[:16]
+        "sealed": pl.Binary(),  # nonce (12) || AES-256-GCM(lists payload) || tag (16)
     },
 )
 

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from contracts.errors import ContractError
-from contracts.schemas import BANK_EXTRACT, VENDOR_BATCH, TableSchema
+from contracts.schemas import BANK_EXTRACT, VENDOR_BATCH, VENDOR_OPRF_BATCH, TableSchema
 from contracts.taxonomy import Taxonomy
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "RuleResult",
     "validate_bank_extract",
     "validate_vendor_batch",
+    "validate_vendor_oprf_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -227,21 +228,32 @@ def _is_true(column: str) -> Callable[[Any], Any]:
 
 
 def validate_vendor_batch(
-    batch: pl.DataFrame, *, taxonomy: Taxonomy, expected_rows: int, batch_id: str | None = None
+    batch: pl.DataFrame,
+    *,
+    taxonomy: Taxonomy,
+    expected_rows: int,
+    batch_id: str | None = None,
+    key_bytes: int = KEY_BYTES,
 ) -> ContractReport:
     """Return the vendor-batch contract report (schema first, then the GX suite).
 
     Rules: key present, 32 bytes and unique within the batch; every app and tag id exists in the
     batch's taxonomy version; list columns aligned and without nulls; active days in 1..30,
     sessions >= 0, tag weights in (0, 1], tags distinct per row; row count equals the manifest.
+    `key_bytes` is 16 for the rows the bank opened in the OPRF mode, keyed by their labels.
     """
+    key_rule = (
+        "key is a 32-byte keyed hash"
+        if key_bytes == KEY_BYTES
+        else f"key is a {key_bytes}-byte OPRF label"
+    )
     failed_schema = _schema_report(VENDOR_BATCH, batch, batch_id)
     if failed_schema is not None:
         return failed_schema
     apps, tags = taxonomy.apps["app_id"], taxonomy.tags["tag_id"]
     facts = {
         "key_not_null": pl.col("key").is_not_null(),
-        "key_32_bytes": pl.col("key").bin.size() == KEY_BYTES,
+        "key_32_bytes": pl.col("key").bin.size() == key_bytes,
         "key_unique": ~pl.col("key").is_duplicated(),
         "no_nulls": _no_null_elements(
             "app_ids", "app_days", "app_sessions", "tag_ids", "tag_weights"
@@ -263,7 +275,7 @@ def validate_vendor_batch(
     derived = batch.select(expr.fill_null(True).alias(name) for name, expr in facts.items())
     rules = [
         _Rule("key_not_null", "key is present", _is_true("key_not_null")),
-        _Rule("key_32_bytes", "key is a 32-byte keyed hash", _is_true("key_32_bytes")),
+        _Rule("key_32_bytes", key_rule, _is_true("key_32_bytes")),
         _Rule("key_unique", "key is unique within the batch", _is_true("key_unique")),
         _Rule("no_nulls", "no list or list element is null", _is_true("no_nulls")),
         _Rule(
@@ -295,6 +307,54 @@ def validate_vendor_batch(
         ),
     ]
     return _run_suite(VENDOR_BATCH.contract, derived, rules, batch_id)
+
+
+LABEL_BYTES = 16
+# nonce (12) + GCM tag (16) + the smallest payload (layout header, 5 bytes: no app, no tag), and
+# the largest (65535 apps of 10 bytes and 65535 tags of 8): matcher/oprf_match.py's layout v1.
+SEALED_MIN_BYTES = 12 + 16 + 5
+SEALED_MAX_BYTES = SEALED_MIN_BYTES + 0xFFFF * (10 + 8)
+
+
+def validate_vendor_oprf_batch(
+    batch: pl.DataFrame, *, expected_rows: int, batch_id: str | None = None
+) -> ContractReport:
+    """Return the OPRF vendor-batch contract report (schema first, then the GX suite).
+
+    Rules: label present, 16 bytes and unique within the batch (two rows under one label would
+    let one evaluation open both); sealed row present and of a size the payload layout allows;
+    row count equals the manifest. The lists inside are checked when the bank opens its matched
+    rows (their rules are `validate_vendor_batch`'s, keyed by label).
+    """
+    failed_schema = _schema_report(VENDOR_OPRF_BATCH, batch, batch_id)
+    if failed_schema is not None:
+        return failed_schema
+    size = pl.col("sealed").bin.size()
+    facts = {
+        "label_not_null": pl.col("label").is_not_null(),
+        "label_16_bytes": pl.col("label").bin.size() == LABEL_BYTES,
+        "label_unique": ~pl.col("label").is_duplicated(),
+        "sealed_not_null": pl.col("sealed").is_not_null(),
+        "sealed_size": size.is_between(SEALED_MIN_BYTES, SEALED_MAX_BYTES),
+    }
+    derived = batch.select(expr.fill_null(True).alias(name) for name, expr in facts.items())
+    rules = [
+        _Rule("label_not_null", "label is present", _is_true("label_not_null")),
+        _Rule("label_16_bytes", "label is 16 bytes", _is_true("label_16_bytes")),
+        _Rule("label_unique", "label is unique within the batch", _is_true("label_unique")),
+        _Rule("sealed_not_null", "sealed row is present", _is_true("sealed_not_null")),
+        _Rule(
+            "sealed_size",
+            f"sealed row is {SEALED_MIN_BYTES:,}..{SEALED_MAX_BYTES:,} bytes (nonce, payload, tag)",
+            _is_true("sealed_size"),
+        ),
+        _Rule(
+            "row_count",
+            f"row count equals the manifest's {expected_rows:,}",
+            lambda gxe: gxe.ExpectTableRowCountToEqual(value=expected_rows),
+        ),
+    ]
+    return _run_suite(VENDOR_OPRF_BATCH.contract, derived, rules, batch_id)
 
 
 def validate_bank_extract(

@@ -15,6 +15,10 @@ Each batch ends in exactly one of four states, recorded in the `batches` ledger:
 A sealed file leaves the inbox only after its outcome is committed: a killed worker finds it
 again on the next run and, since nothing of it was committed, does the whole job again.
 The decrypted payload exists only as a 0600 file in the private work folder while it is loaded.
+An OPRF-mode batch (manifest mode "oprf") passes the same gates with its own contract (label and
+sealed row shapes) and loads into `vendor_oprf_rows`, still sealed row by row under keys only
+the vendor's OPRF key derives; the bank opens the rows of its own customers at match time
+(`fusion.oprf_psi`).
 
 The batch is opened without the envelope's payload digest check, so decryption runs as fast as a
 raw AES-GCM pass; the payload's SHA-256 is computed on a worker thread while the batch is read,
@@ -44,7 +48,12 @@ from typing import Any
 import polars as pl
 
 from contracts.errors import BatchConflictError, BatchRefused, ConfigError, KeyringError
-from contracts.suites import ContractReport, RuleResult, validate_vendor_batch
+from contracts.suites import (
+    ContractReport,
+    RuleResult,
+    validate_vendor_batch,
+    validate_vendor_oprf_batch,
+)
 from contracts.taxonomy import load_taxonomy
 from fusion.store import Store
 from matcher.envelope import Manifest, open_sealed
@@ -251,7 +260,8 @@ def _gate_report(manifest: Manifest, keyring: Keyring) -> ContractReport | None:
     """Return a failed report when the batch names an epoch or taxonomy this bank lacks."""
     failures = []
     try:
-        keyring.salt(manifest.salt_epoch)
+        if manifest.mode == "salted":  # an OPRF epoch's key is the vendor's alone: nothing to hold
+            keyring.salt(manifest.salt_epoch)
     except KeyringError:
         failures.append(
             RuleResult(
@@ -286,6 +296,9 @@ def _load_rows(store: Store, batch: pl.DataFrame, manifest: Manifest) -> None:
     tagged = batch.with_columns(
         salt_epoch=pl.lit(manifest.salt_epoch), batch_id=pl.lit(manifest.batch_id)
     )
+    if manifest.mode == "oprf":  # sealed rows wait for the bank's match (fusion.oprf_psi)
+        store.insert_frame("vendor_oprf_rows", tagged)
+        return
     store.insert_frame(
         "vendor_apps",
         tagged.select("key", "salt_epoch", "batch_id", "app_ids", "app_days", "app_sessions"),
@@ -448,11 +461,17 @@ def _judge_content(job: _Opened) -> IngestOutcome:
             with timer.stage("read"):
                 batch = pl.read_parquet(payload)
             with timer.stage("validate"):
-                report = validate_vendor_batch(
-                    batch,
-                    taxonomy=load_taxonomy(manifest.taxonomy_version),
-                    expected_rows=manifest.rows,
-                    batch_id=manifest.batch_id,
+                report = (
+                    validate_vendor_oprf_batch(
+                        batch, expected_rows=manifest.rows, batch_id=manifest.batch_id
+                    )
+                    if manifest.mode == "oprf"
+                    else validate_vendor_batch(
+                        batch,
+                        taxonomy=load_taxonomy(manifest.taxonomy_version),
+                        expected_rows=manifest.rows,
+                        batch_id=manifest.batch_id,
+                    )
                 )
         except Exception:
             payload_digest.verify(manifest)  # a rewritten payload is refused, not a crash

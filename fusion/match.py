@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
@@ -23,7 +24,14 @@ from fusion.store import Store
 from matcher.keyed_hash import SaltEpoch
 from matcher.psi import customer_keys
 
-__all__ = ["ExtractLoad", "MatchRun", "load_extract", "match"]
+__all__ = [
+    "ExtractLoad",
+    "MatchRun",
+    "check_extract",
+    "load_extract",
+    "match",
+    "store_customers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +79,8 @@ def load_extract(
 ) -> ExtractLoad:
     """Validate and key a customer extract; store its keys and features for the snapshot date."""
     keys = customer_keys(extract["customer_id"], extract["phone"], epoch)
-    # Only phones that fail normalisation count against the contract; a shared phone (family
-    # members) is valid data that simply cannot be matched.
-    reasons = keys.keys["key_status"].replace({"ok": None, "duplicated": None}).cast(pl.String)
-    validate_bank_extract(extract, phone_reasons=reasons).raise_if_failed()
-    customers = keys.keys.join(
-        extract.select("customer_id", "branch_id"), on="customer_id", how="left"
-    ).with_columns(salt_epoch=pl.lit(epoch.epoch_id), snapshot_date=pl.lit(snapshot_date))
-    features = extract.drop(_RAW).with_columns(snapshot_date=pl.lit(snapshot_date))
-    with store.transaction():
-        store.execute(
-            "DELETE FROM customers WHERE snapshot_date = ? AND salt_epoch = ?",
-            [snapshot_date, epoch.epoch_id],
-        )
-        store.insert_frame("customers", customers)
-        if not store.create_table_like("bank_features", features):
-            store.execute("DELETE FROM bank_features WHERE snapshot_date = ?", [snapshot_date])
-        store.insert_frame("bank_features", features)
+    check_extract(extract, keys.keys["key_status"])
+    store_customers(store, extract, keys.keys, epoch_id=epoch.epoch_id, snapshot_date=snapshot_date)
     log.info(
         "extract %s loaded under epoch %s at %s: %d customers, %d keyed, %d invalid, %d duplicated",
         snapshot_date,
@@ -107,6 +100,42 @@ def load_extract(
         duplicated=keys.duplicated,
         reasons=keys.reasons,
     )
+
+
+def check_extract(extract: pl.DataFrame, key_status: pl.Series) -> None:
+    """Raise ContractError unless the extract passes its contract (`validate_bank_extract`).
+
+    Only phones that fail normalisation count against the contract; a shared phone (family
+    members) is valid data that simply cannot be matched.
+    """
+    reasons = key_status.replace({"ok": None, "duplicated": None}).cast(pl.String)
+    validate_bank_extract(extract, phone_reasons=reasons).raise_if_failed()
+
+
+def store_customers(
+    store: Store, extract: pl.DataFrame, keys: pl.DataFrame, *, epoch_id: str, snapshot_date: date
+) -> None:
+    """Replace the snapshot's customers (id, branch, key, key status) and features.
+
+    Args:
+        keys: customer_id, key (null unless ok), key_status: a keyed hash in the salted mode,
+            an OPRF label in the OPRF mode. Never a phone: the extract's raw columns stay out.
+    """
+    customers = (
+        keys.select("customer_id", "key", "key_status")
+        .join(extract.select("customer_id", "branch_id"), on="customer_id", how="left")
+        .with_columns(salt_epoch=pl.lit(epoch_id), snapshot_date=pl.lit(snapshot_date))
+    )
+    features = extract.drop(_RAW).with_columns(snapshot_date=pl.lit(snapshot_date))
+    with store.transaction():
+        store.execute(
+            "DELETE FROM customers WHERE snapshot_date = ? AND salt_epoch = ?",
+            [snapshot_date, epoch_id],
+        )
+        store.insert_frame("customers", customers)
+        if not store.create_table_like("bank_features", features):
+            store.execute("DELETE FROM bank_features WHERE snapshot_date = ?", [snapshot_date])
+        store.insert_frame("bank_features", features)
 
 
 # The equi-join on (key, epoch) first, then, when several batches could hold a key, the newest
@@ -145,8 +174,19 @@ WHERE snapshot_date = $snapshot AND salt_epoch = $epoch
 """
 
 
-def match(store: Store, *, epoch_id: str, snapshot_date: date, now: datetime) -> MatchRun:
-    """Intersect the snapshot's customers with the vendor's keys of `epoch_id`; return counts."""
+def match(
+    store: Store,
+    *,
+    epoch_id: str,
+    snapshot_date: date,
+    now: datetime,
+    details: Mapping[str, object] | None = None,
+) -> MatchRun:
+    """Intersect the snapshot's customers with the vendor's keys of `epoch_id`; return counts.
+
+    `details` is kept with the run (match_runs.reasons, JSON): the OPRF mode's counts of vendor
+    rows opened and dropped.
+    """
     params = {
         "epoch": epoch_id,
         "snapshot": snapshot_date,
@@ -184,7 +224,7 @@ def match(store: Store, *, epoch_id: str, snapshot_date: date, now: datetime) ->
                 invalid,
                 duplicated,
                 matched,
-                json.dumps({}),
+                json.dumps(dict(details or {})),
                 params["now"],
             ],
         )

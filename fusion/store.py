@@ -278,7 +278,44 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=4,
+        name="OPRF mode: sealed vendor rows until matched, the bank's pending requests",
+        statements=(
+            # A vendor row sealed under F_k(phone): the bank opens the matched ones at match time
+            # (into vendor_apps/vendor_tags, keyed by label) and then drops every row of the
+            # batch, so nothing of a non-matched user stays beyond its count (match_runs).
+            """
+            CREATE TABLE vendor_oprf_rows (
+                label BLOB NOT NULL,
+                sealed BLOB NOT NULL,
+                salt_epoch VARCHAR NOT NULL,
+                batch_id VARCHAR NOT NULL
+            )""",
+            # A request sent and not yet answered: the seed its blinds are drawn from (erased
+            # when the answer is used) and a MAC under that seed of the ids it blinded, so the
+            # answer is applied to the same customers. Never a phone.
+            """
+            CREATE TABLE oprf_requests (
+                request_id VARCHAR PRIMARY KEY,
+                salt_epoch VARCHAR NOT NULL,
+                snapshot_date DATE NOT NULL,
+                customers BIGINT NOT NULL,
+                blinded BIGINT NOT NULL,
+                inputs_mac BLOB NOT NULL,
+                blind_seed BLOB,
+                created_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP
+            )""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
+# Tables the head-office snapshot leaves empty: token hashes authenticate the service's callers,
+# blind seeds would let a reader re-derive the bank's pending OPRF labels, and sealed vendor rows
+# are of use to no analyst. They stay in the store.
+_STORE_ONLY = ("api_tokens", "oprf_requests", "vendor_oprf_rows")
 
 # What a branch snapshot holds. Tables not named here (the batch ledger, the audit log, anything
 # a later migration adds) stay in the head-office copy only: a new table is private by default.
@@ -697,15 +734,25 @@ class Store:
                 why = "; raw phones and ID numbers never enter the store, only keyed hashes"
             message = f"{table} has no column {', '.join(unknown)}{why}"
             raise StoreError(message, path=str(self.path))
-        view = f"_frame_{secrets.token_hex(8)}"
-        con.register(view, arrow)
-        try:
+        with self.registered(arrow) as view:
             # `table` is a name found in the catalog above, `view` one made here.
             insert = f'INSERT INTO "{table}" BY NAME SELECT * FROM {view}'  # noqa: S608
             row = con.execute(insert).fetchone()
-        finally:
-            con.unregister(view)
         return int(row[0]) if row else 0
+
+    @contextmanager
+    def registered(self, frame: pl.DataFrame | pa.Table) -> Iterator[str]:
+        """Yield the name of a view of `frame` on the store's connection, dropped after the block.
+
+        For joins of in-memory rows with stored tables; the frame is read in place, not copied.
+        """
+        arrow = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        view = f"_frame_{secrets.token_hex(8)}"
+        self.connection.register(view, arrow)
+        try:
+            yield view
+        finally:
+            self.connection.unregister(view)
 
     def create_table_like(self, table: str, frame: pl.DataFrame) -> bool:
         """Create `table` with the columns and types of `frame` unless it exists; True if made.
@@ -833,8 +880,8 @@ class Store:
             attached = True
             if name == HEAD_OFFICE:
                 cur.execute(f"COPY FROM DATABASE {_ALIAS} TO {alias}")  # tables, views, keys
-                # Token hashes authenticate the service's callers: they stay in the store.
-                cur.execute(f"DELETE FROM {alias}.main.api_tokens")  # noqa: S608 (alias is ours)
+                for table in _STORE_ONLY:
+                    cur.execute(f"DELETE FROM {alias}.main.{table}")  # noqa: S608 (names are ours)
             else:
                 _fill_branch(cur, alias, name)
             cur.execute("USE memory")

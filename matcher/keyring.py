@@ -6,6 +6,8 @@ Layout of a keyring folder (mode 0700):
     hpke.<kid>.key                     bank: X25519 private key, 32 raw bytes (RFC 7748)
     signing.<kid>.key                  vendor: Ed25519 private key, 32 raw bytes (RFC 8032 seed)
     salt.<epoch_id>.key                both: salt epoch, 32 raw bytes
+    oprf.<epoch_id>.key                vendor: OPRF key of an epoch, ristretto255 scalar, 32 bytes
+    oprf.<epoch_id>.budget.json        vendor: OPRF evaluations answered in the epoch (0600)
     store.key                          bank: DuckDB store key, 32 raw bytes
     store.branch.<branch_id>.key       bank: per-branch snapshot key, 32 raw bytes
     store.head-office.key              bank: head-office snapshot key, 32 raw bytes
@@ -18,7 +20,8 @@ Ids become file names, so they are limited to letters, digits, '.', '_' and '-'.
 
 Nothing here prints, logs or puts a key in a repr or an exception; messages name files and ids.
 Key ids: the bank's HPKE keys are "bank-hpke-1", "bank-hpke-2"...; a vendor's signing keys are
-"<vendor_id>-sign-1"...; salt epochs are "e<yyyy>-<mm>-<n>" ("e2026-11-1"). Rotation adds a key
+"<vendor_id>-sign-1"...; salt epochs are "e<yyyy>-<mm>-<n>" ("e2026-11-1"), OPRF epochs
+"o<yyyy>-<mm>-<n>". Rotation adds a key
 and makes it current; old keys stay readable so batches sealed before a rotation still open.
 A kid never silently changes keys: importing other bytes under a kid already held needs
 `replace=True`, so a substituted bank or vendor key cannot slip in under a familiar name.
@@ -27,15 +30,18 @@ A kid never silently changes keys: importing other bytes under a kid already hel
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import re
 import secrets
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -44,7 +50,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
 from matcher.keyed_hash import SALT_BYTES, SaltEpoch
 
-__all__ = ["INDEX_NAME", "Keyring", "init_local_pair", "pair_locally"]
+if TYPE_CHECKING:
+    from matcher.oprf import OprfServerKey
+
+__all__ = ["INDEX_NAME", "Keyring", "OprfBudgetFile", "init_local_pair", "pair_locally"]
 
 INDEX_NAME = "keyring.json"
 INDEX_FORMAT = "bankfusion-keyring/1"
@@ -125,7 +134,8 @@ class Keyring:
         """Return a new keyring created at `path` (which must not exist, or be an empty folder).
 
         A bank keyring starts with an HPKE key pair, a salt epoch and the store key; a vendor
-        keyring with a signing key (it imports the bank's HPKE key and salt epoch later).
+        keyring with a signing key and an OPRF epoch (it imports the bank's HPKE key and salt
+        epoch later).
         The folder is built beside `path` and renamed into place, so a crash leaves no half
         keyring. `now` names the first salt epoch (default: the current UTC time).
         """
@@ -159,7 +169,11 @@ class Keyring:
                     "store": {"main": False, "branches": [], "head_office": False},
                 }
             else:
-                index |= {"signing": {"current": None, "keys": []}, "recipients": []}
+                index |= {
+                    "signing": {"current": None, "keys": []},
+                    "recipients": [],
+                    "oprf": {"current": None, "epochs": []},
+                }
             keyring = cls(staging, index)
             keyring._staging = True
             if role == "bank":
@@ -168,6 +182,7 @@ class Keyring:
                 keyring._store_key_file("store.key", "main")
             else:
                 keyring.rotate("signing")
+                keyring.new_oprf_epoch(now=now)
             keyring._staging = False
             keyring._save_index()
             os.rename(staging, path)  # POSIX rename replaces an empty folder atomically
@@ -235,17 +250,21 @@ class Keyring:
     # -- rotation ---------------------------------------------------------------------------
 
     def rotate(
-        self, what: Literal["hpke", "signing", "salt"], *, now: datetime | None = None
+        self, what: Literal["hpke", "signing", "salt", "oprf"], *, now: datetime | None = None
     ) -> str:
-        """Return the id of a new current key ("hpke": bank, "signing": vendor, "salt": both).
+        """Return the id of a new current key ("hpke": bank, "signing" and "oprf": vendor,
+        "salt": both).
 
         Old keys stay on disk and readable, so batches sealed before the rotation still open.
         """
         if what == "salt":
             return self.new_salt_epoch(now=now).epoch_id
+        if what == "oprf":
+            return self.new_oprf_epoch(now=now)
         if what not in ("hpke", "signing"):
             raise ConfigError(
-                f"rotate() takes 'hpke', 'signing' or 'salt', got {what!r}", setting="what"
+                f"rotate() takes 'hpke', 'signing', 'salt' or 'oprf', got {what!r}",
+                setting="what",
             )
         if what == "hpke":
             self._require("bank", "rotate the HPKE key")
@@ -429,6 +448,86 @@ class Keyring:
         """Return the ids of the salt epochs held, oldest first."""
         return tuple(self._index["salt"]["epochs"])
 
+    # -- vendor: OPRF keys, one per epoch ---------------------------------------------------
+
+    def new_oprf_epoch(self, epoch_id: str | None = None, *, now: datetime | None = None) -> str:
+        """Return the id of a new OPRF epoch with a fresh random key, now current.
+
+        The key never leaves this keyring: the bank learns F_k only through blinded requests,
+        counted per epoch (`oprf_budget`). Id default: "o<yyyy>-<mm>-<n>" of `now`.
+        """
+        self._require("vendor", "hold OPRF keys")
+        section = self._oprf_section()
+        if epoch_id is None:
+            when = (now or datetime.now(UTC)).astimezone(UTC)
+            epoch_id = self._next_id(f"o{when:%Y-%m}-", section["epochs"])
+        _check_id(epoch_id, "epoch_id")
+        if epoch_id in section["epochs"]:
+            raise KeyringError(
+                f"OPRF epoch {epoch_id!r} already exists; epochs are never replaced: choose a "
+                "new id",
+                path=str(self._path),
+            )
+        from matcher.oprf import OprfServerKey  # rbcl loads libsodium: only when OPRF is used
+
+        self._write_secret(f"oprf.{epoch_id}.key", OprfServerKey.generate().scalar)
+        section["epochs"].append(epoch_id)
+        section["current"] = epoch_id
+        self._save_index()
+        return epoch_id
+
+    def oprf_key(self, epoch_id: str) -> OprfServerKey:
+        """Return the OPRF key of epoch `epoch_id`; UnknownEpochError lists the epochs held."""
+        self._require("vendor", "hold OPRF keys")
+        if epoch_id not in self.oprf_epochs():
+            raise UnknownEpochError(str(epoch_id), known=self.oprf_epochs(), kind="OPRF")
+        from matcher.oprf import OprfServerKey
+
+        raw = self._read_secret(f"oprf.{epoch_id}.key")
+        try:
+            return OprfServerKey(bytes(raw))
+        finally:
+            raw[:] = bytes(len(raw))
+
+    def current_oprf_epoch(self) -> str:
+        """Return the id of the current OPRF epoch."""
+        self._require("vendor", "hold OPRF keys")
+        current: str | None = self._oprf_section()["current"]
+        if current is None:
+            raise KeyringError(
+                "this vendor keyring holds no OPRF epoch yet; start one with "
+                "`fusion vendor rotate --what oprf`",
+                path=str(self._path),
+            )
+        return current
+
+    def oprf_epochs(self) -> tuple[str, ...]:
+        """Return the ids of the OPRF epochs held, oldest first (none on a bank keyring)."""
+        if self.role != "vendor":
+            return ()
+        return tuple(self._oprf_section()["epochs"])
+
+    @contextmanager
+    def oprf_budget(self, epoch_id: str) -> Iterator[OprfBudgetFile]:
+        """Hold epoch `epoch_id`'s budget file locked (one writer at a time) while in the block.
+
+        Yields an `OprfBudgetFile` whose `read()` returns the stored budget fields (None before
+        the first answer) and `write(fields)` replaces them atomically.
+        """
+        self.oprf_key(epoch_id)  # the epoch must exist (and its key file be sound)
+        lock_path = self._path / f"oprf.{epoch_id}.budget.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield OprfBudgetFile(self._path / f"oprf.{epoch_id}.budget.json")
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _oprf_section(self) -> dict[str, Any]:
+        # Keyrings made before the OPRF mode have no section: it appears with the first epoch.
+        section: dict[str, Any] = self._index.setdefault("oprf", {"current": None, "epochs": []})
+        return section
+
     # -- bank: DuckDB store keys ------------------------------------------------------------
 
     def store_key(self) -> str:
@@ -574,7 +673,36 @@ class Keyring:
         _write_atomic(self._path / INDEX_NAME, body)
 
 
-assert SALT_BYTES == SECRET_BYTES  # salts are read by the same 32-byte reader
+assert SALT_BYTES == SECRET_BYTES  # salts and OPRF keys (32-byte scalars): the same reader
+
+
+class OprfBudgetFile:
+    """A vendor's stored count of OPRF evaluations for one epoch (`Keyring.oprf_budget`)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, Any] | None:
+        """Return the stored fields, or None if the epoch has answered nothing yet."""
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise KeyringError(
+                f"{self.path} is not valid JSON ({exc}); restore it from the keyring backup: "
+                "without it the epoch's evaluation count is lost",
+                path=str(self.path),
+            ) from None
+        if not isinstance(data, dict):
+            raise KeyringError(f"{self.path} does not hold a budget object", path=str(self.path))
+        return data
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """Replace the stored fields (atomic, 0600, fsynced)."""
+        _write_atomic(self.path, json.dumps(fields, sort_keys=True).encode("utf-8") + b"\n")
 
 
 def init_local_pair(

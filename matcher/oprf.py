@@ -76,6 +76,7 @@ __all__ = [
     "blind",
     "blind_evaluate",
     "blind_with",
+    "draw_blinds",
     "evaluate",
     "expand_message_xmd",
     "finalize",
@@ -193,6 +194,11 @@ def blind(
     """
     blinds = _random_scalars(len(inputs), rng)
     return blinds, blind_with(inputs, blinds, workers=workers)
+
+
+def draw_blinds(n: int, *, rng: RandomBytes | None = None) -> list[bytes]:
+    """Return the n blinds `blind` would draw from `rng`: to replay a request from its seed."""
+    return _random_scalars(n, rng)
 
 
 def blind_with(

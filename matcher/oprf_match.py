@@ -49,6 +49,7 @@ other sessions kept the load at 3.5-4.5 (so the OPRF ran at about half its quiet
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,7 @@ from matcher.oprf import (
     OprfServerKey,
     blind,
     blind_evaluate,
+    draw_blinds,
     evaluate,
     finalize,
 )
@@ -84,8 +86,11 @@ __all__ = [
     "derive_row_keys",
     "encode_lists",
     "open_matched",
+    "open_rows",
+    "replay_request",
     "request",
     "seal_rows",
+    "seeded_rng",
     "unblind_labels",
 ]
 
@@ -369,12 +374,67 @@ def request(
     return BankRequest(tuple(ids), tuple(blinds)), blinded
 
 
+def replay_request(ids: Sequence[bytes], seed: bytes) -> BankRequest:
+    """Return the state `request(ids, rng=seeded_rng(seed))` kept, without blinding again.
+
+    The bank stores the seed, not the blinds, while the vendor answers; this rebuilds the blinds
+    (the same draws in the same order) for `unblind_labels`.
+    """
+    return BankRequest(tuple(ids), tuple(draw_blinds(len(ids), rng=seeded_rng(seed))))
+
+
 def unblind_labels(
     state: BankRequest, evaluated: Sequence[bytes], *, workers: int | None = None
 ) -> tuple[list[bytes], list[bytes]]:
     """Return (labels, data keys) for the request's ids, in order, from the vendor's answer."""
     outputs = finalize(state.inputs, state.blinds, evaluated, workers=workers)
     return derive_row_keys(outputs)
+
+
+def seeded_rng(seed: bytes) -> RandomBytes:
+    """Return an rng for `request` that replays the same bytes for the same 32-byte seed.
+
+    The bank blinds with it so that it keeps one seed (in its encrypted store) instead of a blind
+    per customer between sending a request and reading the answer. Call k returns
+    SHAKE-256("bankfusion/oprf/blinds/v1" || seed || k as 8 bytes) cut to the length asked:
+    with a uniformly random seed these are uniformly random bytes (SHAKE-256 as an XOF, FIPS 202),
+    and `blind` draws its scalars in a fixed order, so the same ids give the same blinds.
+    """
+    if not isinstance(seed, bytes) or len(seed) != 32:
+        raise OprfError("a blind seed must be 32 random bytes", item="rng")
+    calls = 0
+
+    def draw(n: int) -> bytes:
+        nonlocal calls
+        xof = hashlib.shake_256(b"bankfusion/oprf/blinds/v1" + seed + calls.to_bytes(8, "big"))
+        calls += 1
+        return xof.digest(n)
+
+    return draw
+
+
+def open_rows(
+    sealed: Sequence[bytes], labels: Sequence[bytes], data_keys: Sequence[bytes]
+) -> list[bytes]:
+    """Return the payload of each sealed row, opened with its label and data key (aligned).
+
+    The bank calls this on the rows its DuckDB join matched, with the key each label was
+    derived with. Every failure (bad tag, wrong key, truncated) refuses the whole call with the
+    same `OprfError`, naming the position only.
+    """
+    if not len(sealed) == len(labels) == len(data_keys):
+        raise OprfError(
+            f"sealed rows, labels and data keys must be aligned, got {len(sealed)}, "
+            f"{len(labels)} and {len(data_keys)}",
+            item="batch",
+        )
+    opened = []
+    for i, (row, label, data_key) in enumerate(zip(sealed, labels, data_keys, strict=True)):
+        try:
+            opened.append(AESGCM(data_key).decrypt(row[:NONCE_BYTES], row[NONCE_BYTES:], label))
+        except (InvalidTag, ValueError, TypeError):
+            raise OprfError(_REFUSED.format(index=i), item="sealed row", index=i) from None
+    return opened
 
 
 def open_matched(
@@ -394,16 +454,15 @@ def open_matched(
             f"labels and data keys must be aligned, got {len(labels)} and {len(data_keys)}",
             item="batch",
         )
-    opened = {}
-    for i, (label, data_key) in enumerate(zip(labels, data_keys, strict=True)):
-        sealed = rows.get(label)
-        if sealed is None:
-            continue
-        try:
-            opened[i] = AESGCM(data_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], label)
-        except (InvalidTag, ValueError, TypeError):
-            raise OprfError(_REFUSED.format(index=i), item="sealed row", index=i) from None
-    return opened
+    hits = [i for i, label in enumerate(labels) if label in rows]
+    try:
+        payloads = open_rows(
+            [rows[labels[i]] for i in hits], [labels[i] for i in hits], [data_keys[i] for i in hits]
+        )
+    except OprfError as exc:
+        index = hits[exc.index] if exc.index is not None else None
+        raise OprfError(_REFUSED.format(index=index), item="sealed row", index=index) from None
+    return dict(zip(hits, payloads, strict=True))
 
 
 def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:

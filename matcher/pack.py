@@ -1,7 +1,11 @@
 """The vendor's side of a batch: users with raw phones -> keyed tag batch -> sealed file.
 
-Raw phones are normalised and keyed-hashed with the agreed salt epoch, then dropped; the batch
-that leaves the vendor holds only 32-byte keys and app/tag lists (contracts.schemas.VENDOR_BATCH).
+Salted mode (`build_batch`): raw phones are normalised and keyed-hashed with the agreed salt
+epoch, then dropped; the batch holds only 32-byte keys and app/tag lists
+(contracts.schemas.VENDOR_BATCH). OPRF mode (`build_oprf_batch`): each user becomes a 16-byte
+label and its lists sealed under a key, both derived from F_k(phone) with the vendor's own OPRF
+key of the epoch (contracts.schemas.VENDOR_OPRF_BATCH, matcher.oprf_match); the bank opens only
+the rows of phones it had evaluated. Either batch travels in the same sealed envelope.
 Users whose phone does not normalise are counted by reason, and users sharing a phone keep one
 row (the first: the vendor's own file order decides), so the batch's keys are unique.
 """
@@ -14,18 +18,24 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from contracts.errors import ConfigError, ContractError
-from contracts.schemas import VENDOR_BATCH
+from contracts.schemas import VENDOR_BATCH, VENDOR_OPRF_BATCH
 from contracts.taxonomy import CURRENT_VERSION
 from matcher.envelope import Manifest, SealedInfo, seal
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.keyring import Keyring
 
-__all__ = ["PackResult", "build_batch", "pack_users"]
+if TYPE_CHECKING:
+    from matcher.oprf import OprfServerKey
+
+__all__ = ["MODES", "PackResult", "build_batch", "build_oprf_batch", "pack_users"]
+
+MODES = ("salted", "oprf")
 
 _LIST_COLUMNS = [c for c in VENDOR_BATCH.columns if c != "key"]
 
@@ -38,17 +48,13 @@ class PackResult:
     rows: int
     rejected: dict[str, int]
     duplicates_dropped: int
-    salt_epoch: str
+    salt_epoch: str  # the salt epoch (salted mode) or the OPRF epoch (oprf mode)
     sealed: SealedInfo | None = None
+    mode: str = "salted"
 
 
-def build_batch(users: pl.DataFrame, epoch: SaltEpoch) -> tuple[pl.DataFrame, dict[str, int], int]:
-    """Return (batch, rejects by reason, duplicates dropped) for a vendor users frame.
-
-    Args:
-        users: a `phone` String column and the VENDOR_BATCH list columns.
-        epoch: the salt epoch agreed with the bank.
-    """
+def _unique_users(users: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int], int]:
+    """Return (users with a normalised phone, one row per phone; rejects by reason; dropped)."""
     if "phone" not in users.columns:
         raise ConfigError(
             "the users file needs a 'phone' column (String) with the users' mobile numbers",
@@ -62,12 +68,56 @@ def build_batch(users: pl.DataFrame, epoch: SaltEpoch) -> tuple[pl.DataFrame, di
             rules=("schema",),
         )
     normalised = normalize_phones(users["phone"].cast(pl.String))
-    keys = keyed_hash(normalised.values, epoch, domain="mobile")
-    frame = users.select(_LIST_COLUMNS).with_columns(key=keys).filter(pl.col("key").is_not_null())
-    before = frame.height
-    frame = frame.unique(subset="key", keep="first", maintain_order=True)
+    frame = (
+        users.select(_LIST_COLUMNS)
+        .with_columns(phone=normalised.values)
+        .filter(pl.col("phone").is_not_null())
+    )
+    unique = frame.unique(subset="phone", keep="first", maintain_order=True)
+    return unique, normalised.reason_counts(), frame.height - unique.height
+
+
+def build_batch(users: pl.DataFrame, epoch: SaltEpoch) -> tuple[pl.DataFrame, dict[str, int], int]:
+    """Return (batch, rejects by reason, duplicates dropped) for a vendor users frame.
+
+    Args:
+        users: a `phone` String column and the VENDOR_BATCH list columns.
+        epoch: the salt epoch agreed with the bank.
+    """
+    unique, rejected, duplicates = _unique_users(users)
+    frame = unique.with_columns(key=keyed_hash(unique["phone"], epoch, domain="mobile"))
     batch = frame.select(pl.col(name).cast(dtype) for name, dtype in VENDOR_BATCH.columns.items())
-    return batch, normalised.reason_counts(), before - frame.height
+    return batch, rejected, duplicates
+
+
+def build_oprf_batch(
+    users: pl.DataFrame, key: OprfServerKey, *, workers: int | None = None
+) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int]]:
+    """Return (OPRF batch, rejects by reason, duplicates dropped, list entry counts).
+
+    Args:
+        users: a `phone` String column and the VENDOR_BATCH list columns.
+        key: the vendor's OPRF key of the epoch (never leaves the vendor).
+        workers: threads for the OPRF evaluation; every core by default.
+    """
+    from matcher.oprf_match import encode_lists, seal_rows  # loads libsodium: OPRF mode only
+
+    unique, rejected, duplicates = _unique_users(users)
+    rows = seal_rows(
+        key,
+        [phone.encode("ascii") for phone in unique["phone"]],
+        encode_lists(unique),
+        workers=workers,
+    )
+    batch = pl.DataFrame(
+        {"label": [label for label, _ in rows], "sealed": [sealed for _, sealed in rows]},
+        schema=VENDOR_OPRF_BATCH.polars_schema,
+    )
+    counts = {
+        "app_entries": int(unique["app_ids"].list.len().sum()),
+        "tag_entries": int(unique["tag_ids"].list.len().sum()),
+    }
+    return batch, rejected, duplicates, counts
 
 
 def pack_users(
@@ -81,14 +131,33 @@ def pack_users(
     taxonomy_version: str = CURRENT_VERSION,
     batch_id: str | None = None,
     chunk_size: int | None = None,
+    mode: str = "salted",
+    workers: int | None = None,
 ) -> PackResult:
-    """Normalise, keyed-hash and seal a vendor users file for the bank; return the counts.
+    """Build a batch from a vendor users file, seal it for the bank and return the counts.
 
-    The plaintext batch exists only as a 0600 temp file next to `out` while it is sealed.
+    `mode` "salted" keyed-hashes with salt epoch `epoch_id` (default: current); "oprf" seals
+    rows under the vendor's OPRF key of epoch `epoch_id` (default: its current OPRF epoch). The
+    plaintext batch exists only as a 0600 temp file next to `out` while it is sealed.
     """
-    epoch = keyring.salt(epoch_id) if epoch_id else keyring.current_salt()
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", setting="mode")
     users = pl.read_parquet(users_path)
-    batch, rejected, duplicates = build_batch(users, epoch)
+    if mode == "oprf":
+        epoch = epoch_id or keyring.current_oprf_epoch()
+        batch, rejected, duplicates, counts = build_oprf_batch(
+            users, keyring.oprf_key(epoch), workers=workers
+        )
+        contract = VENDOR_OPRF_BATCH.contract
+    else:
+        salt = keyring.salt(epoch_id) if epoch_id else keyring.current_salt()
+        epoch = salt.epoch_id
+        batch, rejected, duplicates = build_batch(users, salt)
+        counts = {
+            "app_entries": int(batch["app_ids"].list.len().sum()),
+            "tag_entries": int(batch["tag_ids"].list.len().sum()),
+        }
+        contract = VENDOR_BATCH.contract
     batch_id = batch_id or str(uuid.uuid4())
     out.parent.mkdir(parents=True, exist_ok=True)
     signer_kid, signer = keyring.current_signer()
@@ -108,15 +177,13 @@ def pack_users(
             vendor_id=keyring.vendor_id,
             signing_kid=signer_kid,
             recipient_kid=kid,
-            salt_epoch=epoch.epoch_id,
+            salt_epoch=epoch,
             created_at=now,
             rows=batch.height,
             taxonomy_version=taxonomy_version,
-            contract=VENDOR_BATCH.contract,
-            counts={
-                "app_entries": int(batch["app_ids"].list.len().sum()),
-                "tag_entries": int(batch["tag_ids"].list.len().sum()),
-            },
+            contract=contract,
+            counts=counts,
+            mode=mode,
         )
         kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
         sealed = seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **kwargs)
@@ -127,6 +194,7 @@ def pack_users(
         rows=batch.height,
         rejected=rejected,
         duplicates_dropped=duplicates,
-        salt_epoch=epoch.epoch_id,
+        salt_epoch=epoch,
         sealed=sealed,
+        mode=mode,
     )

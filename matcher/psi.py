@@ -23,7 +23,7 @@ from contracts.errors import IdentifierError
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 
-__all__ = ["KEY_STATUSES", "CustomerKeys", "customer_keys"]
+__all__ = ["KEY_STATUSES", "CustomerKeys", "CustomerPhones", "customer_keys", "customer_phones"]
 
 KEY_STATUSES = ("ok", "invalid", "duplicated")
 
@@ -42,13 +42,29 @@ class CustomerKeys:
         return self.keys.height - self.invalid - self.duplicated
 
 
-def customer_keys(customer_ids: pl.Series, phones: pl.Series, epoch: SaltEpoch) -> CustomerKeys:
-    """Return each customer's keyed hash under `epoch`, or none with the reason why not.
+@dataclass(frozen=True, repr=False)
+class CustomerPhones:
+    """Customers' normalised phones for matching: `phones` has customer_id, phone (null unless
+    the key status is ok), key_status. Holds raw phones: never store or log it."""
+
+    phones: pl.DataFrame
+    invalid: int
+    duplicated: int
+    reasons: dict[str, int]
+
+    def __repr__(self) -> str:
+        return f"CustomerPhones(<{self.phones.height} customers, phones hidden>)"
+
+
+def customer_phones(customer_ids: pl.Series, phones: pl.Series) -> CustomerPhones:
+    """Return each customer's normalised phone, or none with the reason why it cannot match.
+
+    The two rules of both modes: a phone that does not normalise is `invalid`; a phone two or
+    more customers share is `duplicated` for all of them. Only `ok` rows keep their phone.
 
     Args:
         customer_ids: the bank's customer ids (unique).
         phones: the customers' phone strings as the extract has them (dirty forms allowed).
-        epoch: the salt epoch agreed with the vendor.
     """
     if len(customer_ids) != len(phones):
         raise IdentifierError(
@@ -60,8 +76,6 @@ def customer_keys(customer_ids: pl.Series, phones: pl.Series, epoch: SaltEpoch) 
     frame = pl.DataFrame({"customer_id": customer_ids, "phone": normalised.values}).with_columns(
         shared=pl.col("phone").is_not_null() & pl.col("phone").is_duplicated(),
     )
-    usable = frame["phone"].is_not_null() & ~frame["shared"]
-    keys = keyed_hash(frame["phone"].filter(usable), epoch, domain="mobile")
     status = (
         pl.when(pl.col("phone").is_null())
         .then(pl.lit("invalid"))
@@ -69,13 +83,34 @@ def customer_keys(customer_ids: pl.Series, phones: pl.Series, epoch: SaltEpoch) 
         .then(pl.lit("duplicated"))
         .otherwise(pl.lit("ok"))
     )
-    out = frame.with_columns(status.alias("key_status")).with_columns(
-        key=pl.lit(None, dtype=pl.Binary)
+    out = frame.with_columns(key_status=status).with_columns(
+        phone=pl.when(pl.col("key_status") == "ok").then(pl.col("phone"))
     )
-    out = out.with_columns(out["key"].scatter(usable.arg_true(), keys))
-    return CustomerKeys(
-        keys=out.select("customer_id", "key", "key_status"),
+    return CustomerPhones(
+        phones=out.select("customer_id", "phone", "key_status"),
         invalid=normalised.n_rejected,
         duplicated=int(frame["shared"].sum()),
         reasons=normalised.reason_counts(),
+    )
+
+
+def customer_keys(customer_ids: pl.Series, phones: pl.Series, epoch: SaltEpoch) -> CustomerKeys:
+    """Return each customer's keyed hash under `epoch`, or none with the reason why not.
+
+    Args:
+        customer_ids: the bank's customer ids (unique).
+        phones: the customers' phone strings as the extract has them (dirty forms allowed).
+        epoch: the salt epoch agreed with the vendor.
+    """
+    found = customer_phones(customer_ids, phones)
+    frame = found.phones
+    usable = frame["key_status"] == "ok"
+    keys = keyed_hash(frame["phone"].filter(usable), epoch, domain="mobile")
+    out = frame.with_columns(key=pl.lit(None, dtype=pl.Binary))
+    out = out.with_columns(out["key"].scatter(usable.arg_true(), keys))
+    return CustomerKeys(
+        keys=out.select("customer_id", "key", "key_status"),
+        invalid=found.invalid,
+        duplicated=found.duplicated,
+        reasons=found.reasons,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +52,13 @@ def _forms(secret: bytes) -> list[bytes]:
 
 
 def test_public_surface():
-    assert matcher.keyring.__all__ == ["INDEX_NAME", "Keyring", "init_local_pair", "pair_locally"]
+    assert matcher.keyring.__all__ == [
+        "INDEX_NAME",
+        "Keyring",
+        "OprfBudgetFile",
+        "init_local_pair",
+        "pair_locally",
+    ]
 
 
 def test_bank_keyring_starts_with_hpke_pair_salt_epoch_and_store_key(bank: Keyring):
@@ -343,6 +350,7 @@ def test_no_key_bytes_in_any_repr_str_or_message(bank: Keyring, vendor: Keyring)
         repr(bank.current_recipient()),
         repr(vendor.current_signer()),
         repr(bank.recipient_private("bank-hpke-1")),
+        repr(vendor.oprf_key(vendor.current_oprf_epoch())),
     ]
     (bank.path / "store.key").chmod(0o604)
     with pytest.raises(KeyringError) as loose:
@@ -351,9 +359,12 @@ def test_no_key_bytes_in_any_repr_str_or_message(bank: Keyring, vendor: Keyring)
     with pytest.raises(UnknownEpochError) as unknown:
         bank.salt("nope")
     texts.append(str(unknown.value))
+    with pytest.raises(UnknownEpochError) as unknown_oprf:
+        vendor.oprf_key("nope")
+    texts.append(str(unknown_oprf.value))
     blob = "\n".join(texts).encode()
     secrets = _secrets(bank) + _secrets(vendor)
-    assert len(secrets) == 7
+    assert len(secrets) == 8  # bank: hpke, salt, store x3; vendor: signing, salt, oprf
     for secret in secrets:
         for form in _forms(secret):
             assert form not in blob
@@ -375,3 +386,54 @@ def test_the_index_holds_no_secret_bytes(tmp_path: Path, role: str):
     for secret in secrets:
         for form in _forms(secret):
             assert form not in index
+
+
+def test_a_vendor_keyring_holds_an_oprf_key_per_epoch_and_keeps_old_ones(tmp_path: Path):
+    vendor = Keyring.init(tmp_path / "v", role="vendor", vendor_id="vendor-a", now=NOW)
+    first = vendor.current_oprf_epoch()
+    assert first == "o2026-11-1" and vendor.oprf_epochs() == (first,)
+    key = vendor.oprf_key(first)
+    assert vendor.rotate("oprf", now=NOW) == "o2026-11-2"
+    reopened = Keyring.open(vendor.path)
+    assert reopened.current_oprf_epoch() == "o2026-11-2"
+    assert reopened.oprf_key(first).scalar == key.scalar  # old epochs stay readable
+    assert reopened.oprf_key("o2026-11-2").scalar != key.scalar
+    assert (vendor.path / f"oprf.{first}.key").stat().st_mode & 0o077 == 0
+    with pytest.raises(KeyringError, match="never replaced"):
+        vendor.new_oprf_epoch(first)
+    with pytest.raises(UnknownEpochError, match="OPRF epoch 'o1999-01-1'"):
+        vendor.oprf_key("o1999-01-1")
+
+
+def test_a_bank_keyring_holds_no_oprf_key(bank: Keyring):
+    assert bank.oprf_epochs() == ()
+    with pytest.raises(KeyringError, match="vendor"):
+        bank.new_oprf_epoch()
+    with pytest.raises(KeyringError, match="vendor"):
+        bank.oprf_key("o2026-11-1")
+
+
+def test_a_keyring_made_before_the_oprf_mode_starts_its_first_epoch_on_rotate(vendor: Keyring):
+    index = json.loads((vendor.path / INDEX_NAME).read_bytes())
+    for epoch in index.pop("oprf")["epochs"]:
+        (vendor.path / f"oprf.{epoch}.key").unlink()
+    (vendor.path / INDEX_NAME).write_text(json.dumps(index))
+    old = Keyring.open(vendor.path)
+    assert old.oprf_epochs() == ()
+    with pytest.raises(KeyringError, match="fusion vendor rotate --what oprf"):
+        old.current_oprf_epoch()
+    epoch = old.rotate("oprf", now=NOW)
+    assert Keyring.open(vendor.path).oprf_key(epoch) is not None
+
+
+def test_the_oprf_budget_file_is_locked_kept_and_refuses_damage(vendor: Keyring):
+    epoch = vendor.current_oprf_epoch()
+    with vendor.oprf_budget(epoch) as stored:
+        assert stored.read() is None
+        stored.write({"used": 3})
+    with vendor.oprf_budget(epoch) as stored:
+        assert stored.read() == {"used": 3}
+        assert stored.path.stat().st_mode & 0o077 == 0
+        stored.path.write_text("{")
+        with pytest.raises(KeyringError, match="backup"):
+            stored.read()

@@ -1,0 +1,439 @@
+"""The bank's side of the OPRF match: blind its customers, open only the vendor rows it matched.
+
+Two steps around the vendor's turn (`matcher.oprf_exchange.answer_request`):
+
+1. `request_match` checks the extract's contract as the salted mode does, and blinds the
+   normalised phone of each customer who can match (`matcher.psi.customer_phones`: not invalid,
+   not shared) in customer-id order, with blinds drawn from a fresh 32-byte seed. It returns the
+   request file to send. The store keeps, in `oprf_requests`, the seed and an HMAC under it of
+   the ids and phones blinded: never a phone, and one seed instead of a blind per customer.
+2. `finish_match` re-reads the same extract (phones are never stored, and RFC 9497 Finalize
+   hashes the input again), checks the HMAC, unblinds and finalises, and derives each customer's
+   16-byte label and data key (`matcher.oprf_match`). Reading first, it joins the labels with
+   the sealed rows of the epoch's loaded OPRF batches in DuckDB, opens the matched rows only
+   (AES-256-GCM, the label as associated data) and checks their lists against the vendor-batch
+   contract. Then, in one transaction: the snapshot's customers are stored keyed by label, the
+   opened rows go to vendor_apps / vendor_tags keyed by label, every sealed row of those batches
+   is dropped (a non-matched user's row was never opened; after the match only its count
+   remains, in match_runs.reasons), the usual match writes `matches` (`fusion.match.match`), and
+   the seed is erased: an answer is used once. A batch whose matched rows do not open or break
+   the contract is quarantined in the same transaction, with its report; the others load.
+
+What each side learns: the vendor sees uniformly random group elements and their count (the
+number of matchable customers); the bank learns which of its customers are in the batch and
+their tags, and of the vendor's other users only how many there were. The vendor's budget caps
+the evaluations per epoch, so the bank cannot evaluate the phone space instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+
+import polars as pl
+
+from contracts.errors import ConfigError, OprfError
+from contracts.schemas import VENDOR_BATCH
+from contracts.suites import ContractReport, RuleResult, validate_vendor_batch
+from contracts.taxonomy import load_taxonomy
+from fusion.match import MatchRun, check_extract, match, store_customers
+from fusion.store import Store
+from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile
+from matcher.oprf_match import (
+    decode_lists,
+    open_rows,
+    replay_request,
+    request,
+    seeded_rng,
+    unblind_labels,
+)
+from matcher.psi import CustomerPhones, customer_phones
+
+__all__ = ["OprfMatchRun", "OprfRequestInfo", "finish_match", "request_match"]
+
+log = logging.getLogger(__name__)
+
+_SEED_BYTES = 32
+_LIST_COLUMNS = [c for c in VENDOR_BATCH.columns if c != "key"]
+_OPENED = {
+    "key": pl.Binary(),
+    "batch_id": pl.String(),
+    **{c: VENDOR_BATCH.columns[c] for c in _LIST_COLUMNS},
+}
+
+
+@dataclass(frozen=True)
+class OprfRequestInfo:
+    """Counts of one request: customers, how many were blinded, why the others were not."""
+
+    request_id: str
+    epoch_id: str
+    snapshot_date: date
+    customers: int
+    blinded: int
+    invalid: int
+    duplicated: int
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class OprfMatchRun:
+    """A finished OPRF match: the match run and what happened to the vendor's sealed rows."""
+
+    run: MatchRun
+    request_id: str
+    vendor_rows: int  # sealed rows of the epoch's batches the labels were joined with
+    opened: int  # rows the bank opened: its matched customers' (one per batch holding them)
+    dropped: int  # rows never opened, now deleted: only this count remains of them
+    batches: tuple[str, ...]  # batches whose rows were opened (or found none to open)
+    quarantined: dict[str, tuple[str, ...]] = field(default_factory=dict)  # batch -> rules
+
+    def to_dict(self) -> dict[str, object]:
+        return _details(
+            self.request_id,
+            self.vendor_rows,
+            self.opened,
+            [*self.batches, *self.quarantined],
+            self.quarantined,
+        )
+
+
+def _details(
+    request_id: str,
+    vendor_rows: int,
+    opened: int,
+    batch_ids: Sequence[str],
+    failed: Mapping[str, ContractReport | tuple[str, ...]],
+) -> dict[str, object]:
+    """Return what match_runs.reasons keeps of an OPRF match: counts and batch ids only."""
+    return {
+        "mode": "oprf",
+        "request_id": request_id,
+        "vendor_rows": vendor_rows,
+        "opened": opened,
+        "dropped_unopened": vendor_rows - opened,
+        "batches": sorted(b for b in batch_ids if b not in failed),
+        "quarantined": {
+            b: list(r.failed if isinstance(r, ContractReport) else r) for b, r in failed.items()
+        },
+    }
+
+
+def request_match(
+    store: Store,
+    extract: pl.DataFrame,
+    *,
+    epoch_id: str,
+    snapshot_date: date,
+    now: datetime,
+    workers: int | None = None,
+) -> tuple[OprfRequestInfo, ElementFile]:
+    """Blind the extract's matchable customers for the vendor's OPRF epoch `epoch_id`.
+
+    Returns the request's counts and the file to send (`ElementFile.write`). Nothing of the
+    extract is stored yet: `finish_match` stores it with the match.
+
+    Raises:
+        ContractError: the extract breaks its contract (nothing is kept).
+    """
+    found = _phones(extract)
+    inputs, mac_key = _inputs(found), secrets.token_bytes(_SEED_BYTES)
+    request_id = str(uuid.uuid4())
+    _, blinded = request(inputs, rng=seeded_rng(mac_key), workers=workers)
+    with store.transaction():
+        store.execute(
+            "INSERT INTO oprf_requests (request_id, salt_epoch, snapshot_date, customers, "
+            "blinded, inputs_mac, blind_seed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                request_id,
+                epoch_id,
+                snapshot_date,
+                extract.height,
+                len(inputs),
+                _inputs_mac(mac_key, found),
+                mac_key,
+                now.replace(tzinfo=None),
+            ],
+        )
+    log.info(
+        "OPRF request %s (epoch %s, snapshot %s): %d of %d customers blinded",
+        request_id,
+        epoch_id,
+        snapshot_date,
+        len(inputs),
+        extract.height,
+    )
+    info = OprfRequestInfo(
+        request_id=request_id,
+        epoch_id=epoch_id,
+        snapshot_date=snapshot_date,
+        customers=extract.height,
+        blinded=len(inputs),
+        invalid=found.invalid,
+        duplicated=found.duplicated,
+        reasons=found.reasons,
+    )
+    return info, ElementFile(REQUEST, request_id, epoch_id, tuple(blinded))
+
+
+def finish_match(
+    store: Store,
+    extract: pl.DataFrame,
+    answer: ElementFile,
+    *,
+    now: datetime,
+    workers: int | None = None,
+) -> OprfMatchRun:
+    """Apply the vendor's answer: store the customers keyed by label, open the matched rows,
+    drop the rest and write the snapshot's matches. See the module docstring.
+
+    Args:
+        extract: the extract the request was made from (the same ids and phones).
+        answer: the vendor's answer to a request this store made and has not used.
+
+    Raises:
+        OprfError: the answer is not for a pending request of this store, or holds invalid
+            elements; nothing is written and the request stays pending.
+        ConfigError: the extract is not the one the request was made from.
+    """
+    if answer.kind != ANSWER:
+        raise ConfigError("finish_match takes the vendor's answer file", setting="answer")
+    epoch_id, snapshot_date, seed = _pending(store, answer)
+    found = _phones(extract)
+    if not hmac.compare_digest(_inputs_mac(seed, found), _stored_mac(store, answer.request_id)):
+        raise ConfigError(
+            f"the extract is not the one request {answer.request_id} was made from (its "
+            "matchable customers or their phones differ); pass that same extract, or make a new "
+            "request from this one",
+            setting="extract",
+        )
+    labels, data_keys = unblind_labels(
+        replay_request(_inputs(found), seed), answer.elements, workers=workers
+    )
+    ok = found.phones["key_status"] == "ok"
+    keys = found.phones.select("customer_id", "key_status").with_columns(
+        key=pl.lit(None, dtype=pl.Binary)
+    )
+    order = found.phones.with_row_index("row").filter(ok).sort("customer_id")["row"]
+    keys = keys.with_columns(keys["key"].scatter(order, pl.Series(labels, dtype=pl.Binary)))
+
+    until = datetime.combine(snapshot_date, time.max)
+    batches = [
+        (str(b), str(t))
+        for b, t in store.execute(
+            "SELECT batch_id, taxonomy_version FROM batches WHERE status = 'loaded' "
+            "AND mode = 'oprf' AND salt_epoch = ? AND created_at <= ? ORDER BY batch_id",
+            [epoch_id, until],
+        ).fetchall()
+    ]
+    ids = [b for b, _ in batches]
+    vendor_rows = _count_rows(store, ids)
+    opened, failed = _open_matched(store, ids, dict(batches), labels, data_keys)
+    with store.transaction():
+        store_customers(store, extract, keys, epoch_id=epoch_id, snapshot_date=snapshot_date)
+        for batch_id, report in failed.items():
+            _quarantine(store, batch_id, report, now)
+        if opened.height:
+            tagged = opened.with_columns(salt_epoch=pl.lit(epoch_id))
+            store.insert_frame(
+                "vendor_apps",
+                tagged.select(
+                    "key", "salt_epoch", "batch_id", "app_ids", "app_days", "app_sessions"
+                ),
+            )
+            store.insert_frame(
+                "vendor_tags",
+                tagged.select("key", "salt_epoch", "batch_id", "tag_ids", "tag_weights"),
+            )
+        if ids:
+            store.execute("DELETE FROM vendor_oprf_rows WHERE list_contains(?, batch_id)", [ids])
+        done = OprfMatchRun(
+            run=match(
+                store,
+                epoch_id=epoch_id,
+                snapshot_date=snapshot_date,
+                now=now,
+                details=_details(answer.request_id, vendor_rows, opened.height, ids, failed),
+            ),
+            request_id=answer.request_id,
+            vendor_rows=vendor_rows,
+            opened=opened.height,
+            dropped=vendor_rows - opened.height,
+            batches=tuple(b for b in ids if b not in failed),
+            quarantined={b: r.failed for b, r in failed.items()},
+        )
+        store.execute(
+            "UPDATE oprf_requests SET blind_seed = NULL, finished_at = ? WHERE request_id = ?",
+            [now.replace(tzinfo=None), answer.request_id],
+        )
+    log.info(
+        "OPRF match %s: %d vendor rows, %d opened, %d dropped unopened, %d batches quarantined",
+        answer.request_id,
+        vendor_rows,
+        opened.height,
+        vendor_rows - opened.height,
+        len(failed),
+    )
+    return done
+
+
+# -- internals ----------------------------------------------------------------------------------
+
+
+def _phones(extract: pl.DataFrame) -> CustomerPhones:
+    found = customer_phones(extract["customer_id"], extract["phone"])
+    check_extract(extract, found.phones["key_status"])
+    return found
+
+
+def _inputs(found: CustomerPhones) -> list[bytes]:
+    """Return the OPRF inputs: the matchable customers' normalised phones, in customer-id order."""
+    ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
+    return [phone.encode("ascii") for phone in ok["phone"]]
+
+
+def _inputs_mac(key: bytes, found: CustomerPhones) -> bytes:
+    """Return HMAC-SHA256 under the request's seed of its ordered (customer id, phone) pairs."""
+    ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
+    lines = ok.select(pl.format("{}:{}", "customer_id", "phone").str.join("\n")).item()
+    return hmac.new(key, (lines or "").encode("ascii"), hashlib.sha256).digest()
+
+
+def _pending(store: Store, answer: ElementFile) -> tuple[str, date, bytes]:
+    row = store.execute(
+        "SELECT salt_epoch, snapshot_date, blinded, blind_seed FROM oprf_requests "
+        "WHERE request_id = ?",
+        [answer.request_id],
+    ).fetchone()
+    if row is None:
+        raise OprfError(
+            f"no OPRF request {answer.request_id} was made from this store; answer files are "
+            "read by the bank that wrote the request",
+            item="answer file",
+        )
+    epoch_id, snapshot_date, blinded, seed = row
+    if seed is None:
+        raise OprfError(
+            f"request {answer.request_id} was already answered and used; make a new request "
+            "for a new match",
+            item="answer file",
+        )
+    if answer.epoch_id != epoch_id or len(answer) != blinded:
+        raise OprfError(
+            f"the answer does not fit request {answer.request_id} (epoch {answer.epoch_id!r} "
+            f"with {len(answer):,} elements, expected {epoch_id!r} with {blinded:,}); ask the "
+            "vendor to answer the request file as sent",
+            item="answer file",
+        )
+    return str(epoch_id), snapshot_date, bytes(seed)
+
+
+def _stored_mac(store: Store, request_id: str) -> bytes:
+    row = store.execute(
+        "SELECT inputs_mac FROM oprf_requests WHERE request_id = ?", [request_id]
+    ).fetchone()
+    assert row is not None  # _pending found it
+    return bytes(row[0])
+
+
+def _count_rows(store: Store, batch_ids: Sequence[str]) -> int:
+    if not batch_ids:
+        return 0
+    row = store.execute(
+        "SELECT count(*) FROM vendor_oprf_rows WHERE list_contains(?, batch_id)", [batch_ids]
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _open_matched(
+    store: Store,
+    batch_ids: Sequence[str],
+    taxonomies: dict[str, str],
+    labels: Sequence[bytes],
+    data_keys: Sequence[bytes],
+) -> tuple[pl.DataFrame, dict[str, ContractReport]]:
+    """Return (opened rows with key = label and batch_id, failed batches' reports).
+
+    The join runs in DuckDB on the labels only; then each batch's matched rows are opened and
+    checked on their own, so one bad batch is quarantined without holding back the others.
+    """
+    empty = pl.DataFrame(schema=_OPENED)
+    if not batch_ids or not labels:
+        return empty, {}
+    bank = pl.DataFrame(
+        {"label": pl.Series(labels, dtype=pl.Binary), "idx": pl.arange(0, len(labels), eager=True)}
+    )
+    with store.registered(bank) as view:
+        hits = store.execute(
+            f"SELECT r.batch_id, l.idx, r.sealed FROM {view} AS l "  # noqa: S608 (view is ours)
+            "JOIN vendor_oprf_rows AS r ON r.label = l.label "
+            "WHERE list_contains(?, r.batch_id) ORDER BY r.batch_id, l.idx",
+            [list(batch_ids)],
+        ).pl()
+    frames, failed = [], {}
+    for (batch_id,), part in hits.group_by("batch_id", maintain_order=True):
+        index = part["idx"].to_list()
+        batch_labels = [labels[i] for i in index]
+        try:
+            payloads = open_rows(
+                part["sealed"].to_list(), batch_labels, [data_keys[i] for i in index]
+            )
+            lists = decode_lists(payloads)
+        except OprfError as exc:
+            failed[str(batch_id)] = _unopened_report(str(batch_id), part.height, exc)
+            continue
+        rows = lists.with_columns(key=pl.Series(batch_labels, dtype=pl.Binary)).select(
+            "key", *_LIST_COLUMNS
+        )
+        report = validate_vendor_batch(
+            rows,
+            taxonomy=load_taxonomy(taxonomies[str(batch_id)]),
+            expected_rows=rows.height,
+            batch_id=str(batch_id),
+            key_bytes=16,
+        )
+        if not report.passed:
+            failed[str(batch_id)] = report
+            continue
+        frames.append(rows.with_columns(batch_id=pl.lit(str(batch_id))))
+    opened = pl.concat(frames).select("key", "batch_id", *_LIST_COLUMNS) if frames else empty
+    return opened, failed
+
+
+def _unopened_report(batch_id: str, rows: int, error: OprfError) -> ContractReport:
+    rule = RuleResult(
+        rule="matched_rows_open",
+        description="every matched row opens with the key derived with its label, in layout v1",
+        passed=False,
+        failed_rows=1,
+        example_rows=() if error.index is None else (error.index,),
+    )
+    return ContractReport(
+        contract="vendor_oprf_batch/v1", rows=rows, rules=(rule,), batch_id=batch_id
+    )
+
+
+def _quarantine(store: Store, batch_id: str, report: ContractReport, now: datetime) -> None:
+    store.execute(
+        "UPDATE batches SET status = 'quarantined', reasons = ?, report = ?, finished_at = ? "
+        "WHERE batch_id = ?",
+        [
+            json.dumps(list(report.failed)),
+            json.dumps(report.to_dict()),
+            now.replace(tzinfo=None),
+            batch_id,
+        ],
+    )
+    log.warning(
+        "OPRF batch %s quarantined at match time: its matched rows broke %s; ask the vendor to "
+        "pack it again",
+        batch_id,
+        ", ".join(report.failed),
+    )

@@ -1,0 +1,202 @@
+"""The files the two parties exchange in the OPRF mode, and the vendor's side of the exchange.
+
+The bank sends a request (its customers' blinded elements) and the vendor returns an answer
+(the same elements times its epoch key), one file each way, in this format (integers big-endian):
+
+    magic     8 bytes   0x89 "BFOPRF" 0x0A
+    kind      1 byte    1 = request (blinded elements), 2 = answer (evaluated elements)
+    hlen      4 bytes   length of the header
+    header    hlen      UTF-8 JSON: {"format": 1, "request_id": "<uuid4>", "epoch_id": "<id>",
+                        "count": n}
+    elements  32 n      ristretto255 encodings (RFC 9496), in request order
+
+An answer repeats its request's id, epoch and count. Neither file says anything about a customer:
+a blinded element is a uniformly random group element to the vendor (RFC 9497 section 7.2,
+obliviousness), and an evaluated one is random to anyone without the bank's blinds. Neither file
+is encrypted or signed: a tampered answer gives labels that match nothing, which the bank sees as
+a match of zero (and the vendor's budget counts the request all the same), never wrong tags,
+because a row opens only under the key derived with its own label.
+
+`answer_request` is the vendor's whole turn: under the epoch's budget lock it reads the stored
+count, refuses a request past the cap (`EvaluationBudget`: declared customers x 1.1 + 1000),
+evaluates, and stores the new count before it hands the answer back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.errors import ConfigError, OprfError
+from matcher.keyring import Keyring
+from matcher.oprf import ELEMENT_BYTES
+from matcher.oprf_match import EvaluationBudget
+
+__all__ = ["ANSWER", "MAGIC", "REQUEST", "ElementFile", "answer_request"]
+
+MAGIC = b"\x89BFOPRF\n"
+REQUEST, ANSWER = 1, 2
+FORMAT = 1
+_KINDS = {REQUEST: "request", ANSWER: "answer"}
+_MAX_HEADER = 4096
+_PREFIX = len(MAGIC) + 1 + 4
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ElementFile:
+    """One OPRF exchange file: its kind, request id, epoch id and group elements."""
+
+    kind: int
+    request_id: str
+    epoch_id: str
+    elements: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ConfigError(f"kind must be REQUEST or ANSWER, got {self.kind!r}", setting="kind")
+        try:
+            uuid.UUID(self.request_id)
+        except (ValueError, TypeError, AttributeError):
+            raise ConfigError("request_id must be a UUID", setting="request_id") from None
+        if not isinstance(self.epoch_id, str) or not self.epoch_id.isprintable():
+            raise ConfigError("epoch_id must be a printable string", setting="epoch_id")
+        for i, element in enumerate(self.elements):
+            if not isinstance(element, bytes) or len(element) != ELEMENT_BYTES:
+                raise OprfError(
+                    f"element {i} of the {self.kind_name} is not {ELEMENT_BYTES} bytes",
+                    item="element",
+                    index=i,
+                )
+
+    @property
+    def kind_name(self) -> str:
+        return _KINDS[self.kind]
+
+    def __len__(self) -> int:
+        return len(self.elements)
+
+    def __repr__(self) -> str:
+        return (
+            f"ElementFile({self.kind_name}, request_id={self.request_id!r}, "
+            f"epoch_id={self.epoch_id!r}, {len(self.elements)} elements)"
+        )
+
+    def header(self) -> dict[str, object]:
+        return {
+            "format": FORMAT,
+            "request_id": self.request_id,
+            "epoch_id": self.epoch_id,
+            "count": len(self.elements),
+        }
+
+    def write(self, path: Path) -> int:
+        """Write the file (0600, via a temp file and rename); return its size in bytes."""
+        header = json.dumps(self.header(), sort_keys=True).encode("utf-8")
+        body = b"".join(
+            [MAGIC, bytes([self.kind]), len(header).to_bytes(4, "big"), header, *self.elements]
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return len(body)
+
+    @classmethod
+    def read(cls, path: Path, *, kind: int) -> ElementFile:
+        """Return the file at `path`, which must be of `kind`; OprfError says what is wrong."""
+        what = _KINDS.get(kind, "exchange")
+        data = Path(path).read_bytes()
+
+        def bad(reason: str) -> OprfError:
+            return OprfError(
+                f"{path} is not a readable OPRF {what} file: {reason}; ask its sender to write "
+                "it again with `fusion match --mode oprf` (request) or `fusion vendor evaluate` "
+                "(answer)",
+                item=f"{what} file",
+            )
+
+        if len(data) < _PREFIX or data[: len(MAGIC)] != MAGIC:
+            raise bad("it does not start with the OPRF exchange magic")
+        if data[len(MAGIC)] != kind:
+            got = _KINDS.get(data[len(MAGIC)], "unknown")
+            raise bad(f"it is a {got} file, not a {what}")
+        hlen = int.from_bytes(data[len(MAGIC) + 1 : _PREFIX], "big")
+        if hlen > _MAX_HEADER or _PREFIX + hlen > len(data):
+            raise bad("its header length is out of range")
+        try:
+            header = json.loads(data[_PREFIX : _PREFIX + hlen])
+        except (ValueError, UnicodeDecodeError):
+            raise bad("its header is not JSON") from None
+        fields = {"format", "request_id", "epoch_id", "count"}
+        if not isinstance(header, dict) or set(header) != fields or header["format"] != FORMAT:
+            raise bad(f"its header must hold exactly {', '.join(sorted(fields))} (format 1)")
+        count = header["count"]
+        body = data[_PREFIX + hlen :]
+        if not isinstance(count, int) or count < 0 or len(body) != count * ELEMENT_BYTES:
+            raise bad(f"it declares {count!r} elements but holds {len(body)} bytes of them")
+        elements = tuple(body[i : i + ELEMENT_BYTES] for i in range(0, len(body), ELEMENT_BYTES))
+        try:
+            return cls(kind, header["request_id"], header["epoch_id"], elements)
+        except ConfigError as exc:
+            raise bad(str(exc)) from None
+
+
+def answer_request(
+    keyring: Keyring,
+    request: ElementFile,
+    *,
+    declared_customers: int | None = None,
+    workers: int | None = None,
+) -> tuple[ElementFile, EvaluationBudget]:
+    """Return (the answer, the epoch's budget after it): the vendor evaluates a bank's request.
+
+    Args:
+        keyring: the vendor's keyring; it holds the epoch's key and budget file.
+        request: the bank's request file.
+        declared_customers: the bank's customer count as agreed out of band. Required for an
+            epoch's first answer, when it fixes the epoch's cap; afterwards it may be left out,
+            and a different value is refused (a cap is raised by agreeing a new epoch).
+        workers: threads for the evaluation; every core by default.
+
+    Raises:
+        EvaluationCapError: the request would pass the epoch's cap; nothing is evaluated.
+        OprfError: an element is not a valid group element; nothing is counted.
+        ConfigError: no declared count for a new epoch, or a different one for an old epoch.
+    """
+    if request.kind != REQUEST:
+        raise ConfigError("answer_request takes a request file", setting="request")
+    key = keyring.oprf_key(request.epoch_id)
+    with keyring.oprf_budget(request.epoch_id) as stored:
+        fields = stored.read()
+        if fields is None:
+            if declared_customers is None:
+                raise ConfigError(
+                    f"epoch {request.epoch_id!r} has answered nothing yet: give the bank's "
+                    "declared customer count (--declared-customers), which fixes its cap",
+                    setting="declared_customers",
+                )
+            budget = EvaluationBudget(request.epoch_id, declared_customers)
+        else:
+            budget = EvaluationBudget.from_dict(fields)
+            if declared_customers is not None and declared_customers != budget.declared_customers:
+                raise ConfigError(
+                    f"epoch {request.epoch_id!r} was declared for {budget.declared_customers:,} "
+                    f"customers at its first answer, not {declared_customers:,}; a cap is never "
+                    "raised within an epoch: start a new one (fusion vendor rotate --what oprf)",
+                    setting="declared_customers",
+                )
+        evaluated = budget.answer(key, request.elements, workers=workers)
+        stored.write(budget.to_dict())  # counted before the answer leaves
+    answer = ElementFile(ANSWER, request.request_id, request.epoch_id, tuple(evaluated))
+    return answer, budget
