@@ -94,6 +94,7 @@ class OprfMatchRun:
     dropped: int  # rows never opened, now deleted: only this count remains of them
     batches: tuple[str, ...]  # batches whose rows were opened (or found none to open)
     quarantined: dict[str, tuple[str, ...]] = field(default_factory=dict)  # batch -> rules
+    reasons: dict[str, int] = field(default_factory=dict)  # unusable phones by reason
 
     def to_dict(self) -> dict[str, object]:
         return _details(
@@ -268,6 +269,7 @@ def finish_match(
             dropped=vendor_rows - opened.height,
             batches=tuple(b for b in ids if b not in failed),
             quarantined={b: r.failed for b, r in failed.items()},
+            reasons=found.reasons,
         )
         store.execute(
             "UPDATE oprf_requests SET blind_seed = NULL, finished_at = ? WHERE request_id = ?",

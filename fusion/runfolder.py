@@ -4,6 +4,8 @@
 <run>/keys/bank/           the bank's keyring (0700)
 <run>/keys/vendor/         the vendor's keyring (0700; on the vendor's machine in real life)
 <run>/vendor/outbox/       sealed batches the vendor tool wrote
+<run>/vendor/oprf/         the vendor's OPRF answers (files it sends the bank)
+<run>/bank/oprf/           the bank's OPRF requests (files it sends the vendor)
 <run>/bank/inbox/ ...      the ingest worker's inbox, quarantine, archive and work folders
 <run>/bank/fusion.duckdb   the encrypted store
 <run>/snapshots/           published read-only copies (head office, one per branch)
@@ -45,6 +47,14 @@ class RunFolder:
     @property
     def outbox(self) -> Path:
         return self.root / "vendor" / "outbox"
+
+    @property
+    def vendor_oprf(self) -> Path:
+        return self.root / "vendor" / "oprf"
+
+    @property
+    def bank_oprf(self) -> Path:
+        return self.root / "bank" / "oprf"
 
     @property
     def inbox(self) -> Inbox:

@@ -32,9 +32,11 @@ from matcher.keyring import init_local_pair, pair_locally
 if TYPE_CHECKING:
     from fusion.features import FeatureSet
     from fusion.lists import TargetLists
+    from fusion.oprf_psi import OprfMatchRun
     from fusion.store import Store
     from fusion.training import TrainingRun
     from matcher.keyring import Keyring
+    from matcher.oprf_exchange import ElementFile
 
 __all__ = ["app"]
 
@@ -141,16 +143,28 @@ def world(
     console.print(f"written to [bold]{out}[/]")
 
 
+ModeOption = Annotated[
+    str,
+    typer.Option(
+        help="salted: keyed hash with the shared salt epoch (fast; a key holder can reverse it "
+        "by enumerating phones). oprf: rows sealed under the vendor's OPRF key; the bank opens "
+        "only its own customers' rows."
+    ),
+]
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder (ignored by git).")] = Path("runs/demo"),
     customers: Annotated[int, typer.Option(min=100)] = 100_000,
     seed: Annotated[int, typer.Option()] = 7,
+    mode: ModeOption = "salted",
 ) -> None:
     """Run everything that exists end to end on a synthetic world and print a summary.
 
-    world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash, seal) -> bank ingest
-    (verify, open, contract, load into the encrypted store) -> match -> features -> train
+    world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash or OPRF seal, seal
+    the batch) -> bank ingest (verify, open, contract, load into the encrypted store) -> match
+    (salted join, or OPRF request -> vendor answer -> open matched rows) -> features -> train
     (acquisition, rescue, uplift) -> score -> target lists per branch -> HTML reports.
     Re-running starts from a clean run.
     """
@@ -160,6 +174,7 @@ def demo(
     from fusion.features import build_features
     from fusion.ingest import ingest_inbox
     from fusion.match import load_extract, match
+    from fusion.oprf_psi import request_match
     from fusion.store import Store
     from labs.report import write_match_report
     from labs.world import WorldConfig, generate_world
@@ -177,7 +192,10 @@ def demo(
         summary["world"] = world_summary.to_dict()
 
         bank, vendor = init_local_pair(folder.bank_keys, folder.vendor_keys, vendor_id="vendor-a")
-        with console.status("vendor: normalise, keyed-hash, pack and seal"):
+        if mode not in ("salted", "oprf"):
+            raise ConfigError(f"--mode takes salted or oprf, got {mode!r}", setting="mode")
+        how = "keyed-hash" if mode == "salted" else "OPRF-seal each row"
+        with console.status(f"vendor: normalise, {how}, pack and seal"):
             # The vendor's data is as of the bank's snapshot date (its batch's created_at).
             data_time = datetime.combine(world_config.snapshot_date, time(6), tzinfo=UTC)
             packed = pack_users(
@@ -185,6 +203,7 @@ def demo(
                 folder.inbox.inbox / "vendor-a-0001.sealed",
                 keyring=vendor,
                 now=data_time,
+                mode=mode,
             )
         console.print(
             f"vendor batch {packed.batch_id}: {packed.rows:,} rows sealed "
@@ -196,30 +215,40 @@ def demo(
         ):
             store.load_taxonomy(load_taxonomy())
             outcomes = list(ingest_inbox(store=store, keyring=bank, inbox=folder.inbox, clock=_now))
-            loaded = load_extract(
-                store,
-                pl.read_parquet(WorldFiles(folder.world).customers),
-                epoch=bank.current_salt(),
-                snapshot_date=world_config.snapshot_date,
-                now=_now(),
-            )
-            matched = match(
-                store,
-                epoch_id=bank.current_salt().epoch_id,
-                snapshot_date=world_config.snapshot_date,
-                now=_now(),
-            )
+            extract = pl.read_parquet(WorldFiles(folder.world).customers)
+            opened: OprfMatchRun | None = None
+            if mode == "salted":
+                epoch_id = bank.current_salt().epoch_id
+                loaded = load_extract(
+                    store,
+                    extract,
+                    epoch=bank.current_salt(),
+                    snapshot_date=world_config.snapshot_date,
+                    now=_now(),
+                )
+                reasons = loaded.reasons
+                matched = match(
+                    store, epoch_id=epoch_id, snapshot_date=world_config.snapshot_date, now=_now()
+                )
+            else:
+                epoch_id = packed.salt_epoch
+                _, request = request_match(
+                    store,
+                    extract,
+                    epoch_id=epoch_id,
+                    snapshot_date=world_config.snapshot_date,
+                    now=_now(),
+                )
+                opened = _answer_locally(store, folder, extract, request)
+                matched, reasons = opened.run, opened.reasons
+                summary["oprf"] = opened.to_dict()
             features = build_features(
-                store,
-                snapshot_date=world_config.snapshot_date,
-                salt_epoch=bank.current_salt().epoch_id,
+                store, snapshot_date=world_config.snapshot_date, salt_epoch=epoch_id
             )
             features_dir = folder.features / world_config.snapshot_date.isoformat()
             features.write(features_dir)
             coverage = coverage_report(
-                store,
-                snapshot_date=world_config.snapshot_date,
-                salt_epoch=bank.current_salt().epoch_id,
+                store, snapshot_date=world_config.snapshot_date, salt_epoch=epoch_id
             )
             report_page = write_match_report(coverage, _report_dir(folder, coverage))
             ledger = store.execute(
@@ -231,7 +260,10 @@ def demo(
                 f"ingest {outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows "
                 f"({split})"
             )
-        _print_match(loaded.reasons, matched)
+        if opened is None:
+            _print_match(reasons, matched)
+        else:
+            _print_oprf_match(opened)
         console.print(
             f"features {world_config.snapshot_date}: {features.table.height:,} customers x "
             f"{len(features.feature_columns())} fused columns + {features.tags.shape[1]:,} tag "
@@ -361,30 +393,89 @@ def vendor_keygen(
 def vendor_pack(
     users: Annotated[Path, typer.Option(help="Users Parquet: phone + app/tag lists.")],
     out: Annotated[Path | None, typer.Option(help="Sealed batch file to write.")] = None,
-    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    epoch: Annotated[
+        str | None, typer.Option(help="Salt epoch (salted) or OPRF epoch (oprf); default current.")
+    ] = None,
+    mode: ModeOption = "salted",
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Normalise and keyed-hash phones, drop them, build the tag batch and seal it for the bank."""
+    """Normalise phones, key or seal each user's row, drop the phones and seal the batch."""
     from matcher.keyring import Keyring
     from matcher.pack import pack_users
 
     folder = RunFolder(run).ensure()
     try:
         keyring = Keyring.open(folder.vendor_keys)
-        with console.status("packing and sealing"):
+        with console.status(f"packing ({mode}) and sealing"):
             result = pack_users(
                 users,
                 out or folder.outbox / "batch.sealed",
                 keyring=keyring,
                 now=_now(),
                 epoch_id=epoch,
+                mode=mode,
             )
     except FusionError as error:
         raise _fail(error) from error
     rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()) or "none"
     console.print(
-        f"batch {result.batch_id}: {result.rows:,} rows sealed (epoch {result.salt_epoch}); "
-        f"rejected phones: {rejected}; duplicates dropped: {result.duplicates_dropped:,}"
+        f"batch {result.batch_id} ({result.mode}): {result.rows:,} rows sealed (epoch "
+        f"{result.salt_epoch}); rejected phones: {rejected}; duplicates dropped: "
+        f"{result.duplicates_dropped:,}"
+    )
+
+
+@vendor_app.command("rotate")
+def vendor_rotate(
+    what: Annotated[str, typer.Option(help="signing | oprf")],
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Start a new signing key or OPRF epoch; old ones stay readable (batches sealed before)."""
+    from matcher.keyring import Keyring
+
+    if what not in ("signing", "oprf"):
+        raise _fail(ConfigError(f"--what takes signing or oprf, got {what!r}", setting="what"))
+    try:
+        new_id = Keyring.open(RunFolder(run).vendor_keys).rotate(what)  # type: ignore[arg-type]
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(f"rotated {what}: new id {new_id}")
+
+
+@vendor_app.command("evaluate")
+def vendor_evaluate(
+    request: Annotated[Path, typer.Option(help="The bank's OPRF request file.")],
+    out: Annotated[Path | None, typer.Option(help="Answer file to write.")] = None,
+    declared_customers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="The bank's customer count as agreed out of band; required for an epoch's "
+            "first answer, where it fixes the cap (x1.1 + 1000 evaluations per epoch).",
+        ),
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Answer a bank's blinded OPRF request under the epoch's evaluation budget."""
+    from matcher.keyring import Keyring
+    from matcher.oprf_exchange import REQUEST, ElementFile, answer_request
+
+    folder = RunFolder(run)
+    try:
+        keyring = Keyring.open(folder.vendor_keys)
+        received = ElementFile.read(request, kind=REQUEST)
+        with console.status(f"evaluating {len(received):,} blinded elements"):
+            answer, budget = answer_request(
+                keyring, received, declared_customers=declared_customers
+            )
+        target = out or folder.vendor_oprf / f"answer-{received.request_id}.oprf"
+        answer.write(target)
+    except FusionError as error:
+        raise _fail(error) from error
+    console.print(
+        f"answered request {received.request_id} (epoch {received.epoch_id}): "
+        f"{len(answer):,} evaluations; epoch budget {budget.used:,} of {budget.limit:,} used "
+        f"-> {target}"
     )
 
 
@@ -421,23 +512,133 @@ def ingest(
 def match_command(
     extract: Annotated[Path, typer.Option(help="The bank's customer extract (Parquet).")],
     snapshot: Annotated[str, typer.Option(help="Snapshot date of the extract, YYYY-MM-DD.")],
-    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    epoch: Annotated[
+        str | None,
+        typer.Option(
+            help="Salt epoch (salted; default current) or the vendor's OPRF epoch (oprf; default "
+            "the newest loaded OPRF batch's)."
+        ),
+    ] = None,
+    mode: ModeOption = "salted",
+    answer: Annotated[
+        Path | None,
+        typer.Option(help="oprf: the vendor's answer file; finishes the match it answers."),
+    ] = None,
+    request_out: Annotated[
+        Path | None, typer.Option(help="oprf: where to write the request file for the vendor.")
+    ] = None,
+    local_vendor: Annotated[
+        bool,
+        typer.Option(
+            help="oprf, demo and tests only: let this run's vendor keyring answer at once."
+        ),
+    ] = False,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Key the customer extract (phones never stored) and intersect it with the vendor's keys."""
-    from fusion.match import load_extract, match
+    """Match the customer extract with the vendor's data (phones are never stored).
 
+    salted: key the extract and intersect with the vendor's keys. oprf: without --answer, write
+    the blinded request for the vendor (`fusion vendor evaluate`); with --answer, open the matched
+    customers' rows and match; --local-vendor does both steps with this run's vendor keyring.
+    """
+    from fusion.match import load_extract, match
+    from fusion.oprf_psi import finish_match, request_match
+    from matcher.oprf_exchange import ANSWER, ElementFile
+
+    if mode not in ("salted", "oprf"):
+        raise _fail(ConfigError(f"--mode takes salted or oprf, got {mode!r}", setting="mode"))
+    if mode == "salted" and (answer or request_out or local_vendor):
+        raise _fail(
+            ConfigError(
+                "--answer, --request-out and --local-vendor belong to --mode oprf", setting="mode"
+            )
+        )
     try:
         snapshot_date = _parse_date(snapshot)
-        with console.status("keying the extract and matching"), _bank(run) as (_, keyring, store):
-            salt = keyring.salt(epoch) if epoch else keyring.current_salt()
-            loaded = load_extract(
-                store, pl.read_parquet(extract), epoch=salt, snapshot_date=snapshot_date, now=_now()
-            )
-            result = match(store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=_now())
+        frame = pl.read_parquet(extract)
+        with _bank(run) as (folder, keyring, store):
+            if mode == "salted":
+                with console.status("keying the extract and matching"):
+                    salt = keyring.salt(epoch) if epoch else keyring.current_salt()
+                    loaded = load_extract(
+                        store, frame, epoch=salt, snapshot_date=snapshot_date, now=_now()
+                    )
+                    result = match(
+                        store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=_now()
+                    )
+                _print_match(loaded.reasons, result)
+                return
+            if answer is not None:
+                with console.status("unblinding, opening the matched rows, matching"):
+                    done = finish_match(
+                        store, frame, ElementFile.read(answer, kind=ANSWER), now=_now()
+                    )
+                _print_oprf_match(done)
+                return
+            oprf_epoch = epoch or _newest_oprf_epoch(store)
+            with console.status(f"blinding {frame.height:,} customers"):
+                info, request = request_match(
+                    store, frame, epoch_id=oprf_epoch, snapshot_date=snapshot_date, now=_now()
+                )
+            if local_vendor:
+                done = _answer_locally(store, folder, frame, request)
+                _print_oprf_match(done)
+                return
+            target = request_out or folder.bank_oprf / f"request-{info.request_id}.oprf"
+            request.write(target)
     except FusionError as error:
         raise _fail(error) from error
-    _print_match(loaded.reasons, result)
+    console.print(
+        f"OPRF request {info.request_id} (epoch {info.epoch_id}): {info.blinded:,} of "
+        f"{info.customers:,} customers blinded -> {target}\nsend it to the vendor "
+        "(`fusion vendor evaluate`), then run this command again with --answer ANSWER_FILE"
+    )
+
+
+def _newest_oprf_epoch(store: Store) -> str:
+    row = store.execute(
+        "SELECT salt_epoch FROM batches WHERE mode = 'oprf' AND status = 'loaded' "
+        "ORDER BY created_at DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise ConfigError(
+            "no OPRF batch is loaded, so the vendor's OPRF epoch is unknown: ingest its OPRF "
+            "batch first (`fusion ingest`), or name the epoch with --epoch",
+            setting="epoch",
+        )
+    return str(row[0])
+
+
+def _answer_locally(
+    store: Store, folder: RunFolder, extract: pl.DataFrame, request: ElementFile
+) -> OprfMatchRun:
+    """Let the run's own vendor keyring answer `request` and finish the match (demo, tests)."""
+    from fusion.oprf_psi import finish_match
+    from matcher.keyring import Keyring
+    from matcher.oprf_exchange import answer_request
+
+    vendor = Keyring.open(folder.vendor_keys)
+    with console.status(f"vendor: evaluating {len(request):,} blinded elements"):
+        with vendor.oprf_budget(request.epoch_id) as stored:
+            declared = None if stored.read() else extract.height
+        answer, _ = answer_request(vendor, request, declared_customers=declared)
+    with console.status("bank: unblinding, opening the matched rows, matching"):
+        return finish_match(store, extract, answer, now=_now())
+
+
+def _print_oprf_match(done: OprfMatchRun) -> None:
+    _print_match(done.reasons, done.run)
+    if not done.batches and not done.quarantined:
+        console.print(
+            f"[bold]no loaded OPRF batch of epoch {done.run.salt_epoch} was created on or before "
+            f"{done.run.snapshot_date}[/]: nothing to open. Ingest the vendor's batch for this "
+            "snapshot, then make a new request"
+        )
+    console.print(
+        f"OPRF: {done.vendor_rows:,} sealed vendor rows; opened {done.opened:,} (matched "
+        f"customers), dropped {done.dropped:,} unopened"
+        + (f"; quarantined batches: {', '.join(done.quarantined)}" if done.quarantined else "")
+    )
 
 
 @app.command("features")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -173,3 +174,51 @@ def test_token_create_prints_the_secret_once_and_list_never_does(demo_run: tuple
     assert "revoked" in revoked.output
     bad = runner.invoke(app, ["token", "create", "--role", "root", "--run", str(run)])
     assert bad.exit_code == 2 and "role must be one of" in bad.output
+
+
+def test_oprf_mode_through_the_cli_request_answer_finish(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    world = WorldFiles(run / "world")
+    batch, request, answer = run / "oprf.sealed", run / "req.oprf", run / "ans.oprf"
+    base = ["--run", str(run)]
+    pack = ["vendor", "pack", "--users", str(world.vendor_users), "--mode", "oprf"]
+    packed = runner.invoke(app, [*pack, "--out", str(batch), *base])
+    assert packed.exit_code == 0 and "(oprf)" in packed.output, packed.output
+    ingested = runner.invoke(app, ["ingest", str(batch), *base])
+    assert ingested.exit_code == 0 and "loaded" in ingested.output, ingested.output
+
+    # The vendor's batch is dated now, so the snapshot it can serve is today's.
+    match = ["match", "--mode", "oprf", "--extract", str(world.customers)]
+    match += ["--snapshot", datetime.now(UTC).date().isoformat(), *base]
+    asked = runner.invoke(app, [*match, "--request-out", str(request)])
+    assert asked.exit_code == 0 and "fusion vendor evaluate" in asked.output, asked.output
+    undeclared = runner.invoke(
+        app, ["vendor", "evaluate", "--request", str(request), "--out", str(answer), *base]
+    )
+    assert undeclared.exit_code == 2 and "--declared-customers" in undeclared.output
+    evaluate = ["vendor", "evaluate", "--request", str(request), "--out", str(answer)]
+    evaluated = runner.invoke(app, [*evaluate, "--declared-customers", "3000", *base])
+    assert evaluated.exit_code == 0 and "of 4,300 used" in evaluated.output, evaluated.output
+
+    finished = runner.invoke(app, [*match, "--answer", str(answer)])
+    assert finished.exit_code == 0, finished.output
+    truth = pl.read_parquet(world.intersection).height
+    flat = " ".join(finished.output.split())
+    assert f"{truth:,} of 3,000 customers" in flat and f"opened {truth:,}" in flat
+    again = runner.invoke(app, [*match, "--answer", str(answer)])
+    assert again.exit_code == 2 and "already answered and used" in " ".join(again.output.split())
+    salted = runner.invoke(app, ["match", "--extract", str(world.customers), "--answer", "x"])
+    assert salted.exit_code == 2
+
+
+def test_demo_runs_in_oprf_mode(tmp_path: Path):
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5", "--mode", "oprf"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "demo-summary.json").read_text())
+    truth = pl.read_parquet(WorldFiles(run / "world").intersection).height
+    assert summary["match"]["matched"] == summary["oprf"]["opened"] == truth
+    assert summary["oprf"]["dropped_unopened"] == summary["oprf"]["vendor_rows"] - truth
+    assert "dropped" in result.output and summary["models"]
