@@ -2,10 +2,12 @@
 
 __all__ = [
     "coverage",
+    "engine",
     "features",
     "ingest",
     "lists",
     "match",
+    "oprf_psi",
     "query",
     "registry",
     "runfolder",
