@@ -345,10 +345,15 @@ def keys_rotate(
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Rotate the bank's HPKE key or salt epoch; old keys stay readable."""
+    _rotate(RunFolder(run).bank_keys, what)
+
+
+def _rotate(keyring_path: Path, what: str) -> None:
+    """Rotate `what` in the keyring at `keyring_path` and print the new id."""
     from matcher.keyring import Keyring
 
     try:
-        new_id = Keyring.open(RunFolder(run).bank_keys).rotate(what)  # type: ignore[arg-type]
+        new_id = Keyring.open(keyring_path).rotate(what)  # type: ignore[arg-type]
     except FusionError as error:
         raise _fail(error) from error
     console.print(f"rotated {what}: new id {new_id}")
@@ -431,15 +436,9 @@ def vendor_rotate(
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Start a new signing key or OPRF epoch; old ones stay readable (batches sealed before)."""
-    from matcher.keyring import Keyring
-
     if what not in ("signing", "oprf"):
         raise _fail(ConfigError(f"--what takes signing or oprf, got {what!r}", setting="what"))
-    try:
-        new_id = Keyring.open(RunFolder(run).vendor_keys).rotate(what)  # type: ignore[arg-type]
-    except FusionError as error:
-        raise _fail(error) from error
-    console.print(f"rotated {what}: new id {new_id}")
+    _rotate(RunFolder(run).vendor_keys, what)
 
 
 @vendor_app.command("evaluate")

@@ -209,6 +209,10 @@ def test_oprf_mode_through_the_cli_request_answer_finish(demo_run: tuple[Path, s
     assert again.exit_code == 2 and "already answered and used" in " ".join(again.output.split())
     salted = runner.invoke(app, ["match", "--extract", str(world.customers), "--answer", "x"])
     assert salted.exit_code == 2
+    rotated = runner.invoke(app, ["vendor", "rotate", "--what", "oprf", *base])
+    assert rotated.exit_code == 0 and "new id o" in rotated.output, rotated.output
+    wrong = runner.invoke(app, ["vendor", "rotate", "--what", "hpke", *base])
+    assert wrong.exit_code == 2 and "signing or oprf" in wrong.output
 
 
 def test_demo_runs_in_oprf_mode(tmp_path: Path):
