@@ -202,7 +202,9 @@ def finish_match(
     Raises:
         OprfError: the answer is not for a pending request of this store, or holds invalid
             elements; nothing is written and the request stays pending.
-        ConfigError: the extract is not the one the request was made from.
+        ConfigError: the extract is not the one the request was made from, or no OPRF batch
+            of the epoch is loaded for the snapshot; nothing is written, the request stays
+            pending.
     """
     if answer.kind != ANSWER:
         raise ConfigError("finish_match takes the vendor's answer file", setting="answer")
@@ -234,6 +236,15 @@ def finish_match(
             [epoch_id, until],
         ).fetchall()
     ]
+    if not batches:
+        # Before anything is written: the request stays pending, so the same answer can be
+        # used once the batch is in (a new request would spend the vendor's budget again).
+        raise ConfigError(
+            f"no loaded OPRF batch of epoch {epoch_id!r} was created on or before {snapshot_date}"
+            ", so there is nothing to open; ingest the vendor's batch for this snapshot, then run"
+            " the match again with the same answer",
+            setting="answer",
+        )
     ids = [b for b, _ in batches]
     vendor_rows = _count_rows(store, ids)
     opened, failed = _open_matched(store, ids, dict(batches), labels, data_keys)

@@ -627,12 +627,6 @@ def _answer_locally(
 
 def _print_oprf_match(done: OprfMatchRun) -> None:
     _print_match(done.reasons, done.run)
-    if not done.batches and not done.quarantined:
-        console.print(
-            f"[bold]no loaded OPRF batch of epoch {done.run.salt_epoch} was created on or before "
-            f"{done.run.snapshot_date}[/]: nothing to open. Ingest the vendor's batch for this "
-            "snapshot, then make a new request"
-        )
     console.print(
         f"OPRF: {done.vendor_rows:,} sealed vendor rows; opened {done.opened:,} (matched "
         f"customers), dropped {done.dropped:,} unopened"

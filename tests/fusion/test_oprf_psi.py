@@ -265,8 +265,12 @@ def test_answers_are_used_once_for_the_extract_they_were_made_from(
 ):
     parties = Parties(tmp_path)
     extract = pl.read_parquet(world.customers)
-    parties.send(world.vendor_users, mode="oprf", name="oprf.sealed")
     _, answer = parties.exchange(extract)
+    with parties.store() as store:
+        # No batch yet: refused before anything is written, and the request stays pending.
+        with pytest.raises(ConfigError, match="same answer"):
+            finish_match(store, extract, answer, now=NOW)
+    parties.send(world.vendor_users, mode="oprf", name="oprf.sealed")
     with parties.store() as store:
         # Another extract (one phone changed) is refused: the answer is for the other phones.
         other = extract.with_columns(
