@@ -347,6 +347,10 @@ class ClusterEngine(Engine):
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # The scheduler serves /health and /metrics even without a dashboard, by default on
+            # 8787 (a warning, an error under -W error, when another cluster holds it): a free
+            # port on 127.0.0.1 instead.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             security=security,
             memory_limit=memory_limit,
             env={"POLARS_MAX_THREADS": str(threads)},

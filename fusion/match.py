@@ -19,10 +19,11 @@ from datetime import date, datetime, time
 
 import polars as pl
 
+from contracts.errors import ConfigError
 from contracts.suites import validate_bank_extract
 from fusion.store import Store
 from matcher.keyed_hash import SaltEpoch
-from matcher.psi import customer_keys
+from matcher.psi import CustomerKeys, customer_keys
 
 __all__ = [
     "ExtractLoad",
@@ -76,9 +77,17 @@ def load_extract(
     epoch: SaltEpoch,
     snapshot_date: date,
     now: datetime,
+    keys: CustomerKeys | None = None,
 ) -> ExtractLoad:
-    """Validate and key a customer extract; store its keys and features for the snapshot date."""
-    keys = customer_keys(extract["customer_id"], extract["phone"], epoch)
+    """Validate and key a customer extract; store its keys and features for the snapshot date.
+
+    `keys` are the extract's keys when a bucketed job computed them (`fusion.engine`); they
+    must hold every customer of the extract once, in any order.
+    """
+    if keys is None:
+        keys = customer_keys(extract["customer_id"], extract["phone"], epoch)
+    else:
+        keys = _aligned(keys, extract)
     check_extract(extract, keys.keys["key_status"])
     store_customers(store, extract, keys.keys, epoch_id=epoch.epoch_id, snapshot_date=snapshot_date)
     log.info(
@@ -100,6 +109,20 @@ def load_extract(
         duplicated=keys.duplicated,
         reasons=keys.reasons,
     )
+
+
+def _aligned(keys: CustomerKeys, extract: pl.DataFrame) -> CustomerKeys:
+    """Return `keys` in the extract's row order; refuse keys of another set of customers."""
+    frame = extract.select("customer_id").join(
+        keys.keys, on="customer_id", how="left", maintain_order="left"
+    )
+    if keys.keys.height != extract.height or frame["key_status"].null_count():
+        raise ConfigError(
+            f"the keys given hold {keys.keys.height:,} customers but the extract "
+            f"{extract.height:,}, or other ids; key this same extract",
+            setting="keys",
+        )
+    return CustomerKeys(frame, keys.invalid, keys.duplicated, keys.reasons)
 
 
 def check_extract(extract: pl.DataFrame, key_status: pl.Series) -> None:

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from fusion.oprf_psi import OprfMatchRun
     from fusion.store import Store
     from fusion.training import TrainingRun
+    from matcher.keyed_hash import SaltEpoch
     from matcher.keyring import Keyring
     from matcher.oprf_exchange import ElementFile
+    from matcher.psi import CustomerKeys
 
 __all__ = ["app"]
 
@@ -142,6 +144,15 @@ def world(
     _print_world_summary(summary.to_dict())
     console.print(f"written to [bold]{out}[/]")
 
+
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Run the bucketed jobs on Dask: local:N starts a LocalCluster of N workers (TLS "
+        "on), tls://HOST:PORT joins the bank's scheduler (docs/cluster.md). Default: this "
+        "process, which already uses every core."
+    ),
+]
 
 ModeOption = Annotated[
     str,
@@ -532,6 +543,7 @@ def match_command(
             help="oprf, demo and tests only: let this run's vendor keyring answer at once."
         ),
     ] = False,
+    cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Match the customer extract with the vendor's data (phones are never stored).
@@ -552,15 +564,29 @@ def match_command(
                 "--answer, --request-out and --local-vendor belong to --mode oprf", setting="mode"
             )
         )
+    if mode == "oprf" and cluster:
+        raise _fail(
+            ConfigError(
+                "--cluster runs the salted mode's keying; the OPRF mode runs in this process "
+                "(its blinding already uses every core)",
+                setting="cluster",
+            )
+        )
     try:
         snapshot_date = _parse_date(snapshot)
         frame = pl.read_parquet(extract)
         with _bank(run) as (folder, keyring, store):
             if mode == "salted":
+                salt = keyring.salt(epoch) if epoch else keyring.current_salt()
+                keys = _cluster_keys(cluster, folder, extract, salt) if cluster else None
                 with console.status("keying the extract and matching"):
-                    salt = keyring.salt(epoch) if epoch else keyring.current_salt()
                     loaded = load_extract(
-                        store, frame, epoch=salt, snapshot_date=snapshot_date, now=_now()
+                        store,
+                        frame,
+                        epoch=salt,
+                        snapshot_date=snapshot_date,
+                        now=_now(),
+                        keys=keys,
                     )
                     result = match(
                         store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=_now()
@@ -592,6 +618,24 @@ def match_command(
         f"{info.customers:,} customers blinded -> {target}\nsend it to the vendor "
         "(`fusion vendor evaluate`), then run this command again with --answer ANSWER_FILE"
     )
+
+
+def _cluster_keys(cluster: str, folder: RunFolder, extract: Path, salt: SaltEpoch) -> CustomerKeys:
+    """Key the extract with the bucketed job on `cluster`; its key files go once read."""
+    import shutil
+    import uuid
+
+    from fusion.engine import key_customers, parse_cluster
+    from matcher.psi import CustomerKeys
+
+    job = folder.root / "jobs" / f"keys-{uuid.uuid4().hex[:12]}"
+    try:
+        with parse_cluster(cluster, console=console) as engine:
+            keyed = key_customers(engine, extract, salt, job)
+        return CustomerKeys(keyed.read(), keyed.invalid, keyed.duplicated, keyed.reasons)
+    finally:
+        # Keys on disk are pseudonyms of phones: they live in the encrypted store, not here.
+        shutil.rmtree(job, ignore_errors=True)
 
 
 def _newest_oprf_epoch(store: Store) -> str:

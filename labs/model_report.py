@@ -747,7 +747,7 @@ def _value_demand(
     size, shape = len(_TIERS) * len(_DEMAND_GROUPS), (len(_TIERS), len(_DEMAND_GROUPS))
     counts = np.bincount(cell, minlength=size)
     test_ids = features.table["customer_id"].to_numpy()[run.acquisition["fused"].test_rows]
-    held = frame["customer_id"].is_in(pl.Series(test_ids)).to_numpy()
+    held = frame["customer_id"].is_in(pl.Series(test_ids).implode()).to_numpy()
     opened = frame[LABEL].fill_null(False).cast(pl.Int64).to_numpy()
     held_n = np.bincount(cell[held], minlength=size)
     held_yes = np.bincount(cell[held], weights=opened[held], minlength=size).astype(np.int64)

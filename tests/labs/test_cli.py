@@ -226,3 +226,18 @@ def test_demo_runs_in_oprf_mode(tmp_path: Path):
     assert summary["match"]["matched"] == summary["oprf"]["opened"] == truth
     assert summary["oprf"]["dropped_unopened"] == summary["oprf"]["vendor_rows"] - truth
     assert "dropped" in result.output and summary["models"]
+
+
+def test_match_on_a_local_cluster_gives_the_same_match(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    world = WorldFiles(run / "world")
+    args = ["match", "--extract", str(world.customers), "--snapshot", "2026-09-30"]
+    args += ["--run", str(run)]
+    here = runner.invoke(app, args)
+    there = runner.invoke(app, [*args, "--cluster", "local:2"])
+    assert here.exit_code == 0 and there.exit_code == 0, there.output
+    found = [" ".join(r.output.split()).split("match 2026-09-30")[-1] for r in (here, there)]
+    assert found[0] == found[1] and "of 3,000 customers" in found[1]
+    assert not (run / "jobs").exists() or not any((run / "jobs").iterdir())  # no key files left
+    refused = runner.invoke(app, [*args, "--cluster", "tcp://10.0.0.1:8786"])
+    assert refused.exit_code == 2 and "tls://" in refused.output
