@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/fusion bench --out bench/results
+	$(BIN)/fusion bench --out bench/results $(if $(SCALE_SIZES),--scale-sizes $(SCALE_SIZES))
 
 serve: $(STAMP)
 	$(BIN)/fusion serve --run runs/demo

@@ -734,11 +734,27 @@ def _true_uplift(folder: RunFolder, features: FeatureSet) -> np.ndarray[Any, Any
     return joined["uplift"].to_numpy()
 
 
-def _train(folder: RunFolder, features: FeatureSet, campaign: pl.DataFrame) -> TrainingRun:
+def _train(
+    folder: RunFolder, features: FeatureSet, campaign: pl.DataFrame, cluster: str | None = None
+) -> TrainingRun:
+    from contextlib import nullcontext
+
     from fusion.registry import Registry
     from fusion.training import train_all
 
-    with _stage_progress("train") as progress:
+    engine = None
+    if cluster:
+        from fusion.engine import ClusterEngine, parse_cluster
+
+        made = parse_cluster(cluster, console=console)
+        if not isinstance(made, ClusterEngine):
+            made.close()
+            raise ConfigError(
+                f"--cluster {cluster!r} names no cluster; use local:N or tls://HOST:PORT",
+                setting="cluster",
+            )
+        engine = made
+    with engine or nullcontext(), _stage_progress("train") as progress:
         run = train_all(
             features,
             campaign=campaign,
@@ -746,6 +762,7 @@ def _train(folder: RunFolder, features: FeatureSet, campaign: pl.DataFrame) -> T
             now=_now(),
             true_uplift=_true_uplift(folder, features),
             progress=progress,
+            client=engine.client if engine else None,
         )
     summary = run.summary()
     acq, rescue, uplift = summary["acquisition"], summary["rescue"], summary["uplift"]
@@ -824,9 +841,13 @@ def train_command(
     snapshot: Annotated[
         str | None, typer.Option(help="Feature snapshot (default: newest).")
     ] = None,
+    cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Train acquisition (in-bank and fused), rescue and uplift models; register them; report."""
+    """Train acquisition (in-bank and fused), rescue and uplift models; register them; report.
+
+    With --cluster every booster is fitted by xgboost.dask on the cluster's workers; metrics,
+    registry and reports are the same."""
     from fusion.features import FeatureSet
 
     folder = RunFolder(run)
@@ -840,7 +861,7 @@ def train_command(
                 setting="campaign",
             )
         campaign_frame = pl.read_parquet(campaign_path)
-        trained = _train(folder, features, campaign_frame)
+        trained = _train(folder, features, campaign_frame, cluster)
         lists = _score(folder, features)
         page = _model_report(folder, trained, features, campaign_frame, lists)
     except FusionError as error:
@@ -1120,9 +1141,14 @@ def vendor_push(
 def bench(
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("bench/results"),
     only: Annotated[list[str] | None, typer.Option(help="Run only these benchmarks.")] = None,
+    scale_sizes: Annotated[
+        str | None,
+        typer.Option(help="The scale curve's customer counts, e.g. 100000,1000000."),
+    ] = None,
 ) -> None:
     """Run the benchmarks, each against a baseline measured in the same run."""
     from labs.bench import Figure, run_benchmarks
+    from labs.bench import scale_sizes as parse_sizes
 
     table = Table(title="Benchmarks")
     for column in ("figure", "value", "baseline", "ratio", "target", "met"):
@@ -1140,7 +1166,8 @@ def bench(
         )
 
     try:
-        run_benchmarks(out, only=tuple(only or ()), on_figure=show)
+        sizes = parse_sizes(scale_sizes) if scale_sizes else None
+        run_benchmarks(out, only=tuple(only or ()), on_figure=show, scale=sizes)
     except FusionError as error:
         raise _fail(error) from error
     console.print(table)

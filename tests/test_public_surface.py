@@ -40,11 +40,12 @@ SURFACE = {
         "campaign",
         "classifier",
         "design",
+        "distributed",
         "metrics",
         "rescue",
         "uplift",
     ],
-    "labs": ["bench", "cli", "model_report", "report", "world"],
+    "labs": ["bench", "cli", "model_report", "report", "scale", "world"],
     "api": ["ApiSettings", "create_app", "serve"],
 }
 

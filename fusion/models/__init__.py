@@ -1,3 +1,12 @@
 """Models that prove the data's worth: acquisition, rescue, uplift, and the metrics judging them."""
 
-__all__ = ["acquisition", "campaign", "classifier", "design", "metrics", "rescue", "uplift"]
+__all__ = [
+    "acquisition",
+    "campaign",
+    "classifier",
+    "design",
+    "distributed",
+    "metrics",
+    "rescue",
+    "uplift",
+]

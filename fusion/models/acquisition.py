@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -43,6 +43,10 @@ from fusion.models.design import (
     feature_labels,
     split_customers,
 )
+from fusion.models.distributed import trained_on
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "AcquisitionConfig",
@@ -132,13 +136,16 @@ def train_scorer(
     weight: np.ndarray[Any, Any] | None = None,
     judge: np.ndarray[Any, Any] | None = None,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> TrainedModel:
     """Return a scoring model trained on `rows` of `features` (a boolean mask) for `label`.
 
     `label` and `weight` (optional) are per feature-table row. The split of `rows` into train /
     valid / test follows the customer ids; the tag profile (when configured) is fitted on the
     training rows only. `judge` (a mask inside `rows`, default `rows`) is the population the model
-    is for: its test rows are the evaluation and its scores set the deciles.
+    is for: its test rows are the evaluation and its scores set the deciles. With a Dask `client`
+    every booster (pruning folds and the final fit) is trained on the cluster's workers; scoring
+    and the evaluation stay in this process.
     """
     split = split_customers(
         features.table["customer_id"].to_numpy(),
@@ -179,6 +186,7 @@ def train_scorer(
         prune_report = stable_features(
             x_train, y[train], names=spec.names, config=config.boost, prune=config.prune,
             weight=None if w is None else w[train], progress=lambda _, f: step("prune", 0.6 * f),
+            client=client,
         )  # fmt: skip
         kept = [spec.names.index(n) for n in prune_report.kept]
         spec = spec.select(prune_report.kept)
@@ -186,6 +194,7 @@ def train_scorer(
     booster = fit_booster(
         x_train, y[train], x_valid, y[valid], names=spec.names, config=config.boost,
         weight_train=None if w is None else w[train], weight_valid=None if w is None else w[valid],
+        client=client,
     )  # fmt: skip
     step("fit", 0.9)
     model = ScoreModel(
@@ -214,6 +223,7 @@ def train_scorer(
             "pruned": len(prune_report.dropped) if prune_report else 0,
             "test": evaluation.summary(),
             "training_digest": training_digest(features, train, y),
+            "trained_on": trained_on(client),
             "config": {
                 "boost": config.boost.params(),
                 "prune": None if config.prune is None else vars(config.prune),
@@ -233,8 +243,12 @@ def train_acquisition(
     *,
     config: AcquisitionConfig | None = None,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> dict[str, TrainedModel]:
-    """Return the in-bank and the fused acquisition models, trained and judged on the same rows."""
+    """Return the in-bank and the fused acquisition models, trained and judged on the same rows.
+
+    With a Dask `client` the boosters are trained on the cluster's workers.
+    """
     config = config or AcquisitionConfig()
     rows = population(features)
     label = features.table[LABEL].fill_null(0).to_numpy()
@@ -247,6 +261,7 @@ def train_acquisition(
             label=label,
             config=config,
             progress=progress,
+            client=client,
         )
         for kind, groups in (("in_bank", IN_BANK), ("fused", FUSED))
     }

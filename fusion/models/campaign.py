@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -36,6 +36,7 @@ from fusion.models.design import (
     design_matrix,
     split_customers,
 )
+from fusion.models.distributed import trained_on
 from fusion.models.uplift import (
     LEARNERS,
     BoosterParams,
@@ -44,6 +45,9 @@ from fusion.models.uplift import (
     budgeted_targeting,
     uplift_correlation,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["CampaignData", "UpliftConfig", "UpliftResult", "campaign_data", "train_uplift"]
 
@@ -197,11 +201,13 @@ def train_uplift(
     config: UpliftConfig | None = None,
     true_uplift: np.ndarray[Any, Any] | None = None,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> UpliftResult:
     """Return uplift learners and a response model fitted on `campaign`, judged on held-out rows.
 
     `true_uplift` (per feature-table row, optional) is only read for the report: the
-    correlation of predicted with true uplift and the true incremental conversions.
+    correlation of predicted with true uplift and the true incremental conversions. With a Dask
+    `client` every booster is trained on the cluster's workers; predictions and metrics stay here.
     """
     config = config or UpliftConfig()
     data = campaign_data(features, campaign)
@@ -239,7 +245,9 @@ def train_uplift(
     learners: dict[str, UpliftModel] = {}
     evaluations: dict[str, LearnerEvaluation] = {}
     for i, name in enumerate(config.learners):
-        model = LEARNERS[name](params=config.params).fit(x[train], y[train], t[train])
+        model = LEARNERS[name](params=config.params).fit(
+            x[train], y[train], t[train], client=client
+        )
         learners[name] = model
         u_valid, u_test = model.predict(x[valid]), model.predict(x[test])
         evaluations[name] = LearnerEvaluation(
@@ -268,6 +276,7 @@ def train_uplift(
             prune=None, tag_profile_k=config.tag_profile_k, seed=config.split.seed,
             valid_share=config.split.valid_share, test_share=config.split.test_share,
         ),
+        client=client,
     )  # fmt: skip
     response_score = response.model.predict(design_matrix(features, response.model.spec, test))
     test_uplift = learners[best].predict(x[test])
@@ -299,5 +308,6 @@ def train_uplift(
             "target_share": config.target_share,
             "cost_per_contact": config.cost_per_contact,
             "value_per_conversion": config.value_per_conversion,
+            "trained_on": trained_on(client),
         },
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -25,6 +25,10 @@ import xgboost as xgb
 
 from contracts.errors import ConfigError
 from fusion.models.design import DesignSpec
+from fusion.models.distributed import Rows, train_booster
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "BoostConfig",
@@ -125,25 +129,24 @@ def fit_booster(
     config: BoostConfig,
     weight_train: np.ndarray[Any, Any] | None = None,
     weight_valid: np.ndarray[Any, Any] | None = None,
+    client: Client | None = None,
 ) -> xgb.Booster:
     """Return a booster trained with early stopping on the validation AUC, cut at its best round.
 
-    Weights (optional, per row) count in the loss and in the validation AUC alike.
+    Weights (optional, per row) count in the loss and in the validation AUC alike. With a Dask
+    `client` the fit runs on the cluster's workers (`fusion.models.distributed`).
     """
     _check_xy(x_train, y_train, names)
     _check_xy(x_valid, y_valid, names)
-    dtrain = xgb.DMatrix(x_train, label=y_train, weight=weight_train, feature_names=list(names))
-    dvalid = xgb.DMatrix(x_valid, label=y_valid, weight=weight_valid, feature_names=list(names))
-    booster = xgb.train(
+    return train_booster(
         config.params(),
-        dtrain,
-        num_boost_round=config.max_rounds,
-        evals=[(dvalid, "valid")],
+        Rows(x_train, y_train, weight_train),
+        rounds=config.max_rounds,
+        valid=Rows(x_valid, y_valid, weight_valid),
         early_stopping_rounds=config.early_stopping_rounds,
-        verbose_eval=False,
+        feature_names=names,
+        client=client,
     )
-    # Keep only the trees up to the best round: the saved model then scores like the one judged.
-    return booster[: booster.best_iteration + 1]
 
 
 def stable_features(
@@ -155,21 +158,25 @@ def stable_features(
     prune: PruneConfig,
     weight: np.ndarray[Any, Any] | None = None,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> PruneReport:
-    """Return the variables whose importance is stable across `prune.folds` resamples."""
+    """Return the variables whose importance is stable across `prune.folds` resamples.
+
+    With a Dask `client` each fold's booster is fitted on the cluster's workers.
+    """
     _check_xy(x, y, names)
     fold = np.random.default_rng(config.seed).integers(0, prune.folds, size=len(y))
     shares = np.zeros((prune.folds, len(names)))
     params = config.params()
     for k in range(prune.folds):
         rows = fold != k
-        dtrain = xgb.DMatrix(
-            x[rows],
-            label=y[rows],
-            weight=None if weight is None else weight[rows],
-            feature_names=list(names),
+        booster = train_booster(
+            {**params, "seed": config.seed + k},
+            Rows(x[rows], y[rows], None if weight is None else weight[rows]),
+            rounds=prune.rounds,
+            feature_names=names,
+            client=client,
         )
-        booster = xgb.train({**params, "seed": config.seed + k}, dtrain, prune.rounds)
         shares[k] = gain_shares(booster, names)
         if progress is not None:
             progress("prune", (k + 1) / prune.folds)

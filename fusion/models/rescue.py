@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from fusion.models.acquisition import (
 )
 from fusion.models.design import design_matrix
 from fusion.models.metrics import DiffResult, two_proportion_diff
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["RescueConfig", "RescueResult", "train_rescue"]
 
@@ -112,8 +115,12 @@ def train_rescue(
     *,
     config: RescueConfig | None = None,
     progress: Progress | None = None,
+    client: Client | None = None,
 ) -> RescueResult:
-    """Return the rescue model trained on `in_bank`'s rejected pool and its held-out test."""
+    """Return the rescue model trained on `in_bank`'s rejected pool and its held-out test.
+
+    With a Dask `client` the boosters are trained on the cluster's workers.
+    """
     config = config or RescueConfig()
     rows = population(features)
     everyone = np.flatnonzero(rows)
@@ -133,6 +140,7 @@ def train_rescue(
         weight=weight,
         judge=rejected,
         progress=progress,
+        client=client,
     )
     trained.model.metadata.update(
         {

@@ -9,6 +9,7 @@ fitted on an array, or given an array, matches columns by position.
 
 Every booster is trained by `xgboost.train` with `tree_method="hist"` from one frozen
 `BoosterParams`; for a given seed and thread count the predictions are identical run to run.
+`fit(..., client=...)` trains them on a Dask cluster instead (`fusion.models.distributed`).
 
 `budgeted_targeting` spends one budget (N contacts at a cost each) once per scoring strategy -
 e.g. predicted uplift against a response score - and reports the incremental conversions each
@@ -24,7 +25,8 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, Self, TypeAlias
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +36,11 @@ import xgboost as xgb
 from scipy import stats
 
 from contracts.errors import ConfigError
+from fusion.models.distributed import Rows, train_booster
 from fusion.models.metrics import two_proportion_diff
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "LEARNERS",
@@ -168,36 +174,25 @@ def _train(
     objective: Literal["binary:logistic", "reg:squarederror"],
     params: BoosterParams,
     weight: FloatArray | None = None,
+    client: Client | None = None,
 ) -> xgb.Booster:
     """Return a booster fitted on (x, label), early-stopped on a held-out split when it can be."""
     config = _xgb_params(params, objective)
-    nthread = params.n_jobs if params.n_jobs is not None else -1
     held = _validation_rows(label, objective == "binary:logistic", params)
     if held is None:
-        train = xgb.QuantileDMatrix(x, label=label, weight=weight, nthread=nthread)
-        return xgb.train(config, train, num_boost_round=params.n_estimators)
+        return train_booster(
+            config, Rows(x, label, weight), rounds=params.n_estimators, client=client
+        )
     keep = np.ones(label.size, dtype=bool)
     keep[held] = False
-    train = xgb.QuantileDMatrix(
-        x[keep], label=label[keep], weight=None if weight is None else weight[keep], nthread=nthread
-    )
-    valid = xgb.QuantileDMatrix(
-        x[held],
-        label=label[held],
-        weight=None if weight is None else weight[held],
-        ref=train,
-        nthread=nthread,
-    )
-    booster = xgb.train(
+    return train_booster(
         config,
-        train,
-        num_boost_round=params.n_estimators,
-        evals=[(valid, "valid")],
+        Rows(x[keep], label[keep], None if weight is None else weight[keep]),
+        rounds=params.n_estimators,
+        valid=Rows(x[held], label[held], None if weight is None else weight[held]),
         early_stopping_rounds=params.early_stopping_rounds,
-        verbose_eval=False,
+        client=client,
     )
-    # xgb.train returns every round it ran; the trees after the best one only fit noise.
-    return booster[: booster.best_iteration + 1]
 
 
 # --- input checking -----------------------------------------------------------------------------
@@ -319,7 +314,7 @@ def _trial(y: ArrayLike, treatment: ArrayLike, rows: int) -> tuple[FloatArray, F
 class UpliftModel(ABC):
     """Base of the uplift learners: shared input checking, column matching and fitted state.
 
-    Subclasses implement `_fit(x, y, treatment) -> boosters` and `_predict(x) -> uplift` on
+    Subclasses implement `_fit(x, y, treatment, client) -> boosters` and `_predict(x) -> uplift` on
     checked float matrices.
     """
 
@@ -341,17 +336,20 @@ class UpliftModel(ABC):
         self._check_fitted()
         return {name: b.num_boosted_rounds() for name, b in self._boosters.items()}
 
-    def fit(self, X: Features, y: ArrayLike, treatment: ArrayLike) -> Self:
+    def fit(
+        self, X: Features, y: ArrayLike, treatment: ArrayLike, *, client: Client | None = None
+    ) -> Self:
         """Return the model fitted on a randomised trial.
 
         Args:
             X: numeric features, one row per customer (polars/pandas DataFrame or 2-d array).
             y: 0/1 outcome per row.
             treatment: 1 = treated (contacted), 0 = control; both arms need both outcomes.
+            client: a Dask client to fit every inner booster on its cluster; None fits here.
         """
         x, names = _matrix(X)
         yy, tt = _trial(y, treatment, x.shape[0])
-        self._boosters = self._fit(x, yy, tt)
+        self._boosters = self._fit(x, yy, tt, client)
         self._names, self._width = names, x.shape[1]
         return self
 
@@ -415,7 +413,9 @@ class UpliftModel(ABC):
         return x
 
     @abstractmethod
-    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]: ...
+    def _fit(
+        self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
+    ) -> dict[str, xgb.Booster]: ...
 
     @abstractmethod
     def _predict(self, x: FloatArray) -> FloatArray: ...
@@ -439,9 +439,12 @@ class TLearner(UpliftModel):
         heterogeneous treatment effects using machine learning. PNAS 116(10), 4156-4165.
     """
 
-    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]:
+    def _fit(
+        self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
+    ) -> dict[str, xgb.Booster]:
+        classify = partial(_train, objective="binary:logistic", params=self.params, client=client)
         return {
-            arm: _train(x[t == flag], y[t == flag], objective="binary:logistic", params=self.params)
+            arm: classify(x[t == flag], y[t == flag])
             for arm, flag in (("control", 0.0), ("treatment", 1.0))
         }
 
@@ -483,14 +486,18 @@ class XLearner(UpliftModel):
         self.propensity = propensity
         self._g = math.nan
 
-    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]:
+    def _fit(
+        self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
+    ) -> dict[str, xgb.Booster]:
         treated, control = t == 1, t == 0
-        mu0 = _train(x[control], y[control], objective="binary:logistic", params=self.params)
-        mu1 = _train(x[treated], y[treated], objective="binary:logistic", params=self.params)
+        classify = partial(_train, objective="binary:logistic", params=self.params, client=client)
+        regress = partial(_train, objective="reg:squarederror", params=self.params, client=client)
+        mu0 = classify(x[control], y[control])
+        mu1 = classify(x[treated], y[treated])
         d1 = y[treated] - _output(mu0, x[treated])
         d0 = _output(mu1, x[control]) - y[control]
-        tau1 = _train(x[treated], d1, objective="reg:squarederror", params=self.params)
-        tau0 = _train(x[control], d0, objective="reg:squarederror", params=self.params)
+        tau1 = regress(x[treated], d1)
+        tau0 = regress(x[control], d0)
         self._g = self.propensity if self.propensity is not None else float(t.mean())
         return {"mu0": mu0, "mu1": mu1, "tau0": tau0, "tau1": tau1}
 
@@ -519,11 +526,15 @@ class ClassTransformation(UpliftModel):
         Workshop on Clinical Data Analysis.
     """
 
-    def _fit(self, x: FloatArray, y: FloatArray, t: FloatArray) -> dict[str, xgb.Booster]:
+    def _fit(
+        self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
+    ) -> dict[str, xgb.Booster]:
         z = y * t + (1.0 - y) * (1.0 - t)
         share = float(t.mean())
         weight = np.where(t == 1, 0.5 / share, 0.5 / (1.0 - share))
-        booster = _train(x, z, objective="binary:logistic", params=self.params, weight=weight)
+        booster = _train(
+            x, z, objective="binary:logistic", params=self.params, weight=weight, client=client
+        )
         return {"z": booster}
 
     def _predict(self, x: FloatArray) -> FloatArray:

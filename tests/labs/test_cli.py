@@ -241,3 +241,14 @@ def test_match_on_a_local_cluster_gives_the_same_match(demo_run: tuple[Path, str
     assert not (run / "jobs").exists() or not any((run / "jobs").iterdir())  # no key files left
     refused = runner.invoke(app, [*args, "--cluster", "tcp://10.0.0.1:8786"])
     assert refused.exit_code == 2 and "tls://" in refused.output
+
+
+def test_train_on_a_local_cluster_registers_dask_trained_models(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    result = runner.invoke(app, ["train", "--cluster", "local:2", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    for name in ("acquisition", "acquisition-in-bank", "rescue", "campaign-response"):
+        version = (run / "models" / name / "CURRENT").read_text().strip()
+        meta = json.loads((run / "models" / name / version / "model.json").read_text())
+        assert "dask: 2 workers" in json.dumps(meta), name
+    assert "acquisition AUC (held out)" in result.output

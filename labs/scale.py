@@ -1,0 +1,842 @@
+"""Scale inputs of any size, streamed to Parquet, and one measured run of the bucketed jobs on them.
+
+`write_scale_inputs` writes a bank extract and the vendor's keyed users for `customers` bank
+customers and `vendor_ratio` times as many vendor users, one chunk of rows at a time (a chunk is
+generated, written as a row group and dropped), so a 10M x 30M pair never sits in memory. Every
+chunk is a pure function of (seed, chunk number): the same config gives the same rows.
+
+    bank/customers.parquet   customer_id, branch_id, phone (dirty text, as a bank extract writes
+                             it), eight numeric features of the data mart, opened_mb (the label)
+    vendor/keys.parquet      key (32-byte keyed hash of the phone), app_ids, tag_ids
+    bank-keys/               the bank keyring whose current salt epoch keyed the vendor file
+    models/                  a registry holding "acquisition": a small xgboost model trained
+                             once on the first `train_rows` customers, what the scoring stage runs
+    manifest.json            the config and the counts below
+
+Who is who. Person p owns the mobile number 13e9 + (a * p + b) mod 7e9 (a, b drawn from the seed,
+a coprime to 7e9): an affine bijection of the mobile space, so numbers are distinct by
+construction and computed per chunk, with no table of numbers taken so far. Bank customer i is
+person i; chunk c's vendor-only users are persons from a range reserved for chunk c past the bank.
+Within each chunk of bank rows, as `labs.world` does for its world (its phone rules are reused, not
+copied): ~1% of customers give an unusable phone, 0.25% of customers (in pairs) give the number
+of another customer of the same chunk, phones are written in the world's eight dirty styles, and
+`coverage` (65%) of the customers with a valid phone who are not giving someone else's number are
+at the vendor, mixed among the chunk's vendor-only users in a random order. So the expected matches
+are exact: covered customers whose number is not shared (`ScaleSummary.expected_matches`).
+
+Lists. The vendor file holds 1-8 app ids and 1-12 tag ids a user (means 4.5 and 6.5), consecutive
+ids from a popularity-skewed start, so distinct within a row. The real world has ~20 apps and ~47
+tags a user (`labs.world`); at 30M users those two lists alone would be ~8 GB of int32 in memory,
+and a run writes them again (the key partitions copy them all, the matches those of the matched
+users). The jobs move lists without looking inside, at a cost linear in their bytes, so short
+lists keep the 30M-row file at 1.6 GB and the 10M x 30M generation under a minute (46 s here)
+while still exercising list columns through partitioning and joins.
+
+The vendor's own keyed hashing is not a bank stage: the file is written already keyed, with phones
+normalised (`matcher.identity`) and hashed (`matcher.keyed_hash`) chunk by chunk.
+
+`run_scale` runs the bank's stages on an inputs folder with one engine and times each;
+`measure_scale` runs it in a fresh subprocess and samples the resident memory of that process and
+all its children (the LocalCluster's nannies and workers) every 0.2 s, so a peak is one run's own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import psutil  # installed with dask.distributed, which samples workers' memory with it
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import xgboost as xgb
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from contracts.errors import FusionError, WorldError
+from contracts.taxonomy import CURRENT_VERSION
+from fusion.engine import (
+    ClusterEngine,
+    join_keys,
+    key_customers,
+    parse_cluster,
+    partition_by_key,
+    score_features,
+)
+from fusion.features import FeatureColumn, FeatureManifest, FeatureSet
+from fusion.models.classifier import ScoreModel, decile_edges
+from fusion.models.design import DesignSpec, design_matrix, feature_labels
+from fusion.registry import Registry
+
+# The world's phone rules: the same dirty styles, invalid kinds and shares in both generators.
+from labs.world import (
+    _INVALID,
+    _INVALID_MIX,
+    _INVALID_PHONE_SHARE,
+    _MOBILE_SPACE,
+    _PHONE_STYLES,
+    _SHARED_PHONE_PAIRS,
+    _VENDOR_PLUS86_SHARE,
+    _BankPhones,
+    _dirty_phones,
+)
+from matcher.identity import normalize_phones
+from matcher.keyed_hash import SaltEpoch, keyed_hash
+from matcher.keyring import Keyring
+
+__all__ = [
+    "STAGES",
+    "ScaleConfig",
+    "ScaleInputs",
+    "ScaleRun",
+    "ScaleSummary",
+    "measure_scale",
+    "run_scale",
+    "scale_inputs",
+    "write_scale_inputs",
+]
+
+_FORMAT = "bankfusion-scale-inputs/v1"
+STAGES = ("bank-keys", "vendor-partition", "psi-join", "score")
+_MODEL = "acquisition"
+_FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("age", "demographics", "age in years"),
+    ("tenure_months", "relationship", "months since the first account"),
+    ("ukey_holder", "relationship", "holds a U-key"),
+    ("online_banking", "relationship", "uses online banking"),
+    ("n_products", "relationship", "products held"),
+    ("aum_month_avg", "assets", "assets under management, month average"),
+    ("time_deposit", "assets", "time deposits"),
+    ("wealth_mgmt", "assets", "wealth management products"),
+)
+_VENDOR_COLUMNS = ("app_ids", "tag_ids")
+_SCORE_SLAB_ROWS = 1_000_000  # rows of the bank table handed to one score_features call
+
+_BANK_FILE = "bank/customers.parquet"
+_VENDOR_FILE = "vendor/keys.parquet"
+_KEYRING = "bank-keys"
+_MODELS_DIR = "models"
+_MANIFEST = "manifest.json"
+_CUSTOMER_ID_BASE = 100_000_000
+_BRANCHES = 40  # B001..B040, as in labs.world
+_APPS, _TAGS = 1_300, 10_400  # the taxonomy's id ranges
+_SNAPSHOT = datetime.date(2026, 9, 30)
+_TRAINED_AT = datetime.datetime(2026, 10, 1, 6, 0, tzinfo=datetime.UTC)
+_PARQUET: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+_BANK_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("branch_id", pa.large_string()),
+        ("phone", pa.large_string()),
+        ("age", pa.int16()),
+        ("tenure_months", pa.int32()),
+        ("ukey_holder", pa.int8()),
+        ("online_banking", pa.int8()),
+        ("n_products", pa.int8()),
+        ("aum_month_avg", pa.float64()),
+        ("time_deposit", pa.float64()),
+        ("wealth_mgmt", pa.float64()),
+        ("opened_mb", pa.int8()),
+    ]
+)
+_VENDOR_SCHEMA = pa.schema(
+    [
+        ("key", pa.binary()),
+        ("app_ids", pa.list_(pa.int32())),
+        ("tag_ids", pa.list_(pa.int32())),
+    ]
+)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleConfig:
+    """How many customers, the seed, and the shape of the vendor file; the rest is fixed here."""
+
+    customers: int
+    seed: int = 8
+    vendor_ratio: float = 3.0  # vendor users per bank customer
+    coverage: float = 0.65  # share of customers with a valid, own phone who are at the vendor
+    apps_max: int = 8  # app ids a vendor user holds: 1..apps_max
+    tags_max: int = 12  # tag ids a vendor user holds: 1..tags_max
+    chunk_rows: int = 1 << 18  # bank rows per generated chunk (and row group)
+    train_rows: int = 50_000  # first customers the scoring model is trained on
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("customers", self.customers >= 100, ">= 100"),
+            ("vendor_ratio", self.vendor_ratio >= 1.0, ">= 1"),
+            ("coverage", 0.0 <= self.coverage <= 1.0, "in [0, 1]"),
+            ("apps_max", 1 <= self.apps_max <= 64, "in [1, 64]"),
+            ("tags_max", 1 <= self.tags_max <= 64, "in [1, 64]"),
+            ("chunk_rows", self.chunk_rows >= 1_000, ">= 1000"),
+            ("train_rows", self.train_rows >= 100, ">= 100"),
+        )
+        for name, ok, wanted in checks:
+            if not ok:
+                raise WorldError(f"scale {name} must be {wanted}, got {getattr(self, name)!r}")
+
+    @property
+    def vendor_users(self) -> int:
+        """Return the vendor file's rows: round(vendor_ratio x rows) for each bank chunk."""
+        full, last = divmod(self.customers, self.chunk_rows)
+        return full * round(self.vendor_ratio * self.chunk_rows) + round(self.vendor_ratio * last)
+
+    @property
+    def folder_name(self) -> str:
+        return f"customers-{self.customers}-seed-{self.seed}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleSummary:
+    """What a generated inputs folder holds; the counts the tests and the bench check against."""
+
+    customers: int
+    vendor_users: int
+    covered: int  # bank customers the vendor file holds
+    invalid_phones: int  # customers whose phone does not normalise
+    shared_phones: int  # customers whose valid phone another customer also gives
+    expected_matches: int  # covered customers whose phone is not shared
+    seconds: float
+    bank_bytes: int
+    vendor_bytes: int
+
+
+@dataclass(frozen=True)
+class ScaleInputs:
+    """A generated inputs folder: its config, summary and files (see the module's layout)."""
+
+    root: Path
+    config: ScaleConfig
+    summary: ScaleSummary
+
+    @property
+    def bank(self) -> Path:
+        return self.root / _BANK_FILE
+
+    @property
+    def vendor(self) -> Path:
+        return self.root / _VENDOR_FILE
+
+    @property
+    def keyring(self) -> Path:
+        return self.root / _KEYRING
+
+    @property
+    def registry(self) -> Path:
+        return self.root / _MODELS_DIR
+
+    @classmethod
+    def open(cls, root: Path) -> ScaleInputs:
+        """Return the inputs folder at `root`, checking its manifest and files are there."""
+        try:
+            document = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise WorldError(
+                f"{root} holds no readable scale manifest ({error}); generate it with "
+                "labs.scale.scale_inputs"
+            ) from None
+        if document.get("format") != _FORMAT:
+            raise WorldError(f"{root} is not a {_FORMAT} folder; generate it again")
+        inputs = cls(root, ScaleConfig(**document["config"]), ScaleSummary(**document["summary"]))
+        missing = [p for p in (inputs.bank, inputs.vendor, inputs.keyring, inputs.registry)
+                   if not p.exists()]  # fmt: skip
+        if missing:
+            raise WorldError(f"{root} lacks {', '.join(str(p) for p in missing)}; generate again")
+        return inputs
+
+
+class _Mobiles:
+    """Person number -> mobile number: an affine bijection of the 7e9 mobile numbers."""
+
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng((seed, 0x70E))
+        # 7e9 = 2^9 * 5^9 * 7, so any a not divisible by 2, 5 or 7 is invertible mod 7e9. a < 1.3e9
+        # keeps a * p inside int64 for every p < 7e9.
+        while True:
+            a = int(rng.integers(10**9 // 3, 13 * 10**8))
+            if a % 2 and a % 5 and a % 7:
+                break
+        self.a, self.b = np.int64(a), np.int64(rng.integers(0, _MOBILE_SPACE))
+
+    def __call__(self, person: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return 13 * 10**9 + (self.a * person.astype(np.int64) + self.b) % _MOBILE_SPACE
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    bank: pa.Table
+    vendor: pa.Table
+    covered: int
+    invalid: int
+    shared: int
+    expected: int
+
+
+def _lists(counts: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> pa.ListArray:
+    """Return list rows of `counts[i]` consecutive ids from `starts[i]`, built without a loop."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    within = np.arange(offsets[-1], dtype=np.int32) - np.repeat(offsets[:-1], counts)
+    values = (np.repeat(starts, counts) + within).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _sigmoid(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+
+
+def _bank_features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray[Any, Any]]:
+    """Return the extract's numeric features and a label that depends on them."""
+    age = np.clip(rng.normal(41.0, 13.0, n), 18, 85).astype(np.int16)
+    tenure = np.minimum(rng.exponential(70.0, n), (age - 17) * 12.0).astype(np.int32)
+    ukey = rng.random(n) < 0.35
+    online = rng.random(n) < np.clip(0.85 - 0.01 * (age - 18), 0.1, 0.85)
+    products = (1 + rng.poisson(1.4, n)).astype(np.int8)
+    aum = np.round(rng.lognormal(9.5, 1.6, n), 2)
+    time_deposit = np.round(np.where(rng.random(n) < 0.45, aum * rng.beta(2, 3, n), 0.0), 2)
+    wealth = np.round(np.where(rng.random(n) < 0.2, aum * rng.beta(2, 4, n), 0.0), 2)
+    # The real case's top variables, as in labs.world: young, U-key, wealth management, tenure,
+    # time deposits.
+    logit = (
+        -2.6
+        - 0.045 * (age - 40.0)
+        + 0.8 * ukey
+        + 0.6 * (wealth > 0)
+        - 0.004 * tenure
+        + 0.3 * (time_deposit > 0)
+        + 0.4 * online
+    )
+    return {
+        "age": age,
+        "tenure_months": tenure,
+        "ukey_holder": ukey.astype(np.int8),
+        "online_banking": online.astype(np.int8),
+        "n_products": products,
+        "aum_month_avg": aum,
+        "time_deposit": time_deposit,
+        "wealth_mgmt": wealth,
+        "opened_mb": (rng.random(n) < _sigmoid(logit)).astype(np.int8),
+    }
+
+
+def _chunk(
+    config: ScaleConfig, mobiles: _Mobiles, epoch: SaltEpoch, index: int, begin: int, end: int
+) -> _Chunk:
+    """Return bank rows [begin, end) and the vendor rows reserved for them: chunk `index`."""
+    rng = np.random.default_rng((config.seed, 0xC4, index))
+    n = end - begin
+    person = np.arange(begin, end, dtype=np.int64)
+    true = mobiles(person)
+    # The world's phone rules on this chunk: styles, invalid kinds, pairs that share a number.
+    kind = rng.choice(len(_PHONE_STYLES), size=n, p=_PHONE_STYLES).astype(np.int8)
+    order = rng.permutation(n)
+    pairs, invalid = round(n * _SHARED_PHONE_PAIRS), round(n * _INVALID_PHONE_SHARE)
+    copies, owners = order[:pairs], order[pairs : 2 * pairs]
+    bad = order[2 * pairs : 2 * pairs + invalid]
+    kind[bad] = _INVALID + rng.choice(len(_INVALID_MIX), size=invalid, p=_INVALID_MIX)
+    given = true.copy()
+    given[copies] = true[owners]
+    shared = np.zeros(n, dtype=bool)
+    shared[copies] = shared[owners] = True
+    copy = np.zeros(n, dtype=bool)
+    copy[copies] = True
+    phones = _BankPhones(true, given, kind, shared, copy, np.empty(0, dtype=np.int64))
+    phone = _dirty_phones(phones, rng)
+    features = _bank_features(rng, n)
+    branch = "B" + pl.Series(rng.integers(1, _BRANCHES + 1, n)).cast(pl.String).str.zfill(3)
+    bank = pa.table(
+        {
+            "customer_id": pa.array(_CUSTOMER_ID_BASE + person),
+            "branch_id": branch.to_arrow(),
+            "phone": phone.to_arrow(),
+            **{name: pa.array(values) for name, values in features.items()},
+        }
+    ).cast(_BANK_SCHEMA)
+
+    valid = kind < _INVALID
+    candidates = np.flatnonzero(valid & ~copy)
+    k = min(round(config.coverage * int(valid.sum())), len(candidates))
+    covered = np.sort(rng.choice(candidates, size=k, replace=False))
+    rows = round(config.vendor_ratio * n)
+    reserved = math.ceil(config.vendor_ratio * config.chunk_rows)
+    fresh = config.customers + index * reserved + np.arange(rows - k, dtype=np.int64)
+    people = rng.permutation(np.concatenate([person[covered], fresh]))
+    text = pl.Series("phone", mobiles(people)).cast(pl.String)
+    plus86 = pl.Series(rng.random(rows) < _VENDOR_PLUS86_SHARE)
+    written = pl.select(pl.when(plus86).then(pl.lit("+86") + text).otherwise(text)).to_series()
+    keys = keyed_hash(normalize_phones(written).values, epoch, domain="mobile")
+    # Popular apps and tags first: a start near the top of the id range is likelier.
+    apps = _lists(
+        rng.integers(1, config.apps_max + 1, rows),
+        1 + (rng.random(rows) ** 2 * (_APPS - config.apps_max)).astype(np.int32),
+    )
+    tags = _lists(
+        rng.integers(1, config.tags_max + 1, rows),
+        1 + (rng.random(rows) ** 2 * (_TAGS - config.tags_max)).astype(np.int32),
+    )
+    vendor = pa.table([keys.to_arrow().cast(pa.binary()), apps, tags], schema=_VENDOR_SCHEMA)
+    return _Chunk(
+        bank=bank,
+        vendor=vendor,
+        covered=k,
+        invalid=invalid,
+        shared=2 * pairs,
+        expected=int((~shared[covered]).sum()),
+    )
+
+
+@contextmanager
+def _progress(console: Console | None, what: str, total: int) -> Iterator[Callable[[], None]]:
+    """Yield a callable that advances a progress bar on `console` by one step (none: no bar)."""
+    if console is None:
+        yield lambda: None
+        return
+    columns = (
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda: bar.advance(task)
+
+
+def write_scale_inputs(
+    config: ScaleConfig, out: Path, *, epoch: SaltEpoch, console: Console | None = None
+) -> ScaleSummary:
+    """Return the counts of the bank and vendor files written under `out` from `config`.
+
+    Streams both files one chunk of `config.chunk_rows` bank rows (and its vendor rows) at a
+    time, then trains the scoring model on the first `config.train_rows` customers and writes
+    the manifest. The vendor keys are keyed hashes under `epoch`; the same config and epoch give
+    the same files.
+    """
+    start = time.perf_counter()
+    mobiles = _Mobiles(config.seed)
+    bank_path, vendor_path = out / _BANK_FILE, out / _VENDOR_FILE
+    bank_path.parent.mkdir(parents=True, exist_ok=True)
+    vendor_path.parent.mkdir(parents=True, exist_ok=True)
+    bounds = [
+        (i, b, min(b + config.chunk_rows, config.customers))
+        for i, b in enumerate(range(0, config.customers, config.chunk_rows))
+    ]
+    counts = {"covered": 0, "invalid": 0, "shared": 0, "expected": 0, "vendor": 0}
+    with (
+        pq.ParquetWriter(bank_path, _BANK_SCHEMA, **_PARQUET) as bank,
+        pq.ParquetWriter(vendor_path, _VENDOR_SCHEMA, **_PARQUET) as vendor,
+        _progress(console, "scale inputs", len(bounds)) as advance,
+    ):
+        for index, begin, end in bounds:
+            chunk = _chunk(config, mobiles, epoch, index, begin, end)
+            bank.write_table(chunk.bank, row_group_size=chunk.bank.num_rows)
+            vendor.write_table(chunk.vendor, row_group_size=max(chunk.vendor.num_rows, 1))
+            counts["covered"] += chunk.covered
+            counts["invalid"] += chunk.invalid
+            counts["shared"] += chunk.shared
+            counts["expected"] += chunk.expected
+            counts["vendor"] += chunk.vendor.num_rows
+            del chunk
+            advance()
+    _train(bank_path, out / _MODELS_DIR, config.train_rows, epoch.epoch_id)
+    summary = ScaleSummary(
+        customers=config.customers,
+        vendor_users=counts["vendor"],
+        covered=counts["covered"],
+        invalid_phones=counts["invalid"],
+        shared_phones=counts["shared"],
+        expected_matches=counts["expected"],
+        seconds=time.perf_counter() - start,
+        bank_bytes=bank_path.stat().st_size,
+        vendor_bytes=vendor_path.stat().st_size,
+    )
+    document = {
+        "format": _FORMAT,
+        "config": asdict(config),
+        "summary": asdict(summary),
+        "salt_epoch": epoch.epoch_id,
+    }
+    (out / _MANIFEST).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return summary
+
+
+def scale_inputs(
+    config: ScaleConfig, cache: Path, *, console: Console | None = None
+) -> ScaleInputs:
+    """Return the inputs of `config` under `cache`, generating them only when they are absent.
+
+    The folder is named by size and seed (`customers-N-seed-S`); a folder whose manifest holds
+    another config or format is generated again. A new folder gets its own bank keyring (the
+    salt that keys the vendor file) and is built beside its final name, then renamed, so an
+    interrupted generation never leaves a folder that looks complete.
+    """
+    root = cache / config.folder_name
+    try:
+        found = ScaleInputs.open(root)
+    except WorldError:
+        found = None
+    if found is not None and found.config == config:
+        return found
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{config.folder_name}-", dir=cache))
+    try:
+        keyring = Keyring.init(staging / _KEYRING, role="bank")
+        write_scale_inputs(config, staging, epoch=keyring.current_salt(), console=console)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ScaleInputs.open(root)
+
+
+def _feature_set(table: pl.DataFrame, epoch_id: str) -> FeatureSet:
+    """Return the bank table as a feature set: its numeric features, no vendor tags."""
+    columns = (
+        FeatureColumn("customer_id", "id", "bank_extract", "Int64"),
+        FeatureColumn("branch_id", "id", "bank_extract", "String"),
+        *(
+            FeatureColumn(name, group, "bank_extract", str(table.schema[name]), text)
+            for name, group, text in _FEATURES
+            if name in table.columns
+        ),
+        FeatureColumn("opened_mb", "label", "bank_extract", "Int8", "opened mobile banking"),
+    )
+    manifest = FeatureManifest(
+        snapshot_date=_SNAPSHOT,
+        salt_epoch=epoch_id,
+        taxonomy_version=CURRENT_VERSION,
+        rows=table.height,
+        matched=0,
+        in_matches=0,
+        columns=tuple(c for c in columns if c.name in table.columns),
+        codes={},
+        top_apps=(),
+        batches={},
+    )
+    tags = sp.csr_matrix((table.height, 0), dtype=np.float32)
+    return FeatureSet(table, tags, np.empty(0, dtype=np.int32), manifest)
+
+
+def _train(bank: Path, models: Path, rows: int, epoch_id: str) -> None:
+    """Register a small acquisition model trained on the first `rows` customers of `bank`."""
+    table = pl.scan_parquet(bank).head(rows).collect()
+    features = _feature_set(table, epoch_id)
+    spec = DesignSpec(tuple(name for name, _, _ in _FEATURES))
+    x = design_matrix(features, spec)
+    y = table["opened_mb"].to_numpy()
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "tree_method": "hist"}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y, feature_names=spec.names), 40)
+    model = ScoreModel(_MODEL, booster, spec, feature_labels(features.manifest, spec), np.zeros(9))
+    model.decile_edges = decile_edges(model.predict(x))
+    Registry(models).save(model, created_at=_TRAINED_AT)
+
+
+# -- one run ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleRun:
+    """One run of the bank's stages on one inputs folder with one engine, and what it measured.
+
+    `seconds`, `cpu_seconds`, `rows` and `windows` (wall-clock start and end, for matching memory
+    samples) are per stage of `STAGES`; CPU time, unlike wall time, hardly moves when other work
+    shares the machine; `peak_rss` and `stage_peak_rss` (bytes, the resident memory of the
+    run's whole process tree) are filled in by `measure_scale`, 0 / empty otherwise.
+    """
+
+    customers: int
+    vendor_users: int
+    engine: str
+    workers: int
+    startup_s: float
+    load: float  # the machine's 1-minute load average as the run began
+    seconds: dict[str, float]
+    cpu_seconds: dict[str, float]  # CPU time of the whole process tree (driver and workers)
+    rows: dict[str, int]
+    windows: dict[str, tuple[float, float]]
+    keyed: int
+    invalid: int
+    duplicated: int
+    matches: int
+    matches_digest: str
+    scored: int
+    scores_digest: str
+    peak_rss: int = 0
+    stage_peak_rss: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        """Return the seconds of all stages (the engine's start not counted)."""
+        return sum(self.seconds[stage] for stage in STAGES)
+
+    def rows_per_s(self, stage: str) -> float:
+        """Return the rows a stage took in per second."""
+        seconds = self.seconds[stage]
+        return self.rows[stage] / seconds if seconds > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the run as JSON-ready values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> ScaleRun:
+        """Return the run that to_dict() gave `document`."""
+        values = dict(document)
+        values["windows"] = {k: (float(a), float(b)) for k, (a, b) in values["windows"].items()}
+        return cls(**values)
+
+
+def _digest(files: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """Return the SHA-256 of `columns` of `files`, row by row in file order (one file at a time)."""
+    digest = hashlib.sha256()
+    for file in files:
+        frame = pl.read_parquet(file, columns=list(columns))
+        for column in columns:
+            digest.update(np.ascontiguousarray(frame[column].to_numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def run_scale(
+    inputs: ScaleInputs,
+    out: Path,
+    *,
+    cluster: str | None = None,
+    console: Console | None = None,
+    score_slab_rows: int = _SCORE_SLAB_ROWS,
+) -> ScaleRun:
+    """Return the timings and results of the bank's stages on `inputs`, run on one engine.
+
+    Stages, each timed alone: "bank-keys" (`key_customers` on the extract: keyed hashing, then
+    the shared-phone rule per bucket), "vendor-partition" (`partition_by_key` of the vendor's
+    keyed file with its lists; in this process on every engine, it only moves bytes),
+    "psi-join" (`join_keys`, carrying the lists into the matches) and "score" (`score_features`
+    with the registered model). `score_features` takes a feature table in memory, so the bank
+    table is handed to it in slabs of whole row groups, at least `score_slab_rows` rows each,
+    read from the Parquet file, which bounds this process's share; the feature build is not a
+    bucketed job yet, so the table scored is the bank's own features. After the timings, the
+    matches and scores are read back file by file for digests that must not depend on the
+    engine.
+
+    Args:
+        inputs: the generated inputs (`scale_inputs`).
+        out: the run's folder; its job folders are left there for the caller to remove.
+        cluster: an engine spec as `fusion.engine.parse_cluster` takes it (None: in-process).
+        console: where the stages draw their progress bars; None draws none.
+        score_slab_rows: rows of the bank table per `score_features` call (whole row groups
+            are added until a slab holds at least this many).
+    """
+    epoch = Keyring.open(inputs.keyring).current_salt()
+    registry = Registry(inputs.registry)
+    me = psutil.Process()
+    seconds: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
+
+    @contextmanager
+    def timed(stage: str) -> Iterator[None]:
+        wall, cpu, began = time.time(), _tree_cpu(me), time.perf_counter()
+        yield
+        seconds[stage] = time.perf_counter() - began
+        cpu_seconds[stage] = _tree_cpu(me) - cpu
+        windows[stage] = (wall, time.time())
+
+    load = os.getloadavg()[0]
+    begin = time.perf_counter()
+    with parse_cluster(cluster, console=console) as engine:
+        if isinstance(engine, ClusterEngine):
+            # Workers import the jobs' modules (polars, xgboost, scipy: seconds) before any stage
+            # clock starts, as a long-lived cluster's workers have; the start-up is reported.
+            engine.client.run(_ready)
+        startup_s = time.perf_counter() - begin
+        workers = engine.workers
+
+        with timed("bank-keys"):
+            keyed = key_customers(engine, inputs.bank, epoch, out / "keys")
+        with timed("vendor-partition"):
+            vendor = partition_by_key(inputs.vendor, out / "vendor", columns=_VENDOR_COLUMNS)
+        with timed("psi-join"):
+            matches = join_keys(engine, keyed, vendor, out / "matches", columns=_VENDOR_COLUMNS)
+        with timed("score"):
+            score_files: list[str] = []
+            scored = 0
+            for slab, table in enumerate(_slabs(inputs.bank, score_slab_rows)):
+                parts = score_features(
+                    engine,
+                    _feature_set(table, epoch.epoch_id),
+                    registry,
+                    _MODEL,
+                    out / "scores" / f"slab-{slab:05d}",
+                )
+                score_files.extend(parts.files)
+                scored += parts.rows
+    return ScaleRun(
+        customers=keyed.customers,
+        vendor_users=vendor.rows,
+        engine=cluster or "in-process",
+        workers=workers,
+        startup_s=startup_s,
+        load=load,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+        rows={
+            "bank-keys": keyed.customers,
+            "vendor-partition": vendor.rows,
+            "psi-join": keyed.keyed + vendor.rows,
+            "score": scored,
+        },
+        windows=windows,
+        keyed=keyed.keyed,
+        invalid=keyed.invalid,
+        duplicated=keyed.duplicated,
+        matches=matches.rows,
+        matches_digest=_digest(matches.files, ("customer_id",)),
+        scored=scored,
+        scores_digest=_digest(tuple(score_files), ("customer_id", "decile")),
+    )
+
+
+def _slabs(bank: Path, rows: int) -> Iterator[pl.DataFrame]:
+    """Yield the scoring columns of the bank file in slabs of whole row groups, >= `rows` each.
+
+    One row group read at a time: a pyarrow reader iterating the whole file would keep every
+    row group's raw bytes until it ended (see `fusion.engine._chunks`).
+    """
+    wanted = ["customer_id", "branch_id", *(name for name, _, _ in _FEATURES)]
+    reader = pq.ParquetFile(bank)
+    held: list[pa.Table] = []
+    for group in range(reader.num_row_groups):
+        held.append(reader.read_row_group(group, columns=wanted))
+        if sum(t.num_rows for t in held) >= rows or group == reader.num_row_groups - 1:
+            yield pl.DataFrame(pl.from_arrow(pa.concat_tables(held)))
+            held = []
+
+
+def _tree_cpu(root: psutil.Process) -> float:
+    """Return the CPU seconds (user + system) of `root` and its living descendants so far."""
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _ready() -> int:
+    """Return this worker's process id; unpickling it imported this module and the engine's."""
+    return os.getpid()
+
+
+def _tree_rss(root: psutil.Process) -> int:
+    """Return the resident bytes of `root` and all its descendants (0 once it has gone)."""
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue  # a worker that ended between the listing and the read
+    return total
+
+
+def _kill_tree(root: psutil.Process) -> None:
+    """Kill `root` (a run this module started) and every process it started."""
+    try:
+        processes = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(processes, timeout=10)
+
+
+# The run's own process: everything it needs arrives as arguments, the result leaves as JSON.
+_LAUNCH = (
+    "import json, sys; from pathlib import Path; from rich.console import Console; "
+    "from labs.scale import ScaleInputs, run_scale; "
+    "inputs, out, cluster, bars, result = sys.argv[1:]; "
+    "run = run_scale(ScaleInputs.open(Path(inputs)), Path(out), cluster=cluster or None, "
+    "console=Console() if bars == 'bars' else None); "
+    "Path(result).write_text(json.dumps(run.to_dict()))"
+)
+
+
+def measure_scale(
+    inputs: ScaleInputs,
+    out: Path,
+    *,
+    cluster: str | None = None,
+    interval: float = 0.2,
+    progress: bool = True,
+) -> ScaleRun:
+    """Return `run_scale` on `inputs`, run in a fresh process, with its peak resident memory.
+
+    The run's process and all its children (a LocalCluster's nannies and workers) are sampled
+    every `interval` seconds; the peak is the largest sum over one sample, and each stage's peak
+    the largest within its window. RSS counts pages shared between processes in each of them,
+    so the sum is an upper bound of what the run holds. The run's stderr (Dask's logs) goes to
+    `<out>/run.log`; its progress bars go to this process's stdout unless `progress` is False.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    result, log = out / "run.json", out / "run.log"
+    result.unlink(missing_ok=True)
+    arguments = [str(inputs.root), str(out / "jobs"), cluster or "", "bars" if progress else "-"]
+    samples: list[tuple[float, int]] = []
+    with log.open("wb") as sink:
+        child = subprocess.Popen(  # noqa: S603 - our own interpreter, our own arguments
+            [sys.executable, "-c", _LAUNCH, *arguments, str(result)],
+            stdout=None if progress else subprocess.DEVNULL,
+            stderr=sink,
+        )
+    root = psutil.Process(child.pid)
+    try:
+        while child.poll() is None:
+            samples.append((time.time(), _tree_rss(root)))
+            time.sleep(interval)
+    finally:
+        if child.poll() is None:  # interrupted: leave no run, nanny or worker behind
+            _kill_tree(root)
+            child.wait()
+    if child.returncode != 0 or not result.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise FusionError(
+            f"the scale run of {inputs.summary.customers:,} customers on "
+            f"{cluster or 'in-process'} exited with {child.returncode}; its log ends:\n{tail}"
+        )
+    run = ScaleRun.from_dict(json.loads(result.read_text(encoding="utf-8")))
+    stage_peaks = {
+        stage: max(
+            (rss for at, rss in samples if begin - interval <= at <= end + interval), default=0
+        )
+        for stage, (begin, end) in run.windows.items()
+    }
+    return replace(
+        run, peak_rss=max((rss for _, rss in samples), default=0), stage_peak_rss=stage_peaks
+    )

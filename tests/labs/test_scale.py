@@ -1,0 +1,168 @@
+"""Scale inputs: the promised overlap, invalid and shared phones, from the seed; the bench run.
+
+The inputs are checked against the matcher's own rules (normalise, key, the shared-phone rule of
+`customer_keys`), not against the generator's bookkeeping alone; the bench runs at 5,000
+customers on both engines, each in its own process, as `make bench` runs it at 10M.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+import pytest
+from polars.testing import assert_frame_equal
+
+from contracts.errors import ConfigError, FusionError, WorldError
+from labs.bench import SCALE_SIZES, bench_scale, scale_sizes
+from labs.scale import (
+    ScaleConfig,
+    ScaleInputs,
+    ScaleSummary,
+    measure_scale,
+    scale_inputs,
+    write_scale_inputs,
+)
+from matcher.identity import normalize_phones
+from matcher.keyed_hash import SaltEpoch, keyed_hash
+from matcher.psi import customer_keys
+
+EPOCH = SaltEpoch("e-scale", bytes(range(32)))
+# 5,000 customers in chunks of 2,000, 2,000 and 1,000: the chunk rules meet at the boundaries.
+CONFIG = ScaleConfig(customers=5_000, seed=3, chunk_rows=2_000)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ScaleSummary]:
+    root = tmp_path_factory.mktemp("scale")
+    return root, write_scale_inputs(CONFIG, root, epoch=EPOCH)
+
+
+def _frames(root: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return (
+        pl.read_parquet(root / "bank" / "customers.parquet"),
+        pl.read_parquet(root / "vendor" / "keys.parquet"),
+    )
+
+
+def test_inputs_hold_the_promised_overlap_invalid_and_shared_phones(
+    generated: tuple[Path, ScaleSummary],
+):
+    root, summary = generated
+    bank, vendor = _frames(root)
+    assert bank.height == summary.customers == 5_000
+    assert vendor.height == summary.vendor_users == CONFIG.vendor_users == 15_000
+    assert bank["customer_id"].is_unique().all()
+
+    phones = normalize_phones(bank["phone"])
+    assert phones.n_rejected == summary.invalid_phones == 50  # 1% in each chunk
+    valid = phones.values.drop_nulls()
+    assert int(valid.is_duplicated().sum()) == summary.shared_phones == 24  # 0.25% pairs a chunk
+    assert summary.shared_phones == 2 * (5 + 5 + 2)
+
+    at_vendor = vendor["key"].implode()
+    every_key = keyed_hash(valid, EPOCH, domain="mobile")
+    # Every covered customer is at the vendor once; a shared phone's owner may be (its key then
+    # found twice in the extract), yet never matches: customer_keys gives a shared phone no key.
+    assert every_key.filter(every_key.is_in(at_vendor)).n_unique() == summary.covered
+    keys = customer_keys(bank["customer_id"], bank["phone"], EPOCH).keys
+    assert keys["key"].is_in(at_vendor).sum() == summary.expected_matches
+    assert summary.expected_matches < summary.covered
+    assert summary.covered / valid.len() == pytest.approx(CONFIG.coverage, abs=0.005)
+    assert vendor["key"].is_unique().all() and vendor["key"].bin.size().eq(32).all()
+
+
+def test_vendor_lists_are_short_distinct_and_in_the_taxonomy(generated: tuple[Path, ScaleSummary]):
+    _, vendor = _frames(generated[0])
+    for column, most, top in (
+        ("app_ids", CONFIG.apps_max, 1_300),
+        ("tag_ids", CONFIG.tags_max, 10_400),
+    ):
+        lengths = vendor[column].list.len()
+        assert lengths.min() == 1 and lengths.max() == most
+        values = vendor[column].explode()
+        assert values.min() >= 1 and values.max() <= top
+        assert (vendor[column].list.n_unique() == lengths).all()
+
+
+def test_inputs_are_a_function_of_the_config_and_epoch(
+    generated: tuple[Path, ScaleSummary], tmp_path: Path
+):
+    root, summary = generated
+    again = write_scale_inputs(CONFIG, tmp_path / "again", epoch=EPOCH)
+    for first, second in zip(_frames(root), _frames(tmp_path / "again"), strict=True):
+        assert_frame_equal(first, second)
+    assert again.expected_matches == summary.expected_matches
+    other, _ = _frames_of(ScaleConfig(customers=5_000, seed=4, chunk_rows=2_000), tmp_path)
+    assert not other["phone"].equals(_frames(root)[0]["phone"])
+
+
+def _frames_of(config: ScaleConfig, tmp_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    write_scale_inputs(config, tmp_path / f"seed-{config.seed}", epoch=EPOCH)
+    return _frames(tmp_path / f"seed-{config.seed}")
+
+
+def test_cached_inputs_are_reused_and_a_broken_folder_is_refused(tmp_path: Path):
+    config = ScaleConfig(customers=1_000, seed=5)
+    first = scale_inputs(config, tmp_path)
+    assert first.root == tmp_path / "customers-1000-seed-5"
+    stamp = (first.root / "manifest.json").stat().st_mtime_ns
+    assert scale_inputs(config, tmp_path).summary == first.summary
+    assert (first.root / "manifest.json").stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    first.vendor.unlink()
+    with pytest.raises(WorldError, match="lacks"):
+        ScaleInputs.open(first.root)
+    assert scale_inputs(config, tmp_path).vendor.exists()  # generated again
+
+
+def test_a_failed_run_reports_its_log_and_leaves_no_process(tmp_path: Path):
+    inputs = scale_inputs(ScaleConfig(customers=1_000, seed=5), tmp_path / "cache")
+    (inputs.root / "manifest.json").write_text("{}")
+    with pytest.raises(FusionError, match=r"(?s)exited with 1; its log ends:.*WorldError"):
+        measure_scale(inputs, tmp_path / "run", progress=False)
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_sizes_come_from_the_environment_value_or_the_issue():
+    assert scale_sizes(None) == scale_sizes("") == SCALE_SIZES == (100_000, 1_000_000, 10_000_000)
+    assert scale_sizes("1000000, 100_000") == (100_000, 1_000_000)
+    for bad in ("10", "a,b", ","):
+        with pytest.raises(ConfigError, match="--scale-sizes"):
+            scale_sizes(bad)
+
+
+@pytest.mark.slow
+def test_the_bench_runs_both_engines_in_their_own_processes(tmp_path: Path):
+    figures = {
+        f.name: f
+        for f in bench_scale(
+            tmp_path / "work", sizes=(5_000,), cache=tmp_path / "cache", progress=False
+        )
+    }
+    assert sorted(figures) == [
+        "scale.5k.matches",
+        "scale.in_process.5k.peak_rss_gb",
+        "scale.in_process.5k.total_s",
+        "scale.local2.5k.peak_rss_gb",
+        "scale.local2.5k.total_s",
+    ]
+    matches = figures["scale.5k.matches"]
+    assert matches.met is True and matches.value == matches.baseline > 3_000
+    assert "identical" in matches.note and "DIFFER" not in matches.note
+    for engine in ("in_process", "local2"):
+        assert figures[f"scale.{engine}.5k.total_s"].value > 0
+        for stage in ("bank-keys", "vendor-partition", "psi-join", "score"):
+            assert stage in figures[f"scale.{engine}.5k.total_s"].note
+        peak = figures[f"scale.{engine}.5k.peak_rss_gb"]
+        assert 0.1 < peak.value < 8 and peak.met is True
+    # The cluster's nannies and workers count: its tree holds more than the lone process.
+    assert (
+        figures["scale.local2.5k.peak_rss_gb"].value
+        > figures["scale.in_process.5k.peak_rss_gb"].value
+    )
+    assert not psutil.Process().children(recursive=True)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+    assert np.isfinite([f.value for f in figures.values()]).all()
