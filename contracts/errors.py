@@ -25,6 +25,8 @@ learns nothing; the precise cause goes to the bank's own log through `BatchRefus
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BatchConflictError",
     "BatchRefused",
@@ -46,7 +48,24 @@ __all__ = [
 
 
 class FusionError(Exception):
-    """Root of every error the platform raises on purpose."""
+    """Root of every error the platform raises on purpose.
+
+    Errors pickle with their fields (a Dask task's error travels to the client pickled; the
+    default exception pickling calls the class with `args` alone, which fails for keyword-only
+    fields such as OprfError's `item`).
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(
+    cls: type[FusionError], args: tuple[object, ...], state: dict[str, object]
+) -> FusionError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(FusionError):

@@ -13,7 +13,10 @@ and a 10M-customer run never holds a whole table in memory.
 
 The jobs: `key_customers` (a customer extract to match keys, with the rules of
 `matcher.psi.customer_keys`), `join_keys` (the salted PSI join of bank and vendor key
-partitions) and `score_features` (a feature table scored in row chunks by a registered model).
+partitions), `score_features` (a feature table scored in row chunks by a registered model), and
+the OPRF match's per-item steps in row chunks: `oprf_blind` and `oprf_finalize` (the bank's,
+blinds drawn from one seed by fixed blocks of rows, `block_seed`, so `replay_blinds` gives the
+same in one process) and `oprf_evaluate` (the vendor's).
 Each gives the same rows on every engine, in the same order (bucket, then input order); equal to
 the single-process functions they are built from, which the tests check.
 
@@ -34,11 +37,15 @@ Layout of a job's folder (intermediate files go when the job ends, on success or
     <out>/unkeyed/part-00000.parquet      key_customers: customers whose phone did not normalise
     <out>/bucket=00007.parquet            join_keys: customer_id, key and the vendor columns asked
     <out>/part-00000.parquet              score_features: the score frame of one row chunk
+    <out>/part-00000.parquet              oprf_blind / oprf_evaluate / oprf_finalize: a chunk's
+                                          blinded elements / evaluated elements / labels
     <out>/_work/                          row chunks and per-chunk bucket parts, while running
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib.metadata
 import json
 import os
@@ -70,16 +77,20 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from contracts.errors import ConfigError, IdentifierError
+from contracts.errors import ConfigError, IdentifierError, OprfError
 from fusion.features import FeatureManifest, FeatureSet
 from fusion.models.classifier import ScoreModel
 from fusion.registry import Registry
 from fusion.scoring import REASON_DECILES, SCORE_SCHEMA, score_rows
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import KEY_BYTES, SaltEpoch, keyed_hash
+from matcher.oprf import OprfServerKey, blind_evaluate, blind_with, draw_blinds, finalize
+from matcher.oprf_match import BankRequest, derive_row_keys, seeded_rng
 
 __all__ = [
+    "BLIND_BLOCK_ROWS",
     "DEFAULT_BUCKETS",
+    "OPRF_CHUNK_ROWS",
     "ClusterEngine",
     "Engine",
     "InProcessEngine",
@@ -88,11 +99,17 @@ __all__ = [
     "Parts",
     "SecretRef",
     "TlsFiles",
+    "block_seed",
     "bucket_of",
     "join_keys",
     "key_customers",
+    "oprf_blind",
+    "oprf_evaluate",
+    "oprf_finalize",
+    "oprf_row_keys",
     "parse_cluster",
     "partition_by_key",
+    "replay_blinds",
     "score_features",
 ]
 
@@ -1103,3 +1120,457 @@ def score_features(
     finally:
         _remove(work)
     return Parts(tuple(t.out for t in tasks), sum(counts), pl.Schema(SCORE_SCHEMA))
+
+
+# -- jobs: the OPRF match's per-item steps -------------------------------------------------------
+
+BLIND_BLOCK_ROWS = 1_024  # rows whose blinds one block seed draws
+OPRF_CHUNK_ROWS = 100 * BLIND_BLOCK_ROWS  # rows an OPRF task takes (about 5 s on one core)
+_BLOCK_SEED_LABEL = b"bankfusion/oprf/block-seed/v1"
+_SEED_BYTES = 32
+_ELEMENTS = pl.Schema({"blinded": pl.Binary})
+_EVALUATED = pl.Schema({"evaluated": pl.Binary})
+_LABELS = pl.Schema({"label": pl.Binary})
+
+
+def block_seed(seed: bytes, block: int) -> bytes:
+    """Return the 32-byte blind seed of rows 1024 b to 1024 b + 1023 (block b) of a request.
+
+    HMAC-SHA256(seed, "bankfusion/oprf/block-seed/v1" || b as 8 bytes, big-endian): HMAC keyed
+    with a uniformly random seed is a PRF (RFC 2104; M. Bellare, "New proofs for NMAC and HMAC:
+    security without collision resistance", CRYPTO 2006), so block seeds are independent
+    uniform values. Block b's blinds are `draw_blinds(rows of b, rng=seeded_rng(block_seed(seed,
+    b)))`. Blocks are fixed whatever the task size, so a row's blind depends only on the seed
+    and the row's position: blinding and finalising may cut the rows into different chunks,
+    and `replay_blinds` needs no chunk size.
+
+    Args:
+        seed: the request's 32 random bytes (the bank keeps it, never the blinds).
+        block: the block's number, from 0.
+    """
+    _check_seed(seed)
+    if block < 0:
+        raise ConfigError(f"a block number is >= 0, got {block}", setting="block")
+    return hmac.new(seed, _BLOCK_SEED_LABEL + block.to_bytes(8, "big"), hashlib.sha256).digest()
+
+
+def replay_blinds(inputs: Sequence[bytes], seed: bytes) -> BankRequest:
+    """Return the request state (inputs and blinds) the OPRF jobs use for `inputs` under `seed`.
+
+    The single-process path of `oprf_blind` and `oprf_finalize`: `blind_with(inputs,
+    state.blinds)` gives the blinded elements `oprf_blind` writes, and `unblind_labels(state,
+    evaluated)` the labels `oprf_finalize` writes, element for element, on any engine and with
+    any chunk size.
+    """
+    return BankRequest(tuple(inputs), tuple(_blinds(seed, 0, len(inputs))))
+
+
+def _check_seed(seed: bytes) -> None:
+    if not isinstance(seed, bytes) or len(seed) != _SEED_BYTES:
+        raise OprfError(f"a blind seed must be {_SEED_BYTES} random bytes", item="rng")
+
+
+def _blinds(seed: bytes, start: int, count: int) -> list[bytes]:
+    """Return the blinds of rows start to start + count - 1, start a block's first row.
+
+    Every block but the request's last is whole, so each block is drawn with its own row count
+    whichever chunk asks for it.
+    """
+    blinds: list[bytes] = []
+    for first in range(start, start + count, BLIND_BLOCK_ROWS):
+        rows = min(BLIND_BLOCK_ROWS, start + count - first)
+        rng = seeded_rng(block_seed(seed, first // BLIND_BLOCK_ROWS))
+        blinds.extend(draw_blinds(rows, rng=rng))
+    return blinds
+
+
+def _check_oprf_chunk(chunk_rows: int) -> None:
+    if chunk_rows < 1 or chunk_rows % BLIND_BLOCK_ROWS:
+        raise ConfigError(
+            f"an OPRF job's chunk_rows must be a positive multiple of {BLIND_BLOCK_ROWS} (a "
+            f"chunk holds whole blind blocks); got {chunk_rows}",
+            setting="chunk_rows",
+        )
+
+
+def _oprf_threads() -> int:
+    """Return the threads an OPRF task may use: the polars pool's size, this worker's share.
+
+    `ClusterEngine.start_local` sizes each worker's polars pool to its share of the cores, and
+    in this process the pool has every core, so the OPRF's libsodium threads follow suit.
+    """
+    return max(1, pl.thread_pool_size())
+
+
+def _in_request(error: OprfError, start: int) -> OprfError:
+    """Return `error` (from a chunk starting at row `start`) with its index in the request."""
+    index = None if error.index is None else start + error.index
+    where = f"in the chunk from row {start}" if index is None else f"at row {index}"
+    return OprfError(f"{error} ({where} of the request)", item=error.item, index=index)
+
+
+def _binary_column(frame: pl.DataFrame, column: str, what: str) -> pl.Series:
+    """Return `column` of `frame` as Binary (text as its UTF-8 bytes); refuse other types, nulls."""
+    series = frame[column]
+    if series.dtype == pl.String:
+        series = series.cast(pl.Binary)
+    elif series.dtype != pl.Binary:
+        raise IdentifierError(
+            f"column {column!r} must hold {what} as Binary or String, got {series.dtype}",
+            column=column,
+        )
+    if series.null_count():
+        raise IdentifierError(
+            f"{series.null_count()} value(s) of {column!r} are null; every row of an OPRF job "
+            f"needs {what} (drop the rows before the job)",
+            column=column,
+        )
+    return series
+
+
+def _stream(
+    source: pl.DataFrame | Location | Parts, column: str, chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    """Yield `column` of `source` in chunks of `chunk_rows` rows (at least one chunk).
+
+    A `Parts` is read file after file, its rows cut into chunks across file boundaries as one
+    file would be, so chunks follow row positions whatever files an earlier job wrote.
+    """
+    if not isinstance(source, Parts):
+        yield from _chunks(source, (column,), chunk_rows)
+        return
+    held: list[pl.DataFrame] = []
+    rows, yielded = 0, False
+    for location in source.files:
+        for frame in _chunks(location, (column,), chunk_rows):
+            while frame.height:
+                take = min(chunk_rows - rows, frame.height)
+                held.append(frame[:take])
+                rows += take
+                frame = frame[take:]
+                if rows == chunk_rows:
+                    yield pl.concat(held, how="vertical")
+                    held, rows, yielded = [], 0, True
+    if rows:
+        yield pl.concat(held, how="vertical")
+    elif not yielded:
+        yield pl.DataFrame(schema={column: pl.Binary})
+
+
+def _aligned(
+    inputs: pl.DataFrame | Location,
+    column: str,
+    evaluated: pl.DataFrame | Parts | Location,
+    chunk_rows: int,
+) -> Iterator[tuple[int, pl.Series, pl.Series]]:
+    """Yield (first row, inputs, evaluated elements) per chunk; refuse an answer of other length."""
+    answers = _stream(evaluated, "evaluated", chunk_rows)
+    start = 0
+    for frame in _stream(inputs, column, chunk_rows):
+        answer = next(answers, None)
+        if answer is None or answer.height != frame.height:
+            got = 0 if answer is None else answer.height
+            raise OprfError(
+                f"the evaluated elements do not line up with the inputs: {got} against "
+                f"{frame.height} in the chunk from row {start}; finalise with the vendor's "
+                "answer to this very request, in the order it was sent",
+                item="batch",
+            )
+        yield (
+            start,
+            _binary_column(frame, column, "OPRF inputs"),
+            _binary_column(answer, "evaluated", "evaluated elements"),
+        )
+        start += frame.height
+    if any(extra.height for extra in answers):
+        raise OprfError(
+            f"the vendor's answer holds more elements than the {start} inputs; finalise with "
+            "the answer to this very request",
+            item="batch",
+        )
+
+
+@dataclass(frozen=True)
+class _BlindTask:
+    chunk: str  # the chunk's inputs, column "input"
+    start: int  # its first row in the request, a block's first row
+    seed: SecretRef[bytes]
+    out: str
+
+
+def _blind_chunk(task: _BlindTask) -> int:
+    """Blind one chunk of inputs with its blocks' blinds; return the elements written."""
+    inputs = _read_parquet([task.chunk])["input"].to_list()
+    try:
+        blinded = blind_with(
+            inputs, _blinds(task.seed.resolve(), task.start, len(inputs)), workers=_oprf_threads()
+        )
+    except OprfError as error:
+        raise _in_request(error, task.start) from None
+    _write_parquet(pl.DataFrame({"blinded": blinded}, schema=_ELEMENTS), task.out)
+    return len(blinded)
+
+
+def oprf_blind(
+    engine: Engine,
+    inputs: pl.DataFrame | Location,
+    seed: bytes,
+    out: Location,
+    *,
+    column: str = "input",
+    chunk_rows: int = OPRF_CHUNK_ROWS,
+) -> Parts:
+    """Return the blinded elements of `inputs`, in input order, one Parquet file per row chunk.
+
+    The bank's first OPRF step (RFC 9497 Blind) as "oprf-blind" tasks: element for element
+    `blind_with(inputs, replay_blinds(inputs, seed).blinds)`, on any engine and any chunk size.
+    Each task draws its rows' blinds from their blocks' seeds (`block_seed`); the seed reaches
+    the workers through `engine.shared`, never inside a task, and the blinds are never written.
+    The elements (column "blinded", 32 bytes) are what the bank sends: uniformly random group
+    elements whatever the inputs (RFC 9497 section 3.3.1), so the files may leave the bank.
+
+    Args:
+        engine: where the tasks run.
+        inputs: a frame or a Parquet file (any fsspec location) with the OPRF inputs in order,
+            Binary or String (normalised identifiers, e.g. 11 ASCII digits), no nulls.
+        seed: the request's 32 random bytes, kept by the bank to finalise the answer.
+        out: the folder of the element files (`part-00000.parquet`, ...).
+        column: the column of `inputs` that holds them.
+        chunk_rows: rows a task takes, a multiple of `BLIND_BLOCK_ROWS`.
+    """
+    _check_seed(seed)
+    _check_oprf_chunk(chunk_rows)
+    base, work = os.fspath(out), _join(out, "_work")
+    tasks = []
+    try:
+        start = 0
+        for index, frame in enumerate(_stream(inputs, column, chunk_rows)):
+            chunk = _join(work, "chunks", f"chunk-{index:05d}.parquet")
+            ids = _binary_column(frame, column, "OPRF inputs").alias("input")
+            _write_parquet(pl.DataFrame([ids]), chunk)
+            tasks.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
+            start += frame.height
+        with engine.shared(seed) as ref:
+            counts = engine.map_buckets(
+                _blind_chunk,
+                [_BlindTask(chunk, first, ref, target) for chunk, first, target in tasks],
+                stage="oprf-blind",
+            )
+    finally:
+        _remove(work)  # the chunks hold identifiers
+    return Parts(tuple(target for _, _, target in tasks), sum(counts), _ELEMENTS)
+
+
+@dataclass(frozen=True)
+class _EvaluateTask:
+    chunk: str  # the chunk's blinded elements, column "blinded"
+    start: int
+    key: SecretRef[OprfServerKey]
+    out: str
+
+
+def _evaluate_chunk(task: _EvaluateTask) -> int:
+    """Evaluate one chunk of blinded elements under the key; return the elements written."""
+    blinded = _read_parquet([task.chunk])["blinded"].to_list()
+    try:
+        evaluated = blind_evaluate(task.key.resolve(), blinded, workers=_oprf_threads())
+    except OprfError as error:
+        raise _in_request(error, task.start) from None
+    _write_parquet(pl.DataFrame({"evaluated": evaluated}, schema=_EVALUATED), task.out)
+    return len(evaluated)
+
+
+def oprf_evaluate(
+    engine: Engine,
+    blinded: pl.DataFrame | Parts | Location,
+    key: OprfServerKey,
+    out: Location,
+    *,
+    chunk_rows: int = OPRF_CHUNK_ROWS,
+) -> Parts:
+    """Return the vendor's evaluated elements for a request, in its order, one file per chunk.
+
+    The vendor's step (RFC 9497 BlindEvaluate) as "oprf-evaluate" tasks: element for element
+    `blind_evaluate(key, blinded)`; the first invalid element stops the job with an `OprfError`
+    naming its row. The key reaches the workers through `engine.shared`, never inside a task.
+    Counting evaluations against the epoch's budget (`EvaluationBudget`) stays with the caller,
+    before the job: a request is answered whole or not at all.
+
+    Args:
+        engine: where the tasks run (the vendor's).
+        blinded: `oprf_blind`'s parts, or a frame or Parquet file with column "blinded".
+        key: the vendor's OPRF key of the epoch.
+        out: the folder of the evaluated files (column "evaluated", 32 bytes).
+        chunk_rows: elements a task takes.
+    """
+    if chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}", setting="chunk_rows")
+    base, work = os.fspath(out), _join(out, "_work")
+    tasks = []
+    try:
+        start = 0
+        for index, frame in enumerate(_stream(blinded, "blinded", chunk_rows)):
+            chunk = _join(work, "chunks", f"chunk-{index:05d}.parquet")
+            _write_parquet(
+                pl.DataFrame([_binary_column(frame, "blinded", "blinded elements")]), chunk
+            )
+            tasks.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
+            start += frame.height
+        with engine.shared(key) as ref:
+            counts = engine.map_buckets(
+                _evaluate_chunk,
+                [_EvaluateTask(chunk, first, ref, target) for chunk, first, target in tasks],
+                stage="oprf-evaluate",
+            )
+    finally:
+        _remove(work)
+    return Parts(tuple(target for _, _, target in tasks), sum(counts), _EVALUATED)
+
+
+@dataclass(frozen=True)
+class _FinalizeTask:
+    chunk: str  # the chunk's inputs and evaluated elements, columns "input" and "evaluated"
+    start: int  # its first row in the request, a block's first row
+    seed: SecretRef[bytes]
+    out: str
+
+
+def _finalize_chunk(task: _FinalizeTask) -> int:
+    """Unblind and finalise one chunk; write its labels only; return the labels written."""
+    frame = _read_parquet([task.chunk])
+    inputs, evaluated = frame["input"].to_list(), frame["evaluated"].to_list()
+    blinds = _blinds(task.seed.resolve(), task.start, len(inputs))
+    try:
+        outputs = finalize(inputs, blinds, evaluated, workers=_oprf_threads())
+    except OprfError as error:
+        raise _in_request(error, task.start) from None
+    # derive_row_keys derives the data keys too (~2 us a row against ~50 us of finalize); they
+    # are dropped here, never written, never returned: see oprf_finalize.
+    labels, _ = derive_row_keys(outputs)
+    _write_parquet(pl.DataFrame({"label": labels}, schema=_LABELS), task.out)
+    return len(labels)
+
+
+def oprf_finalize(
+    engine: Engine,
+    inputs: pl.DataFrame | Location,
+    evaluated: pl.DataFrame | Parts | Location,
+    seed: bytes,
+    out: Location,
+    *,
+    column: str = "input",
+    chunk_rows: int = OPRF_CHUNK_ROWS,
+) -> Parts:
+    """Return each input's 16-byte match label, in input order, one Parquet file per chunk.
+
+    The bank's last OPRF step (RFC 9497 Finalize, then `derive_row_keys`) as "oprf-finalize"
+    tasks: element for element the labels of `unblind_labels(replay_blinds(inputs, seed),
+    evaluated)`, and the labels the vendor computes directly (`derive_row_keys(evaluate(key,
+    inputs))`). Each task rebuilds its rows' blinds from the seed (shared through
+    `engine.shared`, never inside a task).
+
+    Only labels are written (column "label"). A data key opens its vendor row, so it is as
+    secret as the row; a label only says which row to look for, is published in the vendor's
+    batch anyway, and is independent of the data key (another HKDF info, RFC 5869 section
+    3.2). Files on shared storage outlive a run, so the data keys never reach them: the bank
+    joins the labels with the vendor's batch, then re-derives the keys of the matched rows
+    alone, in its own process, with `oprf_row_keys`.
+
+    Args:
+        engine: where the tasks run.
+        inputs: the inputs given to `oprf_blind`, in the same order (a frame or Parquet file).
+        evaluated: the vendor's answer (`oprf_evaluate`'s parts, or a frame or Parquet file
+            with column "evaluated"), in the order the blinded elements were sent.
+        seed: the seed the request was blinded with.
+        out: the folder of the label files.
+        column: the column of `inputs` that holds them.
+        chunk_rows: rows a task takes, a multiple of `BLIND_BLOCK_ROWS`.
+
+    Raises:
+        OprfError: the answer has another length than the inputs, or an invalid element.
+    """
+    _check_seed(seed)
+    _check_oprf_chunk(chunk_rows)
+    base, work = os.fspath(out), _join(out, "_work")
+    tasks = []
+    try:
+        for index, (start, ids, answer) in enumerate(
+            _aligned(inputs, column, evaluated, chunk_rows)
+        ):
+            chunk = _join(work, "chunks", f"chunk-{index:05d}.parquet")
+            _write_parquet(pl.DataFrame([ids.alias("input"), answer]), chunk)
+            tasks.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
+        with engine.shared(seed) as ref:
+            counts = engine.map_buckets(
+                _finalize_chunk,
+                [_FinalizeTask(chunk, first, ref, target) for chunk, first, target in tasks],
+                stage="oprf-finalize",
+            )
+    finally:
+        _remove(work)  # the chunks hold identifiers
+    return Parts(tuple(target for _, _, target in tasks), sum(counts), _LABELS)
+
+
+def oprf_row_keys(
+    inputs: pl.DataFrame | Location,
+    evaluated: pl.DataFrame | Parts | Location,
+    seed: bytes,
+    rows: Sequence[int],
+    *,
+    column: str = "input",
+    chunk_rows: int = OPRF_CHUNK_ROWS,
+    workers: int | None = None,
+) -> tuple[list[bytes], list[bytes]]:
+    """Return (labels, data keys) of the inputs at positions `rows`, computed in this process.
+
+    After `oprf_finalize` and the join of its labels with the vendor's batch, the bank needs
+    the data keys of the matched rows only: this finalises those rows again (blinds from their
+    blocks' seeds) and keeps the keys in memory, never on disk. Inputs and answer are streamed
+    in chunks, so memory holds a chunk and the keys asked for. The labels come back too, so a
+    caller can check them against the ones `oprf_finalize` wrote.
+
+    Args:
+        inputs: the inputs given to `oprf_blind`, in the same order.
+        evaluated: the vendor's answer, as for `oprf_finalize`.
+        seed: the seed the request was blinded with.
+        rows: positions in the request (from 0), ascending, without repeats.
+        column: the column of `inputs` that holds them.
+        chunk_rows: rows read at a time, a multiple of `BLIND_BLOCK_ROWS`.
+        workers: OPRF threads; every core by default.
+    """
+    _check_seed(seed)
+    _check_oprf_chunk(chunk_rows)
+    wanted = np.asarray(rows, dtype=np.int64)
+    if wanted.size and (wanted[0] < 0 or np.any(np.diff(wanted) <= 0)):
+        raise ConfigError(
+            "rows must be request positions from 0, ascending, without repeats",
+            setting="rows",
+        )
+    labels: list[bytes] = []
+    data_keys: list[bytes] = []
+    total = 0
+    for start, ids, answer in _aligned(inputs, column, evaluated, chunk_rows):
+        total = start + ids.len()
+        picked = wanted[(wanted >= start) & (wanted < total)] - start
+        if not picked.size:
+            continue
+        blinds: list[bytes] = []
+        for block in np.unique(picked // BLIND_BLOCK_ROWS).tolist():
+            first = start + block * BLIND_BLOCK_ROWS
+            drawn = _blinds(seed, first, min(BLIND_BLOCK_ROWS, total - first))
+            in_block = picked[picked // BLIND_BLOCK_ROWS == block] - block * BLIND_BLOCK_ROWS
+            blinds.extend(drawn[i] for i in in_block.tolist())
+        outputs = finalize(
+            ids.gather(picked).to_list(),
+            blinds,
+            answer.gather(picked).to_list(),
+            workers=workers,
+        )
+        chunk_labels, chunk_keys = derive_row_keys(outputs)
+        labels.extend(chunk_labels)
+        data_keys.extend(chunk_keys)
+    if wanted.size and wanted[-1] >= total:
+        raise ConfigError(
+            f"row {int(wanted[-1])} is past the request's {total} rows", setting="rows"
+        )
+    return labels, data_keys

@@ -133,7 +133,9 @@ def _reference_keys(ew: EngineWorld) -> pl.DataFrame:
 
 def test_public_surface():
     assert engine_module.__all__ == [
+        "BLIND_BLOCK_ROWS",
         "DEFAULT_BUCKETS",
+        "OPRF_CHUNK_ROWS",
         "ClusterEngine",
         "Engine",
         "InProcessEngine",
@@ -142,11 +144,17 @@ def test_public_surface():
         "Parts",
         "SecretRef",
         "TlsFiles",
+        "block_seed",
         "bucket_of",
         "join_keys",
         "key_customers",
+        "oprf_blind",
+        "oprf_evaluate",
+        "oprf_finalize",
+        "oprf_row_keys",
         "parse_cluster",
         "partition_by_key",
+        "replay_blinds",
         "score_features",
     ]
 

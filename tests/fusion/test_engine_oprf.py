@@ -1,0 +1,303 @@
+"""The OPRF jobs: the same elements and labels in this process and on a LocalCluster.
+
+5,000 phone numbers in chunks of 1,024 rows (5 tasks a stage) and one LocalCluster (2 worker
+processes, TLS) for the module. Every job is checked against the single-process functions of
+`matcher.oprf` / `matcher.oprf_match` it is built from, and the labels against what the vendor
+computes directly with its key.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+
+from contracts.errors import ConfigError, IdentifierError, OprfError
+from fusion import engine as engine_module
+from fusion.engine import (
+    BLIND_BLOCK_ROWS,
+    ClusterEngine,
+    Engine,
+    InProcessEngine,
+    block_seed,
+    oprf_blind,
+    oprf_evaluate,
+    oprf_finalize,
+    oprf_row_keys,
+    replay_blinds,
+)
+from matcher.oprf import OprfServerKey, blind_evaluate, blind_with, evaluate
+from matcher.oprf_match import derive_row_keys, request, seeded_rng, unblind_labels
+from tests.fusion.test_engine import KillOnce, SpecRecorder, _recorded
+
+INPUTS = 5_000
+CHUNK_ROWS = BLIND_BLOCK_ROWS  # 5 chunks, the last one partial
+
+
+@dataclass(frozen=True)
+class OprfWorld:
+    inputs: list[bytes]  # 11-digit mobile numbers as ASCII bytes
+    seed: bytes
+    key: OprfServerKey
+    blinded: list[bytes]  # the single-process reference of each step
+    evaluated: list[bytes]
+    labels: list[bytes]  # what the vendor derives directly: derive_row_keys(evaluate(key, x))
+    data_keys: list[bytes]
+
+
+@pytest.fixture(scope="module")
+def ow() -> OprfWorld:
+    numbers = np.random.default_rng(8).choice(10**8, INPUTS, replace=False)
+    inputs = [f"138{n:08d}".encode() for n in numbers.tolist()]
+    seed, key = secrets.token_bytes(32), OprfServerKey.generate()
+    blinded = blind_with(inputs, replay_blinds(inputs, seed).blinds)
+    labels, data_keys = derive_row_keys(evaluate(key, inputs))
+    return OprfWorld(inputs, seed, key, blinded, blind_evaluate(key, blinded), labels, data_keys)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterEngine]:
+    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
+    engine = ClusterEngine.start_local(2)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(params=["in-process", "local-cluster"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    if request.param == "in-process":
+        return InProcessEngine()
+    return request.getfixturevalue("cluster")
+
+
+def _frame(ow: OprfWorld) -> pl.DataFrame:
+    return pl.DataFrame({"input": ow.inputs}, schema={"input": pl.Binary})
+
+
+def _column(parts: engine_module.Parts, name: str) -> list[bytes]:
+    return parts.read()[name].to_list()
+
+
+# -- blinds from one seed -----------------------------------------------------------------------
+
+
+def test_each_block_is_a_request_blinded_from_its_block_seed(ow: OprfWorld):
+    state = replay_blinds(ow.inputs, ow.seed)
+    assert state.inputs == tuple(ow.inputs) and len(state.blinds) == INPUTS
+    for block, first in enumerate(range(0, INPUTS, BLIND_BLOCK_ROWS)):
+        rows = slice(first, first + BLIND_BLOCK_ROWS)
+        kept, blinded = request(ow.inputs[rows], rng=seeded_rng(block_seed(ow.seed, block)))
+        assert kept.blinds == state.blinds[rows]
+        assert blinded == ow.blinded[rows]
+    # A prefix of the request replays the prefix of its blinds: rows, not the request's length,
+    # decide a blind.
+    assert replay_blinds(ow.inputs[:2_100], ow.seed).blinds[:2_048] == state.blinds[:2_048]
+
+
+def test_block_seeds_differ_by_block_and_seed_and_need_32_bytes(ow: OprfWorld):
+    seeds = {block_seed(ow.seed, b) for b in range(64)} | {block_seed(bytes(32), 0)}
+    assert len(seeds) == 65 and all(len(s) == 32 for s in seeds)
+    for bad in (b"", bytes(31), "x" * 32):
+        with pytest.raises(OprfError, match="32 random bytes"):
+            block_seed(bad, 0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="block number"):
+        block_seed(ow.seed, -1)
+
+
+# -- the three steps: the same on both engines ---------------------------------------------------
+
+
+def test_each_step_equals_the_single_process_step(engine: Engine, ow: OprfWorld, tmp_path: Path):
+    blinded = oprf_blind(engine, _frame(ow), ow.seed, tmp_path / "blinded", chunk_rows=CHUNK_ROWS)
+    assert len(blinded.files) == 5 and blinded.rows == INPUTS
+    assert _column(blinded, "blinded") == ow.blinded
+
+    evaluated = oprf_evaluate(engine, blinded, ow.key, tmp_path / "evaluated", chunk_rows=1_500)
+    assert len(evaluated.files) == 4 and evaluated.rows == INPUTS
+    assert _column(evaluated, "evaluated") == ow.evaluated
+
+    labels = oprf_finalize(
+        engine, _frame(ow), evaluated, ow.seed, tmp_path / "labels", chunk_rows=CHUNK_ROWS
+    )
+    assert labels.rows == INPUTS and labels.read().columns == ["label"]
+    assert _column(labels, "label") == ow.labels
+    state = replay_blinds(ow.inputs, ow.seed)
+    assert _column(labels, "label") == unblind_labels(state, ow.evaluated)[0]
+    for step in ("blinded", "evaluated", "labels"):
+        assert not (tmp_path / step / "_work").exists()
+        assert sorted(p.name for p in (tmp_path / step).iterdir()) == [
+            f"part-{i:05d}.parquet" for i in range(len(list((tmp_path / step).iterdir())))
+        ]
+
+
+def test_chunks_may_differ_between_steps_and_inputs_may_be_text_files(
+    ow: OprfWorld, tmp_path: Path
+):
+    engine = InProcessEngine()
+    source = tmp_path / "phones.parquet"
+    pl.DataFrame({"phone": [x.decode() for x in ow.inputs]}).write_parquet(
+        source, row_group_size=700
+    )
+    blinded = oprf_blind(engine, source, ow.seed, tmp_path / "b", column="phone", chunk_rows=2_048)
+    assert len(blinded.files) == 3 and _column(blinded, "blinded") == ow.blinded
+    answer = tmp_path / "answer.parquet"
+    pl.DataFrame({"evaluated": ow.evaluated}).write_parquet(answer, row_group_size=333)
+    labels = oprf_finalize(
+        engine, source, answer, ow.seed, tmp_path / "l", column="phone", chunk_rows=3_072
+    )
+    assert len(labels.files) == 2 and _column(labels, "label") == ow.labels
+
+
+def test_data_keys_of_matched_rows_are_rederived_in_process(ow: OprfWorld, tmp_path: Path):
+    rows = [0, 1, 1_023, 1_024, 2_500, 4_096, INPUTS - 1]
+    labels, data_keys = oprf_row_keys(
+        _frame(ow), pl.DataFrame({"evaluated": ow.evaluated}), ow.seed, rows, chunk_rows=2_048
+    )
+    assert labels == [ow.labels[i] for i in rows]
+    assert data_keys == [ow.data_keys[i] for i in rows]
+    assert oprf_row_keys(_frame(ow), pl.DataFrame({"evaluated": ow.evaluated}), ow.seed, []) == (
+        [],
+        [],
+    )
+    for bad, message in (([3, 2], "ascending"), ([-1], "ascending"), ([INPUTS], "past")):
+        with pytest.raises(ConfigError, match=message):
+            oprf_row_keys(_frame(ow), pl.DataFrame({"evaluated": ow.evaluated}), ow.seed, bad)
+
+
+def test_empty_inputs_give_one_empty_part(ow: OprfWorld, tmp_path: Path):
+    empty = pl.DataFrame(schema={"input": pl.Binary})
+    engine = InProcessEngine()
+    blinded = oprf_blind(engine, empty, ow.seed, tmp_path / "b")
+    evaluated = oprf_evaluate(engine, blinded, ow.key, tmp_path / "e")
+    labels = oprf_finalize(engine, empty, evaluated, ow.seed, tmp_path / "l")
+    assert (blinded.rows, evaluated.rows, labels.rows) == (0, 0, 0)
+    assert labels.read()["label"].to_list() == []
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+def test_an_invalid_element_names_its_row_on_both_engines(
+    engine: Engine, ow: OprfWorld, tmp_path: Path
+):
+    answer = list(ow.evaluated)
+    answer[3_000] = bytes(32)  # the identity
+    with pytest.raises(OprfError, match="row 3000") as caught:
+        oprf_finalize(
+            engine,
+            _frame(ow),
+            pl.DataFrame({"evaluated": answer}),
+            ow.seed,
+            tmp_path / "l",
+            chunk_rows=CHUNK_ROWS,
+        )
+    assert (caught.value.item, caught.value.index) == ("evaluated element", 3_000)
+    assert not (tmp_path / "l" / "_work").exists()
+    sent = list(ow.blinded)
+    sent[1_030] = b"\xff" * 32
+    with pytest.raises(OprfError, match="row 1030") as caught:
+        oprf_evaluate(engine, pl.DataFrame({"blinded": sent}), ow.key, tmp_path / "e")
+    assert caught.value.index == 1_030
+
+
+def test_an_answer_of_another_length_is_refused(ow: OprfWorld, tmp_path: Path):
+    for answer in (ow.evaluated[:-1], [*ow.evaluated, ow.evaluated[0]]):
+        with pytest.raises(OprfError, match="this very request") as caught:
+            oprf_finalize(
+                InProcessEngine(),
+                _frame(ow),
+                pl.DataFrame({"evaluated": answer}),
+                ow.seed,
+                tmp_path / "l",
+                chunk_rows=CHUNK_ROWS,
+            )
+        assert caught.value.item == "batch"
+
+
+def test_settings_and_inputs_are_checked(ow: OprfWorld, tmp_path: Path):
+    engine = InProcessEngine()
+    with pytest.raises(ConfigError, match="multiple of 1024") as caught:
+        oprf_blind(engine, _frame(ow), ow.seed, tmp_path / "b", chunk_rows=1_000)
+    assert caught.value.setting == "chunk_rows"
+    with pytest.raises(OprfError, match="32 random bytes"):
+        oprf_blind(engine, _frame(ow), ow.seed[:16], tmp_path / "b")
+    with pytest.raises(IdentifierError, match="null") as null:
+        oprf_blind(engine, pl.DataFrame({"input": [b"13800138000", None]}), ow.seed, tmp_path)
+    assert null.value.column == "input"
+    with pytest.raises(IdentifierError, match="Binary or String"):
+        oprf_blind(engine, pl.DataFrame({"input": [13800138000]}), ow.seed, tmp_path / "b")
+    with pytest.raises(ConfigError, match="lacks column"):
+        oprf_blind(engine, _frame(ow), ow.seed, tmp_path / "b", column="phone")
+
+
+# -- secrets and failure on the cluster ----------------------------------------------------------
+
+
+def test_the_seed_the_blinds_and_the_key_never_enter_the_task_graph(
+    cluster: ClusterEngine, ow: OprfWorld, tmp_path: Path
+):
+    client = cluster.client
+    client.register_plugin(SpecRecorder(), name="spec-recorder")
+    try:
+        blinded = oprf_blind(cluster, _frame(ow), ow.seed, tmp_path / "b", chunk_rows=CHUNK_ROWS)
+        evaluated = oprf_evaluate(cluster, blinded, ow.key, tmp_path / "e", chunk_rows=CHUNK_ROWS)
+        oprf_finalize(
+            cluster, _frame(ow), evaluated, ow.seed, tmp_path / "l", chunk_rows=CHUNK_ROWS
+        )
+        specs = client.run_on_scheduler(_recorded)
+    finally:
+        client.unregister_scheduler_plugin("spec-recorder")
+    for task in (b"_blind_chunk", b"_evaluate_chunk", b"_finalize_chunk"):
+        assert sum(task in spec and b"bankfusion-secret-" in spec for spec in specs) >= 5
+    blinds = replay_blinds(ow.inputs, ow.seed).blinds
+    secret = [ow.seed, ow.key.scalar, *(block_seed(ow.seed, b) for b in range(5)), *blinds[::97]]
+    forms = [form for value in secret for form in (value, value.hex().encode())]
+    assert not [spec for spec in specs for form in forms if form in spec]
+
+
+def test_a_worker_killed_while_finalising_costs_a_retry_not_the_labels(
+    cluster: ClusterEngine, ow: OprfWorld, tmp_path: Path
+):
+    client = cluster.client
+    client.wait_for_workers(2, timeout=30)
+    before = set(client.run(os.getpid).values())
+    marker = tmp_path / "killed.pid"
+    # The third task needs the seed: it is rerun on a worker that has it, the restarted one
+    # included (the scheduler reinstalls the plugins).
+    client.register_plugin(KillOnce(str(marker), "oprf-finalize-00002-"), name="kill-once")
+    try:
+        labels = oprf_finalize(
+            cluster,
+            _frame(ow),
+            pl.DataFrame({"evaluated": ow.evaluated}),
+            ow.seed,
+            tmp_path / "l",
+            chunk_rows=CHUNK_ROWS,
+        )
+    finally:
+        client.unregister_worker_plugin("kill-once")
+    assert int(marker.read_text()) in before
+    assert _column(labels, "label") == ow.labels
+    client.wait_for_workers(2, timeout=30)
+
+
+def test_each_oprf_stage_draws_its_progress_bar(ow: OprfWorld, tmp_path: Path):
+    out = io.StringIO()
+    engine = InProcessEngine(console=Console(file=out, width=100, force_terminal=False))
+    inputs = _frame(ow).head(2_000)
+    blinded = oprf_blind(engine, inputs, ow.seed, tmp_path / "b", chunk_rows=CHUNK_ROWS)
+    evaluated = oprf_evaluate(engine, blinded, ow.key, tmp_path / "e", chunk_rows=CHUNK_ROWS)
+    oprf_finalize(engine, inputs, evaluated, ow.seed, tmp_path / "l", chunk_rows=CHUNK_ROWS)
+    text = out.getvalue()
+    assert all(f"{stage}" in text for stage in ("oprf-blind", "oprf-evaluate", "oprf-finalize"))
+    assert "2/2" in text
