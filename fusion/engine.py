@@ -13,7 +13,9 @@ and a 10M-customer run never holds a whole table in memory.
 
 The jobs: `key_customers` (a customer extract to match keys, with the rules of
 `matcher.psi.customer_keys`), `join_keys` (the salted PSI join of bank and vendor key
-partitions), `score_features` (a feature table scored in row chunks by a registered model), and
+partitions), `build_feature_buckets` (the point-in-time feature build, one task per bucket of
+customers, each reading its bucket from the encrypted store), `score_features` (a feature table
+scored in row chunks, or feature buckets scored bucket by bucket, by a registered model), and
 the OPRF match's per-item steps in row chunks: `oprf_blind` and `oprf_finalize` (the bank's,
 blinds drawn from one seed by fixed blocks of rows, `block_seed`, so `replay_blinds` gives the
 same in one process) and `oprf_evaluate` (the vendor's).
@@ -36,7 +38,10 @@ Layout of a job's folder (intermediate files go when the job ends, on success or
     <out>/keys/bucket=00007.parquet       key_customers: customer_id, key, key_status per bucket
     <out>/unkeyed/part-00000.parquet      key_customers: customers whose phone did not normalise
     <out>/bucket=00007.parquet            join_keys: customer_id, key and the vendor columns asked
+    <out>/bucket=00007/                   build_feature_buckets: one bucket's FeatureSet folder
+                                          (features.parquet, tags.npz, manifest.json)
     <out>/part-00000.parquet              score_features: the score frame of one row chunk
+    <out>/bucket=00007.parquet            score_features of feature buckets: one bucket's scores
     <out>/part-00000.parquet              oprf_blind / oprf_evaluate / oprf_finalize: a chunk's
                                           blinded elements / evaluated elements / labels
     <out>/_work/                          row chunks and per-chunk bucket parts, while running
@@ -54,7 +59,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
@@ -78,10 +84,17 @@ from rich.progress import (
 )
 
 from contracts.errors import ConfigError, IdentifierError, OprfError
-from fusion.features import FeatureManifest, FeatureSet
+from fusion.features import (
+    CustomerBucket,
+    FeatureManifest,
+    FeatureSet,
+    build_features,
+    snapshot_manifest,
+)
 from fusion.models.classifier import ScoreModel
 from fusion.registry import Registry
 from fusion.scoring import REASON_DECILES, SCORE_SCHEMA, score_rows
+from fusion.store import Store, StoreConfig
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import KEY_BYTES, SaltEpoch, keyed_hash
 from matcher.oprf import OprfServerKey, blind_evaluate, blind_with, draw_blinds, finalize
@@ -90,9 +103,11 @@ from matcher.oprf_match import BankRequest, derive_row_keys, seeded_rng
 __all__ = [
     "BLIND_BLOCK_ROWS",
     "DEFAULT_BUCKETS",
+    "FEATURE_BUCKETS",
     "OPRF_CHUNK_ROWS",
     "ClusterEngine",
     "Engine",
+    "FeatureBuckets",
     "InProcessEngine",
     "KeyedCustomers",
     "Partitions",
@@ -101,6 +116,7 @@ __all__ = [
     "TlsFiles",
     "block_seed",
     "bucket_of",
+    "build_feature_buckets",
     "join_keys",
     "key_customers",
     "oprf_blind",
@@ -117,6 +133,10 @@ DEFAULT_BUCKETS = 256  # the key's first byte
 DEFAULT_RETRIES = 2
 DEFAULT_CHUNK_ROWS = 1_000_000  # rows a keying task hashes (about 0.25 s on two cores)
 SCORE_CHUNK_ROWS = 100_000  # rows a scoring task scores (SHAP reasons make a row ~0.1 ms)
+# Customer buckets of a feature build. Each task scans the store's vendor tables once, so fewer,
+# larger buckets than the key buckets: at the whole build's ~3 GB per 1M customers (measured,
+# fusion.features), 10M customers in 32 buckets is ~1 GB a task.
+FEATURE_BUCKETS = 32
 _MAX_BUCKETS = 1 << 16  # bucket_of reads the key's first two bytes
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -1010,6 +1030,185 @@ def join_keys(
     return Parts(files, sum(counts), schema)
 
 
+# -- job: the feature build by customer bucket ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureBuckets:
+    """FeatureSet folders, one per customer bucket, and the manifest of them all.
+
+    `folders[i]` holds bucket i (`FeatureSet.read` opens it): customers with
+    hash(customer_id) % len(folders) == i, ordered by customer_id, with the columns and codes of
+    `manifest`. `manifest` is the whole build's: rows, matched, in_matches, batches and the tag
+    matrix's shape and nnz are summed over the buckets.
+    """
+
+    folders: tuple[str, ...]
+    manifest: FeatureManifest
+
+    @property
+    def rows(self) -> int:
+        """Return the customers of all buckets."""
+        return self.manifest.rows
+
+    @property
+    def matched(self) -> int:
+        """Return the customers with vendor data at the snapshot, over all buckets."""
+        return self.manifest.matched
+
+    @property
+    def in_matches(self) -> int:
+        """Return the customers in `matches` for the snapshot and epoch, over all buckets."""
+        return self.manifest.in_matches
+
+    @property
+    def batches(self) -> dict[str, int]:
+        """Return batch_id -> customers whose vendor data came from it, over all buckets."""
+        return self.manifest.batches
+
+    def read(self, bucket: int) -> FeatureSet:
+        """Return bucket `bucket`'s feature set (one bucket: the whole table is never read)."""
+        return FeatureSet.read(Path(self.folders[bucket]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FeatureTask:
+    store: StoreConfig
+    key: SecretRef[str]  # the store key stays on the workers
+    snapshot_date: date
+    salt_epoch: str
+    taxonomy_version: str | None
+    top_apps: int
+    like: FeatureManifest | None  # None: the snapshot's own manifest task
+    bucket: CustomerBucket | None
+    out: str
+
+
+def _open_read_only(task: _FeatureTask) -> Store:
+    return Store.open(task.store, key=task.key.resolve(), read_only=True)
+
+
+def _snapshot_manifest(task: _FeatureTask) -> FeatureManifest:
+    """Return the snapshot's manifest, computed in the store (aggregates only)."""
+    with _open_read_only(task) as store:
+        return snapshot_manifest(
+            store,
+            snapshot_date=task.snapshot_date,
+            salt_epoch=task.salt_epoch,
+            taxonomy_version=task.taxonomy_version,
+            top_apps=task.top_apps,
+        )
+
+
+def _build_bucket(task: _FeatureTask) -> FeatureManifest:
+    """Build one customer bucket's feature set, write its folder; return its manifest."""
+    with _open_read_only(task) as store:
+        features = build_features(
+            store,
+            snapshot_date=task.snapshot_date,
+            salt_epoch=task.salt_epoch,
+            taxonomy_version=task.taxonomy_version,
+            top_apps=task.top_apps,
+            like=task.like,
+            customers=task.bucket,
+        )
+    features.write(Path(task.out))
+    return features.manifest
+
+
+def _combined(manifests: Sequence[FeatureManifest]) -> FeatureManifest:
+    """Return the first bucket's manifest with every count summed over `manifests`."""
+    batches: dict[str, int] = {}
+    for manifest in manifests:
+        for batch_id, count in manifest.batches.items():
+            batches[batch_id] = batches.get(batch_id, 0) + count
+    first = manifests[0]
+    rows = sum(m.rows for m in manifests)
+    return replace(
+        first,
+        rows=rows,
+        matched=sum(m.matched for m in manifests),
+        in_matches=sum(m.in_matches for m in manifests),
+        batches=dict(sorted(batches.items())),
+        tags={
+            **first.tags,
+            "shape": [rows, first.tags["shape"][1]],
+            "nnz": sum(int(m.tags["nnz"]) for m in manifests),
+        },
+    )
+
+
+def build_feature_buckets(
+    engine: Engine,
+    store_path: Location | StoreConfig,
+    store_key: str,
+    *,
+    snapshot_date: date,
+    salt_epoch: str,
+    out: Location,
+    buckets: int = FEATURE_BUCKETS,
+    like: FeatureManifest | None = None,
+    taxonomy_version: str | None = None,
+    top_apps: int = 64,
+) -> FeatureBuckets:
+    """Return `build_features` of the snapshot cut into customer buckets, one folder per bucket.
+
+    One "features" task per bucket opens the encrypted store read-only itself and builds only
+    its customers (`CustomerBucket`: the hash is computed in DuckDB, so a worker holds one
+    bucket, never the whole table). The text codes, top apps and taxonomy version are decided
+    for the whole snapshot first, by one "feature-manifest" task of aggregate queries
+    (`snapshot_manifest`), or taken from `like`; so the buckets' tables, concatenated and sorted
+    by customer_id, are the whole build's table, and their tag rows the whole CSR's rows.
+
+    DuckDB lets several processes open a file read-only at once only while no process holds
+    it for writing: run the job when ingest and matching are not writing. If a writer holds
+    the file, each task's open fails with StoreLockedError (retried, then raised here). Leave
+    StoreConfig.temp_directory unset: each read-only open then spills into a directory of its
+    own. The store key travels once per worker through `engine.shared`, never in a task.
+
+    Args:
+        engine: where the tasks run.
+        store_path: the bank's store, a path the workers can open (a shared mount on a
+            cluster), or its StoreConfig (e.g. memory_limit per task).
+        store_key: the store's encryption key (Keyring.store_key()).
+        snapshot_date: as `build_features`.
+        salt_epoch: as `build_features`.
+        out: the folder of the bucket folders (`<out>/bucket=00007/`), a path the workers
+            can write.
+        buckets: how many customer buckets (tasks); any count from 1.
+        like: a training manifest whose codes, top apps and taxonomy a scoring table reuses;
+            by default the snapshot's own.
+        taxonomy_version: as `build_features`.
+        top_apps: as `build_features` (unused with `like`).
+    """
+    if type(buckets) is not int or buckets < 1:
+        raise ConfigError(f"buckets must be an int >= 1, got {buckets!r}", setting="buckets")
+    config = store_path if isinstance(store_path, StoreConfig) else StoreConfig(Path(store_path))
+    with engine.shared(store_key) as key:
+
+        def task(bucket: CustomerBucket | None, decided: FeatureManifest | None) -> _FeatureTask:
+            folder = "" if bucket is None else _join(out, f"bucket={bucket.index:05d}")
+            return _FeatureTask(
+                store=config,
+                key=key,
+                snapshot_date=snapshot_date,
+                salt_epoch=salt_epoch,
+                taxonomy_version=taxonomy_version,
+                top_apps=top_apps,
+                like=decided,
+                bucket=bucket,
+                out=folder,
+            )
+
+        if like is None:
+            (like,) = engine.map_buckets(
+                _snapshot_manifest, [task(None, None)], stage="feature-manifest"
+            )
+        tasks = [task(CustomerBucket(i, buckets), like) for i in range(buckets)]
+        manifests = engine.map_buckets(_build_bucket, tasks, stage="features")
+    return FeatureBuckets(tuple(t.out for t in tasks), _combined(manifests))
+
+
 # -- job: batch scoring --------------------------------------------------------------------------
 
 # Models loaded on this worker, by (registry root, name, version): each is read and its digests
@@ -1055,9 +1254,36 @@ def _score_chunk(task: _ScoreTask) -> int:
     return frame.height
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ScoreBucketTask:
+    registry: str
+    model: str
+    version: str
+    folder: str  # a FeatureSet folder of build_feature_buckets
+    chunk_rows: int
+    reason_deciles: int
+    out: str
+
+
+def _score_bucket(task: _ScoreBucketTask) -> int:
+    """Score one feature bucket in row chunks into one file; return the rows written."""
+    model = _loaded_model(task.registry, task.model, task.version)
+    bucket = FeatureSet.read(Path(task.folder))
+    rows = np.arange(bucket.table.height)
+    frames = [
+        score_rows(
+            model, bucket, rows[begin : begin + task.chunk_rows], reason_deciles=task.reason_deciles
+        )
+        for begin in range(0, max(len(rows), 1), task.chunk_rows)
+    ]
+    frame = pl.concat(frames, how="vertical")
+    _write_parquet(frame, task.out)
+    return frame.height
+
+
 def score_features(
     engine: Engine,
-    features: FeatureSet,
+    features: FeatureSet | FeatureBuckets,
     registry: Registry,
     name: str,
     out: Location,
@@ -1073,9 +1299,14 @@ def score_features(
     does not mix models; each worker loads it from the registry once. The registry folder must
     be readable by the workers at the same path (a shared mount on a cluster).
 
+    Feature buckets (`build_feature_buckets`) are scored one task per bucket, each reading only
+    its bucket's folder and scoring it `chunk_rows` at a time, into one file per bucket
+    (`<out>/bucket=00007.parquet`): rows in bucket order, then customer_id order.
+
     Args:
         engine: where the tasks run.
-        features: the feature table and tag matrix to score.
+        features: the feature table and tag matrix to score, or feature buckets whose folders
+            the workers can read.
         registry: the model registry.
         name: the scoring model's name (e.g. "acquisition").
         out: the folder of the score files.
@@ -1087,6 +1318,21 @@ def score_features(
         raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}", setting="chunk_rows")
     chosen = str(registry.describe(name, version)["version"])
     registry.load_score_model(name, chosen)  # refuse an uplift model before any task runs
+    if isinstance(features, FeatureBuckets):
+        bucket_tasks = [
+            _ScoreBucketTask(
+                registry=os.fspath(registry.root.resolve()),
+                model=name,
+                version=chosen,
+                folder=folder,
+                chunk_rows=chunk_rows,
+                reason_deciles=reason_deciles,
+                out=_bucket_file(os.fspath(out), index),
+            )
+            for index, folder in enumerate(features.folders)
+        ]
+        scored = engine.map_buckets(_score_bucket, bucket_tasks, stage="score")
+        return Parts(tuple(t.out for t in bucket_tasks), sum(scored), pl.Schema(SCORE_SCHEMA))
     base, work = os.fspath(out), _join(out, "_work")
     try:
         fs, common = _fs(_join(work, "common"))

@@ -20,6 +20,11 @@ column per business variable keeps importances and reason codes on the variable 
 and the code lists live in the manifest, so a scoring table built `like` a training manifest
 gets the training codes (a value unseen in training becomes null).
 
+A build can cover one bucket of customers (`CustomerBucket`, hash(customer_id) % count in
+DuckDB) with the columns and codes decided for the whole snapshot by `snapshot_manifest`
+(aggregate queries only); the buckets' tables, concatenated and sorted by customer_id, are the
+whole build's (fusion.engine.build_feature_buckets runs one task per bucket).
+
 Vectorised throughout: one DuckDB query picks each matched customer's batch and returns the list
 columns as Arrow; per-category and per-app sums are `np.bincount` over the flattened lists with
 column * rows + row indices, and the CSR is assembled straight from the list offsets. Measured on
@@ -32,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -50,10 +55,12 @@ from fusion.store import RAW_IDENTIFIER_COLUMNS, Store
 __all__ = [
     "FUSED",
     "IN_BANK",
+    "CustomerBucket",
     "FeatureColumn",
     "FeatureManifest",
     "FeatureSet",
     "build_features",
+    "snapshot_manifest",
 ]
 
 IN_BANK: tuple[str, ...] = ("demographics", "relationship", "assets", "channels", "bank_other")
@@ -102,7 +109,7 @@ WITH picked AS (
     FROM matches AS m
     JOIN batches AS b ON b.batch_id = m.batch_id
     WHERE m.snapshot_date = $snapshot AND m.salt_epoch = $epoch
-      AND b.status = 'loaded' AND b.created_at < $cutoff
+      AND b.status = 'loaded' AND b.created_at < $cutoff{bucket}
     QUALIFY row_number() OVER (
         PARTITION BY m.customer_id ORDER BY b.created_at DESC, m.batch_id DESC
     ) = 1
@@ -116,6 +123,7 @@ LEFT JOIN vendor_tags AS t
     ON t.key = p.key AND t.batch_id = p.batch_id AND t.salt_epoch = $epoch
 ORDER BY p.customer_id
 """
+_BUCKET_SQL = " AND hash({column}) % {count} = {index}"
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,37 @@ class FeatureColumn:
     source: str
     dtype: str
     description: str = ""
+
+
+@dataclass(frozen=True)
+class CustomerBucket:
+    """One of `count` disjoint sets of customers: those with hash(customer_id) % count == index.
+
+    DuckDB's `hash` is computed in the query, so a bucket's rows are filtered before they leave
+    the store. The hash is fixed for a DuckDB version, so every task of a job (same library)
+    cuts the customers the same way; buckets from different DuckDB versions must not be mixed.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        # Checked as exact ints: condition() writes them into SQL text.
+        for name, value in (("index", self.index), ("count", self.count)):
+            if type(value) is not int:
+                raise ConfigError(
+                    f"a customer bucket's {name} must be an int, got {value!r}", setting="bucket"
+                )
+        if not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"a customer bucket's index must be from 0 to count - 1 ({self.count - 1}), got "
+                f"{self.index}",
+                setting="bucket",
+            )
+
+    def condition(self, column: str) -> str:
+        """Return the SQL text ` AND hash(column) % count = index`, for a WHERE clause."""
+        return _BUCKET_SQL.format(column=column, count=self.count, index=self.index)
 
 
 @dataclass(frozen=True)
@@ -261,8 +300,12 @@ def _bank_group(name: str) -> str:
     return "bank_other"
 
 
-def _read_bank(store: Store, snapshot_date: date) -> pl.DataFrame:
-    """Return bank_features at the snapshot, one row per customer, ordered by customer_id."""
+def _read_bank(store: Store, snapshot_date: date, where: str = "") -> pl.DataFrame:
+    """Return bank_features at the snapshot, one row per customer, ordered by customer_id.
+
+    `where` narrows the rows (a CustomerBucket's condition); narrowed to none, the result is
+    empty rather than an error as long as the snapshot itself has customers.
+    """
     found = store.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND table_name = 'bank_features'"
@@ -274,11 +317,11 @@ def _read_bank(store: Store, snapshot_date: date) -> pl.DataFrame:
             path=str(store.path),
         )
     bank = store.execute(
-        "SELECT * EXCLUDE (snapshot_date) FROM bank_features WHERE snapshot_date = ? "
+        f"SELECT * EXCLUDE (snapshot_date) FROM bank_features WHERE snapshot_date = ?{where} "  # noqa: S608 (where: CustomerBucket ints)
         "ORDER BY customer_id",
         [snapshot_date],
     ).pl()
-    if bank.height == 0:
+    if bank.height == 0 and (not where or not _snapshot_loaded(store, snapshot_date)):
         dates = store.execute(
             "SELECT DISTINCT snapshot_date FROM bank_features ORDER BY 1 DESC LIMIT 5"
         ).fetchall()
@@ -288,13 +331,7 @@ def _read_bank(store: Store, snapshot_date: date) -> pl.DataFrame:
             f"{listed}); load that extract or pick a loaded snapshot",
             setting="snapshot_date",
         )
-    duplicated = bank.height - bank["customer_id"].n_unique()
-    if duplicated:
-        raise StoreError(
-            f"bank_features holds {duplicated} repeated customer rows at {snapshot_date}; "
-            "reload that snapshot's extract once",
-            path=str(store.path),
-        )
+    _refuse_repeats(store, snapshot_date, bank.height - bank["customer_id"].n_unique())
     leaked = RAW_IDENTIFIER_COLUMNS.intersection(bank.columns)
     if leaked:  # the store refuses these columns; a hand-made table must not slip them through
         raise StoreError(
@@ -303,6 +340,27 @@ def _read_bank(store: Store, snapshot_date: date) -> pl.DataFrame:
             path=str(store.path),
         )
     return bank
+
+
+def _snapshot_loaded(store: Store, snapshot_date: date) -> bool:
+    found = store.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM bank_features WHERE snapshot_date = ? LIMIT 1)",
+        [snapshot_date],
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _refuse_repeats(store: Store, snapshot_date: date, duplicated: int) -> None:
+    if duplicated:
+        raise StoreError(
+            f"bank_features holds {duplicated} repeated customer rows at {snapshot_date}; "
+            "reload that snapshot's extract once",
+            path=str(store.path),
+        )
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
 
 
 def _encode_bank(
@@ -322,7 +380,7 @@ def _encode_bank(
             description = ""
             if dtype == pl.Boolean:
                 expr, description = pl.col(name).cast(pl.Int8), "1 = true, 0 = false"
-            elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+            elif _is_text(dtype):
                 values = (
                     like.codes[name]
                     if like is not None and name in like.codes
@@ -414,6 +472,19 @@ def _resolve_taxonomy(
     return load_taxonomy(version)
 
 
+def _choose_apps(
+    reach: np.ndarray[Any, Any], apps: pl.DataFrame, top_apps: int
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Return the `top_apps` app ids of the taxonomy's `apps` with the most reach (by app id).
+
+    The most used apps are those most matched customers use (reach); ties go to the lower app
+    id, so the choice is deterministic.
+    """
+    ids = apps["app_id"].to_numpy()
+    order = np.lexsort((ids, -reach[ids]))
+    return ids[order[:top_apps]].astype(np.int64)
+
+
 def _external(
     vendor: pa.Table,
     taxonomy: Taxonomy,
@@ -446,11 +517,7 @@ def _external(
     if like is not None:
         chosen = np.array(like.top_apps, dtype=np.int64)
     else:
-        # The most used apps are those most matched customers use (reach); ties go to the
-        # lower app id, so the choice is deterministic.
-        reach = np.bincount(app_ids, minlength=app_cat.size)[apps["app_id"].to_numpy()]
-        order = np.lexsort((apps["app_id"].to_numpy(), -reach))
-        chosen = apps["app_id"].to_numpy()[order[:top_apps]].astype(np.int64)
+        chosen = _choose_apps(np.bincount(app_ids, minlength=app_cat.size), apps, top_apps)
     k = len(chosen)
     app_col = np.full(max(app_cat.size, int(chosen.max(initial=0)) + 1), -1, dtype=np.int64)
     app_col[chosen] = np.arange(k)
@@ -537,6 +604,7 @@ def build_features(
     taxonomy_version: str | None = None,
     top_apps: int = 64,
     like: FeatureManifest | None = None,
+    customers: CustomerBucket | None = None,
 ) -> FeatureSet:
     """Return the point-in-time feature set of every customer in bank_features at the snapshot.
 
@@ -550,23 +618,169 @@ def build_features(
         top_apps: how many of the most used apps get a column of active days.
         like: a training manifest; its text codes, top apps and taxonomy version are reused so
             that a scoring table has exactly the training columns.
+        customers: only this bucket's customers (rows, counts and the manifest's counts are the
+            bucket's); needs `like`, `snapshot_manifest`'s or a training manifest, so every
+            bucket has the columns and codes of the whole snapshot.
     """
-    if top_apps < 0 or isinstance(top_apps, bool):
-        raise ConfigError(f"top_apps must be >= 0, got {top_apps!r}", setting="top_apps")
-    cutoff = datetime.combine(snapshot_date + timedelta(days=1), time())
+    _check_top_apps(top_apps)
+    if customers is not None and like is None:
+        raise ConfigError(
+            "a bucket's text codes and top apps must be those of the whole snapshot; pass "
+            "like=snapshot_manifest(...) (or a training manifest) with customers",
+            setting="like",
+        )
+    where = "" if customers is None else customers.condition("customer_id")
+    picked = "" if customers is None else customers.condition("m.customer_id")
     with store.transaction():  # one consistent read of bank and vendor tables
-        bank = _read_bank(store, snapshot_date)
+        bank = _read_bank(store, snapshot_date, where)
         vendor = store.execute(
-            _PICK_SQL, {"snapshot": snapshot_date, "epoch": salt_epoch, "cutoff": cutoff}
+            _PICK_SQL.format(bucket=picked),
+            _pick_params(snapshot_date, salt_epoch),
         ).fetch_arrow_table()
-        in_matches_row = store.execute(
-            "SELECT count(DISTINCT customer_id) FROM matches "
-            "WHERE snapshot_date = ? AND salt_epoch = ?",
-            [snapshot_date, salt_epoch],
-        ).fetchone()
+        in_matches = _in_matches(store, snapshot_date, salt_epoch, where)
         batch_ids = pc.unique(vendor["batch_id"]).to_pylist() if vendor.num_rows else []
         taxonomy = _resolve_taxonomy(store, batch_ids, taxonomy_version, like)
+    return _assemble(
+        bank, vendor, in_matches, taxonomy, snapshot_date, salt_epoch, top_apps=top_apps, like=like
+    )
 
+
+def snapshot_manifest(
+    store: Store,
+    *,
+    snapshot_date: date,
+    salt_epoch: str,
+    taxonomy_version: str | None = None,
+    top_apps: int = 64,
+) -> FeatureManifest:
+    """Return the manifest build_features gives the whole snapshot, from aggregate queries only.
+
+    The `like` of bucketed builds (`CustomerBucket`): text codes are the distinct values of the
+    snapshot's bank_features, top apps are counted over every picked vendor row of a customer
+    at the snapshot, and the taxonomy version is resolved over every picked batch, as the whole
+    build decides them, so the buckets' tables have the whole build's columns and codes. Only
+    aggregates leave DuckDB (counts, distinct text values, per-app reach), never a row per
+    customer; the columns come from the build's own code run on zero rows.
+
+    Args: as `build_features`.
+    """
+    _check_top_apps(top_apps)
+    params = _pick_params(snapshot_date, salt_epoch)
+    # Picked rows of customers at the snapshot, as the build keeps them.
+    whole = _PICK_SQL.format(bucket="")
+    at_snapshot = (
+        f"SELECT * FROM ({whole}) AS v WHERE v.customer_id IN "  # noqa: S608 (our SQL)
+        "(SELECT customer_id FROM bank_features WHERE snapshot_date = $snapshot)"
+    )
+    with store.transaction():  # one consistent read, as the build's
+        bank = _read_bank(store, snapshot_date, " AND false")  # its columns and checks only
+        counted = store.execute(
+            "SELECT count(*), count(DISTINCT customer_id) FROM bank_features "
+            "WHERE snapshot_date = ?",
+            [snapshot_date],
+        ).fetchone()
+        rows = int(counted[0]) if counted else 0
+        _refuse_repeats(store, snapshot_date, rows - (int(counted[1]) if counted else 0))
+        codes: dict[str, tuple[str, ...]] = {}
+        for name, dtype in bank.schema.items():
+            if name not in _ID_COLUMNS and _is_text(dtype):
+                quoted = '"' + name.replace('"', '""') + '"'
+                values = store.execute(
+                    f"SELECT DISTINCT {quoted}::VARCHAR FROM bank_features "  # noqa: S608 (quoted name)
+                    f"WHERE snapshot_date = ? AND {quoted} IS NOT NULL",
+                    [snapshot_date],
+                ).fetchall()
+                # sorted by polars, as _encode_bank sorts a whole table's values
+                codes[name] = tuple(pl.Series(name, [v[0] for v in values], pl.String).sort())
+        batch_ids = [
+            str(r[0])
+            for r in store.execute(
+                f"SELECT DISTINCT batch_id FROM ({whole}) AS v",  # noqa: S608 (our SQL)
+                params,
+            ).fetchall()
+        ]
+        used = store.execute(
+            f"SELECT batch_id, count(*), sum(coalesce(len(tag_ids), 0)) FROM ({at_snapshot}) "  # noqa: S608 (our SQL)
+            "GROUP BY batch_id ORDER BY batch_id",
+            params,
+        ).fetchall()
+        reach_rows = store.execute(
+            f"SELECT app, count(*) FROM (SELECT unnest(app_ids) AS app FROM ({at_snapshot})) "  # noqa: S608 (our SQL)
+            "WHERE app IS NOT NULL GROUP BY app",
+            params,
+        ).fetchall()
+        in_matches = _in_matches(store, snapshot_date, salt_epoch, "")
+        taxonomy = _resolve_taxonomy(store, batch_ids, taxonomy_version, None)
+        empty = store.execute(_PICK_SQL.format(bucket=" AND false"), params).fetch_arrow_table()
+
+    apps = taxonomy.apps.sort("app_id")
+    reach = np.zeros(taxonomy.max_app_id + 1, dtype=np.int64)
+    known = np.zeros(taxonomy.max_app_id + 1, dtype=bool)
+    known[apps["app_id"].to_numpy()] = True
+    for app, count in reach_rows:
+        if not 0 <= app < known.size or not known[app]:
+            raise StoreError(f"vendor_apps holds app ids outside taxonomy {taxonomy.version}")
+        reach[app] = count
+    decided = FeatureManifest(
+        snapshot_date=snapshot_date,
+        salt_epoch=salt_epoch,
+        taxonomy_version=taxonomy.version,
+        rows=0,
+        matched=0,
+        in_matches=0,
+        columns=(),
+        codes=codes,
+        top_apps=tuple(_choose_apps(reach, apps, top_apps).tolist()),
+        batches={},
+    )
+    shape = _assemble(
+        bank, empty, in_matches, taxonomy, snapshot_date, salt_epoch, top_apps=0, like=decided
+    ).manifest
+    return replace(
+        shape,
+        rows=rows,
+        matched=sum(int(r[1]) for r in used),
+        batches={str(r[0]): int(r[1]) for r in used},
+        tags={
+            **shape.tags,
+            "shape": [rows, shape.tags["shape"][1]],
+            "nnz": sum(int(r[2]) for r in used),
+        },
+    )
+
+
+def _check_top_apps(top_apps: int) -> None:
+    if top_apps < 0 or isinstance(top_apps, bool):
+        raise ConfigError(f"top_apps must be >= 0, got {top_apps!r}", setting="top_apps")
+
+
+def _pick_params(snapshot_date: date, salt_epoch: str) -> dict[str, Any]:
+    cutoff = datetime.combine(snapshot_date + timedelta(days=1), time())
+    return {"snapshot": snapshot_date, "epoch": salt_epoch, "cutoff": cutoff}
+
+
+def _in_matches(store: Store, snapshot_date: date, salt_epoch: str, where: str) -> int:
+    """Return how many customers `matches` holds for the snapshot and epoch (within `where`)."""
+    condition = f"snapshot_date = ? AND salt_epoch = ?{where}"
+    row = store.execute(
+        f"SELECT count(DISTINCT customer_id) FROM matches WHERE {condition}",  # noqa: S608 (bucket ints)
+        [snapshot_date, salt_epoch],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _assemble(
+    bank: pl.DataFrame,
+    vendor: pa.Table,
+    in_matches: int,
+    taxonomy: Taxonomy,
+    snapshot_date: date,
+    salt_epoch: str,
+    *,
+    top_apps: int,
+    like: FeatureManifest | None,
+) -> FeatureSet:
+    """Return the feature set of the `bank` rows fused with their picked `vendor` rows."""
     table_ids = bank["customer_id"].to_numpy()
     vendor_ids = vendor["customer_id"].to_numpy()
     positions = np.searchsorted(table_ids, vendor_ids)
@@ -608,7 +822,7 @@ def build_features(
         taxonomy_version=taxonomy.version,
         rows=fused.height,
         matched=int(matched.sum()),
-        in_matches=int(in_matches_row[0]) if in_matches_row else 0,
+        in_matches=in_matches,
         columns=tuple(entries),
         codes=codes,
         top_apps=chosen,

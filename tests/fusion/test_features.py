@@ -302,10 +302,12 @@ def test_public_surface():
     assert fusion.features.__all__ == [
         "FUSED",
         "IN_BANK",
+        "CustomerBucket",
         "FeatureColumn",
         "FeatureManifest",
         "FeatureSet",
         "build_features",
+        "snapshot_manifest",
     ]
 
 
