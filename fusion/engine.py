@@ -1070,6 +1070,19 @@ class FeatureBuckets:
         """Return bucket `bucket`'s feature set (one bucket: the whole table is never read)."""
         return FeatureSet.read(Path(self.folders[bucket]))
 
+    def assemble(self) -> FeatureSet:
+        """Return the whole feature set, equal to `build_features` on the whole snapshot.
+
+        Reads every bucket into this process (rows ordered by customer_id, as the whole build
+        orders them): for what needs every row at once, such as in-process training.
+        """
+        parts = [self.read(i) for i in range(len(self.folders))]
+        table = pl.concat([p.table for p in parts], how="vertical")
+        order = np.argsort(table["customer_id"].to_numpy(), kind="stable")
+        tags = sp.vstack([p.tags for p in parts], format="csr")[order]
+        tags.sort_indices()
+        return FeatureSet(table[order], tags, parts[0].tag_ids, self.manifest)
+
 
 @dataclass(frozen=True, kw_only=True)
 class _FeatureTask:

@@ -28,13 +28,24 @@ import polars as pl
 from contracts.errors import ConfigError
 from fusion.features import FeatureSet
 from fusion.models.acquisition import population
+from fusion.models.classifier import ScoreModel
 from fusion.models.design import design_matrix
 from fusion.registry import Registry, UpliftArtifact
 from fusion.scoring import ScoringResult, score_base, score_rows
 
-__all__ = ["LISTS", "ListConfig", "TargetLists", "build_target_lists", "write_branch_lists"]
+__all__ = [
+    "LISTS",
+    "AcquisitionScorer",
+    "ListConfig",
+    "TargetLists",
+    "build_target_lists",
+    "write_branch_lists",
+]
 
 Progress = Callable[[str, float], None]
+# (model, features, rows to score, Parquet file to write, reason deciles) -> what was written:
+# `score_base` in this process; the CLI passes one that runs `fusion.engine.score_features`.
+AcquisitionScorer = Callable[[ScoreModel, FeatureSet, np.ndarray, Path, int], ScoringResult]
 LISTS = ("mobile-banking", "rescue", "food-coupon")
 _BRANCH = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -74,19 +85,25 @@ def build_target_lists(
     lists_dir: Path,
     config: ListConfig | None = None,
     progress: Progress | None = None,
+    scorer: AcquisitionScorer | None = None,
 ) -> TargetLists:
     """Score the population with the current models; write the scores and every list per branch.
 
     Scores go to `scores_dir/acquisition.parquet`, lists to `lists_dir/<list>/<branch>.csv|parquet`.
+    `scorer` scores the population with the acquisition model (default: `score_base` here).
     """
     config = config or ListConfig()
     start = time.perf_counter()
     rows = population(features)
     acquisition = registry.load_score_model("acquisition")
-    scored = score_base(
-        acquisition, features, Path(scores_dir) / "acquisition.parquet", rows=rows,
-        reason_deciles=config.top_deciles, progress=progress,
-    )  # fmt: skip
+    target = Path(scores_dir) / "acquisition.parquet"
+    if scorer is None:
+        scored = score_base(
+            acquisition, features, target, rows=rows, reason_deciles=config.top_deciles,
+            progress=progress,
+        )  # fmt: skip
+    else:
+        scored = scorer(acquisition, features, rows, target, config.top_deciles)
     scores = pl.read_parquet(scored.path)
     lists = {
         "mobile-banking": scores.filter(pl.col("decile") <= config.top_deciles).sort(

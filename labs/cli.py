@@ -31,8 +31,11 @@ from matcher.keyring import init_local_pair, pair_locally
 
 if TYPE_CHECKING:
     from fusion.features import FeatureSet
-    from fusion.lists import TargetLists
+    from fusion.lists import AcquisitionScorer, TargetLists
+    from fusion.models.classifier import ScoreModel
     from fusion.oprf_psi import OprfMatchRun
+    from fusion.registry import Registry
+    from fusion.scoring import ScoringResult
     from fusion.store import Store
     from fusion.training import TrainingRun
     from matcher.keyed_hash import SaltEpoch
@@ -682,16 +685,25 @@ def _print_oprf_match(done: OprfMatchRun) -> None:
 def features_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
     epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Build the point-in-time fused feature table of a matched snapshot and write it."""
+    """Build the point-in-time fused feature table of a matched snapshot and write it.
+
+    With --cluster the build runs by customer bucket on the cluster (each task opens the store
+    read-only, so no writer may hold it meanwhile); the buckets stay beside the table, under
+    buckets/, for bucketed scoring."""
     from fusion.features import build_features
 
     try:
         snapshot_date = _parse_date(snapshot)
-        with console.status("building features"), _bank(run) as (folder, keyring, store):
-            epoch_id = epoch or keyring.current_salt().epoch_id
-            built = build_features(store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
+        if cluster:
+            built = _cluster_features(cluster, RunFolder(run), snapshot_date, epoch)
+            folder = RunFolder(run)
+        else:
+            with console.status("building features"), _bank(run) as (folder, keyring, store):
+                epoch_id = epoch or keyring.current_salt().epoch_id
+                built = build_features(store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
         written = built.write(folder.features / snapshot_date.isoformat())
     except FusionError as error:
         raise _fail(error) from error
@@ -699,6 +711,29 @@ def features_command(
         f"{built.table.height:,} customers, {built.manifest.matched:,} with vendor data; "
         f"written to {written['table'].parent}"
     )
+
+
+def _cluster_features(
+    cluster: str, folder: RunFolder, snapshot_date: date, epoch: str | None
+) -> FeatureSet:
+    """Build the snapshot's features by bucket on `cluster`; return them assembled."""
+    from fusion.engine import build_feature_buckets, parse_cluster
+    from matcher.keyring import Keyring
+
+    keyring = Keyring.open(folder.bank_keys)
+    epoch_id = epoch or keyring.current_salt().epoch_id
+    out = folder.features / snapshot_date.isoformat() / "buckets"
+    with parse_cluster(cluster, console=console) as engine:
+        buckets = build_feature_buckets(
+            engine,
+            folder.store,
+            keyring.store_key(),
+            snapshot_date=snapshot_date,
+            salt_epoch=epoch_id,
+            out=out,
+        )
+    console.print(f"{buckets.rows:,} customers built in {len(buckets.folders)} buckets -> {out}")
+    return buckets.assemble()
 
 
 def _features_dir(folder: RunFolder, snapshot: str | None) -> Path:
@@ -791,17 +826,19 @@ def _train(
     return run
 
 
-def _score(folder: RunFolder, features: FeatureSet) -> TargetLists:
+def _score(folder: RunFolder, features: FeatureSet, cluster: str | None = None) -> TargetLists:
     from fusion.lists import build_target_lists
     from fusion.registry import Registry
 
+    registry = Registry(folder.models)
     with _stage_progress("score") as progress:
         lists = build_target_lists(
-            Registry(folder.models),
+            registry,
             features,
             scores_dir=folder.scores,
             lists_dir=folder.lists,
             progress=progress,
+            scorer=_cluster_scorer(cluster, folder, registry) if cluster else None,
         )
     console.print(
         f"scored {lists.scores.rows:,} customers ({lists.scores.rows_per_second:,.0f} rows/s) "
@@ -813,6 +850,50 @@ def _score(folder: RunFolder, features: FeatureSet) -> TargetLists:
             f"-> {folder.lists / name}"
         )
     return lists
+
+
+def _cluster_scorer(cluster: str, folder: RunFolder, registry: Registry) -> AcquisitionScorer:
+    """Return a scorer that scores the base on `cluster` (`fusion.engine.score_features`)."""
+
+    def score(
+        model: ScoreModel, features: FeatureSet, rows: np.ndarray[Any, Any], out: Path, deciles: int
+    ) -> ScoringResult:
+        import shutil
+        import uuid
+
+        from fusion.engine import parse_cluster, score_features
+        from fusion.scoring import ScoringResult
+
+        job = folder.root / "jobs" / f"scores-{uuid.uuid4().hex[:12]}"
+        start = time_module.perf_counter()
+        try:
+            with parse_cluster(cluster, console=console) as engine:
+                parts = score_features(
+                    engine,
+                    features,
+                    registry,
+                    model.name,
+                    job,
+                    version=str(model.metadata["version"]),
+                    reason_deciles=deciles,
+                )
+            wanted = features.table["customer_id"].filter(pl.Series(rows))
+            scored = parts.read().filter(pl.col("customer_id").is_in(wanted.implode()))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            scored.write_parquet(tmp)
+            tmp.replace(out)
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
+        return ScoringResult(
+            out,
+            scored.height,
+            time_module.perf_counter() - start,
+            model.name,
+            str(model.metadata["version"]),
+        )
+
+    return score
 
 
 def _model_report(
@@ -874,14 +955,18 @@ def score_command(
     snapshot: Annotated[
         str | None, typer.Option(help="Feature snapshot (default: newest).")
     ] = None,
+    cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Score the base with the current models and write the target lists per branch."""
+    """Score the base with the current models and write the target lists per branch.
+
+    With --cluster the acquisition model scores the base on the cluster (chunks of rows, one
+    task each); the rescue and uplift lists are scored here."""
     from fusion.features import FeatureSet
 
     folder = RunFolder(run)
     try:
-        _score(folder, FeatureSet.read(_features_dir(folder, snapshot)))
+        _score(folder, FeatureSet.read(_features_dir(folder, snapshot)), cluster)
     except FusionError as error:
         raise _fail(error) from error
 

@@ -128,6 +128,10 @@ def test_buckets_concatenate_to_the_whole_build(engine: Engine, bw: BucketWorld,
         whole.manifest.batches,
     )
     assert [part.manifest.rows for part in parts] == [part.table.height for part in parts]
+    # Assembled, the buckets are the whole feature set (what in-process training reads).
+    assembled = buckets.assemble()
+    assert_frame_equal(assembled.table, whole.table)
+    assert (assembled.tags != whole.tags).nnz == 0 and assembled.manifest == whole.manifest
 
 
 def test_bucket_scores_equal_score_base_within_1e6(engine: Engine, bw: BucketWorld, tmp_path: Path):

@@ -28,6 +28,7 @@ def test_public_surfaces():
     ]
     assert lists_module.__all__ == [
         "LISTS",
+        "AcquisitionScorer",
         "ListConfig",
         "TargetLists",
         "build_target_lists",

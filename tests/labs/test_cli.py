@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -252,3 +253,29 @@ def test_train_on_a_local_cluster_registers_dask_trained_models(demo_run: tuple[
         meta = json.loads((run / "models" / name / version / "model.json").read_text())
         assert "dask: 2 workers" in json.dumps(meta), name
     assert "acquisition AUC (held out)" in result.output
+
+
+def test_features_on_a_local_cluster_equal_the_in_process_build(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    args = ["features", "--snapshot", "2026-09-30", "--run", str(run)]
+    here = runner.invoke(app, args)
+    assert here.exit_code == 0, here.output
+    table = pl.read_parquet(run / "features" / "2026-09-30" / "features.parquet")
+    there = runner.invoke(app, [*args, "--cluster", "local:2"])
+    assert there.exit_code == 0 and "buckets" in there.output, there.output
+    again = pl.read_parquet(run / "features" / "2026-09-30" / "features.parquet")
+    assert again.equals(table)
+
+
+def test_score_on_a_local_cluster_writes_the_same_scores(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    here = runner.invoke(app, ["score", "--run", str(run)])
+    assert here.exit_code == 0, here.output
+    scores = run / "scores" / "acquisition.parquet"
+    local = pl.read_parquet(scores).sort("customer_id")
+    there = runner.invoke(app, ["score", "--cluster", "local:2", "--run", str(run)])
+    assert there.exit_code == 0, there.output
+    remote = pl.read_parquet(scores).sort("customer_id")
+    assert remote.drop("score").equals(local.drop("score"))
+    assert np.allclose(remote["score"].to_numpy(), local["score"].to_numpy(), atol=1e-6)
+    assert "list mobile-banking" in there.output
