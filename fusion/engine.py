@@ -125,6 +125,7 @@ __all__ = [
     "oprf_row_keys",
     "parse_cluster",
     "partition_by_key",
+    "progress_bar",
     "replay_blinds",
     "score_features",
 ]
@@ -210,8 +211,8 @@ def _new_secret_id() -> str:
 
 
 @contextmanager
-def _progress(console: Console | None, stage: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yield a callable that advances the stage's progress bar by one task (no bar: no console)."""
+def progress_bar(console: Console | None, stage: str, total: int) -> Iterator[Callable[[], None]]:
+    """Yield a callable that advances the stage's progress bar by one step (no bar: no console)."""
     if console is None:
         yield lambda: None
         return
@@ -283,7 +284,7 @@ class InProcessEngine(Engine):
         """Return fn(task) for each task, in task order; the first error stops the stage."""
         _check_stage(stage)
         results = []
-        with _progress(self.console, stage, len(tasks)) as advance:
+        with progress_bar(self.console, stage, len(tasks)) as advance:
             for task in tasks:
                 results.append(fn(task))
                 advance()
@@ -460,7 +461,7 @@ class ClusterEngine(Engine):
         position = {future.key: i for i, future in enumerate(futures)}
         results: list[R | None] = [None] * len(futures)
         try:
-            with _progress(self.console, stage, len(futures)) as advance:
+            with progress_bar(self.console, stage, len(futures)) as advance:
                 for future in as_completed(futures):
                     results[position[future.key]] = future.result()
                     advance()

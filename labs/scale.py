@@ -52,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -66,7 +66,6 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 import xgboost as xgb
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from contracts.errors import FusionError, WorldError
 from contracts.taxonomy import CURRENT_VERSION
@@ -76,6 +75,7 @@ from fusion.engine import (
     key_customers,
     parse_cluster,
     partition_by_key,
+    progress_bar,
     score_features,
 )
 from fusion.features import FeatureColumn, FeatureManifest, FeatureSet
@@ -403,23 +403,6 @@ def _chunk(
     )
 
 
-@contextmanager
-def _progress(console: Console | None, what: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yield a callable that advances a progress bar on `console` by one step (none: no bar)."""
-    if console is None:
-        yield lambda: None
-        return
-    columns = (
-        TextColumn("{task.description:<14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda: bar.advance(task)
-
-
 def write_scale_inputs(
     config: ScaleConfig, out: Path, *, epoch: SaltEpoch, console: Console | None = None
 ) -> ScaleSummary:
@@ -443,7 +426,7 @@ def write_scale_inputs(
     with (
         pq.ParquetWriter(bank_path, _BANK_SCHEMA, **_PARQUET) as bank,
         pq.ParquetWriter(vendor_path, _VENDOR_SCHEMA, **_PARQUET) as vendor,
-        _progress(console, "scale inputs", len(bounds)) as advance,
+        progress_bar(console, "scale inputs", len(bounds)) as advance,
     ):
         for index, begin, end in bounds:
             chunk = _chunk(config, mobiles, epoch, index, begin, end)

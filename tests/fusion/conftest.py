@@ -1,7 +1,8 @@
-"""Fixtures shared by the model, registry and scoring tests: one small world, trained once."""
+"""Fixtures shared by the fusion tests: one small world trained once; a LocalCluster per module."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from fusion.engine import ClusterEngine, Engine, InProcessEngine
 from fusion.features import FeatureSet
 from fusion.models.acquisition import AcquisitionConfig
 from fusion.models.campaign import UpliftConfig
@@ -76,3 +78,20 @@ def model_world(tmp_path_factory: pytest.TempPathFactory) -> ModelWorld:
 @pytest.fixture
 def world_root(model_world: ModelWorld) -> Path:
     return model_world.world.root
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterEngine]:
+    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
+    engine = ClusterEngine.start_local(2)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(params=["in-process", "local-cluster"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    if request.param == "in-process":
+        return InProcessEngine()
+    return request.getfixturevalue("cluster")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -47,16 +46,6 @@ class Runs:
     local: TrainingRun
     cluster: TrainingRun
     registry: Registry  # the cluster run's
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterEngine]:
-    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
-    engine = ClusterEngine.start_local(2)
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import io
 import os
 import pickle
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,23 +105,6 @@ def ew(tmp_path_factory: pytest.TempPathFactory) -> EngineWorld:
     )
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterEngine]:
-    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
-    engine = ClusterEngine.start_local(2)
-    try:
-        yield engine
-    finally:
-        engine.close()
-
-
-@pytest.fixture(params=["in-process", "local-cluster"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    if request.param == "in-process":
-        return InProcessEngine()
-    return request.getfixturevalue("cluster")
-
-
 def _by_id(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("customer_id")
 
@@ -157,6 +139,7 @@ def test_public_surface():
         "oprf_row_keys",
         "parse_cluster",
         "partition_by_key",
+        "progress_bar",
         "replay_blinds",
         "score_features",
     ]

@@ -8,7 +8,6 @@ the module. Every bucketed result is checked against the single-process one it r
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,23 +58,6 @@ def bw(tmp_path_factory: pytest.TempPathFactory) -> BucketWorld:
         key=Keyring.open(root / "bank-keys").store_key(),
         registry=registry,
     )
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterEngine]:
-    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
-    engine = ClusterEngine.start_local(2)
-    try:
-        yield engine
-    finally:
-        engine.close()
-
-
-@pytest.fixture(params=["in-process", "local-cluster"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    if request.param == "in-process":
-        return InProcessEngine()
-    return request.getfixturevalue("cluster")
 
 
 def _build(engine: Engine, bw: BucketWorld, out: Path) -> FeatureBuckets:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,23 +60,6 @@ def ow() -> OprfWorld:
     blinded = blind_with(inputs, replay_blinds(inputs, seed).blinds)
     labels, data_keys = derive_row_keys(evaluate(key, inputs))
     return OprfWorld(inputs, seed, key, blinded, blind_evaluate(key, blinded), labels, data_keys)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterEngine]:
-    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
-    engine = ClusterEngine.start_local(2)
-    try:
-        yield engine
-    finally:
-        engine.close()
-
-
-@pytest.fixture(params=["in-process", "local-cluster"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    if request.param == "in-process":
-        return InProcessEngine()
-    return request.getfixturevalue("cluster")
 
 
 def _frame(ow: OprfWorld) -> pl.DataFrame:
