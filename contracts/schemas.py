@@ -78,7 +78,7 @@ VENDOR_BATCH = TableSchema(
 VENDOR_OPRF_BATCH = TableSchema(
     contract="vendor_oprf_batch/v1",
     columns={
-        "label": pl.Binary(),  # HKDF-SHA256(F_k(phone), "bankfusion/oprf/label/v1")[:16]
+        "label": pl.Binary(),  # HKDF-SHA256(F_k(phone), "bankfusion/oprf/row/v1")[:16]
         "sealed": pl.Binary(),  # nonce (12) || AES-256-GCM(lists payload) || tag (16)
     },
 )

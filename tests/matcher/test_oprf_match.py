@@ -95,13 +95,15 @@ def test_module_exports_what_it_defines():
     assert all(hasattr(oprf_match, name) for name in oprf_match.__all__)
 
 
-def test_row_keys_are_rfc5869_hkdf_sha256_with_separate_infos():
+def test_row_keys_are_the_two_parts_of_one_rfc5869_hkdf_sha256_output():
     outputs = [hashlib.sha512(bytes([i])).digest() for i in range(3)]
     labels, data_keys = derive_row_keys(outputs)
+    info = b"bankfusion/oprf/row/v1"
     for out, label, data_key in zip(outputs, labels, data_keys, strict=True):
         prk = hmac.digest(bytes(32), out, "sha256")  # Extract with the default (empty) salt
-        assert label == hmac.digest(prk, b"bankfusion/oprf/label/v1\x01", "sha256")[:16]
-        assert data_key == hmac.digest(prk, b"bankfusion/oprf/payload/v1\x01", "sha256")
+        t1 = hmac.digest(prk, info + b"\x01", "sha256")  # Expand: T(1), then T(2)
+        t2 = hmac.digest(prk, t1 + info + b"\x02", "sha256")
+        assert label == t1[:16] and data_key == t1[16:] + t2[:16]
     assert len(set(labels)) == 3 and not {k[:16] for k in data_keys} & set(labels)
     with pytest.raises(OprfError) as caught:
         derive_row_keys([outputs[0], outputs[1][:32]])
