@@ -399,6 +399,14 @@ class ClusterEngine(Engine):
         except BaseException:
             cluster.close()
             raise
+        try:
+            # The nannies may still be starting their workers (seconds on a loaded machine): a
+            # job (or xgboost.dask, which needs them all to place its rows) waits for every one.
+            client.wait_for_workers(workers, timeout=120)
+        except BaseException:
+            client.close()
+            cluster.close()
+            raise
         return cls(client, cluster=cluster, retries=retries, console=console)
 
     @classmethod
