@@ -57,7 +57,7 @@ import os
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -1608,25 +1608,16 @@ def oprf_blind(
     """
     _check_seed(seed)
     _check_oprf_chunk(chunk_rows)
-    base, work = os.fspath(out), _join(out, "_work")
-    tasks = []
-    try:
+
+    def chunks() -> Iterator[tuple[int, pl.DataFrame]]:
         start = 0
-        for index, frame in enumerate(_stream(inputs, column, chunk_rows)):
-            chunk = _join(work, "chunks", f"chunk-{index:05d}.parquet")
-            ids = _binary_column(frame, column, "OPRF inputs").alias("input")
-            _write_parquet(pl.DataFrame([ids]), chunk)
-            tasks.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
+        for frame in _stream(inputs, column, chunk_rows):
+            yield start, pl.DataFrame([_binary_column(frame, column, "OPRF inputs").alias("input")])
             start += frame.height
-        with engine.shared(seed) as ref:
-            counts = engine.map_buckets(
-                _blind_chunk,
-                [_BlindTask(chunk, first, ref, target) for chunk, first, target in tasks],
-                stage="oprf-blind",
-            )
-    finally:
-        _remove(work)  # the chunks hold identifiers
-    return Parts(tuple(target for _, _, target in tasks), sum(counts), _ELEMENTS)
+
+    return _chunk_job(
+        engine, chunks(), seed, _blind_chunk, _BlindTask, out, "oprf-blind", _ELEMENTS
+    )
 
 
 @dataclass(frozen=True)
@@ -1673,26 +1664,16 @@ def oprf_evaluate(
     """
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}", setting="chunk_rows")
-    base, work = os.fspath(out), _join(out, "_work")
-    tasks = []
-    try:
+
+    def chunks() -> Iterator[tuple[int, pl.DataFrame]]:
         start = 0
-        for index, frame in enumerate(_stream(blinded, "blinded", chunk_rows)):
-            chunk = _join(work, "chunks", f"chunk-{index:05d}.parquet")
-            _write_parquet(
-                pl.DataFrame([_binary_column(frame, "blinded", "blinded elements")]), chunk
-            )
-            tasks.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
+        for frame in _stream(blinded, "blinded", chunk_rows):
+            yield start, pl.DataFrame([_binary_column(frame, "blinded", "blinded elements")])
             start += frame.height
-        with engine.shared(key) as ref:
-            counts = engine.map_buckets(
-                _evaluate_chunk,
-                [_EvaluateTask(chunk, first, ref, target) for chunk, first, target in tasks],
-                stage="oprf-evaluate",
-            )
-    finally:
-        _remove(work)
-    return Parts(tuple(target for _, _, target in tasks), sum(counts), _EVALUATED)
+
+    return _chunk_job(
+        engine, chunks(), key, _evaluate_chunk, _EvaluateTask, out, "oprf-evaluate", _EVALUATED
+    )
 
 
 @dataclass(frozen=True)
@@ -1739,10 +1720,10 @@ def oprf_finalize(
 
     Only labels are written (column "label"). A data key opens its vendor row, so it is as
     secret as the row; a label only says which row to look for, is published in the vendor's
-    batch anyway, and is independent of the data key (another HKDF info, RFC 5869 section
-    3.2). Files on shared storage outlive a run, so the data keys never reach them: the bank
-    joins the labels with the vendor's batch, then re-derives the keys of the matched rows
-    alone, in its own process, with `oprf_row_keys`.
+    batch anyway, and says nothing of the data key (another part of the pseudorandom HKDF
+    output, `derive_row_keys`). Files on shared storage outlive a run, so the data keys never
+    reach them: the bank joins the labels with the vendor's batch, then re-derives the keys of
+    the matched rows alone, in its own process, with `oprf_row_keys`.
 
     Args:
         engine: where the tasks run.
@@ -1759,24 +1740,47 @@ def oprf_finalize(
     """
     _check_seed(seed)
     _check_oprf_chunk(chunk_rows)
+    chunks = (
+        (start, pl.DataFrame([ids.alias("input"), answer]))
+        for start, ids, answer in _aligned(inputs, column, evaluated, chunk_rows)
+    )
+    return _chunk_job(
+        engine, chunks, seed, _finalize_chunk, _FinalizeTask, out, "oprf-finalize", _LABELS
+    )
+
+
+def _chunk_job(
+    engine: Engine,
+    chunks: Iterable[tuple[int, pl.DataFrame]],
+    secret: object,
+    run: Callable[[Any], int],
+    task: Callable[[str, int, Any, str], Any],
+    out: Location,
+    stage: str,
+    schema: pl.Schema,
+) -> Parts:
+    """Run one `stage` task per (first row, frame) chunk with `secret` shared; return the parts.
+
+    Each chunk is written under `<out>/_work` (removed at the end, on success or failure: the
+    chunks may hold identifiers) and `task(chunk file, first row, secret ref, output file)`
+    builds the task that `run` runs; `run` returns the rows it wrote.
+    """
     base, work = os.fspath(out), _join(out, "_work")
-    tasks = []
+    written = []
     try:
-        for index, (start, ids, answer) in enumerate(
-            _aligned(inputs, column, evaluated, chunk_rows)
-        ):
+        for index, (start, frame) in enumerate(chunks):
             chunk = _join(work, "chunks", f"chunk-{index:05d}.parquet")
-            _write_parquet(pl.DataFrame([ids.alias("input"), answer]), chunk)
-            tasks.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
-        with engine.shared(seed) as ref:
+            _write_parquet(frame, chunk)
+            written.append((chunk, start, _join(base, f"part-{index:05d}.parquet")))
+        with engine.shared(secret) as ref:
             counts = engine.map_buckets(
-                _finalize_chunk,
-                [_FinalizeTask(chunk, first, ref, target) for chunk, first, target in tasks],
-                stage="oprf-finalize",
+                run,
+                [task(chunk, first, ref, target) for chunk, first, target in written],
+                stage=stage,
             )
     finally:
-        _remove(work)  # the chunks hold identifiers
-    return Parts(tuple(target for _, _, target in tasks), sum(counts), _LABELS)
+        _remove(work)
+    return Parts(tuple(target for _, _, target in written), sum(counts), schema)
 
 
 def oprf_row_keys(
