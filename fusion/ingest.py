@@ -444,6 +444,48 @@ def _judge_opened(job: _Opened) -> IngestOutcome:
         return IngestOutcome(manifest.batch_id, manifest.vendor_id, "refused", 0, ("refused",))
 
 
+def _read_payload(
+    payload: Path, manifest: Manifest
+) -> tuple[pl.DataFrame, None] | tuple[None, ContractReport]:
+    """Read the opened Parquet payload, or return a failed report when it is not Parquet.
+
+    A signed payload that does not read is the vendor's fault, not the bank's: it is quarantined
+    with a report like any other broken batch (once its digest matches what was signed).
+    """
+    try:
+        return pl.read_parquet(payload), None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        log.warning("batch %s payload unreadable: %s", manifest.batch_id, type(exc).__name__)
+        rule = RuleResult(
+            rule="payload_readable",
+            description=(
+                "the payload is a readable Parquet file "
+                f"(it failed to read: {type(exc).__name__}); re-pack it with `fusion vendor pack`"
+            ),
+            passed=False,
+            failed_rows=manifest.rows,
+        )
+        return None, ContractReport(
+            contract=manifest.contract,
+            rows=manifest.rows,
+            rules=(rule,),
+            batch_id=manifest.batch_id,
+        )
+
+
+def _validate(batch: pl.DataFrame, manifest: Manifest) -> ContractReport:
+    if manifest.mode == "oprf":
+        return validate_vendor_oprf_batch(
+            batch, expected_rows=manifest.rows, batch_id=manifest.batch_id
+        )
+    return validate_vendor_batch(
+        batch,
+        taxonomy=load_taxonomy(manifest.taxonomy_version),
+        expected_rows=manifest.rows,
+        batch_id=manifest.batch_id,
+    )
+
+
 def _judge_content(job: _Opened) -> IngestOutcome:
     """Quarantine or load the opened payload; raise BatchRefused if it is not what was signed.
 
@@ -459,23 +501,14 @@ def _judge_content(job: _Opened) -> IngestOutcome:
     if report is None:
         try:
             with timer.stage("read"):
-                batch = pl.read_parquet(payload)
-            with timer.stage("validate"):
-                report = (
-                    validate_vendor_oprf_batch(
-                        batch, expected_rows=manifest.rows, batch_id=manifest.batch_id
-                    )
-                    if manifest.mode == "oprf"
-                    else validate_vendor_batch(
-                        batch,
-                        taxonomy=load_taxonomy(manifest.taxonomy_version),
-                        expected_rows=manifest.rows,
-                        batch_id=manifest.batch_id,
-                    )
-                )
+                batch, report = _read_payload(payload, manifest)
+            if batch is not None:
+                with timer.stage("validate"):
+                    report = _validate(batch, manifest)
         except Exception:
             payload_digest.verify(manifest)  # a rewritten payload is refused, not a crash
             raise
+    assert report is not None
     if not report.passed or batch is None:
         payload_digest.verify(manifest)
         return _quarantine(sealed, manifest, digest, report, store, inbox, now, timer)

@@ -61,11 +61,17 @@ class Parties:
         chunk_size: int = 4 << 20,
         compression: Literal["zstd", "uncompressed"] = "zstd",
         format_version: int = 2,
+        raw_payload: bytes | None = None,
         **manifest: object,
     ) -> Path:
-        """Seal an arbitrary batch frame as the vendor would (for contract-breaking batches)."""
+        """Seal an arbitrary batch frame as the vendor would (for contract-breaking batches).
+
+        `raw_payload` replaces the Parquet bytes (a payload that is not Parquet at all).
+        """
         payload = self.root / f"{uuid.uuid4().hex}.parquet"
         frame.write_parquet(payload, compression=compression)
+        if raw_payload is not None:
+            payload.write_bytes(raw_payload)
         signing_kid, signer = self.vendor.current_signer()
         recipient_kid, recipient = self.vendor.current_recipient_public()
         fields: dict[str, object] = {
@@ -299,6 +305,25 @@ def test_stale_plaintext_of_a_killed_worker_is_removed(parties: Parties):
             ingest_inbox(store=store, keyring=parties.bank, inbox=parties.inbox, clock=lambda: NOW)
         )
     assert not list(parties.inbox.work.iterdir())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"not parquet at all\n" * 100, b"PAR1" + b"\x00" * 64 + b"PAR1"],
+    ids=["empty", "text", "broken-footer"],
+)
+def test_a_signed_payload_that_is_not_parquet_is_quarantined_with_a_report(
+    parties: Parties, payload: bytes
+):
+    sealed = parties.seal_frame(vendor_batch(10), raw_payload=payload)
+    outcome = parties.ingest(sealed)
+    assert outcome.status == "quarantined" and outcome.reasons == ("payload_readable",)
+    report_dir = parties.inbox.quarantine / str(outcome.batch_id)
+    assert "payload_readable" in (report_dir / "report.txt").read_text()
+    assert (report_dir / sealed.name).exists() and not sealed.exists()
+    assert parties.table("SELECT count(*) AS n FROM vendor_tags")["n"][0] == 0
+    assert parties.table("SELECT status FROM batches")["status"].to_list() == ["quarantined"]
+    assert not list(parties.inbox.work.iterdir())  # no plaintext left behind
 
 
 def test_row_count_other_than_manifest_is_quarantined(parties: Parties):
