@@ -2,20 +2,22 @@
 
 Routes (one router per resource under `api/routes/`), who may call them:
 
-    GET  /healthz                    anyone
-    GET  /metrics                    admin           Prometheus text
-    POST /v1/batches                 vendor          stream a sealed batch to the inbox (202)
-    GET  /v1/batches/{batch_id}      vendor (own), admin
-    POST /v1/scores                  campaign_tool, admin
-    GET  /v1/lists/{campaign}        campaign_tool, admin, analyst (its branches)
-    POST /v1/outcomes                campaign_tool, admin
-    POST /v1/query                   analyst (its branches), admin (head office)
+    GET    /healthz                  anyone          status only (for a load balancer)
+    GET    /metrics                  admin           Prometheus text, run folder, queue depth
+    POST   /v1/batches               vendor          stream a sealed batch to the inbox (202)
+    GET    /v1/batches/{batch_id}    vendor (own), admin
+    POST   /v1/scores                campaign_tool, admin
+    GET    /v1/lists/{campaign}      campaign_tool, admin, analyst (its branches)
+    POST   /v1/outcomes              campaign_tool, admin
+    POST   /v1/query                 analyst (its branches), admin (head office)
+    DELETE /v1/tokens/{token_id}     admin           revoke a token at once
 
 No token or an unknown one gets 401, a known token outside its role 403. Every request is
 audited (who, role, route, rows returned, status, time) by the service's audit thread; no
 raw identifier and no key ever reaches a log line or a response. Platform errors become 4xx
 with the error's own message (which says what to do), or 503 when a model or snapshot is
-missing; a BatchRefused's cause never leaves the bank.
+missing; a BatchRefused's cause never leaves the bank. A body other than a sealed batch past
+`max_body_bytes` gets 413 before it is parsed; a query past `max_concurrent_queries` 429.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
 from api.service import AuditRecord, Service, utc_now
 from contracts.errors import ConfigError, FusionError, ModelError, StoreError
 from fusion.query import QueryError, QueryLimits, QueryTimeout
@@ -37,6 +40,9 @@ from fusion.query import QueryError, QueryLimits, QueryTimeout
 __all__ = ["ApiSettings", "create_app", "serve"]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+# Metrics and audit key on the method: one a client makes up counts as OTHER, so it cannot
+# grow a new series per request.
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +54,10 @@ class ApiSettings:
     port: int = 8000
     allow_non_loopback: bool = False
     max_upload_bytes: int = 4 << 30  # a sealed batch; larger uploads get 413
-    max_score_ids: int = 1_000  # customers per POST /v1/scores
-    max_outcomes: int = 10_000  # outcome rows per POST /v1/outcomes
+    max_body_bytes: int = 1 << 20  # any other request body; larger ones get 413 unparsed
+    max_score_ids: int = MAX_SCORE_IDS  # customers per POST /v1/scores
+    max_outcomes: int = MAX_OUTCOMES  # outcome rows per POST /v1/outcomes
+    max_concurrent_queries: int = 4  # analyst queries running at once; more get 429
     query_limits: QueryLimits = field(default_factory=QueryLimits)
 
     def __post_init__(self) -> None:
@@ -61,14 +69,26 @@ class ApiSettings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1..65535, got {self.port}", setting="port")
-        for name in ("max_upload_bytes", "max_score_ids", "max_outcomes"):
+        for name in ("max_upload_bytes", "max_body_bytes", "max_score_ids", "max_outcomes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", setting=name)
+        for name, bound in (("max_score_ids", MAX_SCORE_IDS), ("max_outcomes", MAX_OUTCOMES)):
+            if getattr(self, name) > bound:
+                raise ConfigError(
+                    f"{name} may be at most {bound:,} (the request schema's bound); got "
+                    f"{getattr(self, name):,}",
+                    setting=name,
+                )
+        if self.max_concurrent_queries < 0:
+            raise ConfigError(
+                "max_concurrent_queries must be >= 0 (0 turns analyst queries off)",
+                setting="max_concurrent_queries",
+            )
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     """Return the FastAPI app serving the run folder in `settings`."""
-    from api.routes import batches, health, lists, outcomes, query, scores
+    from api.routes import batches, health, lists, outcomes, query, scores, tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,10 +106,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for router in (health, batches, scores, lists, outcomes, query):
+    for router in (health, batches, scores, lists, outcomes, query, tokens):
         app.include_router(router.router)
     _errors(app)
-    app.add_middleware(_AuditMiddleware)
+    app.add_middleware(_BodyCapMiddleware)
+    app.add_middleware(_AuditMiddleware)  # outermost: it audits the body cap's 413s too
     return app
 
 
@@ -101,7 +122,9 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, error: QueryError) -> Response:
-        status = 408 if isinstance(error, QueryTimeout) else 400
+        # Not 408: clients and proxies resend a 408 by themselves, and the same query would
+        # run out of time again. The message says how to narrow it.
+        status = 422 if isinstance(error, QueryTimeout) else 400
         return answer(status, error, rule=getattr(error, "rule", None))
 
     @app.exception_handler(ModelError)
@@ -147,7 +170,8 @@ class _AuditMiddleware:
             service: Service | None = getattr(scope["app"].state, "service", None)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            action = f"{scope['method']} {path}"
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            action = f"{method} {path}"
             if service is not None:
                 principal = state.get("principal")
                 service.record(
@@ -162,6 +186,62 @@ class _AuditMiddleware:
                     ),
                     elapsed,
                 )
+
+
+class _BodyCapMiddleware:
+    """Answer 413 to a request body past `max_body_bytes`, before anything parses it.
+
+    Sealed batches (POST /v1/batches) pass untouched: that route streams them to disk under its
+    own cap. Every other body is read here, at most the cap, and handed on whole; no route of
+    this service takes more than a JSON document.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            scope["method"] == "POST" and scope["path"] == "/v1/batches"
+        ):
+            await self.app(scope, receive, send)
+            return
+        settings: ApiSettings = scope["app"].state.settings
+        limit = settings.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body: no one to answer
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: a disconnect, for streaming answers
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        status_code=413,
+        content={
+            "detail": f"a request body may be at most {limit:,} bytes; send the data in several "
+            "smaller requests (sealed batches go to POST /v1/batches, which has its own cap)"
+        },
+    )
 
 
 def serve(settings: ApiSettings) -> None:

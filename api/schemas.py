@@ -8,6 +8,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_OUTCOMES",
+    "MAX_SCORE_IDS",
+    "MAX_SQL_CHARS",
     "BatchAccepted",
     "BatchPublic",
     "OutcomeCreate",
@@ -23,6 +26,13 @@ __all__ = [
 # Customer ids are the bank's internal numbers (BIGINT), never phone or ID numbers; the bounds
 # turn an id no BIGINT can hold into a 422, not a failed conversion (a 500) further in.
 CustomerId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+# Hard bounds checked while the JSON is parsed, before any route runs; the service's settings
+# may set lower caps (ApiSettings refuses higher ones). MAX_SQL_CHARS sits above QueryLimits'
+# default (20,000) so that the query layer's refusal, which says what is allowed, answers first.
+MAX_SCORE_IDS = 1_000
+MAX_OUTCOMES = 10_000
+MAX_SQL_CHARS = 100_000
 
 
 class _Strict(BaseModel):
@@ -50,7 +60,7 @@ class BatchPublic(_Strict):
 
 class ScoresCreate(_Strict):
     customer_ids: list[CustomerId] = Field(
-        min_length=1, description="internal customer ids to score"
+        min_length=1, max_length=MAX_SCORE_IDS, description="internal customer ids to score"
     )
 
 
@@ -79,7 +89,7 @@ class OutcomeCreate(_Strict):
 
 class OutcomesCreate(_Strict):
     campaign_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    outcomes: list[OutcomeCreate] = Field(min_length=1)
+    outcomes: list[OutcomeCreate] = Field(min_length=1, max_length=MAX_OUTCOMES)
 
 
 class OutcomesAccepted(_Strict):
@@ -89,7 +99,9 @@ class OutcomesAccepted(_Strict):
 
 
 class QueryCreate(_Strict):
-    sql: str = Field(min_length=1, description="one SELECT over the granted views")
+    sql: str = Field(
+        min_length=1, max_length=MAX_SQL_CHARS, description="one SELECT over the granted views"
+    )
 
 
 class QueryPublic(_Strict):

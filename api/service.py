@@ -4,7 +4,8 @@ One process, one DuckDB writer. The store's own connection belongs to the ingest
 (DuckDB keeps a single writer; batches load one at a time, in arrival order); request threads
 take one cursor each (`cursor()`), which DuckDB allows concurrently in one process. The audit
 log is written by its own thread in small batches, so a request never waits on it; `close()`
-flushes it.
+flushes it. At start, sealed files a previous run left in the inbox are queued again, and
+partial uploads a crash left in the work folder are deleted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import bisect
 import logging
 import queue
+import re
+import secrets
 import threading
 import time
 from collections import Counter
@@ -23,20 +26,24 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from contracts.errors import ModelError
+from contracts.errors import BatchRefused, ModelError
 from fusion.features import FeatureSet
 from fusion.ingest import IngestOutcome, ingest_file
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.scoring import Scorer
 from fusion.store import Store
-from fusion.tokens import Principal, TokenBook
+from fusion.tokens import Principal, TokenBook, revoke_token
+from matcher.envelope import read_manifest
 from matcher.keyring import Keyring
 
 __all__ = ["LATENCY_BUCKETS", "AuditRecord", "Service", "Upload"]
 
 log = logging.getLogger("bankfusion.api")
-_TOKEN_RELOAD_SECONDS = 1.0
+_TOKEN_RELOAD_SECONDS = 1.0  # on a miss: a new token works within a second
+_TOKEN_REFRESH_SECONDS = 5.0  # on any request: a revocation by any writer stops the token
+# How the upload route names the sealed files it puts in the inbox: <vendor id>-<upload id>.
+_UPLOADED = re.compile(r"^(?P<vendor>.+)-(?P<upload>[0-9a-f]{24})\.sealed$")
 _MAX_UPLOADS_KEPT = 10_000  # uploads whose verdict GET /v1/batches can still show from memory
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -101,6 +108,7 @@ class Service:
         self._factory = store.cursor()
         self._tokens = TokenBook.load(store)
         self._tokens_loaded = time.monotonic()
+        self._queries = 0  # analyst queries running now (take_query_slot)
         self._scorer: tuple[str, Scorer] | None = None
         self._audit: queue.Queue[AuditRecord | None] = queue.Queue()
         self._ingest: queue.Queue[Upload | None] = queue.Queue()
@@ -108,6 +116,7 @@ class Service:
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
         self._audit_thread.start()
         self._ingest_thread.start()
+        self._resume_inbox()
 
     @classmethod
     def start(cls, run: Path) -> Service:
@@ -158,22 +167,53 @@ class Service:
     # -- tokens --------------------------------------------------------------------------------
 
     def authenticate(self, token: str | None) -> Principal | None:
-        """Return the caller, or None; a miss reloads the token book at most once a second."""
+        """Return the caller, or None.
+
+        The token book is reloaded from the store when it is older than a few seconds, and on
+        a miss when it is older than a second.
+        """
+        self._reload_tokens(older_than=_TOKEN_REFRESH_SECONDS)
         principal = self._tokens.verify(token)
-        if principal is None and time.monotonic() - self._tokens_loaded > _TOKEN_RELOAD_SECONDS:
-            # Its own lock, and the cursor made before taking it: the service lock guards the
-            # metrics the event loop updates, and must never wait on a store read.
-            cur = self.cursor()
-            with self._token_lock:
-                if time.monotonic() - self._tokens_loaded > _TOKEN_RELOAD_SECONDS:
-                    rows = cur.execute(
-                        "SELECT token_id, token_sha256, role, branches, vendor_id, label "
-                        "FROM api_tokens WHERE revoked_at IS NULL"
-                    ).fetchall()
-                    self._tokens = TokenBook(rows)
-                    self._tokens_loaded = time.monotonic()
+        if principal is None and self._reload_tokens(older_than=_TOKEN_RELOAD_SECONDS):
             principal = self._tokens.verify(token)
         return principal
+
+    def revoke(self, token_id: str) -> bool:
+        """Revoke a token in the store and drop it from memory at once; False if none was live."""
+        cur = self.cursor()
+        with self._token_lock:
+            revoked = revoke_token(cur, token_id, now=self.clock())
+            self._tokens = TokenBook.load(cur)
+            self._tokens_loaded = time.monotonic()
+        return revoked
+
+    def _reload_tokens(self, *, older_than: float) -> bool:
+        """Reload the token book if it is older than `older_than` seconds; return whether."""
+        if time.monotonic() - self._tokens_loaded <= older_than:
+            return False
+        # Its own lock, and the cursor made before taking it: the service lock guards the
+        # metrics the event loop updates, and must never wait on a store read.
+        cur = self.cursor()
+        with self._token_lock:
+            if time.monotonic() - self._tokens_loaded > older_than:
+                self._tokens = TokenBook.load(cur)
+                self._tokens_loaded = time.monotonic()
+        return True
+
+    # -- analyst queries -----------------------------------------------------------------------
+
+    def take_query_slot(self, limit: int) -> bool:
+        """Return whether a query may run now (fewer than `limit` run); True takes a slot."""
+        with self._lock:
+            if self._queries >= limit:
+                return False
+            self._queries += 1
+            return True
+
+    def release_query_slot(self) -> None:
+        """Give back a slot `take_query_slot` gave."""
+        with self._lock:
+            self._queries -= 1
 
     # -- models --------------------------------------------------------------------------------
 
@@ -278,6 +318,33 @@ class Service:
 
     def pending(self) -> int:
         return self._ingest.qsize()
+
+    def _resume_inbox(self) -> None:
+        """Queue the sealed files a previous run left in the inbox; delete partial uploads."""
+        inbox = self.folder.inbox
+        for part in inbox.work.glob(".upload-*.part"):
+            part.unlink(missing_ok=True)  # never renamed into the inbox, so never accepted
+        found = inbox.pending()
+        for path in found:
+            named = _UPLOADED.match(path.name)
+            try:
+                claimed: str | None = read_manifest(path).batch_id
+            except BatchRefused:
+                claimed = None  # the worker refuses and ledgers it
+            self.submit(
+                Upload(
+                    upload_id=named["upload"] if named else secrets.token_hex(12),
+                    token_id="inbox",  # noqa: S106 - no request brought it: found at start
+                    # The route names a file after the token's vendor, which it checked
+                    # against the manifest; other files (`fusion ingest`) are the bank's own.
+                    vendor_id=named["vendor"] if named else None,
+                    path=path,
+                    claimed_batch_id=claimed,
+                    received_at=self.clock(),
+                )
+            )
+        if found:
+            log.info("queued %d sealed file(s) found in the inbox at start", len(found))
 
     def _ingest_loop(self) -> None:
         while True:

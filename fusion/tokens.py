@@ -8,7 +8,11 @@ a fixed dummy hash in the same way, so a miss costs what a hit costs and timing 
 Tokens have high entropy, so a plain (unsalted) SHA-256 cannot be reversed by guessing.
 
 Roles: vendor (pushes and reads its own batches; tied to a vendor id), analyst (queries its
-branches; no branches = head office), campaign_tool (scores, lists, outcomes), admin.
+branches, or every branch when made with `head_office=True`), campaign_tool (scores, lists,
+outcomes), admin.
+
+Every function takes the store or a cursor on it: the running service writes through a request
+thread's cursor, never through the store's own connection (its ingest worker's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
+
 from contracts.errors import ConfigError
 from fusion.store import Store
 
@@ -31,6 +37,7 @@ ROLES = ("vendor", "analyst", "campaign_tool", "admin")
 _FORMAT = re.compile(r"^bf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _BRANCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DUMMY = hashlib.sha256(b"bankfusion/unknown-token").digest()
+_Db = Store | duckdb.DuckDBPyConnection  # the store, or a cursor on it (the service's threads)
 
 
 @dataclass(frozen=True)
@@ -59,17 +66,32 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii", "replace")).digest()
 
 
-def _check(role: str, branches: Iterable[str] | None, vendor_id: str | None) -> str | None:
+def _check(
+    role: str, branches: Iterable[str] | None, vendor_id: str | None, head_office: bool
+) -> str | None:
     """Return the branch list as stored (comma-separated, sorted), after checking the grant."""
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}; got {role!r}", setting="role")
     chosen = sorted(set(branches)) if branches is not None else None
     if chosen is not None and role != "analyst":
         raise ConfigError("only analyst tokens have branches", setting="branches")
+    if head_office and (role != "analyst" or chosen is not None):
+        raise ConfigError(
+            "--head-office is for an analyst of every branch: give it without --branches, "
+            "and only with --role analyst",
+            setting="head_office",
+        )
+    if role == "analyst" and chosen is None and not head_office:
+        # An omitted option must never widen a grant to the whole bank.
+        raise ConfigError(
+            "an analyst token needs --branches B001,B002 (the branches it may read), or "
+            "--head-office for one that reads every branch",
+            setting="branches",
+        )
     if chosen is not None and (not chosen or not all(_BRANCH.match(b) for b in chosen)):
         raise ConfigError(
-            "branches must be one or more branch ids (letters, digits, '-', '_'); omit them for "
-            "a head-office analyst",
+            "branches must be one or more branch ids (letters, digits, '-', '_'); use "
+            "--head-office instead for an analyst of every branch",
             setting="branches",
         )
     if (role == "vendor") != (vendor_id is not None):
@@ -82,16 +104,20 @@ def _check(role: str, branches: Iterable[str] | None, vendor_id: str | None) -> 
 
 
 def create_token(
-    store: Store,
+    store: _Db,
     *,
     role: str,
     now: datetime,
     branches: Iterable[str] | None = None,
+    head_office: bool = False,
     vendor_id: str | None = None,
     label: str | None = None,
 ) -> IssuedToken:
-    """Return a new token for `role`, its hash recorded in the store (the secret is not)."""
-    branch_text = _check(role, branches, vendor_id)
+    """Return a new token for `role`, its hash recorded in the store (the secret is not).
+
+    An analyst gets `branches`, or every branch with `head_office=True`; never by omission.
+    """
+    branch_text = _check(role, branches, vendor_id, head_office)
     token_id = secrets.token_hex(8)
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     token = f"bf_{token_id}_{secret}"
@@ -109,7 +135,7 @@ def create_token(
     return IssuedToken(principal, token)
 
 
-def revoke_token(store: Store, token_id: str, *, now: datetime) -> bool:
+def revoke_token(store: _Db, token_id: str, *, now: datetime) -> bool:
     """Revoke a token by id; return whether it existed and was live."""
     row = store.execute(
         "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL "
@@ -122,9 +148,9 @@ def revoke_token(store: Store, token_id: str, *, now: datetime) -> bool:
 class TokenBook:
     """The live tokens, read from the store once and refreshed on `reload()`.
 
-    The service verifies every request against memory (no store round trip); `fusion token
-    create` and `revoke` write the store, and the service reloads on a miss at most once a
-    second, so a new token works within a second and a revoked one stops with the next reload.
+    The service verifies every request against memory (no store round trip) and reloads the
+    book from the store: at once when its admin route revokes a token, on a miss at most once a
+    second (a new token works within a second), and every few seconds on any request.
     """
 
     def __init__(self, rows: Iterable[tuple[str, bytes, str, str | None, str | None, str | None]]):
@@ -137,7 +163,7 @@ class TokenBook:
             )
 
     @classmethod
-    def load(cls, store: Store) -> TokenBook:
+    def load(cls, store: _Db) -> TokenBook:
         """Return the book of every live (unrevoked) token in the store."""
         rows = store.execute(
             "SELECT token_id, token_sha256, role, branches, vendor_id, label FROM api_tokens "

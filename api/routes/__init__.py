@@ -1,3 +1,3 @@
-"""One router per resource: health, batches, scores, lists, outcomes, query."""
+"""One router per resource: health, batches, scores, lists, outcomes, query, tokens."""
 
-__all__ = ["batches", "health", "lists", "outcomes", "query", "scores"]
+__all__ = ["batches", "health", "lists", "outcomes", "query", "scores", "tokens"]

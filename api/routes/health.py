@@ -1,10 +1,14 @@
-"""GET /healthz (anyone) and GET /metrics (admin, Prometheus text format 0.0.4)."""
+"""GET /healthz (anyone) and GET /metrics (admin, Prometheus text format 0.0.4).
+
+Health says only that the service is up, as a load balancer needs; which run folder it serves
+and how many uploads wait are for admins, on /metrics.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from api.deps import ServiceDep, require
@@ -17,17 +21,21 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(service: ServiceDep) -> dict[str, str | int]:
-    """Report that the service is up, which run folder it serves and its ingest queue."""
-    return {"status": "ok", "run": service.folder.root.name, "pending_uploads": service.pending()}
+def healthz() -> dict[str, str]:
+    """Report that the service is up."""
+    return {"status": "ok"}
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(
-    service: ServiceDep, _: Annotated[Principal, Depends(require("admin"))]
+    request: Request, service: ServiceDep, _: Annotated[Principal, Depends(require("admin"))]
 ) -> PlainTextResponse:
-    """Return request counts, latency histograms and ingest state as Prometheus text."""
+    """Return the run folder served, request counts, latency and ingest state (Prometheus)."""
     lines = [
+        "# HELP bankfusion_info The run folder this service serves, and its version.",
+        "# TYPE bankfusion_info gauge",
+        f'bankfusion_info{{run="{_label(service.folder.root.name)}",'
+        f'version="{_label(request.app.version)}"}} 1',
         "# HELP bankfusion_requests_total HTTP requests by method, route and status.",
         "# TYPE bankfusion_requests_total counter",
     ]
@@ -63,3 +71,8 @@ def metrics(
     ):
         lines.append(f'bankfusion_batches{{status="{status}"}} {n}')
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def _label(value: str) -> str:
+    """Return `value` escaped as a Prometheus label value."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

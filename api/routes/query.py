@@ -1,4 +1,8 @@
-"""POST /v1/query: analysts' SQL over granted views of the published head-office snapshot."""
+"""POST /v1/query: analysts' SQL over granted views of the published head-office snapshot.
+
+At most `max_concurrent_queries` run at once (each holds a thread and up to its memory limit);
+one more gets 429 with Retry-After rather than waiting in line.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from fusion.tokens import Principal
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["query"])
+_RETRY_AFTER_SECONDS = 2
 
 
 @router.post("/query")
@@ -43,15 +48,29 @@ async def query(
     )
     # The audit keeps a digest of the SQL, not its text: a query can quote values.
     audit(request, detail="sql-sha256:" + hashlib.sha256(body.sql.encode()).hexdigest()[:16])
-    result = await run_in_threadpool(
-        run_query,
-        snapshot,
-        body.sql,
-        key=service.keyring.head_office_key(),
-        scope=scope,
-        limits=settings.query_limits,
-    )
-    rows = await run_in_threadpool(_rows, result.table)
+    cap = settings.max_concurrent_queries
+    if not service.take_query_slot(cap):
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{cap} analyst queries are running, the most this service runs at once; "
+            "send it again in a few seconds"
+            if cap
+            else "analyst queries are turned off on this service (max_concurrent_queries 0); "
+            "ask the bank's operators",
+            headers={"Retry-After": str(_RETRY_AFTER_SECONDS)},
+        )
+    try:
+        result = await run_in_threadpool(
+            run_query,
+            snapshot,
+            body.sql,
+            key=service.keyring.head_office_key(),
+            scope=scope,
+            limits=settings.query_limits,
+        )
+        rows = await run_in_threadpool(_rows, result.table)
+    finally:
+        service.release_query_slot()
     audit(request, rows=result.row_count)
     return QueryPublic(
         columns=list(result.columns),

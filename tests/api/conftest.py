@@ -32,7 +32,7 @@ class Tokens:
     vendor: str
     other_vendor: str
     analyst: str  # branch B001 only
-    head_office: str  # analyst without branches
+    head_office: str  # analyst of every branch (--head-office)
     campaign_tool: str
     admin: str
 
@@ -67,7 +67,7 @@ def issue_tokens(run: Path) -> Tokens:
             vendor=make("vendor", vendor_id="vendor-a"),
             other_vendor=make("vendor", vendor_id="vendor-b"),
             analyst=make("analyst", branches=["B001"]),
-            head_office=make("analyst"),
+            head_office=make("analyst", head_office=True),
             campaign_tool=make("campaign_tool"),
             admin=make("admin"),
         )

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api import ApiSettings
+from api import service as api_service
 from api.service import Service
 from contracts.schemas import VENDOR_BATCH
 from contracts.taxonomy import load_taxonomy
@@ -65,10 +67,15 @@ class Bank:
 
 
 @contextmanager
-def serving(demo_run: Path, root: Path) -> Iterator[Bank]:
+def serving(
+    demo_run: Path, root: Path, *, before_start: Callable[[Path], None] | None = None
+) -> Iterator[Bank]:
+    """Serve a copy of the demo run; `before_start(run)` may leave files in it first."""
     run = root / "run"
     shutil.copytree(demo_run, run, symlinks=True)
     tokens = issue_tokens(run)
+    if before_start is not None:
+        before_start(run)
     settings = ApiSettings(run=run, port=free_port(), max_upload_bytes=CAP)
     server, thread = start_server(settings)
 
@@ -206,8 +213,10 @@ def test_a_bit_flip_in_the_ciphertext_is_refused_and_the_status_says_only_refuse
     data, batch_id = sealed(bank, vendor_batch(300, seed=102))
     middle = len(data) // 2  # well inside the one ciphertext chunk
     tampered = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+    loaded_before = bank.ledger("SELECT count(*) FROM vendor_apps")
     accepted = push(client, bank.tokens.vendor, tampered)
     assert accepted.status_code == 202 and accepted.json()["batch_id"] == batch_id
+    upload_id = accepted.json()["upload_id"]
 
     assert judged(client, bank.tokens.vendor, batch_id) == {
         "batch_id": batch_id,
@@ -225,6 +234,10 @@ def test_a_bit_flip_in_the_ciphertext_is_refused_and_the_status_says_only_refuse
     assert ledger == [(f"refused:{digest}", None, "refused", 0)]
     assert bank.ledger("SELECT count(*) FROM batches WHERE batch_id = ?", [batch_id]) == [(0,)]
     assert vendor_rows(bank, batch_id) == (0, 0)
+    assert bank.ledger("SELECT count(*) FROM vendor_apps") == loaded_before  # nothing loaded
+    # The refused file itself, byte for byte, waits in quarantine for the bank to look at.
+    kept = bank.folder.inbox.quarantine / f"vendor-a-{upload_id}.sealed"
+    assert kept.read_bytes() == tampered
     assert not_found(client, bank.tokens.other_vendor, batch_id) == {
         "detail": f"no batch {batch_id} of yours"
     }
@@ -438,3 +451,83 @@ def test_an_ingest_crash_reports_failed_and_keeps_the_file_for_a_retry(
     kept = list((bank.run / "bank" / "inbox").glob("*.sealed"))
     assert len(kept) == 1
     kept[0].unlink()  # later tests expect an empty inbox
+
+
+def test_a_sealed_batch_left_in_the_inbox_loads_when_the_service_starts(
+    bank: Bank, demo_run: Path, tmp_path: Path
+):
+    """A batch a crashed service had accepted but not ingested, and a half-written upload."""
+    data, batch_id = sealed(bank, vendor_batch(150, seed=301))
+    upload_id = "0123456789abcdef01234567"
+
+    def crashed(run: Path) -> None:
+        inbox = RunFolder(run).inbox.ensure()
+        (inbox.inbox / f"vendor-a-{upload_id}.sealed").write_bytes(data)  # as the route names it
+        (inbox.work / ".upload-fedcba9876543210fedcba98.part").write_bytes(b"half a batch")
+
+    with serving(demo_run, tmp_path, before_start=crashed) as fresh:
+        upload = fresh.service.uploads[upload_id]
+        assert (upload.vendor_id, upload.claimed_batch_id) == ("vendor-a", batch_id)
+        with httpx.Client(base_url=fresh.url, timeout=WAIT) as http:
+            state = judged(http, fresh.tokens.vendor, batch_id)
+        assert (state["status"], state["rows"]) == ("loaded", 150)
+        assert vendor_rows(fresh, batch_id) == (150, 150)
+        assert fresh.service.wait_idle(WAIT) and left_behind(fresh) == []
+
+
+def _push_cli(bank: Bank, path: Path, token: str, wait: float) -> tuple[int, str]:
+    """Return `fusion vendor push`'s exit code and its output with line breaks undone."""
+    result = CliRunner().invoke(
+        cli,
+        ["vendor", "push", str(path), "--url", bank.url, "--wait", str(wait)],
+        env={"BANKFUSION_TOKEN": token},
+    )
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_fusion_vendor_push_without_a_verdict_in_time_exits_non_zero(
+    bank: Bank, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    gate = threading.Event()
+    ingest = api_service.ingest_file
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(WAIT)  # the worker is busy until the CLI has given up waiting
+        return ingest(*args, **kwargs)
+
+    monkeypatch.setattr("api.service.ingest_file", held)
+    data, batch_id = sealed(bank, vendor_batch(300, seed=302))
+    path = tmp_path / "slow.sealed"
+    path.write_bytes(data)
+    try:
+        code, output = _push_cli(bank, path, bank.tokens.vendor, 0.5)
+    finally:
+        gate.set()
+    assert code == 2, output
+    assert f"no verdict on batch {batch_id} within 0.5 s" in output
+    assert f"GET {bank.url}/v1/batches/{batch_id}" in output
+    assert bank.service.wait_idle(WAIT)
+    with httpx.Client(base_url=bank.url, timeout=WAIT) as http:
+        assert judged(http, bank.tokens.vendor, batch_id)["rows"] == 300
+    assert left_behind(bank) == []
+
+
+def test_fusion_vendor_push_exits_non_zero_on_a_refused_token_a_quarantine_or_a_bad_file(
+    bank: Bank, tmp_path: Path
+):
+    data, _ = sealed(bank, vendor_batch(50, seed=303))
+    path = tmp_path / "batch.sealed"
+    path.write_bytes(data)
+    code, output = _push_cli(bank, path, "bf_0123456789abcdef_" + "A" * 43, WAIT)
+    assert code == 2 and "did not accept the token in BANKFUSION_TOKEN (HTTP 401)" in output
+
+    broken, batch_id = sealed(bank, BREAKAGES["tags_known"](vendor_batch(50, seed=304)))
+    path.write_bytes(broken)
+    code, output = _push_cli(bank, path, bank.tokens.vendor, WAIT)
+    assert code == 2 and f"batch {batch_id} was quarantined: it broke the data contract" in output
+
+    garbage = tmp_path / "garbage.sealed"
+    garbage.write_bytes(b"not a sealed batch at all")
+    code, output = _push_cli(bank, garbage, bank.tokens.vendor, WAIT)
+    assert code == 2 and "could not read the manifest" in output, output
+    assert bank.service.wait_idle(WAIT) and left_behind(bank) == []

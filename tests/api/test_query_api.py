@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -82,14 +82,19 @@ def _rows(response: httpx.Response) -> list[list[Any]]:
 
 
 @contextmanager
-def _limits(served: Served, **limits: Any) -> Iterator[None]:
-    """Give the running app other query limits inside the block."""
+def _settings(served: Served, **changes: Any) -> Iterator[None]:
+    """Give the running app other settings inside the block."""
     app: Any = served.server.config.app
-    app.state.settings = replace(served.settings, query_limits=QueryLimits(**limits))
+    app.state.settings = replace(served.settings, **changes)
     try:
         yield
     finally:
         app.state.settings = served.settings
+
+
+def _limits(served: Served, **limits: Any) -> AbstractContextManager[None]:
+    """Give the running app other query limits inside the block."""
+    return _settings(served, query_limits=QueryLimits(**limits))
 
 
 # -- hostile SQL -------------------------------------------------------------------------------
@@ -224,6 +229,45 @@ def test_a_column_json_cannot_carry_is_a_400_naming_it(served: Served, sql: str,
     body = response.json()
     assert body["rule"] == "result_type"
     assert f"column {column!r}" in body["detail"] and "CAST" in body["detail"]
+
+
+def test_a_query_past_its_time_limit_is_a_422_saying_how_to_narrow_it(served: Served):
+    # 216 billion rows of a triple self-join: no machine finishes it in half a second.
+    sql = (
+        "SELECT count(*) AS n FROM bank_features a, bank_features b, bank_features c "
+        "WHERE a.age + b.age > c.age"
+    )
+    with _limits(served, timeout_seconds=0.5):
+        response = _query(served, served.tokens.head_office, sql)
+    # Not 408, which clients and proxies send again by themselves.
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["rule"] == "timeout"
+    assert "limit of 0.5 s" in body["detail"] and "filter or aggregate" in body["detail"]
+
+
+# -- how many at once --------------------------------------------------------------------------
+
+
+def test_a_query_past_the_concurrency_cap_gets_429_with_retry_after(served: Served):
+    with _settings(served, max_concurrent_queries=0):
+        off = _query(served, served.tokens.analyst, "SELECT 1 AS one")
+    assert off.status_code == 429, off.text
+    with _settings(served, max_concurrent_queries=1):
+        assert served.service.take_query_slot(1)  # a query holding the only slot
+        try:
+            busy = _query(served, served.tokens.analyst, "SELECT 1 AS one")
+        finally:
+            served.service.release_query_slot()
+        assert busy.status_code == 429, busy.text
+        assert int(busy.headers["retry-after"]) >= 1
+        assert "again in a few seconds" in busy.json()["detail"]
+        # The slot given back, and each answered query giving back its own: the next ones run.
+        for _ in range(2):
+            assert _rows(_query(served, served.tokens.analyst, "SELECT 1 AS one")) == [[1]]
+        failed = _query(served, served.tokens.analyst, "SELECT nope FROM customers")
+        assert failed.status_code == 400
+        assert _rows(_query(served, served.tokens.analyst, "SELECT 1 AS one")) == [[1]]
 
 
 # -- who may ask -------------------------------------------------------------------------------
