@@ -30,6 +30,8 @@ from labs.world import WorldFiles
 from matcher.keyring import init_local_pair, pair_locally
 
 if TYPE_CHECKING:
+    import httpx
+
     from fusion.features import FeatureSet
     from fusion.lists import AcquisitionScorer, TargetLists
     from fusion.models.classifier import ScoreModel
@@ -1113,8 +1115,11 @@ app.add_typer(token_app, name="token")
 def token_create(
     role: Annotated[str, typer.Option(help="vendor | analyst | campaign_tool | admin")],
     branches: Annotated[
-        str | None, typer.Option(help="Analyst's branches, comma-separated (none: head office).")
+        str | None, typer.Option(help="Analyst's branches, comma-separated.")
     ] = None,
+    head_office: Annotated[
+        bool, typer.Option("--head-office", help="An analyst of every branch (no --branches).")
+    ] = False,
     vendor: Annotated[str | None, typer.Option(help="Vendor id (vendor tokens).")] = None,
     label: Annotated[str | None, typer.Option(help="Who holds it, for the audit log.")] = None,
     run: RunOption = DEFAULT_RUN,
@@ -1127,7 +1132,8 @@ def token_create(
             issued = create_token(
                 store,
                 role=role,
-                branches=branches.split(",") if branches else None,
+                branches=branches.split(",") if branches is not None else None,
+                head_office=head_office,
                 vendor_id=vendor,
                 label=label,
                 now=_now(),
@@ -1145,12 +1151,23 @@ def token_create(
 
 @token_app.command("revoke")
 def token_revoke(token_id: str, run: RunOption = DEFAULT_RUN) -> None:
-    """Revoke a token by its id (the service drops it within a second of its next miss)."""
+    """Revoke a token by its id while the service is stopped (running: DELETE /v1/tokens/ID)."""
+    from contracts.errors import StoreLockedError
     from fusion.tokens import revoke_token
 
     try:
         with _bank(run) as (_, _, store):
             revoked = revoke_token(store, token_id, now=_now())
+    except StoreLockedError as error:
+        raise _fail(
+            ConfigError(
+                f"{error}. While `fusion serve` holds the store, revoke through the service, "
+                f"which drops the token at once: DELETE /v1/tokens/{token_id} with an admin "
+                f"token, e.g. curl -X DELETE -H 'Authorization: Bearer $ADMIN_TOKEN' "
+                f"http://127.0.0.1:8000/v1/tokens/{token_id}",
+                setting="run",
+            )
+        ) from error
     except FusionError as error:
         raise _fail(error) from error
     console.print(f"token {token_id}: {'revoked' if revoked else 'not found or already revoked'}")
@@ -1202,24 +1219,94 @@ def vendor_push(
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
             answer = client.post("/v1/batches", content=chunks())
+            if answer.status_code == 401:
+                raise _fail(_token_refused(token_env))
             if answer.status_code != 202:
                 raise _fail(
                     FusionError(f"upload refused: HTTP {answer.status_code} {answer.text[:300]}")
                 )
             accepted = answer.json()
-            console.print(f"uploaded: upload {accepted['upload_id']}, batch {accepted['batch_id']}")
-            status_url = accepted.get("status_url")
+            batch_id, status_url = accepted.get("batch_id"), accepted.get("status_url")
+            console.print(f"uploaded: upload {accepted['upload_id']}, batch {batch_id}")
+            if not status_url:
+                raise _fail(
+                    FusionError(
+                        f"the bank could not read the manifest of {sealed}, so its ingest will "
+                        "refuse it; seal the batch again with `fusion vendor pack` and push the "
+                        "new file"
+                    )
+                )
             deadline = time_module.monotonic() + wait
-            while status_url and time_module.monotonic() < deadline:
-                state = client.get(status_url).json()
-                if state.get("status") not in (None, "received"):
-                    console.print(f"batch {accepted['batch_id']}: [bold]{state['status']}[/]")
+            while True:
+                state = _batch_state(client.get(status_url), token_env, batch_id)
+                if state != "received":
+                    console.print(f"batch {batch_id}: [bold]{state}[/]")
+                    if state in _PUSH_FAILED:
+                        raise _fail(
+                            FusionError(
+                                f"batch {batch_id} was {state}: {_PUSH_FAILED[state]} "
+                                f"(GET {url.rstrip('/')}{status_url})"
+                            )
+                        )
                     return
-                time_module.sleep(0.5)
+                left = deadline - time_module.monotonic()
+                if left <= 0:
+                    raise _fail(
+                        FusionError(
+                            f"no verdict on batch {batch_id} within {wait:g} s; it is queued at "
+                            f"the bank: ask again with GET {url.rstrip('/')}{status_url}, or "
+                            "push with a longer --wait (a file sent twice loads once)"
+                        )
+                    )
+                time_module.sleep(min(0.5, left))
     except httpx.HTTPError as error:
         raise _fail(
             FusionError(f"cannot reach {url}: {error}; is `fusion serve` running?")
         ) from error
+
+
+# Verdicts after which the vendor's data did not arrive: the push exits non-zero.
+_PUSH_FAILED = {
+    "quarantined": "it broke the data contract; the status answer holds the report (rule, row "
+    "count, example rows). Fix the rows and send them under a new batch_id",
+    "refused": "the bank could not verify or open it; check that it was sealed to the bank's "
+    "current public key and signed with the key the bank holds for you, then pack it again",
+    "failed": "the bank could not process it; tell the bank's operators, then push it again "
+    "(a batch loads once)",
+}
+
+
+def _token_refused(token_env: str) -> ConfigError:
+    return ConfigError(
+        f"the bank did not accept the token in {token_env} (HTTP 401): it is mistyped or "
+        "revoked; ask the bank for a vendor token",
+        setting="token",
+    )
+
+
+def _batch_state(answer: httpx.Response, token_env: str, batch_id: str | None) -> str:
+    """Return the status GET /v1/batches/{id} gave, or raise the push's exit for what it says."""
+    if answer.status_code == 401:
+        raise _fail(_token_refused(token_env))
+    if answer.status_code == 404:
+        raise _fail(
+            FusionError(
+                f"the bank knows no batch {batch_id} of this vendor although it accepted the "
+                "upload; ask the bank's operators what became of it before pushing again"
+            )
+        )
+    try:
+        state = answer.json()["status"] if answer.status_code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        state = None
+    if not isinstance(state, str):
+        raise _fail(
+            FusionError(
+                f"the bank's status answer for batch {batch_id} was HTTP {answer.status_code} "
+                f"{answer.text[:300]}; ask again later"
+            )
+        )
+    return state
 
 
 @app.command()

@@ -12,9 +12,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from fusion.runfolder import RunFolder
+from fusion.store import Store
 from labs.cli import app
 from labs.world import WorldFiles
 from matcher.identity import normalize_phones
+from matcher.keyring import Keyring
 
 runner = CliRunner()
 
@@ -176,6 +179,31 @@ def test_token_create_prints_the_secret_once_and_list_never_does(demo_run: tuple
     assert "revoked" in revoked.output
     bad = runner.invoke(app, ["token", "create", "--role", "root", "--run", str(run)])
     assert bad.exit_code == 2 and "role must be one of" in bad.output
+
+
+def test_an_all_branch_analyst_needs_head_office_said_outright(demo_run: tuple[Path, str]):
+    run, _ = demo_run
+    create = ["token", "create", "--role", "analyst", "--run", str(run)]
+    silent = runner.invoke(app, create)
+    assert silent.exit_code == 2 and not silent.stdout.strip()
+    assert "--branches B001,B002" in silent.output and "--head-office" in silent.output
+    both = runner.invoke(app, [*create, "--head-office", "--branches", "B001"])
+    assert both.exit_code == 2 and "without --branches" in " ".join(both.output.split())
+    made = runner.invoke(app, [*create, "--head-office"])
+    assert made.exit_code == 0 and "all branches" in made.output, made.output
+    assert made.stdout.strip().splitlines()[-1].startswith("bf_")
+
+
+def test_token_revoke_while_the_store_is_held_points_at_the_service_route(
+    demo_run: tuple[Path, str],
+):
+    run, _ = demo_run
+    folder = RunFolder(run)
+    keyring = Keyring.open(folder.bank_keys)
+    with Store.open(folder.store, key=keyring.store_key()):  # as `fusion serve` holds it
+        held = runner.invoke(app, ["token", "revoke", "0123456789abcdef", "--run", str(run)])
+    assert held.exit_code == 2
+    assert "DELETE /v1/tokens/0123456789abcdef" in " ".join(held.output.split())
 
 
 def test_oprf_mode_through_the_cli_request_answer_finish(demo_run: tuple[Path, str]):
