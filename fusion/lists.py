@@ -1,11 +1,13 @@
 """Target lists per branch, from the current models: what a campaign tool or a branch receives.
 
-Three lists, each ranked by its own score, one CSV and one Parquet per branch:
+Three lists, each ranked by its own score, one CSV and one Parquet per branch, each list's
+branch files swapped in as one set (`write_branch_lists`):
 
     mobile-banking   customers not yet on mobile banking in the fused acquisition model's top
                      `top_deciles` deciles, with score, decile and three reason codes
     rescue           customers the in-bank model rejects (below its cut-off) in the rescue
-                     model's top decile of that pool: the list a bank's own model would miss
+                     model's top decile of that pool: the list a bank's own model would miss.
+                     The gate is the in-bank version the rescue model was trained behind.
     food-coupon      the customers with the highest predicted uplift of the campaign offer
                      (`uplift_share` of the population), persuadables rather than sure things
 
@@ -16,16 +18,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from contracts.errors import ConfigError
+from contracts.errors import ConfigError, ModelError
 from fusion.features import FeatureSet
 from fusion.models.acquisition import population
 from fusion.models.classifier import ScoreModel
@@ -111,8 +114,8 @@ def build_target_lists(
         )
     }
 
-    in_bank = registry.load_score_model("acquisition-in-bank")
     rescue = registry.load_score_model("rescue")
+    in_bank = _rescue_gate(registry, rescue)
     everyone = np.flatnonzero(rows)
     gate = in_bank.predict(design_matrix(features, in_bank.spec, everyone))
     pool = everyone[gate < float(rescue.metadata["in_bank_cutoff"])]
@@ -143,36 +146,93 @@ def build_target_lists(
     return TargetLists(scored, lists, files, time.perf_counter() - start)
 
 
+def _rescue_gate(registry: Registry, rescue: ScoreModel) -> ScoreModel:
+    """Return the in-bank model the rescue model was trained behind (its cut-off is that one's).
+
+    Whatever acquisition-in-bank is CURRENT now may be another model, whose scores the stored
+    cut-off does not split into the same rejected pool.
+    """
+    name = str(rescue.metadata.get("in_bank_model", "acquisition-in-bank"))
+    version = rescue.metadata.get("in_bank_version")
+    rescue_version = rescue.metadata.get("version")
+    if not version:
+        raise ModelError(
+            f"rescue model {rescue_version} does not record which {name} version its cut-off "
+            "belongs to (trained before versions were recorded); retrain (`fusion train`)",
+            model="rescue",
+        )
+    try:
+        return registry.load_score_model(name, str(version))
+    except ModelError as error:
+        raise ModelError(
+            f"rescue model {rescue_version} gates on {name} {version}, which the registry "
+            f"cannot load ({error}); its cut-off means nothing for another in-bank model. "
+            "Restore that version or retrain (`fusion train`).",
+            model=name,
+        ) from error
+
+
 def write_branch_lists(frame: pl.DataFrame, out_dir: Path) -> dict[str, dict[str, Path]]:
     """Write `frame` split by branch_id as <branch>.csv and <branch>.parquet; return the paths.
 
-    Rows keep their order (the list's ranking) and get a 1-based `rank` within the branch.
+    Rows keep their order (the list's ranking) and get a 1-based `rank` within the branch. The
+    whole set is written into a fresh folder `.<list>/<generation>/` beside `out_dir`, and
+    `out_dir` is a symlink to it, replaced atomically: a reader of `out_dir/<branch>.csv` sees
+    the old set or the new one, never a mix, and a branch absent from `frame` has no file any
+    more. The previous generation is kept (a reader that resolved it just before the swap can
+    finish); older ones are removed. An `out_dir` that is still a plain folder (written before
+    generations) is moved aside once, the only moment a reader may find no list.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, dict[str, Path]] = {}
+    out_dir = Path(out_dir)
     ranked = frame.with_columns(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("branch_id").alias("rank")
     )
-    for (branch,), part in ranked.partition_by(
-        "branch_id", as_dict=True, maintain_order=True
-    ).items():
+    parts = ranked.partition_by("branch_id", as_dict=True, maintain_order=True)
+    # Every branch id is checked before anything is written, so a refused run leaves the
+    # lists being served as they were.
+    for (branch,) in parts:
         if not isinstance(branch, str) or not _BRANCH.fullmatch(branch):
             raise ConfigError(
                 f"branch id {branch!r} cannot name a list file; branch ids are letters, digits, "
                 "'-' and '_'. Fix the bank extract's branch_id column.",
                 setting="branch_id",
             )
-        paths = {"csv": out_dir / f"{branch}.csv", "parquet": out_dir / f"{branch}.parquet"}
-        _atomic(paths["csv"], part.write_csv)
-        _atomic(paths["parquet"], part.write_parquet)
-        written[str(branch)] = paths
+    generations = out_dir.with_name(f".{out_dir.name}")
+    generation = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    folder = generations / generation
+    folder.mkdir(parents=True)
+    written: dict[str, dict[str, Path]] = {}
+    try:
+        for (branch,), part in parts.items():
+            part.write_csv(folder / f"{branch}.csv")
+            part.write_parquet(folder / f"{branch}.parquet")
+            written[str(branch)] = {
+                "csv": out_dir / f"{branch}.csv",
+                "parquet": out_dir / f"{branch}.parquet",
+            }
+        previous = _swap_in(out_dir, generations, generation)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for old in generations.iterdir():
+        if old.name not in (generation, previous):
+            shutil.rmtree(old, ignore_errors=True)
     return written
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def _swap_in(link: Path, generations: Path, generation: str) -> str | None:
+    """Point the symlink `link` at `generations/generation` atomically; return the old target."""
+    previous = None
+    if link.is_symlink():
+        previous = Path(os.readlink(link)).name
+    elif link.exists():
+        previous = f"{time.time_ns():020d}-legacy"
+        os.replace(link, generations / previous)
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.link")
+    # Relative, so the run folder can be moved or mounted elsewhere.
+    os.symlink(Path(generations.name) / generation, tmp, target_is_directory=True)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, link)
     finally:
         tmp.unlink(missing_ok=True)
+    return previous

@@ -7,11 +7,13 @@
     <root>/<name>/<version>/tag_profile.npz   the tag profile, when the model uses one
     <root>/<name>/CURRENT                     the version scoring uses
 
-A version is `<UTC time>-<first 10 hex of the boosters' sha256>`: sortable and tied to content.
-A version folder is written under a temporary name and renamed, and CURRENT is replaced
-atomically, so a reader never sees half a model. Loading checks every file against the digests
-in model.json: an artifact edited after training is refused, not scored. Nothing is pickled:
-boosters are xgboost's own UBJSON, the profile numpy arrays.
+A version is `<UTC time>-<first 10 hex of the sha256 of model.json>` (model.json without its
+version, as canonical JSON): sortable and tied to everything the model is, since model.json holds
+the digest of every other file. A version folder is written under a temporary name and renamed,
+and CURRENT is replaced atomically, so a reader never sees half a model. Loading reads each file
+once, checks model.json against the version and every other file against its digest, and builds
+the model from those same bytes: an artifact edited after training is refused, not scored.
+Nothing is pickled: boosters are xgboost's own UBJSON, the profile numpy arrays.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from fusion.models.uplift import UpliftModel, load_uplift_model
 
 __all__ = ["ModelRef", "Registry", "UpliftArtifact"]
 
-FORMAT = "bankfusion-model/1"
+FORMAT = "bankfusion-model/2"  # /2: the version digests model.json too
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _VERSION = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{10}$")
 _PROFILE = "tag_profile.npz"
+_FILE = re.compile(r"^[a-z0-9_]{1,64}\.(ubj|json|npz)$")  # a file of the version folder itself
 
 
 @dataclass
@@ -94,12 +97,9 @@ class Registry:
                  for part, data in parts.items()}  # fmt: skip
         if model.spec.tag_profile is not None:
             files[_PROFILE] = model.spec.tag_profile.to_bytes()
-        content = hashlib.sha256(b"".join(parts[p] for p in sorted(parts))).hexdigest()
-        version = f"{created_at.astimezone(UTC):%Y%m%dT%H%M%S}Z-{content[:10]}"
-        document = {
+        document: dict[str, Any] = {
             "format": FORMAT,
             "name": name,
-            "version": version,
             "kind": kind,
             "created_at": created_at.astimezone(UTC).isoformat(),
             "columns": list(model.spec.columns),
@@ -108,11 +108,16 @@ class Registry:
             **extra,
             "files": {f: hashlib.sha256(data).hexdigest() for f, data in sorted(files.items())},
         }
+        # Plain JSON from here on (numpy values and dates converted), so the content digest
+        # computed now is the one `load` recomputes from the file.
+        document = json.loads(json.dumps(document, default=_json_default))
+        version = f"{created_at.astimezone(UTC):%Y%m%dT%H%M%S}Z-{_content(document)[:10]}"
+        document = {**document, "version": version}
         folder = self.root / name / version
         if folder.exists():
             raise ModelError(
-                f"model {name} version {version} already exists; the same boosters were saved "
-                "at the same second. Load it instead of saving again.",
+                f"model {name} version {version} already exists; the same model (files and "
+                "model.json) was saved at the same second. Load it instead of saving again.",
                 model=name,
             )
         tmp = folder.with_name(f".{version}.tmp")
@@ -121,7 +126,7 @@ class Registry:
         try:
             for file, data in files.items():
                 (tmp / file).write_bytes(data)
-            text = json.dumps(document, indent=1, ensure_ascii=False, default=_json_default)
+            text = json.dumps(document, indent=1, ensure_ascii=False)
             (tmp / "model.json").write_text(text + "\n", encoding="utf-8")
             os.replace(tmp, folder)
         finally:
@@ -162,32 +167,16 @@ class Registry:
         os.replace(tmp, pointer)
 
     def describe(self, name: str, version: str | None = None) -> dict[str, Any]:
-        """Return model.json of `version` (CURRENT when None), digests checked."""
-        folder = self._folder(name, version)
-        document: dict[str, Any] = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        if document.get("format") != FORMAT:
-            raise ModelError(
-                f"{folder / 'model.json'} is not a {FORMAT} artifact (format "
-                f"{document.get('format')!r}); retrain with this version of the platform",
-                model=name,
-            )
-        for file, digest in document["files"].items():
-            path = folder / file
-            if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-                raise ModelError(
-                    f"model {name} {folder.name}: {file} is missing or differs from the digest "
-                    "recorded at training; the artifact was altered. Restore it or retrain.",
-                    model=name,
-                )
-        return document
+        """Return model.json of `version` (CURRENT when None), every file checked."""
+        return self._read(name, version)[0]
 
     def load(self, name: str, version: str | None = None) -> ScoreModel | UpliftArtifact:
-        """Return the model of `version` (CURRENT when None), every file checked."""
-        document = self.describe(name, version)
+        """Return the model of `version` (CURRENT when None), built from the bytes it checked."""
+        document, blobs = self._read(name, version)
         folder = self.root / name / document["version"]
         profile = None
-        if _PROFILE in document["files"]:
-            profile = TagProfile.from_bytes((folder / _PROFILE).read_bytes())
+        if _PROFILE in blobs:
+            profile = TagProfile.from_bytes(blobs[_PROFILE])
         spec = DesignSpec(tuple(document["columns"]), profile)
         if spec.names != document["inputs"]:
             raise ModelError(
@@ -198,7 +187,7 @@ class Registry:
         metadata = {**document["metadata"], "version": document["version"]}
         if document["kind"] == "score":
             booster = xgb.Booster()
-            booster.load_model(bytearray((folder / "booster.ubj").read_bytes()))
+            booster.load_model(bytearray(blobs["booster.ubj"]))
             return ScoreModel(
                 name=name,
                 booster=booster,
@@ -209,8 +198,8 @@ class Registry:
             )
         state = document["uplift"]
         parts = {
-            file.removeprefix("uplift_").removesuffix(".json"): (folder / file).read_bytes()
-            for file in document["files"]
+            file.removeprefix("uplift_").removesuffix(".json"): data
+            for file, data in blobs.items()
             if file.startswith("uplift_")
         }
         return UpliftArtifact(name, load_uplift_model(state, parts), spec, metadata)
@@ -221,6 +210,46 @@ class Registry:
         if not isinstance(model, ScoreModel):
             raise ModelError(f"model {name} is an uplift model, not a scoring model", model=name)
         return model
+
+    def _read(self, name: str, version: str | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Return model.json and the bytes of every file it lists, each read once and checked.
+
+        Checking the bytes that are then used (not the files, read again later) leaves no gap
+        in which a swapped file could be loaded unchecked.
+        """
+        folder = self._folder(name, version)
+        document: dict[str, Any] = json.loads((folder / "model.json").read_bytes())
+        if document.get("format") != FORMAT:
+            raise ModelError(
+                f"{folder / 'model.json'} is not a {FORMAT} artifact (format "
+                f"{document.get('format')!r}); retrain with this version of the platform",
+                model=name,
+            )
+        described = {k: v for k, v in document.items() if k != "version"}
+        if document.get("version") != folder.name or not folder.name.endswith(
+            "-" + _content(described)[:10]
+        ):
+            raise ModelError(
+                f"model {name} {folder.name}: model.json differs from the content its version "
+                "was named after; the artifact was altered. Restore it or retrain.",
+                model=name,
+            )
+        blobs: dict[str, bytes] = {}
+        for file, digest in document["files"].items():
+            data = None
+            if _FILE.match(file) and file != "model.json":
+                try:
+                    data = (folder / file).read_bytes()
+                except OSError:
+                    data = None
+            if data is None or hashlib.sha256(data).hexdigest() != digest:
+                raise ModelError(
+                    f"model {name} {folder.name}: {file} is missing or differs from the digest "
+                    "recorded at training; the artifact was altered. Restore it or retrain.",
+                    model=name,
+                )
+            blobs[file] = data
+        return document, blobs
 
     def _folder(self, name: str, version: str | None) -> Path:
         chosen = version or self.current(name)
@@ -245,6 +274,12 @@ def _check_name(name: str) -> str:
             setting="name",
         )
     return name
+
+
+def _content(document: dict[str, Any]) -> str:
+    """Return the sha256 of `document` (model.json without its version) as canonical JSON."""
+    text = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _json_default(value: Any) -> Any:

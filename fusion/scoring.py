@@ -1,8 +1,15 @@
 """Scoring: the whole base to Parquet in vectorised chunks, or a few customers in-process.
 
-Both paths give the same columns for a customer: score (probability), decile (1 = the best
-tenth of the model's reference population, cut points fixed at training), three reason codes
-in words, and the model name and version, so a campaign tool can always say which model spoke.
+Both paths give the same columns for a customer: score, decile (1 = the best tenth of the
+model's reference population, cut points fixed at training), three reason codes in words, and
+the model name and version, so a campaign tool can always say which model spoke.
+
+The score is the booster's output in [0, 1]. For a model trained without sample weights on its
+own population (acquisition, campaign response) it estimates a probability. The rescue model is
+trained with sample weights (the in-bank model's accepted customers at `accepted_weight`, 0.25 by
+default, beside the rejected pool), so its score ranks the rejected pool but is not a calibrated
+probability of responding in it: read it through its decile and rank, and take response rates
+from the rescue test (`RescueResult`), not from the score.
 Raw identifiers never appear: rows are keyed by the bank's internal customer_id.
 """
 

@@ -9,7 +9,8 @@ Model names in the registry:
 
     acquisition          fused acquisition model (scores the base)
     acquisition-in-bank  the in-bank-only model, kept for comparison and as the rescue's gate
-    rescue               the rescue model for customers acquisition-in-bank rejects
+    rescue               the rescue model for customers acquisition-in-bank rejects (its
+                         metadata names the in-bank version its cut-off belongs to)
     uplift               the best uplift learner on the campaign (by validation Qini)
     campaign-response    the response model the uplift is compared with
 """
@@ -153,11 +154,15 @@ def train_all(
             "snapshot_date": features.manifest.snapshot_date.isoformat(),
             "salt_epoch": features.manifest.salt_epoch,
             "taxonomy_version": features.manifest.taxonomy_version,
-            **uplift.summary(),
+            **uplift.summary(),  # with its training_digest
         },
     )
     refs: dict[str, ModelRef] = {}
     for model in (fused, in_bank, rescue.model.model, response):
+        if model is rescue.model.model:
+            # The list's gate must be the very in-bank model whose cut-off the rescue stores,
+            # not whatever acquisition-in-bank is CURRENT when the lists are built.
+            model.metadata["in_bank_version"] = refs[in_bank.name].version
         refs[model.name] = registry.save(model, created_at=now)
         model.metadata["version"] = refs[model.name].version
     refs["uplift"] = registry.save(artifact, created_at=now)

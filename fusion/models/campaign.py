@@ -26,7 +26,12 @@ from contracts.errors import ConfigError
 from contracts.taxonomy import load_taxonomy
 from fusion.features import FUSED, FeatureSet
 from fusion.models import metrics
-from fusion.models.acquisition import AcquisitionConfig, TrainedModel, train_scorer
+from fusion.models.acquisition import (
+    AcquisitionConfig,
+    TrainedModel,
+    train_scorer,
+    training_digest,
+)
 from fusion.models.design import (
     TEST,
     TRAIN,
@@ -304,6 +309,7 @@ def train_uplift(
         metadata={
             "campaign_id": data.campaign_id,
             "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
+            "training_digest": training_digest(features, train, data.responded, data.treatment),
             "treated_share": float(t[data.member].mean()),
             "target_share": config.target_share,
             "cost_per_contact": config.cost_per_contact,

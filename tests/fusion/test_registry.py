@@ -105,7 +105,78 @@ def test_an_altered_artifact_is_refused(model_world: ModelWorld, tmp_path: Path,
 def test_model_json_is_plain_json_without_pickles(model_world: ModelWorld):
     ref = model_world.run.refs["acquisition"]
     document = json.loads((ref.path / "model.json").read_text())
-    assert document["format"] == "bankfusion-model/1"
+    assert document["format"] == "bankfusion-model/2"
     assert set(document["files"]) == {"booster.ubj", "tag_profile.npz"}
     with np.load(ref.path / "tag_profile.npz", allow_pickle=False) as saved:
         assert set(saved.files) == {"tag_ids", "components", "labels", "numbers"}
+
+
+def test_the_version_covers_model_json_not_only_the_boosters(
+    model_world: ModelWorld, tmp_path: Path
+):
+    registry, model = _copy_model(model_world, tmp_path / "models")
+    first = registry.save(model, created_at=TRAINED_AT)
+    # The same booster in the same second, with other cut points, labels or metadata: each is
+    # another model and gets its own version instead of colliding with the first.
+    model.decile_edges = model.decile_edges * 0.5
+    second = registry.save(model, created_at=TRAINED_AT)
+    model.labels = {**model.labels, model.names[0]: "another label"}
+    third = registry.save(model, created_at=TRAINED_AT)
+    model.metadata = {**model.metadata, "note": "retrained elsewhere"}
+    fourth = registry.save(model, created_at=TRAINED_AT)
+    versions = {first.version, second.version, third.version, fourth.version}
+    assert len(versions) == 4 and all(v.startswith("20261002T083000Z-") for v in versions)
+    np.testing.assert_array_equal(
+        registry.load_score_model("acquisition", second.version).decile_edges,
+        model.decile_edges,
+    )
+
+
+def test_an_edited_model_json_is_refused(model_world: ModelWorld, tmp_path: Path):
+    registry, model = _copy_model(model_world, tmp_path / "models")
+    ref = registry.save(model, created_at=TRAINED_AT)
+    path = ref.path / "model.json"
+    document = json.loads(path.read_text())
+    document["decile_edges"][0] += 0.01
+    path.write_text(json.dumps(document, indent=1))
+    with pytest.raises(ModelError, match=r"model\.json differs from the content"):
+        registry.load("acquisition")
+
+
+def test_a_file_swapped_after_describe_is_refused_by_load(model_world: ModelWorld, tmp_path: Path):
+    registry, model = _copy_model(model_world, tmp_path / "models")
+    ref = registry.save(model, created_at=TRAINED_AT)
+    other = model_world.registry.load_score_model("acquisition-in-bank")
+    assert registry.describe("acquisition")["version"] == ref.version
+    (ref.path / "booster.ubj").write_bytes(bytes(other.booster.save_raw("ubj")))
+    with pytest.raises(ModelError, match=r"booster\.ubj is missing or differs from the digest"):
+        registry.load("acquisition")
+
+
+def test_load_builds_the_model_from_the_bytes_it_checked(
+    model_world: ModelWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    registry, model = _copy_model(model_world, tmp_path / "models")
+    ref = registry.save(model, created_at=TRAINED_AT)
+    swapped = bytes(model_world.registry.load_score_model("acquisition-in-bank").booster.save_raw())
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def read_then_swap(path: Path) -> bytes:
+        data = read_bytes(path)
+        reads.append(path.name)
+        if path.name == "booster.ubj":
+            # Another process swaps the file right after it was read and checked: a second
+            # read would load the swapped booster unchecked.
+            path.write_bytes(swapped)
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_swap)
+    loaded = registry.load_score_model("acquisition")
+    monkeypatch.undo()
+    assert sorted(reads) == ["booster.ubj", "model.json", "tag_profile.npz"]
+    x = design_matrix(model_world.features, loaded.spec, np.arange(200))
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert (ref.path / "booster.ubj").read_bytes() == swapped
+    with pytest.raises(ModelError, match=r"booster\.ubj is missing or differs"):
+        registry.load("acquisition")

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from contracts.errors import ConfigError
+from contracts.errors import ConfigError, ModelError
 from fusion import lists as lists_module
 from fusion import scoring as scoring_module
 from fusion.lists import ListConfig, build_target_lists, write_branch_lists
 from fusion.models.acquisition import population
+from fusion.registry import Registry
 from fusion.scoring import SCORE_SCHEMA, Scorer, score_base
 from matcher.identity import normalize_phones
-from tests.fusion.conftest import ModelWorld
+from tests.fusion.conftest import TRAINED_AT, ModelWorld
 
 
 def test_public_surfaces():
@@ -95,7 +99,7 @@ def test_target_lists_are_split_by_branch_and_ranked(model_world: ModelWorld, tm
     assert built.scores.rows == int(population(features).sum())
     assert set(built.lists) == set(lists_module.LISTS)
     mobile = built.lists["mobile-banking"]
-    assert mobile["decile"].max() <= 2 and mobile["reason_1"].null_count() < mobile.height
+    assert mobile["decile"].le(2).all() and mobile["reason_1"].null_count() < mobile.height
     rescue_model = model_world.registry.load_score_model("rescue")
     assert rescue_model.metadata["in_bank_cutoff"] == model_world.run.rescue.cutoff
     coupon = built.lists["food-coupon"]
@@ -139,3 +143,62 @@ def test_a_branch_id_that_cannot_name_a_file_is_refused(tmp_path: Path):
         write_branch_lists(frame, tmp_path)
     with pytest.raises(ConfigError, match="uplift_share"):
         ListConfig(uplift_share=0.0)
+
+
+def test_the_rescue_gate_is_the_in_bank_version_it_was_trained_behind(
+    model_world: ModelWorld, tmp_path: Path
+):
+    registry = Registry(tmp_path / "models")
+    shutil.copytree(model_world.registry.root, registry.root)
+    rescue = registry.load_score_model("rescue")
+    in_bank = model_world.run.refs["acquisition-in-bank"].version
+    assert rescue.metadata["in_bank_version"] == in_bank
+
+    def rescue_list() -> pl.DataFrame:
+        return build_target_lists(
+            registry, model_world.features, scores_dir=tmp_path / "s", lists_dir=tmp_path / "l"
+        ).lists["rescue"]
+
+    before = rescue_list()
+    # acquisition-in-bank re-promoted alone (here: another model under its name). The stored
+    # cut-off belongs to the old version, so the list must still be gated by that one.
+    other = registry.load_score_model("acquisition")
+    other.name = "acquisition-in-bank"
+    registry.save(other, created_at=TRAINED_AT + timedelta(days=1))
+    assert registry.current("acquisition-in-bank") != in_bank
+    assert rescue_list().equals(before)
+    shutil.rmtree(registry.root / "acquisition-in-bank" / in_bank)
+    with pytest.raises(ModelError, match=rf"gates on acquisition-in-bank {in_bank}.*retrain"):
+        rescue_list()
+
+
+def _branches(out: Path) -> dict[str, list[int]]:
+    return {
+        p.stem: pl.read_parquet(p)["customer_id"].to_list() for p in sorted(out.glob("*.parquet"))
+    }
+
+
+def test_a_lists_branch_files_are_swapped_in_as_one_set(tmp_path: Path):
+    out = tmp_path / "lists" / "rescue"
+    out.mkdir(parents=True)
+    (out / "B009.csv").write_text("customer_id\n1\n")  # written before generations existed
+    first = pl.DataFrame({"customer_id": [1, 2, 3], "branch_id": ["B1", "B2", "B1"]})
+    files = write_branch_lists(first, out)
+    assert set(files) == {"B1", "B2"} and files["B1"]["csv"] == out / "B1.csv"
+    assert out.is_symlink() and not (out / "B009.csv").exists()
+    assert _branches(out) == {"B1": [1, 3], "B2": [2]}
+    held = (out / "B2.parquet").resolve()  # a reader that resolved the set before the swap
+    write_branch_lists(pl.DataFrame({"customer_id": [7], "branch_id": ["B1"]}), out)
+    # A branch that dropped out of the list no longer has a file; the new set is whole.
+    assert _branches(out) == {"B1": [7]} and not (out / "B2.csv").exists()
+    assert pl.read_csv(out / "B1.csv")["rank"].to_list() == [1]
+    assert pl.read_parquet(held)["customer_id"].to_list() == [2]  # kept for that reader
+    write_branch_lists(pl.DataFrame({"customer_id": [8], "branch_id": ["B3"]}), out)
+    generations = tmp_path / "lists" / ".rescue"
+    assert len(list(generations.iterdir())) == 2 and not held.exists()
+    assert not os.path.isabs(os.readlink(out))  # the run folder can move
+    assert sorted(p.name for p in (tmp_path / "lists").iterdir()) == [".rescue", "rescue"]
+    # A refused run leaves the served set as it was.
+    with pytest.raises(ConfigError, match="cannot name a list file"):
+        write_branch_lists(pl.DataFrame({"customer_id": [9], "branch_id": ["../x"]}), out)
+    assert _branches(out) == {"B3": [8]} and len(list(generations.iterdir())) == 2
