@@ -25,6 +25,7 @@ from fusion.models.metrics import (
     uplift_auc_score,
     uplift_by_decile,
     uplift_curve,
+    wilson_interval,
 )
 
 
@@ -43,6 +44,7 @@ def test_exports():
         "uplift_auc_score",
         "uplift_by_decile",
         "uplift_curve",
+        "wilson_interval",
     ]
 
 
@@ -176,9 +178,42 @@ def test_perfect_ordering_beats_random_in_auuc_and_qini():
     assert abs(uplift_auc_score(y, random_score, treatment)) < 0.2
 
 
+@pytest.mark.parametrize(
+    ("counts", "low", "high"),
+    [  # Newcombe (1998), Table II, method 10 (hybrid score), to the table's 4 decimals
+        ((56, 70, 48, 80), 0.0524, 0.3339),
+        ((9, 10, 3, 10), 0.1705, 0.8090),
+        ((6, 7, 2, 7), 0.0582, 0.8062),
+        ((5, 56, 0, 29), -0.0381, 0.1926),
+        ((0, 10, 0, 20), -0.1611, 0.2775),
+        ((0, 10, 0, 10), -0.2775, 0.2775),
+        ((10, 10, 0, 20), 0.6791, 1.0),
+        ((10, 10, 0, 10), 0.6075, 1.0),
+    ],
+)
+def test_newcombe_interval_matches_the_published_table(
+    counts: tuple[int, int, int, int], low: float, high: float
+):
+    result = two_proportion_diff(*counts)
+    assert result.method == "newcombe"
+    assert result.ci_low == pytest.approx(low, abs=5e-5)
+    assert result.ci_high == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_interval_is_vectorised_and_matches_the_published_table():
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I
+    low, high = wilson_interval(np.array([81, 15, 0, 1]), np.array([263, 148, 20, 29]))
+    assert low == pytest.approx([0.2553, 0.0624, 0.0, 0.0061], abs=5e-5)
+    assert high == pytest.approx([0.3662, 0.1605, 0.1611, 0.1718], abs=5e-5)
+    with pytest.raises(ConfigError, match="pass counts, not rates"):
+        wilson_interval([3], [0])
+    with pytest.raises(ConfigError, match="pass counts, not rates"):
+        wilson_interval([11], [10])
+
+
 def test_two_proportion_diff_textbook():
-    result = two_proportion_diff(33, 1000, 6, 1000)
-    assert isinstance(result, DiffResult)
+    result = two_proportion_diff(33, 1000, 6, 1000, method="wald")
+    assert isinstance(result, DiffResult) and result.method == "wald"
     z = 1.959963984540054
     se = math.sqrt(0.033 * 0.967 / 1000 + 0.006 * 0.994 / 1000)  # 0.0061543...
     assert result.diff == pytest.approx(0.027, abs=1e-12)

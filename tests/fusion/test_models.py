@@ -246,10 +246,19 @@ def test_rescue_pool_is_below_the_in_bank_cutoff_and_control_is_random(model_wor
     )
     assert (pool_scores < result.cutoff).all()
     everyone = np.flatnonzero(population(features))
-    all_scores = in_bank.predict(design.design_matrix(features, in_bank.spec, everyone))
-    assert result.pool == int((all_scores < result.cutoff).sum())
     assert result.pool == pytest.approx(0.7 * len(everyone), abs=2)
-    assert result.rescued == result.control == round(0.1 * result.pool_test)
+    assert result.rescued == round(0.1 * result.pool_test)
+    assert result.control == round(0.5 * result.pool_test)
+    # The control is a random draw of the whole held-out pool (the list may be in it); the
+    # list is the pool's top by rescue score.
+    assert np.isin(result.control_rows, result.model.test_rows).all()
+    assert len(np.unique(result.control_rows)) == result.control
+    y = model_world.features.table[acquisition.LABEL].fill_null(0).to_numpy()
+    assert result.pool_test_responders == int(y[result.model.test_rows].sum())
+    assert result.summary()["pool_rate"] == result.pool_test_responders / result.pool_test
+    order = np.argsort(-result.model.test_score, kind="stable")
+    assert (result.rescued_rows == result.model.test_rows[order[: result.rescued]]).all()
+    assert result.test.method == "newcombe"
     assert result.test.ratio == pytest.approx(result.rescued_rate / result.control_rate)
     assert result.test.ratio_ci_low < result.test.ratio < result.test.ratio_ci_high
     summary = result.summary()
@@ -258,12 +267,40 @@ def test_rescue_pool_is_below_the_in_bank_cutoff_and_control_is_random(model_wor
         RescueConfig(accept_share=1.0)
     with pytest.raises(ConfigError, match="accepted_weight"):
         RescueConfig(accepted_weight=2.0)
-    pool_only = train_rescue(
-        features,
-        run.acquisition["in_bank"],
-        config=RescueConfig(accepted_weight=0.0, training=FAST_ACQUISITION),
+    with pytest.raises(ConfigError, match="gate_folds"):
+        RescueConfig(gate_folds=1)
+
+
+def test_rescue_gates_training_rows_on_out_of_fold_scores(model_world: ModelWorld):
+    """In-sample scores of the in-bank model's training rows overstate their responders."""
+    features, run = model_world.features, model_world.run
+    in_bank = run.acquisition["in_bank"]
+    label = features.table[acquisition.LABEL].fill_null(0).to_numpy()
+    everyone = np.flatnonzero(population(features))
+    config = RescueConfig(training=FAST_ACQUISITION)
+    honest = rescue._gate_scores(features, in_bank, everyone, label, config=config, client=None)
+    in_sample = in_bank.model.predict(design.design_matrix(features, in_bank.model.spec, everyone))
+    split = design.split_customers(
+        features.table["customer_id"].to_numpy()[everyone],
+        seed=FAST_ACQUISITION.seed,
+        valid=FAST_ACQUISITION.valid_share,
+        test=FAST_ACQUISITION.test_share,
     )
-    assert pool_only.pool == result.pool and pool_only.model.model.metadata["accepted_weight"] == 0
+    fitted = split == design.TRAIN
+    assert (honest[~fitted] == in_sample[~fitted]).all()  # never fitted: the model's own score
+    assert not np.allclose(honest[fitted], in_sample[fitted])
+    y = label[everyone][fitted]
+    # Out of fold, the training rows rank as well as unseen rows do, not better.
+    assert roc_auc(y, honest[fitted]) < roc_auc(y, in_sample[fitted])
+    same = rescue._gate_scores(
+        features, in_bank, everyone, label, config=RescueConfig(gate_folds=0), client=None
+    )
+    assert (same == in_sample).all()
+    weighted = train_rescue(
+        features, in_bank, config=RescueConfig(accepted_weight=0.25, training=FAST_ACQUISITION)
+    )
+    assert weighted.pool == run.rescue.pool
+    assert weighted.model.model.metadata["accepted_weight"] == 0.25
 
 
 # --- campaign uplift ----------------------------------------------------------------------------

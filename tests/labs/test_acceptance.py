@@ -53,6 +53,10 @@ def test_rescued_list_answers_three_times_the_random_control(summary: dict):
     low, high = rescue["ratio_ci"]
     assert 1.0 < low < rescue["ratio"] < high  # the 95% CI excludes "no better than random"
     assert rescue["diff_ci"][0] > 0
+    # The control is half the held-out pool at random; its rate estimates the pool's rate.
+    assert rescue["control"] == round(0.5 * rescue["pool_test"])
+    assert abs(rescue["control_rate"] - rescue["pool_rate"]) < 0.01
+    assert rescue["ratio_to_pool"] >= 3.0
 
 
 def test_uplift_targeting_buys_more_incremental_conversions_than_response(summary: dict):
