@@ -102,6 +102,7 @@ class Service:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+        self._scorer_lock = threading.Lock()
         self._token_lock = threading.Lock()
         # Cursors are made from this one, never from the store's own connection, which the
         # ingest worker may be using at that moment.
@@ -228,7 +229,9 @@ class Service:
         cached = self._scorer
         if cached is not None and cached[0] == version:
             return cached[1]
-        with self._lock:
+        # Its own lock: loading a model and its features takes seconds, and the service lock is
+        # taken by the event loop (metrics, audit), which must never wait on that.
+        with self._scorer_lock:
             if self._scorer is None or self._scorer[0] != version:
                 model = self.registry.load_score_model("acquisition", version)
                 snapshot = str(model.metadata.get("snapshot_date", ""))

@@ -1339,11 +1339,18 @@ def bench(
 
     try:
         sizes = parse_sizes(scale_sizes) if scale_sizes else None
-        run_benchmarks(out, only=tuple(only or ()), on_figure=show, scale=sizes)
+        figures = run_benchmarks(out, only=tuple(only or ()), on_figure=show, scale=sizes)
     except FusionError as error:
         raise _fail(error) from error
     console.print(table)
     console.print(f"written to [bold]{out / 'latest.json'}[/]")
+    missed = [f for f in figures if f.met is False]
+    if missed:
+        # The figures are written either way; the exit status tells CI or a script.
+        for f in missed:
+            measured = f"{f.value:,.2f} {f.unit}" + (f", {f.ratio:.2f}x" if f.ratio else "")
+            err_console.print(f"[red]target missed:[/] {f.name} {f.target}: {measured}")
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m labs.cli`
