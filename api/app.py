@@ -14,10 +14,14 @@ Routes (one router per resource under `api/routes/`), who may call them:
 
 No token or an unknown one gets 401, a known token outside its role 403. Every request is
 audited (who, role, route, rows returned, status, time) by the service's audit thread; no
-raw identifier and no key ever reaches a log line or a response. Platform errors become 4xx
-with the error's own message (which says what to do), or 503 when a model or snapshot is
-missing; a BatchRefused's cause never leaves the bank. A body other than a sealed batch past
-`max_body_bytes` gets 413 before it is parsed; a query past `max_concurrent_queries` 429.
+raw identifier and no key ever reaches a log line or a response. The audit fails closed: while
+it cannot be written (`audit_queue_limit` records waiting, or writes failing for longer than
+`audit_outage_seconds`) every request but GET /healthz gets 503, until writes succeed again;
+the record of a request so refused says "anonymous" (it never reached the token check).
+Platform errors become 4xx with the error's own message (which says what to do), or 503 when a
+model or snapshot is missing; a BatchRefused's cause never leaves the bank. A body other than a
+sealed batch past `max_body_bytes` gets 413 before it is parsed; a query past
+`max_concurrent_queries` 429.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
@@ -59,6 +64,8 @@ class ApiSettings:
     max_outcomes: int = MAX_OUTCOMES  # outcome rows per POST /v1/outcomes
     max_concurrent_queries: int = 4  # analyst queries running at once; more get 429
     query_limits: QueryLimits = field(default_factory=QueryLimits)
+    audit_queue_limit: int = 10_000  # audit records waiting to be written; at it, 503
+    audit_outage_seconds: float = 5.0  # audit writes failing this long: 503 until one succeeds
 
     def __post_init__(self) -> None:
         if self.host not in _LOOPBACK and not self.allow_non_loopback:
@@ -69,7 +76,13 @@ class ApiSettings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1..65535, got {self.port}", setting="port")
-        for name in ("max_upload_bytes", "max_body_bytes", "max_score_ids", "max_outcomes"):
+        for name in (
+            "max_upload_bytes",
+            "max_body_bytes",
+            "max_score_ids",
+            "max_outcomes",
+            "audit_queue_limit",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1", setting=name)
         for name, bound in (("max_score_ids", MAX_SCORE_IDS), ("max_outcomes", MAX_OUTCOMES)):
@@ -79,6 +92,11 @@ class ApiSettings:
                     f"{getattr(self, name):,}",
                     setting=name,
                 )
+        if not self.audit_outage_seconds > 0:
+            raise ConfigError(
+                f"audit_outage_seconds must be > 0, got {self.audit_outage_seconds}",
+                setting="audit_outage_seconds",
+            )
         if self.max_concurrent_queries < 0:
             raise ConfigError(
                 "max_concurrent_queries must be >= 0 (0 turns analyst queries off)",
@@ -92,7 +110,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = Service.start(settings.run)
+        service = Service.start(
+            settings.run,
+            audit_queue_limit=settings.audit_queue_limit,
+            audit_outage_seconds=settings.audit_outage_seconds,
+        )
         app.state.service = service
         try:
             yield
@@ -106,8 +128,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for router in (health, batches, scores, lists, outcomes, query, tokens):
+    routers = (health, batches, scores, lists, outcomes, query, tokens)
+    for router in routers:
         app.include_router(router.router)
+    # The routes themselves, to name in the audit a request refused before routing.
+    app.state.routes = [route for router in routers for route in router.router.routes]
     _errors(app)
     app.add_middleware(_BodyCapMiddleware)
     app.add_middleware(_AuditMiddleware)  # outermost: it audits the body cap's 413s too
@@ -145,7 +170,11 @@ def _errors(app: FastAPI) -> None:
 
 
 class _AuditMiddleware:
-    """Audit and count every HTTP request (pure ASGI: streamed bodies pass untouched)."""
+    """Audit and count every HTTP request (pure ASGI: streamed bodies pass untouched).
+
+    Fails closed: while the service's audit log cannot be written, a request other than
+    GET /healthz is answered 503 before anything runs.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -156,6 +185,12 @@ class _AuditMiddleware:
             return
         start = time.perf_counter()
         status = {"code": 500}
+        service: Service | None = getattr(scope["app"].state, "service", None)
+        admitted = (
+            service is None
+            or (scope["method"], scope["path"]) == ("GET", "/healthz")
+            or service.audit_open()
+        )
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -163,12 +198,14 @@ class _AuditMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, capture)
+            if admitted:
+                await self.app(scope, receive, capture)
+            else:
+                await _audit_unavailable()(scope, receive, capture)
         finally:
             elapsed = time.perf_counter() - start
             state = scope.get("state", {})
-            service: Service | None = getattr(scope["app"].state, "service", None)
-            route = scope.get("route")
+            route = scope.get("route") if admitted else _route_of(scope)
             path = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             action = f"{method} {path}"
@@ -185,7 +222,28 @@ class _AuditMiddleware:
                         status=str(status["code"]),
                     ),
                     elapsed,
+                    admitted=admitted,
                 )
+
+
+def _route_of(scope: Scope) -> object | None:
+    """Return the app's route matching `scope` (for requests the app never saw), or None."""
+    for route in scope["app"].state.routes:
+        if route.matches(scope)[0] == Match.FULL:
+            return route
+    return None
+
+
+def _audit_unavailable() -> JSONResponse:
+    return JSONResponse(
+        status_code=503,
+        headers={"Retry-After": "5"},
+        content={
+            "detail": "the audit log cannot be written now, and no request is served "
+            "unaudited; retry later, and tell the bank's operators if this lasts (the "
+            "service log says why the audit writes fail)"
+        },
+    )
 
 
 class _BodyCapMiddleware:

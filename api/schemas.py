@@ -94,7 +94,10 @@ class OutcomesCreate(_Strict):
 
 class OutcomesAccepted(_Strict):
     campaign_id: str
-    recorded: int
+    recorded: int = Field(description="rows stored now")
+    already_recorded: int = Field(
+        description="rows of known customers already stored (a retry), so not stored again"
+    )
     unknown: list[int]
 
 

@@ -4,20 +4,26 @@ One process, one DuckDB writer. The store's own connection belongs to the ingest
 (DuckDB keeps a single writer; batches load one at a time, in arrival order); request threads
 take one cursor each (`cursor()`), which DuckDB allows concurrently in one process. The audit
 log is written by its own thread in small batches, so a request never waits on it; `close()`
-flushes it. At start, sealed files a previous run left in the inbox are queued again, and
-partial uploads a crash left in the work folder are deleted.
+flushes it. The audit fails closed: a failed write keeps its records and is retried with
+back-off, and while the log cannot keep up (`audit_queue_limit` records waiting, or writes
+failing for longer than `audit_outage_seconds`) `audit_open()` is False and the app answers
+503 to every request but GET /healthz, until a write succeeds again. The ingest worker writes
+each upload's verdict to the `uploads` table, so GET /v1/batches survives a restart. At start,
+sealed files a previous run left in the inbox are queued again, and partial uploads a crash
+left in the work folder are deleted.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import queue
 import re
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,11 +51,19 @@ _TOKEN_REFRESH_SECONDS = 5.0  # on any request: a revocation by any writer stops
 # How the upload route names the sealed files it puts in the inbox: <vendor id>-<upload id>.
 _UPLOADED = re.compile(r"^(?P<vendor>.+)-(?P<upload>[0-9a-f]{24})\.sealed$")
 _MAX_UPLOADS_KEPT = 10_000  # uploads whose verdict GET /v1/batches can still show from memory
+_AUDIT_BATCH = 500  # records per audit write
+_AUDIT_BACKOFF = (0.05, 2.0)  # seconds between retries of a failed audit write: first, most
+_AUDIT_FLUSH_SECONDS = 10.0  # how long close() keeps retrying before it gives records up
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """Return `moment` as the store keeps timestamps: naive UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class Upload:
     path: Path
     claimed_batch_id: str | None
     received_at: datetime
+    sealed_sha256: str | None = None  # taken while it streamed in; None for files found at start
     outcome: IngestOutcome | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -89,6 +104,8 @@ class Service:
         store: Store,
         *,
         clock: Callable[[], datetime] = utc_now,
+        audit_queue_limit: int = 10_000,
+        audit_outage_seconds: float = 5.0,
     ) -> None:
         self.folder = folder
         self.keyring = keyring
@@ -104,6 +121,7 @@ class Service:
         self._lock = threading.Lock()
         self._scorer_lock = threading.Lock()
         self._token_lock = threading.Lock()
+        self.outcomes_lock = threading.Lock()  # POST /v1/outcomes: check and insert as one
         # Cursors are made from this one, never from the store's own connection, which the
         # ingest worker may be using at that moment.
         self._factory = store.cursor()
@@ -111,7 +129,16 @@ class Service:
         self._tokens_loaded = time.monotonic()
         self._queries = 0  # analyst queries running now (take_query_slot)
         self._scorer: tuple[str, Scorer] | None = None
-        self._audit: queue.Queue[AuditRecord | None] = queue.Queue()
+        # Not a bounded queue.Queue: the bound stops new requests (audit_open), but the record
+        # of a request already let in is always kept, or that request would go unaudited.
+        self._audit: deque[AuditRecord] = deque()
+        self._audit_ready = threading.Condition()
+        self._audit_limit = audit_queue_limit
+        self._audit_outage = audit_outage_seconds
+        self._audit_failing_since: float | None = None  # monotonic time of the first failure
+        self._audit_closing = False
+        self.audit_failures = 0  # failed audit writes since start (each retried)
+        self.audit_dropped = 0  # records of requests refused with 503 that found no room
         self._ingest: queue.Queue[Upload | None] = queue.Queue()
         self._audit_thread = threading.Thread(target=self._audit_loop, name="audit", daemon=True)
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
@@ -120,20 +147,32 @@ class Service:
         self._resume_inbox()
 
     @classmethod
-    def start(cls, run: Path) -> Service:
+    def start(
+        cls, run: Path, *, audit_queue_limit: int = 10_000, audit_outage_seconds: float = 5.0
+    ) -> Service:
         """Return the service of run folder `run`: the bank's keyring and its store, opened."""
         folder = RunFolder(Path(run))
         keyring = Keyring.open(folder.bank_keys)
         folder.inbox.ensure()
         store = Store.open(folder.store, key=keyring.store_key())
         try:
-            return cls(folder, keyring, store)
+            return cls(
+                folder,
+                keyring,
+                store,
+                audit_queue_limit=audit_queue_limit,
+                audit_outage_seconds=audit_outage_seconds,
+            )
         except BaseException:
             store.close()
             raise
 
-    def record(self, record: AuditRecord, seconds: float) -> None:
-        """Count a finished request for /metrics and queue its audit record."""
+    def record(self, record: AuditRecord, seconds: float, *, admitted: bool = True) -> None:
+        """Count a finished request for /metrics and queue its audit record.
+
+        `admitted=False` marks a request refused because the audit was unavailable: its record
+        is dropped (and counted) when the queue is already at its limit.
+        """
         method, _, route = record.action.partition(" ")
         with self._lock:
             self.metrics[(method, route, record.status)] += 1
@@ -142,7 +181,7 @@ class Service:
             )
             counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             total[0] += seconds
-        self.audit(record)
+        self.audit(record, admitted=admitted)
 
     def metrics_snapshot(
         self,
@@ -247,28 +286,77 @@ class Service:
 
     # -- audit ---------------------------------------------------------------------------------
 
-    def audit(self, record: AuditRecord) -> None:
+    def audit(self, record: AuditRecord, *, admitted: bool = True) -> None:
         """Queue one audit record; its thread writes it within a fraction of a second."""
-        self._audit.put(record)
+        with self._audit_ready:
+            if not admitted and len(self._audit) >= self._audit_limit:
+                self.audit_dropped += 1
+                log.warning("audit queue full: record of a refused %s dropped", record.action)
+                return
+            self._audit.append(record)
+            self._audit_ready.notify()
+
+    def audit_open(self) -> bool:
+        """Return whether the audit log keeps up, so a new request may be served.
+
+        False while `audit_queue_limit` records wait, or while writes have failed for longer
+        than `audit_outage_seconds`; True again once a write succeeds and the queue drains.
+        """
+        with self._audit_ready:
+            if len(self._audit) >= self._audit_limit:
+                return False
+            since = self._audit_failing_since
+        return since is None or time.monotonic() - since <= self._audit_outage
+
+    def audit_depth(self) -> int:
+        """Return how many audit records wait to be written."""
+        with self._audit_ready:
+            return len(self._audit)
 
     def _audit_loop(self) -> None:
         cur = self.cursor()
+        backoff = _AUDIT_BACKOFF[0]
+        closing_since: float | None = None
         while True:
-            first = self._audit.get()
-            batch = [first]
-            while len(batch) < 500:
-                try:
-                    batch.append(self._audit.get(timeout=0.05))
-                except queue.Empty:
-                    break
-            records = [r for r in batch if r is not None]
-            if records:
-                self._write_audit(cur, records)
-            if None in batch:
-                return
+            with self._audit_ready:
+                while not self._audit and not self._audit_closing:
+                    self._audit_ready.wait()
+                if not self._audit:
+                    return  # closing, everything written
+                if self._audit_closing and closing_since is None:
+                    closing_since = time.monotonic()
+                # Copied, not popped: a failed write keeps them at the head, in order.
+                batch = list(itertools.islice(self._audit, _AUDIT_BATCH))
+            try:
+                self._write_audit(cur, batch)
+            except Exception:
+                with self._audit_ready:
+                    self.audit_failures += 1
+                    if self._audit_failing_since is None:
+                        self._audit_failing_since = time.monotonic()
+                    waiting = len(self._audit)
+                log.exception(
+                    "audit write failed; %d record(s) kept, retrying in %.2f s", waiting, backoff
+                )
+                if closing_since is not None and (
+                    time.monotonic() - closing_since > _AUDIT_FLUSH_SECONDS
+                ):
+                    log.error("service closing: %d audit record(s) could not be written", waiting)
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _AUDIT_BACKOFF[1])
+                continue
+            with self._audit_ready:
+                for _ in batch:
+                    self._audit.popleft()
+                if self._audit_failing_since is not None:
+                    log.warning("audit writes succeed again")
+                self._audit_failing_since = None
+            backoff = _AUDIT_BACKOFF[0]
 
     @staticmethod
     def _write_audit(cur: duckdb.DuckDBPyConnection, records: list[AuditRecord]) -> None:
+        """Insert `records` into audit_log in one statement; raises when the store refuses."""
         frame = pl.DataFrame(
             {
                 "at": [r.at.astimezone(UTC).replace(tzinfo=None) for r in records],
@@ -289,15 +377,14 @@ class Service:
                 "status": pl.String,
             },
         )
+        cur.register("audit_batch", frame.to_arrow())
         try:
-            cur.register("audit_batch", frame.to_arrow())
             cur.execute(
                 'INSERT INTO audit_log ("at", actor, role, action, detail, rows, status) '
                 'SELECT "at", actor, role, action, detail, rows, status FROM audit_batch'
             )
+        finally:
             cur.unregister("audit_batch")
-        except duckdb.Error:
-            log.exception("audit write failed for %d record(s)", len(records))
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -355,22 +442,70 @@ class Service:
             if upload is None:
                 return
             try:
-                upload.outcome = ingest_file(
-                    upload.path,
-                    store=self.store,
-                    keyring=self.keyring,
-                    inbox=self.folder.inbox,
-                    now=self.clock(),
-                )
-            except Exception:
-                # The sealed file stays in the inbox: `fusion ingest` (or a restart) retries it.
-                # The vendor learns "failed", never why; the bank's log has the traceback.
-                log.exception("ingest of upload %s failed", upload.upload_id)
-                upload.outcome = IngestOutcome(
-                    upload.claimed_batch_id, upload.vendor_id, "failed", 0, ("ingest_error",)
-                )
+                try:
+                    outcome = ingest_file(
+                        upload.path,
+                        store=self.store,
+                        keyring=self.keyring,
+                        inbox=self.folder.inbox,
+                        now=self.clock(),
+                    )
+                except Exception:
+                    # The sealed file stays in the inbox: `fusion ingest` (or a restart) retries
+                    # it. The vendor learns "failed", never why; the bank's log has the traceback.
+                    log.exception("ingest of upload %s failed", upload.upload_id)
+                    outcome = IngestOutcome(
+                        upload.claimed_batch_id, upload.vendor_id, "failed", 0, ("ingest_error",)
+                    )
+                upload.outcome = outcome
+                try:
+                    self._write_verdict(upload, outcome)
+                except Exception:
+                    # The verdict stays in memory (and a loaded batch in the ledger); a restart
+                    # forgets a refusal, as before the `uploads` table.
+                    log.exception("verdict of upload %s not written", upload.upload_id)
             finally:
                 upload.done.set()
+
+    def _write_verdict(self, upload: Upload, outcome: IngestOutcome) -> None:
+        """Write what the worker made of `upload` to the `uploads` table (status, never cause)."""
+        if outcome.status == "refused":
+            # Refusals are ledgered under the file's digest, never under the claimed id.
+            ledger = f"refused:{upload.sealed_sha256}" if upload.sealed_sha256 else None
+        elif outcome.status == "failed":
+            ledger = None
+        else:
+            ledger = outcome.batch_id  # verified: the manifest opened
+        self.store.execute(
+            "INSERT OR REPLACE INTO uploads (upload_id, vendor_id, claimed_batch_id, ledger_id, "
+            "status, received_at, judged_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                upload.upload_id,
+                upload.vendor_id,
+                upload.claimed_batch_id,
+                ledger,
+                outcome.status,
+                _naive_utc(upload.received_at),
+                _naive_utc(self.clock()),
+            ],
+        )
+
+    def verdict(self, batch_id: str, vendor_id: str | None) -> str | None:
+        """Return the stored verdict of the newest upload claiming `batch_id`, or None.
+
+        `vendor_id` None (an admin) means any vendor's upload.
+        """
+        row = (
+            self.cursor()
+            .execute(
+                "SELECT status FROM uploads WHERE claimed_batch_id = ? "
+                "AND (CAST(? AS VARCHAR) IS NULL OR vendor_id = ?) "
+                "ORDER BY received_at DESC, judged_at DESC LIMIT 1",
+                [batch_id, vendor_id, vendor_id],
+            )
+            .fetchone()
+        )
+        return str(row[0]) if row else None
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Return once every queued upload is ingested (tests and shutdown), or False on timeout."""
@@ -388,8 +523,10 @@ class Service:
         """Finish the queued work, flush the audit log and close the store."""
         self._ingest.put(None)
         self._ingest_thread.join(timeout=300)
-        self._audit.put(None)
-        self._audit_thread.join(timeout=30)
+        with self._audit_ready:
+            self._audit_closing = True
+            self._audit_ready.notify()
+        self._audit_thread.join(timeout=_AUDIT_FLUSH_SECONDS + 20)
         with self._lock:
             for cur in self._cursors:
                 cur.close()

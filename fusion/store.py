@@ -311,6 +311,32 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=5,
+        name="service: the verdict of every upload, for its vendor after a restart",
+        statements=(
+            # One row per upload the service's ingest worker judged. A refused file is ledgered
+            # under its digest, never the batch id it claimed, so without this row its vendor's
+            # GET /v1/batches/{id} would be a 404 after a restart. `status` only: a refusal's
+            # cause stays in the ledger and the bank's log. `ledger_id` is the ledger row the
+            # verdict wrote or found (NULL when it failed, or for a refused file found in the
+            # inbox at start, whose digest the service did not take).
+            """
+            CREATE TABLE uploads (
+                upload_id VARCHAR PRIMARY KEY,
+                vendor_id VARCHAR,
+                claimed_batch_id VARCHAR,
+                ledger_id VARCHAR,
+                status VARCHAR NOT NULL CHECK (
+                    status IN ('loaded', 'quarantined', 'duplicate', 'refused', 'failed')
+                ),
+                received_at TIMESTAMP NOT NULL,
+                judged_at TIMESTAMP NOT NULL
+            )""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 # Tables the head-office snapshot leaves empty: token hashes authenticate the service's callers,
 # blind seeds would let a reader re-derive the bank's pending OPRF labels, and sealed vendor rows

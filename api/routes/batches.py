@@ -7,15 +7,17 @@ The batch is verified, opened, validated and loaded (or quarantined, refused, or
 duplicate) by the worker exactly as `fusion ingest` does. A token pushes only batches whose
 manifest names its own vendor (403 otherwise: a vendor cannot replay another's signed files).
 A vendor sees only ledger rows of its own vendor id, else what became of its own uploads of
-that id; a refusal says "refused" and nothing more.
+that id (from memory, or after a restart from the `uploads` table the worker writes); a
+refusal says "refused" and nothing more.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -26,6 +28,9 @@ from api.service import Upload
 from contracts.errors import BatchRefused
 from fusion.tokens import Principal
 from matcher.envelope import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    from _hashlib import HASH
 
 __all__ = ["router"]
 
@@ -69,6 +74,8 @@ async def upload_batch(
     tmp = inbox.work / f".upload-{upload_id}.part"
     final = inbox.inbox / f"{principal.vendor_id}-{upload_id}.sealed"
     size = 0
+    # The refusal ledger files a batch under this digest: the upload's row points to it.
+    digest = hashlib.sha256()
     try:
         with tmp.open("wb") as sink:
             block = bytearray()
@@ -78,9 +85,9 @@ async def upload_batch(
                     raise _too_large(limit)
                 block += chunk
                 if len(block) >= _CHUNK:
-                    await run_in_threadpool(sink.write, block)
+                    await run_in_threadpool(_write, sink, digest, block)
                     block.clear()
-            await run_in_threadpool(_finish, sink, block)
+            await run_in_threadpool(_finish, sink, digest, block)
         if size == 0:
             raise HTTPException(
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -109,6 +116,7 @@ async def upload_batch(
         path=final,
         claimed_batch_id=claimed,
         received_at=service.clock(),
+        sealed_sha256=digest.hexdigest(),
     )
     service.submit(upload)
     audit(request, detail=f"upload {upload_id} batch {claimed}")
@@ -119,8 +127,13 @@ async def upload_batch(
     )
 
 
-def _finish(sink: BinaryIO, block: bytearray) -> None:
+def _write(sink: BinaryIO, digest: HASH, block: bytearray) -> None:
     sink.write(block)
+    digest.update(block)
+
+
+def _finish(sink: BinaryIO, digest: HASH, block: bytearray) -> None:
+    _write(sink, digest, block)
     sink.flush()
     os.fsync(sink.fileno())
 
@@ -155,7 +168,13 @@ def batch_status(
         # Another vendor's batch, whose id this vendor's upload may merely have claimed (the
         # manifest is read unverified): that upload's own outcome is all it may learn.
         row = None
-    if row is None and not mine:
+    # Uploads judged before the last restart: memory has forgotten them, the store has not.
+    stored = (
+        service.verdict(batch_id, None if admin else principal.vendor_id)
+        if row is None and not mine
+        else None
+    )
+    if row is None and not mine and stored is None:
         # The same answer for "not yours" and "unknown": ids of other vendors stay unconfirmed.
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND, detail=f"no batch {batch_id} of yours"
@@ -164,6 +183,8 @@ def batch_status(
     if row is None:
         # Refused files are ledgered under their digest, not the id they claimed: the worker's
         # outcome says what happened to the newest upload claiming it.
+        if stored is not None:
+            return BatchPublic(batch_id=batch_id, status=stored)
         return BatchPublic(batch_id=batch_id, status=newest.status if newest else "received")
     _, _, state, rows, received, finished, reasons, report = row
     refused = state == "refused"

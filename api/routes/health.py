@@ -30,7 +30,7 @@ def healthz() -> dict[str, str]:
 def metrics(
     request: Request, service: ServiceDep, _: Annotated[Principal, Depends(require("admin"))]
 ) -> PlainTextResponse:
-    """Return the run folder served, request counts, latency and ingest state (Prometheus)."""
+    """Return the run folder served, request counts, latency, ingest and audit state."""
     lines = [
         "# HELP bankfusion_info The run folder this service serves, and its version.",
         "# TYPE bankfusion_info gauge",
@@ -61,6 +61,16 @@ def metrics(
         "# HELP bankfusion_pending_uploads Sealed batches waiting for the ingest worker.",
         "# TYPE bankfusion_pending_uploads gauge",
         f"bankfusion_pending_uploads {service.pending()}",
+        "# HELP bankfusion_audit_queue_depth Audit records waiting to be written.",
+        "# TYPE bankfusion_audit_queue_depth gauge",
+        f"bankfusion_audit_queue_depth {service.audit_depth()}",
+        "# HELP bankfusion_audit_write_failures_total Failed audit writes (each retried).",
+        "# TYPE bankfusion_audit_write_failures_total counter",
+        f"bankfusion_audit_write_failures_total {service.audit_failures}",
+        "# HELP bankfusion_audit_dropped_total Records of requests refused with 503 for want "
+        "of audit room, dropped.",
+        "# TYPE bankfusion_audit_dropped_total counter",
+        f"bankfusion_audit_dropped_total {service.audit_dropped}",
         "# HELP bankfusion_batches Batches in the ledger by status.",
         "# TYPE bankfusion_batches gauge",
     ]

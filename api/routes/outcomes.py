@@ -1,4 +1,12 @@
-"""POST /v1/outcomes: campaign tools report contacts and responses back, for evaluation."""
+"""POST /v1/outcomes: campaign tools report contacts and responses back, for evaluation.
+
+A retry is harmless. A report is keyed by (campaign, customer, occurred_at) and says
+(treatment, contacted, responded); the newest report of a key wins. A row equal to the newest
+report already stored under its key is not stored again, and the answer counts it as
+`already_recorded`: the same body posted twice records once, while a correction (another state
+under the same key, even one reverting to an older state) is recorded. One request may hold
+only one state per key (422 otherwise: which would be newest?).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ def record_outcomes(
     settings: SettingsDep,
     principal: Annotated[Principal, Depends(require("campaign_tool", "admin"))],
 ) -> OutcomesAccepted:
-    """Record who was offered or held out and who responded; unknown customers are listed."""
+    """Record who was offered or held out and who responded, once; unknown ids are listed."""
     if len(body.outcomes) > settings.max_outcomes:
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -61,23 +69,61 @@ def record_outcomes(
             "token_id": pl.String,
         },
     )
+    key = ["customer_id", "occurred_at"]
+    frame = frame.unique(subset=[*key, "treatment", "contacted", "responded"], keep="first")
+    clashes = frame.filter(pl.len().over(key) > 1)
+    if not clashes.is_empty():
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"customer {clashes['customer_id'][0]} has two different reports with the "
+            "same occurred_at in this request; send one state per customer and occurred_at "
+            "(a later state in a later request, or with its own occurred_at)",
+        )
     cur = service.cursor()
     cur.register("incoming_outcomes", frame.to_arrow())
     try:
-        known = {
-            row[0]
-            for row in cur.execute(
-                "SELECT DISTINCT i.customer_id FROM incoming_outcomes i "
-                "JOIN customers c ON c.customer_id = i.customer_id"
-            ).fetchall()
-        }
-        cur.execute(
-            "INSERT INTO outcomes SELECT * FROM incoming_outcomes "
-            "WHERE customer_id IN (SELECT customer_id FROM customers)"
-        )
+        # One writer at a time: two copies of one request (a client retry while the first is
+        # still running) must not both find the rows new.
+        with service.outcomes_lock:
+            known = {
+                row[0]
+                for row in cur.execute(
+                    "SELECT DISTINCT i.customer_id FROM incoming_outcomes i "
+                    "JOIN customers c ON c.customer_id = i.customer_id"
+                ).fetchall()
+            }
+            inserted = cur.execute(_INSERT_NEW, [body.campaign_id]).fetchone()
     finally:
         cur.unregister("incoming_outcomes")
     unknown = sorted({o.customer_id for o in body.outcomes} - known)
-    recorded = sum(1 for o in body.outcomes if o.customer_id in known)
+    matched = sum(1 for o in body.outcomes if o.customer_id in known)
+    recorded = int(inserted[0]) if inserted else 0
     audit(request, rows=recorded, detail=body.campaign_id)
-    return OutcomesAccepted(campaign_id=body.campaign_id, recorded=recorded, unknown=unknown)
+    return OutcomesAccepted(
+        campaign_id=body.campaign_id,
+        recorded=recorded,
+        already_recorded=matched - recorded,
+        unknown=unknown,
+    )
+
+
+# Rows of known customers whose state differs from the newest stored report of their key
+# (NULLs compare equal: a report without occurred_at or contacted is keyed like any other).
+_INSERT_NEW = """
+INSERT INTO outcomes
+SELECT i.* FROM incoming_outcomes AS i
+WHERE i.customer_id IN (SELECT customer_id FROM customers)
+  AND NOT EXISTS (
+    SELECT 1 FROM (
+        SELECT * FROM outcomes WHERE campaign_id = $1
+        QUALIFY row_number() OVER (
+            PARTITION BY customer_id, occurred_at ORDER BY recorded_at DESC
+        ) = 1
+    ) AS n
+    WHERE n.customer_id = i.customer_id
+      AND n.occurred_at IS NOT DISTINCT FROM i.occurred_at
+      AND n.treatment = i.treatment
+      AND n.contacted IS NOT DISTINCT FROM i.contacted
+      AND n.responded = i.responded
+  )
+"""

@@ -28,6 +28,8 @@ def test_healthz_says_only_that_the_service_is_up(served: Served):
         ("max_score_ids", 1_001, "at most 1,000"),
         ("max_outcomes", 10_001, "at most 10,000"),
         ("max_concurrent_queries", -1, "0 turns analyst queries off"),
+        ("audit_queue_limit", 0, "audit_queue_limit must be >= 1"),
+        ("audit_outage_seconds", 0, "audit_outage_seconds must be > 0"),
     ],
 )
 def test_settings_outside_their_bounds_are_refused(setting: str, value: int, message: str):

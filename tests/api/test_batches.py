@@ -244,6 +244,54 @@ def test_a_bit_flip_in_the_ciphertext_is_refused_and_the_status_says_only_refuse
     assert left_behind(bank) == []
 
 
+def test_a_refused_verdict_survives_a_restart_for_its_vendor_only(demo_run: Path, tmp_path: Path):
+    with (
+        serving(demo_run, tmp_path) as first,
+        httpx.Client(base_url=first.url, timeout=WAIT) as http,
+    ):
+        data, batch_id = sealed(first, vendor_batch(100, seed=109))
+        middle = len(data) // 2
+        tampered = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+        upload_id = push(http, first.tokens.vendor, tampered).json()["upload_id"]
+        assert judged(http, first.tokens.vendor, batch_id)["status"] == "refused"
+        tokens, run = first.tokens, first.run
+    digest = hashlib.sha256(tampered).hexdigest()
+
+    settings = ApiSettings(run=run, port=free_port(), max_upload_bytes=CAP)
+    server, thread = start_server(settings)  # the same run folder: a restart
+    try:
+        service: Service = server.config.app.state.service  # type: ignore[union-attr]
+        assert service.uploads == {}  # nothing in memory: the answer below comes from the store
+        with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=WAIT) as http:
+            refused = {"batch_id": batch_id, "status": "refused", "rows": None}
+            for token in (tokens.vendor, tokens.admin):
+                answer = http.get(f"/v1/batches/{batch_id}", headers=bearer(token))
+                assert answer.status_code == 200, answer.text
+                assert answer.json() | refused == answer.json()
+                assert answer.json()["reasons"] == [] and answer.json()["report"] is None
+            assert not_found(http, tokens.other_vendor, batch_id) == {
+                "detail": f"no batch {batch_id} of yours"
+            }
+        row = service.cursor().execute("SELECT * FROM uploads").fetchall()
+        columns = [c[0] for c in service.cursor().execute("DESCRIBE uploads").fetchall()]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=120)
+    # Status and ids only: never a cause, never a row of the batch.
+    assert columns == [
+        "upload_id",
+        "vendor_id",
+        "claimed_batch_id",
+        "ledger_id",
+        "status",
+        "received_at",
+        "judged_at",
+    ]
+    assert [r[:5] for r in row] == [
+        (upload_id, "vendor-a", batch_id, f"refused:{digest}", "refused")
+    ]
+
+
 @pytest.mark.parametrize("rule", ["key_unique", "tags_known"])  # duplicate keys, unknown tag ids
 def test_a_batch_breaking_its_contract_is_quarantined_with_a_report_for_its_vendor(
     bank: Bank, client: httpx.Client, rule: str

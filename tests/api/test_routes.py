@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import polars as pl
@@ -138,7 +139,12 @@ def test_outcomes_are_recorded_for_known_customers_only(served: Served):
         headers=bearer(served.tokens.campaign_tool),
     )
     assert answer.status_code == 201, answer.text
-    assert answer.json() == {"campaign_id": "coupon-2026q4", "recorded": 2, "unknown": [7]}
+    assert answer.json() == {
+        "campaign_id": "coupon-2026q4",
+        "recorded": 2,
+        "already_recorded": 0,
+        "unknown": [7],
+    }
     rows = (
         served.service.cursor()
         .execute(
@@ -154,6 +160,73 @@ def test_outcomes_are_recorded_for_known_customers_only(served: Served):
         headers=bearer(served.tokens.campaign_tool),
     )
     assert bad.status_code == 422
+
+
+def test_a_retried_outcomes_post_records_once(served: Served):
+    known = _known_ids(served, 3)
+    body = {
+        "campaign_id": "retry-2026q4",
+        "outcomes": [
+            {"customer_id": known[0], "treatment": True, "responded": True},
+            {
+                "customer_id": known[1],
+                "treatment": False,
+                "contacted": False,
+                "responded": False,
+                "occurred_at": "2026-10-01T17:30:00+08:00",
+            },
+            {"customer_id": 7, "treatment": True, "responded": False},
+        ],
+    }
+    headers = bearer(served.tokens.campaign_tool)
+    cur = served.service.cursor()
+
+    def stored() -> list[tuple[object, ...]]:
+        return cur.execute(
+            "SELECT customer_id, responded, occurred_at FROM outcomes "
+            "WHERE campaign_id = 'retry-2026q4' ORDER BY customer_id, recorded_at"
+        ).fetchall()
+
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        first = client.post("/v1/outcomes", json=body, headers=headers)
+        again = client.post("/v1/outcomes", json=body, headers=headers)
+        assert first.status_code == again.status_code == 201, again.text
+        assert (first.json()["recorded"], first.json()["already_recorded"]) == (2, 0)
+        assert again.json() == {
+            "campaign_id": "retry-2026q4",
+            "recorded": 0,
+            "already_recorded": 2,
+            "unknown": [7],
+        }
+        assert len(stored()) == 2
+
+        # Retries racing each other (the client gave up on a slow answer) record once too.
+        racing = {**body, "campaign_id": "retry-race"}
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: client.post("/v1/outcomes", json=racing, headers=headers), "abcd"
+                )
+            )
+        assert sorted(a.json()["recorded"] for a in answers) == [0, 0, 0, 2]
+        count = cur.execute("SELECT count(*) FROM outcomes WHERE campaign_id = 'retry-race'")
+        assert count.fetchone() == (2,)
+
+        # A correction is a new report and is recorded, a reverting one too: the newest wins.
+        corrected = {**body, "outcomes": [{**body["outcomes"][0], "responded": False}]}
+        assert client.post("/v1/outcomes", json=corrected, headers=headers).json()["recorded"] == 1
+        assert client.post("/v1/outcomes", json=body, headers=headers).json()["recorded"] == 1
+        assert [r[1] for r in stored() if r[0] == known[0]] == [True, False, True]
+
+        # Exact copies inside one body count once; two states for one key are refused.
+        twice = {**body, "outcomes": [body["outcomes"][1]] * 2}
+        answer = client.post("/v1/outcomes", json=twice, headers=headers).json()
+        assert (answer["recorded"], answer["already_recorded"]) == (0, 2)
+        clash = {**body, "outcomes": [body["outcomes"][0], corrected["outcomes"][0]]}
+        refused = client.post("/v1/outcomes", json=clash, headers=headers)
+        assert refused.status_code == 422
+        assert "one state per customer and occurred_at" in refused.json()["detail"]
+    assert len(stored()) == 4
 
 
 def test_every_request_is_audited_without_raw_identifiers(served: Served):

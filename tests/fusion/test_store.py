@@ -111,6 +111,7 @@ def test_create_migrate_and_reopen_applies_migrations_once(config: StoreConfig, 
         "customers",
         "matches",
         "audit_log",
+        "uploads",
     } <= tables
     assert {"vendor_apps_latest", "vendor_tags_latest"} <= views
     with Store.open(config, key=key) as store:
