@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 
 from fusion.features import FeatureSet
-from fusion.models.acquisition import AcquisitionConfig, TrainedModel, train_acquisition
+from fusion.models import metrics
+from fusion.models.acquisition import LABEL, AcquisitionConfig, TrainedModel, train_acquisition
 from fusion.models.campaign import UpliftConfig, UpliftResult, train_uplift
 from fusion.models.rescue import RescueConfig, RescueResult, train_rescue
 from fusion.registry import ModelRef, Registry, UpliftArtifact
@@ -59,6 +60,8 @@ class TrainingRun:
     refs: dict[str, ModelRef]
     seconds: dict[str, float]
     snapshot_date: str
+    # fused minus in-bank AUC with DeLong's paired CI; None when their test rows differ
+    auc_gain: metrics.AucDiff | None = None
 
     def summary(self) -> dict[str, Any]:
         """Return every headline figure as JSON-ready values (a non-finite number is None)."""
@@ -67,6 +70,7 @@ class TrainingRun:
     def _summary(self) -> dict[str, Any]:
         in_bank = self.acquisition["in_bank"]
         fused = self.acquisition["fused"]
+        gain = self.auc_gain
         return {
             "snapshot_date": self.snapshot_date,
             "models": {name: ref.version for name, ref in self.refs.items()},
@@ -74,6 +78,8 @@ class TrainingRun:
                 "in_bank": {**in_bank.evaluation.summary(), **_inputs(in_bank)},
                 "fused": {**fused.evaluation.summary(), **_inputs(fused)},
                 "auc_gain": fused.evaluation.auc - in_bank.evaluation.auc,
+                "auc_gain_ci": [None, None] if gain is None else [gain.ci_low, gain.ci_high],
+                "auc_gain_p_value": None if gain is None else gain.p_value,
             },
             "rescue": self.rescue.summary(),
             "uplift": self.uplift.summary(),
@@ -173,4 +179,14 @@ def train_all(
         refs=refs,
         seconds=seconds,
         snapshot_date=features.manifest.snapshot_date.isoformat(),
+        auc_gain=_auc_gain(features, acquisition),
     )
+
+
+def _auc_gain(features: FeatureSet, models: dict[str, TrainedModel]) -> metrics.AucDiff | None:
+    """Return fused minus in-bank AUC with DeLong's CI, paired on their shared test rows."""
+    fused, in_bank = models["fused"], models["in_bank"]
+    if not np.array_equal(fused.test_rows, in_bank.test_rows):
+        return None
+    label = features.table[LABEL].fill_null(0).to_numpy()[fused.test_rows]
+    return metrics.auc_difference(label, fused.test_score, in_bank.test_score)

@@ -803,10 +803,13 @@ def _train(
         )
     summary = run.summary()
     acq, rescue, uplift = summary["acquisition"], summary["rescue"], summary["uplift"]
+    gain_low, gain_high = acq["auc_gain_ci"]
     console.print(
         f"acquisition AUC (held out): in-bank {acq['in_bank']['auc']:.3f} "
         f"({acq['in_bank']['inputs']} of {acq['in_bank']['candidates']} inputs kept), fused "
-        f"{acq['fused']['auc']:.3f} (+{acq['auc_gain']:.3f})"
+        f"{acq['fused']['auc']:.3f} (+{acq['auc_gain']:.3f}"
+        + ("" if gain_low is None else f", DeLong 95% CI {gain_low:+.3f} to {gain_high:+.3f}")
+        + ")"
     )
     low, high = rescue["ratio_ci"]
     ratio = "no ratio: the control had no responder" if rescue["ratio"] is None else (

@@ -7,12 +7,16 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from contracts.errors import ConfigError
 from fusion.models import metrics
 from fusion.models.metrics import (
+    AucDiff,
     DiffResult,
+    auc_difference,
     calibration_table,
     gains_table,
     ks_statistic,
@@ -31,7 +35,9 @@ from fusion.models.metrics import (
 
 def test_exports():
     assert metrics.__all__ == [
+        "AucDiff",
         "DiffResult",
+        "auc_difference",
         "calibration_table",
         "gains_table",
         "ks_statistic",
@@ -97,6 +103,108 @@ def test_calibration_table():
     assert table["customers"].to_list() == [1, 2, 2]
     assert table["mean_predicted"].to_list() == pytest.approx([0.05, 0.135, 0.975])
     assert table["observed_rate"].to_list() == pytest.approx([0.0, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("bins", [3, 5, 10, 7])
+def test_calibration_table_puts_edges_where_sklearn_does(bins: int):
+    # Every edge, twice, as linspace makes it (0.30000000000000004) and as k / bins (0.3), plus
+    # noise: on an inner edge calibration_curve takes the lower bin.
+    rng = np.random.default_rng(bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    prob = np.r_[edges, np.arange(bins + 1) / bins, rng.uniform(size=50)]
+    y = rng.integers(0, 2, prob.size)
+    y[:2] = [0, 1]
+    prob_true, prob_pred = calibration_curve(y, prob, n_bins=bins, strategy="uniform")
+    table = calibration_table(y, prob, bins=bins)
+    np.testing.assert_allclose(table["observed_rate"], prob_true, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table["mean_predicted"], prob_pred, rtol=0, atol=1e-12)
+    assert table["customers"].sum() == prob.size
+    low, high = table["prob_low"].to_numpy(), table["prob_high"].to_numpy()
+    mean = table["mean_predicted"].to_numpy()
+    assert np.all((low <= mean) & (mean <= high))
+
+
+def test_calibration_table_edge_goes_to_the_lower_bin():
+    table = calibration_table([0, 1, 1], [0.0, 0.5, 1.0], bins=2)
+    assert table["bin"].to_list() == [1, 2]
+    assert table["customers"].to_list() == [2, 1]
+    assert table["prob_high"].to_list() == [0.5, 1.0]
+
+
+def _psi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """DeLong's kernel for every (positive, negative) pair: 1 above, 1/2 tied, 0 below."""
+    return (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+
+
+def _delong_brute_force(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Return AUC a, AUC b and var(a - b) from DeLong et al. (1988), pair by pair."""
+    v10, v01 = [], []
+    for score in (a, b):
+        kernel = _psi(score[y == 1], score[y == 0])  # m x n
+        v10.append(kernel.mean(axis=1))  # placement of each positive among the negatives
+        v01.append(kernel.mean(axis=0))  # and of each negative among the positives
+    s = np.cov(np.array(v10)) / len(v10[0]) + np.cov(np.array(v01)) / len(v01[0])
+    contrast = np.array([1.0, -1.0])
+    return float(v10[0].mean()), float(v10[1].mean()), float(contrast @ s @ contrast)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_auc_difference_matches_roc_auc_and_the_brute_force_delong(seed: int):
+    y, a = _random_tied(seed)
+    y[2:4] = [0, 1]  # DeLong's variance needs two of each class
+    rng = np.random.default_rng(1000 + seed)
+    b = np.round(0.6 * a + rng.normal(0, 1, y.size), int(rng.integers(0, 2)))  # correlated, tied
+    result = auc_difference(y, a, b)
+    assert isinstance(result, AucDiff)
+    assert result.auc_a == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert result.auc_b == pytest.approx(roc_auc_score(y, b), abs=1e-12)
+    auc_a, auc_b, variance = _delong_brute_force(y, a, b)
+    assert result.auc_a == pytest.approx(auc_a, abs=1e-12)
+    assert result.diff == pytest.approx(auc_a - auc_b, abs=1e-12)
+    assert result.se**2 == pytest.approx(variance, abs=1e-12)
+    z = stats.norm.ppf(0.975)
+    assert result.ci_low == pytest.approx(result.diff - z * result.se, abs=1e-12)
+    assert result.ci_high == pytest.approx(result.diff + z * result.se, abs=1e-12)
+    if result.se > 0:
+        assert result.z == pytest.approx(result.diff / result.se, rel=1e-12)
+        assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(result.z)), rel=1e-9)
+
+
+def test_auc_difference_ci_covers_the_true_difference_at_the_nominal_rate():
+    # Binormal scores with correlated unit noise: AUC = Phi(mu / sqrt(2)) for a shift mu of the
+    # positives, so the true difference is known.
+    rng = np.random.default_rng(0)
+    mu_a, mu_b, rho, n, runs = 1.2, 0.9, 0.6, 300, 1000
+    truth = stats.norm.cdf(mu_a / math.sqrt(2)) - stats.norm.cdf(mu_b / math.sqrt(2))
+    noise = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=(runs, n))
+    y = (rng.uniform(size=(runs, n)) < 0.3).astype(int)
+    results = [
+        auc_difference(y[k], mu_a * y[k] + noise[k, :, 0], mu_b * y[k] + noise[k, :, 1])
+        for k in range(runs)
+    ]
+    covered = np.mean([r.ci_low <= truth <= r.ci_high for r in results])
+    # 1000 runs: the share's standard error is about 0.007 around 0.95
+    assert 0.93 <= covered <= 0.97
+    # and DeLong's se estimates the spread of the difference across samples
+    spread = np.std([r.diff for r in results])
+    assert np.mean([r.se for r in results]) == pytest.approx(spread, rel=0.1)
+
+
+def test_auc_difference_of_identical_scores_is_zero_with_p_one():
+    y, score = _random_tied(4)
+    result = auc_difference(y, score, score)  # warnings are errors: no 0/0 here
+    assert result.diff == 0.0 and result.se == 0.0
+    assert result.p_value == 1.0 and result.z == 0.0
+    assert (result.ci_low, result.ci_high) == (0.0, 0.0)
+    assert result.auc_a == result.auc_b == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+
+
+def test_auc_difference_alpha_widens_the_interval():
+    y, a = _random_tied(5)
+    b = np.asarray(a)[::-1].copy()
+    narrow, wide = auc_difference(y, a, b, alpha=0.2), auc_difference(y, a, b, alpha=0.01)
+    assert wide.ci_low < narrow.ci_low < narrow.ci_high < wide.ci_high
+    assert narrow.se == wide.se and narrow.p_value == wide.p_value
 
 
 # Eight customers, already in descending predicted uplift; rows 4 and 5 tie at 0.5, so the curves
@@ -256,6 +364,11 @@ def test_two_proportion_diff_textbook():
         (lambda: two_proportion_diff(5, 0, 1, 10), "n_a must be a positive int"),
         (lambda: two_proportion_diff(11, 10, 1, 10), r"successes_a must be an int in \[0"),
         (lambda: two_proportion_diff(1, 10, 1, 10, alpha=1.0), "alpha must be in"),
+        (lambda: auc_difference([0, 1, 1], [0.1, 0.2, 0.3], [0.1, 0.2]), "score_b has 2 values"),
+        (lambda: auc_difference([0, 1], [[0.1, 0.2]], [0.1, 0.2]), "score_a must be a 1-d"),
+        (lambda: auc_difference([1, 1], [0.1, 0.2], [0.1, 0.2]), "y_true needs both classes"),
+        (lambda: auc_difference([0, 1, 1], [1, 2, 3], [1, 2, 3]), "at least 2 positives and 2"),
+        (lambda: auc_difference([0, 0, 1, 1], [1, 2, 3, 4], [1, 2, 3, 4], alpha=0), "alpha must"),
     ],
 )
 def test_bad_input_raises_config_error(call, message: str):

@@ -17,7 +17,8 @@ import pytest
 import labs.model_report
 from contracts.errors import ConfigError
 from fusion.features import FeatureSet
-from fusion.models.acquisition import AcquisitionConfig, population
+from fusion.models import metrics
+from fusion.models.acquisition import LABEL, AcquisitionConfig, population
 from fusion.models.campaign import UpliftConfig
 from fusion.models.classifier import BoostConfig, PruneConfig
 from fusion.models.metrics import DiffResult
@@ -123,8 +124,11 @@ def test_page_has_every_section_and_the_acceptance_figures(trained: Trained, pag
     rescue, uplift = run.rescue.test, run.uplift.targeting["uplift"]
     correlation = run.uplift.evaluations[run.uplift.best].correlation
     assert correlation is not None
+    gain = run.auc_gain
+    assert gain is not None
     figures = [
         f"{fused.auc:.3f}", f"{in_bank.auc:.3f}", f"{fused.auc - in_bank.auc:+.3f}",
+        f"95% DeLong CI {gain.ci_low:+.3f} – {gain.ci_high:+.3f}",
         f"{fused.ks:.3f}", f"{fused.pr_auc:.3f}",
         f"{rescue.ratio:.2f}×", f"{rescue.ratio_ci_low:.2f}× – {rescue.ratio_ci_high:.2f}×",
         f"{100 * rescue.ci_low:+.1f} pp – {100 * rescue.ci_high:+.1f} pp",
@@ -158,6 +162,16 @@ def test_summary_json_holds_the_run_summary_and_the_tables(trained: Trained, pag
     summary = _summary(page)
     run = trained.run.summary()
     assert summary["acquisition"] == run["acquisition"]
+    # DeLong's paired CI of the gain, on the held-out rows both models were judged on
+    acquisition, models = run["acquisition"], trained.run.acquisition
+    rows = models["fused"].test_rows
+    label = trained.features.table[LABEL].fill_null(0).to_numpy()[rows]
+    gain = metrics.auc_difference(label, models["fused"].test_score, models["in_bank"].test_score)
+    assert acquisition["auc_gain_ci"] == pytest.approx([gain.ci_low, gain.ci_high], abs=1e-12)
+    assert acquisition["auc_gain_p_value"] == pytest.approx(gain.p_value, abs=1e-12)
+    assert gain.diff == pytest.approx(acquisition["auc_gain"], abs=1e-12)
+    low, high = acquisition["auc_gain_ci"]
+    assert low < acquisition["auc_gain"] < high
     assert summary["rescue"]["ratio_ci"] == run["rescue"]["ratio_ci"]
     assert summary["rescue"]["diff_ci"] == run["rescue"]["diff_ci"]
     assert summary["uplift"]["best"] == run["uplift"]["best"]
@@ -242,7 +256,11 @@ def test_figures_a_run_cannot_know_read_not_known(trained: Trained, tmp_path: Pa
         targeting={n: replace(t, true_incremental=None) for n, t in run.uplift.targeting.items()},
     )
     rescue = replace(run.rescue, test=DiffResult(0.02, 0.01, 0.03, math.inf, 0.01))
-    real = replace(run, uplift=uplift, rescue=rescue)
+    # Models judged on different rows: no paired interval for the AUC gain.
+    in_bank = run.acquisition["in_bank"]
+    shifted = replace(in_bank, test_rows=np.roll(in_bank.test_rows, 1))
+    acquisition = {**run.acquisition, "in_bank": shifted}
+    real = replace(run, uplift=uplift, rescue=rescue, acquisition=acquisition, auc_gain=None)
     page = write_model_report(real, trained.features, trained.campaign, trained.scores, tmp_path)
     text = page.read_text(encoding="utf-8")
     assert "not known outside a synthetic world" in text
@@ -250,6 +268,9 @@ def test_figures_a_run_cannot_know_read_not_known(trained: Trained, tmp_path: Pa
     summary = _summary(page)  # parses: inf and NaN became null
     assert summary["rescue"]["ratio"] is None and summary["rescue"]["ratio_ci"] == [None, None]
     assert summary["acceptance"][2]["passed"] is None  # an infinite ratio is not judged
+    assert "95% CI n/a: the models were judged on different rows" in text
+    assert summary["acquisition"]["auc_gain_ci"] == [None, None]
+    assert summary["acceptance"][0]["passed"] is not None  # still judged on the point estimate
     assert "not judged" in text
 
 
