@@ -3,7 +3,7 @@
     <root>/<name>/<version>/model.json       what the model is: kind, inputs, labels, deciles,
                                              metrics, snapshot, training-data digest, config,
                                              and the sha256 of every other file
-    <root>/<name>/<version>/<part>.ubj        xgboost boosters (one, or one per uplift part)
+    <root>/<name>/<version>/<part>.json       xgboost boosters (one, or one per uplift part)
     <root>/<name>/<version>/tag_profile.npz   the tag profile, when the model uses one
     <root>/<name>/CURRENT                     the version scoring uses
 
@@ -13,7 +13,8 @@ the digest of every other file. A version folder is written under a temporary na
 and CURRENT is replaced atomically, so a reader never sees half a model. Loading reads each file
 once, checks model.json against the version and every other file against its digest, and builds
 the model from those same bytes: an artifact edited after training is refused, not scored.
-Nothing is pickled: boosters are xgboost's own UBJSON, the profile numpy arrays.
+Nothing is pickled: boosters are xgboost's own JSON model format (readable by any xgboost
+binding, and by a reviewer), the profile numpy arrays.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from fusion.models.uplift import UpliftModel, load_uplift_model
 
 __all__ = ["ModelRef", "Registry", "UpliftArtifact"]
 
-FORMAT = "bankfusion-model/2"  # /2: the version digests model.json too
+FORMAT = "bankfusion-model/3"  # /2: the version digests model.json too; /3: boosters as JSON
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _VERSION = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{10}$")
 _PROFILE = "tag_profile.npz"
-_FILE = re.compile(r"^[a-z0-9_]{1,64}\.(ubj|json|npz)$")  # a file of the version folder itself
+_FILE = re.compile(r"^[a-z0-9_]{1,64}\.(json|npz)$")  # a file of the version folder itself
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Registry:
             raise ConfigError("created_at must be timezone-aware (UTC)", setting="created_at")
         if isinstance(model, ScoreModel):
             kind = "score"
-            parts = {"booster": bytes(model.booster.save_raw("ubj"))}
+            parts = {"booster": bytes(model.booster.save_raw("json"))}
             extra: dict[str, Any] = {
                 "labels": model.labels,
                 "decile_edges": [float(e) for e in model.decile_edges],
@@ -93,8 +94,7 @@ class Registry:
             state, documents = model.model.to_state()
             parts = {f"uplift_{part}": doc for part, doc in documents.items()}
             extra = {"uplift": state}
-        files = {f"{part}.ubj" if kind == "score" else f"{part}.json": data
-                 for part, data in parts.items()}  # fmt: skip
+        files = {f"{part}.json": data for part, data in parts.items()}
         if model.spec.tag_profile is not None:
             files[_PROFILE] = model.spec.tag_profile.to_bytes()
         document: dict[str, Any] = {
@@ -187,7 +187,7 @@ class Registry:
         metadata = {**document["metadata"], "version": document["version"]}
         if document["kind"] == "score":
             booster = xgb.Booster()
-            booster.load_model(bytearray(blobs["booster.ubj"]))
+            booster.load_model(bytearray(blobs["booster.json"]))
             return ScoreModel(
                 name=name,
                 booster=booster,

@@ -90,7 +90,7 @@ def test_versions_current_and_promote(model_world: ModelWorld, tmp_path: Path):
         registry.save(model, created_at=datetime(2026, 1, 1))
 
 
-@pytest.mark.parametrize("victim", ["booster.ubj", "tag_profile.npz"])
+@pytest.mark.parametrize("victim", ["booster.json", "tag_profile.npz"])
 def test_an_altered_artifact_is_refused(model_world: ModelWorld, tmp_path: Path, victim: str):
     registry, model = _copy_model(model_world, tmp_path / "models")
     ref = registry.save(model, created_at=datetime(2026, 10, 3, tzinfo=UTC))
@@ -105,8 +105,8 @@ def test_an_altered_artifact_is_refused(model_world: ModelWorld, tmp_path: Path,
 def test_model_json_is_plain_json_without_pickles(model_world: ModelWorld):
     ref = model_world.run.refs["acquisition"]
     document = json.loads((ref.path / "model.json").read_text())
-    assert document["format"] == "bankfusion-model/2"
-    assert set(document["files"]) == {"booster.ubj", "tag_profile.npz"}
+    assert document["format"] == "bankfusion-model/3"
+    assert set(document["files"]) == {"booster.json", "tag_profile.npz"}
     with np.load(ref.path / "tag_profile.npz", allow_pickle=False) as saved:
         assert set(saved.files) == {"tag_ids", "components", "labels", "numbers"}
 
@@ -148,8 +148,8 @@ def test_a_file_swapped_after_describe_is_refused_by_load(model_world: ModelWorl
     ref = registry.save(model, created_at=TRAINED_AT)
     other = model_world.registry.load_score_model("acquisition-in-bank")
     assert registry.describe("acquisition")["version"] == ref.version
-    (ref.path / "booster.ubj").write_bytes(bytes(other.booster.save_raw("ubj")))
-    with pytest.raises(ModelError, match=r"booster\.ubj is missing or differs from the digest"):
+    (ref.path / "booster.json").write_bytes(bytes(other.booster.save_raw("json")))
+    with pytest.raises(ModelError, match=r"booster\.json is missing or differs from the digest"):
         registry.load("acquisition")
 
 
@@ -165,7 +165,7 @@ def test_load_builds_the_model_from_the_bytes_it_checked(
     def read_then_swap(path: Path) -> bytes:
         data = read_bytes(path)
         reads.append(path.name)
-        if path.name == "booster.ubj":
+        if path.name == "booster.json":
             # Another process swaps the file right after it was read and checked: a second
             # read would load the swapped booster unchecked.
             path.write_bytes(swapped)
@@ -174,9 +174,9 @@ def test_load_builds_the_model_from_the_bytes_it_checked(
     monkeypatch.setattr(Path, "read_bytes", read_then_swap)
     loaded = registry.load_score_model("acquisition")
     monkeypatch.undo()
-    assert sorted(reads) == ["booster.ubj", "model.json", "tag_profile.npz"]
+    assert sorted(reads) == ["booster.json", "model.json", "tag_profile.npz"]
     x = design_matrix(model_world.features, loaded.spec, np.arange(200))
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
-    assert (ref.path / "booster.ubj").read_bytes() == swapped
-    with pytest.raises(ModelError, match=r"booster\.ubj is missing or differs"):
+    assert (ref.path / "booster.json").read_bytes() == swapped
+    with pytest.raises(ModelError, match=r"booster\.json is missing or differs"):
         registry.load("acquisition")
