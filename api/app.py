@@ -63,6 +63,7 @@ class ApiSettings:
     max_score_ids: int = MAX_SCORE_IDS  # customers per POST /v1/scores
     max_outcomes: int = MAX_OUTCOMES  # outcome rows per POST /v1/outcomes
     max_concurrent_queries: int = 4  # analyst queries running at once; more get 429
+    max_pending_uploads: int = 16  # per vendor, streaming in or waiting for ingest; more get 429
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     audit_queue_limit: int = 10_000  # audit records waiting to be written; at it, 503
     audit_outage_seconds: float = 5.0  # audit writes failing this long: 503 until one succeeds
@@ -81,6 +82,7 @@ class ApiSettings:
             "max_body_bytes",
             "max_score_ids",
             "max_outcomes",
+            "max_pending_uploads",
             "audit_queue_limit",
         ):
             if getattr(self, name) < 1:

@@ -34,7 +34,7 @@ import polars as pl
 
 from contracts.errors import BatchRefused, ModelError
 from fusion.features import FeatureSet
-from fusion.ingest import IngestOutcome, ingest_file
+from fusion.ingest import IngestOutcome, file_sha256, ingest_file
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.scoring import Scorer
@@ -89,7 +89,8 @@ class Upload:
     path: Path
     claimed_batch_id: str | None
     received_at: datetime
-    sealed_sha256: str | None = None  # taken while it streamed in; None for files found at start
+    # taken while it streamed in; by the ingest worker for files found in the inbox at start
+    sealed_sha256: str | None = None
     outcome: IngestOutcome | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -140,6 +141,7 @@ class Service:
         self.audit_failures = 0  # failed audit writes since start (each retried)
         self.audit_dropped = 0  # records of requests refused with 503 that found no room
         self._ingest: queue.Queue[Upload | None] = queue.Queue()
+        self._receiving: Counter[str] = Counter()  # uploads of each vendor streaming in now
         self._audit_thread = threading.Thread(target=self._audit_loop, name="audit", daemon=True)
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
         self._audit_thread.start()
@@ -406,6 +408,29 @@ class Service:
         with self._lock:
             return [u for u in self.uploads.values() if u.claimed_batch_id == batch_id]
 
+    def admit_upload(self, vendor_id: str, limit: int) -> bool:
+        """Reserve room for one more upload of `vendor_id`, or return False when it is full.
+
+        A vendor has at most `limit` uploads streaming in or waiting for the ingest worker, so
+        one vendor cannot fill the bank's disk or starve the others' batches. A True must be
+        followed by `release_upload` once the upload is queued (or abandoned).
+        """
+        with self._lock:
+            waiting = sum(
+                1 for u in self.uploads.values() if u.vendor_id == vendor_id and not u.done.is_set()
+            )
+            if waiting + self._receiving[vendor_id] >= limit:
+                return False
+            self._receiving[vendor_id] += 1
+            return True
+
+    def release_upload(self, vendor_id: str) -> None:
+        """Return the room `admit_upload` reserved (the upload is queued now, or abandoned)."""
+        with self._lock:
+            self._receiving[vendor_id] -= 1
+            if self._receiving[vendor_id] <= 0:
+                del self._receiving[vendor_id]
+
     def pending(self) -> int:
         return self._ingest.qsize()
 
@@ -443,6 +468,10 @@ class Service:
                 return
             try:
                 try:
+                    if upload.sealed_sha256 is None:
+                        # Found in the inbox at start: the digest its refusal would be ledgered
+                        # under, so its `uploads` row points to the ledger like any other.
+                        upload.sealed_sha256 = file_sha256(upload.path)
                     outcome = ingest_file(
                         upload.path,
                         store=self.store,

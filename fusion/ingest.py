@@ -59,7 +59,7 @@ from fusion.store import Store
 from matcher.envelope import Manifest, open_sealed
 from matcher.keyring import Keyring
 
-__all__ = ["Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
+__all__ = ["Inbox", "IngestOutcome", "file_sha256", "ingest_file", "ingest_inbox"]
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _refuse(
     _move(sealed, inbox.quarantine)
 
 
-def _file_sha256(path: Path, *, stop: threading.Event | None = None) -> str:
+def file_sha256(path: Path, *, stop: threading.Event | None = None) -> str:
     """Return the SHA-256 hex of the file (of a prefix only if `stop` was set: then unused)."""
     digest, block = hashlib.sha256(), memoryview(bytearray(HASH_BLOCK))
     with path.open("rb", buffering=0) as source:
@@ -238,7 +238,7 @@ class _PayloadDigest:
     def __init__(self, payload: Path) -> None:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-payload-sha256")
-        self._job = self._pool.submit(_file_sha256, payload, stop=self._stop)
+        self._job = self._pool.submit(file_sha256, payload, stop=self._stop)
 
     def verify(self, manifest: Manifest) -> None:
         """Return once the payload is the one the vendor signed; raise BatchRefused if not."""
@@ -347,7 +347,7 @@ def ingest_file(
                 check_payload_digest=False,
             )
     except BatchRefused as refusal:
-        digest = _file_sha256(sealed)
+        digest = file_sha256(sealed)
         # The cause is for the bank's eyes only: its log and ledger, never the sender.
         # Claimed ids come from an unverified manifest: quoted and cut, so they cannot forge
         # log lines or flood the log.

@@ -8,7 +8,8 @@ duplicate) by the worker exactly as `fusion ingest` does. A token pushes only ba
 manifest names its own vendor (403 otherwise: a vendor cannot replay another's signed files).
 A vendor sees only ledger rows of its own vendor id, else what became of its own uploads of
 that id (from memory, or after a restart from the `uploads` table the worker writes); a
-refusal says "refused" and nothing more.
+refusal says "refused" and nothing more. A vendor with `max_pending_uploads` uploads streaming
+in or waiting for the worker gets 429 + Retry-After for the next, before any byte is written.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
+from api.app import ApiSettings
 from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import BatchAccepted, BatchPublic
-from api.service import Upload
+from api.service import Service, Upload
 from contracts.errors import BatchRefused
 from fusion.tokens import Principal
 from matcher.envelope import Manifest, read_manifest
@@ -69,6 +71,26 @@ async def upload_batch(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    vendor = str(principal.vendor_id)  # a vendor token always names its vendor
+    if not service.admit_upload(vendor, settings.max_pending_uploads):
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": "30"},
+            detail=f"vendor {vendor} already has {settings.max_pending_uploads} "
+            "uploads waiting for ingest; wait for their verdicts (GET /v1/batches/{id}) and "
+            "push again",
+        )
+    try:
+        return await _receive(request, service, settings, principal)
+    finally:
+        service.release_upload(vendor)
+
+
+async def _receive(
+    request: Request, service: Service, settings: ApiSettings, principal: Principal
+) -> BatchAccepted:
+    """Stream the body into the inbox, queue it, return its ids (room already reserved)."""
+    limit = settings.max_upload_bytes
     upload_id = secrets.token_hex(12)
     inbox = service.folder.inbox
     tmp = inbox.work / f".upload-{upload_id}.part"

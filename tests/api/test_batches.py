@@ -68,16 +68,22 @@ class Bank:
 
 @contextmanager
 def serving(
-    demo_run: Path, root: Path, *, before_start: Callable[[Path], None] | None = None
+    demo_run: Path,
+    root: Path,
+    *,
+    before_start: Callable[[Path], None] | None = None,
+    **settings: Any,
 ) -> Iterator[Bank]:
-    """Serve a copy of the demo run; `before_start(run)` may leave files in it first."""
+    """Serve a copy of the demo run; `before_start(run)` may leave files in it first; `settings`
+    override ApiSettings fields."""
     run = root / "run"
     shutil.copytree(demo_run, run, symlinks=True)
     tokens = issue_tokens(run)
     if before_start is not None:
         before_start(run)
-    settings = ApiSettings(run=run, port=free_port(), max_upload_bytes=CAP)
-    server, thread = start_server(settings)
+    server, thread = start_server(
+        ApiSettings(run=run, port=free_port(), **{"max_upload_bytes": CAP, **settings})
+    )
 
     def stop() -> None:
         server.should_exit = True
@@ -86,7 +92,7 @@ def serving(
 
     try:
         yield Bank(
-            url=f"http://127.0.0.1:{settings.port}",
+            url=f"http://127.0.0.1:{server.config.port}",
             run=run,
             tokens=tokens,
             service=server.config.app.state.service,  # type: ignore[union-attr]
@@ -499,6 +505,75 @@ def test_an_ingest_crash_reports_failed_and_keeps_the_file_for_a_retry(
     kept = list((bank.run / "bank" / "inbox").glob("*.sealed"))
     assert len(kept) == 1
     kept[0].unlink()  # later tests expect an empty inbox
+
+
+def test_a_vendor_past_its_pending_uploads_gets_429_and_nothing_is_written(
+    demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Two uploads wait for a held ingest worker; a third of the same vendor is turned away
+    before its body is written, and is accepted once the first two are judged."""
+    release = threading.Event()
+    real_ingest = api_service.ingest_file
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(WAIT), "the test never released the ingest worker"
+        return real_ingest(*args, **kwargs)
+
+    monkeypatch.setattr(api_service, "ingest_file", held)
+    with serving(demo_run, tmp_path, max_pending_uploads=2) as bank:
+        batches = [sealed(bank, vendor_batch(90 + i, seed=400 + i)) for i in range(3)]
+        inbox = RunFolder(bank.run).inbox
+        try:
+            with httpx.Client(base_url=bank.url, timeout=WAIT) as client:
+                for data, _ in batches[:2]:
+                    assert push(client, bank.tokens.vendor, data).status_code == 202
+                held_files = sorted(inbox.inbox.glob("*.sealed"))
+                refused = push(client, bank.tokens.vendor, batches[2][0])
+                assert refused.status_code == 429
+                assert refused.headers["retry-after"] == "30"
+                assert "2 uploads waiting" in refused.json()["detail"]
+                # Nothing written: no new sealed file, no partial upload.
+                assert sorted(inbox.inbox.glob("*.sealed")) == held_files
+                assert list(inbox.work.glob(".upload-*")) == []
+                release.set()
+                for _, batch_id in batches[:2]:
+                    assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+                assert push(client, bank.tokens.vendor, batches[2][0]).status_code == 202
+                assert judged(client, bank.tokens.vendor, batches[2][1])["status"] == "loaded"
+        finally:
+            release.set()
+
+
+def test_a_refused_file_found_in_the_inbox_at_start_points_to_its_ledger_row(
+    demo_run: Path, tmp_path: Path
+):
+    """The worker takes the digest of a file it did not receive, so its `uploads` row names
+    the refusal's ledger row as an uploaded file's would."""
+    upload_id = "00112233445566778899aabb"
+    garbage = b"not a sealed batch at all" * 40
+
+    def crashed(run: Path) -> None:
+        inbox = RunFolder(run).inbox.ensure()
+        (inbox.inbox / f"vendor-a-{upload_id}.sealed").write_bytes(garbage)
+
+    with serving(demo_run, tmp_path, before_start=crashed) as fresh:
+        assert fresh.service.wait_idle(WAIT)
+        upload = fresh.service.uploads[upload_id]
+        assert upload.outcome is not None and upload.outcome.status == "refused"
+        digest = hashlib.sha256(garbage).hexdigest()
+        assert upload.sealed_sha256 == digest
+        row = (
+            fresh.service.cursor()
+            .execute("SELECT status, ledger_id FROM uploads WHERE upload_id = ?", [upload_id])
+            .fetchone()
+        )
+        assert row == ("refused", f"refused:{digest}")
+        ledger = (
+            fresh.service.cursor()
+            .execute("SELECT status FROM batches WHERE batch_id = ?", [f"refused:{digest}"])
+            .fetchone()
+        )
+        assert ledger == ("refused",)
 
 
 def test_a_sealed_batch_left_in_the_inbox_loads_when_the_service_starts(
