@@ -92,6 +92,7 @@ from fusion.features import (
     snapshot_manifest,
 )
 from fusion.models.classifier import ScoreModel
+from fusion.models.distributed import cluster_workers
 from fusion.registry import Registry
 from fusion.scoring import REASON_DECILES, SCORE_SCHEMA, score_rows
 from fusion.store import Store, StoreConfig
@@ -449,7 +450,7 @@ class ClusterEngine(Engine):
 
     @property
     def workers(self) -> int:
-        return max(1, len(self.client.scheduler_info(n_workers=-1).get("workers", {})))
+        return max(1, len(cluster_workers(self.client)))
 
     def map_buckets(self, fn: Callable[[T], R], tasks: Sequence[T], *, stage: str) -> list[R]:
         """Return fn(task) for each task, in task order, run on the cluster's workers.

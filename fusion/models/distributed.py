@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import dask.array as da
     from distributed import Client
 
-__all__ = ["Rows", "train_booster", "trained_on"]
+__all__ = ["Rows", "cluster_workers", "train_booster", "trained_on"]
 
 Array = np.ndarray[Any, Any]
 
@@ -133,13 +133,31 @@ def _train_in_process(
     )
 
 
+def cluster_workers(client: Client) -> dict[str, dict[str, Any]]:
+    """Return the scheduler's worker table (address -> what it knows of the worker), asked now.
+
+    Not `client.scheduler_info()`: that returns the client's cached identity, which the
+    client's own periodic refresh overwrites at any moment with a summary holding no worker
+    (it asks for n_workers=0), so a cluster of live workers could read as empty.
+    """
+    scheduler = client.scheduler
+    if scheduler is None:  # a client never connected, or closed
+        raise ConfigError(
+            "the Dask client is not connected to a scheduler; start the cluster (or train in "
+            "this process, with no client)",
+            setting="cluster",
+        )
+    identity = client.sync(scheduler.identity, n_workers=-1)
+    return dict(identity.get("workers", {}))
+
+
 def _workers(client: Client) -> list[str]:
     """Return the addresses of the cluster's workers in the order of their xgboost ranks.
 
     xgboost.dask ranks workers by name (then address); giving block i to rank i keeps a fit
     reproducible when a restarted cluster's workers come up on other ports.
     """
-    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    workers = cluster_workers(client)
     return sorted(workers, key=lambda address: (str(workers[address].get("name")), address))
 
 

@@ -44,6 +44,7 @@ from fusion.engine import (
 from fusion.features import FeatureSet
 from fusion.models.classifier import ScoreModel, decile_edges
 from fusion.models.design import DesignSpec, TagProfile, design_matrix, feature_labels
+from fusion.models.distributed import cluster_workers
 from fusion.registry import Registry
 from fusion.scoring import score_base
 from labs.world import WorldFiles
@@ -430,7 +431,7 @@ def test_shared_secrets_reach_restarted_workers_and_leave_with_the_block(
     key = OprfServerKey.generate()
     with cluster.shared(key) as ref:
         client.wait_for_workers(2, timeout=30)
-        first = sorted(client.scheduler_info()["workers"])[0]
+        first = sorted(cluster_workers(client))[0]
         client.restart_workers([first])
         client.wait_for_workers(2, timeout=30)
         assert set(client.run(_holds, ref.secret_id).values()) == {True}
