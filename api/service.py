@@ -34,7 +34,7 @@ import polars as pl
 
 from contracts.errors import BatchRefused, ModelError
 from fusion.features import FeatureSet
-from fusion.ingest import IngestOutcome, file_sha256, ingest_file
+from fusion.ingest import IngestOutcome, ingest_file
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.scoring import Scorer
@@ -89,8 +89,6 @@ class Upload:
     path: Path
     claimed_batch_id: str | None
     received_at: datetime
-    # taken while it streamed in; by the ingest worker for files found in the inbox at start
-    sealed_sha256: str | None = None
     outcome: IngestOutcome | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -468,10 +466,6 @@ class Service:
                 return
             try:
                 try:
-                    if upload.sealed_sha256 is None:
-                        # Found in the inbox at start: the digest its refusal would be ledgered
-                        # under, so its `uploads` row points to the ledger like any other.
-                        upload.sealed_sha256 = file_sha256(upload.path)
                     outcome = ingest_file(
                         upload.path,
                         store=self.store,
@@ -498,13 +492,6 @@ class Service:
 
     def _write_verdict(self, upload: Upload, outcome: IngestOutcome) -> None:
         """Write what the worker made of `upload` to the `uploads` table (status, never cause)."""
-        if outcome.status == "refused":
-            # Refusals are ledgered under the file's digest, never under the claimed id.
-            ledger = f"refused:{upload.sealed_sha256}" if upload.sealed_sha256 else None
-        elif outcome.status == "failed":
-            ledger = None
-        else:
-            ledger = outcome.batch_id  # verified: the manifest opened
         self.store.execute(
             "INSERT OR REPLACE INTO uploads (upload_id, vendor_id, claimed_batch_id, ledger_id, "
             "status, received_at, judged_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -512,7 +499,7 @@ class Service:
                 upload.upload_id,
                 upload.vendor_id,
                 upload.claimed_batch_id,
-                ledger,
+                outcome.ledger_id,  # None when the ingest failed: it wrote no ledger row
                 outcome.status,
                 _naive_utc(upload.received_at),
                 _naive_utc(self.clock()),

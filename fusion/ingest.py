@@ -59,7 +59,7 @@ from fusion.store import Store
 from matcher.envelope import Manifest, open_sealed
 from matcher.keyring import Keyring
 
-__all__ = ["Inbox", "IngestOutcome", "file_sha256", "ingest_file", "ingest_inbox"]
+__all__ = ["Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ class IngestOutcome:
     reasons: tuple[str, ...] = ()
     report: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # The ledger row the verdict wrote or found: the batch id, or for a refusal "refused:" and
+    # the sealed file's SHA-256 (refusals are never filed under the id they claim).
+    ledger_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,12 +204,14 @@ def _refuse(
     vendor_id: str | None,
     reason: str,
     now: datetime,
-) -> None:
-    """Record a refusal under the file's digest (never the claimed batch_id); move the file."""
+) -> str:
+    """Record a refusal under the file's digest (never the claimed batch_id), move the file,
+    and return the ledger id it was filed under."""
+    ledger_id = f"refused:{digest}"
     with store.transaction():
         _record(
             store,
-            ledger_id=f"refused:{digest}",
+            ledger_id=ledger_id,
             manifest=manifest,
             vendor_id=vendor_id,
             sealed_sha256=digest,
@@ -217,9 +222,10 @@ def _refuse(
             now=now,
         )
     _move(sealed, inbox.quarantine)
+    return ledger_id
 
 
-def file_sha256(path: Path, *, stop: threading.Event | None = None) -> str:
+def _file_sha256(path: Path, *, stop: threading.Event | None = None) -> str:
     """Return the SHA-256 hex of the file (of a prefix only if `stop` was set: then unused)."""
     digest, block = hashlib.sha256(), memoryview(bytearray(HASH_BLOCK))
     with path.open("rb", buffering=0) as source:
@@ -238,7 +244,7 @@ class _PayloadDigest:
     def __init__(self, payload: Path) -> None:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-payload-sha256")
-        self._job = self._pool.submit(file_sha256, payload, stop=self._stop)
+        self._job = self._pool.submit(_file_sha256, payload, stop=self._stop)
 
     def verify(self, manifest: Manifest) -> None:
         """Return once the payload is the one the vendor signed; raise BatchRefused if not."""
@@ -347,7 +353,7 @@ def ingest_file(
                 check_payload_digest=False,
             )
     except BatchRefused as refusal:
-        digest = file_sha256(sealed)
+        digest = _file_sha256(sealed)
         # The cause is for the bank's eyes only: its log and ledger, never the sender.
         # Claimed ids come from an unverified manifest: quoted and cut, so they cannot forge
         # log lines or flood the log.
@@ -360,8 +366,10 @@ def ingest_file(
         )
         # vendor_id stays empty: the claim is unverified and must not file the row under a
         # vendor (the log line above keeps it for investigation).
-        _refuse(store, inbox, sealed, digest, None, None, refusal.cause, now)
-        return IngestOutcome(refusal.batch_id, refusal.vendor, "refused", 0, ("refused",))
+        filed = _refuse(store, inbox, sealed, digest, None, None, refusal.cause, now)
+        return IngestOutcome(
+            refusal.batch_id, refusal.vendor, "refused", 0, ("refused",), ledger_id=filed
+        )
     payload_digest = _PayloadDigest(payload)
     try:
         return _judge_opened(
@@ -412,7 +420,12 @@ def _judge_opened(job: _Opened) -> IngestOutcome:
         home = inbox.quarantine / manifest.batch_id if seen[1] == "quarantined" else inbox.archive
         _move(sealed, home)
         return IngestOutcome(
-            manifest.batch_id, manifest.vendor_id, "duplicate", 0, (f"already {seen[1]}",)
+            manifest.batch_id,
+            manifest.vendor_id,
+            "duplicate",
+            0,
+            (f"already {seen[1]}",),
+            ledger_id=manifest.batch_id,
         )
     if seen is not None:
         conflict = BatchConflictError(
@@ -421,11 +434,16 @@ def _judge_opened(job: _Opened) -> IngestOutcome:
             batch_id=manifest.batch_id,
         )
         log.warning("batch refused: %s", conflict)
-        _refuse(
+        filed = _refuse(
             store, inbox, sealed, digest, manifest, manifest.vendor_id, "batch_id_conflict", now
         )
         return IngestOutcome(
-            manifest.batch_id, manifest.vendor_id, "refused", 0, ("batch_id_conflict",)
+            manifest.batch_id,
+            manifest.vendor_id,
+            "refused",
+            0,
+            ("batch_id_conflict",),
+            ledger_id=filed,
         )
 
     try:
@@ -440,8 +458,12 @@ def _judge_opened(job: _Opened) -> IngestOutcome:
             manifest.vendor_id,
             digest,
         )
-        _refuse(store, inbox, sealed, digest, manifest, manifest.vendor_id, refusal.cause, now)
-        return IngestOutcome(manifest.batch_id, manifest.vendor_id, "refused", 0, ("refused",))
+        filed = _refuse(
+            store, inbox, sealed, digest, manifest, manifest.vendor_id, refusal.cause, now
+        )
+        return IngestOutcome(
+            manifest.batch_id, manifest.vendor_id, "refused", 0, ("refused",), ledger_id=filed
+        )
 
 
 def _read_payload(
@@ -542,6 +564,7 @@ def _judge_content(job: _Opened) -> IngestOutcome:
         (),
         report.to_dict(),
         dict(timer.seconds),
+        ledger_id=manifest.batch_id,
     )
 
 
@@ -582,6 +605,7 @@ def _quarantine(
         report.failed,
         report.to_dict(),
         dict(timer.seconds),
+        ledger_id=manifest.batch_id,
     )
 
 

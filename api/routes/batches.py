@@ -14,11 +14,10 @@ in or waiting for the worker gets 429 + Retry-After for the next, before any byt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -30,9 +29,6 @@ from api.service import Service, Upload
 from contracts.errors import BatchRefused
 from fusion.tokens import Principal
 from matcher.envelope import Manifest, read_manifest
-
-if TYPE_CHECKING:
-    from _hashlib import HASH
 
 __all__ = ["router"]
 
@@ -96,8 +92,6 @@ async def _receive(
     tmp = inbox.work / f".upload-{upload_id}.part"
     final = inbox.inbox / f"{principal.vendor_id}-{upload_id}.sealed"
     size = 0
-    # The refusal ledger files a batch under this digest: the upload's row points to it.
-    digest = hashlib.sha256()
     try:
         with tmp.open("wb") as sink:
             block = bytearray()
@@ -107,9 +101,9 @@ async def _receive(
                     raise _too_large(limit)
                 block += chunk
                 if len(block) >= _CHUNK:
-                    await run_in_threadpool(_write, sink, digest, block)
+                    await run_in_threadpool(sink.write, block)
                     block.clear()
-            await run_in_threadpool(_finish, sink, digest, block)
+            await run_in_threadpool(_finish, sink, block)
         if size == 0:
             raise HTTPException(
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -138,7 +132,6 @@ async def _receive(
         path=final,
         claimed_batch_id=claimed,
         received_at=service.clock(),
-        sealed_sha256=digest.hexdigest(),
     )
     service.submit(upload)
     audit(request, detail=f"upload {upload_id} batch {claimed}")
@@ -149,13 +142,8 @@ async def _receive(
     )
 
 
-def _write(sink: BinaryIO, digest: HASH, block: bytearray) -> None:
+def _finish(sink: BinaryIO, block: bytearray) -> None:
     sink.write(block)
-    digest.update(block)
-
-
-def _finish(sink: BinaryIO, digest: HASH, block: bytearray) -> None:
-    _write(sink, digest, block)
     sink.flush()
     os.fsync(sink.fileno())
 

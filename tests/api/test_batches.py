@@ -547,8 +547,8 @@ def test_a_vendor_past_its_pending_uploads_gets_429_and_nothing_is_written(
 def test_a_refused_file_found_in_the_inbox_at_start_points_to_its_ledger_row(
     demo_run: Path, tmp_path: Path
 ):
-    """The worker takes the digest of a file it did not receive, so its `uploads` row names
-    the refusal's ledger row as an uploaded file's would."""
+    """A file the service did not receive itself gets an `uploads` row naming the refusal's
+    ledger row, as an uploaded file's would."""
     upload_id = "00112233445566778899aabb"
     garbage = b"not a sealed batch at all" * 40
 
@@ -561,7 +561,7 @@ def test_a_refused_file_found_in_the_inbox_at_start_points_to_its_ledger_row(
         upload = fresh.service.uploads[upload_id]
         assert upload.outcome is not None and upload.outcome.status == "refused"
         digest = hashlib.sha256(garbage).hexdigest()
-        assert upload.sealed_sha256 == digest
+        assert upload.outcome.ledger_id == f"refused:{digest}"
         row = (
             fresh.service.cursor()
             .execute("SELECT status, ledger_id FROM uploads WHERE upload_id = ?", [upload_id])

@@ -493,7 +493,7 @@ def test_the_payload_digest_is_checked_before_commit_and_a_normal_batch_loads(
     """The digest runs beside validation and load; COMMIT waits for it, however slow it is."""
     events: list[str] = []
     loading = threading.Event()
-    real_hash, real_load = fusion.ingest.file_sha256, fusion.ingest._load_rows
+    real_hash, real_load = fusion.ingest._file_sha256, fusion.ingest._load_rows
 
     def late_hash(path: Path, **kwargs: object) -> str:
         assert loading.wait(timeout=30)  # still hashing when the rows are already inserted
@@ -506,7 +506,7 @@ def test_the_payload_digest_is_checked_before_commit_and_a_normal_batch_loads(
         loading.set()
         real_load(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fusion.ingest, "file_sha256", late_hash)
+    monkeypatch.setattr(fusion.ingest, "_file_sha256", late_hash)
     monkeypatch.setattr(fusion.ingest, "_load_rows", load)
     sealed = parties.seal_frame(vendor_batch(120), format_version=version)
     outcome = parties.ingest(sealed, before_commit=lambda: events.append("commit"))
