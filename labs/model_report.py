@@ -158,7 +158,7 @@ def write_model_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = targets or Targets()
     summary = run.summary()
-    checks = _acceptance(run, features, targets)
+    checks = _acceptance(run, targets)
     sections = {
         "acquisition": _acquisition_section(run, features, out_dir),
         "rescue": _rescue_section(run, out_dir),
@@ -185,11 +185,11 @@ def _replace(path: Path, text: str) -> Path:
 # -- acceptance -------------------------------------------------------------------------------
 
 
-def _acceptance(run: TrainingRun, features: FeatureSet, targets: Targets) -> list[_Check]:
+def _acceptance(run: TrainingRun, targets: Targets) -> list[_Check]:
     """Return the acceptance checks of the business case, in the order the page shows them."""
     fused = run.acquisition["fused"].evaluation.auc
     in_bank = run.acquisition["in_bank"].evaluation.auc
-    gain = _auc_gain(run, features)
+    gain = run.auc_gain  # None when the two models were judged on different rows
     gain_ci = (
         "95% CI n/a: the models were judged on different rows"
         if gain is None
@@ -243,18 +243,6 @@ def _acceptance(run: TrainingRun, features: FeatureSet, targets: Targets) -> lis
             None,
         ),
     ]
-
-
-def _auc_gain(run: TrainingRun, features: FeatureSet) -> metrics.AucDiff | None:
-    """Return fused minus in-bank AUC with DeLong's paired CI; None unless on the same rows.
-
-    The target is judged on the point estimate; the interval shows how far chance could move it.
-    """
-    fused, in_bank = run.acquisition["fused"], run.acquisition["in_bank"]
-    if not np.array_equal(fused.test_rows, in_bank.test_rows):
-        return None
-    label = features.table[LABEL].fill_null(False).cast(pl.Int64).to_numpy()[fused.test_rows]
-    return metrics.auc_difference(label, fused.test_score, in_bank.test_score)
 
 
 def _at_least(value: float | None, target: float) -> bool | None:
