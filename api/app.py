@@ -39,8 +39,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
 from api.service import AuditRecord, Service, utc_now
-from contracts.errors import ConfigError, FusionError, ModelError, StoreError
-from fusion.query import QueryError, QueryLimits, QueryTimeout
+from contracts.errors import (
+    ConfigError,
+    FusionError,
+    ModelError,
+    QueryError,
+    QueryTimeout,
+    StoreError,
+)
+from fusion.query import QueryLimits
 
 __all__ = ["ApiSettings", "create_app", "serve"]
 

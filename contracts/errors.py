@@ -1,7 +1,7 @@
 """The platform's error hierarchy.
 
     FusionError                     root: catch this to catch everything the platform raises
-    ├── ConfigError                 a setting or argument is wrong; the message names it
+    ├── ConfigError                 a setting or argument is wrong (also a ValueError); names it
     ├── IdentifierError             an identifier column cannot be processed (never quotes a value)
     ├── KeyringError                a key is missing, unreadable or has loose file permissions
     │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
@@ -15,7 +15,10 @@
     ├── IngestError                 a batch cannot be ingested for a reason other than its content
     │   └── BatchConflictError      a batch_id arrived again with a different digest
     ├── ModelError                  a model artifact is missing, altered or unusable for the data
-    └── WorldError                  the synthetic world cannot be generated as asked
+    └── QueryError                  analyst SQL gave no result (also a ValueError); `rule` names why
+        ├── QueryRefused            refused before anything ran; says what may be sent instead
+        ├── QueryFailed             the checked query failed inside DuckDB
+        └── QueryTimeout            the query ran past its time limit
 
 Every message says what was expected, what arrived and what to do next. None quotes a raw phone
 number, ID number or key: identifiers are described by row number and reason code only. At the
@@ -40,6 +43,10 @@ __all__ = [
     "KeyringError",
     "ModelError",
     "OprfError",
+    "QueryError",
+    "QueryFailed",
+    "QueryRefused",
+    "QueryTimeout",
     "StoreError",
     "StoreLockedError",
     "UnknownEpochError",
@@ -68,7 +75,7 @@ def _rebuild(
     return error
 
 
-class ConfigError(FusionError):
+class ConfigError(FusionError, ValueError):
     """A setting or argument is invalid; `setting` names it."""
 
     def __init__(self, message: str, *, setting: str | None = None) -> None:
@@ -212,6 +219,40 @@ class ModelError(FusionError):
     def __init__(self, message: str, *, model: str | None = None) -> None:
         super().__init__(message)
         self.model = model
+
+
+class QueryError(FusionError, ValueError):
+    """Analyst SQL gave no result; the caller's to fix (4xx). `rule` names the failed check."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class QueryRefused(QueryError):
+    """The SQL was refused before anything ran; `allowed` says what an analyst may send."""
+
+    def __init__(self, detail: str, *, rule: str, allowed: str = "") -> None:
+        tail = f". {allowed}" if allowed else ""
+        super().__init__(f"query refused ({rule}): {detail}{tail}", rule=rule)
+        self.detail = detail
+        self.allowed = allowed
+
+
+class QueryFailed(QueryError):
+    """The checked query could not run (DuckDB's message, with the store's alias hidden)."""
+
+
+class QueryTimeout(QueryError):
+    """The query ran past its time limit and was interrupted."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the query ran past its limit of {seconds:g} s and was stopped; filter or aggregate "
+            "earlier, join fewer rows, or ask for fewer columns",
+            rule="timeout",
+        )
+        self.seconds = seconds
 
 
 class WorldError(FusionError):

@@ -7,6 +7,7 @@ before any value rule runs, with the missing, extra and mistyped columns named.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import polars as pl
 
@@ -16,8 +17,21 @@ __all__ = [
     "BANK_EXTRACT",
     "VENDOR_BATCH",
     "VENDOR_OPRF_BATCH",
+    "MatchMode",
     "TableSchema",
 ]
+
+
+class MatchMode(StrEnum):
+    """How a vendor batch is keyed, and so how the bank matches it (named in the manifest).
+
+    SALTED: each row is keyed by HMAC-SHA256 under the shared epoch salt (fast; the salt holders
+    could brute-force the phone space). OPRF: each row is a label and a sealed payload derived
+    from the vendor's OPRF key (RFC 9497); the bank opens only the rows it matched.
+    """
+
+    SALTED = "salted"
+    OPRF = "oprf"
 
 
 @dataclass(frozen=True)

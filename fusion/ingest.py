@@ -48,6 +48,7 @@ from typing import Any
 import polars as pl
 
 from contracts.errors import BatchConflictError, BatchRefused, ConfigError, KeyringError
+from contracts.schemas import MatchMode
 from contracts.suites import (
     ContractReport,
     RuleResult,
@@ -266,7 +267,9 @@ def _gate_report(manifest: Manifest, keyring: Keyring) -> ContractReport | None:
     """Return a failed report when the batch names an epoch or taxonomy this bank lacks."""
     failures = []
     try:
-        if manifest.mode == "salted":  # an OPRF epoch's key is the vendor's alone: nothing to hold
+        if (
+            manifest.mode is MatchMode.SALTED
+        ):  # an OPRF epoch's key is the vendor's alone: nothing to hold
             keyring.salt(manifest.salt_epoch)
     except KeyringError:
         failures.append(
@@ -302,7 +305,7 @@ def _load_rows(store: Store, batch: pl.DataFrame, manifest: Manifest) -> None:
     tagged = batch.with_columns(
         salt_epoch=pl.lit(manifest.salt_epoch), batch_id=pl.lit(manifest.batch_id)
     )
-    if manifest.mode == "oprf":  # sealed rows wait for the bank's match (fusion.oprf_psi)
+    if manifest.mode is MatchMode.OPRF:  # sealed rows wait for the bank's match (fusion.oprf_psi)
         store.insert_frame("vendor_oprf_rows", tagged)
         return
     store.insert_frame(
@@ -496,7 +499,7 @@ def _read_payload(
 
 
 def _validate(batch: pl.DataFrame, manifest: Manifest) -> ContractReport:
-    if manifest.mode == "oprf":
+    if manifest.mode is MatchMode.OPRF:
         return validate_vendor_oprf_batch(
             batch, expected_rows=manifest.rows, batch_id=manifest.batch_id
         )

@@ -87,7 +87,15 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from contracts.errors import ConfigError, FusionError, StoreError, StoreLockedError
+from contracts.errors import (
+    ConfigError,
+    QueryError,
+    QueryFailed,
+    QueryRefused,
+    QueryTimeout,
+    StoreError,
+    StoreLockedError,
+)
 from fusion.store import (
     RAW_IDENTIFIER_COLUMNS,
     StoreConfig,
@@ -101,51 +109,12 @@ __all__ = [
     "DENIED_FUNCTIONS",
     "GRANTED_VIEWS",
     "CheckedQuery",
-    "QueryError",
-    "QueryFailed",
     "QueryLimits",
-    "QueryRefused",
     "QueryResult",
     "QueryScope",
-    "QueryTimeout",
     "check_query",
     "run_query",
 ]
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class QueryError(FusionError):
-    """Analyst SQL gave no result; the caller's to fix (4xx). `rule` names the failed check."""
-
-    def __init__(self, message: str, *, rule: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-
-
-class QueryRefused(QueryError):
-    """The SQL was refused before anything ran; the message says what is allowed."""
-
-    def __init__(self, detail: str, *, rule: str) -> None:
-        super().__init__(f"query refused ({rule}): {detail}. {_ALLOWED}", rule=rule)
-        self.detail = detail
-
-
-class QueryFailed(QueryError):
-    """The checked query could not run (DuckDB's message, with the store's alias hidden)."""
-
-
-class QueryTimeout(QueryError):
-    """The query ran past its time limit and was interrupted."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            f"the query ran past its limit of {seconds:g} s and was stopped; filter or aggregate "
-            "earlier, join fewer rows, or ask for fewer columns",
-            rule="timeout",
-        )
-        self.seconds = seconds
-
 
 # -- the grant ---------------------------------------------------------------------------------
 
@@ -225,6 +194,12 @@ _ALLOWED = (
     "or schema names, files, table functions (read_csv, glob, range...), SUMMARIZE / DESCRIBE, "
     "settings, and any other statement"
 )
+
+
+def _refused(detail: str, *, rule: str) -> QueryRefused:
+    """Return the refusal of `rule`, with what an analyst may send instead."""
+    return QueryRefused(detail, rule=rule, allowed=_ALLOWED)
+
 
 # -- caller and limits -------------------------------------------------------------------------
 
@@ -436,31 +411,31 @@ def check_query(sql: str, *, limits: QueryLimits | None = None) -> CheckedQuery:
         raise ConfigError(f"sql must be text, got {type(sql).__name__}", setting="sql")
     limit = (limits or QueryLimits()).max_sql_chars
     if len(sql) > limit:
-        raise QueryRefused(f"the SQL has {len(sql)} characters, more than {limit}", rule="size")
+        raise _refused(f"the SQL has {len(sql)} characters, more than {limit}", rule="size")
     return _check(sql)
 
 
 def _check(sql: str) -> CheckedQuery:
     if "\x00" in sql:
-        raise QueryRefused("the SQL contains a NUL character", rule="syntax")
+        raise _refused("the SQL contains a NUL character", rule="syntax")
     if not sql.strip():
-        raise QueryRefused("there is no statement", rule="empty")
+        raise _refused("there is no statement", rule="empty")
     con = _parser()
     row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
         message = str(tree.get("error_message", ""))
         if "Only SELECT statements" in message:
-            raise QueryRefused("only a SELECT statement may run", rule="statement")
-        raise QueryRefused(f"DuckDB cannot parse it: {message}", rule="syntax")
+            raise _refused("only a SELECT statement may run", rule="statement")
+        raise _refused(f"DuckDB cannot parse it: {message}", rule="syntax")
     statements = tree.get("statements") or []
     if len(statements) != 1:
         rule = "empty" if not statements else "statements"
-        raise QueryRefused(f"send exactly one statement, got {len(statements)}", rule=rule)
+        raise _refused(f"send exactly one statement, got {len(statements)}", rule=rule)
     views, columns = _walk(statements[0]["node"])
     row = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
     if not row or not isinstance(row[0], str):
-        raise QueryRefused("DuckDB could not print the checked query back", rule="syntax")
+        raise _refused("DuckDB could not print the checked query back", rule="syntax")
     return CheckedQuery(row[0], views, columns)
 
 
@@ -498,7 +473,7 @@ def _walk(root: object) -> tuple[frozenset[str], frozenset[str] | None]:
         elif "modifiers" in item and "cte_map" in item:  # a query node
             kind = item.get("type")
             if kind not in _QUERY_NODES:
-                raise QueryRefused(f"{kind} is not supported", rule="construct")
+                raise _refused(f"{kind} is not supported", rule="construct")
             entries = item["cte_map"].get("map") or []
             defined = [_lower(entry["key"]) for entry in entries]
             for i, entry in enumerate(entries):  # a CTE sees the ones defined before it
@@ -530,13 +505,13 @@ def _lower(name: object) -> str | None:
 def _check_qualifiers(item: Mapping[str, object]) -> None:
     for key in ("catalog", "catalog_name"):
         if item.get(key):
-            raise QueryRefused(
+            raise _refused(
                 f"catalog name {_refuse_name(item[key])} is not allowed", rule="qualified"
             )
     for key in ("schema", "schema_name"):
         schema = item.get(key)
         if schema and _lower(schema) != "main":
-            raise QueryRefused(
+            raise _refused(
                 f"schema {_refuse_name(schema)} is not allowed (the views are in main)",
                 rule="qualified",
             )
@@ -545,7 +520,7 @@ def _check_qualifiers(item: Mapping[str, object]) -> None:
 def _check_function(name: object, allowed: frozenset[str]) -> None:
     lowered = _lower(name)
     if lowered is None or lowered not in allowed:
-        raise QueryRefused(f"function {_refuse_name(name)} is not allowed", rule="function")
+        raise _refused(f"function {_refuse_name(name)} is not allowed", rule="function")
 
 
 def _check_table_ref(item: Mapping[str, object], ctes: frozenset[str]) -> str | None:
@@ -554,22 +529,20 @@ def _check_table_ref(item: Mapping[str, object], ctes: frozenset[str]) -> str | 
     if kind == "TABLE_FUNCTION":
         function = item.get("function")
         name = function.get("function_name") if isinstance(function, dict) else None
-        raise QueryRefused(
-            f"table function {_refuse_name(name)} is not allowed", rule="table_function"
-        )
+        raise _refused(f"table function {_refuse_name(name)} is not allowed", rule="table_function")
     if kind == "SHOW_REF":
-        raise QueryRefused("SUMMARIZE, DESCRIBE and SHOW are not available", rule="show")
+        raise _refused("SUMMARIZE, DESCRIBE and SHOW are not available", rule="show")
     if kind not in _TABLE_REFS:
-        raise QueryRefused(f"{kind} is not supported", rule="construct")
+        raise _refused(f"{kind} is not supported", rule="construct")
     if kind == "PIVOT" and item.get("pivot_enum"):
-        raise QueryRefused("PIVOT over an ENUM type is not supported", rule="construct")
+        raise _refused("PIVOT over an ENUM type is not supported", rule="construct")
     if kind != "BASE_TABLE":
         return None
     name = _lower(item.get("table_name"))
     if name is not None and not item.get("schema_name") and name in ctes:
         return None
     if name is None or name not in _VIEWS:
-        raise QueryRefused(
+        raise _refused(
             f"{_refuse_name(item.get('table_name'))} is not a granted view", rule="table"
         )
     return name
@@ -628,7 +601,7 @@ def run_query(
     # DuckDB's own rendering of the checked tree, capped; checked again below as it stands.
     capped = f"SELECT * FROM (\n{checked.sql}\n) AS capped LIMIT {limits.max_rows + 1}"  # noqa: S608
     if _check(capped).views != checked.views:  # the text that runs is the text checked
-        raise QueryRefused("DuckDB printed the query back differently", rule="construct")
+        raise _refused("DuckDB printed the query back differently", rule="construct")
     config = store if isinstance(store, StoreConfig) else StoreConfig(Path(store))
     with _sandbox(config, key=key, scope=scope, checked=checked, limits=limits) as box:
         table = box.run(capped)
@@ -758,7 +731,7 @@ def _prepare(
         view = _VIEWS[name]
         missing = [t for t in view.tables if t not in columns]
         if missing:
-            raise QueryRefused(
+            raise _refused(
                 f"{name} is not available in this store yet (it has no {', '.join(missing)}; "
                 "load and match a bank extract first)",
                 rule="unavailable",

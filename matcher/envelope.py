@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import BatchRefused, EnvelopeError, KeyringError
+from contracts.schemas import MatchMode
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -83,7 +84,6 @@ NONCE_PREFIX_BYTES = 8
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
 KEY_BLOCK_BYTES = hpke.KEM.X25519.enc_length() + DATA_KEY_BYTES + TAG_BYTES  # 32 + 32 + 16
-MODES = ("salted", "oprf")
 LAST, MORE = 0x01, 0x00
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -134,7 +134,7 @@ class Manifest:
     rows: int
     taxonomy_version: str
     contract: str
-    mode: str = "salted"
+    mode: MatchMode = MatchMode.SALTED
     payload_bytes: int = 0
     payload_sha256: str = ""
     chunk_size: int = 0
@@ -168,8 +168,12 @@ class Manifest:
                 "created_at must be ISO-8601 UTC to the second, like 2026-11-03T09:30:00Z, got "
                 f"{self.created_at!r}"
             ) from None
-        if self.mode not in MODES:
-            raise EnvelopeError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        try:
+            object.__setattr__(self, "mode", MatchMode(self.mode))
+        except ValueError:
+            raise EnvelopeError(
+                f"mode must be one of {', '.join(MatchMode)}, got {self.mode!r}"
+            ) from None
         _count(self.rows, "rows")
         _count(self.payload_bytes, "payload_bytes")
         if self.payload_sha256 and not re.fullmatch(r"[0-9a-f]{64}", str(self.payload_sha256)):
@@ -203,7 +207,7 @@ class Manifest:
         taxonomy_version: str,
         contract: str,
         counts: Mapping[str, int] | None = None,
-        mode: str = "salted",
+        mode: MatchMode = MatchMode.SALTED,
     ) -> Manifest:
         """Return a manifest ready for `seal`; created_at is timezone-aware, kept to the second."""
         if vendor_id is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from contracts.errors import ConfigError, ContractError
-from contracts.schemas import VENDOR_BATCH, VENDOR_OPRF_BATCH
+from contracts.schemas import VENDOR_BATCH, VENDOR_OPRF_BATCH, MatchMode
 from contracts.taxonomy import CURRENT_VERSION
 from matcher.envelope import Manifest, SealedInfo, seal
 from matcher.identity import normalize_phones
@@ -33,9 +33,7 @@ from matcher.keyring import Keyring
 if TYPE_CHECKING:
     from matcher.oprf import OprfServerKey
 
-__all__ = ["MODES", "PackResult", "build_batch", "build_oprf_batch", "pack_users"]
-
-MODES = ("salted", "oprf")
+__all__ = ["PackResult", "build_batch", "build_oprf_batch", "pack_users"]
 
 _LIST_COLUMNS = [c for c in VENDOR_BATCH.columns if c != "key"]
 
@@ -50,7 +48,7 @@ class PackResult:
     duplicates_dropped: int
     salt_epoch: str  # the salt epoch (salted mode) or the OPRF epoch (oprf mode)
     sealed: SealedInfo | None = None
-    mode: str = "salted"
+    mode: MatchMode = MatchMode.SALTED
 
 
 def _unique_users(users: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int], int]:
@@ -131,7 +129,7 @@ def pack_users(
     taxonomy_version: str = CURRENT_VERSION,
     batch_id: str | None = None,
     chunk_size: int | None = None,
-    mode: str = "salted",
+    mode: MatchMode | str = MatchMode.SALTED,
     workers: int | None = None,
 ) -> PackResult:
     """Build a batch from a vendor users file, seal it for the bank and return the counts.
@@ -140,10 +138,13 @@ def pack_users(
     rows under the vendor's OPRF key of epoch `epoch_id` (default: its current OPRF epoch). The
     plaintext batch exists only as a 0600 temp file next to `out` while it is sealed.
     """
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", setting="mode")
+    if mode not in tuple(MatchMode):
+        raise ConfigError(
+            f"mode must be one of {', '.join(MatchMode)}, got {mode!r}", setting="mode"
+        )
+    mode = MatchMode(mode)
     users = pl.read_parquet(users_path)
-    if mode == "oprf":
+    if mode is MatchMode.OPRF:
         epoch = epoch_id or keyring.current_oprf_epoch()
         batch, rejected, duplicates, counts = build_oprf_batch(
             users, keyring.oprf_key(epoch), workers=workers

@@ -17,7 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import QueryCreate, QueryPublic
-from fusion.query import QueryFailed, QueryScope, run_query
+from contracts.errors import QueryFailed
+from fusion.query import QueryScope, run_query
 from fusion.tokens import Principal
 
 __all__ = ["router"]
