@@ -50,7 +50,6 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "UnknownEpochError",
-    "WorldError",
 ]
 
 
@@ -253,7 +252,3 @@ class QueryTimeout(QueryError):
             rule="timeout",
         )
         self.seconds = seconds
-
-
-class WorldError(FusionError):
-    """The synthetic world cannot be generated with the given parameters."""

@@ -1,4 +1,4 @@
-"""Scale inputs of any size, streamed to Parquet, and one measured run of the bucketed jobs on them.
+"""Scale inputs of any size, streamed to Parquet: a bank extract and the vendor's keyed users.
 
 `write_scale_inputs` writes a bank extract and the vendor's keyed users for `customers` bank
 customers and `vendor_ratio` times as many vendor users, one chunk of rows at a time (a chunk is
@@ -17,103 +17,79 @@ Who is who. Person p owns the mobile number 13e9 + (a * p + b) mod 7e9 (a, b dra
 a coprime to 7e9): an affine bijection of the mobile space, so numbers are distinct by
 construction and computed per chunk, with no table of numbers taken so far. Bank customer i is
 person i; chunk c's vendor-only users are persons from a range reserved for chunk c past the bank.
-Within each chunk of bank rows, as `labs.world` does for its world (its phone rules are reused, not
-copied): ~1% of customers give an unusable phone, 0.25% of customers (in pairs) give the number
-of another customer of the same chunk, phones are written in the world's eight dirty styles, and
-`coverage` (65%) of the customers with a valid phone who are not giving someone else's number are
-at the vendor, mixed among the chunk's vendor-only users in a random order. So the expected matches
-are exact: covered customers whose number is not shared (`ScaleSummary.expected_matches`).
+Within each chunk of bank rows the world's phone rules apply (`labs.world.phones`, shared by both
+generators): ~1% of customers give an unusable phone, 0.25% of customers (in pairs) give the
+number of another customer of the same chunk, phones are written in the world's eight dirty
+styles, and `coverage` (65%) of the customers with a valid phone who are not giving someone
+else's number are at the vendor, mixed among the chunk's vendor-only users in a random order.
+So the expected matches are exact: covered customers whose number is not shared
+(`ScaleSummary.expected_matches`).
 
 Lists. The vendor file holds 1-8 app ids and 1-12 tag ids a user (means 4.5 and 6.5), consecutive
-ids from a popularity-skewed start, so distinct within a row. The real world has ~20 apps and ~47
-tags a user (`labs.world`); at 30M users those two lists alone would be ~8 GB of int32 in memory,
-and a run writes them again (the key partitions copy them all, the matches those of the matched
-users). The jobs move lists without looking inside, at a cost linear in their bytes, so short
-lists keep the 30M-row file at 1.6 GB and the 10M x 30M generation under a minute (46 s here)
-while still exercising list columns through partitioning and joins.
+ids from a popularity-skewed start, so distinct within a row. The world (`labs.world`) gives a user
+several times more apps and tags; at 30M users such lists would not fit in memory as int32, and a
+run writes them again (the key partitions copy them all, the matches those of the matched users).
+The jobs move lists without looking inside, at a cost linear in their bytes, so short lists keep
+the files and the generation small while still exercising list columns through partitioning and
+joins.
 
 The vendor's own keyed hashing is not a bank stage: the file is written already keyed, with phones
 normalised (`matcher.identity`) and hashed (`matcher.keyed_hash`) chunk by chunk.
-
-`run_scale` runs the bank's stages on an inputs folder with one engine and times each;
-`measure_scale` runs it in a fresh subprocess and samples the resident memory of that process and
-all its children (the LocalCluster's nannies and workers) every 0.2 s, so a peak is one run's own.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import psutil  # installed with dask.distributed, which samples workers' memory with it
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import xgboost as xgb
 from rich.console import Console
 
-from contracts.errors import FusionError, WorldError
 from contracts.taxonomy import CURRENT_VERSION
-from fusion.engine import (
-    ClusterEngine,
-    join_keys,
-    key_customers,
-    parse_cluster,
-    partition_by_key,
-    progress_bar,
-    score_features,
-)
 from fusion.features import FeatureColumn, FeatureManifest, FeatureSet
 from fusion.models.classifier import ScoreModel, decile_edges
 from fusion.models.design import DesignSpec, design_matrix, feature_labels
+from fusion.progress import progress_bar
 from fusion.registry import Registry
-
-# The world's phone rules: the same dirty styles, invalid kinds and shares in both generators.
-from labs.world import (
-    _INVALID,
-    _INVALID_MIX,
-    _INVALID_PHONE_SHARE,
-    _MOBILE_SPACE,
-    _PHONE_STYLES,
-    _SHARED_PHONE_PAIRS,
-    _VENDOR_PLUS86_SHARE,
-    _BankPhones,
-    _dirty_phones,
+from labs.world.errors import WorldError
+from labs.world.personas import sigmoid
+from labs.world.phones import (
+    MOBILE_BASE,
+    MOBILE_SPACE,
+    VENDOR_PLUS86_SHARE,
+    bank_phones,
+    dirty_phones,
+    vendor_phones,
 )
+from matcher.atomic import atomic_path
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.keyring import Keyring
 
 __all__ = [
-    "STAGES",
+    "MODEL",
+    "MODEL_COLUMNS",
     "ScaleConfig",
     "ScaleInputs",
-    "ScaleRun",
     "ScaleSummary",
-    "measure_scale",
-    "run_scale",
+    "feature_set",
     "scale_inputs",
     "write_scale_inputs",
 ]
 
 _FORMAT = "bankfusion-scale-inputs/v1"
-STAGES = ("bank-keys", "vendor-partition", "psi-join", "score")
-_MODEL = "acquisition"
+MODEL = "acquisition"  # the registered model the scoring stage runs
 _FEATURES: tuple[tuple[str, str, str], ...] = (
     ("age", "demographics", "age in years"),
     ("tenure_months", "relationship", "months since the first account"),
@@ -124,8 +100,8 @@ _FEATURES: tuple[tuple[str, str, str], ...] = (
     ("time_deposit", "assets", "time deposits"),
     ("wealth_mgmt", "assets", "wealth management products"),
 )
-_VENDOR_COLUMNS = ("app_ids", "tag_ids")
-_SCORE_SLAB_ROWS = 1_000_000  # rows of the bank table handed to one score_features call
+# The columns the model reads: the identifiers and the features (`feature_set`).
+MODEL_COLUMNS = ("customer_id", "branch_id", *(name for name, _, _ in _FEATURES))
 
 _BANK_FILE = "bank/customers.parquet"
 _VENDOR_FILE = "vendor/keys.parquet"
@@ -161,9 +137,6 @@ _VENDOR_SCHEMA = pa.schema(
         ("tag_ids", pa.list_(pa.int32())),
     ]
 )
-
-
-# -- inputs ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,10 +247,10 @@ class _Mobiles:
             a = int(rng.integers(10**9 // 3, 13 * 10**8))
             if a % 2 and a % 5 and a % 7:
                 break
-        self.a, self.b = np.int64(a), np.int64(rng.integers(0, _MOBILE_SPACE))
+        self.a, self.b = np.int64(a), np.int64(rng.integers(0, MOBILE_SPACE))
 
     def __call__(self, person: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return 13 * 10**9 + (self.a * person.astype(np.int64) + self.b) % _MOBILE_SPACE
+        return MOBILE_BASE + (self.a * person.astype(np.int64) + self.b) % MOBILE_SPACE
 
 
 @dataclass(frozen=True)
@@ -297,10 +270,6 @@ def _lists(counts: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> pa.Lis
     within = np.arange(offsets[-1], dtype=np.int32) - np.repeat(offsets[:-1], counts)
     values = (np.repeat(starts, counts) + within).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
-
-
-def _sigmoid(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
 
 def _bank_features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray[Any, Any]]:
@@ -333,7 +302,7 @@ def _bank_features(rng: np.random.Generator, n: int) -> dict[str, np.ndarray[Any
         "aum_month_avg": aum,
         "time_deposit": time_deposit,
         "wealth_mgmt": wealth,
-        "opened_mb": (rng.random(n) < _sigmoid(logit)).astype(np.int8),
+        "opened_mb": (rng.random(n) < sigmoid(logit)).astype(np.int8),
     }
 
 
@@ -344,22 +313,9 @@ def _chunk(
     rng = np.random.default_rng((config.seed, 0xC4, index))
     n = end - begin
     person = np.arange(begin, end, dtype=np.int64)
-    true = mobiles(person)
     # The world's phone rules on this chunk: styles, invalid kinds, pairs that share a number.
-    kind = rng.choice(len(_PHONE_STYLES), size=n, p=_PHONE_STYLES).astype(np.int8)
-    order = rng.permutation(n)
-    pairs, invalid = round(n * _SHARED_PHONE_PAIRS), round(n * _INVALID_PHONE_SHARE)
-    copies, owners = order[:pairs], order[pairs : 2 * pairs]
-    bad = order[2 * pairs : 2 * pairs + invalid]
-    kind[bad] = _INVALID + rng.choice(len(_INVALID_MIX), size=invalid, p=_INVALID_MIX)
-    given = true.copy()
-    given[copies] = true[owners]
-    shared = np.zeros(n, dtype=bool)
-    shared[copies] = shared[owners] = True
-    copy = np.zeros(n, dtype=bool)
-    copy[copies] = True
-    phones = _BankPhones(true, given, kind, shared, copy, np.empty(0, dtype=np.int64))
-    phone = _dirty_phones(phones, rng)
+    phones = bank_phones(mobiles(person), rng)
+    phone = dirty_phones(phones, rng)
     features = _bank_features(rng, n)
     branch = "B" + pl.Series(rng.integers(1, _BRANCHES + 1, n)).cast(pl.String).str.zfill(3)
     bank = pa.table(
@@ -371,17 +327,15 @@ def _chunk(
         }
     ).cast(_BANK_SCHEMA)
 
-    valid = kind < _INVALID
-    candidates = np.flatnonzero(valid & ~copy)
+    valid = phones.valid
+    candidates = np.flatnonzero(valid & ~phones.copy)
     k = min(round(config.coverage * int(valid.sum())), len(candidates))
     covered = np.sort(rng.choice(candidates, size=k, replace=False))
     rows = round(config.vendor_ratio * n)
     reserved = math.ceil(config.vendor_ratio * config.chunk_rows)
     fresh = config.customers + index * reserved + np.arange(rows - k, dtype=np.int64)
     people = rng.permutation(np.concatenate([person[covered], fresh]))
-    text = pl.Series("phone", mobiles(people)).cast(pl.String)
-    plus86 = pl.Series(rng.random(rows) < _VENDOR_PLUS86_SHARE)
-    written = pl.select(pl.when(plus86).then(pl.lit("+86") + text).otherwise(text)).to_series()
+    written = vendor_phones(mobiles(people), rng.random(rows) < VENDOR_PLUS86_SHARE)
     keys = keyed_hash(normalize_phones(written).values, epoch, domain="mobile")
     # Popular apps and tags first: a start near the top of the id range is likelier.
     apps = _lists(
@@ -397,9 +351,9 @@ def _chunk(
         bank=bank,
         vendor=vendor,
         covered=k,
-        invalid=invalid,
-        shared=2 * pairs,
-        expected=int((~shared[covered]).sum()),
+        invalid=int((~valid).sum()),
+        shared=int(phones.shared.sum()),
+        expected=int((~phones.shared[covered]).sum()),
     )
 
 
@@ -478,21 +432,16 @@ def scale_inputs(
         found = None
     if found is not None and found.config == config:
         return found
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.folder_name}-", dir=cache))
-    try:
+    with atomic_path(root) as staging:
+        staging.mkdir(mode=0o700)  # it holds a bank keyring
         keyring = Keyring.init(staging / _KEYRING, role="bank")
         write_scale_inputs(config, staging, epoch=keyring.current_salt(), console=console)
-        if root.exists():
+        if root.exists():  # a folder cannot be renamed over a folder that holds files
             shutil.rmtree(root)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ScaleInputs.open(root)
 
 
-def _feature_set(table: pl.DataFrame, epoch_id: str) -> FeatureSet:
+def feature_set(table: pl.DataFrame, epoch_id: str) -> FeatureSet:
     """Return the bank table as a feature set: its numeric features, no vendor tags."""
     columns = (
         FeatureColumn("customer_id", "id", "bank_extract", "Int64"),
@@ -523,303 +472,12 @@ def _feature_set(table: pl.DataFrame, epoch_id: str) -> FeatureSet:
 def _train(bank: Path, models: Path, rows: int, epoch_id: str) -> None:
     """Register a small acquisition model trained on the first `rows` customers of `bank`."""
     table = pl.scan_parquet(bank).head(rows).collect()
-    features = _feature_set(table, epoch_id)
+    features = feature_set(table, epoch_id)
     spec = DesignSpec(tuple(name for name, _, _ in _FEATURES))
     x = design_matrix(features, spec)
     y = table["opened_mb"].to_numpy()
     params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "tree_method": "hist"}
     booster = xgb.train(params, xgb.DMatrix(x, label=y, feature_names=spec.names), 40)
-    model = ScoreModel(_MODEL, booster, spec, feature_labels(features.manifest, spec), np.zeros(9))
+    model = ScoreModel(MODEL, booster, spec, feature_labels(features.manifest, spec), np.zeros(9))
     model.decile_edges = decile_edges(model.predict(x))
     Registry(models).save(model, created_at=_TRAINED_AT)
-
-
-# -- one run ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScaleRun:
-    """One run of the bank's stages on one inputs folder with one engine, and what it measured.
-
-    `seconds`, `cpu_seconds`, `rows` and `windows` (wall-clock start and end, for matching memory
-    samples) are per stage of `STAGES`; CPU time, unlike wall time, hardly moves when other work
-    shares the machine; `peak_rss` and `stage_peak_rss` (bytes, the resident memory of the
-    run's whole process tree) are filled in by `measure_scale`, 0 / empty otherwise.
-    """
-
-    customers: int
-    vendor_users: int
-    engine: str
-    workers: int
-    startup_s: float
-    load: float  # the machine's 1-minute load average as the run began
-    seconds: dict[str, float]
-    cpu_seconds: dict[str, float]  # CPU time of the whole process tree (driver and workers)
-    rows: dict[str, int]
-    windows: dict[str, tuple[float, float]]
-    keyed: int
-    invalid: int
-    duplicated: int
-    matches: int
-    matches_digest: str
-    scored: int
-    scores_digest: str
-    peak_rss: int = 0
-    stage_peak_rss: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total_s(self) -> float:
-        """Return the seconds of all stages (the engine's start not counted)."""
-        return sum(self.seconds[stage] for stage in STAGES)
-
-    def rows_per_s(self, stage: str) -> float:
-        """Return the rows a stage took in per second."""
-        seconds = self.seconds[stage]
-        return self.rows[stage] / seconds if seconds > 0 else float("inf")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the run as JSON-ready values."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> ScaleRun:
-        """Return the run that to_dict() gave `document`."""
-        values = dict(document)
-        values["windows"] = {k: (float(a), float(b)) for k, (a, b) in values["windows"].items()}
-        return cls(**values)
-
-
-def _digest(files: tuple[str, ...], columns: tuple[str, ...]) -> str:
-    """Return the SHA-256 of `columns` of `files`, row by row in file order (one file at a time)."""
-    digest = hashlib.sha256()
-    for file in files:
-        frame = pl.read_parquet(file, columns=list(columns))
-        for column in columns:
-            digest.update(np.ascontiguousarray(frame[column].to_numpy()).tobytes())
-    return digest.hexdigest()
-
-
-def run_scale(
-    inputs: ScaleInputs,
-    out: Path,
-    *,
-    cluster: str | None = None,
-    console: Console | None = None,
-    score_slab_rows: int = _SCORE_SLAB_ROWS,
-) -> ScaleRun:
-    """Return the timings and results of the bank's stages on `inputs`, run on one engine.
-
-    Stages, each timed alone: "bank-keys" (`key_customers` on the extract: keyed hashing, then
-    the shared-phone rule per bucket), "vendor-partition" (`partition_by_key` of the vendor's
-    keyed file with its lists; in this process on every engine, it only moves bytes),
-    "psi-join" (`join_keys`, carrying the lists into the matches) and "score" (`score_features`
-    with the registered model). `score_features` takes a feature table in memory, so the bank
-    table is handed to it in slabs of whole row groups, at least `score_slab_rows` rows each,
-    read from the Parquet file, which bounds this process's share; the feature build is not a
-    bucketed job yet, so the table scored is the bank's own features. After the timings, the
-    matches and scores are read back file by file for digests that must not depend on the
-    engine.
-
-    Args:
-        inputs: the generated inputs (`scale_inputs`).
-        out: the run's folder; its job folders are left there for the caller to remove.
-        cluster: an engine spec as `fusion.engine.parse_cluster` takes it (None: in-process).
-        console: where the stages draw their progress bars; None draws none.
-        score_slab_rows: rows of the bank table per `score_features` call (whole row groups
-            are added until a slab holds at least this many).
-    """
-    epoch = Keyring.open(inputs.keyring).current_salt()
-    registry = Registry(inputs.registry)
-    me = psutil.Process()
-    seconds: dict[str, float] = {}
-    cpu_seconds: dict[str, float] = {}
-    windows: dict[str, tuple[float, float]] = {}
-
-    @contextmanager
-    def timed(stage: str) -> Iterator[None]:
-        wall, cpu, began = time.time(), _tree_cpu(me), time.perf_counter()
-        yield
-        seconds[stage] = time.perf_counter() - began
-        cpu_seconds[stage] = _tree_cpu(me) - cpu
-        windows[stage] = (wall, time.time())
-
-    load = os.getloadavg()[0]
-    begin = time.perf_counter()
-    with parse_cluster(cluster, console=console) as engine:
-        if isinstance(engine, ClusterEngine):
-            # Workers import the jobs' modules (polars, xgboost, scipy: seconds) before any stage
-            # clock starts, as a long-lived cluster's workers have; the start-up is reported.
-            engine.client.run(_ready)
-        startup_s = time.perf_counter() - begin
-        workers = engine.workers
-
-        with timed("bank-keys"):
-            keyed = key_customers(engine, inputs.bank, epoch, out / "keys")
-        with timed("vendor-partition"):
-            vendor = partition_by_key(inputs.vendor, out / "vendor", columns=_VENDOR_COLUMNS)
-        with timed("psi-join"):
-            matches = join_keys(engine, keyed, vendor, out / "matches", columns=_VENDOR_COLUMNS)
-        with timed("score"):
-            score_files: list[str] = []
-            scored = 0
-            for slab, table in enumerate(_slabs(inputs.bank, score_slab_rows)):
-                parts = score_features(
-                    engine,
-                    _feature_set(table, epoch.epoch_id),
-                    registry,
-                    _MODEL,
-                    out / "scores" / f"slab-{slab:05d}",
-                )
-                score_files.extend(parts.files)
-                scored += parts.rows
-    return ScaleRun(
-        customers=keyed.customers,
-        vendor_users=vendor.rows,
-        engine=cluster or "in-process",
-        workers=workers,
-        startup_s=startup_s,
-        load=load,
-        seconds=seconds,
-        cpu_seconds=cpu_seconds,
-        rows={
-            "bank-keys": keyed.customers,
-            "vendor-partition": vendor.rows,
-            "psi-join": keyed.keyed + vendor.rows,
-            "score": scored,
-        },
-        windows=windows,
-        keyed=keyed.keyed,
-        invalid=keyed.invalid,
-        duplicated=keyed.duplicated,
-        matches=matches.rows,
-        matches_digest=_digest(matches.files, ("customer_id",)),
-        scored=scored,
-        scores_digest=_digest(tuple(score_files), ("customer_id", "decile")),
-    )
-
-
-def _slabs(bank: Path, rows: int) -> Iterator[pl.DataFrame]:
-    """Yield the scoring columns of the bank file in slabs of whole row groups, >= `rows` each.
-
-    One row group read at a time: a pyarrow reader iterating the whole file would keep every
-    row group's raw bytes until it ended (see `fusion.engine._chunks`).
-    """
-    wanted = ["customer_id", "branch_id", *(name for name, _, _ in _FEATURES)]
-    reader = pq.ParquetFile(bank)
-    held: list[pa.Table] = []
-    for group in range(reader.num_row_groups):
-        held.append(reader.read_row_group(group, columns=wanted))
-        if sum(t.num_rows for t in held) >= rows or group == reader.num_row_groups - 1:
-            yield pl.DataFrame(pl.from_arrow(pa.concat_tables(held)))
-            held = []
-
-
-def _tree_cpu(root: psutil.Process) -> float:
-    """Return the CPU seconds (user + system) of `root` and its living descendants so far."""
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _ready() -> int:
-    """Return this worker's process id; unpickling it imported this module and the engine's."""
-    return os.getpid()
-
-
-def _tree_rss(root: psutil.Process) -> int:
-    """Return the resident bytes of `root` and all its descendants (0 once it has gone)."""
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue  # a worker that ended between the listing and the read
-    return total
-
-
-def _kill_tree(root: psutil.Process) -> None:
-    """Kill `root` (a run this module started) and every process it started."""
-    try:
-        processes = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            continue
-    psutil.wait_procs(processes, timeout=10)
-
-
-# The run's own process: everything it needs arrives as arguments, the result leaves as JSON.
-_LAUNCH = (
-    "import json, sys; from pathlib import Path; from rich.console import Console; "
-    "from labs.scale import ScaleInputs, run_scale; "
-    "inputs, out, cluster, bars, result = sys.argv[1:]; "
-    "run = run_scale(ScaleInputs.open(Path(inputs)), Path(out), cluster=cluster or None, "
-    "console=Console() if bars == 'bars' else None); "
-    "Path(result).write_text(json.dumps(run.to_dict()))"
-)
-
-
-def measure_scale(
-    inputs: ScaleInputs,
-    out: Path,
-    *,
-    cluster: str | None = None,
-    interval: float = 0.2,
-    progress: bool = True,
-) -> ScaleRun:
-    """Return `run_scale` on `inputs`, run in a fresh process, with its peak resident memory.
-
-    The run's process and all its children (a LocalCluster's nannies and workers) are sampled
-    every `interval` seconds; the peak is the largest sum over one sample, and each stage's peak
-    the largest within its window. RSS counts pages shared between processes in each of them,
-    so the sum is an upper bound of what the run holds. The run's stderr (Dask's logs) goes to
-    `<out>/run.log`; its progress bars go to this process's stdout unless `progress` is False.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    result, log = out / "run.json", out / "run.log"
-    result.unlink(missing_ok=True)
-    arguments = [str(inputs.root), str(out / "jobs"), cluster or "", "bars" if progress else "-"]
-    samples: list[tuple[float, int]] = []
-    with log.open("wb") as sink:
-        child = subprocess.Popen(  # noqa: S603 - our own interpreter, our own arguments
-            [sys.executable, "-c", _LAUNCH, *arguments, str(result)],
-            stdout=None if progress else subprocess.DEVNULL,
-            stderr=sink,
-        )
-    root = psutil.Process(child.pid)
-    try:
-        while child.poll() is None:
-            samples.append((time.time(), _tree_rss(root)))
-            time.sleep(interval)
-    finally:
-        if child.poll() is None:  # interrupted: leave no run, nanny or worker behind
-            _kill_tree(root)
-            child.wait()
-    if child.returncode != 0 or not result.exists():
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise FusionError(
-            f"the scale run of {inputs.summary.customers:,} customers on "
-            f"{cluster or 'in-process'} exited with {child.returncode}; its log ends:\n{tail}"
-        )
-    run = ScaleRun.from_dict(json.loads(result.read_text(encoding="utf-8")))
-    stage_peaks = {
-        stage: max(
-            (rss for at, rss in samples if begin - interval <= at <= end + interval), default=0
-        )
-        for stage, (begin, end) in run.windows.items()
-    }
-    return replace(
-        run, peak_rss=max((rss for _, rss in samples), default=0), stage_peak_rss=stage_peaks
-    )
