@@ -401,7 +401,18 @@ def validate_bank_extract(
             else pl.lit(True)
         ).alias("amounts_non_negative"),
     ).with_columns(phone_invalid=phone_reasons.is_not_null().cast(pl.Float64))
-    rules = [
+    rules = _bank_extract_rules(
+        amounts=len(amounts), max_invalid_phone_share=max_invalid_phone_share
+    )
+    return _run_suite(BANK_EXTRACT.contract, derived, rules, batch_id)
+
+
+_NON_NEGATIVE_WORDS = ("aum", "amount", "amt", "balance", "deposit", "count", "cnt", "tenure", "n_")
+
+
+def _bank_extract_rules(*, amounts: int, max_invalid_phone_share: float) -> list[_Rule]:
+    """Return the bank extract's GX rules over its derived frame (`amounts` columns checked)."""
+    return [
         _Rule(
             "customer_id_not_null",
             "customer_id is present",
@@ -431,7 +442,7 @@ def validate_bank_extract(
         ),
         _Rule(
             "amounts_non_negative",
-            f"{len(amounts)} amount/balance/count columns are >= 0",
+            f"{amounts} amount/balance/count columns are >= 0",
             _is_true("amounts_non_negative"),
         ),
         _Rule(
@@ -442,7 +453,3 @@ def validate_bank_extract(
             ),
         ),
     ]
-    return _run_suite(BANK_EXTRACT.contract, derived, rules, batch_id)
-
-
-_NON_NEGATIVE_WORDS = ("aum", "amount", "amt", "balance", "deposit", "count", "cnt", "tenure", "n_")

@@ -21,6 +21,7 @@ __all__ = [
     "CURRENT_VERSION",
     "Category",
     "Taxonomy",
+    "build_taxonomy",
     "load_taxonomy",
 ]
 
@@ -127,7 +128,8 @@ class Taxonomy:
         return int(self.tags["tag_id"].max())  # type: ignore[arg-type]
 
 
-def _build(version: str) -> Taxonomy:
+def build_taxonomy(version: str) -> Taxonomy:
+    """Return the taxonomy of a known `version`, built afresh (`load_taxonomy` caches it)."""
     categories = pl.DataFrame(
         {
             "category_id": [c.category_id for c in CATEGORIES],
@@ -197,4 +199,4 @@ def load_taxonomy(version: str = CURRENT_VERSION) -> Taxonomy:
             " Ask the vendor which version its batch uses, or upgrade the platform",
             setting="taxonomy_version",
         )
-    return _build(version)
+    return build_taxonomy(version)

@@ -26,16 +26,13 @@ DuckDB) with the columns and codes decided for the whole snapshot by `snapshot_m
 whole build's (fusion.engine.build_feature_buckets runs one task per bucket).
 
 Vectorised throughout: one DuckDB query picks each matched customer's batch and returns the list
-columns as Arrow; per-category and per-app sums are `np.bincount` over the flattened lists with
-column * rows + row indices, and the CSR is assembled straight from the list offsets. Measured on
-this 2-core machine at 1M customers (642k matched, 32M tags, two batch versions per key): 5-10 s,
-about 3 GB peak with the store's memory_limit at 500MB (DuckDB's cache adds ~1.3 GB without it).
+columns as Arrow, and `fusion.vendor_features` turns the lists into columns and the CSR with
+numpy, never a Python loop per customer.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -50,7 +47,10 @@ import scipy.sparse as sp
 
 from contracts.errors import ConfigError, StoreError
 from contracts.taxonomy import CURRENT_VERSION, Taxonomy, load_taxonomy
+from fusion.bank_columns import ID_COLUMNS, ColumnNote, encode_bank, is_text
 from fusion.store import RAW_IDENTIFIER_COLUMNS, Store
+from fusion.vendor_features import choose_apps, external_columns, tag_matrix
+from matcher.atomic import atomic_path, write_atomic
 
 __all__ = [
     "FUSED",
@@ -72,32 +72,6 @@ Compression = Literal["zstd", "lz4", "snappy", "gzip", "brotli", "uncompressed"]
 TABLE_FILE = "features.parquet"
 TAGS_FILE = "tags.npz"
 MANIFEST_FILE = "manifest.json"
-
-_ID_COLUMNS = ("customer_id", "branch_id")
-_LABEL = "opened_mb"
-_FLAGS = ("mb_registered",)
-# The bank's data dictionary, grouped as in its data mart. A column it does not name is
-# "channels" when it is a windowed transaction measure, else "bank_other".
-_BANK_GROUPS: dict[str, tuple[str, ...]] = {
-    "demographics": (
-        "age", "gender", "marital", "education", "job", "city_tier", "household_size",
-        "has_children", "is_local_resident", "annual_income",
-    ),
-    "relationship": (
-        "tenure_months", "customer_level", "n_products", "ukey_holder", "online_banking",
-        "payroll", "credit_card", "credit_card_limit", "n_debit_cards", "wechat_bound",
-        "sms_alerts", "has_relationship_manager", "months_since_contact", "complaints_12m",
-        "social_security_card",
-    ),
-    "assets": (
-        "aum_current", "aum_month_avg", "aum_year_avg", "aum_max_12m", "demand_deposit",
-        "time_deposit", "time_deposit_count", "wealth_mgmt", "wealth_ratio", "funds",
-        "insurance", "bonds", "precious_metals", "loan_balance", "mortgage_balance",
-        "consumer_loan_balance", "credit_card_balance", "n_loans",
-    ),
-}  # fmt: skip
-_GROUP_OF = {name: group for group, names in _BANK_GROUPS.items() for name in names}
-_CHANNEL_MARKS = ("_3m", "_12m", "_days_since_last")
 
 # Each customer's vendor rows come from the batch its match used (matches.batch_id, chosen by
 # fusion.match's point-in-time rule), so the model table, the coverage report and the branch
@@ -247,31 +221,20 @@ class FeatureSet:
             "manifest": out / MANIFEST_FILE,
         }
 
-        def replace(final: Path, write: Any) -> None:
-            tmp = final.with_name(f".{final.name}.tmp")
-            try:
-                write(tmp)
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
-
-        replace(paths["table"], lambda p: self.table.write_parquet(p, compression=compression))
-
-        def write_tags(path: Path) -> None:
-            with path.open("wb") as handle:
-                np.savez(
-                    handle,
-                    format=np.array(b"csr"),
-                    shape=np.array(self.tags.shape),
-                    data=self.tags.data,
-                    indices=self.tags.indices,
-                    indptr=self.tags.indptr,
-                    tag_ids=self.tag_ids,
-                )
-
-        replace(paths["tags"], write_tags)
+        with atomic_path(paths["table"]) as tmp:
+            self.table.write_parquet(tmp, compression=compression)
+        with atomic_path(paths["tags"]) as tmp, tmp.open("wb") as handle:
+            np.savez(
+                handle,
+                format=np.array(b"csr"),
+                shape=np.array(self.tags.shape),
+                data=self.tags.data,
+                indices=self.tags.indices,
+                indptr=self.tags.indptr,
+                tag_ids=self.tag_ids,
+            )
         text = json.dumps(self.manifest.to_dict(), indent=1, ensure_ascii=False) + "\n"
-        replace(paths["manifest"], lambda p: p.write_text(text, encoding="utf-8"))
+        write_atomic(paths["manifest"], text)
         return paths
 
     @classmethod
@@ -290,14 +253,6 @@ class FeatureSet:
 
 
 # -- in-bank part ------------------------------------------------------------------------------
-
-
-def _bank_group(name: str) -> str:
-    if name in _GROUP_OF:
-        return _GROUP_OF[name]
-    if name.endswith(_CHANNEL_MARKS) or "_txn_" in name:
-        return "channels"
-    return "bank_other"
 
 
 def _read_bank(store: Store, snapshot_date: date, where: str = "") -> pl.DataFrame:
@@ -359,90 +314,6 @@ def _refuse_repeats(store: Store, snapshot_date: date, duplicated: int) -> None:
         )
 
 
-def _is_text(dtype: pl.DataType) -> bool:
-    return dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
-
-
-def _encode_bank(
-    bank: pl.DataFrame, snapshot_date: date, like: FeatureManifest | None
-) -> tuple[pl.DataFrame, list[FeatureColumn], dict[str, tuple[str, ...]]]:
-    """Return the bank columns made numeric, their manifest entries and the text codes."""
-    exprs: list[pl.Expr] = []
-    entries: list[FeatureColumn] = []
-    codes: dict[str, tuple[str, ...]] = {}
-    for name, dtype in bank.schema.items():
-        if name in _ID_COLUMNS:
-            group = "id"
-            description = "the bank's customer id" if name == "customer_id" else "its branch"
-            expr = pl.col(name)
-        else:
-            group = "label" if name == _LABEL else "flag" if name in _FLAGS else _bank_group(name)
-            description = ""
-            if dtype == pl.Boolean:
-                expr, description = pl.col(name).cast(pl.Int8), "1 = true, 0 = false"
-            elif _is_text(dtype):
-                values = (
-                    like.codes[name]
-                    if like is not None and name in like.codes
-                    else tuple(bank[name].cast(pl.String).drop_nulls().unique().sort().to_list())
-                )
-                codes[name] = values
-                code_type = pl.Int16 if len(values) < 2**15 else pl.Int32
-                expr = (
-                    pl.col(name)
-                    .cast(pl.String)
-                    .replace_strict(values, range(len(values)), default=None)
-                    .cast(code_type)
-                )
-                description = f"code of the value in manifest.codes[{name!r}]"
-            elif dtype == pl.Date:
-                expr = (pl.lit(snapshot_date) - pl.col(name)).dt.total_days().cast(pl.Int32)
-                description = "days before the snapshot date"
-            elif dtype.is_numeric():
-                expr = pl.col(name)
-            else:
-                raise StoreError(
-                    f"bank_features column {name!r} has type {dtype}, which no model reads; "
-                    "give it a numeric, boolean, text or date type in the extract"
-                )
-        exprs.append(expr.alias(name))
-        entries.append(FeatureColumn(name, group, "bank_features", "", description))
-    encoded = bank.select(exprs)
-    typed = [
-        FeatureColumn(e.name, e.group, e.source, str(encoded.schema[e.name]), e.description)
-        for e in entries
-    ]
-    return encoded, typed, codes
-
-
-# -- external part -----------------------------------------------------------------------------
-
-
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Return (length of each list, all elements flattened) of a list column; null lists are []."""
-    lists = column.combine_chunks()
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
-    return lengths.astype(np.int64), pc.list_flatten(lists).to_numpy()
-
-
-def _sums(
-    index: np.ndarray[Any, Any],
-    weights: np.ndarray[Any, Any] | None,
-    shape: tuple[int, int],
-    dtype: type[np.generic],
-) -> np.ndarray[Any, Any]:
-    """Return a (columns, rows) table of the sums of `weights` (or counts) by flat index.
-
-    Column-major (index = column * rows + row), so each feature column is one contiguous slice.
-    np.bincount sums in float64, exact for these integer counts; the table is narrowed at once.
-    """
-    return (
-        np.bincount(index, weights=weights, minlength=shape[0] * shape[1])
-        .reshape(shape)
-        .astype(dtype)
-    )
-
-
 def _resolve_taxonomy(
     store: Store, batch_ids: list[str], asked: str | None, like: FeatureManifest | None
 ) -> Taxonomy:
@@ -470,127 +341,6 @@ def _resolve_taxonomy(
             setting="taxonomy_version",
         )
     return load_taxonomy(version)
-
-
-def _choose_apps(
-    reach: np.ndarray[Any, Any], apps: pl.DataFrame, top_apps: int
-) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Return the `top_apps` app ids of the taxonomy's `apps` with the most reach (by app id).
-
-    The most used apps are those most matched customers use (reach); ties go to the lower app
-    id, so the choice is deterministic.
-    """
-    ids = apps["app_id"].to_numpy()
-    order = np.lexsort((ids, -reach[ids]))
-    return ids[order[:top_apps]].astype(np.int64)
-
-
-def _external(
-    vendor: pa.Table,
-    taxonomy: Taxonomy,
-    top_apps: int,
-    like: FeatureManifest | None,
-) -> tuple[pl.DataFrame, list[FeatureColumn], tuple[int, ...], dict[str, Any]]:
-    """Return the external columns of the matched rows (in `vendor` order) and their entries.
-
-    Also returns the top app ids and the flattened tag lists for the CSR.
-    """
-    m = vendor.num_rows
-    n_apps, app_ids = _flat(vendor["app_ids"])
-    _, app_days = _flat(vendor["app_days"])
-    _, app_sessions = _flat(vendor["app_sessions"])
-    n_tags, tag_ids = _flat(vendor["tag_ids"])
-    _, tag_weights = _flat(vendor["tag_weights"])
-    row = np.repeat(np.arange(m, dtype=np.int64), n_apps)
-
-    categories = taxonomy.categories.sort("category_id")
-    cat_ids = categories["category_id"].to_numpy()
-    n_cat = len(cat_ids)
-    cat_pos = np.full(int(cat_ids.max()) + 1, -1, dtype=np.int64)
-    cat_pos[cat_ids] = np.arange(n_cat)
-    apps = taxonomy.apps.sort("app_id")
-    app_cat = np.full(taxonomy.max_app_id + 1, -1, dtype=np.int64)
-    app_cat[apps["app_id"].to_numpy()] = cat_pos[apps["category_id"].to_numpy()]
-    if app_ids.size and (app_ids.max() >= app_cat.size or (app_cat[app_ids] < 0).any()):
-        raise StoreError(f"vendor_apps holds app ids outside taxonomy {taxonomy.version}")
-
-    if like is not None:
-        chosen = np.array(like.top_apps, dtype=np.int64)
-    else:
-        chosen = _choose_apps(np.bincount(app_ids, minlength=app_cat.size), apps, top_apps)
-    k = len(chosen)
-    app_col = np.full(max(app_cat.size, int(chosen.max(initial=0)) + 1), -1, dtype=np.int64)
-    app_col[chosen] = np.arange(k)
-    hit = app_col[app_ids] >= 0
-    top_days = _sums(app_col[app_ids[hit]] * m + row[hit], app_days[hit], (k, m), np.int16)
-    del hit
-
-    cell = app_cat[app_ids] * m + row
-    del row
-    cat_days = _sums(cell, app_days, (n_cat, m), np.int32)
-    cat_apps = _sums(cell, None, (n_cat, m), np.int16)
-    cat_sessions = np.bincount(cell, weights=app_sessions, minlength=n_cat * m).reshape(n_cat, m)
-    del cell
-    total_sessions = cat_sessions.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # NaN (null) when the user has no session at all
-        cat_share = (cat_sessions / total_sessions).astype(np.float32)
-    cat_sessions = cat_sessions.astype(np.int32)
-
-    columns: list[pl.Series] = []
-    entries: list[FeatureColumn] = []
-
-    def add(name: str, values: Any, group: str, source: str, text: str) -> None:
-        series = pl.Series(name, values, nan_to_null=True)
-        columns.append(series)
-        entries.append(FeatureColumn(name, group, source, str(series.dtype), text))
-
-    grp, src = "external_category", "vendor_apps"
-    for j, (code, label) in enumerate(categories.select("code", "name").iter_rows()):
-        add(f"ext_{code}_days", cat_days[j], grp, src,
-            f"{label}: active days summed over its apps (last 30 days)")  # fmt: skip
-        add(f"ext_{code}_sessions", cat_sessions[j], grp, src,
-            f"{label}: sessions summed over its apps (last 30 days)")  # fmt: skip
-        add(f"ext_{code}_share", cat_share[j], grp, src,
-            f"{label}: share of the user's sessions (null when the user has none)")  # fmt: skip
-        add(f"ext_{code}_apps", cat_apps[j], grp, src, f"{label}: number of its apps used")
-    grp = "external_app"
-    add("ext_n_apps", n_apps.astype(np.int16), grp, src, "apps used (last 30 days)")
-    add("ext_days_total", cat_days.sum(axis=0, dtype=np.int32), grp, src,
-        "active days summed over all apps")  # fmt: skip
-    add("ext_sessions_total", total_sessions.astype(np.int32), grp, src,
-        "sessions summed over all apps")  # fmt: skip
-    names = dict(zip(apps["app_id"].to_list(), apps["name"].to_list(), strict=True))
-    for j, app in enumerate(chosen.tolist()):
-        add(f"ext_app_{app}_days", top_days[j], grp, src,
-            f"active days on app {app} ({names.get(app, 'not in the taxonomy')})")  # fmt: skip
-    add("ext_n_tags", n_tags.astype(np.int16), "external_tag", "vendor_tags", "interest tags held")
-    flat_tags = {"lengths": n_tags, "ids": tag_ids, "weights": tag_weights}
-    return pl.DataFrame(columns), entries, tuple(chosen.tolist()), flat_tags
-
-
-def _tag_matrix(
-    rows: int, positions: np.ndarray[Any, Any], flat: dict[str, Any], taxonomy: Taxonomy
-) -> tuple[sp.csr_matrix, np.ndarray[Any, np.dtype[np.int32]]]:
-    """Return the CSR over all table rows (empty where unmatched) and its column tag ids."""
-    tag_ids = np.sort(taxonomy.tags["tag_id"].to_numpy()).astype(np.int32)
-    column = np.full(int(tag_ids.max()) + 1, -1, dtype=np.int32)
-    column[tag_ids] = np.arange(len(tag_ids), dtype=np.int32)
-    ids = flat["ids"]
-    if ids.size and (ids.max() >= column.size or (column[ids] < 0).any()):
-        raise StoreError(f"vendor_tags holds tag ids outside taxonomy {taxonomy.version}")
-    lengths = np.zeros(rows, dtype=np.int64)
-    lengths[positions] = flat["lengths"]
-    indptr = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    # Matched rows come in table order, so the flattened lists are already the CSR's data.
-    matrix = sp.csr_matrix(
-        (flat["weights"].astype(np.float32), column[ids], indptr), shape=(rows, len(tag_ids))
-    )
-    # Canonical form (columns ascending within a row; the contract rules out repeats): 0.6 s at
-    # 1M customers, and every scipy operation and equality check then behaves as documented.
-    matrix.sort_indices()
-    return matrix, tag_ids
 
 
 # -- the build ---------------------------------------------------------------------------------
@@ -666,12 +416,6 @@ def snapshot_manifest(
     """
     _check_top_apps(top_apps)
     params = _pick_params(snapshot_date, salt_epoch)
-    # Picked rows of customers at the snapshot, as the build keeps them.
-    whole = _PICK_SQL.format(bucket="")
-    at_snapshot = (
-        f"SELECT * FROM ({whole}) AS v WHERE v.customer_id IN "  # noqa: S608 (our SQL)
-        "(SELECT customer_id FROM bank_features WHERE snapshot_date = $snapshot)"
-    )
     with store.transaction():  # one consistent read, as the build's
         bank = _read_bank(store, snapshot_date, " AND false")  # its columns and checks only
         counted = store.execute(
@@ -681,46 +425,13 @@ def snapshot_manifest(
         ).fetchone()
         rows = int(counted[0]) if counted else 0
         _refuse_repeats(store, snapshot_date, rows - (int(counted[1]) if counted else 0))
-        codes: dict[str, tuple[str, ...]] = {}
-        for name, dtype in bank.schema.items():
-            if name not in _ID_COLUMNS and _is_text(dtype):
-                quoted = '"' + name.replace('"', '""') + '"'
-                values = store.execute(
-                    f"SELECT DISTINCT {quoted}::VARCHAR FROM bank_features "  # noqa: S608 (quoted name)
-                    f"WHERE snapshot_date = ? AND {quoted} IS NOT NULL",
-                    [snapshot_date],
-                ).fetchall()
-                # sorted by polars, as _encode_bank sorts a whole table's values
-                codes[name] = tuple(pl.Series(name, [v[0] for v in values], pl.String).sort())
-        batch_ids = [
-            str(r[0])
-            for r in store.execute(
-                f"SELECT DISTINCT batch_id FROM ({whole}) AS v",  # noqa: S608 (our SQL)
-                params,
-            ).fetchall()
-        ]
-        used = store.execute(
-            f"SELECT batch_id, count(*), sum(coalesce(len(tag_ids), 0)) FROM ({at_snapshot}) "  # noqa: S608 (our SQL)
-            "GROUP BY batch_id ORDER BY batch_id",
-            params,
-        ).fetchall()
-        reach_rows = store.execute(
-            f"SELECT app, count(*) FROM (SELECT unnest(app_ids) AS app FROM ({at_snapshot})) "  # noqa: S608 (our SQL)
-            "WHERE app IS NOT NULL GROUP BY app",
-            params,
-        ).fetchall()
+        codes = _text_codes(store, bank, snapshot_date)
+        usage = _snapshot_usage(store, params)
         in_matches = _in_matches(store, snapshot_date, salt_epoch, "")
-        taxonomy = _resolve_taxonomy(store, batch_ids, taxonomy_version, None)
+        taxonomy = _resolve_taxonomy(store, usage.batch_ids, taxonomy_version, None)
         empty = store.execute(_PICK_SQL.format(bucket=" AND false"), params).fetch_arrow_table()
 
     apps = taxonomy.apps.sort("app_id")
-    reach = np.zeros(taxonomy.max_app_id + 1, dtype=np.int64)
-    known = np.zeros(taxonomy.max_app_id + 1, dtype=bool)
-    known[apps["app_id"].to_numpy()] = True
-    for app, count in reach_rows:
-        if not 0 <= app < known.size or not known[app]:
-            raise StoreError(f"vendor_apps holds app ids outside taxonomy {taxonomy.version}")
-        reach[app] = count
     decided = FeatureManifest(
         snapshot_date=snapshot_date,
         salt_epoch=salt_epoch,
@@ -730,7 +441,7 @@ def snapshot_manifest(
         in_matches=0,
         columns=(),
         codes=codes,
-        top_apps=tuple(_choose_apps(reach, apps, top_apps).tolist()),
+        top_apps=tuple(choose_apps(_reach(usage.reach, taxonomy), apps, top_apps).tolist()),
         batches={},
     )
     shape = _assemble(
@@ -739,14 +450,80 @@ def snapshot_manifest(
     return replace(
         shape,
         rows=rows,
-        matched=sum(int(r[1]) for r in used),
-        batches={str(r[0]): int(r[1]) for r in used},
+        matched=sum(int(r[1]) for r in usage.used),
+        batches={str(r[0]): int(r[1]) for r in usage.used},
         tags={
             **shape.tags,
             "shape": [rows, shape.tags["shape"][1]],
-            "nnz": sum(int(r[2]) for r in used),
+            "nnz": sum(int(r[2]) for r in usage.used),
         },
     )
+
+
+def _text_codes(
+    store: Store, bank: pl.DataFrame, snapshot_date: date
+) -> dict[str, tuple[str, ...]]:
+    """Return each text column's distinct values at the snapshot, in code order."""
+    codes: dict[str, tuple[str, ...]] = {}
+    for name, dtype in bank.schema.items():
+        if name not in ID_COLUMNS and is_text(dtype):
+            quoted = '"' + name.replace('"', '""') + '"'
+            values = store.execute(
+                f"SELECT DISTINCT {quoted}::VARCHAR FROM bank_features "  # noqa: S608 (quoted name)
+                f"WHERE snapshot_date = ? AND {quoted} IS NOT NULL",
+                [snapshot_date],
+            ).fetchall()
+            # sorted by polars, as encode_bank sorts a whole table's values
+            codes[name] = tuple(pl.Series(name, [v[0] for v in values], pl.String).sort())
+    return codes
+
+
+@dataclass(frozen=True)
+class _SnapshotUsage:
+    """Aggregates of the vendor rows picked at a snapshot, as the whole build would pick them."""
+
+    batch_ids: list[str]  # every picked batch
+    used: list[tuple[Any, ...]]  # (batch_id, customers, tags) of customers at the snapshot
+    reach: list[tuple[Any, ...]]  # (app id, customers using it) of customers at the snapshot
+
+
+def _snapshot_usage(store: Store, params: dict[str, Any]) -> _SnapshotUsage:
+    """Return the batches, per-batch counts and app reach of the snapshot's picked vendor rows."""
+    whole = _PICK_SQL.format(bucket="")
+    at_snapshot = (  # picked rows of customers at the snapshot, as the build keeps them
+        f"SELECT * FROM ({whole}) AS v WHERE v.customer_id IN "  # noqa: S608 (our SQL)
+        "(SELECT customer_id FROM bank_features WHERE snapshot_date = $snapshot)"
+    )
+    batch_ids = [
+        str(r[0])
+        for r in store.execute(
+            f"SELECT DISTINCT batch_id FROM ({whole}) AS v",  # noqa: S608 (our SQL)
+            params,
+        ).fetchall()
+    ]
+    used = store.execute(
+        f"SELECT batch_id, count(*), sum(coalesce(len(tag_ids), 0)) FROM ({at_snapshot}) "  # noqa: S608 (our SQL)
+        "GROUP BY batch_id ORDER BY batch_id",
+        params,
+    ).fetchall()
+    reach = store.execute(
+        f"SELECT app, count(*) FROM (SELECT unnest(app_ids) AS app FROM ({at_snapshot})) "  # noqa: S608 (our SQL)
+        "WHERE app IS NOT NULL GROUP BY app",
+        params,
+    ).fetchall()
+    return _SnapshotUsage(batch_ids, used, reach)
+
+
+def _reach(rows: list[tuple[Any, ...]], taxonomy: Taxonomy) -> np.ndarray[Any, Any]:
+    """Return customers per app id from (app, count) rows, refusing apps outside the taxonomy."""
+    reach = np.zeros(taxonomy.max_app_id + 1, dtype=np.int64)
+    known = np.zeros(taxonomy.max_app_id + 1, dtype=bool)
+    known[taxonomy.apps["app_id"].to_numpy()] = True
+    for app, count in rows:
+        if not 0 <= app < known.size or not known[app]:
+            raise StoreError(f"vendor_apps holds app ids outside taxonomy {taxonomy.version}")
+        reach[app] = count
+    return reach
 
 
 def _check_top_apps(top_apps: int) -> None:
@@ -791,25 +568,28 @@ def _assemble(
         vendor = vendor.filter(pa.array(present))
         positions = positions[present]
 
-    encoded, bank_entries, codes = _encode_bank(bank, snapshot_date, like)
-    block, ext_entries, chosen, flat_tags = _external(vendor, taxonomy, top_apps, like)
-    tags, tag_ids = _tag_matrix(bank.height, positions, flat_tags, taxonomy)
+    encoded = encode_bank(bank, snapshot_date, codes_like=None if like is None else like.codes)
+    external = external_columns(
+        vendor, taxonomy, top_apps=top_apps, chosen_apps=None if like is None else like.top_apps
+    )
+    tags, tag_ids = tag_matrix(bank.height, positions, external.tags, taxonomy)
     tag_sums = np.asarray(tags @ np.ones(tags.shape[1], dtype=np.float64)).ravel()
-    block = block.with_columns(
+    block = external.frame.with_columns(
         pl.Series("ext_tag_weight_sum", tag_sums[positions], dtype=pl.Float32),
         pl.Series("customer_id", vendor["customer_id"].to_numpy(), dtype=pl.Int64),
     )
+    ext_entries = _entries(external.notes, block.schema)
     ext_entries.append(
         FeatureColumn(
             "ext_tag_weight_sum", "external_tag", "vendor_tags", "Float32", "sum of tag weights"
         )
     )
-    fused = encoded.join(block, on="customer_id", how="left", maintain_order="left")
+    fused = encoded.frame.join(block, on="customer_id", how="left", maintain_order="left")
     matched = np.zeros(bank.height, dtype=np.int8)
     matched[positions] = 1
     fused = fused.with_columns(pl.Series("matched", matched))
     entries = [
-        *bank_entries,
+        *_entries(encoded.notes, encoded.frame.schema),
         *ext_entries,
         FeatureColumn(
             "matched", "flag", "matches", "Int8", "1 = vendor data at the snapshot, 0 = none"
@@ -824,8 +604,8 @@ def _assemble(
         matched=int(matched.sum()),
         in_matches=in_matches,
         columns=tuple(entries),
-        codes=codes,
-        top_apps=chosen,
+        codes=encoded.codes,
+        top_apps=external.top_apps,
         batches={
             str(v["values"]): int(v["counts"]) for v in sorted(used, key=lambda v: str(v["values"]))
         },
@@ -840,3 +620,11 @@ def _assemble(
         },
     )
     return FeatureSet(fused.select(e.name for e in entries), tags, tag_ids, manifest)
+
+
+def _entries(notes: Mapping[str, ColumnNote], schema: pl.Schema) -> list[FeatureColumn]:
+    """Return the manifest entries of noted columns, typed as `schema` holds them."""
+    return [
+        FeatureColumn(name, note.group, note.source, str(schema[name]), note.description)
+        for name, note in notes.items()
+    ]

@@ -147,34 +147,37 @@ def _ledger_row(batch_id: str, store: Store) -> tuple[str, str] | None:
     return None if row is None else (str(row[0]), str(row[1]))
 
 
-def _record(
-    store: Store,
-    *,
-    ledger_id: str,
-    manifest: Manifest | None,
-    vendor_id: str | None,
-    sealed_sha256: str,
-    status: str,
-    rows: int,
-    reasons: tuple[str, ...],
-    report: dict[str, Any] | None,
-    now: datetime,
-) -> None:
+@dataclass(frozen=True, kw_only=True)
+class _Verdict:
+    """One row of the batch ledger: what became of a sealed file, and why."""
+
+    ledger_id: str
+    manifest: Manifest | None
+    vendor_id: str | None
+    sealed_sha256: str
+    status: str
+    rows: int
+    reasons: tuple[str, ...]
+    report: dict[str, Any] | None
+
+
+def _record(store: Store, verdict: _Verdict, *, now: datetime) -> None:
+    manifest = verdict.manifest
     store.execute(
         "INSERT OR REPLACE INTO batches (batch_id, vendor_id, sealed_sha256, status, rows,"
         " salt_epoch, taxonomy_version, mode, reasons, report, received_at, finished_at,"
         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            ledger_id,
-            vendor_id,
-            sealed_sha256,
-            status,
-            rows,
+            verdict.ledger_id,
+            verdict.vendor_id,
+            verdict.sealed_sha256,
+            verdict.status,
+            verdict.rows,
             manifest.salt_epoch if manifest else None,
             manifest.taxonomy_version if manifest else None,
             manifest.mode if manifest else None,
-            json.dumps(list(reasons)),
-            None if report is None else json.dumps(report),
+            json.dumps(list(verdict.reasons)),
+            None if verdict.report is None else json.dumps(verdict.report),
             now,
             now,
             min(_data_time(manifest), _naive_utc(now)) if manifest else None,
@@ -212,14 +215,16 @@ def _refuse(
     with store.transaction():
         _record(
             store,
-            ledger_id=ledger_id,
-            manifest=manifest,
-            vendor_id=vendor_id,
-            sealed_sha256=digest,
-            status="refused",
-            rows=0,
-            reasons=(reason,),
-            report=None,
+            _Verdict(
+                ledger_id=ledger_id,
+                manifest=manifest,
+                vendor_id=vendor_id,
+                sealed_sha256=digest,
+                status="refused",
+                rows=0,
+                reasons=(reason,),
+                report=None,
+            ),
             now=now,
         )
     _move(sealed, inbox.quarantine)
@@ -542,14 +547,16 @@ def _judge_content(job: _Opened) -> IngestOutcome:
         _load_rows(store, batch, manifest)
         _record(
             store,
-            ledger_id=manifest.batch_id,
-            manifest=manifest,
-            vendor_id=manifest.vendor_id,
-            sealed_sha256=digest,
-            status="loaded",
-            rows=batch.height,
-            reasons=(),
-            report=report.to_dict(),
+            _Verdict(
+                ledger_id=manifest.batch_id,
+                manifest=manifest,
+                vendor_id=manifest.vendor_id,
+                sealed_sha256=digest,
+                status="loaded",
+                rows=batch.height,
+                reasons=(),
+                report=report.to_dict(),
+            ),
             now=now,
         )
         # Last, so the hash overlaps the whole load; a mismatch rolls all of it back.
@@ -588,14 +595,16 @@ def _quarantine(
     with store.transaction():
         _record(
             store,
-            ledger_id=manifest.batch_id,
-            manifest=manifest,
-            vendor_id=manifest.vendor_id,
-            sealed_sha256=digest,
-            status="quarantined",
-            rows=0,
-            reasons=report.failed,
-            report=report.to_dict(),
+            _Verdict(
+                ledger_id=manifest.batch_id,
+                manifest=manifest,
+                vendor_id=manifest.vendor_id,
+                sealed_sha256=digest,
+                status="quarantined",
+                rows=0,
+                reasons=report.failed,
+                report=report.to_dict(),
+            ),
             now=now,
         )
     _move(sealed, target)

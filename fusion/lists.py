@@ -33,8 +33,10 @@ from fusion.features import FeatureSet
 from fusion.models.acquisition import population
 from fusion.models.classifier import ScoreModel
 from fusion.models.design import design_matrix
+from fusion.progress import Progress
 from fusion.registry import Registry, UpliftArtifact
 from fusion.scoring import ScoringResult, score_base, score_rows
+from matcher.atomic import atomic_path
 
 __all__ = [
     "LISTS",
@@ -45,7 +47,6 @@ __all__ = [
     "write_branch_lists",
 ]
 
-Progress = Callable[[str, float], None]
 # (model, features, rows to score, Parquet file to write, reason deciles) -> what was written:
 # `score_base` in this process; the CLI passes one that runs `fusion.engine.score_features`.
 AcquisitionScorer = Callable[[ScoreModel, FeatureSet, np.ndarray, Path, int], ScoringResult]
@@ -200,16 +201,17 @@ def write_branch_lists(frame: pl.DataFrame, out_dir: Path) -> dict[str, dict[str
     generations = out_dir.with_name(f".{out_dir.name}")
     generation = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     folder = generations / generation
-    folder.mkdir(parents=True)
     written: dict[str, dict[str, Path]] = {}
-    try:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
         for (branch,), part in parts.items():
-            part.write_csv(folder / f"{branch}.csv")
-            part.write_parquet(folder / f"{branch}.parquet")
+            part.write_csv(tmp / f"{branch}.csv")
+            part.write_parquet(tmp / f"{branch}.parquet")
             written[str(branch)] = {
                 "csv": out_dir / f"{branch}.csv",
                 "parquet": out_dir / f"{branch}.parquet",
             }
+    try:
         previous = _swap_in(out_dir, generations, generation)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -228,11 +230,8 @@ def _swap_in(link: Path, generations: Path, generation: str) -> str | None:
     elif link.exists():
         previous = f"{time.time_ns():020d}-legacy"
         os.replace(link, generations / previous)
-    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.link")
-    # Relative, so the run folder can be moved or mounted elsewhere.
-    os.symlink(Path(generations.name) / generation, tmp, target_is_directory=True)
-    try:
-        os.replace(tmp, link)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # The symlink is made beside `link` and renamed over it, so a reader finds the old target
+    # or the new one. Relative, so the run folder can be moved or mounted elsewhere.
+    with atomic_path(link) as tmp:
+        os.symlink(Path(generations.name) / generation, tmp, target_is_directory=True)
     return previous

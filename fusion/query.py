@@ -13,8 +13,8 @@ The file is opened read-only: in the API, the published head-office snapshot (`f
 never the live store. The service's writer holds that file, and DuckDB refuses a second attach
 of a file in the same process (measured: "Unique file handle conflict").
 
-Layers, so that one hole is not a leak (the threats are DESIGN.md's: SQL that tries to read
-files, other branches or base tables):
+Layers, so that one hole is not a leak (the threats: SQL that tries to read files, other
+branches or base tables):
 
 1. Size: at most `max_sql_chars` characters, no NUL.
 2. DuckDB's own parser: `json_serialize_sql` on a plain in-memory connection (no store, no
@@ -40,17 +40,16 @@ files, other branches or base tables):
    `SELECT * FROM (...) LIMIT max_rows + 1` (the extra row tells truncation), and that exact text
    is checked again: the text executed is the text checked.
 5. The sandbox: a fresh in-memory DuckDB per query, which loads the signed httpfs as
-   `Store.open` does (its OpenSSL decrypts: measured on 1M customers x 73 features, a filtered
-   `SELECT *` took 2-3 s with it and 11 s to minutes with DuckDB's built-in crypto); the file is
-   attached READ_ONLY under a random alias, with the key bound as a parameter, and only the
-   views the query names are made:
+   `Store.open` does (its OpenSSL decrypts wide reads much faster than DuckDB's built-in
+   crypto); the file is attached READ_ONLY under a random alias
+   (`fusion.store_attach.attach_encrypted`), and only the views the query names are made
+   (`fusion.query_grant.view_select`):
    - for a branch caller, as tables holding only its rows, after which the file is DETACHed. A
      view's filter is just a predicate: DuckDB may evaluate the caller's expressions on rows the
      filter would drop, and its errors quote values (`CAST(x AS INT)`, `error(x)`), so other
      branches' rows never enter a branch caller's sandbox at all. Only the columns the query
-     names are copied (all of them after a star or a whole-row reference: `CheckedQuery`): on
-     the same table a 2% branch's `avg(f1)` took about 3 s copying every column, 0.2 s copying
-     the two it names;
+     names are copied (all of them after a star or a whole-row reference: `CheckedQuery`), since
+     copying a wide table whole is most of a small query's time;
    - for head office, as views over the attached file (every row is theirs; copying the bank per
      query would not scale). Error messages are shown with the random alias replaced, since
      DuckDB's "Did you mean" hints name catalog objects.
@@ -58,12 +57,12 @@ files, other branches or base tables):
    no spilling (`temp_directory = ''`), the caller's memory and thread limits, and
    `lock_configuration` last, so nothing above can be undone. A watchdog thread interrupts the
    connection at the time limit, and again every 20 ms until the query has stopped: DuckDB
-   drops an interrupt that arrives between two statements (measured). Setting up costs 50 to
-   100 ms, mostly httpfs's signature check.
+   drops an interrupt that arrives between two statements (measured). Most of the set-up time
+   is httpfs's signature check.
 
-Granted views (`GRANTED_VIEWS`) never carry a key or a raw identifier. A branch sees what its
-published copy holds (`Store.publish`): its customers at the newest snapshot, their matches and
-vendor rows; head office sees every snapshot. Checking a query takes about a millisecond.
+Granted views (`GRANTED_VIEWS`, `fusion.query_grant`) never carry a key or a raw identifier. A
+branch sees what its published copy holds (`Store.publish`): its customers at the newest
+snapshot, their matches and vendor rows; head office sees every snapshot.
 """
 
 from __future__ import annotations
@@ -77,8 +76,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import KW_ONLY, dataclass
-from functools import cache
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -96,101 +94,32 @@ from contracts.errors import (
     StoreError,
     StoreLockedError,
 )
-from fusion.store import (
-    RAW_IDENTIFIER_COLUMNS,
-    StoreConfig,
-    _attach_failure,
-    _check_key,
-    _load_httpfs,
-    _sql_string,
-)
+from fusion.query_grant import NEVER_SHOWN, VIEWS, allowed_functions, view_select
+from fusion.snapshots import BRANCH_ID
+from fusion.store import StoreConfig
+from fusion.store_attach import attach_encrypted, check_key, load_httpfs
 
 __all__ = [
-    "DENIED_FUNCTIONS",
     "GRANTED_VIEWS",
     "CheckedQuery",
     "QueryLimits",
     "QueryResult",
+    "QuerySandbox",
     "QueryScope",
     "check_query",
+    "open_sandbox",
     "run_query",
 ]
 
 # -- the grant ---------------------------------------------------------------------------------
 
-# Rows of one customers snapshot joined to its matches; {c_rows} filters the customers side.
-_MATCHED = """
-    SELECT m.customer_id, c.branch_id, m.snapshot_date, m.salt_epoch, m.batch_id, m.matched_at,
-           m.key
-    FROM {db}.main.matches AS m
-    JOIN {db}.main.customers AS c
-      ON c.customer_id = m.customer_id AND c.snapshot_date = m.snapshot_date
-     AND c.salt_epoch = m.salt_epoch
-    WHERE {c_rows}"""
-_VENDOR = """
-    SELECT mk.customer_id, mk.branch_id, mk.snapshot_date, mk.salt_epoch, mk.batch_id, {columns}
-    FROM ({matched}) AS mk
-    JOIN {db}.main.{table} AS v
-      ON v.key = mk.key AND v.salt_epoch = mk.salt_epoch AND v.batch_id = mk.batch_id"""
-
-
-@dataclass(frozen=True)
-class _View:
-    description: str
-    tables: tuple[str, ...]  # store tables it reads; the view is unavailable without them
-    select: str  # {db}: the store's alias; {rows} / {c_rows}: the caller's rows; {matched}
-
-
-_VIEWS: dict[str, _View] = {
-    "customers": _View(
-        "one row per customer and snapshot: customer_id, branch_id, snapshot_date, salt_epoch, "
-        "key_status (ok / invalid / duplicated phone)",
-        ("customers",),
-        "SELECT customer_id, branch_id, snapshot_date, salt_epoch, key_status "
-        "FROM {db}.main.customers WHERE {rows}",
-    ),
-    "bank_features": _View(
-        "the bank extract's features per customer and snapshot (never phone or ID number)",
-        ("customers", "bank_features"),
-        "SELECT {features} FROM {db}.main.bank_features WHERE {rows}",
-    ),
-    "matches": _View(
-        "customers the vendor also holds: customer_id, branch_id, snapshot_date, salt_epoch, "
-        "batch_id, matched_at",
-        ("customers", "matches"),
-        "SELECT customer_id, branch_id, snapshot_date, salt_epoch, batch_id, matched_at "
-        "FROM ({matched})",
-    ),
-    "customer_apps": _View(
-        "app usage of matched customers, from the batch their match used: app_ids, app_days, "
-        "app_sessions (lists)",
-        ("customers", "matches", "vendor_apps"),
-        _VENDOR.replace("{columns}", "v.app_ids, v.app_days, v.app_sessions").replace(
-            "{table}", "vendor_apps"
-        ),
-    ),
-    "customer_tags": _View(
-        "interest tags of matched customers, from the batch their match used: tag_ids, "
-        "tag_weights (lists)",
-        ("customers", "matches", "vendor_tags"),
-        _VENDOR.replace("{columns}", "v.tag_ids, v.tag_weights").replace("{table}", "vendor_tags"),
-    ),
-    "tax_categories": _View(
-        "the taxonomy's app categories",
-        ("tax_categories",),
-        "SELECT * FROM {db}.main.tax_categories",
-    ),
-    "tax_apps": _View("the taxonomy's apps", ("tax_apps",), "SELECT * FROM {db}.main.tax_apps"),
-    "tax_tags": _View("the taxonomy's tags", ("tax_tags",), "SELECT * FROM {db}.main.tax_tags"),
-}
 # What an analyst may name in FROM, with what each holds. Keys and raw identifiers are in none;
 # the batch ledger, match runs (whole-bank counts) and the audit log are not granted.
-GRANTED_VIEWS: Mapping[str, str] = MappingProxyType({n: v.description for n, v in _VIEWS.items()})
-_NEVER_SHOWN = RAW_IDENTIFIER_COLUMNS | {"key"}
+GRANTED_VIEWS: Mapping[str, str] = MappingProxyType({n: v.description for n, v in VIEWS.items()})
 
 _ALLOWED = (
     "Send one SELECT statement (WITH, UNION, subqueries, joins, window functions and lambdas "
-    f"are fine) that reads only the granted views: {', '.join(_VIEWS)}. Not allowed: catalog "
+    f"are fine) that reads only the granted views: {', '.join(VIEWS)}. Not allowed: catalog "
     "or schema names, files, table functions (read_csv, glob, range...), SUMMARIZE / DESCRIBE, "
     "settings, and any other statement"
 )
@@ -203,7 +132,6 @@ def _refused(detail: str, *, rule: str) -> QueryRefused:
 
 # -- caller and limits -------------------------------------------------------------------------
 
-_BRANCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # as Store.publish names branches
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE)
 
 
@@ -227,7 +155,7 @@ class QueryScope:
                 "a branch analyst needs at least one branch; head office is branches=None",
                 setting="branches",
             )
-        bad = [b for b in self.branches if not isinstance(b, str) or not _BRANCH_ID.fullmatch(b)]
+        bad = [b for b in self.branches if not isinstance(b, str) or not BRANCH_ID.fullmatch(b)]
         if bad:
             raise ConfigError(
                 f"branch ids are letters, digits, '.', '_' and '-' (up to 64), got {bad[0]!r}",
@@ -286,72 +214,6 @@ class QueryLimits:
 
 # -- the check ---------------------------------------------------------------------------------
 
-# Built-in functions that exist but are refused: they read the session, the catalog or settings,
-# read base-table statistics (all branches), plan SQL given as a string, touch files, or have
-# side effects. Table functions are refused by kind anyway; those here are named for the record.
-DENIED_FUNCTIONS = frozenset(
-    {
-        "current_catalog",
-        "current_connection_id",
-        "current_database",
-        "current_query",
-        "current_query_id",
-        "current_schema",
-        "current_schemas",
-        "current_setting",
-        "current_transaction_id",
-        "currval",
-        "getenv",
-        "getvariable",
-        "glob",
-        "in_search_path",
-        "json_deserialize_sql",
-        "json_execute_serialized_sql",
-        "json_serialize_plan",
-        "json_serialize_sql",
-        "nextval",
-        "parse_duckdb_log_message",
-        "query",
-        "query_table",
-        "read_blob",
-        "read_csv",
-        "read_json",
-        "read_parquet",
-        "read_text",
-        "stats",
-        "txid_current",
-        "version",
-        "write_log",
-    }
-)
-# Macros that only compute on their arguments (reviewed against duckdb_functions() of 1.4.4);
-# other macros, such as pg_get_viewdef or format_type, expand into catalog queries.
-_PURE_MACROS = frozenset(
-    {
-        "array_append", "array_intersect", "array_pop_back", "array_pop_front", "array_prepend",
-        "array_push_back", "array_push_front", "array_reverse", "array_to_string", "date_add",
-        "fdiv", "fmod", "generate_subscripts", "geomean", "geometric_mean", "json",
-        "json_group_array", "json_group_object", "json_group_structure", "list_any_value",
-        "list_append", "list_approx_count_distinct", "list_avg", "list_bit_and", "list_bit_or",
-        "list_bit_xor", "list_bool_and", "list_bool_or", "list_count", "list_entropy",
-        "list_first", "list_histogram", "list_intersect", "list_kurtosis", "list_kurtosis_pop",
-        "list_last", "list_mad", "list_max", "list_median", "list_min", "list_mode",
-        "list_prepend", "list_product", "list_reverse", "list_sem", "list_skewness",
-        "list_stddev_pop", "list_stddev_samp", "list_string_agg", "list_sum", "list_var_pop",
-        "list_var_samp", "map_contains_entry", "map_contains_value", "nullif",
-        "regexp_split_to_table", "round_even", "roundbankers", "split_part", "wavg",
-        "weighted_avg",
-    }
-)  # fmt: skip
-# Window-only functions (aggregates work as windows too), and unnest in a select list (in FROM
-# it is a table function, refused).
-_SPECIAL_FUNCTIONS = frozenset(
-    {
-        "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
-        "first_value", "last_value", "nth_value", "fill", "unnest", "unlist",
-    }
-)  # fmt: skip
-
 _QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE"})
 _TABLE_REFS = frozenset({"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT"})
 _SHOWN_NAME = 64  # characters of a refused name quoted back
@@ -369,23 +231,6 @@ class CheckedQuery:
     sql: str  # no comments, one statement: what DuckDB parsed, printed back by DuckDB
     views: frozenset[str]
     columns: frozenset[str] | None
-
-
-@cache
-def _allowed_functions() -> frozenset[str]:
-    """Return the function names a query may call: built-ins by kind, minus the denied ones."""
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET autoload_known_extensions = false")
-        rows = con.execute(
-            "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-            "WHERE database_name = 'system' AND schema_name = 'main' "
-            "AND function_type IN ('scalar', 'aggregate')"
-        ).fetchall()
-    finally:
-        con.close()
-    names = {str(r[0]) for r in rows} | _PURE_MACROS | _SPECIAL_FUNCTIONS
-    return frozenset(n for n in names if n not in DENIED_FUNCTIONS and not n.startswith("__"))
 
 
 _parsers = threading.local()  # DuckDB connections are not thread-safe: one parser per thread
@@ -444,15 +289,25 @@ def _refuse_name(name: object) -> str:
     return repr(text if len(text) <= _SHOWN_NAME else text[:_SHOWN_NAME] + "...")
 
 
+@dataclass
+class _Reads:
+    """What a walked statement reads, gathered object by object."""
+
+    views: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)  # every part of every column ref, USING columns
+    whole: set[str] = field(default_factory=set)  # one-part refs: a column, or a row by its table
+    relations: set[str] = field(default_factory=set)  # names and aliases of granted views in FROM
+    every_column: bool = False
+
+
+_Stack = list[tuple[object, frozenset[str]]]  # objects to visit, each with the CTEs in its scope
+
+
 def _walk(root: object) -> tuple[frozenset[str], frozenset[str] | None]:
     """Check every object of a serialised statement; return the views and columns it names."""
-    allowed = _allowed_functions()
-    used: set[str] = set()
-    names: set[str] = set()  # every part of every column reference, and USING columns
-    whole: set[str] = set()  # one-part references: a column, or a whole row by its table's name
-    relations: set[str] = set()  # names and aliases of the granted views in FROM
-    every_column = False
-    stack: list[tuple[object, frozenset[str]]] = [(root, frozenset())]
+    allowed = allowed_functions()
+    reads = _Reads()
+    stack: _Stack = [(root, frozenset())]
     while stack:
         item, ctes = stack.pop()
         if isinstance(item, list):
@@ -463,38 +318,56 @@ def _walk(root: object) -> tuple[frozenset[str], frozenset[str] | None]:
         _check_qualifiers(item)
         children: dict[str, object] = item
         if "class" in item:  # an expression
-            if "function_name" in item:
-                _check_function(item["function_name"], allowed)
-            if item["class"] == "COLUMN_REF":
-                parts = [_lower(p) or "" for p in item.get("column_names") or []]
-                names.update(parts)
-                whole.update(parts[:1] if len(parts) == 1 else [])
-            every_column |= item["class"] in {"STAR", "POSITIONAL_REFERENCE"}
+            _visit_expression(item, allowed, reads)
         elif "modifiers" in item and "cte_map" in item:  # a query node
-            kind = item.get("type")
-            if kind not in _QUERY_NODES:
-                raise _refused(f"{kind} is not supported", rule="construct")
-            entries = item["cte_map"].get("map") or []
-            defined = [_lower(entry["key"]) for entry in entries]
-            for i, entry in enumerate(entries):  # a CTE sees the ones defined before it
-                stack.append((entry["value"], ctes | frozenset(n for n in defined[:i] if n)))
-            ctes = ctes | frozenset(n for n in defined if n)
-            children = {k: v for k, v in item.items() if k != "cte_map"}
-            if kind == "RECURSIVE_CTE_NODE":  # its name is bound in the recursive part only
-                own = _lower(item.get("cte_name"))
-                recursive = ctes | {own} if own else ctes
-                stack.append((children.pop("right", None), recursive))
+            children, ctes = _enter_query(item, ctes, stack)
         elif "sample" in item and "query_location" in item:  # a table reference
-            view = _check_table_ref(item, ctes)
-            if view is not None:
-                used.add(view)
-                relations.update({view, _lower(item.get("alias")) or view})
-                every_column |= bool(item.get("column_name_alias"))
-            names.update(_lower(c) or "" for c in item.get("using_columns") or [])
-            every_column |= item.get("type") == "PIVOT" or item.get("ref_type") == "NATURAL"
+            _visit_table_ref(item, ctes, reads)
         stack.extend((child, ctes) for child in children.values())
-    every_column |= bool(whole & relations)
-    return frozenset(used), None if every_column else frozenset(names - {""})
+    reads.every_column |= bool(reads.whole & reads.relations)
+    columns = None if reads.every_column else frozenset(reads.names - {""})
+    return frozenset(reads.views), columns
+
+
+def _visit_expression(item: Mapping[str, Any], allowed: frozenset[str], reads: _Reads) -> None:
+    if "function_name" in item:
+        _check_function(item["function_name"], allowed)
+    if item["class"] == "COLUMN_REF":
+        parts = [_lower(p) or "" for p in item.get("column_names") or []]
+        reads.names.update(parts)
+        reads.whole.update(parts[:1] if len(parts) == 1 else [])
+    reads.every_column |= item["class"] in {"STAR", "POSITIONAL_REFERENCE"}
+
+
+def _enter_query(
+    item: Mapping[str, Any], ctes: frozenset[str], stack: _Stack
+) -> tuple[dict[str, object], frozenset[str]]:
+    """Queue a query node's CTEs, each with those defined before it; return its other parts
+    and the CTEs in scope for them."""
+    kind = item.get("type")
+    if kind not in _QUERY_NODES:
+        raise _refused(f"{kind} is not supported", rule="construct")
+    entries = item["cte_map"].get("map") or []
+    defined = [_lower(entry["key"]) for entry in entries]
+    for i, entry in enumerate(entries):  # a CTE sees the ones defined before it
+        stack.append((entry["value"], ctes | frozenset(n for n in defined[:i] if n)))
+    ctes = ctes | frozenset(n for n in defined if n)
+    children = {k: v for k, v in item.items() if k != "cte_map"}
+    if kind == "RECURSIVE_CTE_NODE":  # its name is bound in the recursive part only
+        own = _lower(item.get("cte_name"))
+        recursive = ctes | {own} if own else ctes
+        stack.append((children.pop("right", None), recursive))
+    return children, ctes
+
+
+def _visit_table_ref(item: Mapping[str, Any], ctes: frozenset[str], reads: _Reads) -> None:
+    view = _check_table_ref(item, ctes)
+    if view is not None:
+        reads.views.add(view)
+        reads.relations.update({view, _lower(item.get("alias")) or view})
+        reads.every_column |= bool(item.get("column_name_alias"))
+    reads.names.update(_lower(c) or "" for c in item.get("using_columns") or [])
+    reads.every_column |= item.get("type") == "PIVOT" or item.get("ref_type") == "NATURAL"
 
 
 def _lower(name: object) -> str | None:
@@ -541,7 +414,7 @@ def _check_table_ref(item: Mapping[str, object], ctes: frozenset[str]) -> str | 
     name = _lower(item.get("table_name"))
     if name is not None and not item.get("schema_name") and name in ctes:
         return None
-    if name is None or name not in _VIEWS:
+    if name is None or name not in VIEWS:
         raise _refused(
             f"{_refuse_name(item.get('table_name'))} is not a granted view", rule="table"
         )
@@ -603,7 +476,7 @@ def run_query(
     if _check(capped).views != checked.views:  # the text that runs is the text checked
         raise _refused("DuckDB printed the query back differently", rule="construct")
     config = store if isinstance(store, StoreConfig) else StoreConfig(Path(store))
-    with _sandbox(config, key=key, scope=scope, checked=checked, limits=limits) as box:
+    with open_sandbox(config, key=key, scope=scope, checked=checked, limits=limits) as box:
         table = box.run(capped)
     truncated = table.num_rows > limits.max_rows
     if truncated:
@@ -611,7 +484,7 @@ def run_query(
     return QueryResult(table, truncated, time.perf_counter() - started, checked.sql)
 
 
-class _Sandbox:
+class QuerySandbox:
     """A locked in-memory DuckDB holding the caller's views; `run` maps DuckDB errors to ours."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, alias: str, limits: QueryLimits) -> None:
@@ -638,16 +511,20 @@ class _Sandbox:
 
 
 @contextmanager
-def _sandbox(
+def open_sandbox(
     config: StoreConfig,
     *,
     key: str,
     scope: QueryScope,
     checked: CheckedQuery,
     limits: QueryLimits,
-) -> Iterator[_Sandbox]:
-    """Yield a locked sandbox holding the views `checked` reads, over `scope`'s rows."""
-    key = _check_key(key, "key")
+) -> Iterator[QuerySandbox]:
+    """Yield a locked sandbox holding the views `checked` reads, over `scope`'s rows.
+
+    The views are made whatever `checked` names, so `run_query` checks the SQL first: the
+    sandbox is the layer that holds when the check has a hole.
+    """
+    key = check_key(key, "key")
     path = config.path
     if not path.is_file():
         raise StoreError(
@@ -655,26 +532,25 @@ def _sandbox(
             path=str(path),
         )
     con = duckdb.connect(":memory:")
-    alias = f"store_{secrets.token_hex(8)}"
-    box = _Sandbox(con, alias, limits)
+    box = QuerySandbox(con, f"store_{secrets.token_hex(8)}", limits)
     try:
         with _deadline(con, limits.timeout_seconds):
-            _prepare(box, config, key=key, scope=scope, checked=checked, limits=limits)
+            _prepare(box, config, key=key, scope=scope, checked=checked)
             yield box
     finally:
         con.close()
 
 
 def _prepare(
-    box: _Sandbox,
+    box: QuerySandbox,
     config: StoreConfig,
     *,
     key: str,
     scope: QueryScope,
     checked: CheckedQuery,
-    limits: QueryLimits,
 ) -> None:
-    con, alias = box.con, box.alias
+    """Attach the file, make the views `checked` reads over `scope`'s rows, then lock the box."""
+    con, alias, limits = box.con, box.alias, box.limits
     for setting, value in (
         ("autoinstall_known_extensions", False),
         ("autoload_known_extensions", False),
@@ -685,26 +561,46 @@ def _prepare(
     ):
         con.execute(f"SET {setting} = ?", [value])
     # OpenSSL decrypts; without it a read-only attach falls back to DuckDB's built-in crypto,
-    # as Store.open does, which is far slower on wide reads (see the module docstring).
-    _load_httpfs(con, config)
-    path = config.path
-    failure: StoreError | None = None
+    # as Store.open does, which is far slower on wide reads.
+    load_httpfs(con, extension_directory=config.extension_directory)
+    columns = _attach(con, config.path, alias=alias, key=key)
+    features = [c for c in columns.get("bank_features", []) if c.lower() not in NEVER_SHOWN]
+    for name in sorted(checked.views):
+        missing = [t for t in VIEWS[name].tables if t not in columns]
+        if missing:
+            raise _refused(
+                f"{name} is not available in this store yet (it has no {', '.join(missing)}; "
+                "load and match a bank extract first)",
+                rule="unavailable",
+            )
+        select = view_select(name, db=alias, branches=scope.branches, features=features)
+        if scope.branches is None:
+            box.run(f"CREATE VIEW {name} AS {select}")
+        else:
+            _copy_view(box, name, select, checked.columns)
+    if scope.branches is not None:
+        con.execute(f"DETACH {alias}")  # the caller's rows are copied; nothing else stays
+    for statement in (
+        "SET enable_external_access = false",
+        "SET python_enable_replacements = false",
+        "SET disabled_filesystems = 'LocalFileSystem'",
+        "SET lock_configuration = true",  # last: nothing above can be undone after it
+    ):
+        con.execute(statement)
+
+
+def _attach(
+    con: duckdb.DuckDBPyConnection, path: Path, *, alias: str, key: str
+) -> dict[str, list[str]]:
+    """Attach the store file read-only as `alias`; return its tables' columns, in order."""
     try:
-        con.execute(
-            f"ATTACH {_sql_string(str(path))} AS {alias} "
-            "(TYPE duckdb, ENCRYPTION_KEY ?, ENCRYPTION_CIPHER 'GCM', READ_ONLY)",
-            [key],
-        )
-    except duckdb.Error as err:
-        failure = _attach_failure(str(err), path)
-    if isinstance(failure, StoreLockedError):
-        failure = StoreLockedError(
+        attach_encrypted(con, path, alias=alias, key=key, read_only=True)
+    except StoreLockedError:
+        raise StoreLockedError(
             f"{path} is open for writing, and DuckDB lets nobody read beside a writer; "
             "queries read the published head-office snapshot (fusion publish)",
             path=str(path),
-        )
-    if failure is not None:
-        raise failure  # outside the except block: DuckDB's text may quote the key
+        ) from None
     columns: dict[str, list[str]] = {}
     for table, column in con.execute(
         "SELECT table_name, column_name FROM duckdb_columns() "
@@ -714,50 +610,18 @@ def _prepare(
         columns.setdefault(str(table), []).append(str(column))
     if "customers" not in columns:
         raise StoreError(f"{path} is not a fusion store: it has no customers table", path=str(path))
-    branches = scope.branches
-    if branches is None:
-        rows = c_rows = "TRUE"
-    else:  # ids matched _BRANCH_ID: no quote can be in them
-        listed = ", ".join(f"'{b}'" for b in sorted(branches))
-        newest = f"(SELECT max(snapshot_date) FROM {alias}.main.customers)"  # noqa: S608
-        rows = f"branch_id IN ({listed}) AND snapshot_date = {newest}"
-        c_rows = f"c.branch_id IN ({listed}) AND c.snapshot_date = {newest}"
-    features = ", ".join(
-        '"' + c.replace('"', '""') + '"'
-        for c in columns.get("bank_features", [])
-        if c.lower() not in _NEVER_SHOWN
-    )
-    for name in sorted(checked.views):
-        view = _VIEWS[name]
-        missing = [t for t in view.tables if t not in columns]
-        if missing:
-            raise _refused(
-                f"{name} is not available in this store yet (it has no {', '.join(missing)}; "
-                "load and match a bank extract first)",
-                rule="unavailable",
-            )
-        matched = _MATCHED.format(db=alias, c_rows=c_rows)
-        select = view.select.format(
-            db=alias, rows=rows, c_rows=c_rows, matched=matched, features=features
-        )
-        if branches is None:
-            box.run(f"CREATE VIEW {name} AS {select}")
-            continue
-        # A branch caller's copy holds only the columns the query can read: a wide table read
-        # whole is slow (1M customers x 73 features, a 2% branch: 5 s copied whole - measured).
-        shape = box.run(f"DESCRIBE {select}")["column_name"].to_pylist()
-        keep = [c for c in shape if checked.columns is None or c.lower() in checked.columns]
-        projection = ", ".join('"' + c.replace('"', '""') + '"' for c in keep or shape[:1])
-        box.run(f"CREATE TABLE {name} AS SELECT {projection} FROM ({select})")  # noqa: S608
-    if branches is not None:
-        con.execute(f"DETACH {alias}")  # the caller's rows are copied; nothing else stays
-    for statement in (
-        "SET enable_external_access = false",
-        "SET python_enable_replacements = false",
-        "SET disabled_filesystems = 'LocalFileSystem'",
-        "SET lock_configuration = true",  # last: nothing above can be undone after it
-    ):
-        con.execute(statement)
+    return columns
+
+
+def _copy_view(box: QuerySandbox, name: str, select: str, wanted: frozenset[str] | None) -> None:
+    """Copy a branch caller's rows of a view into a table, only the columns the query can read.
+
+    A wide table read whole is slow; `wanted` None (a star, a whole-row reference) keeps all.
+    """
+    shape = box.run(f"DESCRIBE {select}")["column_name"].to_pylist()
+    keep = [c for c in shape if wanted is None or c.lower() in wanted]
+    projection = ", ".join('"' + c.replace('"', '""') + '"' for c in keep or shape[:1])
+    box.run(f"CREATE TABLE {name} AS SELECT {projection} FROM ({select})")  # noqa: S608
 
 
 @contextmanager

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +34,7 @@ from contracts.errors import ConfigError, ModelError
 from fusion.models.classifier import ScoreModel
 from fusion.models.design import DesignSpec, TagProfile
 from fusion.models.uplift import UpliftModel, load_uplift_model
+from matcher.atomic import atomic_path, write_atomic
 
 __all__ = ["ModelRef", "Registry", "UpliftArtifact"]
 
@@ -120,17 +119,12 @@ class Registry:
                 "model.json) was saved at the same second. Load it instead of saving again.",
                 model=name,
             )
-        tmp = folder.with_name(f".{version}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_path(folder) as tmp:  # the version folder appears whole, or not at all
+            tmp.mkdir()
             for file, data in files.items():
                 (tmp / file).write_bytes(data)
             text = json.dumps(document, indent=1, ensure_ascii=False)
             (tmp / "model.json").write_text(text + "\n", encoding="utf-8")
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         if make_current:
             self.promote(name, version)
         return ModelRef(name, version, folder)
@@ -161,10 +155,7 @@ class Registry:
                 f"{', '.join(self.versions(name)) or 'none'}",
                 model=name,
             )
-        pointer = self.root / name / "CURRENT"
-        tmp = pointer.with_name(".CURRENT.tmp")
-        tmp.write_text(version + "\n", encoding="utf-8")
-        os.replace(tmp, pointer)
+        write_atomic(self.root / name / "CURRENT", version + "\n")
 
     def describe(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Return model.json of `version` (CURRENT when None), every file checked."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.schemas import MatchMode
 from fusion.ingest import Inbox
 
 __all__ = ["RunFolder"]
@@ -50,11 +51,11 @@ class RunFolder:
 
     @property
     def vendor_oprf(self) -> Path:
-        return self.root / "vendor" / "oprf"
+        return self.root / "vendor" / MatchMode.OPRF.value
 
     @property
     def bank_oprf(self) -> Path:
-        return self.root / "bank" / "oprf"
+        return self.root / "bank" / MatchMode.OPRF.value
 
     @property
     def inbox(self) -> Inbox:

@@ -15,9 +15,8 @@ Raw identifiers never appear: rows are keyed by the bank's internal customer_id.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,11 @@ from contracts.errors import ConfigError
 from fusion.features import FeatureSet
 from fusion.models.classifier import ScoreModel
 from fusion.models.design import design_matrix
+from fusion.progress import Progress, report_to
+from matcher.atomic import atomic_path
 
 __all__ = ["ScoreWriter", "Scorer", "ScoringResult", "score_base", "score_rows"]
 
-Progress = Callable[[str, float], None]
 REASON_DECILES = 3
 SCORE_SCHEMA = {
     "customer_id": pl.Int64,
@@ -57,7 +57,7 @@ def score_rows(
 ) -> pl.DataFrame:
     """Return the score frame of `rows` (feature-table row numbers) of `features`.
 
-    Reason codes are exact SHAP values (`pred_contribs`), about 0.1 ms a row on two cores, so a
+    Reason codes are exact SHAP values (`pred_contribs`), the costly part of scoring, so a
     batch computes them for the rows in deciles 1..`reason_deciles` (the ones that go on lists)
     and leaves them null elsewhere; 10 gives every row its reasons, 0 none.
     """
@@ -113,29 +113,24 @@ class ScoringResult:
 
 
 class ScoreWriter:
-    """Appends score frames to one Parquet file, renamed into place on close."""
+    """Appends score frames to one Parquet file; `score_base` gives it a temporary path."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
+        """Append the rows of `frame`."""
         table = frame.to_arrow()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
         self._writer.write_table(table)
 
     def close(self) -> None:
+        """Write the file's footer; closing twice is harmless."""
         if self._writer is not None:
             self._writer.close()
-            os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+            self._writer = None
 
 
 def score_base(
@@ -161,19 +156,18 @@ def score_base(
         else np.flatnonzero(np.asarray(rows, dtype=bool))
     )
     start = time.perf_counter()
-    writer = ScoreWriter(out)
-    try:
-        for begin in range(0, max(len(selected), 1), chunk_rows):
-            chunk = selected[begin : begin + chunk_rows]
-            writer.write(score_rows(model, features, chunk, reason_deciles=reason_deciles))
-            if progress is not None:
-                progress(
-                    f"score {model.name}", min(1.0, (begin + len(chunk)) / max(len(selected), 1))
-                )
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    report = report_to(progress)
+    # The file appears whole when every chunk is written, or not at all.
+    with atomic_path(out) as tmp:
+        writer = ScoreWriter(tmp)
+        try:
+            for begin in range(0, max(len(selected), 1), chunk_rows):
+                chunk = selected[begin : begin + chunk_rows]
+                writer.write(score_rows(model, features, chunk, reason_deciles=reason_deciles))
+                done = (begin + len(chunk)) / max(len(selected), 1)
+                report(f"score {model.name}", min(1.0, done))
+        finally:
+            writer.close()
     return ScoringResult(
         Path(out),
         len(selected),
@@ -186,8 +180,8 @@ def score_base(
 class Scorer:
     """In-process scoring of single customers against a feature table (the API's hot path).
 
-    The design matrix of every customer is built once (about 60 float32 inputs a customer:
-    ~24 MB per 100k); a request is then an index lookup, one predict and one `pred_contribs` on
+    The design matrix of every customer is built once (one float32 row a customer); a request
+    is then an index lookup, one predict and one `pred_contribs` on
     the requested rows.
     """
 

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from contracts.errors import ConfigError
-from contracts.taxonomy import CURRENT_VERSION, _build, load_taxonomy
+from contracts.taxonomy import CURRENT_VERSION, build_taxonomy, load_taxonomy
 
 MARKET_CATEGORIES = {
     "social", "games", "food_delivery", "ecommerce", "travel", "short_video", "finance",
@@ -40,12 +40,12 @@ PINNED_2026_1 = "919899527162853692c0c154a6377586102f173213d0dca9926954bad6472b8
 
 def test_ids_are_stable_across_builds():
     def digest() -> str:
-        built = _build(CURRENT_VERSION)
+        built = build_taxonomy(CURRENT_VERSION)
         text = built.apps.write_csv() + built.tags.write_csv() + built.categories.write_csv()
         return hashlib.sha256(text.encode()).hexdigest()
 
     assert digest() == digest() == PINNED_2026_1
-    assert load_taxonomy().apps.equals(_build(CURRENT_VERSION).apps)
+    assert load_taxonomy().apps.equals(build_taxonomy(CURRENT_VERSION).apps)
 
 
 def test_unknown_version_is_refused_with_advice():

@@ -15,7 +15,6 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-import fusion.features
 from contracts.errors import ConfigError
 from contracts.taxonomy import load_taxonomy
 from fusion.features import FUSED, IN_BANK, FeatureManifest, FeatureSet, build_features
@@ -296,19 +295,6 @@ def test_unknown_snapshot_and_conflicting_taxonomy_are_refused(store: Store):
         build_features(store, snapshot_date=S1, salt_epoch=EPOCH.epoch_id, taxonomy_version="x")
     other_epoch = build_features(store, snapshot_date=S1, salt_epoch="e-other")
     assert other_epoch.manifest.matched == 0 and other_epoch.tags.nnz == 0
-
-
-def test_public_surface():
-    assert fusion.features.__all__ == [
-        "FUSED",
-        "IN_BANK",
-        "CustomerBucket",
-        "FeatureColumn",
-        "FeatureManifest",
-        "FeatureSet",
-        "build_features",
-        "snapshot_manifest",
-    ]
 
 
 # -- a small synthetic world through the real pipeline -----------------------------------------

@@ -31,9 +31,10 @@ from fusion.store import Store
 from matcher.envelope import Manifest, open_sealed, seal
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring, init_local_pair
+from matcher.manifest import BatchKeys
 from matcher.pack import build_batch, pack_users
-from tests.contracts.test_suites import BREAKAGES
 from tests.factories import vendor_batch
+from tests.support.breakages import BREAKAGES
 
 NOW = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
 
@@ -74,12 +75,15 @@ class Parties:
             payload.write_bytes(raw_payload)
         signing_kid, signer = self.vendor.current_signer()
         recipient_kid, recipient = self.vendor.current_recipient_public()
+        keys = BatchKeys(
+            vendor_id="vendor-a",
+            signing_kid=signing_kid,
+            recipient_kid=recipient_kid,
+            salt_epoch=self.vendor.current_salt().epoch_id,
+        )
         fields: dict[str, object] = {
             "batch_id": str(uuid.uuid4()),
-            "vendor_id": "vendor-a",
-            "signing_kid": signing_kid,
-            "recipient_kid": recipient_kid,
-            "salt_epoch": self.vendor.current_salt().epoch_id,
+            "keys": keys,
             "created_at": NOW,
             "rows": frame.height if rows is None else rows,
             "taxonomy_version": load_taxonomy().version,

@@ -22,7 +22,6 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import fusion.query as query_module
 from contracts.errors import (
     ConfigError,
     QueryError,
@@ -36,16 +35,15 @@ from contracts.taxonomy import load_taxonomy
 from fusion.ingest import Inbox, ingest_file
 from fusion.match import load_extract, match
 from fusion.query import (
-    DENIED_FUNCTIONS,
     GRANTED_VIEWS,
     QueryLimits,
     QueryResult,
     QueryScope,
-    _allowed_functions,
-    _sandbox,
     check_query,
+    open_sandbox,
     run_query,
 )
+from fusion.query_grant import DENIED_FUNCTIONS, PURE_MACROS, allowed_functions
 from fusion.store import Store, StoreConfig
 from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_phones
@@ -196,7 +194,7 @@ def test_the_sandbox_holds_only_the_callers_rows_even_for_sql_the_check_refuses(
     """Layer 2 on its own: statements that never pass the check, run straight in the sandbox."""
     checked = check_query("SELECT * FROM customers, matches")
     config = StoreConfig(bank.snapshot)
-    with _sandbox(config, key=bank.key, scope=bank.scope, checked=checked, limits=FAST) as box:
+    with open_sandbox(config, key=bank.key, scope=bank.scope, checked=checked, limits=FAST) as box:
         ids = box.run("SELECT customer_id FROM customers")["customer_id"].to_pylist()
         assert set(ids) == bank.customers_of(bank.mine)
         databases = box.run("SELECT database_name, path FROM duckdb_databases()")
@@ -223,7 +221,7 @@ def test_head_office_views_read_the_store_under_a_random_alias(bank: Bank):
     aliases = []
     scope = QueryScope.head_office()
     for _ in range(2):
-        with _sandbox(
+        with open_sandbox(
             StoreConfig(bank.snapshot),
             key=bank.key,
             scope=scope,
@@ -358,7 +356,7 @@ def test_the_check_names_the_columns_a_query_can_read(sql: str, columns: set[str
 def test_a_branch_copy_holds_the_named_columns_and_the_results_do_not_change(bank: Bank):
     checked = check_query("SELECT avg(age) AS age FROM bank_features")
     config = StoreConfig(bank.snapshot)
-    with _sandbox(config, key=bank.key, scope=bank.scope, checked=checked, limits=FAST) as box:
+    with open_sandbox(config, key=bank.key, scope=bank.scope, checked=checked, limits=FAST) as box:
         assert box.run("SELECT * FROM bank_features").column_names == ["age"]
     # The same questions asked by head office over the branch's rows: the answers must match.
     rows = f"branch_id IN {bank.mine} AND snapshot_date = DATE '{NEW}'"
@@ -480,7 +478,7 @@ def test_every_denied_function_is_refused_and_the_allowlist_holds_nothing_risky(
         r"setting|variable|nextval|currval|^read_|glob|secret|pragma|duckdb_|_plan|query|^stats$"
         r"|database|catalog|schema|extension|env$|log_|_log|privilege|viewdef|constraintdef"
     )
-    assert not [n for n in _allowed_functions() if risky.search(n)]
+    assert not [n for n in allowed_functions() if risky.search(n)]
     con = duckdb.connect()
     try:
         macros = dict(
@@ -491,9 +489,9 @@ def test_every_denied_function_is_refused_and_the_allowlist_holds_nothing_risky(
         )
     finally:
         con.close()
-    for name in query_module._PURE_MACROS:
+    for name in PURE_MACROS:
         assert re.search(r"\b(SELECT|FROM)\b", macros[name], re.IGNORECASE) is None, name
-    assert {"sum", "count_star", "row_number", "list_transform", "unnest"} <= _allowed_functions()
+    assert {"sum", "count_star", "row_number", "list_transform", "unnest"} <= allowed_functions()
 
 
 def test_checking_takes_about_a_millisecond():

@@ -12,32 +12,12 @@ import polars as pl
 import pytest
 
 from contracts.errors import ConfigError, ModelError
-from fusion import lists as lists_module
-from fusion import scoring as scoring_module
-from fusion.lists import ListConfig, build_target_lists, write_branch_lists
+from fusion.lists import LISTS, ListConfig, build_target_lists, write_branch_lists
 from fusion.models.acquisition import population
 from fusion.registry import Registry
 from fusion.scoring import SCORE_SCHEMA, Scorer, score_base
 from matcher.identity import normalize_phones
 from tests.fusion.conftest import TRAINED_AT, ModelWorld
-
-
-def test_public_surfaces():
-    assert scoring_module.__all__ == [
-        "ScoreWriter",
-        "Scorer",
-        "ScoringResult",
-        "score_base",
-        "score_rows",
-    ]
-    assert lists_module.__all__ == [
-        "LISTS",
-        "AcquisitionScorer",
-        "ListConfig",
-        "TargetLists",
-        "build_target_lists",
-        "write_branch_lists",
-    ]
 
 
 def test_batch_scores_every_row_in_chunks_with_reasons_for_the_top_deciles(
@@ -97,7 +77,7 @@ def test_target_lists_are_split_by_branch_and_ranked(model_world: ModelWorld, tm
         config=ListConfig(top_deciles=2),
     )
     assert built.scores.rows == int(population(features).sum())
-    assert set(built.lists) == set(lists_module.LISTS)
+    assert set(built.lists) == set(LISTS)
     mobile = built.lists["mobile-banking"]
     assert mobile["decile"].le(2).all() and mobile["reason_1"].null_count() < mobile.height
     rescue_model = model_world.registry.load_score_model("rescue")

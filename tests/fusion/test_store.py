@@ -17,10 +17,12 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import fusion.store as store_module
+import fusion.snapshots as snapshots_module
+import fusion.store_attach as attach_module
 from contracts.errors import ConfigError, StoreError, StoreLockedError
 from contracts.taxonomy import load_taxonomy
-from fusion.store import SCHEMA_VERSION, Store, StoreConfig
+from fusion.store import Store, StoreConfig
+from fusion.store_migrations import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG_MARKER = "ZZSECRETTAG"
@@ -86,11 +88,7 @@ def _files_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-# -- surface and schema ------------------------------------------------------------------------
-
-
-def test_public_surface():
-    assert store_module.__all__ == ["SCHEMA_VERSION", "Store", "StoreConfig"]
+# -- schema ------------------------------------------------------------------------
 
 
 def test_create_migrate_and_reopen_applies_migrations_once(config: StoreConfig, key: str):
@@ -237,7 +235,7 @@ def test_a_tampered_httpfs_is_refused_and_no_store_opens_for_writing(
     config: StoreConfig, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     Store.open(config, key=key).close()
-    genuine = store_module._httpfs_file(duckdb.connect())
+    genuine = attach_module._httpfs_file(duckdb.connect())
     assert genuine is not None
     tampered_dir = tmp_path / "tampered" / genuine.parent.name
     tampered_dir.mkdir(parents=True)
@@ -245,7 +243,7 @@ def test_a_tampered_httpfs_is_refused_and_no_store_opens_for_writing(
     data = bytearray(genuine.read_bytes())
     data[len(data) // 2] ^= 0xFF
     tampered.write_bytes(data)
-    monkeypatch.setattr(store_module, "_httpfs_file", lambda con: tampered)
+    monkeypatch.setattr(attach_module, "_httpfs_file", lambda con: tampered)
     fresh = StoreConfig(config.path, extension_directory=tmp_path / "fresh-extensions")
 
     with pytest.raises(StoreError, match=r"pip install duckdb-ext-httpfs==1\.4\.4\.20260205"):
@@ -260,7 +258,7 @@ def test_a_tampered_httpfs_is_refused_and_no_store_opens_for_writing(
 def test_without_the_httpfs_package_no_store_is_created(
     config: StoreConfig, key: str, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(store_module, "_httpfs_file", lambda con: None)
+    monkeypatch.setattr(attach_module, "_httpfs_file", lambda con: None)
     with pytest.raises(StoreError, match=r"pip install duckdb-ext-httpfs==1\.4\.4\.20260205"):
         Store.open(config, key=key)
     assert not config.path.exists()
@@ -704,8 +702,8 @@ def test_a_failed_publish_keeps_the_previous_copy_and_leaves_no_temp_file(
     store.publish(out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"]})
     branch_a = (out / "branch_A.duckdb").read_bytes()
 
-    broken = dict(store_module._BRANCH_TABLES, matches="SELECT * FROM db.main.no_such_table")
-    monkeypatch.setattr(store_module, "_BRANCH_TABLES", broken)
+    broken = dict(snapshots_module._BRANCH_TABLES, matches="SELECT * FROM db.main.no_such_table")
+    monkeypatch.setattr(snapshots_module, "_BRANCH_TABLES", broken)
     with pytest.raises(duckdb.CatalogException):
         store.publish(out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"]})
     assert sorted(p.name for p in out.iterdir()) == ["branch_A.duckdb", "head_office.duckdb"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import ConfigError
-from fusion import tokens as tokens_module
 from fusion.store import Store
 from fusion.tokens import TokenBook, create_token, revoke_token
 
@@ -20,17 +19,6 @@ NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)
 def store(tmp_path: Path):
     with Store.open(tmp_path / "s.duckdb", key=secrets.token_hex(32)) as opened:
         yield opened
-
-
-def test_public_surface():
-    assert tokens_module.__all__ == [
-        "ROLES",
-        "IssuedToken",
-        "Principal",
-        "TokenBook",
-        "create_token",
-        "revoke_token",
-    ]
 
 
 def test_a_token_is_stored_only_as_its_hash(store: Store, tmp_path: Path):

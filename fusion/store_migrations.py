@@ -1,0 +1,263 @@
+"""The store's schema as numbered migrations: the tables every store file holds, step by step.
+
+`fusion.store.Store.open` applies the pending steps in one transaction when it opens a file for
+writing; `schema_migrations` records each step applied. A later step adds tables or columns and
+never rewrites an earlier one, so a file written by any build migrates forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "SCHEMA_MIGRATIONS_DDL", "SCHEMA_VERSION", "Migration"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: `statements` run in order, in the transaction of every pending step."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMP NOT NULL
+)"""
+
+_LATEST_VIEW = """
+CREATE VIEW {view} AS
+SELECT v.*
+FROM {table} AS v
+JOIN batches AS b ON b.batch_id = v.batch_id
+WHERE b.status = 'loaded'
+QUALIFY row_number() OVER (
+    PARTITION BY v.salt_epoch, v.key
+    ORDER BY b.finished_at DESC NULLS LAST, v.batch_id DESC
+) = 1"""
+
+# Timestamps are naive UTC. No index on `key`: an ART index speeds up base-table point lookups
+# but not lookups through the *_latest views, makes the file several times larger and inserts
+# slower, and every consumer reads through the views or scans whole batches.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        name="ledger, vendor data, taxonomy, customers, matches, audit log",
+        statements=(
+            """
+            CREATE TABLE batches (
+                batch_id VARCHAR PRIMARY KEY,
+                vendor_id VARCHAR,
+                sealed_sha256 VARCHAR NOT NULL,
+                status VARCHAR NOT NULL CHECK (
+                    status IN ('received', 'loaded', 'quarantined', 'duplicate', 'refused')
+                ),
+                rows BIGINT,
+                salt_epoch VARCHAR,
+                taxonomy_version VARCHAR,
+                mode VARCHAR,
+                reasons VARCHAR,
+                report VARCHAR,
+                received_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP
+            )""",
+            """
+            CREATE TABLE vendor_apps (
+                key BLOB NOT NULL,
+                salt_epoch VARCHAR,
+                batch_id VARCHAR,
+                app_ids INTEGER[],
+                app_days SMALLINT[],
+                app_sessions INTEGER[]
+            )""",
+            """
+            CREATE TABLE vendor_tags (
+                key BLOB NOT NULL,
+                salt_epoch VARCHAR,
+                batch_id VARCHAR,
+                tag_ids INTEGER[],
+                tag_weights FLOAT[]
+            )""",
+            _LATEST_VIEW.format(view="vendor_apps_latest", table="vendor_apps"),
+            _LATEST_VIEW.format(view="vendor_tags_latest", table="vendor_tags"),
+            """
+            CREATE TABLE tax_categories (
+                taxonomy_version VARCHAR NOT NULL,
+                category_id SMALLINT NOT NULL,
+                code VARCHAR NOT NULL,
+                name VARCHAR NOT NULL,
+                name_zh VARCHAR,
+                PRIMARY KEY (taxonomy_version, category_id)
+            )""",
+            """
+            CREATE TABLE tax_apps (
+                taxonomy_version VARCHAR NOT NULL,
+                app_id INTEGER NOT NULL,
+                category_id SMALLINT NOT NULL,
+                name VARCHAR NOT NULL,
+                popularity_rank INTEGER,
+                PRIMARY KEY (taxonomy_version, app_id)
+            )""",
+            """
+            CREATE TABLE tax_tags (
+                taxonomy_version VARCHAR NOT NULL,
+                tag_id INTEGER NOT NULL,
+                category_id SMALLINT NOT NULL,
+                topic VARCHAR,
+                name VARCHAR NOT NULL,
+                PRIMARY KEY (taxonomy_version, tag_id)
+            )""",
+            # Keyed hashes only: the raw phone and ID number never enter the store.
+            """
+            CREATE TABLE customers (
+                customer_id BIGINT NOT NULL,
+                branch_id VARCHAR NOT NULL,
+                key BLOB,
+                salt_epoch VARCHAR,
+                snapshot_date DATE
+            )""",
+            """
+            CREATE TABLE matches (
+                customer_id BIGINT NOT NULL,
+                key BLOB NOT NULL,
+                salt_epoch VARCHAR,
+                batch_id VARCHAR,
+                matched_at TIMESTAMP
+            )""",
+            # "at" is a reserved word in DuckDB (AT TIME ZONE): name it in quotes in SQL.
+            """
+            CREATE TABLE audit_log (
+                "at" TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL,
+                role VARCHAR,
+                action VARCHAR NOT NULL,
+                detail VARCHAR,
+                rows BIGINT,
+                status VARCHAR
+            )""",
+        ),
+    ),
+    Migration(
+        version=2,
+        name="matching: batch data dates, customer key status, match runs",
+        statements=(
+            # The vendor's data date (manifest created_at): point-in-time features pick the
+            # newest batch created on or before a snapshot date.
+            "ALTER TABLE batches ADD COLUMN created_at TIMESTAMP",
+            # ok | invalid | duplicated: only 'ok' customers carry a key and can match.
+            "ALTER TABLE customers ADD COLUMN key_status VARCHAR",
+            "ALTER TABLE matches ADD COLUMN snapshot_date DATE",
+            """
+            CREATE TABLE match_runs (
+                run_id VARCHAR PRIMARY KEY,
+                salt_epoch VARCHAR NOT NULL,
+                snapshot_date DATE NOT NULL,
+                customers BIGINT NOT NULL,
+                keyed BIGINT NOT NULL,
+                invalid BIGINT NOT NULL,
+                duplicated BIGINT NOT NULL,
+                matched BIGINT NOT NULL,
+                reasons VARCHAR,
+                finished_at TIMESTAMP NOT NULL
+            )""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        version=3,
+        name="service: API tokens (hashes only), campaign outcomes",
+        statements=(
+            # A token is shown once; only its SHA-256 is kept. `branches` is a comma-separated
+            # list for analysts (NULL: every branch), `vendor_id` ties a vendor token to a signer.
+            """
+            CREATE TABLE api_tokens (
+                token_id VARCHAR PRIMARY KEY,
+                token_sha256 BLOB NOT NULL UNIQUE,
+                role VARCHAR NOT NULL CHECK (
+                    role IN ('vendor', 'analyst', 'campaign_tool', 'admin')
+                ),
+                branches VARCHAR,
+                vendor_id VARCHAR,
+                label VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                revoked_at TIMESTAMP
+            )""",
+            # Contact and response results a campaign tool reports back, for evaluation and
+            # retraining; one row per (campaign, customer), the newest report wins.
+            """
+            CREATE TABLE outcomes (
+                campaign_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                treatment BOOLEAN NOT NULL,
+                contacted BOOLEAN,
+                responded BOOLEAN NOT NULL,
+                occurred_at TIMESTAMP,
+                recorded_at TIMESTAMP NOT NULL,
+                token_id VARCHAR NOT NULL
+            )""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        version=4,
+        name="OPRF mode: sealed vendor rows until matched, the bank's pending requests",
+        statements=(
+            # A vendor row sealed under F_k(phone): the bank opens the matched ones at match time
+            # (into vendor_apps/vendor_tags, keyed by label) and then drops every row of the
+            # batch, so nothing of a non-matched user stays beyond its count (match_runs).
+            """
+            CREATE TABLE vendor_oprf_rows (
+                label BLOB NOT NULL,
+                sealed BLOB NOT NULL,
+                salt_epoch VARCHAR NOT NULL,
+                batch_id VARCHAR NOT NULL
+            )""",
+            # A request sent and not yet answered: the seed its blinds are drawn from (erased
+            # when the answer is used) and a MAC under that seed of the ids it blinded, so the
+            # answer is applied to the same customers. Never a phone.
+            """
+            CREATE TABLE oprf_requests (
+                request_id VARCHAR PRIMARY KEY,
+                salt_epoch VARCHAR NOT NULL,
+                snapshot_date DATE NOT NULL,
+                customers BIGINT NOT NULL,
+                blinded BIGINT NOT NULL,
+                inputs_mac BLOB NOT NULL,
+                blind_seed BLOB,
+                created_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP
+            )""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        version=5,
+        name="service: the verdict of every upload, for its vendor after a restart",
+        statements=(
+            # One row per upload the service's ingest worker judged. A refused file is ledgered
+            # under its digest, never the batch id it claimed, so without this row its vendor's
+            # GET /v1/batches/{id} would be a 404 after a restart. `status` only: a refusal's
+            # cause stays in the ledger and the bank's log. `ledger_id` is the ledger row the
+            # verdict wrote or found (NULL when it failed, or for a refused file found in the
+            # inbox at start, whose digest the service did not take).
+            """
+            CREATE TABLE uploads (
+                upload_id VARCHAR PRIMARY KEY,
+                vendor_id VARCHAR,
+                claimed_batch_id VARCHAR,
+                ledger_id VARCHAR,
+                status VARCHAR NOT NULL CHECK (
+                    status IN ('loaded', 'quarantined', 'duplicate', 'refused', 'failed')
+                ),
+                received_at TIMESTAMP NOT NULL,
+                judged_at TIMESTAMP NOT NULL
+            )""",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
