@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from fusion.coverage import TABLES, CoverageReport
-from labs.report import REPORT_FILE, write_match_report
+from fusion.reports.coverage import TABLES, CoverageReport
+from fusion.reports.match import REPORT_FILE, write_match_report
 from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_id_numbers, normalize_phones
 from matcher.psi import customer_keys
-from tests.fusion.test_coverage import COUNTS, SNAPSHOT, MatchedStore, audit_coverage
+from tests.support.coverage import COUNTS, SNAPSHOT, MatchedStore, audit_coverage
 
 K = 10
 PLOTS = (

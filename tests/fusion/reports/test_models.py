@@ -14,26 +14,28 @@ import numpy as np
 import polars as pl
 import pytest
 
-import labs.model_report
 from contracts.errors import ConfigError
 from fusion.features import FeatureSet
 from fusion.models import metrics
 from fusion.models.acquisition import LABEL, AcquisitionConfig, population
+from fusion.models.booster import BoosterConfig
 from fusion.models.campaign import UpliftConfig
-from fusion.models.classifier import BoostConfig, PruneConfig
-from fusion.models.metrics import DiffResult
+from fusion.models.classifier import PruneConfig
+from fusion.models.proportions import DiffResult
 from fusion.models.rescue import RescueConfig
-from fusion.models.uplift import BoosterParams
 from fusion.registry import Registry
+from fusion.reports.models import REPORT_FILE, SUMMARY_FILE, write_model_report
 from fusion.scoring import score_rows
 from fusion.training import TrainingConfig, TrainingRun, train_all
-from labs.model_report import REPORT_FILE, SUMMARY_FILE, write_model_report
 from labs.world import WorldFiles
 from tests.factories import world_features
 
+# Trains every model on a 20k-customer world: out of the fast inner loop.
+pytestmark = pytest.mark.slow
+
 NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)
 _ACQUISITION = AcquisitionConfig(
-    boost=BoostConfig(max_rounds=60, early_stopping_rounds=10),
+    boost=BoosterConfig(n_estimators=60, early_stopping_rounds=10),
     prune=PruneConfig(rounds=30),
     tag_profile_k=8,
 )
@@ -41,9 +43,9 @@ FAST = TrainingConfig(
     acquisition=_ACQUISITION,
     rescue=RescueConfig(training=_ACQUISITION),
     uplift=UpliftConfig(
-        params=BoosterParams(
+        params=BoosterConfig(
             n_estimators=60, max_depth=3, learning_rate=0.1, min_child_weight=30.0,
-            colsample=0.6, early_stopping_rounds=10, seed=7,
+            colsample_bytree=0.6, early_stopping_rounds=10, seed=7,
         ),
         tag_profile_k=8,
     ),
@@ -105,15 +107,6 @@ def page(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _summary(page: Path) -> dict:
     return json.loads((page.parent / SUMMARY_FILE).read_text(encoding="utf-8"))
-
-
-def test_public_surface():
-    assert labs.model_report.__all__ == [
-        "REPORT_FILE",
-        "SUMMARY_FILE",
-        "Targets",
-        "write_model_report",
-    ]
 
 
 def test_page_has_every_section_and_the_acceptance_figures(trained: Trained, page: Path):

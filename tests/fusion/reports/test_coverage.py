@@ -1,78 +1,37 @@
 """Coverage and penetration on a crafted, really matched store: exact numbers and k-anonymity.
 
-The store is built the production way: a vendor users file packed and sealed with real keys,
-ingested, a bank extract loaded (`fusion.match.load_extract`) and matched (`fusion.match.match`).
-Expected numbers are computed here row by row in plain Python, independently of the SQL.
+The store is built the production way (`tests.support.coverage.MatchedStore`). Expected numbers
+are computed here row by row in plain Python, independently of the SQL.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from contracts.errors import ConfigError
 from contracts.taxonomy import load_taxonomy
-from fusion.coverage import (
-    _COVERAGE_LAYOUT,
-    AGE_BANDS,
-    TABLES,
-    CoverageReport,
-    _suppress,
-    coverage_report,
+from fusion.match import load_extract
+from fusion.reports.coverage import AGE_BANDS, TABLES, CoverageReport, coverage_report
+from tests.support.coverage import (
+    COUNTS,
+    NOW,
+    SNAPSHOT,
+    Cell,
+    Identities,
+    MatchedStore,
+    audit,
+    audit_coverage,
+    rows_by,
 )
-from fusion.ingest import Inbox, ingest_file
-from fusion.match import load_extract, match
-from fusion.store import Store
-from matcher.keyring import init_local_pair
-from matcher.pack import pack_users
 
-SNAPSHOT = date(2026, 9, 30)
-DATA_TIME = datetime(2026, 9, 30, 6, tzinfo=UTC)
-NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)
 K = 10
-
-
-class MatchedStore:
-    """A bank and a vendor keyring, one ingested vendor batch, one loaded and matched extract."""
-
-    def __init__(self, root: Path, extract: pl.DataFrame, users: pl.DataFrame) -> None:
-        self.root = root
-        self.bank, vendor = init_local_pair(
-            root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a"
-        )
-        inbox = Inbox(root / "bank").ensure()
-        users_path = root / "users.parquet"
-        users.write_parquet(users_path)
-        sealed = inbox.inbox / "b.sealed"
-        pack_users(users_path, sealed, keyring=vendor, now=DATA_TIME)
-        users_path.unlink()
-        self.epoch = self.bank.current_salt().epoch_id
-        with self.store() as store:
-            store.load_taxonomy(load_taxonomy())
-            outcome = ingest_file(sealed, store=store, keyring=self.bank, inbox=inbox, now=NOW)
-            assert outcome.status == "loaded", outcome
-            load_extract(
-                store, extract, epoch=self.bank.current_salt(), snapshot_date=SNAPSHOT, now=NOW
-            )
-            match(store, epoch_id=self.epoch, snapshot_date=SNAPSHOT, now=NOW)
-
-    def store(self, *, read_only: bool = False) -> Store:
-        path = self.root / "bank" / "fusion.duckdb"
-        return Store.open(path, key=self.bank.store_key(), read_only=read_only)
-
-    def report(self, k: int = K) -> CoverageReport:
-        with self.store(read_only=True) as store:
-            return coverage_report(store, snapshot_date=SNAPSHOT, salt_epoch=self.epoch, k=k)
 
 
 # -- the crafted bank ---------------------------------------------------------------------------
@@ -236,7 +195,6 @@ def report(bank: MatchedStore) -> CoverageReport:
 
 
 # -- expected numbers, by hand ------------------------------------------------------------------
-COUNTS = ("customers", "keyed", "invalid", "duplicated", "matched")
 GROUPS: dict[str, tuple[str, Callable[[Customer], object]]] = {
     "by_branch": ("branch_id", lambda c: c.branch_id),
     "by_age_band": ("age_band", lambda c: c.age_band),
@@ -263,10 +221,6 @@ def _expected_groups(table: str) -> dict[object, dict[str, int]]:
     return {g: _expected(members) for g, members in groups.items()}
 
 
-def _rows(frame: pl.DataFrame, column: str) -> dict[object, dict[str, object]]:
-    return {row[column]: row for row in frame.iter_rows(named=True)}
-
-
 def _expected_penetration() -> dict[int, dict[str, int]]:
     category_of = dict(load_taxonomy().apps.select("app_id", "category_id").iter_rows())
     users: dict[int, Counter[bool]] = defaultdict(Counter)
@@ -286,89 +240,13 @@ def _expected_penetration() -> dict[int, dict[str, int]]:
     }
 
 
-# -- an independent disclosure audit ------------------------------------------------------------
-# The attacker knows every published cell and the identities between cells. A sum w.x of withheld
-# cells is known exactly when w lies in the row space of the identities restricted to withheld
-# cells (rank test). Checked: each withheld cell and each sum of up to 3 withheld parts of one
-# identity whose true value is under k; and every identity's exposed sum of withheld parts.
-Cell = tuple[object, str]
-
-
-def audit(
-    values: dict[Cell, int],
-    published: dict[Cell, bool],
-    identities: list[tuple[Cell | None, list[Cell]]],
-    k: int,
-) -> list[str]:
-    hidden = [c for c in values if not published[c]]
-    index = {c: i for i, c in enumerate(hidden)}
-    rows = []
-    for total, parts in identities:
-        row = np.zeros(len(hidden))
-        for p in parts:
-            if not published[p]:
-                row[index[p]] += 1
-        if total is not None and not published[total]:
-            row[index[total]] -= 1
-        rows.append(row)
-    matrix = np.array(rows) if rows else np.zeros((0, len(hidden)))
-    rank = np.linalg.matrix_rank(matrix) if matrix.size else 0
-
-    def known(group: tuple[Cell, ...]) -> bool:
-        w = np.zeros(len(hidden))
-        for c in group:
-            w[index[c]] = 1
-        return np.linalg.matrix_rank(np.vstack([matrix, w])) == rank
-
-    problems = []
-    for total, parts in identities:
-        withheld = [p for p in parts if not published[p]]
-        if (total is None or published[total]) and withheld:
-            if sum(values[p] for p in withheld) < k:
-                problems.append(f"exposed sum {withheld}")
-        for size in (1, 2, 3):
-            for group in itertools.combinations(withheld, size):
-                if sum(values[c] for c in group) < k and known(group):
-                    problems.append(f"known {group}")
-    return problems
-
-
-def audit_coverage(
-    frame: pl.DataFrame,
-    column: str | None,
-    expected: dict[object, dict[str, int]],
-    overall: pl.DataFrame | None,
-    k: int,
-) -> list[str]:
-    rows = _rows(frame, column) if column else {None: frame.row(0, named=True)}
-    values: dict[Cell, int] = {}
-    published: dict[Cell, bool] = {}
-    identities: list[tuple[Cell | None, list[Cell]]] = []
-    for group, counts in expected.items():
-        for name, value in counts.items():
-            values[group, name] = value
-            published[group, name] = rows[group][name] is not None
-            assert rows[group][name] in (None, value)
-        values[group, "unmatched"] = counts["keyed"] - counts["matched"]
-        published[group, "unmatched"] = False
-        identities.append(
-            ((group, "customers"), [(group, "keyed"), (group, "invalid"), (group, "duplicated")])
-        )
-        identities.append(((group, "keyed"), [(group, "matched"), (group, "unmatched")]))
-    if overall is not None:
-        for name in COUNTS:
-            if overall[name][0] is not None:
-                identities.append((None, [(g, name) for g in expected]))
-    return audit(values, published, identities, k)
-
-
 def audit_penetration(
     frame: pl.DataFrame, expected: dict[int, dict[str, int]], k: int
 ) -> list[str]:
-    rows = _rows(frame, "category_id")
+    rows = rows_by(frame, "category_id")
     values: dict[Cell, int] = {}
     published: dict[Cell, bool] = {}
-    identities: list[tuple[Cell | None, list[Cell]]] = []
+    identities: Identities = []
     for category, counts in expected.items():
         for name, value in counts.items():
             values[category, name] = value
@@ -404,7 +282,7 @@ def test_published_cells_equal_hand_counts_and_small_ones_are_withheld(
 ):
     column, _ = GROUPS[table]
     expected = _expected_groups(table)
-    rows = _rows(getattr(report, table), column)
+    rows = rows_by(getattr(report, table), column)
     assert set(rows) == set(expected)
     for group, counts in expected.items():
         row = rows[group]
@@ -423,11 +301,11 @@ def test_published_cells_equal_hand_counts_and_small_ones_are_withheld(
 def test_tiny_branch_is_withheld_everywhere_it_is_a_row_and_big_branches_are_not(
     report: CoverageReport,
 ):
-    branches = _rows(report.by_branch, "branch_id")
+    branches = rows_by(report.by_branch, "branch_id")
     cells = [*COUNTS, "coverage", "keyed_coverage"]
     assert branches["B_TINY"]["suppressed_cells"] == cells
     assert all(branches["B_TINY"][c] is None for c in cells)
-    levels = _rows(report.by_level, "customer_level")
+    levels = rows_by(report.by_level, "customer_level")
     assert levels[TINY_LEVEL]["suppressed_cells"] == cells
     for big in ("B_BIG1", "B_BIG2"):
         assert branches[big]["suppressed"] is False
@@ -436,7 +314,7 @@ def test_tiny_branch_is_withheld_everywhere_it_is_a_row_and_big_branches_are_not
 
 
 def test_secondary_suppression_protects_the_tiny_branch(report: CoverageReport):
-    branches = _rows(report.by_branch, "branch_id")
+    branches = rows_by(report.by_branch, "branch_id")
     # B_MID's own invalid (9) and shared (8) phones are small; its customers, keyed and
     # matched are withheld only so that overall - B_BIG1 - B_BIG2 is not the tiny branch alone.
     assert branches["B_MID"]["suppressed_cells"] == [*COUNTS, "coverage", "keyed_coverage"]
@@ -461,7 +339,7 @@ def test_no_small_withheld_group_can_be_computed_from_published_cells(
 
 def test_penetration_shares_and_their_suppression(report: CoverageReport):
     expected = _expected_penetration()
-    rows = _rows(report.penetration, "category_id")
+    rows = rows_by(report.penetration, "category_id")
     assert sorted(rows) == list(range(1, 27))
     assert rows[FOOD]["code"] == "food_delivery" and rows[SOCIAL]["name"] == "Social"
     for category, counts in expected.items():
@@ -490,7 +368,7 @@ def test_penetration_shares_and_their_suppression(report: CoverageReport):
     assert rows[LOTTERY]["unregistered_users"] is None and rows[LOTTERY]["ratio"] is None
     assert rows[GAMES]["suppressed"] is False
     # Denominators are the by_registration matched cells.
-    registration = _rows(report.by_registration, "mb_registered")
+    registration = rows_by(report.by_registration, "mb_registered")
     assert food["registered_matched"] == registration[True]["matched"]
     assert food["unregistered_matched"] == registration[False]["matched"]
 
@@ -542,60 +420,3 @@ def test_a_stale_or_missing_match_run_is_refused(tmp_path: Path):
         store.execute("DELETE FROM match_runs")
     with stale.store(read_only=True) as store, pytest.raises(ConfigError, match="no match run"):
         coverage_report(store, snapshot_date=SNAPSHOT, salt_epoch=stale.epoch)
-
-
-@st.composite
-def _tables(draw: st.DrawFn) -> list[dict[str, int]]:
-    groups = []
-    for _ in range(draw(st.integers(1, 7))):
-        keyed = draw(st.integers(0, 60))
-        invalid, duplicated = draw(st.integers(0, 14)), draw(st.integers(0, 14))
-        matched = draw(st.integers(0, keyed))
-        groups.append(
-            {
-                "customers": keyed + invalid + duplicated,
-                "keyed": keyed,
-                "invalid": invalid,
-                "duplicated": duplicated,
-                "matched": matched,
-            }
-        )
-    return groups
-
-
-@settings(max_examples=60, deadline=None)
-@given(groups=_tables(), k=st.sampled_from([3, 10]))
-def test_suppression_never_leaves_a_small_group_computable(groups: list[dict[str, int]], k: int):
-    frame = pl.DataFrame(groups).with_columns(g=pl.int_range(pl.len()).cast(pl.Int64))
-    total = frame.select(pl.col(COUNTS).sum())
-    overall = _suppress(total, _COVERAGE_LAYOUT, k=k)
-    table = _suppress(frame, _COVERAGE_LAYOUT, k=k, margin=overall)
-    expected = {i: g for i, g in enumerate(groups)}
-    assert not audit_coverage(overall, None, {None: total.row(0, named=True)}, None, k)
-    assert not audit_coverage(table, "g", expected, overall, k)
-
-
-def test_a_denominator_public_elsewhere_cannot_be_the_only_protection():
-    from fusion.coverage import _guard_public_denominators
-
-    table = pl.DataFrame(
-        {
-            "registered_matched": [None, 500],
-            "registered_users": [493, 300],
-            "registered_share": [0.986, 0.6],
-            "unregistered_matched": [400, 400],
-            "unregistered_users": [100, 90],
-            "unregistered_share": [0.25, 0.225],
-            "ratio": [0.25, 0.375],
-            "suppressed_cells": [["registered_matched"], []],
-            "suppressed": [True, False],
-        },
-        schema_overrides={"suppressed_cells": pl.List(pl.String)},
-    )
-    guarded = _guard_public_denominators(table, withheld=[])
-    first = guarded.row(0, named=True)
-    assert first["registered_users"] is None and first["ratio"] is None
-    assert set(first["suppressed_cells"]) >= {"registered_matched", "registered_users", "ratio"}
-    assert guarded.row(1, named=True) == table.row(1, named=True)
-    # Withheld upstream too: the denominator is secret everywhere, nothing more to hide.
-    assert _guard_public_denominators(table, withheld=["registered_matched"]).equals(table)
