@@ -1,20 +1,30 @@
-"""The bank's engine: encrypted store, ingest, matching, features, models, scoring, queries."""
+"""The bank's engine: encrypted store, ingest, matching, features, models, scoring, queries,
+bucketed jobs, reports, and the pipeline that strings them together."""
 
 __all__ = [
+    "bank_columns",
     "coverage",
     "engine",
     "features",
     "ingest",
+    "jobs",
     "lists",
     "match",
     "models",
     "oprf_psi",
+    "pipeline",
     "progress",
     "query",
+    "query_grant",
     "registry",
+    "reports",
     "runfolder",
     "scoring",
+    "snapshots",
     "store",
+    "store_attach",
+    "store_migrations",
     "tokens",
     "training",
+    "vendor_features",
 ]

@@ -4,9 +4,10 @@ Two steps around the vendor's turn (`matcher.oprf_exchange.answer_request`):
 
 1. `request_match` checks the extract's contract as the salted mode does, and blinds the
    normalised phone of each customer who can match (`matcher.psi.customer_phones`: not invalid,
-   not shared) in customer-id order, with blinds drawn from a fresh 32-byte seed. It returns the
-   request file to send. The store keeps, in `oprf_requests`, the seed and an HMAC under it of
-   the ids and phones blinded: never a phone, and one seed instead of a blind per customer.
+   not shared) in customer-id order, with blinds drawn from a fresh 32-byte seed by blocks of
+   rows (`matcher.oprf_match.replay_blinds`). It returns the request file to send. The store
+   keeps, in `oprf_requests`, the seed and an HMAC under it of the ids and phones blinded: never
+   a phone, and one seed instead of a blind per customer.
 2. `finish_match` re-reads the same extract (phones are never stored, and RFC 9497 Finalize
    hashes the input again), checks the HMAC, unblinds and finalises, and derives each customer's
    16-byte label and data key (`matcher.oprf_match`). Reading first, it joins the labels with
@@ -19,6 +20,12 @@ Two steps around the vendor's turn (`matcher.oprf_exchange.answer_request`):
    the seed is erased: an answer is used once. A batch whose matched rows do not open or break
    the contract is quarantined in the same transaction, with its report; the others load.
 
+Both steps run in this process, or, given an `engine` (`fusion.jobs`), blind and finalise on
+it in row chunks (`fusion.jobs.oprf`): the blinds depend only on the seed and a row's position,
+so the elements sent and the labels are the same element for element, and so are the matches.
+On the cluster only labels are written; the data keys of the matched rows alone are derived
+again in this process (`oprf_row_keys`), never on shared storage.
+
 What each side learns: the vendor sees uniformly random group elements and their count (the
 number of matchable customers); the bank learns which of its customers are in the batch and
 their tags, and of the vendor's other users only how many there were. The vendor's budget caps
@@ -27,40 +34,48 @@ the evaluations per epoch, so the bank cannot evaluate the phone space instead.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import secrets
+import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from contracts.errors import ConfigError, OprfError
-from contracts.schemas import VENDOR_BATCH
-from contracts.suites import ContractReport, RuleResult, validate_vendor_batch
+from contracts.schemas import VENDOR_BATCH, MatchMode
+from contracts.suites import LABEL_BYTES, ContractReport, RuleResult, validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
 from fusion.match import MatchRun, check_extract, match, store_customers
 from fusion.store import Store
+from matcher.keyed_hash import hmac_digest
+from matcher.oprf import blind_with
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile
 from matcher.oprf_match import (
+    SEED_BYTES,
     decode_lists,
     open_rows,
-    replay_request,
-    request,
-    seeded_rng,
+    replay_blinds,
     unblind_labels,
 )
 from matcher.psi import CustomerPhones, customer_phones
+
+if TYPE_CHECKING:
+    from fusion.jobs.files import Location
+    from fusion.jobs.runner import Engine
 
 __all__ = ["OprfMatchRun", "OprfRequestInfo", "finish_match", "request_match"]
 
 log = logging.getLogger(__name__)
 
-_SEED_BYTES = 32
+# The inputs MAC names the blinding: a request made before blinds were drawn by blocks of rows
+# has a MAC without it, so its answer is refused instead of unblinded into wrong labels.
+_MAC_LABEL = b"bankfusion/oprf/request-inputs/v2\n"
 _LIST_COLUMNS = [c for c in VENDOR_BATCH.columns if c != "key"]
 _OPENED = {
     "key": pl.Binary(),
@@ -115,7 +130,7 @@ def _details(
 ) -> dict[str, object]:
     """Return what match_runs.reasons keeps of an OPRF match: counts and batch ids only."""
     return {
-        "mode": "oprf",
+        "mode": MatchMode.OPRF.value,
         "request_id": request_id,
         "vendor_rows": vendor_rows,
         "opened": opened,
@@ -135,19 +150,29 @@ def request_match(
     snapshot_date: date,
     now: datetime,
     workers: int | None = None,
+    engine: Engine | None = None,
+    job_dir: Location | None = None,
 ) -> tuple[OprfRequestInfo, ElementFile]:
     """Blind the extract's matchable customers for the vendor's OPRF epoch `epoch_id`.
 
     Returns the request's counts and the file to send (`ElementFile.write`). Nothing of the
     extract is stored yet: `finish_match` stores it with the match.
 
+    Args:
+        workers: OPRF threads in this process; every core by default.
+        engine: where to blind: None in this process; else the bucketed job `oprf_blind` on
+            this engine (the same elements).
+        job_dir: with an engine, the folder its job files go to, one the workers can reach (a
+            shared mount or object store for a remote cluster); None: a temporary folder on
+            this machine (in-process or a local cluster). The files are removed at the end.
+
     Raises:
         ContractError: the extract breaks its contract (nothing is kept).
     """
     found = _phones(extract)
-    inputs, mac_key = _inputs(found), secrets.token_bytes(_SEED_BYTES)
+    inputs, seed = _inputs(found), secrets.token_bytes(SEED_BYTES)
     request_id = str(uuid.uuid4())
-    _, blinded = request(inputs, rng=seeded_rng(mac_key), workers=workers)
+    blinded = _blind(inputs, seed, workers=workers, engine=engine, job_dir=job_dir)
     with store.transaction():
         store.execute(
             "INSERT INTO oprf_requests (request_id, salt_epoch, snapshot_date, customers, "
@@ -158,8 +183,8 @@ def request_match(
                 snapshot_date,
                 extract.height,
                 len(inputs),
-                _inputs_mac(mac_key, found),
-                mac_key,
+                _inputs_mac(seed, found),
+                seed,
                 now.replace(tzinfo=None),
             ],
         )
@@ -191,6 +216,8 @@ def finish_match(
     *,
     now: datetime,
     workers: int | None = None,
+    engine: Engine | None = None,
+    job_dir: Location | None = None,
 ) -> OprfMatchRun:
     """Apply the vendor's answer: store the customers keyed by label, open the matched rows,
     drop the rest and write the snapshot's matches. See the module docstring.
@@ -198,6 +225,10 @@ def finish_match(
     Args:
         extract: the extract the request was made from (the same ids and phones).
         answer: the vendor's answer to a request this store made and has not used.
+        workers: OPRF threads in this process; every core by default.
+        engine: where to finalise: None in this process; else the bucketed job `oprf_finalize`
+            on this engine (the same labels, so the same matches).
+        job_dir: as for `request_match`.
 
     Raises:
         OprfError: the answer is not for a pending request of this store, or holds invalid
@@ -210,62 +241,23 @@ def finish_match(
         raise ConfigError("finish_match takes the vendor's answer file", setting="answer")
     epoch_id, snapshot_date, seed = _pending(store, answer)
     found = _phones(extract)
-    if not hmac.compare_digest(_inputs_mac(seed, found), _stored_mac(store, answer.request_id)):
-        raise ConfigError(
-            f"the extract is not the one request {answer.request_id} was made from (its "
-            "matchable customers or their phones differ); pass that same extract, or make a new "
-            "request from this one",
-            setting="extract",
-        )
-    labels, data_keys = unblind_labels(
-        replay_request(_inputs(found), seed), answer.elements, workers=workers
+    _check_inputs(store, answer.request_id, seed, found)
+    labels, keys_of = _unblind(
+        _inputs(found), answer.elements, seed, workers=workers, engine=engine, job_dir=job_dir
     )
-    ok = found.phones["key_status"] == "ok"
-    keys = found.phones.select("customer_id", "key_status").with_columns(
-        key=pl.lit(None, dtype=pl.Binary)
-    )
-    order = found.phones.with_row_index("row").filter(ok).sort("customer_id")["row"]
-    keys = keys.with_columns(keys["key"].scatter(order, pl.Series(labels, dtype=pl.Binary)))
-
-    until = datetime.combine(snapshot_date, time.max)
-    batches = [
-        (str(b), str(t))
-        for b, t in store.execute(
-            "SELECT batch_id, taxonomy_version FROM batches WHERE status = 'loaded' "
-            "AND mode = 'oprf' AND salt_epoch = ? AND created_at <= ? ORDER BY batch_id",
-            [epoch_id, until],
-        ).fetchall()
-    ]
-    if not batches:
-        # Before anything is written: the request stays pending, so the same answer can be
-        # used once the batch is in (a new request would spend the vendor's budget again).
-        raise ConfigError(
-            f"no loaded OPRF batch of epoch {epoch_id!r} was created on or before {snapshot_date}"
-            ", so there is nothing to open; ingest the vendor's batch for this snapshot, then run"
-            " the match again with the same answer",
-            setting="answer",
-        )
+    batches = _oprf_batches(store, epoch_id, snapshot_date)
     ids = [b for b, _ in batches]
     vendor_rows = _count_rows(store, ids)
-    opened, failed = _open_matched(store, ids, dict(batches), labels, data_keys)
+    opened, failed = _open_matched(store, ids, dict(batches), labels, keys_of)
     with store.transaction():
-        store_customers(store, extract, keys, epoch_id=epoch_id, snapshot_date=snapshot_date)
-        for batch_id, report in failed.items():
-            _quarantine(store, batch_id, report, now)
-        if opened.height:
-            tagged = opened.with_columns(salt_epoch=pl.lit(epoch_id))
-            store.insert_frame(
-                "vendor_apps",
-                tagged.select(
-                    "key", "salt_epoch", "batch_id", "app_ids", "app_days", "app_sessions"
-                ),
-            )
-            store.insert_frame(
-                "vendor_tags",
-                tagged.select("key", "salt_epoch", "batch_id", "tag_ids", "tag_weights"),
-            )
-        if ids:
-            store.execute("DELETE FROM vendor_oprf_rows WHERE list_contains(?, batch_id)", [ids])
+        store_customers(
+            store,
+            extract,
+            _label_keys(found, labels),
+            epoch_id=epoch_id,
+            snapshot_date=snapshot_date,
+        )
+        _load_opened(store, epoch_id, ids, opened, failed, now)
         done = OprfMatchRun(
             run=match(
                 store,
@@ -297,6 +289,81 @@ def finish_match(
     return done
 
 
+# -- blinding and unblinding, in this process or on an engine ------------------------------------
+
+_KeysOf = Callable[[Sequence[int]], list[bytes]]
+"""Returns the data keys of the request rows asked for (ascending positions)."""
+
+
+@contextmanager
+def _job_folder(job_dir: Location | None) -> Iterator[str]:
+    """Yield a fresh folder for one job's files; remove it, and them, when the block ends."""
+    from fusion.jobs.files import join_path, remove
+
+    if job_dir is None:
+        with tempfile.TemporaryDirectory(prefix="bankfusion-oprf-") as folder:
+            yield folder
+        return
+    folder = join_path(job_dir, f"oprf-{uuid.uuid4().hex[:12]}")
+    try:
+        yield folder
+    finally:
+        remove(folder)
+
+
+def _input_frame(inputs: Sequence[bytes]) -> pl.DataFrame:
+    return pl.DataFrame({"input": inputs}, schema={"input": pl.Binary})
+
+
+def _blind(
+    inputs: Sequence[bytes],
+    seed: bytes,
+    *,
+    workers: int | None,
+    engine: Engine | None,
+    job_dir: Location | None,
+) -> list[bytes]:
+    """Return the blinded elements of `inputs` under `seed`, in this process or on `engine`."""
+    if engine is None:
+        return blind_with(inputs, replay_blinds(inputs, seed).blinds, workers=workers)
+    from fusion.jobs.oprf import oprf_blind
+
+    with _job_folder(job_dir) as folder:
+        parts = oprf_blind(engine, _input_frame(inputs), seed, f"{folder}/blinded")
+        return [bytes(b) for b in parts.read()["blinded"]]
+
+
+def _unblind(
+    inputs: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    seed: bytes,
+    *,
+    workers: int | None,
+    engine: Engine | None,
+    job_dir: Location | None,
+) -> tuple[list[bytes], _KeysOf]:
+    """Return the labels of the request's rows and how to get the data keys of some of them.
+
+    In this process every data key is derived with its label; on an engine only labels come
+    back, and the data keys of the rows asked for are derived again here, when asked.
+    """
+    if engine is None:
+        labels, data_keys = unblind_labels(replay_blinds(inputs, seed), evaluated, workers=workers)
+        return labels, lambda rows: [data_keys[i] for i in rows]
+    from fusion.jobs.oprf import oprf_finalize, oprf_row_keys
+
+    frame = _input_frame(inputs)
+    answer = pl.DataFrame({"evaluated": evaluated}, schema={"evaluated": pl.Binary})
+    with _job_folder(job_dir) as folder:
+        parts = oprf_finalize(engine, frame, answer, seed, f"{folder}/labels")
+        labels = [bytes(label) for label in parts.read()["label"]]
+
+    def keys_of(rows: Sequence[int]) -> list[bytes]:
+        return oprf_row_keys(frame, answer, seed, rows, workers=workers)[1]
+
+    return labels, keys_of
+
+
 # -- internals ----------------------------------------------------------------------------------
 
 
@@ -312,11 +379,94 @@ def _inputs(found: CustomerPhones) -> list[bytes]:
     return [phone.encode("ascii") for phone in ok["phone"]]
 
 
-def _inputs_mac(key: bytes, found: CustomerPhones) -> bytes:
+def _inputs_mac(seed: bytes, found: CustomerPhones, *, label: bytes = _MAC_LABEL) -> bytes:
     """Return HMAC-SHA256 under the request's seed of its ordered (customer id, phone) pairs."""
     ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
     lines = ok.select(pl.format("{}:{}", "customer_id", "phone").str.join("\n")).item()
-    return hmac.new(key, (lines or "").encode("ascii"), hashlib.sha256).digest()
+    return hmac_digest(seed, label + (lines or "").encode("ascii"))
+
+
+def _check_inputs(store: Store, request_id: str, seed: bytes, found: CustomerPhones) -> None:
+    """Raise unless `found` holds the very ids and phones the request blinded, the same way."""
+    stored = _stored_mac(store, request_id)
+    if secrets.compare_digest(_inputs_mac(seed, found), stored):
+        return
+    if secrets.compare_digest(_inputs_mac(seed, found, label=b""), stored):
+        raise ConfigError(
+            f"request {request_id} was made by an earlier bankfusion, which drew its blinds "
+            "another way, so its answer cannot be unblinded here; make a new request from this "
+            "extract",
+            setting="answer",
+        )
+    raise ConfigError(
+        f"the extract is not the one request {request_id} was made from (its matchable "
+        "customers or their phones differ); pass that same extract, or make a new request from "
+        "this one",
+        setting="extract",
+    )
+
+
+def _label_keys(found: CustomerPhones, labels: Sequence[bytes]) -> pl.DataFrame:
+    """Return customer_id, key_status and key: each matchable customer's label, else null."""
+    ok = found.phones["key_status"] == "ok"
+    keys = found.phones.select("customer_id", "key_status").with_columns(
+        key=pl.lit(None, dtype=pl.Binary)
+    )
+    order = found.phones.with_row_index("row").filter(ok).sort("customer_id")["row"]
+    return keys.with_columns(keys["key"].scatter(order, pl.Series(labels, dtype=pl.Binary)))
+
+
+def _oprf_batches(store: Store, epoch_id: str, snapshot_date: date) -> list[tuple[str, str]]:
+    """Return (batch_id, taxonomy version) of the epoch's loaded OPRF batches by the snapshot."""
+    until = datetime.combine(snapshot_date, time.max)
+    batches = [
+        (str(b), str(t))
+        for b, t in store.execute(
+            "SELECT batch_id, taxonomy_version FROM batches WHERE status = 'loaded' "
+            "AND mode = ? AND salt_epoch = ? AND created_at <= ? ORDER BY batch_id",
+            [MatchMode.OPRF.value, epoch_id, until],
+        ).fetchall()
+    ]
+    if not batches:
+        # Before anything is written: the request stays pending, so the same answer can be
+        # used once the batch is in (a new request would spend the vendor's budget again).
+        raise ConfigError(
+            f"no loaded OPRF batch of epoch {epoch_id!r} was created on or before {snapshot_date}"
+            ", so there is nothing to open; ingest the vendor's batch for this snapshot, then run"
+            " the match again with the same answer",
+            setting="answer",
+        )
+    return batches
+
+
+def _load_opened(
+    store: Store,
+    epoch_id: str,
+    batch_ids: Sequence[str],
+    opened: pl.DataFrame,
+    failed: Mapping[str, ContractReport],
+    now: datetime,
+) -> None:
+    """Quarantine the failed batches, load the opened rows, drop every sealed row of the batches.
+
+    Runs inside the caller's transaction.
+    """
+    for batch_id, report in failed.items():
+        _quarantine(store, batch_id, report, now)
+    if opened.height:
+        tagged = opened.with_columns(salt_epoch=pl.lit(epoch_id))
+        store.insert_frame(
+            "vendor_apps",
+            tagged.select("key", "salt_epoch", "batch_id", "app_ids", "app_days", "app_sessions"),
+        )
+        store.insert_frame(
+            "vendor_tags",
+            tagged.select("key", "salt_epoch", "batch_id", "tag_ids", "tag_weights"),
+        )
+    if batch_ids:
+        store.execute(
+            "DELETE FROM vendor_oprf_rows WHERE list_contains(?, batch_id)", [list(batch_ids)]
+        )
 
 
 def _pending(store: Store, answer: ElementFile) -> tuple[str, date, bytes]:
@@ -370,12 +520,13 @@ def _open_matched(
     batch_ids: Sequence[str],
     taxonomies: dict[str, str],
     labels: Sequence[bytes],
-    data_keys: Sequence[bytes],
+    keys_of: _KeysOf,
 ) -> tuple[pl.DataFrame, dict[str, ContractReport]]:
     """Return (opened rows with key = label and batch_id, failed batches' reports).
 
-    The join runs in DuckDB on the labels only; then each batch's matched rows are opened and
-    checked on their own, so one bad batch is quarantined without holding back the others.
+    The join runs in DuckDB on the labels only; then the data keys of the matched rows alone
+    are asked for, and each batch's matched rows are opened and checked on their own, so one bad
+    batch is quarantined without holding back the others.
     """
     empty = pl.DataFrame(schema=_OPENED)
     if not batch_ids or not labels:
@@ -390,6 +541,8 @@ def _open_matched(
             "WHERE list_contains(?, r.batch_id) ORDER BY r.batch_id, l.idx",
             [list(batch_ids)],
         ).pl()
+    wanted = sorted(set(hits["idx"].to_list()))
+    data_keys = dict(zip(wanted, keys_of(wanted) if wanted else [], strict=True))
     frames, failed = [], {}
     for (batch_id,), part in hits.group_by("batch_id", maintain_order=True):
         index = part["idx"].to_list()
@@ -410,7 +563,7 @@ def _open_matched(
             taxonomy=load_taxonomy(taxonomies[str(batch_id)]),
             expected_rows=rows.height,
             batch_id=str(batch_id),
-            key_bytes=16,
+            key_bytes=LABEL_BYTES,
         )
         if not report.passed:
             failed[str(batch_id)] = report

@@ -30,19 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import re
 import struct
-import tempfile
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
@@ -51,13 +45,19 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import BatchRefused, EnvelopeError, KeyringError
-from contracts.schemas import MatchMode
+from matcher.atomic import atomic_path
+from matcher.manifest import (
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    Manifest,
+)
+from matcher.spool import Spool, hash_file, read_into
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
-    "FORMAT_VERSION",
     "MAGIC",
-    "Manifest",
     "OpenedBatch",
     "SealedInfo",
     "open_sealed",
@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BFS\r\n\x1a\n"  # PNG-style: a high byte, then CR LF, ^Z, LF catch text-mode damage
-FORMAT_VERSION = 2  # what seal() writes; open_sealed() reads every version in _LABELS
 # Per version: the HPKE info label (28 bytes + 32 of manifest digest, under 64) and the
 # signature label. Distinct labels keep a signature or key block of one version from ever
 # verifying or unwrapping as the other.
@@ -74,9 +73,8 @@ _LABELS = {
     1: (b"bankfusion/batch/v1/data-key", b"bankfusion/batch/v1/signature"),
     2: (b"bankfusion/batch/v2/data-key", b"bankfusion/batch/v2/signature"),
 }
+assert tuple(_LABELS) == FORMAT_VERSIONS
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
-MIN_CHUNK_SIZE = 64
-MAX_CHUNK_SIZE = 64 * 1024 * 1024  # bounds what an unverified manifest can make the bank allocate
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_CHUNKS = 2**32  # the counter is 4 bytes
 DATA_KEY_BYTES = 32
@@ -91,184 +89,6 @@ _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 _RECORD = struct.Struct(">BI")  # flag, ciphertext length
 _AAD = struct.Struct(">32sIB")  # header digest, counter, flag
 _COUNTS = struct.Struct(">QQ")  # v2 signature: chunk count, ciphertext bytes (tags included)
-_TEXT = re.compile(r"[\x20-\x7e]{1,128}")
-_CREATED_AT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-# -- the manifest ---------------------------------------------------------------------------
-
-
-def _text(value: object, name: str) -> str:
-    # Printable ASCII without quote or backslash: the canonical JSON then has no escapes, so any
-    # language's serialiser writes the same bytes (RFC 8785 agrees on this subset).
-    if not isinstance(value, str) or not _TEXT.fullmatch(value) or '"' in value or "\\" in value:
-        raise EnvelopeError(
-            f"manifest field {name} must be 1-128 printable ASCII characters without quotes or "
-            f"backslashes, got {value!r}"
-        )
-    return value
-
-
-def _count(value: object, name: str) -> int:
-    if type(value) is not int or value < 0:
-        raise EnvelopeError(f"manifest field {name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """What a batch claims about itself; signed by the vendor, bound to the ciphertext.
-
-    Build one with `Manifest.new`; `seal` fills in format_version, payload_bytes, payload_sha256
-    and chunk_size.
-    A manifest read back with `read_manifest` is unverified until `open_sealed` succeeds.
-    """
-
-    format_version: int
-    batch_id: str
-    vendor_id: str
-    signing_kid: str
-    recipient_kid: str
-    salt_epoch: str
-    created_at: str
-    rows: int
-    taxonomy_version: str
-    contract: str
-    mode: MatchMode = MatchMode.SALTED
-    payload_bytes: int = 0
-    payload_sha256: str = ""
-    chunk_size: int = 0
-    counts: Mapping[str, int] | None = field(default=None, hash=False)
-
-    def __post_init__(self) -> None:
-        if type(self.format_version) is not int or self.format_version not in _LABELS:
-            raise EnvelopeError(
-                f"manifest format_version must be one of {', '.join(map(str, _LABELS))}, got "
-                f"{self.format_version!r}"
-            )
-        try:
-            canonical_uuid = str(uuid.UUID(self.batch_id))
-        except (TypeError, ValueError, AttributeError):
-            canonical_uuid = None
-        if canonical_uuid != self.batch_id:
-            raise EnvelopeError(
-                f"batch_id must be a UUID in canonical lowercase form, got {self.batch_id!r}; "
-                "use str(uuid.uuid4())"
-            )
-        for name in ("vendor_id", "signing_kid", "recipient_kid", "salt_epoch"):
-            _text(getattr(self, name), name)
-        for name in ("taxonomy_version", "contract"):
-            _text(getattr(self, name), name)
-        try:
-            if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(self.created_at)):
-                raise ValueError
-            datetime.strptime(self.created_at, _CREATED_AT)
-        except ValueError:
-            raise EnvelopeError(
-                "created_at must be ISO-8601 UTC to the second, like 2026-11-03T09:30:00Z, got "
-                f"{self.created_at!r}"
-            ) from None
-        try:
-            object.__setattr__(self, "mode", MatchMode(self.mode))
-        except ValueError:
-            raise EnvelopeError(
-                f"mode must be one of {', '.join(MatchMode)}, got {self.mode!r}"
-            ) from None
-        _count(self.rows, "rows")
-        _count(self.payload_bytes, "payload_bytes")
-        if self.payload_sha256 and not re.fullmatch(r"[0-9a-f]{64}", str(self.payload_sha256)):
-            raise EnvelopeError("payload_sha256 must be 64 lowercase hex characters")
-        if _count(self.chunk_size, "chunk_size") and not (
-            MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE
-        ):
-            raise EnvelopeError(
-                f"chunk_size must be {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes, got "
-                f"{self.chunk_size}"
-            )
-        if self.counts is not None:
-            if not isinstance(self.counts, Mapping):
-                raise EnvelopeError(f"counts must be a dict of str to int, got {self.counts!r}")
-            counts = {
-                _text(k, "counts key"): _count(v, f"counts[{k!r}]") for k, v in self.counts.items()
-            }
-            object.__setattr__(self, "counts", MappingProxyType(counts))
-
-    @classmethod
-    def new(
-        cls,
-        *,
-        batch_id: str,
-        vendor_id: str | None,
-        signing_kid: str,
-        recipient_kid: str,
-        salt_epoch: str,
-        created_at: datetime,
-        rows: int,
-        taxonomy_version: str,
-        contract: str,
-        counts: Mapping[str, int] | None = None,
-        mode: MatchMode = MatchMode.SALTED,
-    ) -> Manifest:
-        """Return a manifest ready for `seal`; created_at is timezone-aware, kept to the second."""
-        if vendor_id is None:
-            raise EnvelopeError("vendor_id is missing: seal with a vendor keyring's vendor_id")
-        if not isinstance(created_at, datetime) or created_at.utcoffset() is None:
-            raise EnvelopeError(
-                f"created_at must be a timezone-aware datetime (the clock is an argument), got "
-                f"{created_at!r}"
-            )
-        return cls(
-            format_version=FORMAT_VERSION,
-            batch_id=batch_id,
-            vendor_id=vendor_id,
-            signing_kid=signing_kid,
-            recipient_kid=recipient_kid,
-            salt_epoch=salt_epoch,
-            created_at=created_at.astimezone(UTC).strftime(_CREATED_AT),
-            rows=rows,
-            taxonomy_version=taxonomy_version,
-            contract=contract,
-            counts=counts,
-            mode=mode,
-        )
-
-    @property
-    def is_sealed(self) -> bool:
-        """Whether payload_bytes, payload_sha256 and chunk_size have been filled in by seal."""
-        return bool(self.payload_sha256) and self.chunk_size > 0
-
-    def to_bytes(self) -> bytes:
-        """Return the canonical JSON: sorted keys, no spaces, UTF-8 (counts omitted when None)."""
-        fields: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "counts"
-        }
-        if self.counts is not None:
-            fields["counts"] = dict(self.counts)
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Manifest:
-        """Return the manifest in `data`: a sealed manifest in canonical form, or EnvelopeError."""
-        try:
-            fields = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EnvelopeError(f"manifest is not JSON ({exc})") from None
-        if not isinstance(fields, dict):
-            raise EnvelopeError("manifest is not a JSON object")
-        expected = set(cls.__dataclass_fields__)
-        missing = expected - {"counts"} - fields.keys()
-        unknown = fields.keys() - expected
-        if missing or unknown:
-            raise EnvelopeError(
-                "manifest fields differ from the format's: missing "
-                f"{sorted(missing) or 'none'}, unknown {sorted(unknown) or 'none'}"
-            )
-        manifest = cls(**fields)
-        if not manifest.is_sealed:
-            raise EnvelopeError("manifest lacks payload_sha256 or chunk_size: it was never sealed")
-        if manifest.to_bytes() != bytes(data):
-            raise EnvelopeError("manifest is not in canonical form (sorted keys, no spaces)")
-        return manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,89 +142,6 @@ def _fresh_secrets(recipient: X25519PublicKey, info: bytes) -> tuple[bytes, byte
     data_key = AESGCM.generate_key(bit_length=256)
     key_block = _SUITE.encrypt(data_key, recipient, info=info)
     return data_key, key_block, os.urandom(NONCE_PREFIX_BYTES)
-
-
-def _read_into(source: io.FileIO, view: memoryview) -> int:
-    """Fill `view` from `source`; return how many bytes arrived (fewer only at end of file)."""
-    filled = 0
-    while filled < len(view):
-        got = source.readinto(view[filled:])
-        if not got:
-            break
-        filled += got
-    return filled
-
-
-def _write_all(sink: io.FileIO, view: memoryview) -> None:
-    while view:
-        view = view[sink.write(view) :]
-
-
-class _Spool:
-    """Writes buffers to a file at once and, optionally, hashes them on a worker thread.
-
-    The caller fills a buffer and hands it over: the write happens on the caller's thread (a
-    writer thread gained nothing measurable here and lost when the cores were busy: the write
-    is a copy into the page cache, cheaper on the core whose cache holds the buffer), and the
-    SHA-256 runs on the worker (hashlib releases the GIL), overlapping the caller's next read,
-    AES-GCM and write. While hashing, two buffers alternate, and one is handed out again only
-    when its hash is done.
-    """
-
-    def __init__(self, sink: io.FileIO, size: int, *, digest: bool) -> None:
-        self._sink = sink
-        self._digest = hashlib.sha256() if digest else None
-        self._buffers = tuple(memoryview(bytearray(size)) for _ in range(2 if digest else 1))
-        self._jobs: list[Future[None] | None] = [None] * len(self._buffers)
-        self._turn = 0
-        self._hasher = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="envelope-hash")
-            if digest
-            else None
-        )
-
-    def __enter__(self) -> _Spool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._hasher is not None:
-            self._hasher.shutdown(wait=True, cancel_futures=True)
-
-    def buffer(self) -> memoryview:
-        """Return the next free buffer, once the hash that last read it has finished."""
-        job = self._jobs[self._turn]
-        if job is not None:
-            job.result()
-        return self._buffers[self._turn]
-
-    def submit(self, filled: memoryview) -> None:
-        """Write `filled` (a slice of the last buffer handed out); hash it in the background."""
-        self._jobs[self._turn] = self.append(filled)
-        self._turn = (self._turn + 1) % len(self._buffers)
-
-    def append(self, data: bytes | memoryview) -> Future[None] | None:
-        """Write `data`; return the job hashing it after every earlier one, if hashing."""
-        view = memoryview(data)
-        _write_all(self._sink, view)
-        if self._hasher is None or self._digest is None:
-            return None
-        return self._hasher.submit(self._digest.update, view)
-
-    def finish(self) -> bytes:
-        """Return the SHA-256 of everything written (b"" if not hashing), once it is hashed."""
-        if self._hasher is None or self._digest is None:
-            return b""
-        self._hasher.submit(lambda: None).result()  # one worker: runs after every queued job
-        return self._digest.digest()
-
-
-def _hash_file(path: Path, buffer: memoryview) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb", buffering=0) as source:
-        while got := _read_into(source, buffer):
-            digest.update(buffer[:got])
-            size += got
-    return size, digest.hexdigest()
 
 
 def _check_seal_arguments(
@@ -478,7 +215,7 @@ def seal(
     payload, out = Path(payload), Path(out)
     _check_seal_arguments(payload, out, manifest, recipient, signer, chunk_size, format_version)
     plain_buffer = memoryview(bytearray(chunk_size))
-    size, payload_sha256 = _hash_file(payload, plain_buffer)
+    size, payload_sha256 = hash_file(payload, plain_buffer)
     n_chunks = max(1, -(-size // chunk_size))
     if n_chunks > MAX_CHUNKS:
         raise EnvelopeError(
@@ -486,12 +223,9 @@ def seal(
             f"allows {MAX_CHUNKS}: use a larger chunk_size"
         )
     sealed = replace(
-        manifest,
-        format_version=format_version,
-        payload_bytes=size,
-        payload_sha256=payload_sha256,
-        chunk_size=chunk_size,
-    )
+        manifest, format_version=format_version, payload_bytes=size,
+        payload_sha256=payload_sha256, chunk_size=chunk_size,
+    )  # fmt: skip
     manifest_bytes = sealed.to_bytes()
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
         raise EnvelopeError(
@@ -501,10 +235,40 @@ def seal(
     data_key, key_block, nonce_prefix = _fresh_secrets(
         recipient, _hpke_info(format_version, manifest_bytes)
     )
-    header = b"".join(
+    header = _header(format_version, manifest_bytes, key_block, nonce_prefix)
+    header_digest = hashlib.sha256(header).digest()
+    with atomic_path(out, mode=0o600) as tmp:
+        with (
+            tmp.open("wb", buffering=0) as sink,
+            payload.open("rb", buffering=0) as source,
+            Spool(sink, chunk_size + TAG_BYTES, digest=format_version == 1) as spool,
+        ):
+            spool.append(header)
+            plain_sha256, tags = _encrypt_chunks(
+                source, spool, AESGCM(data_key), plain_buffer,
+                header_digest=header_digest, nonce_prefix=nonce_prefix, size=size,
+            )  # fmt: skip
+            if source.read(1) or plain_sha256 != payload_sha256:
+                raise EnvelopeError(f"payload {payload} changed while it was being sealed")
+            if format_version == 1:
+                spool.append(signer.sign(_signed_v1(manifest_bytes, spool.finish())))
+                sealed_sha256 = spool.finish().hex()
+            else:
+                message = _signed_v2(header_digest, n_chunks, size + n_chunks * TAG_BYTES, tags)
+                signature = signer.sign(message)
+                spool.append(signature)
+                spool.finish()
+                sealed_sha256 = hashlib.sha256(message + signature).hexdigest()
+            written = sink.tell()
+    return SealedInfo(manifest=sealed, sealed_sha256=sealed_sha256, bytes=written)
+
+
+def _header(version: int, manifest_bytes: bytes, key_block: bytes, nonce_prefix: bytes) -> bytes:
+    """Return the file's header: magic, version, manifest, key block and nonce prefix."""
+    return b"".join(
         (
             MAGIC,
-            _U16.pack(format_version),
+            _U16.pack(version),
             _U32.pack(len(manifest_bytes)),
             manifest_bytes,
             _U16.pack(len(key_block)),
@@ -512,55 +276,45 @@ def seal(
             nonce_prefix,
         )
     )
-    header_digest, tags = hashlib.sha256(header).digest(), hashlib.sha256()
-    aead = AESGCM(data_key)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    try:
-        with (
-            os.fdopen(fd, "wb", buffering=0) as sink,
-            payload.open("rb", buffering=0) as source,
-            _Spool(sink, chunk_size + TAG_BYTES, digest=format_version == 1) as spool,
-        ):
-            spool.append(header)
-            plain, left = hashlib.sha256(), size
-            for counter in range(n_chunks):
-                want = min(chunk_size, left)
-                chunk = plain_buffer[:want]
-                if _read_into(source, chunk) != want:
-                    raise EnvelopeError(f"payload {payload} shrank while it was being sealed")
-                plain.update(chunk)
-                flag = LAST if counter == n_chunks - 1 else MORE
-                ciphertext = spool.buffer()[: want + TAG_BYTES]
-                aead.encrypt_into(
-                    _nonce(nonce_prefix, counter),
-                    chunk,
-                    _AAD.pack(header_digest, counter, flag),
-                    ciphertext,
-                )
-                tags.update(ciphertext[want:])
-                spool.append(_RECORD.pack(flag, want + TAG_BYTES))
-                spool.submit(ciphertext)
-                left -= want
-            if source.read(1) or plain.hexdigest() != payload_sha256:
-                raise EnvelopeError(f"payload {payload} changed while it was being sealed")
-            if format_version == 1:
-                spool.append(signer.sign(_signed_v1(manifest_bytes, spool.finish())))
-                sealed_sha256 = spool.finish().hex()
-            else:
-                message = _signed_v2(
-                    header_digest, n_chunks, size + n_chunks * TAG_BYTES, tags.digest()
-                )
-                signature = signer.sign(message)
-                spool.append(signature)
-                spool.finish()
-                sealed_sha256 = hashlib.sha256(message + signature).hexdigest()
-            os.fsync(sink.fileno())
-            written = sink.tell()
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return SealedInfo(manifest=sealed, sealed_sha256=sealed_sha256, bytes=written)
+
+
+def _encrypt_chunks(
+    source: io.FileIO,
+    spool: Spool,
+    aead: AESGCM,
+    plain_buffer: memoryview,
+    *,
+    header_digest: bytes,
+    nonce_prefix: bytes,
+    size: int,
+) -> tuple[str, bytes]:
+    """Return (plaintext SHA-256 hex, SHA-256 of the GCM tags) after writing every chunk record.
+
+    Reads `size` bytes from `source` in chunks of len(plain_buffer) bytes (at least one chunk,
+    empty for an empty payload); a source that ends early is refused.
+    """
+    chunk_size = len(plain_buffer)
+    n_chunks = max(1, -(-size // chunk_size))
+    plain, tags, left = hashlib.sha256(), hashlib.sha256(), size
+    for counter in range(n_chunks):
+        want = min(chunk_size, left)
+        chunk = plain_buffer[:want]
+        if read_into(source, chunk) != want:
+            raise EnvelopeError(f"payload {source.name} shrank while it was being sealed")
+        plain.update(chunk)
+        flag = LAST if counter == n_chunks - 1 else MORE
+        ciphertext = spool.buffer()[: want + TAG_BYTES]
+        aead.encrypt_into(
+            _nonce(nonce_prefix, counter),
+            chunk,
+            _AAD.pack(header_digest, counter, flag),
+            ciphertext,
+        )
+        tags.update(ciphertext[want:])
+        spool.append(_RECORD.pack(flag, want + TAG_BYTES))
+        spool.submit(ciphertext)
+        left -= want
+    return plain.hexdigest(), tags.digest()
 
 
 # -- opening --------------------------------------------------------------------------------
@@ -674,11 +428,11 @@ def open_sealed(
 ) -> OpenedBatch:
     """Return the verified manifest after decrypting sealed `path` to `out`, in one pass.
 
-    Opens format versions 1 and 2. The plaintext goes to a 0600 temp file beside `out` and is
-    renamed to `out` only after the signature, every chunk's tag, the size and (by default) the
-    SHA-256 have checked out; on any failure the temp file is deleted and BatchRefused is raised
-    (same message for every cause; the precise reason is in its `cause`). An existing `out` is
-    replaced only by a verified batch.
+    Opens format versions 1 and 2. The plaintext goes to a 0600 temp file beside `out`
+    (`matcher.atomic.atomic_path`) and is renamed to `out` only after the signature, every
+    chunk's tag, the size and (by default) the SHA-256 have checked out; on any failure the temp
+    file is deleted and BatchRefused is raised (same message for every cause; the precise reason
+    is in its `cause`). An existing `out` is replaced only by a verified batch.
 
     Args:
         path: the sealed file.
@@ -695,21 +449,18 @@ def open_sealed(
             whose own hashing was wrong. docs/envelope.md weighs both.
     """
     path, out = Path(path), Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as sink, path.open("rb", buffering=0) as source:
-            reader = _Reader(source)
-            try:
-                sealed_sha256 = _open_stream(
-                    reader, sink, recipient_keys, vendor_keys, check_payload_digest
-                )
-            finally:
-                reader.close()
-            os.fsync(sink.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_path(out, mode=0o600) as tmp,
+        tmp.open("wb", buffering=0) as sink,
+        path.open("rb", buffering=0) as source,
+    ):
+        reader = _Reader(source)
+        try:
+            sealed_sha256 = _open_stream(
+                reader, sink, recipient_keys, vendor_keys, check_payload_digest
+            )
+        finally:
+            reader.close()
     assert reader.manifest is not None
     return OpenedBatch(manifest=reader.manifest, sealed_sha256=sealed_sha256)
 
@@ -802,7 +553,7 @@ def _decrypt_chunks(
     hashing: list[Future[None] | None] = [None] * len(cipher_buffers)
     tags = hashlib.sha256()
     total, counter, flag = 0, 0, MORE
-    with _Spool(sink, chunk_size, digest=check_payload_digest) as spool:
+    with Spool(sink, chunk_size, digest=check_payload_digest) as spool:
         while flag != LAST:
             if counter >= MAX_CHUNKS:
                 reader.refuse(f"more than {MAX_CHUNKS} chunks")
@@ -829,7 +580,7 @@ def _decrypt_chunks(
             if pending is not None:
                 pending.result()
             ciphertext = cipher_buffers[turn][:size]
-            if _read_into(source, ciphertext) != size:
+            if read_into(source, ciphertext) != size:
                 reader.refuse(f"truncated: the file ends inside {what}")
             hashing[turn] = reader.feed(ciphertext)
             tags.update(ciphertext[plain_size:])

@@ -5,16 +5,18 @@
 
 The domain ("mobile", "id_number") separates identifier kinds through a derived subkey, as a
 KDF in counter-less feedback form (NIST SP 800-108) would, rather than by prefixing every
-message: the separation is the same, and it spares a per-row string concatenation that cost a
-fifth of the throughput. The subkey is handed to the native HMAC as its 64 hex characters (the
-plugin's API takes a UTF-8 key); that is an encoding, not a weakening: the HMAC key still holds
-256 bits.
+message: the separation is the same, and it spares a per-row string concatenation. The subkey is
+handed to the native HMAC as its 64 hex characters (the plugin's API takes a UTF-8 key); that is
+an encoding, not a weakening: the HMAC key still holds 256 bits.
 
-Hot path, measured on this machine (2 cores): polars-hash's Rust `hmac_sha256` over slices on
-two threads, then the hex digests decoded to 32 raw bytes with numpy arithmetic on the Arrow
-buffer (polars' own `str.decode("hex")` halves the throughput). About 4M keys/s against ~3.5M/s
-for a plain single-thread `hashlib.sha256` loop (one compression where HMAC needs two) and 0.65M/s
-for a Python `hmac.digest` loop.
+Hot path: polars-hash's Rust `hmac_sha256` over slices on several threads, then the hex digests
+decoded to 32 raw bytes with numpy arithmetic on the Arrow buffer (polars' own
+`str.decode("hex")` is slower); a Python `hmac.digest` loop is several times slower still (the
+README's benchmark table has the figures).
+
+`hmac_digest` is the one-message form, for keys derived from a key (a domain's subkey, the OPRF
+jobs' block seeds) and for the MAC the bank keeps of an OPRF request's inputs: every keyed hash
+of the project is computed in this module.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "SALT_BYTES",
     "SaltEpoch",
     "domain_key",
+    "hmac_digest",
     "hmac_sha256",
     "keyed_hash",
 ]
@@ -133,14 +136,18 @@ def hmac_sha256(messages: pl.Series, key: str) -> pl.Series:
     return out.scatter(messages.is_not_null().arg_true(), hashed)
 
 
+def hmac_digest(key: bytes, message: bytes) -> bytes:
+    """Return HMAC-SHA256(key, message), 32 bytes (RFC 2104): one message, in this process."""
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
 def domain_key(epoch: SaltEpoch, domain: str) -> str:
     """Return the hex subkey of `domain` under the epoch's salt (the native HMAC's key)."""
     if domain not in DOMAINS:
         raise ConfigError(
             f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}", setting="domain"
         )
-    label = f"{_DOMAIN_LABEL}{domain}".encode()
-    return hmac.new(epoch.salt, label, hashlib.sha256).hexdigest()
+    return hmac_digest(epoch.salt, f"{_DOMAIN_LABEL}{domain}".encode()).hex()
 
 
 def keyed_hash(values: pl.Series, epoch: SaltEpoch, *, domain: str) -> pl.Series:

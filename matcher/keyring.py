@@ -14,7 +14,8 @@ Layout of a keyring folder (mode 0700):
 
 Every secret is raw bytes rather than PEM: each is exactly 32 bytes, so a file of any other size
 is damaged, and no parser sits between the disk and the key. Every file is written atomically
-(temp file in the same folder, fsync, os.replace, fsync of the folder) with mode 0600, and a
+(`matcher.atomic`: temp file in the same folder, fsync, os.replace, fsync of the folder) with
+mode 0600, and a
 secret file whose mode lets group or others in is refused, as ssh refuses a loose private key.
 Ids become file names, so they are limited to letters, digits, '.', '_' and '-'.
 
@@ -36,7 +37,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
+from matcher.atomic import atomic_path, write_atomic
 from matcher.keyed_hash import SALT_BYTES, SaltEpoch
 
 if TYPE_CHECKING:
@@ -78,32 +79,25 @@ def _raw_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` as a 0600 file: temp file, fsync, rename, fsync of the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def _new_index(role: str, vendor_id: str | None) -> dict[str, Any]:
+    """Return the index of a keyring of `role` that holds no key yet."""
+    index: dict[str, Any] = {
+        "format": INDEX_FORMAT,
+        "role": role,
+        "vendor_id": vendor_id,
+        "salt": {"current": None, "epochs": []},
+    }
+    if role == "bank":
+        return index | {
+            "hpke": {"current": None, "keys": []},
+            "vendors": {},
+            "store": {"main": False, "branches": [], "head_office": False},
+        }
+    return index | {
+        "signing": {"current": None, "keys": []},
+        "recipients": [],
+        "oprf": {"current": None, "epochs": []},
+    }
 
 
 class Keyring:
@@ -152,29 +146,12 @@ class Keyring:
                 "Keyring.open, or choose an empty or new folder",
                 path=str(path),
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
-            os.chmod(staging, 0o700)
-            index: dict[str, Any] = {
-                "format": INDEX_FORMAT,
-                "role": role,
-                "vendor_id": vendor_id,
-                "salt": {"current": None, "epochs": []},
-            }
-            if role == "bank":
-                index |= {
-                    "hpke": {"current": None, "keys": []},
-                    "vendors": {},
-                    "store": {"main": False, "branches": [], "head_office": False},
-                }
-            else:
-                index |= {
-                    "signing": {"current": None, "keys": []},
-                    "recipients": [],
-                    "oprf": {"current": None, "epochs": []},
-                }
-            keyring = cls(staging, index)
+        # The whole folder is one atomic_path: built under a temporary name beside `path`, every
+        # file flushed, then renamed into place (POSIX rename replaces an empty folder).
+        with atomic_path(path) as staging:
+            staging.mkdir(mode=0o700)
+            os.chmod(staging, 0o700)  # mkdir's mode passes through the umask
+            keyring = cls(staging, _new_index(role, vendor_id))
             keyring._staging = True
             if role == "bank":
                 keyring.rotate("hpke")
@@ -185,13 +162,6 @@ class Keyring:
                 keyring.new_oprf_epoch(now=now)
             keyring._staging = False
             keyring._save_index()
-            os.rename(staging, path)  # POSIX rename replaces an empty folder atomically
-        except BaseException:
-            for child in staging.iterdir():
-                child.unlink()
-            staging.rmdir()
-            raise
-        _fsync_dir(path.parent)
         keyring._path = path
         return keyring
 
@@ -625,7 +595,7 @@ class Keyring:
         return bytes(public_bytes)
 
     def _write_secret(self, name: str, data: bytes) -> None:
-        _write_atomic(self._path / name, data)
+        write_atomic(self._path / name, data, mode=0o600)
 
     def _read_secret(self, name: str) -> bytearray:
         path = self._path / name
@@ -670,7 +640,7 @@ class Keyring:
         if self._staging:
             return
         body = json.dumps(self._index, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        _write_atomic(self._path / INDEX_NAME, body)
+        write_atomic(self._path / INDEX_NAME, body, mode=0o600)
 
 
 assert SALT_BYTES == SECRET_BYTES  # salts and OPRF keys (32-byte scalars): the same reader
@@ -702,7 +672,9 @@ class OprfBudgetFile:
 
     def write(self, fields: dict[str, Any]) -> None:
         """Replace the stored fields (atomic, 0600, fsynced)."""
-        _write_atomic(self.path, json.dumps(fields, sort_keys=True).encode("utf-8") + b"\n")
+        write_atomic(
+            self.path, json.dumps(fields, sort_keys=True).encode("utf-8") + b"\n", mode=0o600
+        )
 
 
 def init_local_pair(

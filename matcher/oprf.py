@@ -30,21 +30,15 @@ identity; blinds are canonical non-zero scalars. The first bad item stops the ba
 
 Hot path: per item, one to three libsodium calls (hash-to-group, scalar multiplication) are
 unavoidable, so each batch is cut into chunks that run on a thread pool. rbcl calls libsodium
-through ctypes.CDLL, which drops the GIL for the length of each call; per item that leaves
-2-4 us of Python (SHA-512 framing, checks) holding the GIL against 40-50 us inside libsodium.
-`finalize` inverts the blinds of a chunk with one inversion (Montgomery's trick), which spares a
-~20 us constant-time inversion per item. Measured on this 2-core machine, 100k phone numbers,
-best runs while other processes used under 0.1 core:
-
-    workers   bank: blind   finalize   both in turn     vendor: blind_evaluate   evaluate
-    1         19.3k/s       22.0k/s    10.3k/s                  23.1k/s          19.5k/s
-    2         32.6k/s       36.7k/s    17.3k/s (1.7x)           44.9k/s (1.9x)   33.9k/s (1.7x)
-
-blind, finalize and evaluate hold the GIL longer per item (hashing, framing, the inversion's
-multiplications) than blind_evaluate does, hence 1.7x against 1.9x.
-Threads scale, so there is no process pool (it would also pickle every element both ways).
-While another session keeps the cores busy, Linux's autogroup scheduler caps this process's
-share, and 2 workers then measure no faster than 1.
+through ctypes.CDLL, which drops the GIL for the length of each call; per item only the SHA-512
+framing and the checks run in Python holding the GIL, a small share of the time spent inside
+libsodium. `finalize` inverts the blinds of a chunk with one inversion (Montgomery's trick), which
+spares a constant-time inversion per item. blind, finalize and evaluate hold the GIL longer per
+item (hashing, framing, the inversion's multiplications) than blind_evaluate does, so they gain
+less from a second worker; the README's benchmark table gives the rates. Threads scale, so there
+is no process pool (it would also pickle every element both ways). While another session keeps
+the cores busy, Linux's autogroup scheduler caps this process's share, and a second worker then
+gains nothing.
 
 References: RFC 9497 (OPRF), RFC 9380 section 5.3.1 (expand_message_xmd), RFC 9496
 (ristretto255); P. L. Montgomery, "Speeding the Pollard and elliptic curve methods of

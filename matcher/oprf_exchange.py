@@ -25,12 +25,12 @@ evaluates, and stores the new count before it hands the answer back.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.errors import ConfigError, OprfError
+from matcher.atomic import write_atomic
 from matcher.keyring import Keyring
 from matcher.oprf import ELEMENT_BYTES
 from matcher.oprf_match import EvaluationBudget
@@ -93,23 +93,12 @@ class ElementFile:
         }
 
     def write(self, path: Path) -> int:
-        """Write the file (0600, via a temp file and rename); return its size in bytes."""
+        """Write the file (0600, atomically: `matcher.atomic`); return its size in bytes."""
         header = json.dumps(self.header(), sort_keys=True).encode("utf-8")
         body = b"".join(
             [MAGIC, bytes([self.kind]), len(header).to_bytes(4, "big"), header, *self.elements]
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, body, mode=0o600)
         return len(body)
 
     @classmethod

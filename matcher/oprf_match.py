@@ -18,10 +18,10 @@ payload to its row, so a payload moved under another label does not open either.
 
 Label and key are disjoint parts of one HKDF output (as TLS 1.2 cuts its key block): HKDF's
 output is pseudorandom, so the label reveals nothing about the data key. One expand instead of
-two halves the per-row KDF cost (2.7 us against 5.6 us here), which the vendor pays for every
-user. HKDF's salt is left empty (RFC 5869 section 3.1): F_k(id) is already a uniform SHA-512
-output. 16-byte labels collide among 10^9
-users with probability below 2^-68. Each data key encrypts one row per packing; the nonces are
+two halves the per-row KDF work, which the vendor pays for every user. HKDF's salt is left
+empty (RFC 5869 section 3.1): F_k(id) is already a uniform SHA-512 output. 16-byte labels
+(`contracts.suites.LABEL_BYTES`, which the batch contract checks) collide among 10^9 users with
+probability below 2^-68. Each data key encrypts one row per packing; the nonces are
 random, so packing an epoch again with new tags is safe.
 
 The payload is one user's app and tag lists (contracts.schemas.VENDOR_BATCH) in a fixed
@@ -33,21 +33,21 @@ little-endian layout, `encode_lists` / `decode_lists`:
 
 5 + 10 n_apps + 8 n_tags bytes: the contract keeps the app lists and the tag lists aligned and
 free of nulls, so two counts describe a row. An Arrow IPC message per row would add several
-hundred bytes of schema and framing to payloads of about 200. Both directions are numpy
+hundred bytes of schema and framing to a payload of a few hundred. Both directions are numpy
 gathers over the Arrow buffers; only the final split into one `bytes` per row loops.
 
-Hot path: the OPRF (vendor: evaluate; bank: blind + finalize) costs 40-100 us per item on
-libsodium threads and sets the pace. HKDF (one cryptography HKDF object, ~2.7 us a row) and
-AES-GCM (~2 us) are per-key crypto, so they loop in Python, batched per call. Measured on this
-2-core machine, 10k ids, factory payloads (185 bytes on average), every core, best of 3, while
-other sessions kept the load at 3.5-4.5 (so the OPRF ran at about half its quiet speed, see
-`matcher.oprf`):
+Blinds from one seed: the bank keeps a request's 32-byte seed, never its blinds. The rows are cut
+into fixed blocks of `BLIND_BLOCK_ROWS`; block b's blinds are drawn from its own seed,
+`block_seed(seed, b)` (an HMAC of the block number under the request's seed), so a row's blind
+depends only on the seed and the row's position. `replay_blinds` rebuilds a whole request's
+state; `block_blinds` the blinds of any run of whole blocks, which lets the bucketed jobs of
+`fusion.jobs.oprf` blind and finalise a request chunk by chunk on a cluster, element for element
+as this process does.
 
-    vendor  seal_rows (evaluate, HKDF, AES-GCM)      13-16k rows/s   (evaluate alone 14-15k/s)
-    vendor  EvaluationBudget.answer                  19-22k rows/s
-    bank    request + unblind_labels                 8.5-9.0k rows/s
-    bank    open_matched, every row matched          0.4-0.5M rows/s
-    both    derive_row_keys 0.19-0.21M/s, encode_lists 0.4-0.8M/s, decode_lists 0.7-1.7M/s
+Hot path: the OPRF (vendor: evaluate; bank: blind + finalize) is the dearest step per item, on
+libsodium threads, and sets the pace. HKDF (one cryptography HKDF object a row) and
+AES-GCM are per-key crypto, so they loop in Python, batched per call; the README's benchmark
+table has the rates.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from contracts.errors import ConfigError, EvaluationCapError, OprfError
 from contracts.schemas import VENDOR_BATCH
+from contracts.suites import LABEL_BYTES
+from matcher.keyed_hash import hmac_digest
 from matcher.oprf import (
     OUTPUT_BYTES,
     OprfServerKey,
@@ -79,17 +81,22 @@ from matcher.oprf import (
 )
 
 __all__ = [
+    "BLIND_BLOCK_ROWS",
     "DATA_KEY_BYTES",
-    "LABEL_BYTES",
     "NONCE_BYTES",
     "PAYLOAD_COLUMNS",
+    "SEED_BYTES",
     "BankRequest",
     "EvaluationBudget",
+    "block_blinds",
+    "block_seed",
+    "check_seed",
     "decode_lists",
     "derive_row_keys",
     "encode_lists",
     "open_matched",
     "open_rows",
+    "replay_blinds",
     "replay_request",
     "request",
     "seal_rows",
@@ -97,12 +104,14 @@ __all__ = [
     "unblind_labels",
 ]
 
-LABEL_BYTES = 16
 DATA_KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # AES-GCM's 96-bit nonce (NIST SP 800-38D 8.2.2, random construction)
 TAG_BYTES = 16
 INFO_ROW = b"bankfusion/oprf/row/v1"
 PAYLOAD_COLUMNS = ("app_ids", "app_days", "app_sessions", "tag_ids", "tag_weights")
+SEED_BYTES = 32  # a request's blind seed
+BLIND_BLOCK_ROWS = 1_024  # rows whose blinds one block seed draws
+_BLOCK_SEED_LABEL = b"bankfusion/oprf/block-seed/v1"
 
 _LAYOUT_VERSION = 1
 _HEADER = np.dtype([("version", "u1"), ("n_apps", "<u2"), ("n_tags", "<u2")])  # 5 bytes, packed
@@ -125,7 +134,7 @@ def derive_row_keys(outputs: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]
     """Return (16-byte labels, 32-byte AES keys) derived from OPRF outputs by HKDF-SHA256.
 
     Both sides call this: the vendor on `evaluate`'s outputs, the bank on `finalize`'s. One HKDF
-    of 48 bytes per output is per-key crypto, so it loops (~2.7 us each; it holds the GIL, so
+    of 48 bytes per output is per-key crypto, so it loops (it holds the GIL, so
     threads would not help).
 
     Args:
@@ -404,8 +413,7 @@ def seeded_rng(seed: bytes) -> RandomBytes:
     with a uniformly random seed these are uniformly random bytes (SHAKE-256 as an XOF, FIPS 202),
     and `blind` draws its scalars in a fixed order, so the same ids give the same blinds.
     """
-    if not isinstance(seed, bytes) or len(seed) != 32:
-        raise OprfError("a blind seed must be 32 random bytes", item="rng")
+    check_seed(seed)
     calls = 0
 
     def draw(n: int) -> bytes:
@@ -415,6 +423,64 @@ def seeded_rng(seed: bytes) -> RandomBytes:
         return xof.digest(n)
 
     return draw
+
+
+def check_seed(seed: bytes) -> None:
+    """Raise `OprfError` unless `seed` is a request's 32 random bytes."""
+    if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
+        raise OprfError(f"a blind seed must be {SEED_BYTES} random bytes", item="rng")
+
+
+def block_seed(seed: bytes, block: int) -> bytes:
+    """Return the 32-byte blind seed of rows 1024 b to 1024 b + 1023 (block b) of a request.
+
+    HMAC-SHA256(seed, "bankfusion/oprf/block-seed/v1" || b as 8 bytes, big-endian): HMAC keyed
+    with a uniformly random seed is a PRF (RFC 2104; M. Bellare, "New proofs for NMAC and HMAC:
+    security without collision resistance", CRYPTO 2006), so block seeds are independent
+    uniform values. Block b's blinds are `draw_blinds(rows of b, rng=seeded_rng(block_seed(seed,
+    b)))`. Blocks are fixed whatever the task size, so a row's blind depends only on the seed
+    and the row's position: blinding and finalising may cut the rows into different chunks.
+
+    Args:
+        seed: the request's 32 random bytes (the bank keeps it, never the blinds).
+        block: the block's number, from 0.
+    """
+    check_seed(seed)
+    if block < 0:
+        raise ConfigError(f"a block number is >= 0, got {block}", setting="block")
+    return hmac_digest(seed, _BLOCK_SEED_LABEL + block.to_bytes(8, "big"))
+
+
+def block_blinds(seed: bytes, start: int, count: int) -> list[bytes]:
+    """Return the blinds of rows start to start + count - 1 of a request; start opens a block.
+
+    Every block but the request's last is whole, so each block is drawn with its own row count
+    whichever chunk asks for it; `count` must therefore reach the request's end or a block's.
+    """
+    if start % BLIND_BLOCK_ROWS:
+        raise ConfigError(
+            f"blinds are drawn by whole blocks of {BLIND_BLOCK_ROWS} rows; row {start} does not "
+            "open one",
+            setting="start",
+        )
+    blinds: list[bytes] = []
+    for first in range(start, start + count, BLIND_BLOCK_ROWS):
+        rows = min(BLIND_BLOCK_ROWS, start + count - first)
+        rng = seeded_rng(block_seed(seed, first // BLIND_BLOCK_ROWS))
+        blinds.extend(draw_blinds(rows, rng=rng))
+    return blinds
+
+
+def replay_blinds(ids: Sequence[bytes], seed: bytes) -> BankRequest:
+    """Return the request state (ids and their blinds) a request blinded from `seed` keeps.
+
+    `blind_with(ids, state.blinds)` gives the blinded elements to send, and
+    `unblind_labels(state, evaluated)` the labels and data keys: in this process the same,
+    element for element, as the bucketed jobs of `fusion.jobs.oprf` on any engine and with any
+    chunk size.
+    """
+    check_seed(seed)
+    return BankRequest(tuple(ids), tuple(block_blinds(seed, 0, len(ids))))
 
 
 def open_rows(

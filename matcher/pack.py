@@ -25,15 +25,16 @@ import polars as pl
 from contracts.errors import ConfigError, ContractError
 from contracts.schemas import VENDOR_BATCH, VENDOR_OPRF_BATCH, MatchMode
 from contracts.taxonomy import CURRENT_VERSION
-from matcher.envelope import Manifest, SealedInfo, seal
+from matcher.envelope import SealedInfo, seal
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.keyring import Keyring
+from matcher.manifest import BatchKeys, Manifest
 
 if TYPE_CHECKING:
     from matcher.oprf import OprfServerKey
 
-__all__ = ["PackResult", "build_batch", "build_oprf_batch", "pack_users"]
+__all__ = ["PackOptions", "PackResult", "build_batch", "build_oprf_batch", "pack_users"]
 
 _LIST_COLUMNS = [c for c in VENDOR_BATCH.columns if c != "key"]
 
@@ -118,6 +119,40 @@ def build_oprf_batch(
     return batch, rejected, duplicates, counts
 
 
+@dataclass(frozen=True, kw_only=True)
+class PackOptions:
+    """What a vendor seldom changes when packing: the bank key, taxonomy, batch id, sizes."""
+
+    recipient_kid: str | None = None  # the bank HPKE key to seal to (default: the current one)
+    taxonomy_version: str = CURRENT_VERSION
+    batch_id: str | None = None  # default: a fresh uuid4
+    chunk_size: int | None = None  # plaintext bytes per AES-GCM chunk (default: the envelope's)
+    workers: int | None = None  # threads for the OPRF evaluation (default: every core)
+
+
+def _build(
+    users: pl.DataFrame,
+    keyring: Keyring,
+    mode: MatchMode,
+    epoch_id: str | None,
+    workers: int | None,
+) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int], str, str]:
+    """Return (batch, rejects, duplicates dropped, list entry counts, epoch id, contract)."""
+    if mode is MatchMode.OPRF:
+        epoch = epoch_id or keyring.current_oprf_epoch()
+        batch, rejected, duplicates, counts = build_oprf_batch(
+            users, keyring.oprf_key(epoch), workers=workers
+        )
+        return batch, rejected, duplicates, counts, epoch, VENDOR_OPRF_BATCH.contract
+    salt = keyring.salt(epoch_id) if epoch_id else keyring.current_salt()
+    batch, rejected, duplicates = build_batch(users, salt)
+    counts = {
+        "app_entries": int(batch["app_ids"].list.len().sum()),
+        "tag_entries": int(batch["tag_ids"].list.len().sum()),
+    }
+    return batch, rejected, duplicates, counts, salt.epoch_id, VENDOR_BATCH.contract
+
+
 def pack_users(
     users_path: Path,
     out: Path,
@@ -125,12 +160,8 @@ def pack_users(
     keyring: Keyring,
     now: datetime,
     epoch_id: str | None = None,
-    recipient_kid: str | None = None,
-    taxonomy_version: str = CURRENT_VERSION,
-    batch_id: str | None = None,
-    chunk_size: int | None = None,
     mode: MatchMode | str = MatchMode.SALTED,
-    workers: int | None = None,
+    options: PackOptions | None = None,
 ) -> PackResult:
     """Build a batch from a vendor users file, seal it for the bank and return the counts.
 
@@ -143,25 +174,13 @@ def pack_users(
             f"mode must be one of {', '.join(MatchMode)}, got {mode!r}", setting="mode"
         )
     mode = MatchMode(mode)
-    users = pl.read_parquet(users_path)
-    if mode is MatchMode.OPRF:
-        epoch = epoch_id or keyring.current_oprf_epoch()
-        batch, rejected, duplicates, counts = build_oprf_batch(
-            users, keyring.oprf_key(epoch), workers=workers
-        )
-        contract = VENDOR_OPRF_BATCH.contract
-    else:
-        salt = keyring.salt(epoch_id) if epoch_id else keyring.current_salt()
-        epoch = salt.epoch_id
-        batch, rejected, duplicates = build_batch(users, salt)
-        counts = {
-            "app_entries": int(batch["app_ids"].list.len().sum()),
-            "tag_entries": int(batch["tag_ids"].list.len().sum()),
-        }
-        contract = VENDOR_BATCH.contract
-    batch_id = batch_id or str(uuid.uuid4())
+    options = options or PackOptions()
+    built = _build(pl.read_parquet(users_path), keyring, mode, epoch_id, options.workers)
+    batch, rejected, duplicates, counts, epoch, contract = built
+    batch_id = options.batch_id or str(uuid.uuid4())
     out.parent.mkdir(parents=True, exist_ok=True)
     signer_kid, signer = keyring.current_signer()
+    recipient_kid = options.recipient_kid
     kid, recipient = (
         (recipient_kid, keyring.recipient_public(recipient_kid))
         if recipient_kid
@@ -175,19 +194,21 @@ def pack_users(
         batch.write_parquet(tmp, compression="zstd", statistics=False)
         manifest = Manifest.new(
             batch_id=batch_id,
-            vendor_id=keyring.vendor_id,
-            signing_kid=signer_kid,
-            recipient_kid=kid,
-            salt_epoch=epoch,
+            keys=BatchKeys(
+                vendor_id=keyring.vendor_id,
+                signing_kid=signer_kid,
+                recipient_kid=kid,
+                salt_epoch=epoch,
+            ),
             created_at=now,
             rows=batch.height,
-            taxonomy_version=taxonomy_version,
+            taxonomy_version=options.taxonomy_version,
             contract=contract,
             counts=counts,
             mode=mode,
         )
-        kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
-        sealed = seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **kwargs)
+        chunking = {} if options.chunk_size is None else {"chunk_size": options.chunk_size}
+        sealed = seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **chunking)
     finally:
         tmp.unlink(missing_ok=True)
     return PackResult(

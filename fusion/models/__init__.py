@@ -2,11 +2,14 @@
 
 __all__ = [
     "acquisition",
+    "booster",
     "campaign",
     "classifier",
     "design",
     "distributed",
     "metrics",
+    "proportions",
     "rescue",
+    "targeting",
     "uplift",
 ]

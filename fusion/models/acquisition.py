@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+import xgboost as xgb
 
 from contracts.errors import ConfigError
-from contracts.taxonomy import load_taxonomy
 from fusion.features import FUSED, IN_BANK, FeatureSet
 from fusion.models import metrics
+from fusion.models.booster import BoosterConfig
 from fusion.models.classifier import (
-    BoostConfig,
     PruneConfig,
     PruneReport,
     ScoreModel,
@@ -39,12 +38,13 @@ from fusion.models.design import (
     TRAIN,
     VALID,
     DesignSpec,
-    TagProfile,
     design_matrix,
     feature_labels,
+    fit_tag_profile,
     split_customers,
 )
-from fusion.models.distributed import trained_on
+from fusion.models.distributed import Rows, trained_on
+from fusion.progress import Progress
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -52,14 +52,15 @@ if TYPE_CHECKING:
 __all__ = [
     "AcquisitionConfig",
     "Evaluation",
+    "ScorerTask",
     "TrainedModel",
     "evaluate",
     "population",
     "train_acquisition",
     "train_scorer",
+    "training_digest",
 ]
 
-Progress = Callable[[str, float], None]
 LABEL = "opened_mb"
 
 
@@ -67,7 +68,7 @@ LABEL = "opened_mb"
 class AcquisitionConfig:
     """How the acquisition models are trained; the defaults are the ones the report shows."""
 
-    boost: BoostConfig = field(default_factory=BoostConfig)
+    boost: BoosterConfig = field(default_factory=BoosterConfig)
     prune: PruneConfig | None = field(default_factory=PruneConfig)
     tag_profile_k: int = 40  # 0: no tag profile
     valid_share: float = 0.1
@@ -126,60 +127,129 @@ def evaluate(y: np.ndarray[Any, Any], score: np.ndarray[Any, Any]) -> Evaluation
     )
 
 
+@dataclass(frozen=True, eq=False)
+class ScorerTask:
+    """What a scoring model learns: its name, inputs, rows, label, weights and judged population.
+
+    `rows` and `judge` are boolean masks over the feature table; `label` and `weight` are per
+    feature-table row. `judge` (a mask inside `rows`, default `rows`) is the population the model
+    is for: its test rows are the evaluation and its scores set the deciles.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    rows: np.ndarray[Any, Any]
+    label: np.ndarray[Any, Any]
+    weight: np.ndarray[Any, Any] | None = None
+    judge: np.ndarray[Any, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Split:
+    train: np.ndarray[Any, np.dtype[np.int64]]
+    valid: np.ndarray[Any, np.dtype[np.int64]]
+    test: np.ndarray[Any, np.dtype[np.int64]]
+    judge: np.ndarray[Any, Any]  # the judged population's mask
+
+
 def train_scorer(
     features: FeatureSet,
+    task: ScorerTask,
     *,
-    name: str,
-    columns: Iterable[str],
-    rows: np.ndarray[Any, Any],
-    label: np.ndarray[Any, Any],
     config: AcquisitionConfig,
-    weight: np.ndarray[Any, Any] | None = None,
-    judge: np.ndarray[Any, Any] | None = None,
     progress: Progress | None = None,
     client: Client | None = None,
 ) -> TrainedModel:
-    """Return a scoring model trained on `rows` of `features` (a boolean mask) for `label`.
+    """Return a scoring model trained on `task.rows` of `features` for `task.label`.
 
-    `label` and `weight` (optional) are per feature-table row. The split of `rows` into train /
-    valid / test follows the customer ids; the tag profile (when configured) is fitted on the
-    training rows only. `judge` (a mask inside `rows`, default `rows`) is the population the model
-    is for: its test rows are the evaluation and its scores set the deciles. With a Dask `client`
-    every booster (pruning folds and the final fit) is trained on the cluster's workers; scoring
-    and the evaluation stay in this process.
+    The split of the rows into train / valid / test follows the customer ids; the tag profile
+    (when configured) is fitted on the training rows only. With a Dask `client` every booster
+    (pruning folds and the final fit) is trained on the cluster's workers; scoring and the
+    evaluation stay in this process.
     """
+    split = _split(features, task, config)
+    y = np.asarray(task.label, dtype=np.float32)
+    w = None if task.weight is None else np.asarray(task.weight, dtype=np.float32)
+    profile = None
+    if config.tag_profile_k and any(c.startswith("ext_") for c in task.columns):
+        profile = fit_tag_profile(features, split.train, k=config.tag_profile_k, seed=config.seed)
+    step = _stepper(progress, task.name)
+    booster, spec, prune_report = _fit(
+        features, DesignSpec(task.columns, profile), split, y, w,
+        config=config, step=step, client=client,
+    )  # fmt: skip
+    model = ScoreModel(
+        name=task.name,
+        booster=booster,
+        spec=spec,
+        labels=feature_labels(features.manifest, spec),
+        decile_edges=np.zeros(9),
+    )
+    # Deciles of the whole population the model is for, so "decile 1" means the same in every
+    # list scored from it.
+    everyone = np.flatnonzero(split.judge)
+    population_score = model.predict(design_matrix(features, spec, everyone))
+    model.decile_edges = decile_edges(population_score)
+    test_score = population_score[np.searchsorted(everyone, split.test)]
+    evaluation = evaluate(y[split.test], test_score)
+    model.metadata.update(
+        {
+            "label": LABEL,
+            "snapshot_date": features.manifest.snapshot_date.isoformat(),
+            "salt_epoch": features.manifest.salt_epoch,
+            "taxonomy_version": features.manifest.taxonomy_version,
+            "rows": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
+            "rounds": booster.num_boosted_rounds(),
+            "inputs": len(spec.names),
+            "pruned": len(prune_report.dropped) if prune_report else 0,
+            "test": evaluation.summary(),
+            "training_digest": training_digest(features, split.train, y),
+            "trained_on": trained_on(client),
+            "config": _config_record(config),
+        }
+    )
+    step("done", 1.0)
+    return TrainedModel(model, evaluation, prune_report, split.test, test_score)
+
+
+def _split(features: FeatureSet, task: ScorerTask, config: AcquisitionConfig) -> _Split:
+    """Return the task's train, valid and test rows (test: of the judged population only)."""
     split = split_customers(
         features.table["customer_id"].to_numpy(),
         seed=config.seed,
         valid=config.valid_share,
         test=config.test_share,
     )
-    train = np.flatnonzero(rows & (split == TRAIN))
-    valid = np.flatnonzero(rows & (split == VALID))
-    judge = rows if judge is None else (judge & rows)
-    test = np.flatnonzero(judge & (split == TEST))
-    if min(len(train), len(valid), len(test)) == 0:
+    rows = task.rows
+    judge = rows if task.judge is None else (task.judge & rows)
+    out = _Split(
+        train=np.flatnonzero(rows & (split == TRAIN)),
+        valid=np.flatnonzero(rows & (split == VALID)),
+        test=np.flatnonzero(judge & (split == TEST)),
+        judge=judge,
+    )
+    if min(len(out.train), len(out.valid), len(out.test)) == 0:
         raise ConfigError(
-            f"model {name}: the population of {int(np.sum(rows))} rows leaves an empty "
+            f"model {task.name}: the population of {int(np.sum(rows))} rows leaves an empty "
             "train, valid or test split; use a larger base",
             setting="population",
         )
-    y = np.asarray(label, dtype=np.float32)
-    w = None if weight is None else np.asarray(weight, dtype=np.float32)
-    columns = tuple(columns)
-    profile = None
-    if config.tag_profile_k and any(c.startswith("ext_") for c in columns):
-        names = dict(
-            load_taxonomy(features.manifest.taxonomy_version)
-            .tags.select("tag_id", "name")
-            .iter_rows()
-        )
-        profile = TagProfile.fit(
-            features.tags[train], features.tag_ids, k=config.tag_profile_k, seed=config.seed,
-            tag_names=names,
-        )  # fmt: skip
-    spec = DesignSpec(columns, profile)
-    step = _stepper(progress, name)
+    return out
+
+
+def _fit(
+    features: FeatureSet,
+    spec: DesignSpec,
+    split: _Split,
+    y: np.ndarray[Any, Any],
+    w: np.ndarray[Any, Any] | None,
+    *,
+    config: AcquisitionConfig,
+    step: Progress,
+    client: Client | None,
+) -> tuple[xgb.Booster, DesignSpec, PruneReport | None]:
+    """Return the booster fitted on the stable inputs (all of them without pruning) and its spec."""
+    train, valid = split.train, split.valid
     x_train = design_matrix(features, spec, train)
     x_valid = design_matrix(features, spec, valid)
     prune_report = None
@@ -193,50 +263,24 @@ def train_scorer(
         spec = spec.select(prune_report.kept)
         x_train, x_valid = x_train[:, kept], x_valid[:, kept]
     booster = fit_booster(
-        x_train, y[train], x_valid, y[valid], names=spec.names, config=config.boost,
-        weight_train=None if w is None else w[train], weight_valid=None if w is None else w[valid],
-        client=client,
+        Rows(x_train, y[train], None if w is None else w[train]),
+        Rows(x_valid, y[valid], None if w is None else w[valid]),
+        names=spec.names, config=config.boost, client=client,
     )  # fmt: skip
     step("fit", 0.9)
-    model = ScoreModel(
-        name=name,
-        booster=booster,
-        spec=spec,
-        labels=feature_labels(features.manifest, spec),
-        decile_edges=np.zeros(9),
-    )
-    # Deciles of the whole population the model is for, so "decile 1" means the same in every
-    # list scored from it.
-    everyone = np.flatnonzero(judge)
-    population_score = model.predict(design_matrix(features, spec, everyone))
-    model.decile_edges = decile_edges(population_score)
-    test_score = population_score[np.searchsorted(everyone, test)]
-    evaluation = evaluate(y[test], test_score)
-    model.metadata.update(
-        {
-            "label": LABEL,
-            "snapshot_date": features.manifest.snapshot_date.isoformat(),
-            "salt_epoch": features.manifest.salt_epoch,
-            "taxonomy_version": features.manifest.taxonomy_version,
-            "rows": {"train": len(train), "valid": len(valid), "test": len(test)},
-            "rounds": booster.num_boosted_rounds(),
-            "inputs": len(spec.names),
-            "pruned": len(prune_report.dropped) if prune_report else 0,
-            "test": evaluation.summary(),
-            "training_digest": training_digest(features, train, y),
-            "trained_on": trained_on(client),
-            "config": {
-                "boost": config.boost.params(),
-                "prune": None if config.prune is None else vars(config.prune),
-                "tag_profile_k": config.tag_profile_k,
-                "split_seed": config.seed,
-                "valid_share": config.valid_share,
-                "test_share": config.test_share,
-            },
-        }
-    )
-    step("done", 1.0)
-    return TrainedModel(model, evaluation, prune_report, test, test_score)
+    return booster, spec, prune_report
+
+
+def _config_record(config: AcquisitionConfig) -> dict[str, Any]:
+    """Return how the model was trained, as model.json records it (xgboost's own names)."""
+    return {
+        "boost": config.boost.params(),
+        "prune": None if config.prune is None else vars(config.prune),
+        "tag_profile_k": config.tag_profile_k,
+        "split_seed": config.seed,
+        "valid_share": config.valid_share,
+        "test_share": config.test_share,
+    }
 
 
 def train_acquisition(
@@ -256,10 +300,12 @@ def train_acquisition(
     return {
         kind: train_scorer(
             features,
-            name=f"acquisition-{kind}",
-            columns=features.feature_columns(groups),
-            rows=rows,
-            label=label,
+            ScorerTask(
+                name=f"acquisition-{kind}",
+                columns=tuple(features.feature_columns(groups)),
+                rows=rows,
+                label=label,
+            ),
             config=config,
             progress=progress,
             client=client,
@@ -277,7 +323,7 @@ def training_digest(
     numbers): the customer ids, the value and null mask of every model column (FUSED, whichever
     the model kept: its spec is in its model.json), the tag CSR and each of `targets` (arrays per
     feature-table row: the label; for uplift the treatment too). A change to any input value of a
-    training row changes the digest. Column by column, vectorised: about a second a million rows.
+    training row changes the digest. Column by column, vectorised.
     """
     digest = hashlib.sha256()
     manifest = json.dumps(features.manifest.to_dict(), sort_keys=True, ensure_ascii=False)

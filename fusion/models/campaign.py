@@ -15,7 +15,6 @@ and everything is reported on test rows:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,40 +22,48 @@ import numpy as np
 import polars as pl
 
 from contracts.errors import ConfigError
-from contracts.taxonomy import load_taxonomy
 from fusion.features import FUSED, FeatureSet
 from fusion.models import metrics
 from fusion.models.acquisition import (
     AcquisitionConfig,
+    ScorerTask,
     TrainedModel,
     train_scorer,
     training_digest,
 )
+from fusion.models.booster import BoosterConfig
 from fusion.models.design import (
     TEST,
     TRAIN,
     VALID,
     DesignSpec,
-    TagProfile,
     design_matrix,
+    fit_tag_profile,
     split_customers,
 )
 from fusion.models.distributed import trained_on
-from fusion.models.uplift import (
-    LEARNERS,
-    BoosterParams,
+from fusion.models.targeting import (
+    Budget,
     TargetingResult,
-    UpliftModel,
     budgeted_targeting,
     uplift_correlation,
 )
+from fusion.models.uplift import LEARNERS, UpliftModel
+from fusion.progress import Progress, report_to
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["CampaignData", "UpliftConfig", "UpliftResult", "campaign_data", "train_uplift"]
+__all__ = [
+    "CampaignData",
+    "LearnerEvaluation",
+    "UpliftConfig",
+    "UpliftResult",
+    "campaign_data",
+    "train_uplift",
+]
 
-Progress = Callable[[str, float], None]
+Index = np.ndarray[Any, Any]  # feature-table row numbers
 CAMPAIGN_COLUMNS = {"customer_id": pl.Int64, "treatment": pl.Boolean, "responded": pl.Boolean}
 
 
@@ -66,10 +73,11 @@ class UpliftConfig:
 
     learners: tuple[str, ...] = tuple(LEARNERS)
     # Shallow, heavily regularised trees: an uplift is a small difference of two noisy rates.
-    params: BoosterParams = field(
-        default_factory=lambda: BoosterParams(
+    params: BoosterConfig = field(
+        default_factory=lambda: BoosterConfig(
             n_estimators=800, max_depth=3, learning_rate=0.03, min_child_weight=30.0,
-            colsample=0.6, early_stopping_rounds=50, seed=7,
+            subsample=0.8, colsample_bytree=0.6, reg_lambda=1.0, early_stopping_rounds=50,
+            validation_fraction=0.2, seed=7, n_jobs=0,
         )
     )  # fmt: skip
     tag_profile_k: int = 40
@@ -215,38 +223,16 @@ def train_uplift(
     `client` every booster is trained on the cluster's workers; predictions and metrics stay here.
     """
     config = config or UpliftConfig()
+    report = report_to(progress)
     data = campaign_data(features, campaign)
-    split = split_customers(
-        features.table["customer_id"].to_numpy(),
-        seed=config.split.seed,
-        valid=config.split.valid_share,
-        test=config.split.test_share,
-    )
-    train = np.flatnonzero(data.member & (split == TRAIN))
-    valid = np.flatnonzero(data.member & (split == VALID))
-    test = np.flatnonzero(data.member & (split == TEST))
-    for name, rows in (("train", train), ("valid", valid), ("test", test)):
-        arms = set(data.treatment[rows].tolist())
-        if arms != {0, 1} or len(set(data.responded[rows].tolist())) < 2:
-            raise ConfigError(
-                f"the campaign's {name} rows need both arms and both outcomes; it has "
-                f"{len(rows)} rows. Use a larger campaign.",
-                setting="campaign",
-            )
+    train, valid, test = _campaign_rows(features, data, config)
     y, t = data.responded, data.treatment
     profile = None
     if config.tag_profile_k:
-        names = dict(
-            load_taxonomy(features.manifest.taxonomy_version)
-            .tags.select("tag_id", "name")
-            .iter_rows()
-        )
-        profile = TagProfile.fit(
-            features.tags[train], features.tag_ids, k=config.tag_profile_k,
-            seed=config.params.seed, tag_names=names,
-        )  # fmt: skip
+        profile = fit_tag_profile(features, train, k=config.tag_profile_k, seed=config.params.seed)
     spec = DesignSpec(tuple(features.feature_columns(FUSED)), profile)
     x = design_matrix(features, spec)
+    truth = None if true_uplift is None else np.asarray(true_uplift)[test]
     learners: dict[str, UpliftModel] = {}
     evaluations: dict[str, LearnerEvaluation] = {}
     for i, name in enumerate(config.learners):
@@ -254,49 +240,25 @@ def train_uplift(
             x[train], y[train], t[train], client=client
         )
         learners[name] = model
-        u_valid, u_test = model.predict(x[valid]), model.predict(x[test])
-        evaluations[name] = LearnerEvaluation(
-            qini=metrics.qini_auc_score(y[test], u_test, t[test]),
-            auuc=metrics.uplift_auc_score(y[test], u_test, t[test]),
-            uplift_at_30=metrics.uplift_at_k(y[test], u_test, t[test], k=0.3),
-            valid_qini=metrics.qini_auc_score(y[valid], u_valid, t[valid]),
-            by_decile=metrics.uplift_by_decile(y[test], u_test, t[test]),
-            # A learner that early-stopped at its first round predicts one value: no ranking,
-            # so no correlation to report (its Qini says the same).
-            correlation=None
-            if true_uplift is None or np.ptp(u_test) == 0
-            else uplift_correlation(u_test, np.asarray(true_uplift)[test]),
-        )
-        if progress is not None:
-            progress(f"uplift: {name}", (i + 1) / (len(config.learners) + 1))
+        evaluations[name] = _evaluate(model, x, y, t, valid=valid, test=test, truth=truth)
+        report(f"uplift: {name}", (i + 1) / (len(config.learners) + 1))
     best = max(evaluations, key=lambda n: evaluations[n].valid_qini)
-    # The response model a bank would build: P(respond | offered), on the treated arm only.
-    response = train_scorer(
-        features,
-        name="campaign-response",
-        columns=features.feature_columns(FUSED),
-        rows=data.member & (t == 1),
-        label=y,
-        config=AcquisitionConfig(
-            prune=None, tag_profile_k=config.tag_profile_k, seed=config.split.seed,
-            valid_share=config.split.valid_share, test_share=config.split.test_share,
-        ),
-        client=client,
-    )  # fmt: skip
+    response = _response_model(features, data, config, client)
     response_score = response.model.predict(design_matrix(features, response.model.spec, test))
     test_uplift = learners[best].predict(x[test])
     targeting = budgeted_targeting(
         {"uplift": test_uplift, "response": response_score},
-        contacts=max(1, round(config.target_share * len(test))),
-        cost_per_contact=config.cost_per_contact,
-        value_per_conversion=config.value_per_conversion,
-        true_uplift=None if true_uplift is None else np.asarray(true_uplift)[test],
+        budget=Budget(
+            contacts=max(1, round(config.target_share * len(test))),
+            cost_per_contact=config.cost_per_contact,
+            value_per_conversion=config.value_per_conversion,
+        ),
+        true_uplift=truth,
         y=y[test],
         treatment=t[test],
         baseline="response",
     )
-    if progress is not None:
-        progress("uplift: targeting", 1.0)
+    report("uplift: targeting", 1.0)
     return UpliftResult(
         spec=spec,
         learners=learners,
@@ -317,3 +279,69 @@ def train_uplift(
             "trained_on": trained_on(client),
         },
     )
+
+
+def _campaign_rows(
+    features: FeatureSet, data: CampaignData, config: UpliftConfig
+) -> tuple[Index, Index, Index]:
+    """Return the campaign's train, valid and test rows, each with both arms and both outcomes."""
+    split = split_customers(
+        features.table["customer_id"].to_numpy(),
+        seed=config.split.seed,
+        valid=config.split.valid_share,
+        test=config.split.test_share,
+    )
+    parts = tuple(np.flatnonzero(data.member & (split == part)) for part in (TRAIN, VALID, TEST))
+    for name, rows in zip(("train", "valid", "test"), parts, strict=True):
+        arms = set(data.treatment[rows].tolist())
+        if arms != {0, 1} or len(set(data.responded[rows].tolist())) < 2:
+            raise ConfigError(
+                f"the campaign's {name} rows need both arms and both outcomes; it has "
+                f"{len(rows)} rows. Use a larger campaign.",
+                setting="campaign",
+            )
+    train, valid, test = parts
+    return train, valid, test
+
+
+def _evaluate(
+    model: UpliftModel,
+    x: np.ndarray[Any, Any],
+    y: Index,
+    t: Index,
+    *,
+    valid: Index,
+    test: Index,
+    truth: np.ndarray[Any, Any] | None,
+) -> LearnerEvaluation:
+    """Return the learner's figures on the test rows, and its Qini on the validation rows."""
+    u_valid, u_test = model.predict(x[valid]), model.predict(x[test])
+    return LearnerEvaluation(
+        qini=metrics.qini_auc_score(y[test], u_test, t[test]),
+        auuc=metrics.uplift_auc_score(y[test], u_test, t[test]),
+        uplift_at_30=metrics.uplift_at_k(y[test], u_test, t[test], k=0.3),
+        valid_qini=metrics.qini_auc_score(y[valid], u_valid, t[valid]),
+        by_decile=metrics.uplift_by_decile(y[test], u_test, t[test]),
+        # A learner that early-stopped at its first round predicts one value: no ranking,
+        # so no correlation to report (its Qini says the same).
+        correlation=None
+        if truth is None or np.ptp(u_test) == 0
+        else uplift_correlation(u_test, truth),
+    )
+
+
+def _response_model(
+    features: FeatureSet, data: CampaignData, config: UpliftConfig, client: Client | None
+) -> TrainedModel:
+    """Return the response model a bank would build: P(respond | offered), on the treated arm."""
+    task = ScorerTask(
+        name="campaign-response",
+        columns=tuple(features.feature_columns(FUSED)),
+        rows=data.member & (data.treatment == 1),
+        label=data.responded,
+    )
+    training = AcquisitionConfig(
+        prune=None, tag_profile_k=config.tag_profile_k, seed=config.split.seed,
+        valid_share=config.split.valid_share, test_share=config.split.test_share,
+    )  # fmt: skip
+    return train_scorer(features, task, config=training, client=client)

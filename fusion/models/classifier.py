@@ -15,7 +15,7 @@ noise, and dropping it makes the model smaller, steadier and easier to explain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,56 +24,26 @@ import polars as pl
 import xgboost as xgb
 
 from contracts.errors import ConfigError
+from fusion.models.booster import BoosterConfig
 from fusion.models.design import DesignSpec
 from fusion.models.distributed import Rows, train_booster
+from fusion.progress import Progress
 
 if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
-    "BoostConfig",
     "PruneConfig",
     "PruneReport",
     "ScoreModel",
+    "decile_edges",
     "fit_booster",
+    "gain_shares",
     "stable_features",
 ]
 
 F32 = np.ndarray[Any, np.dtype[np.float32]]
 F64 = np.ndarray[Any, np.dtype[np.float64]]
-Progress = Callable[[str, float], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class BoostConfig:
-    """xgboost settings (tree_method hist); `nthread=0` uses every core."""
-
-    eta: float = 0.05
-    max_depth: int = 4
-    min_child_weight: float = 10.0
-    subsample: float = 0.8
-    colsample_bytree: float = 0.6
-    reg_lambda: float = 1.0
-    max_rounds: int = 2000
-    early_stopping_rounds: int = 80
-    nthread: int = 0
-    seed: int = 7
-
-    def params(self) -> dict[str, Any]:
-        """Return the xgboost parameter dict."""
-        return {
-            "objective": "binary:logistic",
-            "eval_metric": "auc",
-            "tree_method": "hist",
-            "eta": self.eta,
-            "max_depth": self.max_depth,
-            "min_child_weight": self.min_child_weight,
-            "subsample": self.subsample,
-            "colsample_bytree": self.colsample_bytree,
-            "lambda": self.reg_lambda,
-            "nthread": self.nthread,
-            "seed": self.seed,
-        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,29 +90,26 @@ def _check_xy(x: F32, y: np.ndarray[Any, Any], names: Sequence[str]) -> None:
 
 
 def fit_booster(
-    x_train: F32,
-    y_train: np.ndarray[Any, Any],
-    x_valid: F32,
-    y_valid: np.ndarray[Any, Any],
+    train: Rows,
+    valid: Rows,
     *,
     names: Sequence[str],
-    config: BoostConfig,
-    weight_train: np.ndarray[Any, Any] | None = None,
-    weight_valid: np.ndarray[Any, Any] | None = None,
+    config: BoosterConfig,
     client: Client | None = None,
 ) -> xgb.Booster:
     """Return a booster trained with early stopping on the validation AUC, cut at its best round.
 
-    Weights (optional, per row) count in the loss and in the validation AUC alike. With a Dask
-    `client` the fit runs on the cluster's workers (`fusion.models.distributed`).
+    Weights (optional, per row, in `Rows.weight`) count in the loss and in the validation AUC
+    alike. With a Dask `client` the fit runs on the cluster's workers
+    (`fusion.models.distributed`).
     """
-    _check_xy(x_train, y_train, names)
-    _check_xy(x_valid, y_valid, names)
+    _check_xy(train.x, train.label, names)
+    _check_xy(valid.x, valid.label, names)
     return train_booster(
         config.params(),
-        Rows(x_train, y_train, weight_train),
-        rounds=config.max_rounds,
-        valid=Rows(x_valid, y_valid, weight_valid),
+        train,
+        rounds=config.n_estimators,
+        valid=valid,
         early_stopping_rounds=config.early_stopping_rounds,
         feature_names=names,
         client=client,
@@ -154,7 +121,7 @@ def stable_features(
     y: np.ndarray[Any, Any],
     *,
     names: Sequence[str],
-    config: BoostConfig,
+    config: BoosterConfig,
     prune: PruneConfig,
     weight: np.ndarray[Any, Any] | None = None,
     progress: Progress | None = None,

@@ -1,4 +1,4 @@
-"""Uplift models on xgboost (T-learner, X-learner, class transformation) and budgeted targeting.
+"""Uplift models on xgboost: T-learner, X-learner and class transformation.
 
 Vocabulary follows scikit-uplift: `fit(X, y, treatment)` returns the model, `predict(X)` the
 predicted uplift P(y=1 | x, treated) - P(y=1 | x, control) per row. `X` is any numeric frame:
@@ -8,13 +8,10 @@ picks the columns by name (order free, extra columns ignored, a missing one refu
 fitted on an array, or given an array, matches columns by position.
 
 Every booster is trained by `xgboost.train` with `tree_method="hist"` from one frozen
-`BoosterParams`; for a given seed and thread count the predictions are identical run to run.
-`fit(..., client=...)` trains them on a Dask cluster instead (`fusion.models.distributed`).
-
-`budgeted_targeting` spends one budget (N contacts at a cost each) once per scoring strategy -
-e.g. predicted uplift against a response score - and reports the incremental conversions each
-buys, from the true uplift where it is known (the synthetic world) or estimated on a held-out
-A/B test.
+`fusion.models.booster.BoosterConfig` (default `UPLIFT_BOOSTER`); for a given seed and thread
+count the predictions are identical run to run. `fit(..., client=...)` trains them on a Dask
+cluster instead (`fusion.models.distributed`). Judging the predictions and spending a budget with
+them is `fusion.models.targeting`.
 
 Bad input raises `contracts.errors.ConfigError` naming the argument and what to pass instead.
 """
@@ -24,7 +21,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
@@ -33,26 +30,22 @@ import numpy.typing as npt
 import pandas as pd
 import polars as pl
 import xgboost as xgb
-from scipy import stats
 
 from contracts.errors import ConfigError
+from fusion.models.booster import UPLIFT_BOOSTER, BoosterConfig
 from fusion.models.distributed import Rows, train_booster
-from fusion.models.metrics import two_proportion_diff
 
 if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
     "LEARNERS",
-    "BoosterParams",
     "ClassTransformation",
     "TLearner",
-    "TargetingResult",
     "UpliftModel",
     "XLearner",
-    "budgeted_targeting",
+    "binary_labels",
     "load_uplift_model",
-    "uplift_correlation",
 ]
 
 ArrayLike = npt.ArrayLike
@@ -66,87 +59,15 @@ _MIN_VALIDATION_ROWS = 100
 _MIN_VALIDATION_MINORITY = 10
 
 
-# --- booster configuration ----------------------------------------------------------------------
+# --- boosters ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class BoosterParams:
-    """Gradient-boosting settings shared by every booster inside an uplift model.
-
-    Early stopping: when `early_stopping_rounds` is set, each booster holds out
-    `validation_fraction` of its rows (stratified by label for classifiers), stops when the
-    validation loss has not improved for that many rounds, and keeps the trees up to the best
-    round. It is skipped - all `n_estimators` rounds on all rows - when the split would hold fewer
-    than 100 rows, or fewer than 10 of the rarer label. `n_jobs=None` uses every core; the same
-    `seed` and `n_jobs` give the same model.
-    """
-
-    n_estimators: int = 300
-    max_depth: int = 4
-    learning_rate: float = 0.05
-    min_child_weight: float = 1.0
-    subsample: float = 0.8
-    colsample: float = 0.8
-    reg_lambda: float = 1.0
-    early_stopping_rounds: int | None = 30
-    validation_fraction: float = 0.2
-    seed: int = 0
-    n_jobs: int | None = None
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                value = getattr(self, name)
-                raise ConfigError(
-                    f"BoosterParams.{name} must be {expected}, got {value!r}", setting=name
-                )
-
-        need(_is_int(self.n_estimators) and self.n_estimators >= 1, "n_estimators", "an int >= 1")
-        need(_is_int(self.max_depth) and self.max_depth >= 1, "max_depth", "an int >= 1")
-        need(0 < self.learning_rate <= 1, "learning_rate", "in (0, 1]")
-        need(self.min_child_weight >= 0, "min_child_weight", ">= 0")
-        need(0 < self.subsample <= 1, "subsample", "in (0, 1]")
-        need(0 < self.colsample <= 1, "colsample", "in (0, 1]")
-        need(self.reg_lambda >= 0, "reg_lambda", ">= 0")
-        need(
-            self.early_stopping_rounds is None
-            or (_is_int(self.early_stopping_rounds) and self.early_stopping_rounds >= 1),
-            "early_stopping_rounds",
-            "None (off) or an int >= 1",
-        )
-        need(0 < self.validation_fraction <= 0.5, "validation_fraction", "in (0, 0.5]")
-        need(_is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0")
-        need(
-            self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs >= 1),
-            "n_jobs",
-            "None (all cores) or an int >= 1",
-        )
+def _xgb_params(params: BoosterConfig, objective: str) -> dict[str, Any]:
+    metric = "logloss" if objective == "binary:logistic" else "rmse"
+    return {**params.params(objective=objective, eval_metric=metric), "verbosity": 0}
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _xgb_params(params: BoosterParams, objective: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "objective": objective,
-        "eval_metric": "logloss" if objective == "binary:logistic" else "rmse",
-        "tree_method": "hist",
-        "max_depth": params.max_depth,
-        "eta": params.learning_rate,
-        "min_child_weight": params.min_child_weight,
-        "subsample": params.subsample,
-        "colsample_bytree": params.colsample,
-        "lambda": params.reg_lambda,
-        "seed": params.seed,
-        "verbosity": 0,
-    }
-    if params.n_jobs is not None:
-        out["nthread"] = params.n_jobs
-    return out
-
-
-def _validation_rows(label: FloatArray, classify: bool, params: BoosterParams) -> IntArray | None:
+def _validation_rows(label: FloatArray, classify: bool, params: BoosterConfig) -> IntArray | None:
     """Return the rows held out for early stopping, or None when it is off or the data too small."""
     if params.early_stopping_rounds is None:
         return None
@@ -172,7 +93,7 @@ def _train(
     label: FloatArray,
     *,
     objective: Literal["binary:logistic", "reg:squarederror"],
-    params: BoosterParams,
+    params: BoosterConfig,
     weight: FloatArray | None = None,
     client: Client | None = None,
 ) -> xgb.Booster:
@@ -258,7 +179,8 @@ def _non_numeric(bad: list[str], schema: Mapping[str, object]) -> ConfigError:
     )
 
 
-def _labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
+def binary_labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
+    """Return `values` as 0/1 floats, one per row, refusing anything else."""
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ConfigError(
@@ -289,7 +211,7 @@ def _labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
 
 def _trial(y: ArrayLike, treatment: ArrayLike, rows: int) -> tuple[FloatArray, FloatArray]:
     """Return y and treatment as 0/1 floats, refusing data an uplift model cannot learn from."""
-    yy, tt = _labels(y, "y", rows), _labels(treatment, "treatment", rows)
+    yy, tt = binary_labels(y, "y", rows), binary_labels(treatment, "treatment", rows)
     for arm, name in ((1.0, "treatment"), (0.0, "control")):
         in_arm = tt == arm
         n, responders = int(in_arm.sum()), int(yy[in_arm].sum())
@@ -318,8 +240,8 @@ class UpliftModel(ABC):
     checked float matrices.
     """
 
-    def __init__(self, *, params: BoosterParams | None = None) -> None:
-        self.params = params if params is not None else BoosterParams()
+    def __init__(self, *, params: BoosterConfig | None = None) -> None:
+        self.params = params if params is not None else UPLIFT_BOOSTER
         self._boosters: dict[str, xgb.Booster] = {}
         self._names: tuple[str, ...] | None = None
         self._width = 0
@@ -474,7 +396,7 @@ class XLearner(UpliftModel):
     """
 
     def __init__(
-        self, *, params: BoosterParams | None = None, propensity: float | None = None
+        self, *, params: BoosterConfig | None = None, propensity: float | None = None
     ) -> None:
         if propensity is not None and not 0 < propensity < 1:
             raise ConfigError(
@@ -558,7 +480,7 @@ def load_uplift_model(metadata: Mapping[str, Any], boosters: Mapping[str, bytes]
             f"{', '.join(sorted(classes))}. Was the artifact written by a newer version?",
             setting="learner",
         )
-    model = learner(params=BoosterParams(**metadata["params"]))
+    model = learner(params=BoosterConfig.from_dict(metadata["params"]))
     for name, document in boosters.items():
         booster = xgb.Booster()
         booster.load_model(bytearray(document))
@@ -568,245 +490,3 @@ def load_uplift_model(metadata: Mapping[str, Any], boosters: Mapping[str, bytes]
     model._width = int(metadata["width"])
     model._restore_extra(metadata.get("extra", {}))
     return model
-
-
-# --- evaluation and targeting -------------------------------------------------------------------
-
-
-def _finite(
-    values: ArrayLike, name: str, n: int | None = None, against: str = "the scores"
-) -> FloatArray:
-    arr = np.asarray(values)
-    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
-        raise ConfigError(
-            f"{name} must be a 1-d numeric array, got shape {arr.shape} and dtype {arr.dtype}",
-            setting=name,
-        )
-    if n is not None and arr.size != n:
-        raise ConfigError(
-            f"{name} has {arr.size} values but {against} has {n}; pass one value per customer "
-            "in the same order",
-            setting=name,
-        )
-    out = arr.astype(np.float64)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise ConfigError(
-            f"{name} has NaN or infinite values (first at row {int(np.argmax(bad))}); "
-            "impute or drop those customers first",
-            setting=name,
-        )
-    return out
-
-
-def uplift_correlation(
-    predicted: ArrayLike,
-    true: ArrayLike,
-    *,
-    method: Literal["pearson", "spearman"] = "pearson",
-) -> float:
-    """Return the correlation of predicted with true uplift (Pearson, or Spearman's rank).
-
-    Args:
-        predicted: predicted uplift per customer.
-        true: true uplift per customer (known only in a synthetic world).
-        method: "pearson" for the linear correlation, "spearman" for the rank correlation, which
-            is what targeting cares about.
-
-    Returns:
-        The correlation in [-1, 1].
-    """
-    p = _finite(predicted, "predicted")
-    q = _finite(true, "true", p.size, "predicted")
-    if method not in ("pearson", "spearman"):
-        raise ConfigError(
-            f"method must be 'pearson' or 'spearman', got {method!r}", setting="method"
-        )
-    for arr, name in ((p, "predicted"), (q, "true")):
-        if arr.size < 2 or np.all(arr == arr[0]):
-            raise ConfigError(
-                f"{name} is constant over {arr.size} customer(s); a correlation needs variation "
-                "- check the model was fitted, or pass more customers",
-                setting=name,
-            )
-    if method == "spearman":
-        p, q = stats.rankdata(p), stats.rankdata(q)
-    return float(np.corrcoef(p, q)[0, 1])
-
-
-@dataclass(frozen=True)
-class TargetingResult:
-    """What one strategy's budget buys: the customers chosen and their incremental conversions.
-
-    `incremental_conversions` is the truth when `true_uplift` was given, else the A/B estimate;
-    `value`, `net_value`, `roi` and `ratio` derive from it. The A/B fields are None without
-    `y` and `treatment`; `ratio` is None without a baseline.
-    """
-
-    strategy: str
-    contacts: int
-    cost: float
-    incremental_conversions: float
-    value: float
-    net_value: float
-    roi: float  # net_value / cost; nan when contacts are free
-    ratio: float | None  # incremental_conversions over the baseline strategy's
-    true_incremental: float | None
-    estimated_incremental: float | None
-    estimated_ci: tuple[float, float] | None
-    chosen: IntArray = field(repr=False, compare=False)  # row indices, ascending
-
-
-def _top(score: FloatArray, k: int) -> IntArray:
-    """Return the rows of the k highest scores, ascending; ties take later rows first.
-
-    The tie rule is `metrics.uplift_at_k`'s (a stable ascending sort, reversed), found in O(n) with
-    a partition instead of a full sort.
-    """
-    n = score.size
-    kth = np.partition(score, n - k)[n - k]
-    above = np.flatnonzero(score > kth)
-    tied = np.flatnonzero(score == kth)
-    return np.sort(np.r_[above, tied[tied.size - (k - above.size) :]]).astype(np.int64)
-
-
-def budgeted_targeting(
-    scores: Mapping[str, ArrayLike],
-    *,
-    contacts: int,
-    cost_per_contact: float,
-    value_per_conversion: float,
-    true_uplift: ArrayLike | None = None,
-    y: ArrayLike | None = None,
-    treatment: ArrayLike | None = None,
-    baseline: str | None = None,
-    alpha: float = 0.05,
-) -> dict[str, TargetingResult]:
-    """Return, per strategy, what contacting its top `contacts` customers buys.
-
-    Each strategy ranks the same customers by its own score (e.g. predicted uplift, or a response
-    propensity) and takes the top N. The incremental conversions of the chosen set come from
-    `true_uplift` when known (its sum over the chosen), and/or are estimated on a held-out A/B
-    test: (response rate of the treated - of the control) among the chosen, times N, with a Wald
-    (1 - alpha) interval from `metrics.two_proportion_diff`.
-
-    Args:
-        scores: strategy name -> score per customer, higher = contact first; all the same length.
-        contacts: N, how many customers the budget reaches; 1 <= N <= customers (never clamped:
-            a budget larger than the base is a mistake in the caller's arithmetic).
-        cost_per_contact: cost of one contact, >= 0.
-        value_per_conversion: value of one incremental conversion, >= 0.
-        true_uplift: true uplift per customer, where known (the synthetic world).
-        y: 0/1 outcome per customer of a held-out A/B test; needs `treatment`.
-        treatment: 1 = treated, 0 = control in that test.
-        baseline: a strategy name; each result's `ratio` is its incremental conversions over the
-            baseline's (inf or nan when the baseline's are 0).
-        alpha: 1 - confidence level of the A/B interval.
-
-    Returns:
-        strategy -> `TargetingResult`, in the order of `scores`.
-
-    References:
-        Radcliffe, N. J. (2007). Using control groups to target on predicted lift: Building and
-        assessing uplift models. Direct Marketing Analytics Journal 1, 14-21.
-    """
-    if not scores:
-        raise ConfigError("scores is empty; pass at least one strategy", setting="scores")
-    ranked = {name: _finite(s, f"scores[{name!r}]") for name, s in scores.items()}
-    n = next(iter(ranked.values())).size
-    for name, s in ranked.items():
-        if s.size != n:
-            raise ConfigError(
-                f"scores[{name!r}] has {s.size} values but the first strategy has {n}; every "
-                "strategy must score the same customers in the same order",
-                setting="scores",
-            )
-    if not _is_int(contacts) or not 1 <= contacts <= n:
-        raise ConfigError(
-            f"contacts must be an int between 1 and the {n} customers scored, got {contacts!r}; "
-            "a share p of the base is round(p * n)",
-            setting="contacts",
-        )
-    for name, money in (
-        ("cost_per_contact", cost_per_contact),
-        ("value_per_conversion", value_per_conversion),
-    ):
-        if not (math.isfinite(money) and money >= 0):
-            raise ConfigError(f"{name} must be finite and >= 0, got {money!r}", setting=name)
-    if baseline is not None and baseline not in ranked:
-        raise ConfigError(
-            f"baseline {baseline!r} is not a strategy; pass one of {sorted(ranked)} or None",
-            setting="baseline",
-        )
-    truth = None if true_uplift is None else _finite(true_uplift, "true_uplift", n)
-    if (y is None) != (treatment is None):
-        raise ConfigError(
-            "pass y and treatment together (a held-out A/B test), or neither",
-            setting="y" if y is None else "treatment",
-        )
-    ab = None
-    if y is not None and treatment is not None:
-        ab = (_labels(y, "y", n), _labels(treatment, "treatment", n))
-    if truth is None and ab is None:
-        raise ConfigError(
-            "nothing to measure incremental conversions with; pass true_uplift (synthetic "
-            "world) or y and treatment from a held-out A/B test",
-            setting="true_uplift",
-        )
-    k = int(contacts)
-    cost = float(k * cost_per_contact)
-    results: dict[str, TargetingResult] = {}
-    for name, score in ranked.items():
-        chosen = _top(score, k)
-        true_inc = None if truth is None else float(truth[chosen].sum())
-        estimated, ci = (None, None) if ab is None else _ab_estimate(name, chosen, *ab, alpha)
-        headline = true_inc if true_inc is not None else estimated
-        assert headline is not None  # one of the two sources exists, checked above
-        value = headline * value_per_conversion
-        results[name] = TargetingResult(
-            strategy=name,
-            contacts=k,
-            cost=cost,
-            incremental_conversions=headline,
-            value=value,
-            net_value=value - cost,
-            roi=(value - cost) / cost if cost > 0 else math.nan,
-            ratio=None,
-            true_incremental=true_inc,
-            estimated_incremental=estimated,
-            estimated_ci=ci,
-            chosen=chosen,
-        )
-    if baseline is not None:
-        reference = results[baseline].incremental_conversions
-        results = {
-            name: replace(r, ratio=_ratio(r.incremental_conversions, reference))
-            for name, r in results.items()
-        }
-    return results
-
-
-def _ab_estimate(
-    strategy: str, chosen: IntArray, y: FloatArray, t: FloatArray, alpha: float
-) -> tuple[float, tuple[float, float]]:
-    """Return (r_t - r_c) x N among the chosen customers of an A/B test, and its interval."""
-    k = chosen.size
-    yy, tt = y[chosen], t[chosen]
-    n_t = int(tt.sum())
-    if n_t in (0, k):
-        raise ConfigError(
-            f"strategy {strategy!r} chose {n_t} treated and {k - n_t} control customers of the "
-            "A/B test, so the uplift among them cannot be estimated; raise contacts or "
-            "evaluate on a larger test",
-            setting="contacts",
-        )
-    diff = two_proportion_diff(
-        int(yy[tt == 1].sum()), n_t, int(yy[tt == 0].sum()), k - n_t, alpha=alpha
-    )
-    return diff.diff * k, (diff.ci_low * k, diff.ci_high * k)
-
-
-def _ratio(a: float, b: float) -> float:
-    if b != 0:
-        return a / b
-    return math.nan if a == 0 else math.copysign(math.inf, a)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,13 +11,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fusion.engine import ClusterEngine, Engine, InProcessEngine
 from fusion.features import FeatureSet
+from fusion.jobs import ClusterEngine, Engine, InProcessEngine
 from fusion.models.acquisition import AcquisitionConfig
+from fusion.models.booster import UPLIFT_BOOSTER, BoosterConfig
 from fusion.models.campaign import UpliftConfig
-from fusion.models.classifier import BoostConfig, PruneConfig
+from fusion.models.classifier import PruneConfig
 from fusion.models.rescue import RescueConfig
-from fusion.models.uplift import BoosterParams
 from fusion.registry import Registry
 from fusion.training import TrainingConfig, TrainingRun, train_all
 from labs.world import WorldFiles
@@ -25,7 +25,7 @@ from tests.factories import world_features
 
 TRAINED_AT = datetime(2026, 10, 2, 8, 30, tzinfo=UTC)
 FAST_ACQUISITION = AcquisitionConfig(
-    boost=BoostConfig(eta=0.1, max_rounds=120, early_stopping_rounds=15),
+    boost=BoosterConfig(learning_rate=0.1, n_estimators=120, early_stopping_rounds=15),
     prune=PruneConfig(folds=3, rounds=30, min_folds=2),
     tag_profile_k=8,
 )
@@ -33,8 +33,13 @@ FAST = TrainingConfig(
     acquisition=FAST_ACQUISITION,
     rescue=RescueConfig(training=FAST_ACQUISITION),
     uplift=UpliftConfig(
-        params=BoosterParams(
-            n_estimators=80, max_depth=3, learning_rate=0.1, min_child_weight=10.0, seed=7
+        params=replace(
+            UPLIFT_BOOSTER,
+            n_estimators=80,
+            max_depth=3,
+            learning_rate=0.1,
+            min_child_weight=10.0,
+            seed=7,
         ),
         tag_profile_k=8,
     ),

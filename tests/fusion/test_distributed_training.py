@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from fusion.engine import ClusterEngine
 from fusion.features import IN_BANK
+from fusion.jobs import ClusterEngine
 from fusion.models.acquisition import LABEL, population
 from fusion.models.classifier import fit_booster
 from fusion.models.design import TRAIN, VALID, DesignSpec, design_matrix, split_customers
@@ -37,7 +37,9 @@ _ACQUISITION = replace(
 COMPARED = TrainingConfig(
     acquisition=_ACQUISITION,
     rescue=replace(FAST.rescue, training=_ACQUISITION),
-    uplift=replace(FAST.uplift, params=replace(FAST.uplift.params, subsample=1.0, colsample=1.0)),
+    uplift=replace(
+        FAST.uplift, params=replace(FAST.uplift.params, subsample=1.0, colsample_bytree=1.0)
+    ),
 )
 
 

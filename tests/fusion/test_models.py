@@ -13,54 +13,15 @@ import xgboost as xgb
 from contracts.errors import ConfigError
 from fusion.features import IN_BANK
 from fusion.models import acquisition, campaign, classifier, design, rescue
-from fusion.models.acquisition import population
+from fusion.models.acquisition import ScorerTask, population
+from fusion.models.booster import BoosterConfig
 from fusion.models.campaign import campaign_data
-from fusion.models.classifier import BoostConfig, PruneConfig, ScoreModel, decile_edges
+from fusion.models.classifier import PruneConfig, ScoreModel, decile_edges
 from fusion.models.design import TEST, TRAIN, VALID, DesignSpec, TagProfile, split_customers
+from fusion.models.distributed import Rows
 from fusion.models.metrics import roc_auc
 from fusion.models.rescue import RescueConfig, train_rescue
 from tests.fusion.conftest import FAST_ACQUISITION, ModelWorld
-
-
-def test_public_surfaces():
-    assert design.__all__ == [
-        "TEST",
-        "TRAIN",
-        "VALID",
-        "DesignSpec",
-        "TagProfile",
-        "design_matrix",
-        "feature_labels",
-        "split_customers",
-    ]
-    assert classifier.__all__ == [
-        "BoostConfig",
-        "PruneConfig",
-        "PruneReport",
-        "ScoreModel",
-        "fit_booster",
-        "stable_features",
-    ]
-    assert acquisition.__all__ == [
-        "AcquisitionConfig",
-        "Evaluation",
-        "TrainedModel",
-        "evaluate",
-        "population",
-        "train_acquisition",
-        "train_scorer",
-    ]
-    assert rescue.__all__ == ["RescueConfig", "RescueResult", "train_rescue"]
-    assert campaign.__all__ == [
-        "CampaignData",
-        "UpliftConfig",
-        "UpliftResult",
-        "campaign_data",
-        "train_uplift",
-    ]
-
-
-# --- design -------------------------------------------------------------------------------------
 
 
 def test_split_is_a_pure_function_of_id_and_seed():
@@ -133,17 +94,17 @@ NAMES = ["signal", "second", "noise_a", "noise_b", "noise_c", "noise_d"]
 def test_early_stopping_keeps_the_best_round():
     x, y = _signal(3000, 1)
     xv, yv = _signal(1000, 2)
-    config = BoostConfig(eta=0.3, max_rounds=400, early_stopping_rounds=10)
-    booster = classifier.fit_booster(x, y, xv, yv, names=NAMES, config=config)
+    config = BoosterConfig(learning_rate=0.3, n_estimators=400, early_stopping_rounds=10)
+    booster = classifier.fit_booster(Rows(x, y), Rows(xv, yv), names=NAMES, config=config)
     assert 1 <= booster.num_boosted_rounds() < 400
     with pytest.raises(ConfigError, match="both outcomes"):
-        classifier.fit_booster(x, np.zeros(3000), xv, yv, names=NAMES, config=config)
+        classifier.fit_booster(Rows(x, np.zeros(3000)), Rows(xv, yv), names=NAMES, config=config)
 
 
 def test_stable_pruning_keeps_signal_and_drops_noise():
     x, y = _signal(4000, 3)
     report = classifier.stable_features(
-        x, y, names=NAMES, config=BoostConfig(), prune=PruneConfig(min_share=0.05)
+        x, y, names=NAMES, config=BoosterConfig(), prune=PruneConfig(min_share=0.05)
     )
     assert {"signal", "second"} <= set(report.kept)
     assert set(report.dropped) == set(NAMES) - set(report.kept) and report.dropped
@@ -156,7 +117,9 @@ def test_stable_pruning_keeps_signal_and_drops_noise():
 def test_reason_codes_are_the_largest_positive_shap_values():
     x, y = _signal(3000, 4)
     xv, yv = _signal(1000, 5)
-    booster = classifier.fit_booster(x, y, xv, yv, names=NAMES, config=BoostConfig(eta=0.2))
+    booster = classifier.fit_booster(
+        Rows(x, y), Rows(xv, yv), names=NAMES, config=BoosterConfig(learning_rate=0.2)
+    )
     labels = {"signal": "signal strength", "second": "second signal"}
     model = ScoreModel(
         "m", booster, DesignSpec(tuple(NAMES)), labels, decile_edges(np.arange(10.0))
@@ -218,22 +181,9 @@ def test_training_is_deterministic_for_a_seed(model_world: ModelWorld):
     config = dataclasses.replace(FAST_ACQUISITION, prune=None)
     rows = population(features)
     label = features.table["opened_mb"].fill_null(0).to_numpy()
-    first = acquisition.train_scorer(
-        features,
-        name="a",
-        columns=features.feature_columns(),
-        rows=rows,
-        label=label,
-        config=config,
-    )
-    second = acquisition.train_scorer(
-        features,
-        name="a",
-        columns=features.feature_columns(),
-        rows=rows,
-        label=label,
-        config=config,
-    )
+    task = ScorerTask(name="a", columns=tuple(features.feature_columns()), rows=rows, label=label)
+    first = acquisition.train_scorer(features, task, config=config)
+    second = acquisition.train_scorer(features, task, config=config)
     np.testing.assert_array_equal(first.test_score, second.test_score)
 
 

@@ -19,22 +19,25 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import ConfigError, EvaluationCapError, OprfError
-from contracts.schemas import VENDOR_OPRF_BATCH
+from contracts.schemas import VENDOR_OPRF_BATCH, MatchMode
 from contracts.taxonomy import load_taxonomy
 from fusion.features import build_features
 from fusion.ingest import Inbox, ingest_file
+from fusion.jobs import ClusterEngine, Engine
 from fusion.match import load_extract, match
 from fusion.oprf_psi import finish_match, request_match
 from fusion.store import Store
 from labs.world import WorldConfig, WorldFiles, generate_world
-from matcher.envelope import Manifest, seal
+from matcher.envelope import seal
 from matcher.identity import normalize_phones
-from matcher.keyed_hash import keyed_hash
+from matcher.keyed_hash import hmac_digest, keyed_hash
 from matcher.keyring import init_local_pair
+from matcher.manifest import BatchKeys, Manifest
 from matcher.oprf import evaluate
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile, answer_request
 from matcher.oprf_match import NONCE_BYTES, derive_row_keys
 from matcher.pack import build_oprf_batch, pack_users
+from matcher.psi import customer_phones
 
 SNAPSHOT = date(2026, 9, 30)
 DATA_TIME = datetime(2026, 9, 30, 6, tzinfo=UTC)
@@ -61,7 +64,7 @@ class Parties:
     def store(self) -> Store:
         return Store.open(self.root / "bank" / "fusion.duckdb", key=self.bank.store_key())
 
-    def send(self, users: Path, *, mode: str, name: str, when: datetime = DATA_TIME) -> str:
+    def send(self, users: Path, *, mode: MatchMode, name: str, when: datetime = DATA_TIME) -> str:
         sealed = self.inbox.inbox / name
         packed = pack_users(users, sealed, keyring=self.vendor, now=when, mode=mode)
         with self.store() as store:
@@ -75,17 +78,20 @@ class Parties:
         batch.write_parquet(payload)
         signing_kid, signer = self.vendor.current_signer()
         recipient_kid, recipient = self.vendor.current_recipient_public()
-        manifest = Manifest.new(
-            batch_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"test-oprf-batch/{name}")),
+        keys = BatchKeys(
             vendor_id="vendor-a",
             signing_kid=signing_kid,
             recipient_kid=recipient_kid,
             salt_epoch=self.vendor.current_oprf_epoch(),
+        )
+        manifest = Manifest.new(
+            batch_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"test-oprf-batch/{name}")),
+            keys=keys,
             created_at=DATA_TIME,
             rows=batch.height,
             taxonomy_version=load_taxonomy().version,
             contract=VENDOR_OPRF_BATCH.contract,
-            mode="oprf",
+            mode=MatchMode.OPRF,
         )
         seal(payload, sealed, manifest=manifest, recipient=recipient, signer=signer)
         with self.store() as store:
@@ -93,7 +99,12 @@ class Parties:
         return manifest.batch_id, outcome.status
 
     def exchange(
-        self, extract: pl.DataFrame, *, declared: int | None = None, epoch: str | None = None
+        self,
+        extract: pl.DataFrame,
+        *,
+        declared: int | None = None,
+        epoch: str | None = None,
+        engine: Engine | None = None,
     ) -> tuple[ElementFile, ElementFile]:
         """Run request -> files on disk -> vendor answer; return (request, answer) as read."""
         with self.store() as store:
@@ -103,6 +114,8 @@ class Parties:
                 epoch_id=epoch or self.vendor.current_oprf_epoch(),
                 snapshot_date=SNAPSHOT,
                 now=NOW,
+                engine=engine,
+                job_dir=None if engine is None else self.root / "jobs",
             )
         request.write(self.root / "request.oprf")
         sent = ElementFile.read(self.root / "request.oprf", kind=REQUEST)
@@ -136,8 +149,8 @@ def test_the_oprf_match_is_the_true_intersection_with_the_salted_runs_tags(
     salt = parties.bank.current_salt().epoch_id
     oprf = parties.vendor.current_oprf_epoch()
 
-    parties.send(world.vendor_users, mode="salted", name="salted.sealed")
-    batch = parties.send(world.vendor_users, mode="oprf", name="oprf.sealed")
+    parties.send(world.vendor_users, mode=MatchMode.SALTED, name="salted.sealed")
+    batch = parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed")
     with parties.store() as store:
         load_extract(
             store, extract, epoch=parties.bank.current_salt(), snapshot_date=SNAPSHOT, now=NOW
@@ -193,7 +206,7 @@ def test_the_bank_cannot_open_a_row_of_a_user_it_never_had_evaluated(
     parties = Parties(tmp_path)
     extract = pl.read_parquet(world.customers)
     users = pl.read_parquet(world.vendor_users)
-    parties.send(world.vendor_users, mode="oprf", name="oprf.sealed")
+    parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed")
     with parties.store() as store:
         sealed = store.execute("SELECT label, sealed FROM vendor_oprf_rows").pl()
     _, answer = parties.exchange(extract)
@@ -270,7 +283,7 @@ def test_answers_are_used_once_for_the_extract_they_were_made_from(
         # No batch yet: refused before anything is written, and the request stays pending.
         with pytest.raises(ConfigError, match="same answer"):
             finish_match(store, extract, answer, now=NOW)
-    parties.send(world.vendor_users, mode="oprf", name="oprf.sealed")
+    parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed")
     with parties.store() as store:
         # Another extract (one phone changed) is refused: the answer is for the other phones.
         other = extract.with_columns(
@@ -297,6 +310,59 @@ def test_answers_are_used_once_for_the_extract_they_were_made_from(
         stranger = ElementFile(ANSWER, "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b", answer.epoch_id, ())
         with pytest.raises(OprfError, match="no OPRF request"):
             finish_match(store, extract, stranger, now=NOW)
+
+
+def _oprf_run(
+    parties: Parties, world: WorldFiles, engine: Engine | None
+) -> tuple[int, int, int, pl.DataFrame]:
+    """Return (matched, opened, dropped, matched customers' vendor lists) of one OPRF match."""
+    extract = pl.read_parquet(world.customers)
+    parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed")
+    _, answer = parties.exchange(extract, engine=engine)
+    with parties.store() as store:
+        done = finish_match(
+            store,
+            extract,
+            answer,
+            now=NOW,
+            engine=engine,
+            job_dir=None if engine is None else parties.root / "jobs",
+        )
+        lists = _vendor_lists(store, answer.epoch_id)
+    return done.run.matched, done.opened, done.dropped, lists
+
+
+def test_blinding_and_finalising_on_a_cluster_give_the_same_matches(
+    world: WorldFiles, tmp_path: Path, cluster: ClusterEngine
+):
+    in_process = _oprf_run(Parties(tmp_path / "in-process"), world, None)
+    on_cluster = _oprf_run(Parties(tmp_path / "cluster"), world, cluster)
+    truth = set(pl.read_parquet(world.intersection)["customer_id"].to_list())
+    assert in_process[:3] == on_cluster[:3] and in_process[0] == len(truth)
+    assert set(on_cluster[3]["customer_id"].to_list()) == truth
+    assert on_cluster[3].equals(in_process[3])
+    # The job files (blinded elements, labels, the chunks of phones) are gone with the jobs.
+    assert not any((tmp_path / "cluster" / "jobs").rglob("*.parquet"))
+
+
+def test_an_answer_to_a_request_blinded_the_old_way_is_refused(world: WorldFiles, tmp_path: Path):
+    parties = Parties(tmp_path)
+    extract = pl.read_parquet(world.customers)
+    _, answer = parties.exchange(extract)
+    found = customer_phones(extract["customer_id"], extract["phone"])
+    ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
+    lines = "\n".join(f"{c}:{p}" for c, p in zip(ok["customer_id"], ok["phone"], strict=True))
+    with parties.store() as store:
+        (seed,) = store.execute(
+            "SELECT blind_seed FROM oprf_requests WHERE request_id = ?", [answer.request_id]
+        ).fetchone()
+        # What an earlier version stored: the inputs MAC without the blinding's label.
+        store.execute(
+            "UPDATE oprf_requests SET inputs_mac = ? WHERE request_id = ?",
+            [hmac_digest(bytes(seed), lines.encode()), answer.request_id],
+        )
+        with pytest.raises(ConfigError, match="drew its blinds another way"):
+            finish_match(store, extract, answer, now=NOW)
 
 
 def test_a_batch_whose_matched_rows_do_not_open_or_break_the_contract_is_quarantined(

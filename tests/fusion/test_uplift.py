@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -13,36 +12,20 @@ import pytest
 
 from contracts.errors import ConfigError
 from fusion.models import uplift
-from fusion.models.metrics import qini_auc_score, two_proportion_diff
-from fusion.models.uplift import (
-    BoosterParams,
-    ClassTransformation,
-    TLearner,
-    UpliftModel,
-    XLearner,
-    budgeted_targeting,
-    uplift_correlation,
-)
+from fusion.models.booster import UPLIFT_BOOSTER
+from fusion.models.metrics import qini_auc_score
+from fusion.models.targeting import Budget, budgeted_targeting, uplift_correlation
+from fusion.models.uplift import ClassTransformation, TLearner, XLearner
 
 LEARNERS = [TLearner, XLearner, ClassTransformation]
-FAST = BoosterParams(
-    n_estimators=50, max_depth=3, learning_rate=0.1, early_stopping_rounds=None, n_jobs=1
+FAST = replace(
+    UPLIFT_BOOSTER,
+    n_estimators=50,
+    max_depth=3,
+    learning_rate=0.1,
+    early_stopping_rounds=None,
+    n_jobs=1,
 )
-
-
-def test_exports():
-    assert uplift.__all__ == [
-        "LEARNERS",
-        "BoosterParams",
-        "ClassTransformation",
-        "TLearner",
-        "TargetingResult",
-        "UpliftModel",
-        "XLearner",
-        "budgeted_targeting",
-        "load_uplift_model",
-        "uplift_correlation",
-    ]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -106,6 +89,19 @@ def test_state_round_trip_predicts_identically(learner, trial, holdout):
         uplift.load_uplift_model({**metadata, "learner": "SLearner"}, boosters)
 
 
+def test_a_model_saved_with_the_old_setting_names_still_loads(trial):
+    x, y, t, _ = trial
+    model = TLearner(params=FAST).fit(x, y, t)
+    metadata, boosters = model.to_state()
+    saved = dict(metadata["params"])
+    # What an older version wrote: colsample for colsample_bytree, None for every core.
+    saved["colsample"] = saved.pop("colsample_bytree")
+    saved["n_jobs"] = None
+    again = uplift.load_uplift_model({**metadata, "params": saved}, boosters)
+    assert again.params == replace(FAST, n_jobs=0)
+    np.testing.assert_array_equal(again.predict(x), model.predict(x))
+
+
 def test_uplift_targeting_beats_response_targeting(trial, holdout):
     x, y, t, _ = trial
     x_new, y_new, t_new, truth = holdout
@@ -113,9 +109,7 @@ def test_uplift_targeting_beats_response_targeting(trial, holdout):
     _, p_treated = model.predict_arms(x_new)
     results = budgeted_targeting(
         {"uplift": model.predict(x_new), "response": p_treated},
-        contacts=600,  # 30% of the base
-        cost_per_contact=1.0,
-        value_per_conversion=10.0,
+        budget=Budget(contacts=600, cost_per_contact=1.0, value_per_conversion=10.0),  # 30%
         true_uplift=truth,
         y=y_new,
         treatment=t_new,
@@ -283,7 +277,9 @@ def test_fit_refuses_duplicate_pandas_columns():
 @pytest.mark.parametrize("learner", LEARNERS)
 def test_same_seed_gives_identical_predictions(learner, trial):
     x, y, t, _ = trial
-    params = BoosterParams(n_estimators=30, subsample=0.7, colsample=0.6, seed=11, n_jobs=2)
+    params = replace(
+        UPLIFT_BOOSTER, n_estimators=30, subsample=0.7, colsample_bytree=0.6, seed=11, n_jobs=2
+    )
     first = learner(params=params).fit(x, y, t).predict(x)
     again = learner(params=params).fit(x, y, t).predict(x)
     other = learner(params=replace(params, seed=12))
@@ -293,167 +289,11 @@ def test_same_seed_gives_identical_predictions(learner, trial):
 
 def test_early_stopping_keeps_the_best_round_and_is_off_for_tiny_data(trial):
     x, y, t, _ = trial
-    eager = BoosterParams(n_estimators=400, learning_rate=0.5, early_stopping_rounds=5, n_jobs=1)
+    eager = replace(
+        UPLIFT_BOOSTER, n_estimators=400, learning_rate=0.5, early_stopping_rounds=5, n_jobs=1
+    )
     stopped = XLearner(params=eager).fit(x, y, t)
     assert set(stopped.rounds) == {"mu0", "mu1", "tau0", "tau1"}
     assert all(1 <= r < 400 for r in stopped.rounds.values())
     tiny = XLearner(params=eager).fit(x[:300], y[:300], t[:300])
     assert all(r == 400 for r in tiny.rounds.values())
-
-
-@pytest.mark.parametrize(
-    ("setting", "value"),
-    [
-        ("n_estimators", 0),
-        ("n_estimators", 2.5),
-        ("max_depth", 0),
-        ("learning_rate", 0.0),
-        ("subsample", 1.5),
-        ("colsample", 0.0),
-        ("reg_lambda", -1.0),
-        ("min_child_weight", -1.0),
-        ("early_stopping_rounds", 0),
-        ("validation_fraction", 0.9),
-        ("seed", -1),
-        ("n_jobs", 0),
-        ("n_jobs", True),
-    ],
-)
-def test_booster_params_refuse_bad_values(setting, value):
-    with pytest.raises(ConfigError, match=f"BoosterParams.{setting} must be") as caught:
-        BoosterParams(**{setting: value})
-    assert caught.value.setting == setting
-
-
-def test_booster_params_are_frozen_and_keyword_only():
-    params = BoosterParams()
-    with pytest.raises(AttributeError):
-        params.seed = 3  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        BoosterParams(100)  # type: ignore[call-arg]
-    assert isinstance(TLearner().params, BoosterParams)
-    assert issubclass(TLearner, UpliftModel)
-
-
-# --- budgeted targeting -------------------------------------------------------------------------
-
-TRUE_UPLIFT = [0.5, 0.0, 0.3, 0.1, 0.0, 0.2, 0.0, 0.4, 0.0, 0.1]
-UPLIFT_SCORE = [0.45, 0.05, 0.25, 0.1, 0.0, 0.15, 0.02, 0.35, 0.01, 0.12]
-RESPONSE_SCORE = [0.1, 0.9, 0.2, 0.3, 0.8, 0.7, 0.4, 0.1, 0.6, 0.5]
-
-
-def test_budgeted_targeting_by_hand_from_the_truth():
-    results = budgeted_targeting(
-        {"uplift": UPLIFT_SCORE, "response": RESPONSE_SCORE},
-        contacts=3,
-        cost_per_contact=2.0,
-        value_per_conversion=10.0,
-        true_uplift=TRUE_UPLIFT,
-        baseline="response",
-    )
-    assert list(results) == ["uplift", "response"]
-    up, resp = results["uplift"], results["response"]
-    np.testing.assert_array_equal(up.chosen, [0, 2, 7])  # true uplift 0.5 + 0.3 + 0.4
-    np.testing.assert_array_equal(resp.chosen, [1, 4, 5])  # 0.0 + 0.0 + 0.2
-    assert up.incremental_conversions == pytest.approx(1.2)
-    assert resp.incremental_conversions == pytest.approx(0.2)
-    assert (up.cost, resp.cost) == (6.0, 6.0)
-    assert up.value == pytest.approx(12.0) and resp.value == pytest.approx(2.0)
-    assert up.net_value == pytest.approx(6.0) and resp.net_value == pytest.approx(-4.0)
-    assert up.roi == pytest.approx(1.0) and resp.roi == pytest.approx(-4.0 / 6.0)
-    assert up.ratio == pytest.approx(6.0) and resp.ratio == 1.0
-    assert up.true_incremental == up.incremental_conversions
-    assert up.estimated_incremental is None and up.estimated_ci is None
-
-
-def test_budgeted_targeting_by_hand_from_an_ab_test():
-    score = [8, 7, 6, 5, 4, 3, 2, 1]
-    treatment = [1, 0, 1, 0, 1, 0, 1, 0]
-    y = [1, 0, 1, 1, 0, 0, 0, 1]
-    (result,) = budgeted_targeting(
-        {"model": score},
-        contacts=4,
-        cost_per_contact=0.0,
-        value_per_conversion=5.0,
-        y=y,
-        treatment=treatment,
-    ).values()
-    # top 4 = rows 0-3: treated 2/2 responded, control 1/2, so 0.5 x 4 = 2 extra conversions
-    diff = two_proportion_diff(2, 2, 1, 2)
-    assert result.estimated_incremental == pytest.approx(2.0)
-    assert result.incremental_conversions == pytest.approx(2.0)
-    assert result.estimated_ci == pytest.approx((4 * diff.ci_low, 4 * diff.ci_high))
-    assert result.true_incremental is None and result.ratio is None
-    assert result.value == pytest.approx(10.0) and result.cost == 0.0
-    assert math.isnan(result.roi)  # free contacts have no return on cost
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_budgeted_targeting_breaks_ties_as_uplift_at_k(seed: int):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(5, 200))
-    score = rng.integers(0, 4, n).astype(float)  # few values, many ties
-    k = int(rng.integers(1, n + 1))
-    (result,) = budgeted_targeting(
-        {"s": score}, contacts=k, cost_per_contact=1.0, value_per_conversion=1.0, true_uplift=score
-    ).values()
-    expected = np.sort(np.argsort(score, kind="stable")[::-1][:k])
-    np.testing.assert_array_equal(result.chosen, expected)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"contacts": 11}, "contacts must be an int between 1 and the 10 customers"),
-        ({"contacts": 0}, "contacts must be an int between 1"),
-        ({"contacts": 0.3}, "contacts must be an int between 1"),
-        ({"baseline": "random"}, "baseline 'random' is not a strategy"),
-        ({"cost_per_contact": -1.0}, "cost_per_contact must be finite and >= 0"),
-        ({"true_uplift": None}, "pass true_uplift .* or y and treatment"),
-        ({"y": [0, 1] * 5}, "pass y and treatment together"),
-        ({"true_uplift": TRUE_UPLIFT[:9]}, "true_uplift has 9 values but the scores has 10"),
-        ({"scores": {"a": UPLIFT_SCORE, "b": [1.0, 2.0]}}, r"scores\['b'\] has 2 values"),
-        ({"scores": {"a": [math.nan] * 10}}, "NaN or infinite"),
-        ({"scores": {}}, "scores is empty"),
-        (
-            {"y": [1, 0] * 5, "treatment": [1] * 9 + [0]},
-            "chose 3 treated and 0 control customers",
-        ),
-    ],
-)
-def test_budgeted_targeting_refuses_bad_arguments(kwargs, message):
-    arguments = {
-        "scores": {"uplift": UPLIFT_SCORE},
-        "contacts": 3,
-        "cost_per_contact": 1.0,
-        "value_per_conversion": 10.0,
-        "true_uplift": TRUE_UPLIFT,
-    } | kwargs
-    scores = arguments.pop("scores")
-    with pytest.raises(ConfigError, match=message):
-        budgeted_targeting(scores, **arguments)
-
-
-# --- correlation --------------------------------------------------------------------------------
-
-
-def test_uplift_correlation_pearson_and_spearman():
-    truth = np.linspace(-0.2, 0.5, 50)
-    assert uplift_correlation(2 * truth + 1, truth) == pytest.approx(1.0)
-    assert uplift_correlation(-truth, truth) == pytest.approx(-1.0)
-    cubed = truth**3
-    assert uplift_correlation(cubed, truth) < 1.0 - 1e-3
-    assert uplift_correlation(cubed, truth, method="spearman") == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(
-    ("predicted", "true", "message"),
-    [
-        ([0.1, 0.1, 0.1], [0.1, 0.2, 0.3], "predicted is constant"),
-        ([0.1, 0.2], [0.1, 0.2, 0.3], "true has 3 values but predicted has 2"),
-        ([0.1, math.inf], [0.1, 0.2], "predicted has NaN or infinite"),
-    ],
-)
-def test_uplift_correlation_refuses_what_it_cannot_measure(predicted, true, message):
-    with pytest.raises(ConfigError, match=message):
-        uplift_correlation(predicted, true)

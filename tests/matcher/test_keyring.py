@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import matcher.keyring
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import INDEX_NAME, Keyring
@@ -48,16 +47,6 @@ def _forms(secret: bytes) -> list[bytes]:
         secret.hex().upper().encode(),
         base64.b64encode(secret),
         base64.urlsafe_b64encode(secret).rstrip(b"="),
-    ]
-
-
-def test_public_surface():
-    assert matcher.keyring.__all__ == [
-        "INDEX_NAME",
-        "Keyring",
-        "OprfBudgetFile",
-        "init_local_pair",
-        "pair_locally",
     ]
 
 

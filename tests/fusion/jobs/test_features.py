@@ -8,7 +8,6 @@ the module. Every bucketed result is checked against the single-process one it r
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,46 +17,22 @@ import scipy.sparse as sp
 from polars.testing import assert_frame_equal
 
 from contracts.errors import ConfigError, StoreLockedError
-from fusion.engine import (
-    ClusterEngine,
-    Engine,
-    FeatureBuckets,
-    InProcessEngine,
-    build_feature_buckets,
-    score_features,
-)
-from fusion.features import CustomerBucket, FeatureSet, build_features, snapshot_manifest
-from fusion.registry import Registry
+from fusion.features import CustomerBucket, build_features, snapshot_manifest
+from fusion.jobs.features import FeatureBuckets, build_feature_buckets
+from fusion.jobs.runner import ClusterEngine, Engine, InProcessEngine
+from fusion.jobs.scoring import score_features
 from fusion.scoring import score_base
 from fusion.store import Store
-from matcher.keyring import Keyring
-from tests.factories import world_features
-from tests.fusion.test_engine import SpecRecorder, _recorded, _train
+from tests.support.cluster import SpecRecorder, recorded_specs
+from tests.support.job_worlds import BucketWorld, bucket_world
 
 BUCKETS = 3
-
-
-@dataclass(frozen=True)
-class BucketWorld:
-    features: FeatureSet  # build_features of the whole snapshot
-    store: Path
-    key: str
-    registry: Registry
 
 
 @pytest.fixture(scope="module")
 def bw(tmp_path_factory: pytest.TempPathFactory) -> BucketWorld:
     """A 1,200-customer world: its store, the store key, the whole build and a model."""
-    root = tmp_path_factory.mktemp("bucket-world")
-    features, _ = world_features(root, customers=1_200, seed=11)
-    registry = Registry(root / "models")
-    _train(features, registry)
-    return BucketWorld(
-        features=features,
-        store=root / "bank" / "fusion.duckdb",
-        key=Keyring.open(root / "bank-keys").store_key(),
-        registry=registry,
-    )
+    return bucket_world(tmp_path_factory.mktemp("bucket-world"))
 
 
 def _build(engine: Engine, bw: BucketWorld, out: Path) -> FeatureBuckets:
@@ -144,7 +119,7 @@ def test_the_store_key_never_enters_the_task_graph(
     try:
         buckets = _build(cluster, bw, tmp_path / "features")
         score_features(cluster, buckets, bw.registry, "acquisition", tmp_path / "scores")
-        specs = client.run_on_scheduler(_recorded)
+        specs = client.run_on_scheduler(recorded_specs)
     finally:
         client.unregister_scheduler_plugin("spec-recorder")
     for task in (b"_snapshot_manifest", b"_build_bucket"):

@@ -1,9 +1,9 @@
-"""The OPRF jobs: the same elements and labels in this process and on a LocalCluster.
+"""The bank's OPRF jobs: the same elements and labels in this process and on a LocalCluster.
 
-5,000 phone numbers in chunks of 1,024 rows (5 tasks a stage) and one LocalCluster (2 worker
-processes, TLS) for the module. Every job is checked against the single-process functions of
+5,000 phone numbers in chunks of 1,024 rows (5 tasks a stage) and the package's LocalCluster (2
+worker processes, TLS). Every job is checked against the single-process functions of
 `matcher.oprf` / `matcher.oprf_match` it is built from, and the labels against what the vendor
-computes directly with its key.
+computes directly with its key. The vendor's answer is `blind_evaluate` in this process.
 """
 
 from __future__ import annotations
@@ -20,25 +20,24 @@ import pytest
 from rich.console import Console
 
 from contracts.errors import ConfigError, IdentifierError, OprfError
-from fusion import engine as engine_module
-from fusion.engine import (
-    BLIND_BLOCK_ROWS,
-    ClusterEngine,
-    Engine,
-    InProcessEngine,
-    block_seed,
-    oprf_blind,
-    oprf_evaluate,
-    oprf_finalize,
-    oprf_row_keys,
-    replay_blinds,
-)
+from fusion.jobs.oprf import oprf_blind, oprf_finalize, oprf_row_keys
+from fusion.jobs.partitions import Parts
+from fusion.jobs.runner import ClusterEngine, Engine, InProcessEngine
 from matcher.oprf import OprfServerKey, blind_evaluate, blind_with, evaluate
-from matcher.oprf_match import derive_row_keys, request, seeded_rng, unblind_labels
-from tests.fusion.test_engine import KillOnce, SpecRecorder, _recorded
+from matcher.oprf_match import (
+    BLIND_BLOCK_ROWS,
+    block_seed,
+    derive_row_keys,
+    replay_blinds,
+    request,
+    seeded_rng,
+    unblind_labels,
+)
+from tests.support.cluster import KillOnce, SpecRecorder, recorded_specs
 
 INPUTS = 5_000
 CHUNK_ROWS = BLIND_BLOCK_ROWS  # 5 chunks, the last one partial
+_EVALUATED = {"evaluated": pl.Binary}
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,19 @@ def _frame(ow: OprfWorld) -> pl.DataFrame:
     return pl.DataFrame({"input": ow.inputs}, schema={"input": pl.Binary})
 
 
-def _column(parts: engine_module.Parts, name: str) -> list[bytes]:
+def _column(parts: Parts, name: str) -> list[bytes]:
     return parts.read()[name].to_list()
+
+
+def _answer_parts(evaluated: list[bytes], folder: Path, *, rows: int) -> Parts:
+    """Return the vendor's answer written as Parquet files of `rows` elements each."""
+    folder.mkdir(parents=True)
+    files = []
+    for index, start in enumerate(range(0, len(evaluated), rows)):
+        files.append(str(folder / f"part-{index:05d}.parquet"))
+        part = pl.DataFrame({"evaluated": evaluated[start : start + rows]}, schema=_EVALUATED)
+        part.write_parquet(files[-1])
+    return Parts(tuple(files), len(evaluated), pl.Schema(_EVALUATED))
 
 
 # -- blinds from one seed -----------------------------------------------------------------------
@@ -104,9 +114,9 @@ def test_each_step_equals_the_single_process_step(engine: Engine, ow: OprfWorld,
     assert len(blinded.files) == 5 and blinded.rows == INPUTS
     assert _column(blinded, "blinded") == ow.blinded
 
-    evaluated = oprf_evaluate(engine, blinded, ow.key, tmp_path / "evaluated", chunk_rows=1_500)
+    # The answer in files of another size than the chunks: finalising follows row positions.
+    evaluated = _answer_parts(ow.evaluated, tmp_path / "evaluated", rows=1_500)
     assert len(evaluated.files) == 4 and evaluated.rows == INPUTS
-    assert _column(evaluated, "evaluated") == ow.evaluated
 
     labels = oprf_finalize(
         engine, _frame(ow), evaluated, ow.seed, tmp_path / "labels", chunk_rows=CHUNK_ROWS
@@ -115,7 +125,7 @@ def test_each_step_equals_the_single_process_step(engine: Engine, ow: OprfWorld,
     assert _column(labels, "label") == ow.labels
     state = replay_blinds(ow.inputs, ow.seed)
     assert _column(labels, "label") == unblind_labels(state, ow.evaluated)[0]
-    for step in ("blinded", "evaluated", "labels"):
+    for step in ("blinded", "labels"):
         assert not (tmp_path / step / "_work").exists()
         assert sorted(p.name for p in (tmp_path / step).iterdir()) == [
             f"part-{i:05d}.parquet" for i in range(len(list((tmp_path / step).iterdir())))
@@ -160,9 +170,10 @@ def test_empty_inputs_give_one_empty_part(ow: OprfWorld, tmp_path: Path):
     empty = pl.DataFrame(schema={"input": pl.Binary})
     engine = InProcessEngine()
     blinded = oprf_blind(engine, empty, ow.seed, tmp_path / "b")
-    evaluated = oprf_evaluate(engine, blinded, ow.key, tmp_path / "e")
+    evaluated = pl.DataFrame(schema=_EVALUATED)
     labels = oprf_finalize(engine, empty, evaluated, ow.seed, tmp_path / "l")
-    assert (blinded.rows, evaluated.rows, labels.rows) == (0, 0, 0)
+    assert (blinded.rows, evaluated.height, labels.rows) == (0, 0, 0)
+    assert blinded.read()["blinded"].to_list() == []
     assert labels.read()["label"].to_list() == []
 
 
@@ -185,11 +196,6 @@ def test_an_invalid_element_names_its_row_on_both_engines(
         )
     assert (caught.value.item, caught.value.index) == ("evaluated element", 3_000)
     assert not (tmp_path / "l" / "_work").exists()
-    sent = list(ow.blinded)
-    sent[1_030] = b"\xff" * 32
-    with pytest.raises(OprfError, match="row 1030") as caught:
-        oprf_evaluate(engine, pl.DataFrame({"blinded": sent}), ow.key, tmp_path / "e")
-    assert caught.value.index == 1_030
 
 
 def test_an_answer_of_another_length_is_refused(ow: OprfWorld, tmp_path: Path):
@@ -225,24 +231,25 @@ def test_settings_and_inputs_are_checked(ow: OprfWorld, tmp_path: Path):
 # -- secrets and failure on the cluster ----------------------------------------------------------
 
 
-def test_the_seed_the_blinds_and_the_key_never_enter_the_task_graph(
+def test_the_seed_and_the_blinds_never_enter_the_task_graph(
     cluster: ClusterEngine, ow: OprfWorld, tmp_path: Path
 ):
     client = cluster.client
     client.register_plugin(SpecRecorder(), name="spec-recorder")
     try:
         blinded = oprf_blind(cluster, _frame(ow), ow.seed, tmp_path / "b", chunk_rows=CHUNK_ROWS)
-        evaluated = oprf_evaluate(cluster, blinded, ow.key, tmp_path / "e", chunk_rows=CHUNK_ROWS)
+        assert _column(blinded, "blinded") == ow.blinded
+        evaluated = pl.DataFrame({"evaluated": ow.evaluated}, schema=_EVALUATED)
         oprf_finalize(
             cluster, _frame(ow), evaluated, ow.seed, tmp_path / "l", chunk_rows=CHUNK_ROWS
         )
-        specs = client.run_on_scheduler(_recorded)
+        specs = client.run_on_scheduler(recorded_specs)
     finally:
         client.unregister_scheduler_plugin("spec-recorder")
-    for task in (b"_blind_chunk", b"_evaluate_chunk", b"_finalize_chunk"):
+    for task in (b"_blind_chunk", b"_finalize_chunk"):
         assert sum(task in spec and b"bankfusion-secret-" in spec for spec in specs) >= 5
     blinds = replay_blinds(ow.inputs, ow.seed).blinds
-    secret = [ow.seed, ow.key.scalar, *(block_seed(ow.seed, b) for b in range(5)), *blinds[::97]]
+    secret = [ow.seed, *(block_seed(ow.seed, b) for b in range(5)), *blinds[::97]]
     forms = [form for value in secret for form in (value, value.hex().encode())]
     assert not [spec for spec in specs for form in forms if form in spec]
 
@@ -277,9 +284,9 @@ def test_each_oprf_stage_draws_its_progress_bar(ow: OprfWorld, tmp_path: Path):
     out = io.StringIO()
     engine = InProcessEngine(console=Console(file=out, width=100, force_terminal=False))
     inputs = _frame(ow).head(2_000)
-    blinded = oprf_blind(engine, inputs, ow.seed, tmp_path / "b", chunk_rows=CHUNK_ROWS)
-    evaluated = oprf_evaluate(engine, blinded, ow.key, tmp_path / "e", chunk_rows=CHUNK_ROWS)
+    oprf_blind(engine, inputs, ow.seed, tmp_path / "b", chunk_rows=CHUNK_ROWS)
+    evaluated = pl.DataFrame({"evaluated": ow.evaluated[:2_000]}, schema=_EVALUATED)
     oprf_finalize(engine, inputs, evaluated, ow.seed, tmp_path / "l", chunk_rows=CHUNK_ROWS)
     text = out.getvalue()
-    assert all(f"{stage}" in text for stage in ("oprf-blind", "oprf-evaluate", "oprf-finalize"))
+    assert all(f"{stage}" in text for stage in ("oprf-blind", "oprf-finalize"))
     assert "2/2" in text
