@@ -29,16 +29,16 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
-from api.service import AuditRecord, Service, utc_now
+from api.audit import AuditRecord
+from api.routes import batches, health, lists, outcomes, query, scores, tokens
+from api.service import Service, utc_now
+from api.settings import ApiSettings
 from contracts.errors import (
     ConfigError,
     FusionError,
@@ -47,75 +47,16 @@ from contracts.errors import (
     QueryTimeout,
     StoreError,
 )
-from fusion.query import QueryLimits
 
-__all__ = ["ApiSettings", "create_app", "serve"]
+__all__ = ["create_app", "serve"]
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 # Metrics and audit key on the method: one a client makes up counts as OTHER, so it cannot
 # grow a new series per request.
 _METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
-@dataclass(frozen=True, kw_only=True)
-class ApiSettings:
-    """Validated service settings; built by `fusion serve` or tests, never read from globals."""
-
-    run: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    allow_non_loopback: bool = False
-    max_upload_bytes: int = 4 << 30  # a sealed batch; larger uploads get 413
-    max_body_bytes: int = 1 << 20  # any other request body; larger ones get 413 unparsed
-    max_score_ids: int = MAX_SCORE_IDS  # customers per POST /v1/scores
-    max_outcomes: int = MAX_OUTCOMES  # outcome rows per POST /v1/outcomes
-    max_concurrent_queries: int = 4  # analyst queries running at once; more get 429
-    max_pending_uploads: int = 16  # per vendor, streaming in or waiting for ingest; more get 429
-    query_limits: QueryLimits = field(default_factory=QueryLimits)
-    audit_queue_limit: int = 10_000  # audit records waiting to be written; at it, 503
-    audit_outage_seconds: float = 5.0  # audit writes failing this long: 503 until one succeeds
-
-    def __post_init__(self) -> None:
-        if self.host not in _LOOPBACK and not self.allow_non_loopback:
-            raise ConfigError(
-                f"host {self.host!r} is not loopback; put the service behind the bank's "
-                "gateway and pass allow_non_loopback=True (--public) deliberately",
-                setting="host",
-            )
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be 1..65535, got {self.port}", setting="port")
-        for name in (
-            "max_upload_bytes",
-            "max_body_bytes",
-            "max_score_ids",
-            "max_outcomes",
-            "max_pending_uploads",
-            "audit_queue_limit",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1", setting=name)
-        for name, bound in (("max_score_ids", MAX_SCORE_IDS), ("max_outcomes", MAX_OUTCOMES)):
-            if getattr(self, name) > bound:
-                raise ConfigError(
-                    f"{name} may be at most {bound:,} (the request schema's bound); got "
-                    f"{getattr(self, name):,}",
-                    setting=name,
-                )
-        if not self.audit_outage_seconds > 0:
-            raise ConfigError(
-                f"audit_outage_seconds must be > 0, got {self.audit_outage_seconds}",
-                setting="audit_outage_seconds",
-            )
-        if self.max_concurrent_queries < 0:
-            raise ConfigError(
-                "max_concurrent_queries must be >= 0 (0 turns analyst queries off)",
-                setting="max_concurrent_queries",
-            )
-
-
 def create_app(settings: ApiSettings) -> FastAPI:
     """Return the FastAPI app serving the run folder in `settings`."""
-    from api.routes import batches, health, lists, outcomes, query, scores, tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,7 +139,7 @@ class _AuditMiddleware:
         admitted = (
             service is None
             or (scope["method"], scope["path"]) == ("GET", "/healthz")
-            or service.audit_open()
+            or service.audit.is_open()
         )
 
         async def capture(message: Message) -> None:
@@ -212,27 +153,31 @@ class _AuditMiddleware:
             else:
                 await _audit_unavailable()(scope, receive, capture)
         finally:
-            elapsed = time.perf_counter() - start
-            state = scope.get("state", {})
-            route = scope.get("route") if admitted else _route_of(scope)
-            path = getattr(route, "path", None) or "unmatched"
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            action = f"{method} {path}"
             if service is not None:
-                principal = state.get("principal")
+                seconds = time.perf_counter() - start
                 service.record(
-                    AuditRecord(
-                        at=utc_now(),
-                        actor=principal.token_id if principal else "anonymous",
-                        role=principal.role if principal else None,
-                        action=action,
-                        detail=state.get("audit_detail"),
-                        rows=state.get("audit_rows"),
-                        status=str(status["code"]),
-                    ),
-                    elapsed,
+                    _audit_record(scope, admitted=admitted, status=status["code"]),
+                    seconds,
                     admitted=admitted,
                 )
+
+
+def _audit_record(scope: Scope, *, admitted: bool, status: int) -> AuditRecord:
+    """Return the audit record of a finished request: who, which route, what came back."""
+    state = scope.get("state", {})
+    route = scope.get("route") if admitted else _route_of(scope)
+    path = getattr(route, "path", None) or "unmatched"
+    method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+    principal = state.get("principal")
+    return AuditRecord(
+        at=utc_now(),
+        actor=principal.token_id if principal else "anonymous",
+        role=principal.role if principal else None,
+        action=f"{method} {path}",
+        detail=state.get("audit_detail"),
+        rows=state.get("audit_rows"),
+        status=str(status),
+    )
 
 
 def _route_of(scope: Scope) -> object | None:

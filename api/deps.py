@@ -1,4 +1,8 @@
-"""Dependencies every route shares: the service, the authenticated caller, role checks."""
+"""Dependencies every route shares: the service, the settings, the caller, role checks.
+
+Routers import settings from `api.settings` and never the app factory, so nothing here
+imports `api.app`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.app import ApiSettings
 from api.service import Service
-from fusion.tokens import Principal
+from api.settings import ApiSettings
+from fusion.tokens import ROLES, Principal
 
 __all__ = ["CurrentPrincipal", "ServiceDep", "SettingsDep", "audit", "require"]
 
@@ -37,7 +41,7 @@ def _principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     # Verified whether or not a header came: no token and a wrong one cost the same.
-    principal = service.authenticate(credentials.credentials if credentials else None)
+    principal = service.tokens.authenticate(credentials.credentials if credentials else None)
     if principal is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -52,7 +56,20 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
 def require(*roles: str) -> Callable[[Principal], Principal]:
-    """Return a dependency admitting only callers in `roles` (others get 403)."""
+    """Return a dependency admitting only callers in `roles` (others get 403).
+
+    Raises ValueError at once for a role that `fusion.tokens.ROLES` does not hold, or for no
+    role at all: routes call this when their module is imported, so a typo fails at import
+    instead of locking the route for everyone.
+    """
+    if not roles:
+        raise ValueError(f"require() needs at least one role of {', '.join(ROLES)}")
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown:
+        raise ValueError(
+            f"unknown role {', '.join(map(repr, unknown))} given to require(); roles are "
+            f"{', '.join(ROLES)} (fusion.tokens.ROLES)"
+        )
 
     def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in roles:

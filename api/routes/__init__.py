@@ -1,3 +1,7 @@
-"""One router per resource: health, batches, scores, lists, outcomes, query, tokens."""
+"""One router per resource: health, batches, scores, lists, outcomes, query, tokens.
+
+Each module exports its `router`; the route functions are private to it, and each route's
+`name=` keeps its OpenAPI operation id and summary.
+"""
 
 __all__ = ["batches", "health", "lists", "outcomes", "query", "scores", "tokens"]

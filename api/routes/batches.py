@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+from pathlib import Path
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.app import ApiSettings
 from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import BatchAccepted, BatchPublic
-from api.service import Service, Upload
+from api.service import Service
+from api.settings import ApiSettings
+from api.uploads import Upload
 from contracts.errors import BatchRefused
 from fusion.tokens import Principal
-from matcher.envelope import Manifest, read_manifest
+from matcher.atomic import atomic_path, fsync_dir
+from matcher.envelope import read_manifest
+from matcher.manifest import Manifest
 
 __all__ = ["router"]
 
@@ -55,8 +58,9 @@ def _too_large(limit: int) -> HTTPException:
             },
         }
     },
+    name="upload_batch",
 )
-async def upload_batch(
+async def _upload_batch(
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
@@ -68,7 +72,7 @@ async def upload_batch(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     vendor = str(principal.vendor_id)  # a vendor token always names its vendor
-    if not service.admit_upload(vendor, settings.max_pending_uploads):
+    if not service.uploads.admit(vendor, settings.max_pending_uploads):
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": "30"},
@@ -79,31 +83,19 @@ async def upload_batch(
     try:
         return await _receive(request, service, settings, principal)
     finally:
-        service.release_upload(vendor)
+        service.uploads.release(vendor)
 
 
 async def _receive(
     request: Request, service: Service, settings: ApiSettings, principal: Principal
 ) -> BatchAccepted:
     """Stream the body into the inbox, queue it, return its ids (room already reserved)."""
-    limit = settings.max_upload_bytes
-    upload_id = secrets.token_hex(12)
-    inbox = service.folder.inbox
-    tmp = inbox.work / f".upload-{upload_id}.part"
-    final = inbox.inbox / f"{principal.vendor_id}-{upload_id}.sealed"
-    size = 0
-    try:
-        with tmp.open("wb") as sink:
-            block = bytearray()
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                block += chunk
-                if len(block) >= _CHUNK:
-                    await run_in_threadpool(sink.write, block)
-                    block.clear()
-            await run_in_threadpool(_finish, sink, block)
+    upload_id = service.uploads.new_id()
+    final = service.uploads.path_for(str(principal.vendor_id), upload_id)
+    # Not durable here: the file is synced by `_finish` and its folder after the rename, both
+    # off the event loop. A failure anywhere in the block leaves nothing behind.
+    with atomic_path(final, durable=False) as tmp:
+        size = await _stream_to(tmp, request, limit=settings.max_upload_bytes)
         if size == 0:
             raise HTTPException(
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -121,19 +113,18 @@ async def _receive(
                 detail=f"a token of vendor {principal.vendor_id} may push only batches that "
                 "vendor sealed; the manifest names another vendor",
             )
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    await run_in_threadpool(fsync_dir, final.parent)
     claimed = manifest.batch_id if manifest is not None else None
-    upload = Upload(
-        upload_id=upload_id,
-        token_id=principal.token_id,
-        vendor_id=principal.vendor_id,
-        path=final,
-        claimed_batch_id=claimed,
-        received_at=service.clock(),
+    service.uploads.submit(
+        Upload(
+            upload_id=upload_id,
+            token_id=principal.token_id,
+            vendor_id=principal.vendor_id,
+            path=final,
+            claimed_batch_id=claimed,
+            received_at=service.clock(),
+        )
     )
-    service.submit(upload)
     audit(request, detail=f"upload {upload_id} batch {claimed}")
     return BatchAccepted(
         upload_id=upload_id,
@@ -142,14 +133,31 @@ async def _receive(
     )
 
 
+async def _stream_to(path: Path, request: Request, *, limit: int) -> int:
+    """Write the request body to `path`, synced; return its size (413 past `limit` bytes)."""
+    size = 0
+    with path.open("wb") as sink:
+        block = bytearray()
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            block += chunk
+            if len(block) >= _CHUNK:
+                await run_in_threadpool(sink.write, block)
+                block.clear()
+        await run_in_threadpool(_finish, sink, block)
+    return size
+
+
 def _finish(sink: BinaryIO, block: bytearray) -> None:
     sink.write(block)
     sink.flush()
     os.fsync(sink.fileno())
 
 
-@router.get("/batches/{batch_id}")
-def batch_status(
+@router.get("/batches/{batch_id}", name="batch_status")
+def _batch_status(
     batch_id: str,
     request: Request,
     service: ServiceDep,
@@ -158,7 +166,7 @@ def batch_status(
     """Return a batch's status, row count and quarantine report (a vendor: its own only)."""
     admin = principal.role == "admin"
     mine = [
-        u for u in service.uploads_claiming(batch_id) if admin or u.vendor_id == principal.vendor_id
+        u for u in service.uploads.claiming(batch_id) if admin or u.vendor_id == principal.vendor_id
     ]
     # Read before the ledger: the worker commits the ledger row before it sets the outcome, so an
     # outcome seen here is always matched by a visible row below (read after, a batch could show
@@ -180,7 +188,7 @@ def batch_status(
         row = None
     # Uploads judged before the last restart: memory has forgotten them, the store has not.
     stored = (
-        service.verdict(batch_id, None if admin else principal.vendor_id)
+        service.uploads.verdict(batch_id, None if admin else principal.vendor_id)
         if row is None and not mine
         else None
     )

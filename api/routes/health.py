@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from api.deps import ServiceDep, require
-from api.service import LATENCY_BUCKETS
+from api.metrics import LATENCY_BUCKETS
 from fusion.tokens import Principal
 
 __all__ = ["router"]
@@ -20,14 +20,14 @@ __all__ = ["router"]
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
+@router.get("/healthz", name="healthz")
+def _healthz() -> dict[str, str]:
     """Report that the service is up."""
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(
+@router.get("/metrics", response_class=PlainTextResponse, name="metrics")
+def _metrics(
     request: Request, service: ServiceDep, _: Annotated[Principal, Depends(require("admin"))]
 ) -> PlainTextResponse:
     """Return the run folder served, request counts, latency, ingest and audit state."""
@@ -39,7 +39,7 @@ def metrics(
         "# HELP bankfusion_requests_total HTTP requests by method, route and status.",
         "# TYPE bankfusion_requests_total counter",
     ]
-    counts, latency = service.metrics_snapshot()
+    counts, latency = service.metrics.snapshot()
     for (method, route, status), n in counts:
         lines.append(
             f'bankfusion_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}'
@@ -60,17 +60,17 @@ def metrics(
     lines += [
         "# HELP bankfusion_pending_uploads Sealed batches waiting for the ingest worker.",
         "# TYPE bankfusion_pending_uploads gauge",
-        f"bankfusion_pending_uploads {service.pending()}",
+        f"bankfusion_pending_uploads {service.uploads.pending()}",
         "# HELP bankfusion_audit_queue_depth Audit records waiting to be written.",
         "# TYPE bankfusion_audit_queue_depth gauge",
-        f"bankfusion_audit_queue_depth {service.audit_depth()}",
+        f"bankfusion_audit_queue_depth {service.audit.depth()}",
         "# HELP bankfusion_audit_write_failures_total Failed audit writes (each retried).",
         "# TYPE bankfusion_audit_write_failures_total counter",
-        f"bankfusion_audit_write_failures_total {service.audit_failures}",
+        f"bankfusion_audit_write_failures_total {service.audit.failures}",
         "# HELP bankfusion_audit_dropped_total Records of requests refused with 503 for want "
         "of audit room, dropped.",
         "# TYPE bankfusion_audit_dropped_total counter",
-        f"bankfusion_audit_dropped_total {service.audit_dropped}",
+        f"bankfusion_audit_dropped_total {service.audit.dropped}",
         "# HELP bankfusion_batches Batches in the ledger by status.",
         "# TYPE bankfusion_batches gauge",
     ]

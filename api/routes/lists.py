@@ -24,8 +24,9 @@ _MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
     "/lists/{campaign}",
     response_class=FileResponse,
     responses={200: {"content": {m: {} for m in _MEDIA.values()}}},
+    name="target_list",
 )
-def target_list(
+def _target_list(
     campaign: str,
     request: Request,
     service: ServiceDep,

@@ -10,7 +10,7 @@ only one state per key (422 otherwise: which would be newest?).
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated
 
 import polars as pl
@@ -25,8 +25,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 
 
-@router.post("/outcomes", status_code=status.HTTP_201_CREATED)
-def record_outcomes(
+@router.post("/outcomes", status_code=status.HTTP_201_CREATED, name="record_outcomes")
+def _record_outcomes(
     body: OutcomesCreate,
     request: Request,
     service: ServiceDep,
@@ -40,35 +40,7 @@ def record_outcomes(
             detail=f"at most {settings.max_outcomes} outcomes per request; got "
             f"{len(body.outcomes)}. Send them in parts.",
         )
-    now = service.clock().replace(tzinfo=None)
-    frame = pl.DataFrame(
-        {
-            "campaign_id": [body.campaign_id] * len(body.outcomes),
-            "customer_id": [o.customer_id for o in body.outcomes],
-            "treatment": [o.treatment for o in body.outcomes],
-            "contacted": [o.contacted for o in body.outcomes],
-            "responded": [o.responded for o in body.outcomes],
-            # Stored as naive UTC like every timestamp of the store; an offset is converted.
-            "occurred_at": [
-                o.occurred_at.astimezone(UTC).replace(tzinfo=None)
-                if o.occurred_at and o.occurred_at.tzinfo
-                else o.occurred_at
-                for o in body.outcomes
-            ],
-            "recorded_at": [now] * len(body.outcomes),
-            "token_id": [principal.token_id] * len(body.outcomes),
-        },
-        schema={
-            "campaign_id": pl.String,
-            "customer_id": pl.Int64,
-            "treatment": pl.Boolean,
-            "contacted": pl.Boolean,
-            "responded": pl.Boolean,
-            "occurred_at": pl.Datetime("us"),
-            "recorded_at": pl.Datetime("us"),
-            "token_id": pl.String,
-        },
-    )
+    frame = _frame(body, recorded_at=service.clock(), token_id=principal.token_id)
     key = ["customer_id", "occurred_at"]
     frame = frame.unique(subset=[*key, "treatment", "contacted", "responded"], keep="first")
     clashes = frame.filter(pl.len().over(key) > 1)
@@ -104,6 +76,39 @@ def record_outcomes(
         recorded=recorded,
         already_recorded=matched - recorded,
         unknown=unknown,
+    )
+
+
+def _frame(body: OutcomesCreate, *, recorded_at: datetime, token_id: str) -> pl.DataFrame:
+    """Return the body's outcomes as rows of the `outcomes` table."""
+    now = recorded_at.replace(tzinfo=None)
+    return pl.DataFrame(
+        {
+            "campaign_id": [body.campaign_id] * len(body.outcomes),
+            "customer_id": [o.customer_id for o in body.outcomes],
+            "treatment": [o.treatment for o in body.outcomes],
+            "contacted": [o.contacted for o in body.outcomes],
+            "responded": [o.responded for o in body.outcomes],
+            # Stored as naive UTC like every timestamp of the store; an offset is converted.
+            "occurred_at": [
+                o.occurred_at.astimezone(UTC).replace(tzinfo=None)
+                if o.occurred_at and o.occurred_at.tzinfo
+                else o.occurred_at
+                for o in body.outcomes
+            ],
+            "recorded_at": [now] * len(body.outcomes),
+            "token_id": [token_id] * len(body.outcomes),
+        },
+        schema={
+            "campaign_id": pl.String,
+            "customer_id": pl.Int64,
+            "treatment": pl.Boolean,
+            "contacted": pl.Boolean,
+            "responded": pl.Boolean,
+            "occurred_at": pl.Datetime("us"),
+            "recorded_at": pl.Datetime("us"),
+            "token_id": pl.String,
+        },
     )
 
 

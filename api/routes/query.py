@@ -27,8 +27,8 @@ router = APIRouter(prefix="/v1", tags=["query"])
 _RETRY_AFTER_SECONDS = 2
 
 
-@router.post("/query")
-async def query(
+@router.post("/query", name="query")
+async def _query(
     body: QueryCreate,
     request: Request,
     service: ServiceDep,

@@ -15,8 +15,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["scores"])
 
 
-@router.post("/scores")
-def score(
+@router.post("/scores", name="score")
+def _score(
     body: ScoresCreate,
     request: Request,
     service: ServiceDep,
@@ -30,7 +30,7 @@ def score(
             detail=f"at most {settings.max_score_ids} customer ids per request; got "
             f"{len(body.customer_ids)}. Split the request, or use GET /v1/lists for whole lists.",
         )
-    scorer = service.scorer()
+    scorer = service.scorer.get()
     frame, unknown = scorer.score(body.customer_ids)
     audit(request, rows=frame.height)
     scores = [

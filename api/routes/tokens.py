@@ -19,8 +19,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["tokens"])
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke(
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, name="revoke")
+def _revoke(
     token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="as in `bf_<id>_...`")],
     request: Request,
     service: ServiceDep,
@@ -28,7 +28,7 @@ def revoke(
 ) -> Response:
     """Revoke a token by its id: its next request gets 401."""
     audit(request, detail=f"revoke {token_id}")
-    if not service.revoke(token_id):
+    if not service.tokens.revoke(token_id):
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND,
             detail=f"no live token {token_id}; `fusion token list` shows ids and revocations",

@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
-import pytest
 
-import api
-from api import ApiSettings
-from contracts.errors import ConfigError
-from tests.api.conftest import Served, bearer
+from tests.support.server import ServedRun, bearer
 
 
-def test_healthz_says_only_that_the_service_is_up(served: Served):
+def test_healthz_says_only_that_the_service_is_up(served: ServedRun):
     response = httpx.get(f"{served.url}/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
     # Which run folder is served is for admins, on /metrics.
     metrics = httpx.get(f"{served.url}/metrics", headers=bearer(served.tokens.admin))
     assert 'bankfusion_info{run="run",version="0.1.0"} 1' in metrics.text
-
-
-@pytest.mark.parametrize(
-    ("setting", "value", "message"),
-    [
-        ("max_body_bytes", 0, "max_body_bytes must be >= 1"),
-        ("max_score_ids", 1_001, "at most 1,000"),
-        ("max_outcomes", 10_001, "at most 10,000"),
-        ("max_concurrent_queries", -1, "0 turns analyst queries off"),
-        ("audit_queue_limit", 0, "audit_queue_limit must be >= 1"),
-        ("audit_outage_seconds", 0, "audit_outage_seconds must be > 0"),
-    ],
-)
-def test_settings_outside_their_bounds_are_refused(setting: str, value: int, message: str):
-    with pytest.raises(ConfigError, match=message):
-        ApiSettings(run=Path("r"), **{setting: value})  # type: ignore[arg-type]
-
-
-def test_non_loopback_host_is_refused_unless_asked():
-    with pytest.raises(ConfigError, match="loopback"):
-        ApiSettings(run=Path("r"), host="0.0.0.0")
-
-
-def test_public_surface():
-    assert api.__all__ == ["ApiSettings", "create_app", "serve"]

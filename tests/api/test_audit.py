@@ -4,22 +4,22 @@ service recovers by itself with every kept record in the store."""
 
 from __future__ import annotations
 
-import shutil
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
 import pytest
 
-from api import ApiSettings
-from api.service import AuditRecord, Service
-from tests.api.conftest import Tokens, bearer, free_port, issue_tokens, start_server
+from api.audit import AuditRecord
+from api.service import Service
+from tests.support.polling import eventually
+from tests.support.server import Tokens, bearer, serve_copy
 
 
 @dataclass(frozen=True)
@@ -32,37 +32,28 @@ class Audited:
 
 @contextmanager
 def audited_server(
-    demo_run: Path, root: Path, monkeypatch: pytest.MonkeyPatch, **settings: float
+    demo_run: Path, root: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
 ) -> Iterator[Audited]:
     """Serve a copy of the demo run whose audit writes fail while `failing` is set."""
-    run = root / "run"
-    shutil.copytree(demo_run, run, symlinks=True)
-    tokens = issue_tokens(run)
-    served = ApiSettings(run=run, port=free_port(), **settings)  # type: ignore[arg-type]
-    server, thread = start_server(served)
-    service: Service = server.config.app.state.service  # type: ignore[union-attr]
-    failing = threading.Event()
-    write = Service._write_audit
+    with serve_copy(demo_run, root, **settings) as served:
+        service = served.service
+        failing = threading.Event()
+        write = service.audit.write
 
-    def flaky(cur: duckdb.DuckDBPyConnection, records: list[AuditRecord]) -> None:
-        if failing.is_set():
-            raise duckdb.IOException("could not write: disk full (test)")
-        write(cur, records)
+        def flaky(cur: duckdb.DuckDBPyConnection, records: list[AuditRecord]) -> None:
+            if failing.is_set():
+                raise duckdb.IOException("could not write: disk full (test)")
+            write(cur, records)
 
-    monkeypatch.setattr(service, "_write_audit", flaky)
-    try:
-        yield Audited(f"http://127.0.0.1:{served.port}", service, tokens, failing)
-    finally:
-        failing.clear()  # so that close() flushes
-        server.should_exit = True
-        thread.join(timeout=120)
+        monkeypatch.setattr(service.audit, "write", flaky)
+        try:
+            yield Audited(served.url, service, served.tokens, failing)
+        finally:
+            failing.clear()  # so that close() flushes
 
 
 def _drained(service: Service) -> None:
-    deadline = time.monotonic() + 30
-    while service.audit_depth():
-        assert time.monotonic() < deadline, "the audit queue did not drain"
-        time.sleep(0.05)
+    eventually(lambda: service.audit.depth() == 0, what="the audit queue draining")
 
 
 def _audit_rows(service: Service) -> Counter[tuple[str, str]]:
@@ -78,22 +69,23 @@ def _stored_since(
 
     A request's record is queued just after its answer is sent, so it may trail the answer.
     """
-    deadline = time.monotonic() + 10
-    while True:
-        stored = _audit_rows(service) - before
-        if stored.total() >= expected or time.monotonic() > deadline:
-            return stored
-        time.sleep(0.05)
+
+    def stored() -> Counter[tuple[str, str]] | None:
+        rows = _audit_rows(service) - before
+        return rows if rows.total() >= expected else None
+
+    return eventually(stored, timeout=10, interval=0.05, what=f"{expected} audit rows stored")
 
 
 def _until(client: httpx.Client, token: str, status: int) -> list[httpx.Response]:
     """GET /metrics every 50 ms until it answers `status` (at most 15 s); return every answer."""
     answers: list[httpx.Response] = []
-    deadline = time.monotonic() + 15
-    while not answers or answers[-1].status_code != status:
-        assert time.monotonic() < deadline, f"no {status} in time: {answers[-1].text}"
+
+    def answered() -> bool:
         answers.append(client.get("/metrics", headers=bearer(token)))
-        time.sleep(0.05)
+        return answers[-1].status_code == status
+
+    eventually(answered, timeout=15, interval=0.05, what=f"GET /metrics answering {status}")
     return answers
 
 
@@ -113,7 +105,7 @@ def test_failing_audit_writes_close_the_service_until_they_succeed_again(
         assert "tell the bank's operators" in refused.json()["detail"]
         assert refused.headers["retry-after"] == "5"
         # Writes failed for longer than audit_outage_seconds, not for want of queue room.
-        assert bank.service.audit_failures >= 1 and bank.service.audit_depth() < 100
+        assert bank.service.audit.failures >= 1 and bank.service.audit.depth() < 100
         assert client.get("/healthz").status_code == 200  # the load balancer's probe still works
         up_only = client.post(
             "/v1/outcomes",
@@ -129,7 +121,7 @@ def test_failing_audit_writes_close_the_service_until_they_succeed_again(
         failures = next(
             line for line in metrics.splitlines() if line.startswith("bankfusion_audit_write_")
         )
-        assert int(failures.split()[-1]) == bank.service.audit_failures >= 1
+        assert int(failures.split()[-1]) == bank.service.audit.failures >= 1
         assert "bankfusion_audit_dropped_total 0" in metrics
         # Every request of the outage is in the store, the 503s included (under their route).
         sent = Counter(("GET /metrics", str(a.status_code)) for a in (*down, *up))
@@ -158,17 +150,16 @@ def test_a_full_audit_queue_closes_the_service_and_keeps_every_admitted_record(
         more = [client.get("/metrics", headers=bearer(bank.tokens.admin)) for _ in range(3)]
         assert {a.status_code for a in more} == {503}
         # No room: the records of requests refused for want of it are counted, not kept.
-        deadline = time.monotonic() + 5
-        while bank.service.audit_dropped < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)  # a record is queued (or dropped) just after its answer is sent
-        assert bank.service.audit_dropped == 4
-        assert bank.service.audit_depth() == len(admitted)  # all kept, none written yet
+        # A record is queued (or dropped) just after its answer is sent.
+        eventually(lambda: bank.service.audit.dropped >= 4, timeout=5, what="4 records dropped")
+        assert bank.service.audit.dropped == 4
+        assert bank.service.audit.depth() == len(admitted)  # all kept, none written yet
 
         bank.failing.clear()
         up = _until(client, bank.tokens.admin, 200)
         _drained(bank.service)
         metrics = client.get("/metrics", headers=bearer(bank.tokens.admin)).text
-        dropped = bank.service.audit_dropped
+        dropped = bank.service.audit.dropped
         assert f"bankfusion_audit_dropped_total {dropped}" in metrics
         answers = Counter(str(a.status_code) for a in (*down, *more, *up))
         answers["200"] += 1  # the last GET /metrics

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api import ApiSettings
-from api import service as api_service
+from api import uploads as api_uploads
 from api.service import Service
 from contracts.schemas import VENDOR_BATCH
 from contracts.taxonomy import load_taxonomy
@@ -35,14 +33,17 @@ from fusion.runfolder import RunFolder
 from fusion.store import Store
 from labs.cli import app as cli
 from labs.world import WorldFiles
-from matcher.envelope import Manifest, seal
+from matcher.atomic import temp_name
+from matcher.envelope import seal
 from matcher.keyring import Keyring
+from matcher.manifest import BatchKeys, Manifest
 from matcher.pack import pack_users
-from tests.api.conftest import NOW, Tokens, bearer, free_port, issue_tokens, start_server
-from tests.contracts.test_suites import BREAKAGES
 from tests.factories import vendor_batch
+from tests.support.breakages import BREAKAGES
+from tests.support.polling import eventually
+from tests.support.server import NOW, ServedRun, Tokens, bearer, serve_copy, serve_run
 
-CAP = 1 << 20  # max_upload_bytes of these servers; a sealed batch of 300 rows is ~60 KB
+CAP = 1 << 20  # max_upload_bytes of these servers; the sealed batches here are far smaller
 WAIT = 60.0  # seconds an upload may take to be judged on a loaded 2-core machine
 
 
@@ -50,16 +51,31 @@ WAIT = 60.0  # seconds an upload may take to be judged on a loaded 2-core machin
 class Bank:
     """A served copy of the demo run, its tokens, its in-process service and vendor keyring."""
 
-    url: str
-    run: Path
-    tokens: Tokens
-    service: Service
+    served: ServedRun
     vendor: Keyring  # the run's vendor keyring: vendor-a
-    stop: Callable[[], None]
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    @property
+    def run(self) -> Path:
+        return self.served.run
+
+    @property
+    def tokens(self) -> Tokens:
+        return self.served.tokens
+
+    @property
+    def service(self) -> Service:
+        return self.served.service
 
     @property
     def folder(self) -> RunFolder:
-        return RunFolder(self.run)
+        return self.served.folder
+
+    def stop(self) -> None:
+        self.served.running.stop()
 
     def ledger(self, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
         """Return the rows of a query on the live store (a cursor of this thread)."""
@@ -76,31 +92,9 @@ def serving(
 ) -> Iterator[Bank]:
     """Serve a copy of the demo run; `before_start(run)` may leave files in it first; `settings`
     override ApiSettings fields."""
-    run = root / "run"
-    shutil.copytree(demo_run, run, symlinks=True)
-    tokens = issue_tokens(run)
-    if before_start is not None:
-        before_start(run)
-    server, thread = start_server(
-        ApiSettings(run=run, port=free_port(), **{"max_upload_bytes": CAP, **settings})
-    )
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=120)
-        assert not thread.is_alive(), "uvicorn did not stop"
-
-    try:
-        yield Bank(
-            url=f"http://127.0.0.1:{server.config.port}",
-            run=run,
-            tokens=tokens,
-            service=server.config.app.state.service,  # type: ignore[union-attr]
-            vendor=Keyring.open(RunFolder(run).vendor_keys),
-            stop=stop,
-        )
-    finally:
-        stop()
+    settings = {"max_upload_bytes": CAP, **settings}
+    with serve_copy(demo_run, root, before_start=before_start, **settings) as served:
+        yield Bank(served, Keyring.open(served.folder.vendor_keys))
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +130,12 @@ def sealed(
     recipient_kid, recipient = bank.vendor.current_recipient_public()
     manifest = Manifest.new(
         batch_id=batch_id,
-        vendor_id=vendor_id,
-        signing_kid=signing_kid,
-        recipient_kid=recipient_kid,
-        salt_epoch=bank.vendor.current_salt().epoch_id,
+        keys=BatchKeys(
+            vendor_id=vendor_id,
+            signing_kid=signing_kid,
+            recipient_kid=recipient_kid,
+            salt_epoch=bank.vendor.current_salt().epoch_id,
+        ),
         created_at=NOW,
         rows=frame.height,
         taxonomy_version=load_taxonomy().version,
@@ -158,15 +154,14 @@ def push(client: httpx.Client, token: str, body: object) -> httpx.Response:
 
 def judged(client: httpx.Client, token: str, batch_id: str) -> dict[str, Any]:
     """Return the batch's status once the ingest worker has judged it (polls, up to WAIT s)."""
-    deadline = time.monotonic() + WAIT
-    while True:
+
+    def verdict() -> dict[str, Any] | None:
         answer = client.get(f"/v1/batches/{batch_id}", headers=bearer(token))
         assert answer.status_code == 200, answer.text
         status: dict[str, Any] = answer.json()
-        if status["status"] != "received":
-            return status
-        assert time.monotonic() < deadline, f"batch {batch_id} not judged within {WAIT}s"
-        time.sleep(0.05)
+        return status if status["status"] != "received" else None
+
+    return eventually(verdict, timeout=WAIT, interval=0.05, what=f"batch {batch_id} judged")
 
 
 def not_found(client: httpx.Client, token: str, batch_id: str) -> dict[str, Any]:
@@ -203,7 +198,7 @@ def test_a_sealed_batch_loads_once_even_when_sent_twice(bank: Bank, client: http
 
     again = push(client, bank.tokens.vendor, data)
     assert again.status_code == 202 and again.json()["batch_id"] == batch_id
-    upload = bank.service.uploads[again.json()["upload_id"]]
+    upload = bank.service.uploads.received[again.json()["upload_id"]]
     assert upload.done.wait(WAIT) and upload.outcome is not None
     assert upload.outcome.status == "duplicate"
     assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
@@ -263,12 +258,11 @@ def test_a_refused_verdict_survives_a_restart_for_its_vendor_only(demo_run: Path
         tokens, run = first.tokens, first.run
     digest = hashlib.sha256(tampered).hexdigest()
 
-    settings = ApiSettings(run=run, port=free_port(), max_upload_bytes=CAP)
-    server, thread = start_server(settings)  # the same run folder: a restart
-    try:
-        service: Service = server.config.app.state.service  # type: ignore[union-attr]
-        assert service.uploads == {}  # nothing in memory: the answer below comes from the store
-        with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=WAIT) as http:
+    # The same run folder: a restart.
+    with serve_run(ApiSettings(run=run, max_upload_bytes=CAP)) as restarted:
+        service = restarted.service
+        assert service.uploads.received == {}  # nothing in memory: the answer comes from the store
+        with httpx.Client(base_url=restarted.url, timeout=WAIT) as http:
             refused = {"batch_id": batch_id, "status": "refused", "rows": None}
             for token in (tokens.vendor, tokens.admin):
                 answer = http.get(f"/v1/batches/{batch_id}", headers=bearer(token))
@@ -280,9 +274,6 @@ def test_a_refused_verdict_survives_a_restart_for_its_vendor_only(demo_run: Path
             }
         row = service.cursor().execute("SELECT * FROM uploads").fetchall()
         columns = [c[0] for c in service.cursor().execute("DESCRIBE uploads").fetchall()]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=120)
     # Status and ids only: never a cause, never a row of the batch.
     assert columns == [
         "upload_id",
@@ -353,12 +344,12 @@ def test_a_vendor_never_sees_another_vendors_batch(bank: Bank, client: httpx.Cli
     assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
 
     # Nor can vendor-b push vendor-a's own sealed file under its token.
-    before = len(bank.service.uploads)
+    before = len(bank.service.uploads.received)
     answer = push(client, bank.tokens.other_vendor, data)
     assert answer.status_code == 403 and "vendor vendor-b" in answer.json()["detail"]
-    assert len(bank.service.uploads) == before
+    assert len(bank.service.uploads.received) == before
     assert vendor_rows(bank, batch_id) == (200, 200)
-    assert bank.service.wait_idle(WAIT) and left_behind(bank) == []
+    assert bank.service.uploads.wait_idle(WAIT) and left_behind(bank) == []
 
 
 @pytest.mark.parametrize(
@@ -374,11 +365,11 @@ def test_a_vendor_never_sees_another_vendors_batch(bank: Bank, client: httpx.Cli
 def test_uploads_need_a_vendor_token_and_a_body(
     bank: Bank, client: httpx.Client, who: str | None, body: bytes, status: int
 ):
-    before = len(bank.service.uploads)
+    before = len(bank.service.uploads.received)
     headers = bearer(getattr(bank.tokens, who)) if who else {}
     answer = client.post("/v1/batches", content=body, headers=headers)
     assert answer.status_code == status, answer.text
-    assert len(bank.service.uploads) == before and left_behind(bank) == []
+    assert len(bank.service.uploads.received) == before and left_behind(bank) == []
 
 
 def _too_large_body() -> Iterator[bytes]:
@@ -391,9 +382,9 @@ def _too_large_body() -> Iterator[bytes]:
 def test_an_oversized_upload_gets_413_and_leaves_nothing(
     bank: Bank, client: httpx.Client, framing: str
 ):
-    assert bank.service.wait_idle(WAIT) and left_behind(bank) == []
+    assert bank.service.uploads.wait_idle(WAIT) and left_behind(bank) == []
     batches = bank.ledger("SELECT count(*) FROM batches")
-    uploads = len(bank.service.uploads)
+    uploads = len(bank.service.uploads.received)
 
     body = bytes(CAP + 1) if framing == "content-length" else _too_large_body()
     answer = push(client, bank.tokens.vendor, body)
@@ -405,7 +396,7 @@ def test_an_oversized_upload_gets_413_and_leaves_nothing(
     assert sent.get("transfer-encoding") == (None if framing == "content-length" else "chunked")
     assert left_behind(bank) == []
     assert bank.ledger("SELECT count(*) FROM batches") == batches
-    assert len(bank.service.uploads) == uploads
+    assert len(bank.service.uploads.received) == uploads
 
 
 def test_an_announced_oversize_gets_413_before_any_body_is_sent(bank: Bank):
@@ -446,9 +437,11 @@ def test_ten_concurrent_uploads_each_load_exactly_once(demo_run: Path, tmp_path:
         with httpx.Client(base_url=bank.url, timeout=WAIT) as client:
             for batch_id in ids:
                 assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
-        assert bank.service.wait_idle(WAIT)
+        assert bank.service.uploads.wait_idle(WAIT)
         outcomes = sorted(
-            u.outcome.status for u in bank.service.uploads.values() if u.outcome is not None
+            u.outcome.status
+            for u in bank.service.uploads.received.values()
+            if u.outcome is not None
         )
         assert outcomes == ["duplicate"] * 2 + ["loaded"] * 10
         bank.stop()
@@ -497,7 +490,7 @@ def test_an_ingest_crash_reports_failed_and_keeps_the_file_for_a_retry(
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("api.service.ingest_file", crash)
+    monkeypatch.setattr(api_uploads, "ingest_file", crash)
     data, batch_id = sealed(bank, vendor_batch(300, seed=177))
     assert push(client, bank.tokens.vendor, data).status_code == 202
     state = judged(client, bank.tokens.vendor, batch_id)
@@ -513,13 +506,13 @@ def test_a_vendor_past_its_pending_uploads_gets_429_and_nothing_is_written(
     """Two uploads wait for a held ingest worker; a third of the same vendor is turned away
     before its body is written, and is accepted once the first two are judged."""
     release = threading.Event()
-    real_ingest = api_service.ingest_file
+    real_ingest = api_uploads.ingest_file
 
     def held(*args: Any, **kwargs: Any) -> Any:
         assert release.wait(WAIT), "the test never released the ingest worker"
         return real_ingest(*args, **kwargs)
 
-    monkeypatch.setattr(api_service, "ingest_file", held)
+    monkeypatch.setattr(api_uploads, "ingest_file", held)
     with serving(demo_run, tmp_path, max_pending_uploads=2) as bank:
         batches = [sealed(bank, vendor_batch(90 + i, seed=400 + i)) for i in range(3)]
         inbox = RunFolder(bank.run).inbox
@@ -557,8 +550,8 @@ def test_a_refused_file_found_in_the_inbox_at_start_points_to_its_ledger_row(
         (inbox.inbox / f"vendor-a-{upload_id}.sealed").write_bytes(garbage)
 
     with serving(demo_run, tmp_path, before_start=crashed) as fresh:
-        assert fresh.service.wait_idle(WAIT)
-        upload = fresh.service.uploads[upload_id]
+        assert fresh.service.uploads.wait_idle(WAIT)
+        upload = fresh.service.uploads.received[upload_id]
         assert upload.outcome is not None and upload.outcome.status == "refused"
         digest = hashlib.sha256(garbage).hexdigest()
         assert upload.outcome.ledger_id == f"refused:{digest}"
@@ -579,23 +572,27 @@ def test_a_refused_file_found_in_the_inbox_at_start_points_to_its_ledger_row(
 def test_a_sealed_batch_left_in_the_inbox_loads_when_the_service_starts(
     bank: Bank, demo_run: Path, tmp_path: Path
 ):
-    """A batch a crashed service had accepted but not ingested, and a half-written upload."""
+    """A batch a crashed service had accepted but not ingested, and half-written uploads."""
     data, batch_id = sealed(bank, vendor_batch(150, seed=301))
     upload_id = "0123456789abcdef01234567"
 
     def crashed(run: Path) -> None:
         inbox = RunFolder(run).inbox.ensure()
         (inbox.inbox / f"vendor-a-{upload_id}.sealed").write_bytes(data)  # as the route names it
+        # Half an upload, where the route streams it (beside its final name) ...
+        half = temp_name(inbox.inbox / "vendor-a-fedcba9876543210fedcba98.sealed")
+        half.write_bytes(b"half a batch")
+        # ... and where earlier versions of the service did.
         (inbox.work / ".upload-fedcba9876543210fedcba98.part").write_bytes(b"half a batch")
 
     with serving(demo_run, tmp_path, before_start=crashed) as fresh:
-        upload = fresh.service.uploads[upload_id]
+        upload = fresh.service.uploads.received[upload_id]
         assert (upload.vendor_id, upload.claimed_batch_id) == ("vendor-a", batch_id)
         with httpx.Client(base_url=fresh.url, timeout=WAIT) as http:
             state = judged(http, fresh.tokens.vendor, batch_id)
         assert (state["status"], state["rows"]) == ("loaded", 150)
         assert vendor_rows(fresh, batch_id) == (150, 150)
-        assert fresh.service.wait_idle(WAIT) and left_behind(fresh) == []
+        assert fresh.service.uploads.wait_idle(WAIT) and left_behind(fresh) == []
 
 
 def _push_cli(bank: Bank, path: Path, token: str, wait: float) -> tuple[int, str]:
@@ -612,13 +609,13 @@ def test_fusion_vendor_push_without_a_verdict_in_time_exits_non_zero(
     bank: Bank, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     gate = threading.Event()
-    ingest = api_service.ingest_file
+    ingest = api_uploads.ingest_file
 
     def held(*args: Any, **kwargs: Any) -> Any:
         gate.wait(WAIT)  # the worker is busy until the CLI has given up waiting
         return ingest(*args, **kwargs)
 
-    monkeypatch.setattr("api.service.ingest_file", held)
+    monkeypatch.setattr(api_uploads, "ingest_file", held)
     data, batch_id = sealed(bank, vendor_batch(300, seed=302))
     path = tmp_path / "slow.sealed"
     path.write_bytes(data)
@@ -629,7 +626,7 @@ def test_fusion_vendor_push_without_a_verdict_in_time_exits_non_zero(
     assert code == 2, output
     assert f"no verdict on batch {batch_id} within 0.5 s" in output
     assert f"GET {bank.url}/v1/batches/{batch_id}" in output
-    assert bank.service.wait_idle(WAIT)
+    assert bank.service.uploads.wait_idle(WAIT)
     with httpx.Client(base_url=bank.url, timeout=WAIT) as http:
         assert judged(http, bank.tokens.vendor, batch_id)["rows"] == 300
     assert left_behind(bank) == []
@@ -653,4 +650,4 @@ def test_fusion_vendor_push_exits_non_zero_on_a_refused_token_a_quarantine_or_a_
     garbage.write_bytes(b"not a sealed batch at all")
     code, output = _push_cli(bank, garbage, bank.tokens.vendor, WAIT)
     assert code == 2 and "could not read the manifest" in output, output
-    assert bank.service.wait_idle(WAIT) and left_behind(bank) == []
+    assert bank.service.uploads.wait_idle(WAIT) and left_behind(bank) == []

@@ -22,7 +22,7 @@ import pytest
 
 from fusion.query import GRANTED_VIEWS, QueryLimits
 from matcher.identity import normalize_phones
-from tests.api.conftest import Served, bearer
+from tests.support.server import ServedRun, bearer
 
 HOSTILE = Path(__file__).parents[1] / "fusion" / "data" / "hostile_queries.json"
 MINE = "B001"  # the analyst token's only branch (conftest.issue_tokens)
@@ -55,7 +55,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(served: Served) -> World:
+def world(served: ServedRun) -> World:
     extract = pl.read_parquet(served.run / "world" / "bank" / "customers.parquet")
     sizes = extract["branch_id"].value_counts(sort=True)["branch_id"].to_list()
     raw = extract["phone"].drop_nulls().to_list() + extract["id_number"].to_list()
@@ -69,7 +69,7 @@ def world(served: Served) -> World:
     )
 
 
-def _query(served: Served, token: str, sql: str) -> httpx.Response:
+def _query(served: ServedRun, token: str, sql: str) -> httpx.Response:
     return httpx.post(
         f"{served.url}/v1/query", json={"sql": sql}, headers=bearer(token), timeout=60
     )
@@ -82,9 +82,9 @@ def _rows(response: httpx.Response) -> list[list[Any]]:
 
 
 @contextmanager
-def _settings(served: Served, **changes: Any) -> Iterator[None]:
+def _settings(served: ServedRun, **changes: Any) -> Iterator[None]:
     """Give the running app other settings inside the block."""
-    app: Any = served.server.config.app
+    app: Any = served.running.server.config.app
     app.state.settings = replace(served.settings, **changes)
     try:
         yield
@@ -92,7 +92,7 @@ def _settings(served: Served, **changes: Any) -> Iterator[None]:
         app.state.settings = served.settings
 
 
-def _limits(served: Served, **limits: Any) -> AbstractContextManager[None]:
+def _limits(served: ServedRun, **limits: Any) -> AbstractContextManager[None]:
     """Give the running app other query limits inside the block."""
     return _settings(served, query_limits=QueryLimits(**limits))
 
@@ -120,7 +120,7 @@ def test_the_hostile_file_holds_at_least_20_queries():
 
 @pytest.mark.parametrize("case", _hostile(), ids=lambda c: str(c["id"]))
 def test_a_branch_analyst_gets_a_refusal_or_its_own_rows_for_any_sql(
-    served: Served, world: World, case: dict[str, Any]
+    served: ServedRun, world: World, case: dict[str, Any]
 ):
     with _limits(served, timeout_seconds=2):
         response = _query(served, served.tokens.analyst, _sql(case, world))
@@ -153,7 +153,7 @@ def test_a_branch_analyst_gets_a_refusal_or_its_own_rows_for_any_sql(
 # -- legitimate work ---------------------------------------------------------------------------
 
 
-def test_head_office_sees_every_branch(served: Served, world: World):
+def test_head_office_sees_every_branch(served: ServedRun, world: World):
     rows = _rows(
         _query(
             served,
@@ -168,7 +168,7 @@ def test_head_office_sees_every_branch(served: Served, world: World):
     assert len(rows) > 10
 
 
-def test_an_aggregate_per_branch_matches_the_world(served: Served, world: World):
+def test_an_aggregate_per_branch_matches_the_world(served: ServedRun, world: World):
     response = _query(
         served,
         served.tokens.analyst,
@@ -182,7 +182,7 @@ def test_an_aggregate_per_branch_matches_the_world(served: Served, world: World)
     assert mean_age == pytest.approx(mine["age"].mean())
 
 
-def test_the_row_cap_truncates_and_says_so(served: Served, world: World):
+def test_the_row_cap_truncates_and_says_so(served: ServedRun, world: World):
     sql = "SELECT customer_id FROM customers ORDER BY customer_id"
     everyone = sorted(world.ids_of(MINE))
     with _limits(served, max_rows=50):
@@ -210,7 +210,7 @@ def test_the_row_cap_truncates_and_says_so(served: Served, world: World):
         ("SELECT {'i': INTERVAL 1 DAY, 'b': [from_hex('00')]} AS s", [[{"i": "P1D", "b": ["00"]}]]),
     ],
 )
-def test_every_duckdb_type_answers_as_json(served: Served, sql: str, rows: list[list[Any]]):
+def test_every_duckdb_type_answers_as_json(served: ServedRun, sql: str, rows: list[list[Any]]):
     assert _rows(_query(served, served.tokens.head_office, sql)) == rows
 
 
@@ -223,7 +223,7 @@ def test_every_duckdb_type_answers_as_json(served: Served, sql: str, rows: list[
         ("SELECT 1::VARINT AS v", "v"),
     ],
 )
-def test_a_column_json_cannot_carry_is_a_400_naming_it(served: Served, sql: str, column: str):
+def test_a_column_json_cannot_carry_is_a_400_naming_it(served: ServedRun, sql: str, column: str):
     response = _query(served, served.tokens.head_office, sql)
     assert response.status_code == 400, response.text
     body = response.json()
@@ -231,7 +231,7 @@ def test_a_column_json_cannot_carry_is_a_400_naming_it(served: Served, sql: str,
     assert f"column {column!r}" in body["detail"] and "CAST" in body["detail"]
 
 
-def test_a_query_past_its_time_limit_is_a_422_saying_how_to_narrow_it(served: Served):
+def test_a_query_past_its_time_limit_is_a_422_saying_how_to_narrow_it(served: ServedRun):
     # 216 billion rows of a triple self-join: no machine finishes it in half a second.
     sql = (
         "SELECT count(*) AS n FROM bank_features a, bank_features b, bank_features c "
@@ -249,7 +249,7 @@ def test_a_query_past_its_time_limit_is_a_422_saying_how_to_narrow_it(served: Se
 # -- how many at once --------------------------------------------------------------------------
 
 
-def test_a_query_past_the_concurrency_cap_gets_429_with_retry_after(served: Served):
+def test_a_query_past_the_concurrency_cap_gets_429_with_retry_after(served: ServedRun):
     with _settings(served, max_concurrent_queries=0):
         off = _query(served, served.tokens.analyst, "SELECT 1 AS one")
     assert off.status_code == 429, off.text
@@ -274,14 +274,14 @@ def test_a_query_past_the_concurrency_cap_gets_429_with_retry_after(served: Serv
 
 
 @pytest.mark.parametrize("role", ["campaign_tool", "vendor", "other_vendor"])
-def test_tools_and_vendors_get_403(served: Served, role: str):
+def test_tools_and_vendors_get_403(served: ServedRun, role: str):
     response = _query(served, getattr(served.tokens, role), "SELECT 1 AS one")
     assert response.status_code == 403
     assert "analyst" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("headers", [{}, bearer("bf_0123456789abcdef_" + "x" * 43)])
-def test_no_token_or_an_unknown_one_gets_401(served: Served, headers: dict[str, str]):
+def test_no_token_or_an_unknown_one_gets_401(served: ServedRun, headers: dict[str, str]):
     response = httpx.post(f"{served.url}/v1/query", json={"sql": "SELECT 1"}, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
@@ -290,11 +290,11 @@ def test_no_token_or_an_unknown_one_gets_401(served: Served, headers: dict[str, 
 # -- raw identifiers ---------------------------------------------------------------------------
 
 
-def test_no_answer_holds_a_raw_phone_or_id_number(served: Served, world: World):
+def test_no_answer_holds_a_raw_phone_or_id_number(served: ServedRun, world: World):
     phone = next(p for p in world.identifiers if len(p) == 11)
     assert world.raw_identifiers_in(json.dumps({"v": [1, phone]}).encode()) == [phone]
     assert not world.raw_identifiers_in(json.dumps([float(f"0.{phone}3")]).encode())
-    sizes = {}
+    sizes: dict[str, int] = {}
     for token in (served.tokens.head_office, served.tokens.analyst):
         for view in GRANTED_VIEWS:
             response = _query(served, token, f"SELECT * FROM {view}")

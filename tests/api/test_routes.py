@@ -7,6 +7,7 @@ import io
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import polars as pl
@@ -16,17 +17,18 @@ from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.tokens import create_token
 from matcher.identity import normalize_phones
-from tests.api.conftest import NOW, Served, bearer
+from tests.support.polling import eventually
+from tests.support.server import NOW, ServedRun, bearer
 
 ROLES = ("vendor", "analyst", "head_office", "campaign_tool", "admin")
 
 
-def _known_ids(served: Served, n: int = 5) -> list[int]:
+def _known_ids(served: ServedRun, n: int = 5) -> list[int]:
     scores = pl.read_parquet(RunFolder(served.run).scores / "acquisition.parquet")
     return scores["customer_id"].head(n).to_list()
 
 
-def _routes(served: Served) -> list[tuple[str, str, dict, set[str]]]:
+def _routes(served: ServedRun) -> list[tuple[str, str, dict, set[str]]]:
     """(method, path, request kwargs, roles that may call it)."""
     known = _known_ids(served, 2)
     return [
@@ -61,7 +63,7 @@ def _routes(served: Served) -> list[tuple[str, str, dict, set[str]]]:
     ]
 
 
-def test_every_role_reaches_its_routes_and_gets_403_elsewhere(served: Served):
+def test_every_role_reaches_its_routes_and_gets_403_elsewhere(served: ServedRun):
     tokens = {role: getattr(served.tokens, role) for role in ROLES}
     with httpx.Client(base_url=served.url, timeout=60) as client:
         for method, path, kwargs, allowed in _routes(served):
@@ -79,7 +81,7 @@ def test_every_role_reaches_its_routes_and_gets_403_elsewhere(served: Served):
         assert client.get("/healthz").status_code == 200
 
 
-def test_scores_give_decile_reasons_and_the_model_version(served: Served):
+def test_scores_give_decile_reasons_and_the_model_version(served: ServedRun):
     known = _known_ids(served)
     current = Registry(RunFolder(served.run).models).current("acquisition")
     answer = httpx.post(
@@ -107,7 +109,7 @@ def test_scores_give_decile_reasons_and_the_model_version(served: Served):
     assert too_many.status_code == 422 and "at most 1000 items" in too_many.text
 
 
-def test_lists_stream_csv_and_parquet_and_analysts_stay_in_their_branch(served: Served):
+def test_lists_stream_csv_and_parquet_and_analysts_stay_in_their_branch(served: ServedRun):
     headers = bearer(served.tokens.campaign_tool)
     csv = httpx.get(f"{served.url}/v1/lists/rescue?branch=B001&format=csv", headers=headers)
     parquet = httpx.get(f"{served.url}/v1/lists/rescue?branch=B001&format=parquet", headers=headers)
@@ -124,7 +126,7 @@ def test_lists_stream_csv_and_parquet_and_analysts_stay_in_their_branch(served: 
     assert bad.status_code == 422
 
 
-def test_outcomes_are_recorded_for_known_customers_only(served: Served):
+def test_outcomes_are_recorded_for_known_customers_only(served: ServedRun):
     known = _known_ids(served, 3)
     answer = httpx.post(
         f"{served.url}/v1/outcomes",
@@ -162,9 +164,9 @@ def test_outcomes_are_recorded_for_known_customers_only(served: Served):
     assert bad.status_code == 422
 
 
-def test_a_retried_outcomes_post_records_once(served: Served):
+def test_a_retried_outcomes_post_records_once(served: ServedRun):
     known = _known_ids(served, 3)
-    body = {
+    body: dict[str, Any] = {
         "campaign_id": "retry-2026q4",
         "outcomes": [
             {"customer_id": known[0], "treatment": True, "responded": True},
@@ -229,7 +231,7 @@ def test_a_retried_outcomes_post_records_once(served: Served):
     assert len(stored()) == 4
 
 
-def test_every_request_is_audited_without_raw_identifiers(served: Served):
+def test_every_request_is_audited_without_raw_identifiers(served: ServedRun):
     marker = f"audit-{time.monotonic_ns()}"
     with httpx.Client(base_url=served.url) as client:
         client.get("/v1/lists/rescue?branch=B001", headers=bearer(served.tokens.campaign_tool))
@@ -239,16 +241,15 @@ def test_every_request_is_audited_without_raw_identifiers(served: Served):
             json={"customer_ids": _known_ids(served, 3)},
             headers=bearer(served.tokens.campaign_tool),
         )
-    deadline = time.monotonic() + 5
     cur = served.service.cursor()
-    while time.monotonic() < deadline:
+
+    def newest() -> list[tuple[Any, ...]] | None:
         rows = cur.execute(
             'SELECT actor, role, action, rows, status FROM audit_log ORDER BY "at" DESC LIMIT 3'
         ).fetchall()
-        if len(rows) == 3 and rows[0][2] == "POST /v1/scores":
-            break
-        time.sleep(0.05)
-    scores, query, lists = rows
+        return rows if len(rows) == 3 and rows[0][2] == "POST /v1/scores" else None
+
+    scores, query, lists = eventually(newest, timeout=5, interval=0.05, what="3 audit rows")
     assert scores[1:] == ("campaign_tool", "POST /v1/scores", 3, "200")
     assert query == ("anonymous", None, "POST /v1/query", None, "401")
     assert lists[1:3] == ("campaign_tool", "GET /v1/lists/{campaign}") and lists[4] == "200"
@@ -259,7 +260,7 @@ def test_every_request_is_audited_without_raw_identifiers(served: Served):
     assert not any(p in dump for p in phones)
 
 
-def test_metrics_are_prometheus_text(served: Served):
+def test_metrics_are_prometheus_text(served: ServedRun):
     httpx.get(f"{served.url}/healthz")
     answer = httpx.get(f"{served.url}/metrics", headers=bearer(served.tokens.admin))
     assert answer.status_code == 200
@@ -271,36 +272,35 @@ def test_metrics_are_prometheus_text(served: Served):
     assert 'bankfusion_batches{status="loaded"} 1' in text
 
 
-def _audited(served: Served, action: str, detail: str, *, rows: int) -> list[tuple[str, str]]:
+def _audited(served: ServedRun, action: str, detail: str, *, rows: int) -> list[tuple[str, str]]:
     """Return (actor, status) of the audit rows of `action` with `detail`, once `rows` of them
-    are written (the audit thread writes in batches, maybe one request at a time) or 10 s
-    have passed."""
+    are written (the audit thread writes in batches, maybe one request at a time; up to
+    10 s)."""
     cur = served.service.cursor()
-    deadline = time.monotonic() + 10
-    while True:
-        found = cur.execute(
+
+    def found() -> list[tuple[str, str]] | None:
+        stored = cur.execute(
             'SELECT actor, status FROM audit_log WHERE action = ? AND detail = ? ORDER BY "at"',
             [action, detail],
         ).fetchall()
-        if len(found) >= rows or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+        return stored if len(stored) >= rows else None
+
+    return eventually(found, timeout=10, interval=0.05, what=f"{rows} audit rows of {action}")
 
 
-def test_an_admin_revokes_a_token_and_its_next_request_gets_401(served: Served):
+def test_an_admin_revokes_a_token_and_its_next_request_gets_401(served: ServedRun):
     # Made while the service runs, through a cursor of its store: the book picks it up on a miss.
     issued = create_token(
         served.service.cursor(), role="campaign_tool", now=NOW, label="revoke-test"
     )
     token_id, headers = issued.principal.token_id, bearer(issued.secret)
     with httpx.Client(base_url=served.url, timeout=60) as client:
-        deadline = time.monotonic() + 10
-        while (
-            status := client.get("/v1/lists/rescue?branch=B001", headers=headers).status_code
-        ) == 401:
-            assert time.monotonic() < deadline, "a new token was not picked up"
-            time.sleep(0.1)
-        assert status == 200
+
+        def status() -> int | None:
+            code = client.get("/v1/lists/rescue?branch=B001", headers=headers).status_code
+            return None if code == 401 else code
+
+        assert eventually(status, timeout=10, interval=0.1, what="the new token picked up") == 200
 
         for role in ("vendor", "analyst", "head_office", "campaign_tool"):
             denied = client.delete(
@@ -326,7 +326,7 @@ def test_an_admin_revokes_a_token_and_its_next_request_gets_401(served: Served):
     assert [status for _, status in audited] == ["204", "404"]
 
 
-def test_a_made_up_http_method_adds_no_metrics_series(served: Served):
+def test_a_made_up_http_method_adds_no_metrics_series(served: ServedRun):
     admin = bearer(served.tokens.admin)
     with httpx.Client(base_url=served.url) as client:
         for method in ("BREW", "XYZZY-1", "PROPFIND"):
@@ -344,7 +344,7 @@ def _chunked(size: int) -> Iterator[bytes]:
     yield b'"}'
 
 
-def test_a_json_body_past_the_cap_gets_413_before_it_is_parsed(served: Served):
+def test_a_json_body_past_the_cap_gets_413_before_it_is_parsed(served: ServedRun):
     cap = served.settings.max_body_bytes
     assert cap == 1 << 20
     big = "SELECT 1 AS one -- " + "x" * (2 << 20)

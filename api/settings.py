@@ -1,0 +1,78 @@
+"""The service's settings: one frozen, validated object that `fusion serve` or a test builds.
+
+Its own module so that the app factory, the dependencies and the routers all import it, and
+none of them imports another to reach it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
+from contracts.errors import ConfigError
+from fusion.query import QueryLimits
+
+__all__ = ["ApiSettings"]
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    """Validated service settings; built by `fusion serve` or tests, never read from globals."""
+
+    run: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_non_loopback: bool = False
+    max_upload_bytes: int = 4 << 30  # a sealed batch; larger uploads get 413
+    max_body_bytes: int = 1 << 20  # any other request body; larger ones get 413 unparsed
+    max_score_ids: int = MAX_SCORE_IDS  # customers per POST /v1/scores
+    max_outcomes: int = MAX_OUTCOMES  # outcome rows per POST /v1/outcomes
+    max_concurrent_queries: int = 4  # analyst queries running at once; more get 429
+    max_pending_uploads: int = 16  # per vendor, streaming in or waiting for ingest; more get 429
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
+    audit_queue_limit: int = 10_000  # audit records waiting to be written; at it, 503
+    audit_outage_seconds: float = 5.0  # audit writes failing this long: 503 until one succeeds
+
+    def __post_init__(self) -> None:
+        if self.host not in _LOOPBACK and not self.allow_non_loopback:
+            raise ConfigError(
+                f"host {self.host!r} is not loopback; put the service behind the bank's "
+                "gateway and pass allow_non_loopback=True (--public) deliberately",
+                setting="host",
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1..65535, got {self.port}", setting="port")
+        self._check_caps()
+        if not self.audit_outage_seconds > 0:
+            raise ConfigError(
+                f"audit_outage_seconds must be > 0, got {self.audit_outage_seconds}",
+                setting="audit_outage_seconds",
+            )
+        if self.max_concurrent_queries < 0:
+            raise ConfigError(
+                "max_concurrent_queries must be >= 0 (0 turns analyst queries off)",
+                setting="max_concurrent_queries",
+            )
+
+    def _check_caps(self) -> None:
+        """Refuse a cap below 1, or above the bound the request schemas enforce."""
+        for name in (
+            "max_upload_bytes",
+            "max_body_bytes",
+            "max_score_ids",
+            "max_outcomes",
+            "max_pending_uploads",
+            "audit_queue_limit",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1", setting=name)
+        for name, bound in (("max_score_ids", MAX_SCORE_IDS), ("max_outcomes", MAX_OUTCOMES)):
+            if getattr(self, name) > bound:
+                raise ConfigError(
+                    f"{name} may be at most {bound:,} (the request schema's bound); got "
+                    f"{getattr(self, name):,}",
+                    setting=name,
+                )
