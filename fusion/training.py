@@ -1,6 +1,7 @@
 """One training run: acquisition (in-bank and fused), rescue, uplift; registered and summarised.
 
-`train_all` is what `fusion train` runs on a feature set and the bank's past campaign. It saves
+`train_all` is the training step of the pipeline (`fusion.pipeline.train_models`, which `fusion
+train` and the demo run) on a feature set and the bank's past campaign. It saves
 every model in the registry (the fused acquisition model, the rescue model and the best uplift
 learner become CURRENT for scoring), and returns a `TrainingRun` whose `summary()` holds every
 figure the model report prints, as plain JSON-ready values.
@@ -18,7 +19,6 @@ Model names in the registry:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,14 +31,13 @@ from fusion.models import metrics
 from fusion.models.acquisition import LABEL, AcquisitionConfig, TrainedModel, train_acquisition
 from fusion.models.campaign import UpliftConfig, UpliftResult, train_uplift
 from fusion.models.rescue import RescueConfig, RescueResult, train_rescue
+from fusion.progress import Progress
 from fusion.registry import ModelRef, Registry, UpliftArtifact
 
 if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = ["TrainingConfig", "TrainingRun", "train_all"]
-
-Progress = Callable[[str, float], None]
 
 
 @dataclass(frozen=True, kw_only=True)

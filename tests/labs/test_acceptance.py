@@ -1,42 +1,30 @@
 """The models' acceptance figures on the default demo world (100k customers, seed 7, held out).
 
-This is what `make demo` prints and the model report shows; the test pins it so a change to the
-world, the features or the models that loses the data's proven worth fails CI.
+This is what `make demo` prints and the model report shows: the test runs `fusion demo` and
+pins its figures, so a change to the world, the features or the models that loses the data's
+proven worth fails CI.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
 from pathlib import Path
 
-import polars as pl
 import pytest
+from typer.testing import CliRunner
 
-from fusion.registry import Registry
-from fusion.training import train_all
-from tests.factories import world_features
+from labs.cli import app
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root: Path = tmp_path_factory.mktemp("acceptance")
-    features, world = world_features(root, customers=100_000, seed=7)
-    truth = pl.read_parquet(world.propensity, columns=["customer_id", "uplift"])
-    true_uplift = (
-        features.table.select("customer_id")
-        .join(truth, on="customer_id", how="left", maintain_order="left")["uplift"]
-        .to_numpy()
-    )
-    run = train_all(
-        features,
-        campaign=pl.read_parquet(world.campaign),
-        registry=Registry(root / "models"),
-        now=datetime(2026, 10, 2, tzinfo=UTC),
-        true_uplift=true_uplift,
-    )
-    return run.summary()
+    run: Path = tmp_path_factory.mktemp("acceptance") / "run"
+    args = ["demo", "--out", str(run), "--customers", "100000", "--seed", "7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads((run / "demo-summary.json").read_text())["models"]
 
 
 def test_fused_acquisition_beats_in_bank_by_four_points(summary: dict):

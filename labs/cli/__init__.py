@@ -1,0 +1,80 @@
+"""The `fusion` command: the one entry point for the demo, the vendor tool and the bank's jobs.
+
+The composition root: each command parses its options, calls a step of `fusion.pipeline` (or
+`labs.demo`) and prints the result. Only this package (and `api/`) reads the environment and
+prints. A platform error prints its message, which says what to do, and exits 2
+(`terminal.exits_on_error`). The commands by group:
+
+    bank       keys init|rotate|pair-vendor, ingest, match, features, report, publish
+    vendor     vendor keygen|pack|rotate|evaluate|push
+    models     train, score
+    service    serve, token create|list|revoke
+    analyst    sql
+    workbench  world, demo, bench
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from labs.cli import analyst, bank, models, service, vendor, workbench
+from labs.cli.terminal import err_console
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fusion",
+    help="Privacy-preserving fusion of a data vendor's app/tag data with a bank's customers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _configure(
+    log_level: Annotated[
+        str, typer.Option(help="Log level of the bank's log on stderr (DEBUG, INFO, WARNING).")
+    ] = "WARNING",
+) -> None:
+    """Privacy-preserving fusion of a data vendor's app/tag data with a bank's customers."""
+    from rich.logging import RichHandler
+
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"log level must be DEBUG, INFO or WARNING, got {log_level!r}")
+    # The bank's own log: refusal causes, ledger verdicts and counts (never a phone or a key).
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+# Registered in the order `fusion --help` lists them.
+app.command()(workbench.world)
+app.command()(workbench.demo)
+app.add_typer(bank.keys_app, name="keys")
+app.add_typer(vendor.vendor_app, name="vendor")
+app.command()(bank.ingest)
+app.command("match")(bank.match_command)
+app.command("features")(bank.features_command)
+app.command("train")(models.train_command)
+app.command("score")(models.score_command)
+app.command("report")(bank.report_command)
+app.command()(analyst.sql)
+app.command()(bank.publish)
+app.command()(service.serve)
+app.add_typer(service.token_app, name="token")
+app.command()(workbench.bench)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m labs.cli`
+    """Run the `fusion` command and exit with its status."""
+    sys.exit(app())

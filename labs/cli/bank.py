@@ -1,0 +1,288 @@
+"""The bank's commands: its keyring, ingest, match, features, the match report, publish."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import polars as pl
+import typer
+
+from contracts.errors import ConfigError
+from contracts.schemas import MatchMode
+from fusion.pipeline.bank import Bank, deliver_to_inbox, ingest_batches, publish_snapshots
+from fusion.runfolder import RunFolder
+from labs.cli.options import (
+    DEFAULT_RUN,
+    ClusterOption,
+    ModeOption,
+    RunOption,
+    bank_of,
+    cluster_engine,
+    engine_for,
+    now,
+    parse_date,
+)
+from labs.cli.render import print_match
+from labs.cli.terminal import console, exits_on_error
+from matcher.keyring import Keyring, pair_locally
+from matcher.oprf_exchange import ANSWER, ElementFile
+
+if TYPE_CHECKING:
+    from fusion.oprf_psi import OprfRequestInfo
+
+__all__ = [
+    "features_command",
+    "ingest",
+    "keys_app",
+    "keys_init",
+    "keys_pair_vendor",
+    "keys_rotate",
+    "match_command",
+    "publish",
+    "report_command",
+]
+
+keys_app = typer.Typer(
+    help="The bank's keyring: HPKE keys, trusted vendors, salt epochs, store key."
+)
+
+
+@keys_app.command("init")
+@exits_on_error
+def keys_init(run: RunOption = DEFAULT_RUN) -> None:
+    """Create the bank's keyring (HPKE key pair, first salt epoch, store key)."""
+    folder = RunFolder(run).ensure()
+    keyring = Keyring.init(folder.bank_keys, role="bank")
+    console.print(
+        f"bank keyring created in {folder.bank_keys} (salt epoch {keyring.current_salt().epoch_id})"
+    )
+
+
+@keys_app.command("rotate")
+@exits_on_error
+def keys_rotate(
+    what: Annotated[str, typer.Option(help="hpke | salt")],
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Rotate the bank's HPKE key or salt epoch; old keys stay readable."""
+    new_id = Keyring.open(RunFolder(run).bank_keys).rotate(what)  # type: ignore[arg-type]
+    console.print(f"rotated {what}: new id {new_id}")
+
+
+@keys_app.command("pair-vendor")
+@exits_on_error
+def keys_pair_vendor(run: RunOption = DEFAULT_RUN) -> None:
+    """Exchange public keys and the salt epoch between the two keyrings of a local run.
+
+    In production the same three things travel out of band: the vendor's public signing key to
+    the bank, the bank's HPKE public key to the vendor, and the salt epoch by a key ceremony.
+    """
+    folder = RunFolder(run)
+    pair_locally(Keyring.open(folder.bank_keys), Keyring.open(folder.vendor_keys))
+    console.print("vendor trusted by the bank; bank key and salt epoch imported by the vendor")
+
+
+@exits_on_error
+def ingest(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Sealed files (default: the inbox).")
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Verify, open, validate and load sealed batches into the encrypted store."""
+    folder = RunFolder(run).ensure()
+    deliver_to_inbox(files or (), folder.inbox)
+    with bank_of(run) as bank:
+        outcomes = ingest_batches(bank, clock=now)
+    for outcome in outcomes:
+        reasons = f" ({', '.join(outcome.reasons)})" if outcome.reasons else ""
+        console.print(
+            f"{outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows{reasons}"
+        )
+    if not outcomes:
+        console.print("inbox empty: nothing to ingest")
+
+
+def _check_match_options(mode: MatchMode, *, oprf_only: bool, cluster: str | None) -> None:
+    """Refuse options that belong to the other mode."""
+    if mode == MatchMode.SALTED and oprf_only:
+        raise ConfigError(
+            "--answer, --request-out and --local-vendor belong to --mode oprf", setting="mode"
+        )
+    if mode == MatchMode.OPRF and cluster:
+        raise ConfigError(
+            "--cluster runs the salted mode's keying; the OPRF mode runs in this process "
+            "(its blinding already uses every core)",
+            setting="cluster",
+        )
+
+
+@exits_on_error
+def match_command(
+    extract: Annotated[Path, typer.Option(help="The bank's customer extract (Parquet).")],
+    snapshot: Annotated[str, typer.Option(help="Snapshot date of the extract, YYYY-MM-DD.")],
+    epoch: Annotated[
+        str | None,
+        typer.Option(
+            help="Salt epoch (salted; default current) or the vendor's OPRF epoch (oprf; default "
+            "the newest loaded OPRF batch's)."
+        ),
+    ] = None,
+    mode: ModeOption = MatchMode.SALTED,
+    answer: Annotated[
+        Path | None,
+        typer.Option(help="oprf: the vendor's answer file; finishes the match it answers."),
+    ] = None,
+    request_out: Annotated[
+        Path | None, typer.Option(help="oprf: where to write the request file for the vendor.")
+    ] = None,
+    local_vendor: Annotated[
+        bool,
+        typer.Option(
+            help="oprf, demo and tests only: let this run's vendor keyring answer at once."
+        ),
+    ] = False,
+    cluster: ClusterOption = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Match the customer extract with the vendor's data (phones are never stored).
+
+    salted: key the extract and intersect with the vendor's keys. oprf: without --answer, write
+    the blinded request for the vendor (`fusion vendor evaluate`); with --answer, open the matched
+    customers' rows and match; --local-vendor does both steps with this run's vendor keyring.
+    """
+    from fusion.pipeline.matching import finish_oprf
+
+    oprf_only = bool(answer or request_out or local_vendor)
+    _check_match_options(mode, oprf_only=oprf_only, cluster=cluster)
+    snapshot_date = parse_date(snapshot)
+    frame = pl.read_parquet(extract)
+    with bank_of(run) as bank:
+        if mode == MatchMode.SALTED:
+            _match_salted(bank, frame, snapshot_date, epoch, cluster)
+            return
+        if answer is not None:
+            with console.status("unblinding, opening the matched rows, matching"):
+                reply = ElementFile.read(answer, kind=ANSWER)
+                done = finish_oprf(bank, frame, reply, now=now())
+            print_match(done)
+            return
+        sent = _request_oprf(bank, frame, snapshot_date, epoch, local_vendor, request_out)
+    if sent is not None:
+        info, target = sent
+        console.print(
+            f"OPRF request {info.request_id} (epoch {info.epoch_id}): {info.blinded:,} of "
+            f"{info.customers:,} customers blinded -> {target}\nsend it to the vendor "
+            "(`fusion vendor evaluate`), then run this command again with --answer ANSWER_FILE"
+        )
+
+
+def _match_salted(
+    bank: Bank, frame: pl.DataFrame, snapshot_date: date, epoch: str | None, cluster: str | None
+) -> None:
+    """Key the extract (by bucket on `cluster` when given), match and print the counts."""
+    from fusion.pipeline.matching import match_salted
+
+    with engine_for(cluster) as engine:
+        # A cluster job draws its own bars; a spinner may not run beside them.
+        spinner = console.status("keying the extract and matching") if engine is None else None
+        with spinner or nullcontext():
+            done = match_salted(
+                bank, frame, snapshot_date=snapshot_date, now=now(), epoch=epoch, engine=engine
+            )
+    print_match(done)
+
+
+def _request_oprf(
+    bank: Bank,
+    frame: pl.DataFrame,
+    snapshot_date: date,
+    epoch: str | None,
+    local_vendor: bool,
+    request_out: Path | None,
+) -> tuple[OprfRequestInfo, Path] | None:
+    """Blind the extract; write the request (returned with its path) or let the run's vendor
+    answer at once and print the match (None)."""
+    from fusion.pipeline.matching import answer_as_local_vendor, finish_oprf, request_oprf
+
+    with console.status(f"blinding {frame.height:,} customers"):
+        info, request = request_oprf(
+            bank, frame, snapshot_date=snapshot_date, now=now(), epoch=epoch
+        )
+    if local_vendor:
+        with console.status(f"vendor: evaluating {len(request):,} blinded elements"):
+            reply = answer_as_local_vendor(bank.folder, request, customers=frame.height)
+        with console.status("bank: unblinding, opening the matched rows, matching"):
+            done = finish_oprf(bank, frame, reply, now=now())
+        print_match(done)
+        return None
+    target = request_out or bank.folder.bank_oprf / f"request-{info.request_id}.oprf"
+    request.write(target)
+    return info, target
+
+
+@exits_on_error
+def features_command(
+    snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
+    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    cluster: ClusterOption = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Build the point-in-time fused feature table of a matched snapshot and write it.
+
+    With --cluster the build runs by customer bucket on the cluster (each task opens the store
+    read-only, so no writer may hold it meanwhile); the buckets stay beside the table, under
+    buckets/, for bucketed scoring."""
+    from fusion.pipeline.feature_tables import (
+        build_snapshot_features,
+        build_snapshot_features_by_bucket,
+    )
+
+    snapshot_date = parse_date(snapshot)
+    if cluster:
+        folder = RunFolder(run)
+        keyring = Keyring.open(folder.bank_keys)
+        with cluster_engine(cluster) as engine:
+            built = build_snapshot_features_by_bucket(
+                engine, folder, keyring, snapshot_date=snapshot_date, epoch=epoch
+            )
+        if built.buckets is not None:
+            console.print(
+                f"{built.buckets.rows:,} customers built in {len(built.buckets.folders)} "
+                f"buckets -> {built.buckets_dir}"
+            )
+    else:
+        with console.status("building features"), bank_of(run) as bank:
+            built = build_snapshot_features(bank, snapshot_date=snapshot_date, epoch=epoch)
+    console.print(
+        f"{built.features.table.height:,} customers, {built.features.manifest.matched:,} with "
+        f"vendor data; written to {built.path}"
+    )
+
+
+@exits_on_error
+def report_command(
+    snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
+    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    k: Annotated[int, typer.Option(help="Suppress cells of fewer customers than k.")] = 10,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Write the match and app-penetration report (HTML with PNG plots, Parquet tables)."""
+    from fusion.pipeline.matching import match_report
+
+    snapshot_date = parse_date(snapshot)
+    with bank_of(run, read_only=True) as bank:
+        epoch_id = epoch or bank.keyring.current_salt().epoch_id
+        page = match_report(bank, snapshot_date=snapshot_date, salt_epoch=epoch_id, k=k)
+    console.print(f"report written: {page}")
+
+
+@exits_on_error
+def publish(run: RunOption = DEFAULT_RUN) -> None:
+    """Write the encrypted read-only snapshots: one for head office, one per branch."""
+    with bank_of(run) as bank:
+        written = publish_snapshots(bank)
+    console.print(f"published {len(written)} snapshots to {RunFolder(run).snapshots}")

@@ -1,0 +1,109 @@
+"""What several command groups take: the shared options, dates, the clock, the bank, an engine.
+
+The command modules import the heavy steps (Dask, xgboost, matplotlib) inside the commands that
+run them, so `fusion --help` and the light commands start without loading them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from contracts.errors import ConfigError
+from contracts.schemas import MatchMode
+from fusion.pipeline.bank import Bank, open_bank
+from fusion.runfolder import RunFolder
+from labs.cli.terminal import console
+
+if TYPE_CHECKING:
+    from fusion.engine import Engine
+
+__all__ = [
+    "DEFAULT_RUN",
+    "ClusterOption",
+    "ModeOption",
+    "RunOption",
+    "bank_of",
+    "cluster_engine",
+    "engine_for",
+    "now",
+    "parse_date",
+]
+
+RunOption = Annotated[Path, typer.Option("--run", help="Run folder (ignored by git).")]
+DEFAULT_RUN = Path("runs/demo")
+
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Run the bucketed jobs on Dask: local:N starts a LocalCluster of N workers (TLS "
+        "on), tls://HOST:PORT joins the bank's scheduler (docs/cluster.md). Default: this "
+        "process, which already uses every core."
+    ),
+]
+
+ModeOption = Annotated[
+    MatchMode,
+    typer.Option(
+        help="salted: keyed hash with the shared salt epoch (fast; a key holder can reverse it "
+        "by enumerating phones). oprf: rows sealed under the vendor's OPRF key; the bank opens "
+        "only its own customers' rows."
+    ),
+]
+
+
+def now() -> datetime:
+    """Return the time now, in UTC: the clock of every command."""
+    return datetime.now(UTC)
+
+
+def parse_date(text: str) -> date:
+    """Return the date `text` names (YYYY-MM-DD)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise ConfigError(
+            f"snapshot must be a date like 2026-09-30, got {text!r}", setting="snapshot"
+        ) from error
+
+
+@contextmanager
+def bank_of(run: Path, *, read_only: bool = False) -> Iterator[Bank]:
+    """Yield the bank of the run folder `run`: its keyring and its store, opened."""
+    with open_bank(RunFolder(run), read_only=read_only) as bank:
+        yield bank
+
+
+@contextmanager
+def cluster_engine(cluster: str, *, cluster_only: bool = False) -> Iterator[Engine]:
+    """Yield the engine `--cluster` names, closed when the block ends.
+
+    `cluster_only` refuses a value that names this process rather than a Dask cluster.
+    """
+    # Dask loads only for the commands that run on a cluster: `fusion --help` starts at once.
+    from fusion.engine import ClusterEngine, parse_cluster
+
+    engine = parse_cluster(cluster, console=console)
+    if cluster_only and not isinstance(engine, ClusterEngine):
+        engine.close()
+        raise ConfigError(
+            f"--cluster {cluster!r} names no cluster; use local:N or tls://HOST:PORT",
+            setting="cluster",
+        )
+    with engine:
+        yield engine
+
+
+@contextmanager
+def engine_for(cluster: str | None, *, cluster_only: bool = False) -> Iterator[Engine | None]:
+    """Yield the engine of `--cluster` (`cluster_engine`), or None when the option is absent."""
+    if not cluster:
+        yield None
+        return
+    with cluster_engine(cluster, cluster_only=cluster_only) as engine:
+        yield engine

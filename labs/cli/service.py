@@ -1,0 +1,99 @@
+"""The service's commands: serve the API for a run folder; create, list and revoke its tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from contracts.errors import ConfigError, StoreLockedError
+from fusion.tokens import create_token, revoke_token
+from labs.cli.options import DEFAULT_RUN, RunOption, bank_of, now
+from labs.cli.terminal import console, err_console, exits_on_error
+
+__all__ = ["serve", "token_app", "token_create", "token_list", "token_revoke"]
+
+token_app = typer.Typer(help="API tokens: create (printed once), list, revoke.")
+
+
+@exits_on_error
+def serve(
+    run: RunOption = DEFAULT_RUN,
+    host: Annotated[
+        str, typer.Option(help="Bind address (loopback unless --public).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    public: Annotated[bool, typer.Option(help="Allow a non-loopback bind address.")] = False,
+) -> None:
+    """Serve the API for a run folder under uvicorn."""
+    from api import ApiSettings, serve  # the service's dependencies load for this command only
+
+    serve(ApiSettings(run=run, host=host, port=port, allow_non_loopback=public))
+
+
+@token_app.command("create")
+@exits_on_error
+def token_create(
+    role: Annotated[str, typer.Option(help="vendor | analyst | campaign_tool | admin")],
+    branches: Annotated[
+        str | None, typer.Option(help="Analyst's branches, comma-separated.")
+    ] = None,
+    head_office: Annotated[
+        bool, typer.Option("--head-office", help="An analyst of every branch (no --branches).")
+    ] = False,
+    vendor: Annotated[str | None, typer.Option(help="Vendor id (vendor tokens).")] = None,
+    label: Annotated[str | None, typer.Option(help="Who holds it, for the audit log.")] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Create an API token and print it once; only its SHA-256 is kept (stop the service first)."""
+    with bank_of(run) as bank:
+        issued = create_token(
+            bank.store,
+            role=role,
+            branches=branches.split(",") if branches is not None else None,
+            head_office=head_office,
+            vendor_id=vendor,
+            label=label,
+            now=now(),
+        )
+    scope = ", ".join(sorted(issued.principal.branches or ())) or "all branches"
+    holder = scope if role == "analyst" else vendor or "-"
+    err_console.print(
+        f"token {issued.principal.token_id} ({role}; {holder}) - shown once, store it in the "
+        "caller's secret store:"
+    )
+    print(issued.secret)  # stdout alone, so scripts can capture it
+
+
+@token_app.command("revoke")
+@exits_on_error
+def token_revoke(token_id: str, run: RunOption = DEFAULT_RUN) -> None:
+    """Revoke a token by its id while the service is stopped (running: DELETE /v1/tokens/ID)."""
+    try:
+        with bank_of(run) as bank:
+            revoked = revoke_token(bank.store, token_id, now=now())
+    except StoreLockedError as error:
+        raise ConfigError(
+            f"{error}. While `fusion serve` holds the store, revoke through the service, "
+            f"which drops the token at once: DELETE /v1/tokens/{token_id} with an admin "
+            f"token, e.g. curl -X DELETE -H 'Authorization: Bearer $ADMIN_TOKEN' "
+            f"http://127.0.0.1:8000/v1/tokens/{token_id}",
+            setting="run",
+        ) from error
+    console.print(f"token {token_id}: {'revoked' if revoked else 'not found or already revoked'}")
+
+
+@token_app.command("list")
+@exits_on_error
+def token_list(run: RunOption = DEFAULT_RUN) -> None:
+    """List tokens: id, role, scope, label, created, revoked (never a secret)."""
+    with bank_of(run, read_only=True) as bank:
+        rows = bank.store.execute(
+            "SELECT token_id, role, coalesce(branches, vendor_id, ''), coalesce(label, ''), "
+            "created_at, revoked_at FROM api_tokens ORDER BY created_at"
+        ).fetchall()
+    table = Table("token", "role", "scope", "label", "created", "revoked")
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "" for v in row))
+    console.print(table)

@@ -1,0 +1,236 @@
+"""The vendor's tool: its keyring, packing and sealing batches, OPRF answers, pushing batches."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from contracts.errors import ConfigError, FusionError
+from contracts.schemas import MatchMode
+from fusion.runfolder import RunFolder
+from labs.cli.options import DEFAULT_RUN, ModeOption, RunOption, now
+from labs.cli.terminal import console, exits_on_error
+from matcher.keyring import Keyring
+from matcher.oprf_exchange import REQUEST, ElementFile, answer_request
+from matcher.pack import pack_users
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "vendor_app",
+    "vendor_evaluate",
+    "vendor_keygen",
+    "vendor_pack",
+    "vendor_push",
+    "vendor_rotate",
+]
+
+vendor_app = typer.Typer(help="The vendor's tool: keys, packing and sealing batches.")
+
+# Verdicts after which the vendor's data did not arrive: the push exits non-zero.
+_PUSH_FAILED = {
+    "quarantined": "it broke the data contract; the status answer holds the report (rule, row "
+    "count, example rows). Fix the rows and send them under a new batch_id",
+    "refused": "the bank could not verify or open it; check that it was sealed to the bank's "
+    "current public key and signed with the key the bank holds for you, then pack it again",
+    "failed": "the bank could not process it; tell the bank's operators, then push it again "
+    "(a batch loads once)",
+}
+
+
+@vendor_app.command("keygen")
+@exits_on_error
+def vendor_keygen(
+    vendor_id: Annotated[
+        str, typer.Option(help="The vendor's id as the bank knows it.")
+    ] = "vendor-a",
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Create the vendor's keyring with its Ed25519 signing key."""
+    folder = RunFolder(run).ensure()
+    Keyring.init(folder.vendor_keys, role="vendor", vendor_id=vendor_id)
+    console.print(f"vendor keyring for {vendor_id} created in {folder.vendor_keys}")
+
+
+@vendor_app.command("pack")
+@exits_on_error
+def vendor_pack(
+    users: Annotated[Path, typer.Option(help="Users Parquet: phone + app/tag lists.")],
+    out: Annotated[Path | None, typer.Option(help="Sealed batch file to write.")] = None,
+    epoch: Annotated[
+        str | None, typer.Option(help="Salt epoch (salted) or OPRF epoch (oprf); default current.")
+    ] = None,
+    mode: ModeOption = MatchMode.SALTED,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Normalise phones, key or seal each user's row, drop the phones and seal the batch."""
+    folder = RunFolder(run).ensure()
+    keyring = Keyring.open(folder.vendor_keys)
+    with console.status(f"packing ({mode}) and sealing"):
+        result = pack_users(
+            users,
+            out or folder.outbox / "batch.sealed",
+            keyring=keyring,
+            now=now(),
+            epoch_id=epoch,
+            mode=mode,
+        )
+    rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()) or "none"
+    console.print(
+        f"batch {result.batch_id} ({result.mode}): {result.rows:,} rows sealed (epoch "
+        f"{result.salt_epoch}); rejected phones: {rejected}; duplicates dropped: "
+        f"{result.duplicates_dropped:,}"
+    )
+
+
+@vendor_app.command("rotate")
+@exits_on_error
+def vendor_rotate(
+    what: Annotated[str, typer.Option(help="signing | oprf")],
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Start a new signing key or OPRF epoch; old ones stay readable (batches sealed before)."""
+    if what not in ("signing", "oprf"):
+        raise ConfigError(f"--what takes signing or oprf, got {what!r}", setting="what")
+    new_id = Keyring.open(RunFolder(run).vendor_keys).rotate(what)  # type: ignore[arg-type]
+    console.print(f"rotated {what}: new id {new_id}")
+
+
+@vendor_app.command("evaluate")
+@exits_on_error
+def vendor_evaluate(
+    request: Annotated[Path, typer.Option(help="The bank's OPRF request file.")],
+    out: Annotated[Path | None, typer.Option(help="Answer file to write.")] = None,
+    declared_customers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="The bank's customer count as agreed out of band; required for an epoch's "
+            "first answer, where it fixes the cap (x1.1 + 1000 evaluations per epoch).",
+        ),
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Answer a bank's blinded OPRF request under the epoch's evaluation budget."""
+    folder = RunFolder(run)
+    keyring = Keyring.open(folder.vendor_keys)
+    received = ElementFile.read(request, kind=REQUEST)
+    with console.status(f"evaluating {len(received):,} blinded elements"):
+        answer, budget = answer_request(keyring, received, declared_customers=declared_customers)
+    target = out or folder.vendor_oprf / f"answer-{received.request_id}.oprf"
+    answer.write(target)
+    console.print(
+        f"answered request {received.request_id} (epoch {received.epoch_id}): "
+        f"{len(answer):,} evaluations; epoch budget {budget.used:,} of {budget.limit:,} used "
+        f"-> {target}"
+    )
+
+
+@vendor_app.command("push")
+@exits_on_error
+def vendor_push(
+    sealed: Annotated[Path, typer.Argument(help="A sealed batch file (fusion vendor pack).")],
+    url: Annotated[str, typer.Option(help="The bank's service URL.")] = "http://127.0.0.1:8000",
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the vendor token.")
+    ] = "BANKFUSION_TOKEN",  # noqa: S107 - the variable's name, not a secret
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the ingest verdict.")] = 60.0,
+) -> None:
+    """Upload a sealed batch to the bank's API (POST /v1/batches) and report its status."""
+    import httpx
+
+    token = os.environ.get(token_env)
+    if not token:
+        raise ConfigError(f"set {token_env} to the vendor's API token", setting="token")
+    if not sealed.is_file():
+        raise ConfigError(f"no sealed file at {sealed}", setting="sealed")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+            batch_id, status_url = _upload(client, sealed, token_env)
+            state = _await_verdict(client, status_url, token_env, batch_id, wait=wait)
+    except httpx.HTTPError as error:
+        raise FusionError(f"cannot reach {url}: {error}; is `fusion serve` running?") from error
+    console.print(f"batch {batch_id}: [bold]{state}[/]")
+    if state in _PUSH_FAILED:
+        raise FusionError(
+            f"batch {batch_id} was {state}: {_PUSH_FAILED[state]} "
+            f"(GET {url.rstrip('/')}{status_url})"
+        )
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            yield block
+
+
+def _upload(client: httpx.Client, sealed: Path, token_env: str) -> tuple[str | None, str]:
+    """Return the batch id and status URL the bank gave the uploaded file."""
+    answer = client.post("/v1/batches", content=_chunks(sealed))
+    if answer.status_code == 401:
+        raise _token_refused(token_env)
+    if answer.status_code != 202:
+        raise FusionError(f"upload refused: HTTP {answer.status_code} {answer.text[:300]}")
+    accepted = answer.json()
+    batch_id, status_url = accepted.get("batch_id"), accepted.get("status_url")
+    console.print(f"uploaded: upload {accepted['upload_id']}, batch {batch_id}")
+    if not status_url:
+        raise FusionError(
+            f"the bank could not read the manifest of {sealed}, so its ingest will refuse it; "
+            "seal the batch again with `fusion vendor pack` and push the new file"
+        )
+    return batch_id, str(status_url)
+
+
+def _await_verdict(
+    client: httpx.Client, status_url: str, token_env: str, batch_id: str | None, *, wait: float
+) -> str:
+    """Return the batch's status once it is no longer "received" (within `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while (state := _batch_state(client.get(status_url), token_env, batch_id)) == "received":
+        left = deadline - time.monotonic()
+        if left <= 0:
+            url = str(client.base_url).rstrip("/")
+            raise FusionError(
+                f"no verdict on batch {batch_id} within {wait:g} s; it is queued at the bank: "
+                f"ask again with GET {url}{status_url}, or push with a longer --wait (a file "
+                "sent twice loads once)"
+            )
+        time.sleep(min(0.5, left))
+    return state
+
+
+def _token_refused(token_env: str) -> ConfigError:
+    return ConfigError(
+        f"the bank did not accept the token in {token_env} (HTTP 401): it is mistyped or "
+        "revoked; ask the bank for a vendor token",
+        setting="token",
+    )
+
+
+def _batch_state(answer: httpx.Response, token_env: str, batch_id: str | None) -> str:
+    """Return the status GET /v1/batches/{id} gave, or raise the push's error for what it says."""
+    if answer.status_code == 401:
+        raise _token_refused(token_env)
+    if answer.status_code == 404:
+        raise FusionError(
+            f"the bank knows no batch {batch_id} of this vendor although it accepted the "
+            "upload; ask the bank's operators what became of it before pushing again"
+        )
+    try:
+        state = answer.json()["status"] if answer.status_code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        state = None
+    if not isinstance(state, str):
+        raise FusionError(
+            f"the bank's status answer for batch {batch_id} was HTTP {answer.status_code} "
+            f"{answer.text[:300]}; ask again later"
+        )
+    return state

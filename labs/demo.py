@@ -1,0 +1,210 @@
+"""The demo: everything the platform does, end to end, on a synthetic world.
+
+world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash or OPRF seal, seal the
+batch) -> bank ingest (verify, open, contract, load into the encrypted store) -> match (salted
+join, or OPRF request -> vendor answer -> open matched rows) -> features -> train (acquisition,
+rescue, uplift) -> score -> target lists per branch -> HTML reports -> demo-summary.json.
+
+`run_demo` is what `fusion demo` runs and what the benchmarks call for a served run folder. It is
+the only caller of the pipeline that reads the world's ground truth: the true uplift it passes to
+training scores the uplift models against what the world really did.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from contracts.schemas import MatchMode
+from contracts.taxonomy import load_taxonomy
+from fusion.features import FeatureSet
+from fusion.ingest import IngestOutcome
+from fusion.lists import TargetLists
+from fusion.pipeline.bank import Bank, LedgerCount, ingest_batches, ledger_counts, open_bank
+from fusion.pipeline.feature_tables import BuiltFeatures, build_snapshot_features
+from fusion.pipeline.matching import MatchOutcome, match_oprf_locally, match_report, match_salted
+from fusion.pipeline.modelling import model_report, score_and_list, train_models
+from fusion.progress import Progress, report_to
+from fusion.runfolder import RunFolder
+from fusion.training import TrainingRun
+from labs.world import WorldConfig, WorldFiles, WorldSummary, generate_world
+from matcher.atomic import write_atomic
+from matcher.keyring import init_local_pair
+from matcher.pack import PackResult, pack_users
+
+__all__ = ["SUMMARY_FILE", "VENDOR_ID", "BankSide", "DemoSummary", "run_demo", "true_uplift"]
+
+SUMMARY_FILE = "demo-summary.json"
+VENDOR_ID = "vendor-a"
+
+
+@dataclass(frozen=True)
+class BankSide:
+    """What the bank's store gave in one session: batches, match, features, ledger, report."""
+
+    batches: list[IngestOutcome]
+    match: MatchOutcome
+    features: BuiltFeatures
+    match_report: Path
+    ledger: dict[str, LedgerCount]
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """Everything a demo run made and measured; `to_dict` is its demo-summary.json."""
+
+    folder: RunFolder
+    snapshot_date: date
+    world: WorldSummary
+    pack: PackResult
+    bank: BankSide
+    training: TrainingRun
+    lists: TargetLists
+    model_report: Path
+
+    @property
+    def summary_file(self) -> Path:
+        """Return the path of the run's demo-summary.json."""
+        return self.folder.root / SUMMARY_FILE
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the summary as demo-summary.json holds it."""
+        summary: dict[str, object] = {"world": self.world.to_dict()}
+        if self.bank.match.oprf is not None:
+            summary["oprf"] = self.bank.match.oprf.to_dict()
+        summary["report"] = str(self.bank.match_report)
+        summary["model_report"] = str(self.model_report)
+        summary["models"] = self.training.summary()
+        summary["lists"] = {name: frame.height for name, frame in self.lists.lists.items()}
+        summary["batches"] = [outcome.to_dict() for outcome in self.bank.batches]
+        summary["match"] = self.bank.match.to_dict()
+        summary["ledger"] = {status: n.to_dict() for status, n in self.bank.ledger.items()}
+        return summary
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def _step(progress: Progress, stage: str) -> Iterator[None]:
+    """Report `stage` as started, then as done when the block ends."""
+    progress(stage, 0.0)
+    yield
+    progress(stage, 1.0)
+
+
+def _within(progress: Progress, step: str) -> Progress:
+    """Return a callback reporting a sub-job's stages under the demo step `step`."""
+    return lambda stage, fraction: progress(f"{step}: {stage}", fraction)
+
+
+def run_demo(
+    out: Path,
+    *,
+    customers: int = 100_000,
+    seed: int = 7,
+    mode: MatchMode = MatchMode.SALTED,
+    progress: Progress | None = None,
+    clock: Callable[[], datetime] = _now,
+) -> DemoSummary:
+    """Return the summary of a whole demo run written under `out` (emptied first).
+
+    Args:
+        out: the run folder; whatever it held is removed.
+        customers: bank customers of the synthetic world (the vendor has about three times as
+            many users).
+        seed: the world's seed: same seed, same world, same figures.
+        mode: how the vendor's rows are keyed and matched (salted keyed hash, or OPRF).
+        progress: called with (stage, fraction done) as the steps run.
+        clock: the time of the bank's jobs (ingest, match, registry).
+    """
+    report = report_to(progress)
+    if out.exists():
+        shutil.rmtree(out)
+    folder = RunFolder(out).ensure()
+    config = WorldConfig(customers=customers, seed=seed)
+    world = generate_world(config, folder.world, progress=_within(report, "world"))
+    bank_keyring, vendor = init_local_pair(
+        folder.bank_keys, folder.vendor_keys, vendor_id=VENDOR_ID
+    )
+    with _step(report, f"vendor: pack ({mode})"):
+        # The vendor's data is as of the bank's snapshot date (its batch's created_at).
+        packed = pack_users(
+            WorldFiles(folder.world).vendor_users,
+            folder.inbox.inbox / f"{VENDOR_ID}-0001.sealed",
+            keyring=vendor,
+            now=datetime.combine(config.snapshot_date, time(6), tzinfo=UTC),
+            mode=mode,
+        )
+    with open_bank(folder, keyring=bank_keyring) as bank:
+        bank_side = _bank_side(bank, packed, config.snapshot_date, report, clock)
+    campaign = pl.read_parquet(WorldFiles(folder.world).campaign)
+    features = bank_side.features.features
+    training = train_models(
+        folder,
+        features,
+        campaign,
+        now=clock(),
+        true_uplift=true_uplift(WorldFiles(folder.world), features),
+        progress=_within(report, "train"),
+    )
+    lists = score_and_list(folder, features, progress=_within(report, "score"))
+    with _step(report, "model report"):
+        page = model_report(folder, training, features, campaign, lists)
+    summary = DemoSummary(
+        folder, config.snapshot_date, world, packed, bank_side, training, lists, page
+    )
+    write_atomic(summary.summary_file, json.dumps(summary.to_dict(), indent=2, default=str))
+    return summary
+
+
+def _bank_side(
+    bank: Bank,
+    packed: PackResult,
+    snapshot_date: date,
+    progress: Progress,
+    clock: Callable[[], datetime],
+) -> BankSide:
+    """Return what the bank does with the vendor's batch: ingest, match, features, report."""
+    with _step(progress, "bank: ingest"):
+        bank.store.load_taxonomy(load_taxonomy())
+        batches = ingest_batches(bank, clock=clock)
+    extract = pl.read_parquet(WorldFiles(bank.folder.world).customers)
+    if packed.mode == MatchMode.SALTED:
+        epoch_id = bank.keyring.current_salt().epoch_id
+        with _step(progress, "bank: match"):
+            matched = match_salted(bank, extract, snapshot_date=snapshot_date, now=clock())
+    else:
+        epoch_id = packed.salt_epoch
+        matched = match_oprf_locally(
+            bank, extract, snapshot_date=snapshot_date, now=clock(), epoch=epoch_id,
+            progress=progress,
+        )  # fmt: skip
+    with _step(progress, "bank: features"):
+        features = build_snapshot_features(bank, snapshot_date=snapshot_date, epoch=epoch_id)
+    with _step(progress, "bank: match report"):
+        page = match_report(bank, snapshot_date=snapshot_date, salt_epoch=epoch_id)
+    return BankSide(batches, matched, features, page, ledger_counts(bank.store))
+
+
+def true_uplift(world: WorldFiles, features: FeatureSet) -> np.ndarray[Any, Any] | None:
+    """Return the world's true uplift per feature row, or None when the world has no truth."""
+    if not world.propensity.exists():
+        return None
+    joined = features.table.select("customer_id").join(
+        pl.read_parquet(world.propensity, columns=["customer_id", "uplift"]),
+        on="customer_id",
+        how="left",
+        maintain_order="left",
+    )
+    return joined["uplift"].to_numpy()
