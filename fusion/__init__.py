@@ -3,8 +3,6 @@ bucketed jobs, reports, and the pipeline that strings them together."""
 
 __all__ = [
     "bank_columns",
-    "coverage",
-    "engine",
     "features",
     "ingest",
     "jobs",

@@ -23,7 +23,7 @@ gets the training codes (a value unseen in training becomes null).
 A build can cover one bucket of customers (`CustomerBucket`, hash(customer_id) % count in
 DuckDB) with the columns and codes decided for the whole snapshot by `snapshot_manifest`
 (aggregate queries only); the buckets' tables, concatenated and sorted by customer_id, are the
-whole build's (fusion.engine.build_feature_buckets runs one task per bucket).
+whole build's (fusion.jobs.build_feature_buckets runs one task per bucket).
 
 Vectorised throughout: one DuckDB query picks each matched customer's batch and returns the list
 columns as Arrow, and `fusion.vendor_features` turns the lists into columns and the CSR with

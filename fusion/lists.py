@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 # (model, features, rows to score, Parquet file to write, reason deciles) -> what was written:
-# `score_base` in this process; the CLI passes one that runs `fusion.engine.score_features`.
+# `score_base` in this process; the CLI passes one that runs `fusion.jobs.score_features`.
 AcquisitionScorer = Callable[[ScoreModel, FeatureSet, np.ndarray, Path, int], ScoringResult]
 LISTS = ("mobile-banking", "rescue", "food-coupon")
 _BRANCH = re.compile(r"[A-Za-z0-9_-]{1,64}")

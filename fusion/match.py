@@ -81,7 +81,7 @@ def load_extract(
 ) -> ExtractLoad:
     """Validate and key a customer extract; store its keys and features for the snapshot date.
 
-    `keys` are the extract's keys when a bucketed job computed them (`fusion.engine`); they
+    `keys` are the extract's keys when a bucketed job computed them (`fusion.jobs`); they
     must hold every customer of the extract once, in any order.
     """
     if keys is None:

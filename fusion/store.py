@@ -148,6 +148,8 @@ class Store:
                 path=str(path),
             )
         con = duckdb.connect(":memory:")
+        # DuckDB draws its own progress bar on stdout for long queries: a job's output is ours.
+        con.execute("SET enable_progress_bar = false")
         try:
             store = cls._attach(con, config, key=key, read_only=read_only)
             if not read_only:

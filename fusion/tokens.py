@@ -31,7 +31,16 @@ import duckdb
 from contracts.errors import ConfigError
 from fusion.store import Store
 
-__all__ = ["ROLES", "IssuedToken", "Principal", "TokenBook", "create_token", "revoke_token"]
+__all__ = [
+    "ROLES",
+    "IssuedToken",
+    "Principal",
+    "TokenBook",
+    "TokenListing",
+    "create_token",
+    "list_tokens",
+    "revoke_token",
+]
 
 ROLES = ("vendor", "analyst", "campaign_tool", "admin")
 _FORMAT = re.compile(r"^bf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -143,6 +152,27 @@ def revoke_token(store: _Db, token_id: str, *, now: datetime) -> bool:
         [now.replace(tzinfo=None), token_id],
     ).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class TokenListing:
+    """One token as an admin sees it: never its secret nor its hash."""
+
+    token_id: str
+    role: str
+    scope: str  # the analyst's branches, the vendor's id, or "" (every branch / no scope)
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_tokens(store: _Db) -> list[TokenListing]:
+    """Return every token, oldest first (id, role, scope, label, created, revoked)."""
+    rows = store.execute(
+        "SELECT token_id, role, coalesce(branches, vendor_id, ''), coalesce(label, ''), "
+        "created_at, revoked_at FROM api_tokens ORDER BY created_at"
+    ).fetchall()
+    return [TokenListing(*row) for row in rows]
 
 
 class TokenBook:

@@ -121,7 +121,7 @@ def train_all(
 
     `true_uplift` (per feature-table row) is for synthetic worlds only: it adds the correlation
     of predicted with true uplift and the true incremental conversions to the summary. With a
-    Dask `client` (`fusion.engine.ClusterEngine.client`) every booster is fitted on the cluster's
+    Dask `client` (`fusion.jobs.ClusterEngine.client`) every booster is fitted on the cluster's
     workers with `xgboost.dask`; scoring, metrics and the registry are the same as in process.
     """
     config = config or TrainingConfig()

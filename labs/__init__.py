@@ -1,3 +1,5 @@
-"""Where analysts experiment: the synthetic world, reports, benchmarks and the `fusion` CLI."""
+"""The workbench and the composition root: the synthetic world (`world/`) with its ground truth,
+the scale curve's inputs (`scale/`), the demo as one function (`demo`), the benchmarks (`bench/`),
+and the `fusion` command (`cli/`), which parses input, calls fusion/ and renders the result."""
 
-__all__ = ["bench", "cli", "model_report", "report", "scale", "world"]
+__all__ = ["bench", "cli", "demo", "scale", "world"]

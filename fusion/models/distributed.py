@@ -26,7 +26,7 @@ so with sampling on the two differ as two seeds do. For the same data and worker
 result is the same run to run.
 
 What crosses the network: the feature rows go from this process to the workers over the
-cluster's comms (TLS on `fusion.engine`'s clusters), but xgboost's own collective - the tracker
+cluster's comms (TLS on `fusion.jobs`'s clusters), but xgboost's own collective - the tracker
 on the scheduler and the workers' allreduce of gradient histograms and of quantile summaries,
 which hold feature values - runs over plain TCP sockets with no TLS. Keep the workers on a
 network the bank trusts.
@@ -202,7 +202,7 @@ def _train_on_cluster(
         verbose_eval=False,
     )
     booster: xgb.Booster = result["booster"]
-    # Each worker trained with its own thread count (one on fusion.engine's LocalCluster), which
+    # Each worker trained with its own thread count (one on fusion.jobs's LocalCluster), which
     # the booster keeps; give it back the caller's, so scoring here uses every core again.
     booster.set_param({"nthread": int(params.get("nthread") or 0)})
     return booster

@@ -11,8 +11,8 @@ from datetime import date
 from pathlib import Path
 
 from contracts.errors import ConfigError
-from fusion.engine import Engine, FeatureBuckets, build_feature_buckets
 from fusion.features import FeatureSet, build_features
+from fusion.jobs import Engine, FeatureBuckets, build_feature_buckets
 from fusion.pipeline.bank import Bank
 from fusion.runfolder import RunFolder
 from matcher.keyring import Keyring

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from contracts.errors import ConfigError
-from fusion.engine import Engine, key_customers
+from fusion.jobs import Engine, key_customers
 from fusion.match import MatchRun, load_extract, match
 from fusion.oprf_psi import OprfMatchRun, OprfRequestInfo, finish_match, request_match
 from fusion.pipeline.bank import Bank
@@ -122,23 +122,45 @@ def request_oprf(
     snapshot_date: date,
     now: datetime,
     epoch: str | None = None,
+    engine: Engine | None = None,
 ) -> tuple[OprfRequestInfo, ElementFile]:
     """Return the request's counts and the blinded request for the vendor's OPRF `epoch`.
 
-    `epoch` defaults to the newest loaded OPRF batch's (`newest_oprf_epoch`).
+    `epoch` defaults to the newest loaded OPRF batch's (`newest_oprf_epoch`). With `engine` the
+    blinding runs as the bucketed job on it (the same request as in this process).
     """
     epoch_id = epoch or newest_oprf_epoch(bank)
     return request_match(
-        bank.store, extract, epoch_id=epoch_id, snapshot_date=snapshot_date, now=now
+        bank.store,
+        extract,
+        epoch_id=epoch_id,
+        snapshot_date=snapshot_date,
+        now=now,
+        engine=engine,
+        job_dir=_job_dir(bank, engine),
     )
 
 
 def finish_oprf(
-    bank: Bank, extract: pl.DataFrame, answer: ElementFile, *, now: datetime
+    bank: Bank,
+    extract: pl.DataFrame,
+    answer: ElementFile,
+    *,
+    now: datetime,
+    engine: Engine | None = None,
 ) -> MatchOutcome:
-    """Return the match the vendor's `answer` finishes (matched rows opened, the rest dropped)."""
-    done = finish_match(bank.store, extract, answer, now=now)
+    """Return the match the vendor's `answer` finishes (matched rows opened, the rest dropped).
+
+    With `engine` the unblinding runs as the bucketed job on it (the same labels)."""
+    done = finish_match(
+        bank.store, extract, answer, now=now, engine=engine, job_dir=_job_dir(bank, engine)
+    )
     return MatchOutcome(done.run, done.reasons, done)
+
+
+def _job_dir(bank: Bank, engine: Engine | None) -> Path | None:
+    """Return where a bucketed job keeps its partitions: the run's jobs/ folder on a cluster."""
+    return bank.folder.root / "jobs" if engine is not None else None
 
 
 def answer_as_local_vendor(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fusion.engine import ClusterEngine, Engine, score_features
 from fusion.features import FeatureSet
+from fusion.jobs import ClusterEngine, Engine, score_features
 from fusion.lists import AcquisitionScorer, TargetLists, build_target_lists
 from fusion.models.classifier import ScoreModel
 from fusion.progress import Progress

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -31,6 +32,7 @@ from matcher.keyring import Keyring, pair_locally
 from matcher.oprf_exchange import ANSWER, ElementFile
 
 if TYPE_CHECKING:
+    from fusion.jobs import Engine
     from fusion.oprf_psi import OprfRequestInfo
 
 __all__ = [
@@ -106,17 +108,11 @@ def ingest(
         console.print("inbox empty: nothing to ingest")
 
 
-def _check_match_options(mode: MatchMode, *, oprf_only: bool, cluster: str | None) -> None:
+def _check_match_options(mode: MatchMode, *, oprf_only: bool) -> None:
     """Refuse options that belong to the other mode."""
     if mode == MatchMode.SALTED and oprf_only:
         raise ConfigError(
             "--answer, --request-out and --local-vendor belong to --mode oprf", setting="mode"
-        )
-    if mode == MatchMode.OPRF and cluster:
-        raise ConfigError(
-            "--cluster runs the salted mode's keying; the OPRF mode runs in this process "
-            "(its blinding already uses every core)",
-            setting="cluster",
         )
 
 
@@ -157,7 +153,7 @@ def match_command(
     from fusion.pipeline.matching import finish_oprf
 
     oprf_only = bool(answer or request_out or local_vendor)
-    _check_match_options(mode, oprf_only=oprf_only, cluster=cluster)
+    _check_match_options(mode, oprf_only=oprf_only)
     snapshot_date = parse_date(snapshot)
     frame = pl.read_parquet(extract)
     with bank_of(run) as bank:
@@ -165,12 +161,15 @@ def match_command(
             _match_salted(bank, frame, snapshot_date, epoch, cluster)
             return
         if answer is not None:
-            with console.status("unblinding, opening the matched rows, matching"):
-                reply = ElementFile.read(answer, kind=ANSWER)
-                done = finish_oprf(bank, frame, reply, now=now())
+            reply = ElementFile.read(answer, kind=ANSWER)
+            with engine_for(cluster) as engine, _spinner(engine, "unblinding and matching"):
+                done = finish_oprf(bank, frame, reply, now=now(), engine=engine)
             print_match(done)
             return
-        sent = _request_oprf(bank, frame, snapshot_date, epoch, local_vendor, request_out)
+        with engine_for(cluster) as engine:
+            sent = _request_oprf(
+                bank, frame, _OprfAsk(snapshot_date, epoch, local_vendor, request_out), engine
+            )
     if sent is not None:
         info, target = sent
         console.print(
@@ -186,40 +185,55 @@ def _match_salted(
     """Key the extract (by bucket on `cluster` when given), match and print the counts."""
     from fusion.pipeline.matching import match_salted
 
-    with engine_for(cluster) as engine:
-        # A cluster job draws its own bars; a spinner may not run beside them.
-        spinner = console.status("keying the extract and matching") if engine is None else None
-        with spinner or nullcontext():
-            done = match_salted(
-                bank, frame, snapshot_date=snapshot_date, now=now(), epoch=epoch, engine=engine
-            )
+    with (
+        engine_for(cluster) as engine,
+        _spinner(engine, "keying the extract and matching"),
+    ):
+        done = match_salted(
+            bank, frame, snapshot_date=snapshot_date, now=now(), epoch=epoch, engine=engine
+        )
     print_match(done)
 
 
+def _spinner(engine: Engine | None, text: str) -> AbstractContextManager[object]:
+    """Return a spinner with `text` in this process; none beside a cluster job's own bars."""
+    return console.status(text) if engine is None else nullcontext()
+
+
+@dataclass(frozen=True)
+class _OprfAsk:
+    """What `fusion match --mode oprf` without --answer was asked for."""
+
+    snapshot_date: date
+    epoch: str | None
+    local_vendor: bool
+    request_out: Path | None
+
+
 def _request_oprf(
-    bank: Bank,
-    frame: pl.DataFrame,
-    snapshot_date: date,
-    epoch: str | None,
-    local_vendor: bool,
-    request_out: Path | None,
+    bank: Bank, frame: pl.DataFrame, ask: _OprfAsk, engine: Engine | None
 ) -> tuple[OprfRequestInfo, Path] | None:
     """Blind the extract; write the request (returned with its path) or let the run's vendor
     answer at once and print the match (None)."""
     from fusion.pipeline.matching import answer_as_local_vendor, finish_oprf, request_oprf
 
-    with console.status(f"blinding {frame.height:,} customers"):
+    with _spinner(engine, f"blinding {frame.height:,} customers"):
         info, request = request_oprf(
-            bank, frame, snapshot_date=snapshot_date, now=now(), epoch=epoch
+            bank,
+            frame,
+            snapshot_date=ask.snapshot_date,
+            now=now(),
+            epoch=ask.epoch,
+            engine=engine,
         )
-    if local_vendor:
+    if ask.local_vendor:
         with console.status(f"vendor: evaluating {len(request):,} blinded elements"):
             reply = answer_as_local_vendor(bank.folder, request, customers=frame.height)
-        with console.status("bank: unblinding, opening the matched rows, matching"):
-            done = finish_oprf(bank, frame, reply, now=now())
+        with _spinner(engine, "bank: unblinding, opening the matched rows, matching"):
+            done = finish_oprf(bank, frame, reply, now=now(), engine=engine)
         print_match(done)
         return None
-    target = request_out or bank.folder.bank_oprf / f"request-{info.request_id}.oprf"
+    target = ask.request_out or bank.folder.bank_oprf / f"request-{info.request_id}.oprf"
     request.write(target)
     return info, target
 

@@ -21,7 +21,7 @@ from fusion.runfolder import RunFolder
 from labs.cli.terminal import console
 
 if TYPE_CHECKING:
-    from fusion.engine import Engine
+    from fusion.jobs import Engine
 
 __all__ = [
     "DEFAULT_RUN",
@@ -86,7 +86,7 @@ def cluster_engine(cluster: str, *, cluster_only: bool = False) -> Iterator[Engi
     `cluster_only` refuses a value that names this process rather than a Dask cluster.
     """
     # Dask loads only for the commands that run on a cluster: `fusion --help` starts at once.
-    from fusion.engine import ClusterEngine, parse_cluster
+    from fusion.jobs import ClusterEngine, parse_cluster
 
     engine = parse_cluster(cluster, console=console)
     if cluster_only and not isinstance(engine, ClusterEngine):

@@ -88,12 +88,12 @@ def token_revoke(token_id: str, run: RunOption = DEFAULT_RUN) -> None:
 @exits_on_error
 def token_list(run: RunOption = DEFAULT_RUN) -> None:
     """List tokens: id, role, scope, label, created, revoked (never a secret)."""
+    from fusion.tokens import list_tokens
+
     with bank_of(run, read_only=True) as bank:
-        rows = bank.store.execute(
-            "SELECT token_id, role, coalesce(branches, vendor_id, ''), coalesce(label, ''), "
-            "created_at, revoked_at FROM api_tokens ORDER BY created_at"
-        ).fetchall()
+        tokens = list_tokens(bank.store)
     table = Table("token", "role", "scope", "label", "created", "revoked")
-    for row in rows:
-        table.add_row(*(str(v) if v is not None else "" for v in row))
+    for t in tokens:
+        revoked = "" if t.revoked_at is None else str(t.revoked_at)
+        table.add_row(t.token_id, t.role, t.scope, t.label, str(t.created_at), revoked)
     console.print(table)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from contracts.schemas import MatchMode
 from labs.cli.options import ModeOption
@@ -103,25 +102,14 @@ def bench(
     """Run the benchmarks, each against a baseline measured in the same run."""
     from labs.bench import Figure, run_benchmarks
     from labs.bench import scale_sizes as parse_sizes
-
-    table = Table(title="Benchmarks")
-    for column in ("figure", "value", "baseline", "ratio", "target", "met"):
-        table.add_column(column)
+    from labs.bench.runner import figures_table
 
     def show(f: Figure) -> None:
         console.print(f"  measured {f.name}: {f.value:,.2f} {f.unit}")
-        table.add_row(
-            f.name,
-            f"{f.value:,.2f} {f.unit}",
-            "-" if f.baseline is None else f"{f.baseline:,.2f} ({f.baseline_name})",
-            "-" if f.ratio is None else f"{f.ratio:.2f}x",
-            f.target,
-            {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[f.met],
-        )
 
     sizes = parse_sizes(scale_sizes) if scale_sizes else None
     figures = run_benchmarks(out, only=tuple(only or ()), on_figure=show, scale=sizes)
-    console.print(table)
+    console.print(figures_table(figures))
     console.print(f"written to [bold]{out / 'latest.json'}[/]")
     missed = [f for f in figures if f.met is False]
     if missed:

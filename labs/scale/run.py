@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from contracts.errors import FusionError
-from fusion.engine import (
+from fusion.jobs import (
     ClusterEngine,
     Engine,
     join_keys,

@@ -245,6 +245,25 @@ def test_oprf_mode_through_the_cli_request_answer_finish(demo_run: tuple[Path, s
     assert wrong.exit_code == 2 and "signing or oprf" in wrong.output
 
 
+def test_oprf_match_on_a_local_cluster_opens_the_true_intersection(
+    demo_run: tuple[Path, str],
+):
+    run, _ = demo_run
+    world = WorldFiles(run / "world")
+    batch, base = run / "oprf-cluster.sealed", ["--run", str(run)]
+    pack = ["vendor", "pack", "--users", str(world.vendor_users), "--mode", "oprf"]
+    assert runner.invoke(app, [*pack, "--out", str(batch), *base]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(batch), *base]).exit_code == 0
+    match = ["match", "--mode", "oprf", "--extract", str(world.customers), "--local-vendor"]
+    match += ["--snapshot", datetime.now(UTC).date().isoformat(), *base]
+    done = runner.invoke(app, [*match, "--cluster", "local:2"])
+    assert done.exit_code == 0, done.output
+    truth = pl.read_parquet(world.intersection).height
+    flat = " ".join(done.output.split())
+    assert f"{truth:,} of 3,000 customers" in flat and f"opened {truth:,}" in flat
+    assert not (run / "jobs").exists() or not any((run / "jobs").iterdir())
+
+
 def test_demo_runs_in_oprf_mode(tmp_path: Path):
     run = tmp_path / "run"
     result = runner.invoke(
