@@ -57,8 +57,9 @@ from contracts.suites import (
 )
 from contracts.taxonomy import load_taxonomy
 from fusion.store import Store
-from matcher.envelope import Manifest, open_sealed
+from matcher.envelope import open_sealed
 from matcher.keyring import Keyring
+from matcher.manifest import Manifest
 
 __all__ = ["Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
 

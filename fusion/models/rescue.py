@@ -52,7 +52,7 @@ from fusion.progress import Progress
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["RescueConfig", "RescueResult", "train_rescue"]
+__all__ = ["RescueConfig", "RescueResult", "gate_scores", "train_rescue"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +152,7 @@ def train_rescue(
     rows = population(features)
     everyone = np.flatnonzero(rows)
     label = features.table[LABEL].fill_null(0).to_numpy()
-    score = _gate_scores(features, in_bank, everyone, label, config=config, client=client)
+    score = gate_scores(features, in_bank, everyone, label, config=config, client=client)
     cutoff = float(np.quantile(score, 1.0 - config.accept_share))
     rejected = np.zeros(len(rows), dtype=bool)
     rejected[everyone[score < cutoff]] = True
@@ -209,14 +209,14 @@ def train_rescue(
     )
 
 
-def _gate_scores(
+def gate_scores(
     features: FeatureSet,
     in_bank: TrainedModel,
     everyone: np.ndarray[Any, np.dtype[np.int64]],
     label: np.ndarray[Any, Any],
     *,
     config: RescueConfig,
-    client: Client | None,
+    client: Client | None = None,
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Return in-bank scores of the population rows, out of fold for the model's training rows.
 
@@ -224,6 +224,14 @@ def _gate_scores(
     Its training rows are split into `config.gate_folds` random folds; each fold is scored by a
     booster with the in-bank model's inputs and `config.training`'s settings, trained on the
     other folds and early-stopped on the same validation rows.
+
+    Args:
+        features: the feature set `in_bank` was trained on.
+        in_bank: the in-bank acquisition model that gates the population.
+        everyone: row numbers of the population in `features.table`; the scores follow them.
+        label: the label of every row of `features.table`.
+        config: the gate's folds and seed, and the boosters' settings.
+        client: a Dask client to train the fold boosters on; in this process without one.
     """
     model = in_bank.model
     x = design_matrix(features, model.spec, everyone)

@@ -21,7 +21,7 @@ from fusion.models.metrics import roc_auc
 from fusion.registry import Registry, UpliftArtifact
 from fusion.scoring import score_rows
 from fusion.training import TrainingConfig, TrainingRun, train_all
-from tests.fusion.conftest import FAST, TRAINED_AT, ModelWorld
+from tests.support.models import FAST, TRAINED_AT, ModelWorld
 
 # xgboost.dask draws `subsample` rows and `colsample_bytree` columns on each worker from its own
 # stream, so with sampling on a cluster run differs from the in-process one as two seeds do, and
@@ -167,9 +167,8 @@ def test_a_cluster_fit_is_reproducible(model_world: ModelWorld, cluster: Cluster
 
     def fit() -> xgb.Booster:
         return fit_booster(
-            train.x, train.label, valid.x, valid.label, names=names,
-            config=FAST.acquisition.boost, client=cluster.client,
-        )  # fmt: skip
+            train, valid, names=names, config=FAST.acquisition.boost, client=cluster.client
+        )
 
     assert fit().save_raw("json") == fit().save_raw("json")
     assert trained_on(cluster.client) == "dask: 2 workers" and trained_on(None) == "in-process"

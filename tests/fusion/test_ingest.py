@@ -28,10 +28,10 @@ from contracts.suites import validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
 from fusion.ingest import Inbox, ingest_file, ingest_inbox
 from fusion.store import Store
-from matcher.envelope import Manifest, open_sealed, seal
+from matcher.envelope import open_sealed, seal
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring, init_local_pair
-from matcher.manifest import BatchKeys
+from matcher.manifest import BatchKeys, Manifest
 from matcher.pack import build_batch, pack_users
 from tests.factories import vendor_batch
 from tests.support.breakages import BREAKAGES

@@ -12,7 +12,7 @@ import xgboost as xgb
 
 from contracts.errors import ConfigError
 from fusion.features import IN_BANK
-from fusion.models import acquisition, campaign, classifier, design, rescue
+from fusion.models import acquisition, campaign, classifier, design
 from fusion.models.acquisition import ScorerTask, population
 from fusion.models.booster import BoosterConfig
 from fusion.models.campaign import campaign_data
@@ -20,8 +20,8 @@ from fusion.models.classifier import PruneConfig, ScoreModel, decile_edges
 from fusion.models.design import TEST, TRAIN, VALID, DesignSpec, TagProfile, split_customers
 from fusion.models.distributed import Rows
 from fusion.models.metrics import roc_auc
-from fusion.models.rescue import RescueConfig, train_rescue
-from tests.fusion.conftest import FAST_ACQUISITION, ModelWorld
+from fusion.models.rescue import RescueConfig, gate_scores, train_rescue
+from tests.support.models import FAST_ACQUISITION, ModelWorld
 
 
 def test_split_is_a_pure_function_of_id_and_seed():
@@ -228,7 +228,7 @@ def test_rescue_gates_training_rows_on_out_of_fold_scores(model_world: ModelWorl
     label = features.table[acquisition.LABEL].fill_null(0).to_numpy()
     everyone = np.flatnonzero(population(features))
     config = RescueConfig(training=FAST_ACQUISITION)
-    honest = rescue._gate_scores(features, in_bank, everyone, label, config=config, client=None)
+    honest = gate_scores(features, in_bank, everyone, label, config=config)
     in_sample = in_bank.model.predict(design.design_matrix(features, in_bank.model.spec, everyone))
     split = design.split_customers(
         features.table["customer_id"].to_numpy()[everyone],
@@ -242,9 +242,7 @@ def test_rescue_gates_training_rows_on_out_of_fold_scores(model_world: ModelWorl
     y = label[everyone][fitted]
     # Out of fold, the training rows rank as well as unseen rows do, not better.
     assert roc_auc(y, honest[fitted]) < roc_auc(y, in_sample[fitted])
-    same = rescue._gate_scores(
-        features, in_bank, everyone, label, config=RescueConfig(gate_folds=0), client=None
-    )
+    same = gate_scores(features, in_bank, everyone, label, config=RescueConfig(gate_folds=0))
     assert (same == in_sample).all()
     weighted = train_rescue(
         features, in_bank, config=RescueConfig(accepted_weight=0.25, training=FAST_ACQUISITION)

@@ -13,7 +13,7 @@ from contracts.errors import ConfigError, ModelError
 from fusion.models.classifier import ScoreModel
 from fusion.models.design import design_matrix
 from fusion.registry import Registry, UpliftArtifact
-from tests.fusion.conftest import TRAINED_AT, ModelWorld
+from tests.support.models import TRAINED_AT, ModelWorld
 
 
 def test_a_training_run_registers_every_model_as_current(model_world: ModelWorld):

@@ -17,7 +17,7 @@ from fusion.models.acquisition import population
 from fusion.registry import Registry
 from fusion.scoring import SCORE_SCHEMA, Scorer, score_base
 from matcher.identity import normalize_phones
-from tests.fusion.conftest import TRAINED_AT, ModelWorld
+from tests.support.models import TRAINED_AT, ModelWorld
 
 
 def test_batch_scores_every_row_in_chunks_with_reasons_for_the_top_deciles(

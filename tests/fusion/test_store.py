@@ -1,4 +1,4 @@
-"""The encrypted store on real DuckDB files: opening, keys, locks, plaintext checks, publishing."""
+"""The encrypted store on real DuckDB files: opening, keys, locks, plaintext checks, writing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -17,28 +16,22 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import fusion.snapshots as snapshots_module
 import fusion.store_attach as attach_module
 from contracts.errors import ConfigError, StoreError, StoreLockedError
 from contracts.taxonomy import load_taxonomy
 from fusion.store import Store, StoreConfig
 from fusion.store_migrations import SCHEMA_VERSION
+from tests.support.polling import eventually
+from tests.support.stores import T0, key_blob, record_batch, store_config, tag_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG_MARKER = "ZZSECRETTAG"
 BLOB_MARKER = b"ZZBLOBMARKER"
-T0 = datetime(2026, 1, 5, 9, 0)
-
-
-@pytest.fixture(scope="session")
-def ext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One DuckDB extension folder for the session, so httpfs is copied in once."""
-    return tmp_path_factory.mktemp("duckdb-extensions")
 
 
 @pytest.fixture
 def config(tmp_path: Path, ext_dir: Path) -> StoreConfig:
-    return StoreConfig(tmp_path / "fusion.duckdb", threads=2, extension_directory=ext_dir)
+    return store_config(tmp_path, ext_dir)
 
 
 @pytest.fixture
@@ -50,31 +43,6 @@ def key() -> str:
 def store(config: StoreConfig, key: str) -> Iterator[Store]:
     with Store.open(config, key=key) as opened:
         yield opened
-
-
-def _key_blob(n: int) -> bytes:
-    return n.to_bytes(32, "big")
-
-
-def _record_batch(store: Store, batch_id: str, finished: datetime, status: str = "loaded") -> None:
-    store.execute(
-        "INSERT INTO batches (batch_id, vendor_id, sealed_sha256, status, rows, received_at,"
-        " finished_at) VALUES (?, 'vendor-1', ?, ?, 0, ?, ?)",
-        [batch_id, "ab" * 32, status, finished, finished],
-    )
-
-
-def _tags(keys: list[int], batch_id: str, first_tag: int) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "key": [_key_blob(k) for k in keys],
-            "salt_epoch": ["e1"] * len(keys),
-            "batch_id": [batch_id] * len(keys),
-            "tag_ids": [[first_tag, first_tag + 1] for _ in keys],
-            "tag_weights": [[0.5, 0.25] for _ in keys],
-        },
-        schema_overrides={"tag_weights": pl.List(pl.Float32)},
-    )
 
 
 def _python(code: str, *args: str, key: str, **popen: object) -> subprocess.Popen[str]:
@@ -424,18 +392,20 @@ def _spill_and_watch(store: Store, folder: Path) -> tuple[int, bool]:
     seen = {"bytes": 0, "marker": False}
     done = threading.Event()
 
+    def sample() -> bool:
+        total = 0
+        for path in folder.glob("*.tmp") if folder.exists() else ():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            total += len(data)
+            seen["marker"] = seen["marker"] or b"ZZSPILLMARK" in data
+        seen["bytes"] = max(seen["bytes"], total)
+        return done.is_set()
+
     def watch() -> None:
-        while not done.is_set():
-            total = 0
-            for path in folder.glob("*.tmp") if folder.exists() else ():
-                try:
-                    data = path.read_bytes()
-                except OSError:
-                    continue
-                total += len(data)
-                seen["marker"] = seen["marker"] or b"ZZSPILLMARK" in data
-            seen["bytes"] = max(seen["bytes"], total)
-            time.sleep(0.005)
+        eventually(sample, timeout=300, interval=0.005, what="the spilling sort to end")
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -473,18 +443,18 @@ def test_spill_files_hold_no_plaintext(tmp_path: Path, ext_dir: Path, key: str):
 
 def test_a_failed_transaction_leaves_nothing(store: Store):
     with pytest.raises(RuntimeError), store.transaction():
-        _record_batch(store, "b1", T0)
-        store.insert_frame("vendor_tags", _tags([1, 2], "b1", 10))
+        record_batch(store, "b1", T0)
+        store.insert_frame("vendor_tags", tag_rows([1, 2], "b1", 10))
         with store.transaction():  # nested blocks join the outer one
             store.insert_frame("customers", pl.DataFrame({"customer_id": [1], "branch_id": ["A"]}))
         raise RuntimeError("crash in the middle of a load")
     with pytest.raises(duckdb.ConstraintException), store.transaction():
-        _record_batch(store, "b2", T0)
-        _record_batch(store, "b2", T0)
+        record_batch(store, "b2", T0)
+        record_batch(store, "b2", T0)
     for table in ("batches", "vendor_tags", "customers"):
         assert store.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
     with store.transaction():
-        _record_batch(store, "b3", T0)
+        record_batch(store, "b3", T0)
     assert store.execute("SELECT batch_id FROM batches").fetchall() == [("b3",)]
 
 
@@ -492,12 +462,12 @@ def test_an_error_caught_inside_a_transaction_does_not_pass_for_a_commit(store: 
     # DuckDB answers COMMIT on an aborted transaction with a silent rollback.
     with pytest.raises(StoreError, match="aborted by an error caught inside it"):
         with store.transaction():
-            _record_batch(store, "b1", T0)
+            record_batch(store, "b1", T0)
             with pytest.raises(duckdb.ConstraintException):
-                _record_batch(store, "b1", T0)
+                record_batch(store, "b1", T0)
     assert store.execute("SELECT count(*) FROM batches").fetchone() == (0,)
     with store.transaction():  # the connection is usable again
-        _record_batch(store, "b1", T0)
+        record_batch(store, "b1", T0)
     assert store.execute("SELECT count(*) FROM batches").fetchone() == (1,)
 
 
@@ -506,30 +476,30 @@ def test_insert_frame_matches_columns_by_name(store: Store):
         {
             "tag_weights": pa.array([[0.5]], pa.list_(pa.float32())),
             "batch_id": ["b1"],
-            "key": pa.array([_key_blob(1)], pa.binary()),
+            "key": pa.array([key_blob(1)], pa.binary()),
             "tag_ids": pa.array([[3]], pa.list_(pa.int32())),
         }
     )
     assert store.insert_frame("vendor_tags", arrow) == 1
     assert store.execute("SELECT key, salt_epoch, tag_ids FROM vendor_tags").fetchall() == [
-        (_key_blob(1), None, [3])
+        (key_blob(1), None, [3])
     ]
     with pytest.raises(StoreError, match="no table"):
         store.insert_frame("vendor_tags; DROP TABLE batches", arrow)
 
 
 def test_latest_views_take_the_newest_loaded_batch_per_key(store: Store):
-    _record_batch(store, "b1", T0)
-    _record_batch(store, "b2", T0 + timedelta(days=1))
-    _record_batch(store, "b3", T0 + timedelta(days=2), status="quarantined")
-    _record_batch(store, "b4", T0 + timedelta(days=1))  # ties with b2: the larger id wins
-    store.insert_frame("vendor_tags", _tags([1, 2, 3], "b1", 10))
-    store.insert_frame("vendor_tags", _tags([1], "b2", 20))
-    store.insert_frame("vendor_tags", _tags([1, 2], "b3", 30))
-    store.insert_frame("vendor_tags", _tags([3], "b4", 40))
-    store.insert_frame("vendor_tags", _tags([3], "b2", 50))
+    record_batch(store, "b1", T0)
+    record_batch(store, "b2", T0 + timedelta(days=1))
+    record_batch(store, "b3", T0 + timedelta(days=2), status="quarantined")
+    record_batch(store, "b4", T0 + timedelta(days=1))  # ties with b2: the larger id wins
+    store.insert_frame("vendor_tags", tag_rows([1, 2, 3], "b1", 10))
+    store.insert_frame("vendor_tags", tag_rows([1], "b2", 20))
+    store.insert_frame("vendor_tags", tag_rows([1, 2], "b3", 30))
+    store.insert_frame("vendor_tags", tag_rows([3], "b4", 40))
+    store.insert_frame("vendor_tags", tag_rows([3], "b2", 50))
     latest = store.execute("SELECT key, batch_id FROM vendor_tags_latest ORDER BY key").fetchall()
-    assert latest == [(_key_blob(1), "b2"), (_key_blob(2), "b1"), (_key_blob(3), "b4")]
+    assert latest == [(key_blob(1), "b2"), (key_blob(2), "b1"), (key_blob(3), "b4")]
     assert store.execute("SELECT count(*) FROM vendor_tags").fetchone() == (8,)
 
 
@@ -561,152 +531,3 @@ def test_cursors_read_committed_rows_from_other_threads(store: Store):
     for thread in threads:
         thread.join()
     assert counts == [2, 2, 2, 2]
-
-
-# -- publishing --------------------------------------------------------------------------------
-
-
-def _two_branches(store: Store) -> None:
-    store.load_taxonomy(load_taxonomy())
-    _record_batch(store, "b1", T0)
-    _record_batch(store, "b2", T0 + timedelta(days=1))
-    store.insert_frame("vendor_tags", _tags([1, 2, 3, 4, 99], "b1", 10))
-    store.insert_frame("vendor_tags", _tags([1], "b2", 20))
-    store.insert_frame("vendor_apps", _tags([1, 2, 3, 4], "b1", 0).select("key", "batch_id"))
-    store.insert_frame("vendor_apps", _tags([1], "b2", 0).select("key", "batch_id"))
-    snapshot, earlier = date(2026, 9, 30), date(2026, 6, 30)
-    customers = pl.DataFrame(
-        {
-            "customer_id": [101, 102, 201, 202, 201],
-            "branch_id": ["A", "A", "B", "B", "A"],  # 201 was at A last quarter, moved to B
-            "key": [_key_blob(k) for k in (1, 2, 3, 4, 3)],
-            "snapshot_date": [snapshot] * 4 + [earlier],
-        }
-    )
-    store.insert_frame("customers", customers)
-    store.insert_frame(
-        "matches",
-        pl.DataFrame(
-            {
-                "customer_id": [101, 201, 201],
-                "key": [_key_blob(1), _key_blob(3), _key_blob(3)],
-                "batch_id": ["b2", "b1", "b1"],
-                "snapshot_date": [snapshot, snapshot, earlier],
-            }
-        ),
-    )
-    store.execute(
-        "INSERT INTO audit_log (\"at\", actor, action) VALUES (?, 'ops', 'publish')", [T0]
-    )
-
-
-def _tables(store: Store) -> set[str]:
-    return {r[0] for r in store.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-
-
-def test_publish_writes_a_head_office_copy_and_branch_copies(
-    store: Store, tmp_path: Path, ext_dir: Path
-):
-    _two_branches(store)
-    keys = {name: secrets.token_urlsafe(32) for name in ("head_office", "A", "B")}
-    out = tmp_path / "snapshots"
-    written = store.publish(
-        out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"], "B": keys["B"]}
-    )
-    assert written == {
-        "head_office": out / "head_office.duckdb",
-        "A": out / "branch_A.duckdb",
-        "B": out / "branch_B.duckdb",
-    }
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written.values())
-
-    def snapshot(name: str, key: str) -> Store:
-        return Store.open(
-            StoreConfig(written[name], extension_directory=ext_dir), key=key, read_only=True
-        )
-
-    with snapshot("head_office", keys["head_office"]) as head:
-        assert head.schema_version == SCHEMA_VERSION
-        assert _tables(head) == _tables(store)
-        for table in ("customers", "matches", "vendor_tags", "batches", "audit_log", "tax_tags"):
-            query = f"SELECT count(*) FROM {table}"
-            assert head.execute(query).fetchone() == store.execute(query).fetchone()
-        assert head.execute("SELECT count(*) FROM vendor_tags_latest").fetchone() == (5,)
-    for wrong in (keys["A"], keys["B"]):
-        with pytest.raises(StoreError, match="did not open with this key"):
-            snapshot("head_office", wrong)
-
-    with snapshot("A", keys["A"]) as branch:
-        assert "batches" not in _tables(branch) and "audit_log" not in _tables(branch)
-        assert branch.execute(
-            "SELECT customer_id, branch_id FROM customers ORDER BY 1"
-        ).fetchall() == [
-            (101, "A"),
-            (102, "A"),
-        ]
-        assert branch.execute("SELECT customer_id FROM matches").fetchall() == [(101,)]
-        assert branch.execute("SELECT key, batch_id, tag_ids FROM vendor_tags").fetchall() == [
-            (_key_blob(1), "b2", [20, 21])
-        ]
-        assert branch.execute("SELECT key, batch_id FROM vendor_tags_latest").fetchall() == [
-            (_key_blob(1), "b2")
-        ]
-        assert branch.execute("SELECT key, batch_id FROM vendor_apps").fetchall() == [
-            (_key_blob(1), "b2")
-        ]
-        assert branch.execute("SELECT count(*) FROM tax_tags").fetchone() == (
-            load_taxonomy().n_tags,
-        )
-    with snapshot("B", keys["B"]) as branch:
-        assert branch.execute("SELECT customer_id FROM customers ORDER BY 1").fetchall() == [
-            (201,),
-            (202,),
-        ]
-        assert branch.execute("SELECT key FROM vendor_tags").fetchall() == [(_key_blob(3),)]
-    for wrong in (keys["head_office"], keys["B"]):
-        with pytest.raises(StoreError, match="did not open with this key"):
-            snapshot("A", wrong)
-
-    # Publishing again replaces the copies in place.
-    store.insert_frame(
-        "customers",
-        pl.DataFrame(
-            {"customer_id": [103], "branch_id": ["A"], "snapshot_date": [date(2026, 9, 30)]}
-        ),
-    )
-    store.publish(out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"]})
-    with snapshot("A", keys["A"]) as branch:
-        assert branch.execute("SELECT count(*) FROM customers").fetchone() == (3,)
-    assert len(list(out.iterdir())) == 3
-
-
-def test_publish_refuses_shared_keys_and_unsafe_branch_names(store: Store, tmp_path: Path):
-    shared = secrets.token_urlsafe(32)
-    with pytest.raises(ConfigError, match="its own key"):
-        store.publish(tmp_path / "out", head_office_key=shared, branch_keys={"A": shared})
-    with pytest.raises(ConfigError, match="branch id"):
-        store.publish(
-            tmp_path / "out",
-            head_office_key=shared,
-            branch_keys={"../x": secrets.token_urlsafe(32)},
-        )
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_failed_publish_keeps_the_previous_copy_and_leaves_no_temp_file(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    _two_branches(store)
-    keys = {"head_office": secrets.token_urlsafe(32), "A": secrets.token_urlsafe(32)}
-    out = tmp_path / "snapshots"
-    store.publish(out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"]})
-    branch_a = (out / "branch_A.duckdb").read_bytes()
-
-    broken = dict(snapshots_module._BRANCH_TABLES, matches="SELECT * FROM db.main.no_such_table")
-    monkeypatch.setattr(snapshots_module, "_BRANCH_TABLES", broken)
-    with pytest.raises(duckdb.CatalogException):
-        store.publish(out, head_office_key=keys["head_office"], branch_keys={"A": keys["A"]})
-    assert sorted(p.name for p in out.iterdir()) == ["branch_A.duckdb", "head_office.duckdb"]
-    assert (out / "branch_A.duckdb").read_bytes() == branch_a
-    attached = store.execute("SELECT database_name FROM duckdb_databases()").fetchall()
-    assert not [name for (name,) in attached if name.startswith("snapshot_")]

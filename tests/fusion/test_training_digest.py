@@ -11,7 +11,7 @@ from fusion.features import FeatureSet
 from fusion.models.acquisition import population, training_digest
 from fusion.models.campaign import campaign_data
 from fusion.models.design import TRAIN, split_customers
-from tests.fusion.conftest import ModelWorld
+from tests.support.models import ModelWorld
 
 
 def _train_rows(features: FeatureSet) -> np.ndarray:

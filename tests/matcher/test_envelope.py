@@ -12,10 +12,8 @@ import json
 import os
 import re
 import struct
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,90 +27,13 @@ import matcher.envelope as envelope
 from contracts.errors import BatchRefused, EnvelopeError, KeyringError
 from matcher.envelope import open_sealed, read_manifest, seal
 from matcher.keyring import Keyring
-from matcher.manifest import FORMAT_VERSION, BatchKeys, Manifest
+from matcher.manifest import Manifest
+from tests.support.sealing import CHUNK, NOW, Parties, pair
 
-NOW = datetime(2026, 11, 3, 9, 30, 15, 123456, tzinfo=UTC)
-CHUNK = 64
 VECTORS = Path(__file__).parent / "vectors"
 PAYLOAD = bytes(range(256)) + b"tail of the last chunk"  # 5 chunks of 64, the last 22 bytes
 LAST_CHUNK = 4
 VERSIONS = (2, 1)
-KEY_FIELDS = ("vendor_id", "signing_kid", "recipient_kid", "salt_epoch")
-
-
-@dataclass
-class Parties:
-    bank: Keyring
-    vendor: Keyring
-    root: Path
-
-    def manifest(self, **overrides: object) -> Manifest:
-        fields: dict[str, object] = {
-            "batch_id": str(uuid.uuid4()),
-            "vendor_id": self.vendor.vendor_id,
-            "signing_kid": self.vendor.current_signer()[0],
-            "recipient_kid": self.vendor.current_recipient_public()[0],
-            "salt_epoch": self.vendor.current_salt().epoch_id,
-            "created_at": NOW,
-            "rows": 1234,
-            "taxonomy_version": "2026.11",
-            "contract": "vendor_batch/v1",
-            "counts": {"app_entries": 7, "tag_entries": 11},
-        }
-        fields |= overrides
-        keys = BatchKeys(**{name: fields.pop(name) for name in KEY_FIELDS})  # type: ignore[arg-type]
-        return Manifest.new(keys=keys, **fields)  # type: ignore[arg-type]
-
-    def seal(
-        self,
-        data: bytes,
-        *,
-        name: str = "batch",
-        chunk_size: int = CHUNK,
-        version: int = FORMAT_VERSION,
-        **overrides: object,
-    ) -> Path:
-        payload = self.root / f"{name}.parquet"
-        payload.write_bytes(data)
-        sealed = self.root / f"{name}.sealed"
-        seal(
-            payload,
-            sealed,
-            manifest=self.manifest(**overrides),
-            recipient=self.vendor.current_recipient_public()[1],
-            signer=self.vendor.current_signer()[1],
-            chunk_size=chunk_size,
-            format_version=version,
-        )
-        return sealed
-
-    def open(
-        self, sealed: Path, *, check: bool = True, **keys: Callable
-    ) -> tuple[envelope.OpenedBatch, bytes]:
-        out = self.root / "opened" / "payload.parquet"
-        opened = open_sealed(
-            sealed,
-            out,
-            recipient_keys=keys.get("recipient_keys", self.bank.recipient_private),
-            vendor_keys=keys.get("vendor_keys", self.bank.vendor_public),
-            check_payload_digest=check,
-        )
-        return opened, out.read_bytes()
-
-
-def pair(bank: Keyring, vendor: Keyring) -> None:
-    bank.trust_vendor(str(vendor.vendor_id), *vendor.signer_public_bytes())
-    vendor.import_recipient(*bank.recipient_public_bytes())
-    vendor.import_salt(bank.current_salt())
-
-
-@pytest.fixture
-def parties(tmp_path: Path) -> Parties:
-    bank = Keyring.init(tmp_path / "keys" / "bank", role="bank", now=NOW)
-    vendor = Keyring.init(tmp_path / "keys" / "vendor", role="vendor", vendor_id="vendor-a")
-    pair(bank, vendor)
-    (tmp_path / "opened").mkdir()
-    return Parties(bank, vendor, tmp_path)
 
 
 def _layout(sealed: bytes) -> dict[str, int]:
@@ -221,30 +142,6 @@ def test_seal_reports_what_it_wrote(parties: Parties):
         "p.parquet",
         "p.sealed",
     ]
-
-
-def test_the_manifest_is_canonical_json(parties: Parties):
-    manifest = replace(
-        parties.manifest(
-            created_at=datetime(2026, 11, 3, 17, 30, tzinfo=timezone(timedelta(hours=8)))
-        ),
-        payload_bytes=5,
-        payload_sha256="0" * 64,
-        chunk_size=CHUNK,
-    )
-    data = manifest.to_bytes()
-    fields = json.loads(data)
-    assert data == json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-    assert fields["created_at"] == "2026-11-03T09:30:00Z"  # UTC
-    assert fields["mode"] == "salted" and fields["format_version"] == 2
-    assert Manifest.from_bytes(data) == manifest
-    assert "counts" not in json.loads(replace(manifest, counts=None).to_bytes())
-    with pytest.raises(EnvelopeError, match="canonical"):
-        Manifest.from_bytes(json.dumps(fields, sort_keys=True).encode())
-    with pytest.raises(EnvelopeError, match="unknown \\['extra'\\]"):
-        Manifest.from_bytes(json.dumps(fields | {"extra": 1}, sort_keys=True).encode())
-    with pytest.raises(EnvelopeError, match="never sealed"):
-        Manifest.from_bytes(parties.manifest().to_bytes())
 
 
 def test_a_batch_sealed_before_a_rotation_still_opens(parties: Parties):
@@ -870,26 +767,6 @@ def test_seal_explains_caller_mistakes(parties: Parties, change: dict, message: 
     with pytest.raises(EnvelopeError, match=message):
         seal(payload, out, **kwargs)  # type: ignore[arg-type]
     assert not (parties.root / "p.sealed").exists()
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "message"),
-    [
-        ("batch_id", "not-a-uuid", "batch_id must be a UUID"),
-        ("batch_id", str(uuid.uuid4()).upper(), "canonical lowercase"),
-        ("created_at", datetime(2026, 11, 3, 9, 30), "timezone-aware"),
-        ("vendor_id", None, "vendor_id is missing"),
-        ("rows", -1, "non-negative integer"),
-        ("rows", True, "non-negative integer"),
-        ("mode", "plain", "mode must be one of salted, oprf"),
-        ("contract", 'vendor"batch', "without quotes or backslashes"),
-        ("taxonomy_version", "", "1-128 printable ASCII"),
-        ("counts", {"apps": 1.5}, "non-negative integer"),
-    ],
-)
-def test_manifest_new_explains_bad_fields(parties: Parties, field: str, value, message: str):
-    with pytest.raises(EnvelopeError, match=message):
-        parties.manifest(**{field: value})
 
 
 def test_a_payload_that_changes_while_sealed_is_refused_by_seal(parties: Parties, monkeypatch):

@@ -61,10 +61,6 @@ def key() -> OprfServerKey:
     return OprfServerKey.generate(rng=random.Random(2024).randbytes)
 
 
-def test_module_exports_what_it_defines():
-    assert all(hasattr(oprf, name) for name in oprf.__all__)
-
-
 def test_context_string_is_rfc9497s():
     assert oprf.CONTEXT_STRING == b"OPRFV1-\x00-ristretto255-SHA512"
 

@@ -13,7 +13,7 @@ from contracts.errors import ConfigError, EvaluationCapError, OprfError, Unknown
 from matcher.keyring import Keyring
 from matcher.oprf import evaluate, finalize
 from matcher.oprf_exchange import ANSWER, MAGIC, REQUEST, ElementFile, answer_request
-from matcher.oprf_match import replay_request, request, seeded_rng
+from matcher.oprf_match import request
 
 REQUEST_ID = "0b9c2a52-3f7e-4c1e-9d55-6f0f3f3b2a10"
 PHONES = [f"1380000{i:04d}".encode() for i in range(40)]
@@ -105,16 +105,3 @@ def test_a_request_past_the_cap_is_refused_and_not_counted(vendor: Keyring):
         answer_request(
             vendor, ElementFile(REQUEST, str(uuid.uuid4()), "o1999-01-1", ()), declared_customers=1
         )
-
-
-def test_a_seeded_request_replays_the_same_blinds():
-    seed = bytes(range(32))
-    state, blinded = request(PHONES, rng=seeded_rng(seed))
-    replayed = replay_request(PHONES, seed)
-    assert replayed.blinds == state.blinds and replayed.inputs == state.inputs
-    _, again = request(PHONES, rng=seeded_rng(seed))
-    assert again == blinded
-    _, other = request(PHONES, rng=seeded_rng(bytes(32)))
-    assert set(other).isdisjoint(blinded)
-    with pytest.raises(OprfError, match="32 random bytes"):
-        seeded_rng(b"short")

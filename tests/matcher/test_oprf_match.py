@@ -1,4 +1,4 @@
-"""OPRF match mode: the bank opens exactly its customers' rows, nothing more, within the budget."""
+"""OPRF match mode: blinds from one seed; the bank opens exactly its customers' rows, in budget."""
 
 from __future__ import annotations
 
@@ -18,18 +18,23 @@ from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.oprf import OprfServerKey, blind_evaluate
 from matcher.oprf_match import (
+    BLIND_BLOCK_ROWS,
     PAYLOAD_COLUMNS,
     EvaluationBudget,
+    block_seed,
     decode_lists,
     derive_row_keys,
     encode_lists,
     open_matched,
+    replay_blinds,
     request,
     seal_rows,
+    seeded_rng,
     unblind_labels,
 )
 from matcher.pack import build_batch
 from tests.factories import vendor_batch
+from tests.support.oprf_inputs import INPUTS, OprfWorld, oprf_world
 
 BANK, VENDOR, OVERLAP = 2_000, 5_000, 1_200
 
@@ -89,10 +94,6 @@ def bank_keys(world: World, key: OprfServerKey) -> tuple[list[bytes], list[bytes
     state, blinded = request(world.bank_ids)
     budget = EvaluationBudget("epoch-1", declared_customers=BANK)
     return unblind_labels(state, budget.answer(key, blinded))
-
-
-def test_module_exports_what_it_defines():
-    assert all(hasattr(oprf_match, name) for name in oprf_match.__all__)
 
 
 def test_row_keys_are_the_two_parts_of_one_rfc5869_hkdf_sha256_output():
@@ -292,3 +293,47 @@ def test_the_bank_state_hides_its_ids():
     state, _ = request([b"13800138000"])
     assert "13800138000" not in repr(state) and "hidden" in repr(state)
     assert len(state) == 1
+
+
+# -- blinds from one seed -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ow() -> OprfWorld:
+    return oprf_world()
+
+
+def test_a_seeded_request_replays_the_same_blinds():
+    phones = [f"1380000{i:04d}".encode() for i in range(40)]
+    seed = bytes(range(32))
+    state, blinded = request(phones, rng=seeded_rng(seed))
+    again_state, again = request(phones, rng=seeded_rng(seed))
+    assert again_state.blinds == state.blinds and again_state.inputs == state.inputs
+    assert again == blinded
+    _, other = request(phones, rng=seeded_rng(bytes(32)))
+    assert set(other).isdisjoint(blinded)
+    with pytest.raises(OprfError, match="32 random bytes"):
+        seeded_rng(b"short")
+
+
+def test_each_block_is_a_request_blinded_from_its_block_seed(ow: OprfWorld):
+    state = replay_blinds(ow.inputs, ow.seed)
+    assert state.inputs == tuple(ow.inputs) and len(state.blinds) == INPUTS
+    for block, first in enumerate(range(0, INPUTS, BLIND_BLOCK_ROWS)):
+        rows = slice(first, first + BLIND_BLOCK_ROWS)
+        kept, blinded = request(ow.inputs[rows], rng=seeded_rng(block_seed(ow.seed, block)))
+        assert kept.blinds == state.blinds[rows]
+        assert blinded == ow.blinded[rows]
+    # A prefix of the request replays the prefix of its blinds: rows, not the request's length,
+    # decide a blind.
+    assert replay_blinds(ow.inputs[:2_100], ow.seed).blinds[:2_048] == state.blinds[:2_048]
+
+
+def test_block_seeds_differ_by_block_and_seed_and_need_32_bytes(ow: OprfWorld):
+    seeds = {block_seed(ow.seed, b) for b in range(64)} | {block_seed(bytes(32), 0)}
+    assert len(seeds) == 65 and all(len(s) == 32 for s in seeds)
+    for bad in (b"", bytes(31), "x" * 32):
+        with pytest.raises(OprfError, match="32 random bytes"):
+            block_seed(bad, 0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="block number"):
+        block_seed(ow.seed, -1)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from rich.console import Console
@@ -23,42 +20,22 @@ from contracts.errors import ConfigError, IdentifierError, OprfError
 from fusion.jobs.oprf import oprf_blind, oprf_finalize, oprf_row_keys
 from fusion.jobs.partitions import Parts
 from fusion.jobs.runner import ClusterEngine, Engine, InProcessEngine
-from matcher.oprf import OprfServerKey, blind_evaluate, blind_with, evaluate
 from matcher.oprf_match import (
     BLIND_BLOCK_ROWS,
     block_seed,
-    derive_row_keys,
     replay_blinds,
-    request,
-    seeded_rng,
     unblind_labels,
 )
 from tests.support.cluster import KillOnce, SpecRecorder, recorded_specs
+from tests.support.oprf_inputs import INPUTS, OprfWorld, oprf_world
 
-INPUTS = 5_000
 CHUNK_ROWS = BLIND_BLOCK_ROWS  # 5 chunks, the last one partial
 _EVALUATED = {"evaluated": pl.Binary}
 
 
-@dataclass(frozen=True)
-class OprfWorld:
-    inputs: list[bytes]  # 11-digit mobile numbers as ASCII bytes
-    seed: bytes
-    key: OprfServerKey
-    blinded: list[bytes]  # the single-process reference of each step
-    evaluated: list[bytes]
-    labels: list[bytes]  # what the vendor derives directly: derive_row_keys(evaluate(key, x))
-    data_keys: list[bytes]
-
-
 @pytest.fixture(scope="module")
 def ow() -> OprfWorld:
-    numbers = np.random.default_rng(8).choice(10**8, INPUTS, replace=False)
-    inputs = [f"138{n:08d}".encode() for n in numbers.tolist()]
-    seed, key = secrets.token_bytes(32), OprfServerKey.generate()
-    blinded = blind_with(inputs, replay_blinds(inputs, seed).blinds)
-    labels, data_keys = derive_row_keys(evaluate(key, inputs))
-    return OprfWorld(inputs, seed, key, blinded, blind_evaluate(key, blinded), labels, data_keys)
+    return oprf_world()
 
 
 def _frame(ow: OprfWorld) -> pl.DataFrame:
@@ -78,32 +55,6 @@ def _answer_parts(evaluated: list[bytes], folder: Path, *, rows: int) -> Parts:
         part = pl.DataFrame({"evaluated": evaluated[start : start + rows]}, schema=_EVALUATED)
         part.write_parquet(files[-1])
     return Parts(tuple(files), len(evaluated), pl.Schema(_EVALUATED))
-
-
-# -- blinds from one seed -----------------------------------------------------------------------
-
-
-def test_each_block_is_a_request_blinded_from_its_block_seed(ow: OprfWorld):
-    state = replay_blinds(ow.inputs, ow.seed)
-    assert state.inputs == tuple(ow.inputs) and len(state.blinds) == INPUTS
-    for block, first in enumerate(range(0, INPUTS, BLIND_BLOCK_ROWS)):
-        rows = slice(first, first + BLIND_BLOCK_ROWS)
-        kept, blinded = request(ow.inputs[rows], rng=seeded_rng(block_seed(ow.seed, block)))
-        assert kept.blinds == state.blinds[rows]
-        assert blinded == ow.blinded[rows]
-    # A prefix of the request replays the prefix of its blinds: rows, not the request's length,
-    # decide a blind.
-    assert replay_blinds(ow.inputs[:2_100], ow.seed).blinds[:2_048] == state.blinds[:2_048]
-
-
-def test_block_seeds_differ_by_block_and_seed_and_need_32_bytes(ow: OprfWorld):
-    seeds = {block_seed(ow.seed, b) for b in range(64)} | {block_seed(bytes(32), 0)}
-    assert len(seeds) == 65 and all(len(s) == 32 for s in seeds)
-    for bad in (b"", bytes(31), "x" * 32):
-        with pytest.raises(OprfError, match="32 random bytes"):
-            block_seed(bad, 0)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="block number"):
-        block_seed(ow.seed, -1)
 
 
 # -- the three steps: the same on both engines ---------------------------------------------------

@@ -1,0 +1,58 @@
+"""Batch manifests: canonical JSON both ways, and a precise message for each bad field."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from contracts.errors import EnvelopeError
+from matcher.manifest import Manifest
+from tests.support.sealing import CHUNK, Parties
+
+
+def test_the_manifest_is_canonical_json(parties: Parties):
+    manifest = replace(
+        parties.manifest(
+            created_at=datetime(2026, 11, 3, 17, 30, tzinfo=timezone(timedelta(hours=8)))
+        ),
+        payload_bytes=5,
+        payload_sha256="0" * 64,
+        chunk_size=CHUNK,
+    )
+    data = manifest.to_bytes()
+    fields = json.loads(data)
+    assert data == json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    assert fields["created_at"] == "2026-11-03T09:30:00Z"  # UTC
+    assert fields["mode"] == "salted" and fields["format_version"] == 2
+    assert Manifest.from_bytes(data) == manifest
+    assert "counts" not in json.loads(replace(manifest, counts=None).to_bytes())
+    with pytest.raises(EnvelopeError, match="canonical"):
+        Manifest.from_bytes(json.dumps(fields, sort_keys=True).encode())
+    with pytest.raises(EnvelopeError, match="unknown \\['extra'\\]"):
+        Manifest.from_bytes(json.dumps(fields | {"extra": 1}, sort_keys=True).encode())
+    with pytest.raises(EnvelopeError, match="never sealed"):
+        Manifest.from_bytes(parties.manifest().to_bytes())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("batch_id", "not-a-uuid", "batch_id must be a UUID"),
+        ("batch_id", str(uuid.uuid4()).upper(), "canonical lowercase"),
+        ("created_at", datetime(2026, 11, 3, 9, 30), "timezone-aware"),
+        ("vendor_id", None, "vendor_id is missing"),
+        ("rows", -1, "non-negative integer"),
+        ("rows", True, "non-negative integer"),
+        ("mode", "plain", "mode must be one of salted, oprf"),
+        ("contract", 'vendor"batch', "without quotes or backslashes"),
+        ("taxonomy_version", "", "1-128 printable ASCII"),
+        ("counts", {"apps": 1.5}, "non-negative integer"),
+    ],
+)
+def test_manifest_new_explains_bad_fields(parties: Parties, field: str, value, message: str):
+    with pytest.raises(EnvelopeError, match=message):
+        parties.manifest(**{field: value})
