@@ -97,7 +97,6 @@ __all__ = [
     "open_matched",
     "open_rows",
     "replay_blinds",
-    "replay_request",
     "request",
     "seal_rows",
     "seeded_rng",
@@ -385,15 +384,6 @@ def request(
     """
     blinds, blinded = blind(ids, rng=rng, workers=workers)
     return BankRequest(tuple(ids), tuple(blinds)), blinded
-
-
-def replay_request(ids: Sequence[bytes], seed: bytes) -> BankRequest:
-    """Return the state `request(ids, rng=seeded_rng(seed))` kept, without blinding again.
-
-    The bank stores the seed, not the blinds, while the vendor answers; this rebuilds the blinds
-    (the same draws in the same order) for `unblind_labels`.
-    """
-    return BankRequest(tuple(ids), tuple(draw_blinds(len(ids), rng=seeded_rng(seed))))
 
 
 def unblind_labels(

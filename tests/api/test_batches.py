@@ -38,8 +38,8 @@ from matcher.envelope import seal
 from matcher.keyring import Keyring
 from matcher.manifest import BatchKeys, Manifest
 from matcher.pack import pack_users
-from tests.factories import vendor_batch
 from tests.support.breakages import BREAKAGES
+from tests.support.factories import vendor_batch
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, Tokens, bearer, serve_copy, serve_run
 

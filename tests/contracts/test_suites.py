@@ -10,8 +10,8 @@ import pytest
 from contracts.errors import ContractError
 from contracts.suites import validate_bank_extract, validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
-from tests.factories import vendor_batch
 from tests.support.breakages import BREAKAGES, ROW
+from tests.support.factories import vendor_batch
 
 TAXONOMY = load_taxonomy()
 

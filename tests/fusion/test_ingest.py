@@ -33,8 +33,8 @@ from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring, init_local_pair
 from matcher.manifest import BatchKeys, Manifest
 from matcher.pack import build_batch, pack_users
-from tests.factories import vendor_batch
 from tests.support.breakages import BREAKAGES
+from tests.support.factories import vendor_batch
 
 NOW = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
 

@@ -33,7 +33,7 @@ from matcher.oprf_match import (
     unblind_labels,
 )
 from matcher.pack import build_batch
-from tests.factories import vendor_batch
+from tests.support.factories import vendor_batch
 from tests.support.oprf_inputs import INPUTS, OprfWorld, oprf_world
 
 BANK, VENDOR, OVERLAP = 2_000, 5_000, 1_200

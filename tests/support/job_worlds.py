@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,12 @@ from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring
 from matcher.pack import build_batch
 from matcher.psi import customer_keys
-from tests.factories import world_features
+from tests.support.factories import world_features
+from tests.support.models import TRAINED_AT
 
 __all__ = [
     "BUCKETS",
     "CHUNK_ROWS",
-    "TRAINED_AT",
     "BucketWorld",
     "EngineWorld",
     "bucket_world",
@@ -37,7 +36,7 @@ __all__ = [
     "register_small_model",
 ]
 
-TRAINED_AT = datetime(2026, 10, 2, 8, 30, tzinfo=UTC)
+
 BUCKETS = 16  # key buckets of the engine world's jobs
 CHUNK_ROWS = 700  # 3,000 customers in 5 chunks: shared phones span chunks
 

@@ -18,7 +18,7 @@ from fusion.models.rescue import RescueConfig
 from fusion.registry import Registry
 from fusion.training import TrainingConfig, TrainingRun, train_all
 from labs.world import WorldFiles
-from tests.factories import world_features
+from tests.support.factories import world_features
 
 __all__ = ["FAST", "FAST_ACQUISITION", "TRAINED_AT", "ModelWorld", "train_model_world"]
 

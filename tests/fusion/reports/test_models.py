@@ -28,7 +28,7 @@ from fusion.reports.models import REPORT_FILE, SUMMARY_FILE, write_model_report
 from fusion.scoring import score_rows
 from fusion.training import TrainingConfig, TrainingRun, train_all
 from labs.world import WorldFiles
-from tests.factories import world_features
+from tests.support.factories import world_features
 
 # Trains every model on a 20k-customer world: out of the fast inner loop.
 pytestmark = pytest.mark.slow
