@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -42,7 +41,7 @@ def test_the_manifest_is_canonical_json(parties: Parties):
     ("field", "value", "message"),
     [
         ("batch_id", "not-a-uuid", "batch_id must be a UUID"),
-        ("batch_id", str(uuid.uuid4()).upper(), "canonical lowercase"),
+        ("batch_id", "5C0FFEE0-1234-4ABC-8DEF-0123456789AB", "canonical lowercase"),
         ("created_at", datetime(2026, 11, 3, 9, 30), "timezone-aware"),
         ("vendor_id", None, "vendor_id is missing"),
         ("rows", -1, "non-negative integer"),
