@@ -14,12 +14,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fusion demo --out runs/demo
 
+# Two workers, one test module (the API folder: one group) at a time each, one thread each for
+# xgboost, OpenMP and polars, so the two share the two cores instead of fighting over them.
+PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE POLARS_MAX_THREADS=1 \
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The inner loop: everything not marked slow (no servers, clusters or trained demo models).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/fusion bench --out bench/results $(if $(SCALE_SIZES),--scale-sizes $(SCALE_SIZES))

@@ -2,7 +2,7 @@
 
     FusionError                     root: catch this to catch everything the platform raises
     ├── ConfigError                 a setting or argument is wrong (also a ValueError); names it
-    ├── IdentifierError             an identifier column cannot be processed (never quotes a value)
+    ├── IdentifierError             an identifier column cannot be processed (also a ValueError)
     ├── KeyringError                a key is missing, unreadable or has loose file permissions
     │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
     ├── EnvelopeError               the sender misused seal() (bad manifest, missing key)
@@ -82,7 +82,7 @@ class ConfigError(FusionError, ValueError):
         self.setting = setting
 
 
-class IdentifierError(FusionError):
+class IdentifierError(FusionError, ValueError):
     """An identifier column cannot be normalised or hashed (wrong dtype, empty salt...)."""
 
     def __init__(self, message: str, *, column: str | None = None) -> None:
