@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fusion demo --out runs/demo
 
-# Two workers, one test module (the API folder: one group) at a time each, one thread each for
-# xgboost, OpenMP and polars, so the two share the two cores instead of fighting over them.
+# Two workers, a whole test module at a time each (tests/conftest.py puts the heaviest first), one
+# thread each for xgboost, OpenMP and polars, so the two share the two cores instead of fighting.
 PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE POLARS_MAX_THREADS=1 \
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 test: $(STAMP)
 	$(PYTEST)

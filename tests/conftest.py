@@ -1,8 +1,7 @@
-"""Suite-wide collection order and grouping for `make test`'s two workers (pytest-xdist).
+"""Suite-wide collection order for `make test`'s two workers (pytest-xdist, --dist loadscope).
 
-Each test module is one group (its module fixtures are built once, on one worker), and the whole
-API folder is one group (its session fixture, a served demo run, is built once). The heaviest
-groups go first so that neither worker is left running a long one alone at the end.
+Each worker takes a whole test module at a time (its module fixtures are built once), and the
+heaviest modules go first so that neither worker is left running a long one alone at the end.
 """
 
 from __future__ import annotations
@@ -38,5 +37,3 @@ def _rank(item: pytest.Item) -> int:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: a module's tests keep their order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
