@@ -2,6 +2,7 @@
 
 Each worker takes a whole test module at a time (its module fixtures are built once), and the
 heaviest modules go first so that neither worker is left running a long one alone at the end.
+Tests that use a slow fixture are marked slow here, so `make test-fast` leaves them out.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ def _rank(item: pytest.Item) -> int:
     )
 
 
-@pytest.hookimpl(tryfirst=True)
+# Fixtures that make a test slow: a trained model world, a Dask LocalCluster, a demo run (and the
+# service serving it). `make test-fast` leaves out every test that uses one.
+SLOW_FIXTURES = frozenset({"model_world", "cluster", "demo_run", "served"})
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    uses = set(getattr(item, "fixturenames", ()))
+    return bool(uses & SLOW_FIXTURES) or "local-cluster" in item.name
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: a module's tests keep their order
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)

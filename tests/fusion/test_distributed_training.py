@@ -23,6 +23,8 @@ from fusion.scoring import score_rows
 from fusion.training import TrainingConfig, TrainingRun, train_all
 from tests.support.models import FAST, TRAINED_AT, ModelWorld
 
+pytestmark = pytest.mark.slow  # demo runs, LocalClusters, models trained twice
+
 # xgboost.dask draws `subsample` rows and `colsample_bytree` columns on each worker from its own
 # stream, so with sampling on a cluster run differs from the in-process one as two seeds do, and
 # on this 12k world two seeds move the held-out AUC by up to 0.027 (in-bank, FAST settings,

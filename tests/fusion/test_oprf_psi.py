@@ -39,6 +39,8 @@ from matcher.oprf_match import NONCE_BYTES, derive_row_keys
 from matcher.pack import build_oprf_batch, pack_users
 from matcher.psi import customer_phones
 
+pytestmark = pytest.mark.slow  # stores, sealed batches and OPRF exchanges end to end
+
 SNAPSHOT = date(2026, 9, 30)
 DATA_TIME = datetime(2026, 9, 30, 6, tzinfo=UTC)
 NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)

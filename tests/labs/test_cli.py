@@ -19,6 +19,8 @@ from labs.world import WorldFiles
 from matcher.identity import normalize_phones
 from matcher.keyring import Keyring
 
+pytestmark = pytest.mark.slow  # demo runs, LocalClusters, models trained twice
+
 runner = CliRunner()
 
 

@@ -16,6 +16,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # generates three worlds
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tmp_path: Path):
     config = WorldConfig(customers=2_000, seed=3)
     first = generate_world(config, tmp_path / "a")
