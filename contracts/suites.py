@@ -227,6 +227,14 @@ def _is_true(column: str) -> Callable[[Any], Any]:
     return lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True])
 
 
+def _row_count(expected_rows: int) -> _Rule:
+    return _Rule(
+        "row_count",
+        f"row count equals the manifest's {expected_rows:,}",
+        lambda gxe: gxe.ExpectTableRowCountToEqual(value=expected_rows),
+    )
+
+
 def validate_vendor_batch(
     batch: pl.DataFrame,
     *,
@@ -300,11 +308,7 @@ def validate_vendor_batch(
         _Rule("sessions_in_range", "sessions are >= 0", _is_true("sessions_in_range")),
         _Rule("weights_in_range", "tag weights are within (0, 1]", _is_true("weights_in_range")),
         _Rule("tags_distinct", "a row lists each tag once", _is_true("tags_distinct")),
-        _Rule(
-            "row_count",
-            f"row count equals the manifest's {expected_rows:,}",
-            lambda gxe: gxe.ExpectTableRowCountToEqual(value=expected_rows),
-        ),
+        _row_count(expected_rows),
     ]
     return _run_suite(VENDOR_BATCH.contract, derived, rules, batch_id)
 
@@ -348,11 +352,7 @@ def validate_vendor_oprf_batch(
             f"sealed row is {SEALED_MIN_BYTES:,}..{SEALED_MAX_BYTES:,} bytes (nonce, payload, tag)",
             _is_true("sealed_size"),
         ),
-        _Rule(
-            "row_count",
-            f"row count equals the manifest's {expected_rows:,}",
-            lambda gxe: gxe.ExpectTableRowCountToEqual(value=expected_rows),
-        ),
+        _row_count(expected_rows),
     ]
     return _run_suite(VENDOR_OPRF_BATCH.contract, derived, rules, batch_id)
 

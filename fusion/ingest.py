@@ -38,7 +38,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -160,6 +160,35 @@ class _Verdict:
     rows: int
     reasons: tuple[str, ...]
     report: dict[str, Any] | None
+
+    @classmethod
+    def of_batch(
+        cls, manifest: Manifest, digest: str, report: ContractReport, *, status: str, rows: int
+    ) -> _Verdict:
+        """Return the verdict on a batch that passed the gate, filed under its own batch id."""
+        return cls(
+            ledger_id=manifest.batch_id,
+            manifest=manifest,
+            vendor_id=manifest.vendor_id,
+            sealed_sha256=digest,
+            status=status,
+            rows=rows,
+            reasons=report.failed,
+            report=report.to_dict(),
+        )
+
+    def outcome(self, seconds: Mapping[str, float]) -> IngestOutcome:
+        """Return what the vendor is told of this verdict, with the stages' timings."""
+        return IngestOutcome(
+            self.ledger_id,
+            self.vendor_id,
+            self.status,
+            self.rows,
+            self.reasons,
+            self.report,
+            dict(seconds),
+            ledger_id=self.ledger_id,
+        )
 
 
 def _record(store: Store, verdict: _Verdict, *, now: datetime) -> None:
@@ -546,20 +575,8 @@ def _judge_content(job: _Opened) -> IngestOutcome:
 
     with timer.stage("load"), store.transaction():
         _load_rows(store, batch, manifest)
-        _record(
-            store,
-            _Verdict(
-                ledger_id=manifest.batch_id,
-                manifest=manifest,
-                vendor_id=manifest.vendor_id,
-                sealed_sha256=digest,
-                status="loaded",
-                rows=batch.height,
-                reasons=(),
-                report=report.to_dict(),
-            ),
-            now=now,
-        )
+        verdict = _Verdict.of_batch(manifest, digest, report, status="loaded", rows=batch.height)
+        _record(store, verdict, now=now)
         # Last, so the hash overlaps the whole load; a mismatch rolls all of it back.
         with timer.stage("digest_wait"):
             payload_digest.verify(manifest)
@@ -567,16 +584,7 @@ def _judge_content(job: _Opened) -> IngestOutcome:
             job.before_commit()
     _move(sealed, inbox.archive)
     log.info("batch %s loaded: %d rows in %s", manifest.batch_id, batch.height, _fmt(timer.seconds))
-    return IngestOutcome(
-        manifest.batch_id,
-        manifest.vendor_id,
-        "loaded",
-        batch.height,
-        (),
-        report.to_dict(),
-        dict(timer.seconds),
-        ledger_id=manifest.batch_id,
-    )
+    return verdict.outcome(timer.seconds)
 
 
 def _quarantine(
@@ -594,32 +602,11 @@ def _quarantine(
     (target / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     (target / "report.txt").write_text(report.summary() + "\n")
     with store.transaction():
-        _record(
-            store,
-            _Verdict(
-                ledger_id=manifest.batch_id,
-                manifest=manifest,
-                vendor_id=manifest.vendor_id,
-                sealed_sha256=digest,
-                status="quarantined",
-                rows=0,
-                reasons=report.failed,
-                report=report.to_dict(),
-            ),
-            now=now,
-        )
+        verdict = _Verdict.of_batch(manifest, digest, report, status="quarantined", rows=0)
+        _record(store, verdict, now=now)
     _move(sealed, target)
     log.warning("batch %s quarantined: %s", manifest.batch_id, ", ".join(report.failed))
-    return IngestOutcome(
-        manifest.batch_id,
-        manifest.vendor_id,
-        "quarantined",
-        0,
-        report.failed,
-        report.to_dict(),
-        dict(timer.seconds),
-        ledger_id=manifest.batch_id,
-    )
+    return verdict.outcome(timer.seconds)
 
 
 def _move(path: Path, folder: Path) -> None:

@@ -12,4 +12,5 @@ __all__ = [
     "rescue",
     "targeting",
     "uplift",
+    "vectors",
 ]

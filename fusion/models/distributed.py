@@ -87,32 +87,46 @@ def train_booster(
     eval_metric has not improved on `valid` for that many rounds, and the booster is cut at its
     best round, so the saved model scores like the one judged.
     """
-    names = None if feature_names is None else list(feature_names)
-    stop = early_stopping_rounds if valid is not None else None
+    fit = _Fit(
+        params=params,
+        rounds=rounds,
+        stop=early_stopping_rounds if valid is not None else None,
+        names=None if feature_names is None else list(feature_names),
+    )
     if client is None:
-        booster = _train_in_process(params, train, valid, rounds=rounds, stop=stop, names=names)
+        booster = _train_in_process(fit, train, valid)
     else:
-        booster = _train_on_cluster(
-            client, params, train, valid, rounds=rounds, stop=stop, names=names
-        )
-    if stop is not None:
+        booster = _train_on_cluster(client, fit, train, valid)
+    if fit.stop is not None:
         # xgb.train returns every round it ran; the trees after the best one only fit noise.
         return booster[: booster.best_iteration + 1]
     return booster
 
 
-def _train_in_process(
-    params: Mapping[str, Any],
-    train: Rows,
-    valid: Rows | None,
-    *,
-    rounds: int,
-    stop: int | None,
-    names: list[str] | None,
-) -> xgb.Booster:
-    """Return the booster `xgboost.train` fits here, early-stopped on `valid` when `stop` is set."""
+@dataclass(frozen=True, kw_only=True)
+class _Fit:
+    """What one fit asks of xgboost, wherever it runs."""
+
+    params: Mapping[str, Any]
+    rounds: int
+    stop: int | None  # early-stopping rounds, set only when there are validation rows
+    names: list[str] | None
+
+    def train_args(self, evals: list[tuple[Any, str]]) -> dict[str, Any]:
+        """Return the keyword arguments `xgboost.train` and `xgboost.dask.train` share."""
+        return {
+            "num_boost_round": self.rounds,
+            "evals": evals,
+            "early_stopping_rounds": self.stop,
+            "verbose_eval": False,
+        }
+
+
+def _train_in_process(fit: _Fit, train: Rows, valid: Rows | None) -> xgb.Booster:
+    """Return the booster `xgboost.train` fits here, early-stopped on `valid` when `fit.stop`."""
+    names = fit.names
     # nthread 0 or unset: every core, as xgboost.train itself does.
-    nthread = int(params.get("nthread") or -1)
+    nthread = int(fit.params.get("nthread") or -1)
     dtrain = xgb.QuantileDMatrix(
         train.x, label=train.label, weight=train.weight, feature_names=names, nthread=nthread
     )
@@ -123,14 +137,7 @@ def _train_in_process(
             nthread=nthread,
         )  # fmt: skip
         evals.append((dvalid, "valid"))
-    return xgb.train(
-        dict(params),
-        dtrain,
-        num_boost_round=rounds,
-        evals=evals,
-        early_stopping_rounds=stop,
-        verbose_eval=False,
-    )
+    return xgb.train(dict(fit.params), dtrain, **fit.train_args(evals))
 
 
 def cluster_workers(client: Client) -> dict[str, dict[str, Any]]:
@@ -161,17 +168,8 @@ def _workers(client: Client) -> list[str]:
     return sorted(workers, key=lambda address: (str(workers[address].get("name")), address))
 
 
-def _train_on_cluster(
-    client: Client,
-    params: Mapping[str, Any],
-    train: Rows,
-    valid: Rows | None,
-    *,
-    rounds: int,
-    stop: int | None,
-    names: list[str] | None,
-) -> xgb.Booster:
-    """Return the booster `xgboost.dask.train` fits with `params` on rows spread over workers."""
+def _train_on_cluster(client: Client, fit: _Fit, train: Rows, valid: Rows | None) -> xgb.Booster:
+    """Return the booster `xgboost.dask.train` fits with `fit` on rows spread over workers."""
     from xgboost import dask as dxgb
 
     workers = _workers(client)
@@ -184,6 +182,7 @@ def _train_on_cluster(
     # A worker without training rows would only wait on the others' allreduce.
     workers = workers[: max(1, len(train.label))]
     x, label, weight = _place(client, workers, train, whole=False)
+    names = fit.names
     dtrain = dxgb.DaskQuantileDMatrix(client, x, label, weight=weight, feature_names=names)
     evals = []
     if valid is not None:
@@ -192,19 +191,11 @@ def _train_on_cluster(
             client, x, label, weight=weight, feature_names=names, ref=dtrain
         )
         evals.append((dvalid, "valid"))
-    result = dxgb.train(
-        client,
-        dict(params),
-        dtrain,
-        num_boost_round=rounds,
-        evals=evals,
-        early_stopping_rounds=stop,
-        verbose_eval=False,
-    )
+    result = dxgb.train(client, dict(fit.params), dtrain, **fit.train_args(evals))
     booster: xgb.Booster = result["booster"]
     # Each worker trained with its own thread count (one on fusion.jobs's LocalCluster), which
     # the booster keeps; give it back the caller's, so scoring here uses every core again.
-    booster.set_param({"nthread": int(params.get("nthread") or 0)})
+    booster.set_param({"nthread": int(fit.params.get("nthread") or 0)})
     return booster
 
 

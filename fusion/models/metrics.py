@@ -29,6 +29,7 @@ import polars as pl
 from scipy import stats
 
 from contracts.errors import ConfigError
+from fusion.models.vectors import finite, one_per_row, zero_one
 
 __all__ = [
     "AucDiff",
@@ -55,53 +56,14 @@ IntArray = npt.NDArray[np.int64]
 
 
 def _binary(values: ArrayLike, name: str) -> IntArray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ConfigError(
-            f"{name} must be a 1-d array, got shape {arr.shape}; pass one value per customer",
-            setting=name,
-        )
+    arr = one_per_row(values, name)
     if arr.size == 0:
         raise ConfigError(f"{name} is empty; pass at least one customer", setting=name)
-    if arr.dtype.kind not in "biuf":
-        raise ConfigError(
-            f"{name} must hold 0/1 labels, got dtype {arr.dtype}; pass integers or booleans",
-            setting=name,
-        )
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        raise ConfigError(
-            f"{name} must hold only 0 and 1, got {int(bad.sum())} other value(s) "
-            f"(first at row {int(np.argmax(bad))}); encode the outcome as 1 = yes, 0 = no",
-            setting=name,
-        )
-    return arr.astype(np.int64)
+    return zero_one(arr, name).astype(np.int64)
 
 
 def _scores(values: ArrayLike, name: str, n: int, against: str) -> FloatArray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ConfigError(
-            f"{name} must be a 1-d array, got shape {arr.shape}; pass one value per customer",
-            setting=name,
-        )
-    if arr.size != n:
-        raise ConfigError(
-            f"{name} has {arr.size} values but {against} has {n}; pass one value per customer "
-            "in the same order",
-            setting=name,
-        )
-    if arr.dtype.kind not in "biuf":
-        raise ConfigError(f"{name} must be numeric, got dtype {arr.dtype}", setting=name)
-    out = arr.astype(np.float64)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise ConfigError(
-            f"{name} has NaN or infinite values (first at row {int(np.argmax(bad))}); "
-            "impute or drop those customers first",
-            setting=name,
-        )
-    return out
+    return finite(one_per_row(values, name, size=n, against=f"{against} has {n}"), name)
 
 
 def _scored(y_true: ArrayLike, score: ArrayLike, name: str) -> tuple[IntArray, FloatArray]:

@@ -23,7 +23,7 @@ from scipy import stats
 from contracts.errors import ConfigError
 from fusion.models.booster import is_int
 from fusion.models.proportions import two_proportion_diff
-from fusion.models.uplift import binary_labels
+from fusion.models.vectors import finite, one_per_row, zero_one
 
 __all__ = ["Budget", "TargetingResult", "budgeted_targeting", "uplift_correlation"]
 
@@ -35,27 +35,12 @@ IntArray = npt.NDArray[np.int64]
 def _finite(
     values: ArrayLike, name: str, n: int | None = None, against: str = "the scores"
 ) -> FloatArray:
-    arr = np.asarray(values)
-    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
-        raise ConfigError(
-            f"{name} must be a 1-d numeric array, got shape {arr.shape} and dtype {arr.dtype}",
-            setting=name,
-        )
-    if n is not None and arr.size != n:
-        raise ConfigError(
-            f"{name} has {arr.size} values but {against} has {n}; pass one value per customer "
-            "in the same order",
-            setting=name,
-        )
-    out = arr.astype(np.float64)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise ConfigError(
-            f"{name} has NaN or infinite values (first at row {int(np.argmax(bad))}); "
-            "impute or drop those customers first",
-            setting=name,
-        )
-    return out
+    return finite(one_per_row(values, name, size=n, against=f"{against} has {n}"), name)
+
+
+def _labels(values: ArrayLike, name: str, n: int) -> FloatArray:
+    arr = one_per_row(values, name, size=n, against=f"the scores have {n}")
+    return zero_one(arr, name).astype(np.float64)
 
 
 def uplift_correlation(
@@ -270,7 +255,7 @@ def _evidence(
         )
     ab = None
     if y is not None and treatment is not None:
-        ab = (binary_labels(y, "y", n), binary_labels(treatment, "treatment", n))
+        ab = (_labels(y, "y", n), _labels(treatment, "treatment", n))
     if truth is None and ab is None:
         raise ConfigError(
             "nothing to measure incremental conversions with; pass true_uplift (synthetic "

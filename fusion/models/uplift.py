@@ -34,6 +34,7 @@ import xgboost as xgb
 from contracts.errors import ConfigError
 from fusion.models.booster import UPLIFT_BOOSTER, BoosterConfig
 from fusion.models.distributed import Rows, train_booster
+from fusion.models.vectors import one_per_row, zero_one
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -44,7 +45,6 @@ __all__ = [
     "TLearner",
     "UpliftModel",
     "XLearner",
-    "binary_labels",
     "load_uplift_model",
 ]
 
@@ -179,39 +179,15 @@ def _non_numeric(bad: list[str], schema: Mapping[str, object]) -> ConfigError:
     )
 
 
-def binary_labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
-    """Return `values` as 0/1 floats, one per row, refusing anything else."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ConfigError(
-            f"{name} must be 1-d, got shape {arr.shape}; pass one value per row of X",
-            setting=name,
-        )
-    if arr.size != rows:
-        raise ConfigError(
-            f"{name} has {arr.size} values but X has {rows} rows; pass one value per row, "
-            "in the same order",
-            setting=name,
-        )
-    if arr.dtype.kind not in "biuf":
-        raise ConfigError(
-            f"{name} must hold 0/1 labels, got dtype {arr.dtype}; pass integers or booleans "
-            "without nulls",
-            setting=name,
-        )
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        raise ConfigError(
-            f"{name} must hold only 0 and 1, got {int(bad.sum())} other value(s) "
-            f"(first at row {int(np.argmax(bad))}); encode it as 1 = yes, 0 = no",
-            setting=name,
-        )
-    return arr.astype(np.float64)
+def _labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
+    """Return `values` as 0/1 floats, one per row of X, refusing anything else."""
+    arr = one_per_row(values, name, size=rows, against=f"X has {rows} rows", per="row of X")
+    return zero_one(arr, name).astype(np.float64)
 
 
 def _trial(y: ArrayLike, treatment: ArrayLike, rows: int) -> tuple[FloatArray, FloatArray]:
     """Return y and treatment as 0/1 floats, refusing data an uplift model cannot learn from."""
-    yy, tt = binary_labels(y, "y", rows), binary_labels(treatment, "treatment", rows)
+    yy, tt = _labels(y, "y", rows), _labels(treatment, "treatment", rows)
     for arm, name in ((1.0, "treatment"), (0.0, "control")):
         in_arm = tt == arm
         n, responders = int(in_arm.sum()), int(yy[in_arm].sum())

@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 
 from api import ApiSettings
 from api import uploads as api_uploads
-from api.service import Service
 from contracts.schemas import VENDOR_BATCH
 from contracts.taxonomy import load_taxonomy
 from fusion.runfolder import RunFolder
@@ -41,41 +40,20 @@ from matcher.pack import pack_users
 from tests.support.breakages import BREAKAGES
 from tests.support.factories import vendor_batch
 from tests.support.polling import eventually
-from tests.support.server import NOW, ServedRun, Tokens, bearer, serve_copy, serve_run
+from tests.support.server import NOW, ServedRun, bearer, serve_copy, serve_run
 
 CAP = 1 << 20  # max_upload_bytes of these servers; the sealed batches here are far smaller
 WAIT = 60.0  # seconds an upload may take to be judged on a loaded 2-core machine
 
 
 @dataclass(frozen=True)
-class Bank:
+class Bank(ServedRun):
     """A served copy of the demo run, its tokens, its in-process service and vendor keyring."""
 
-    served: ServedRun
     vendor: Keyring  # the run's vendor keyring: vendor-a
 
-    @property
-    def url(self) -> str:
-        return self.served.url
-
-    @property
-    def run(self) -> Path:
-        return self.served.run
-
-    @property
-    def tokens(self) -> Tokens:
-        return self.served.tokens
-
-    @property
-    def service(self) -> Service:
-        return self.served.service
-
-    @property
-    def folder(self) -> RunFolder:
-        return self.served.folder
-
     def stop(self) -> None:
-        self.served.running.stop()
+        self.running.stop()
 
     def ledger(self, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
         """Return the rows of a query on the live store (a cursor of this thread)."""
@@ -94,7 +72,7 @@ def serving(
     override ApiSettings fields."""
     settings = {"max_upload_bytes": CAP, **settings}
     with serve_copy(demo_run, root, before_start=before_start, **settings) as served:
-        yield Bank(served, Keyring.open(served.folder.vendor_keys))
+        yield Bank(**vars(served), vendor=Keyring.open(served.folder.vendor_keys))
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +142,19 @@ def judged(client: httpx.Client, token: str, batch_id: str) -> dict[str, Any]:
     return eventually(verdict, timeout=WAIT, interval=0.05, what=f"batch {batch_id} judged")
 
 
+def _refused(batch_id: str) -> dict[str, Any]:
+    """Return the whole status a vendor sees of a refused batch: nothing but the refusal."""
+    return {
+        "batch_id": batch_id,
+        "status": "refused",
+        "rows": None,
+        "received_at": None,
+        "finished_at": None,
+        "reasons": [],
+        "report": None,
+    }
+
+
 def not_found(client: httpx.Client, token: str, batch_id: str) -> dict[str, Any]:
     answer = client.get(f"/v1/batches/{batch_id}", headers=bearer(token))
     assert answer.status_code == 404, answer.text
@@ -219,15 +210,7 @@ def test_a_bit_flip_in_the_ciphertext_is_refused_and_the_status_says_only_refuse
     assert accepted.status_code == 202 and accepted.json()["batch_id"] == batch_id
     upload_id = accepted.json()["upload_id"]
 
-    assert judged(client, bank.tokens.vendor, batch_id) == {
-        "batch_id": batch_id,
-        "status": "refused",
-        "rows": None,
-        "received_at": None,
-        "finished_at": None,
-        "reasons": [],
-        "report": None,
-    }
+    assert judged(client, bank.tokens.vendor, batch_id) == _refused(batch_id)
     digest = hashlib.sha256(tampered).hexdigest()
     ledger = bank.ledger(
         "SELECT batch_id, vendor_id, status, rows FROM batches WHERE sealed_sha256 = ?", [digest]
@@ -332,15 +315,7 @@ def test_a_vendor_never_sees_another_vendors_batch(bank: Bank, client: httpx.Cli
     # it learns that its upload was refused, never the status of vendor-a's batch.
     forged, _ = sealed(bank, vendor_batch(10, seed=105), vendor_id="vendor-b", batch_id=batch_id)
     assert push(client, bank.tokens.other_vendor, forged).status_code == 202
-    assert judged(client, bank.tokens.other_vendor, batch_id) == {
-        "batch_id": batch_id,
-        "status": "refused",
-        "rows": None,
-        "received_at": None,
-        "finished_at": None,
-        "reasons": [],
-        "report": None,
-    }
+    assert judged(client, bank.tokens.other_vendor, batch_id) == _refused(batch_id)
     assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
 
     # Nor can vendor-b push vendor-a's own sealed file under its token.

@@ -22,7 +22,7 @@ from contracts.errors import ConfigError, EvaluationCapError, OprfError
 from contracts.schemas import VENDOR_OPRF_BATCH, MatchMode
 from contracts.taxonomy import load_taxonomy
 from fusion.features import build_features
-from fusion.ingest import Inbox, ingest_file
+from fusion.ingest import ingest_file
 from fusion.jobs import ClusterEngine, Engine
 from fusion.match import load_extract, match
 from fusion.oprf_psi import finish_match, request_match
@@ -31,13 +31,13 @@ from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.envelope import seal
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import hmac_digest, keyed_hash
-from matcher.keyring import init_local_pair
-from matcher.manifest import BatchKeys, Manifest
+from matcher.manifest import Manifest
 from matcher.oprf import evaluate
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile, answer_request
 from matcher.oprf_match import NONCE_BYTES, derive_row_keys
 from matcher.pack import build_oprf_batch, pack_users
 from matcher.psi import customer_phones
+from tests.support.local_pair import LocalPair
 
 pytestmark = pytest.mark.slow  # stores, sealed batches and OPRF exchanges end to end
 
@@ -53,18 +53,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
     return WorldFiles(out)
 
 
-class Parties:
-    """A paired bank and vendor on one machine, with the bank's store and inbox."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.bank, self.vendor = init_local_pair(
-            root / "bank-keys", root / "vendor-keys", vendor_id="vendor-a"
-        )
-        self.inbox = Inbox(root / "bank").ensure()
-
-    def store(self) -> Store:
-        return Store.open(self.root / "bank" / "fusion.duckdb", key=self.bank.store_key())
+class Parties(LocalPair):
+    """A paired bank and vendor on one machine, who send batches through the bank's inbox."""
 
     def send(self, users: Path, *, mode: MatchMode, name: str, when: datetime = DATA_TIME) -> str:
         sealed = self.inbox.inbox / name
@@ -78,14 +68,7 @@ class Parties:
         """Seal any OPRF-mode frame as the vendor would and ingest it; return (id, status)."""
         payload, sealed = self.root / f"{name}.parquet", self.inbox.inbox / f"{name}.sealed"
         batch.write_parquet(payload)
-        signing_kid, signer = self.vendor.current_signer()
-        recipient_kid, recipient = self.vendor.current_recipient_public()
-        keys = BatchKeys(
-            vendor_id="vendor-a",
-            signing_kid=signing_kid,
-            recipient_kid=recipient_kid,
-            salt_epoch=self.vendor.current_oprf_epoch(),
-        )
+        keys, signer, recipient = self.sealing_keys(self.vendor.current_oprf_epoch())
         manifest = Manifest.new(
             batch_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"test-oprf-batch/{name}")),
             keys=keys,

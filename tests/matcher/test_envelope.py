@@ -20,7 +20,6 @@ import pytest
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import matcher.envelope as envelope
@@ -28,6 +27,7 @@ from contracts.errors import BatchRefused, EnvelopeError, KeyringError
 from matcher.envelope import open_sealed, read_manifest, seal
 from matcher.keyring import Keyring
 from matcher.manifest import Manifest
+from tests.support.forgery import rewrite_as_key_holder
 from tests.support.sealing import CHUNK, NOW, Parties, pair
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -237,19 +237,25 @@ def _forge(
     return bytes(body + signer.sign(message))
 
 
+def _forge_as_vendor(
+    parties: Parties, payload: bytes, *, version: int, **claims: str | int | None
+) -> bytes:
+    """Return `_forge` of `payload` under a fresh manifest, to the bank, signed by the vendor."""
+    return _forge(
+        payload,
+        parties.manifest(),
+        recipient=parties.vendor.current_recipient_public()[1],
+        signer=parties.vendor.current_signer()[1],
+        version=version,
+        **claims,  # type: ignore[arg-type]
+    )
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_file_written_from_the_format_document_opens(parties: Parties, version: int):
     data = os.urandom(CHUNK * 3 + 5)
     sealed = parties.root / "forged.sealed"
-    sealed.write_bytes(
-        _forge(
-            data,
-            parties.manifest(),
-            recipient=parties.vendor.current_recipient_public()[1],
-            signer=parties.vendor.current_signer()[1],
-            version=version,
-        )
-    )
+    sealed.write_bytes(_forge_as_vendor(parties, data, version=version))
     opened, plain = parties.open(sealed)
     assert plain == data and opened.manifest.format_version == version
 
@@ -610,16 +616,7 @@ def test_a_signed_manifest_that_lies_about_the_payload_is_refused(
     parties: Parties, claims: dict, cause: str, version: int
 ):
     sealed = parties.root / "lying.sealed"
-    sealed.write_bytes(
-        _forge(
-            PAYLOAD,
-            parties.manifest(),
-            recipient=parties.vendor.current_recipient_public()[1],
-            signer=parties.vendor.current_signer()[1],
-            version=version,
-            **claims,
-        )
-    )
+    sealed.write_bytes(_forge_as_vendor(parties, PAYLOAD, version=version, **claims))
     with pytest.raises(BatchRefused) as refused:
         parties.open(sealed)
     _assert_refused(refused, cause, parties.root)
@@ -649,16 +646,6 @@ def test_a_file_relabelled_as_another_version_is_refused(
     _assert_refused(refused, cause, parties.root)
 
 
-def _gf128_mul(x: int, y: int) -> int:
-    """Return x * y in GCM's field GF(2^128) (NIST SP 800-38D, algorithm 1; bits reflected)."""
-    product = 0
-    for bit in range(127, -1, -1):
-        if (x >> bit) & 1:
-            product ^= y
-        y = (y >> 1) ^ (0xE1 << 120) if y & 1 else y >> 1
-    return product
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_data_key_holder_can_rewrite_a_chunk_only_the_digest_or_v1_notices(
     parties: Parties, version: int
@@ -670,22 +657,12 @@ def test_a_data_key_holder_can_rewrite_a_chunk_only_the_digest_or_v1_notices(
     and so does version 1's signature over every ciphertext byte. docs/envelope.md, "Version 2"."""
     sealed = parties.seal(PAYLOAD, version=version)
     raw = sealed.read_bytes()
-    at = _layout(raw)
-    manifest = raw[at["manifest"] : at["key_block"] - 2]
-    info = f"bankfusion/batch/v{version}/data-key".encode() + hashlib.sha256(manifest).digest()
-    suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
-    key_block = raw[at["key_block"] : at["nonce_prefix"]]
-    data_key = suite.decrypt(key_block, parties.bank.recipient_private("bank-hpke-1"), info=info)
-    encrypt_block = Cipher(algorithms.AES(data_key), modes.ECB()).encryptor()
-    ghash_key = int.from_bytes(encrypt_block.update(bytes(16)), "big")
     wanted = b"forged by holder"
-    # Block j of a chunk enters GHASH times H^(k-j) for a constant k: a change d to block 0 is
-    # cancelled by the change d*H to block 1.
-    d = int.from_bytes(wanted, "big") ^ int.from_bytes(PAYLOAD[CHUNK : CHUNK + 16], "big")
-    mask = d.to_bytes(16, "big") + _gf128_mul(d, ghash_key).to_bytes(16, "big")
-    start = at["chunk1"] + 5
-    rewritten = bytes(a ^ b for a, b in zip(raw[start : start + 32], mask, strict=True))
-    sealed.write_bytes(raw[:start] + rewritten + raw[start + 32 :])
+    bank_key = parties.bank.recipient_private("bank-hpke-1")
+    # Chunk 1's block 0 changed to `wanted`; block 1 takes the change that keeps the tag.
+    sealed.write_bytes(
+        rewrite_as_key_holder(raw, bank_key, at=CHUNK, wanted=wanted, fix_at=CHUNK + 16)
+    )
     if version == 2:
         opened, plain = parties.open(sealed, check=False)
         assert plain[CHUNK : CHUNK + 16] == wanted and plain[CHUNK + 32 :] == PAYLOAD[CHUNK + 32 :]

@@ -78,12 +78,12 @@ def test_vendor_keyring_starts_with_a_signing_key(vendor: Keyring):
         vendor.current_recipient_public()
 
 
-@pytest.mark.parametrize("role", ["bank", "vendor"])
-def test_folder_is_0700_and_every_file_0600(tmp_path: Path, role: str):
+def _every_key(folder: Path, role: str, *, vendor_id: str) -> Keyring:
+    """Return a new keyring of `role` after making one more key of every kind that role keeps."""
     keyring = Keyring.init(
-        tmp_path / "keys",
-        role=role,
-        vendor_id="vendor-a" if role == "vendor" else None,  # type: ignore[arg-type]
+        folder,
+        role=role,  # type: ignore[arg-type]
+        vendor_id=vendor_id if role == "vendor" else None,
     )
     if role == "bank":
         keyring.branch_store_key("b001")
@@ -92,6 +92,12 @@ def test_folder_is_0700_and_every_file_0600(tmp_path: Path, role: str):
     else:
         keyring.rotate("signing")
     keyring.new_salt_epoch(now=NOW)
+    return keyring
+
+
+@pytest.mark.parametrize("role", ["bank", "vendor"])
+def test_folder_is_0700_and_every_file_0600(tmp_path: Path, role: str):
+    keyring = _every_key(tmp_path / "keys", role, vendor_id="vendor-a")
     assert _mode(keyring.path) == 0o700
     files = list(keyring.path.iterdir())
     assert len(files) >= 4
@@ -361,14 +367,7 @@ def test_no_key_bytes_in_any_repr_str_or_message(bank: Keyring, vendor: Keyring)
 
 @pytest.mark.parametrize("role", ["bank", "vendor"])
 def test_the_index_holds_no_secret_bytes(tmp_path: Path, role: str):
-    keyring = Keyring.init(tmp_path / "k", role=role, vendor_id="v" if role == "vendor" else None)
-    if role == "bank":
-        keyring.branch_store_key("b001")
-        keyring.head_office_key()
-        keyring.rotate("hpke")
-    else:
-        keyring.rotate("signing")
-    keyring.new_salt_epoch(now=NOW)
+    keyring = _every_key(tmp_path / "k", role, vendor_id="v")
     index = (keyring.path / INDEX_NAME).read_bytes()
     secrets = _secrets(keyring)
     assert len(secrets) >= 3

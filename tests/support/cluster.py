@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-__all__ = ["KillOnce", "SpecRecorder", "recorded_specs"]
+__all__ = ["KillOnce", "SpecRecorder", "one_worker_killed", "recorded_specs"]
 
 
 class KillOnce(WorkerPlugin):
@@ -32,6 +36,25 @@ class KillOnce(WorkerPlugin):
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def one_worker_killed(client: Client, marker: Path, key_prefix: str) -> Iterator[None]:
+    """Run the block with `KillOnce` on the two-worker cluster of `client`, then check the kill.
+
+    The first task whose key starts with `key_prefix` kills its worker (its pid goes to
+    `marker`). After the block: the killed worker was one of those running before it, and the
+    cluster is back to two workers.
+    """
+    client.wait_for_workers(2, timeout=30)
+    before = set(client.run(os.getpid).values())
+    client.register_plugin(KillOnce(str(marker), key_prefix), name="kill-once")
+    try:
+        yield
+    finally:
+        client.unregister_worker_plugin("kill-once")
+    assert int(marker.read_text()) in before
+    client.wait_for_workers(2, timeout=30)
 
 
 class SpecRecorder(SchedulerPlugin):

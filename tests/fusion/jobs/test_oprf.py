@@ -9,7 +9,6 @@ computes directly with its key. The vendor's answer is `blind_evaluate` in this 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import polars as pl
@@ -26,7 +25,7 @@ from matcher.oprf_match import (
     replay_blinds,
     unblind_labels,
 )
-from tests.support.cluster import KillOnce, SpecRecorder, recorded_specs
+from tests.support.cluster import SpecRecorder, one_worker_killed, recorded_specs
 from tests.support.oprf_inputs import INPUTS, OprfWorld, oprf_world
 
 CHUNK_ROWS = BLIND_BLOCK_ROWS  # 5 chunks, the last one partial
@@ -208,14 +207,9 @@ def test_the_seed_and_the_blinds_never_enter_the_task_graph(
 def test_a_worker_killed_while_finalising_costs_a_retry_not_the_labels(
     cluster: ClusterEngine, ow: OprfWorld, tmp_path: Path
 ):
-    client = cluster.client
-    client.wait_for_workers(2, timeout=30)
-    before = set(client.run(os.getpid).values())
-    marker = tmp_path / "killed.pid"
     # The third task needs the seed: it is rerun on a worker that has it, the restarted one
     # included (the scheduler reinstalls the plugins).
-    client.register_plugin(KillOnce(str(marker), "oprf-finalize-00002-"), name="kill-once")
-    try:
+    with one_worker_killed(cluster.client, tmp_path / "killed.pid", "oprf-finalize-00002-"):
         labels = oprf_finalize(
             cluster,
             _frame(ow),
@@ -224,11 +218,7 @@ def test_a_worker_killed_while_finalising_costs_a_retry_not_the_labels(
             tmp_path / "l",
             chunk_rows=CHUNK_ROWS,
         )
-    finally:
-        client.unregister_worker_plugin("kill-once")
-    assert int(marker.read_text()) in before
     assert _column(labels, "label") == ow.labels
-    client.wait_for_workers(2, timeout=30)
 
 
 def test_each_oprf_stage_draws_its_progress_bar(ow: OprfWorld, tmp_path: Path):

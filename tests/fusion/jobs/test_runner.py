@@ -17,7 +17,7 @@ from rich.console import Console
 from contracts.errors import ConfigError, IdentifierError
 from fusion.jobs.keying import key_customers
 from fusion.jobs.runner import ClusterEngine, Engine, InProcessEngine, parse_cluster
-from tests.support.cluster import KillOnce
+from tests.support.cluster import one_worker_killed
 from tests.support.job_worlds import (
     BUCKETS,
     EngineWorld,
@@ -79,20 +79,13 @@ def test_a_worker_killed_mid_job_costs_a_retry_not_the_result(
     cluster: ClusterEngine, ew: EngineWorld, tmp_path: Path
 ):
     client = cluster.client
-    client.wait_for_workers(2, timeout=30)
-    before = set(client.run(os.getpid).values())
     marker = tmp_path / "killed.pid"
     # The third keying task needs the salt: the task is rerun on a worker that has it, the
     # restarted one included (the scheduler reinstalls the plugins).
-    client.register_plugin(KillOnce(str(marker), "keyed-hash-00002-"), name="kill-once")
-    try:
+    with one_worker_killed(client, marker, "keyed-hash-00002-"):
         keyed, matches = match_on(cluster, ew, tmp_path)
-    finally:
-        client.unregister_worker_plugin("kill-once")
-    assert int(marker.read_text()) in before
     assert_frame_equal(by_customer(keyed.read()), reference_keys(ew))
     assert_frame_equal(by_customer(matches), reference_matches(ew))
-    client.wait_for_workers(2, timeout=30)
     after = set(client.run(os.getpid).values())
     assert int(marker.read_text()) not in after and len(after) == 2
 
