@@ -36,7 +36,7 @@ from fusion.models.design import design_matrix
 from fusion.progress import Progress
 from fusion.registry import Registry, UpliftArtifact
 from fusion.scoring import ScoringResult, score_base, score_rows
-from matcher.atomic import atomic_path
+from matcher.atomic import atomic_path, fsync_dir
 
 __all__ = [
     "LISTS",
@@ -232,6 +232,8 @@ def _swap_in(link: Path, generations: Path, generation: str) -> str | None:
         os.replace(link, generations / previous)
     # The symlink is made beside `link` and renamed over it, so a reader finds the old target
     # or the new one. Relative, so the run folder can be moved or mounted elsewhere.
-    with atomic_path(link) as tmp:
+    # The generation's files were flushed when it was written: flush the new link's entry only.
+    with atomic_path(link, durable=False) as tmp:
         os.symlink(Path(generations.name) / generation, tmp, target_is_directory=True)
+    fsync_dir(link.parent)
     return previous

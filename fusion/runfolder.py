@@ -14,17 +14,24 @@
 <run>/scores/              the base scored by the current acquisition model (Parquet)
 <run>/lists/<list>/        target lists per branch (CSV and Parquet)
 <run>/reports/             HTML and Parquet reports
+<run>/jobs/                bucketed jobs' partitions while they run (0700); keying and OPRF jobs
+                           hold identifiers, so a writer removes what a killed job left
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.schemas import MatchMode
 from fusion.ingest import Inbox
 
-__all__ = ["RunFolder"]
+__all__ = ["IDENTIFYING_JOBS", "RunFolder"]
+
+# Jobs whose partitions hold identifiers (phones, their keys or OPRF answers) while they run.
+IDENTIFYING_JOBS = ("keys", "oprf")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,35 @@ class RunFolder:
     """The paths of one run folder; creating them is the caller's choice (`ensure`)."""
 
     root: Path
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    def job_root(self) -> Path:
+        """Return `jobs/`, made (or tightened) to 0700: only the bank's account reads jobs."""
+        self.jobs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.jobs.chmod(0o700)  # also when an older run made it with the umask's mode
+        return self.jobs
+
+    def new_job(self, kind: str) -> Path:
+        """Return a fresh job folder path `jobs/<kind>-<random>` under a 0700 `jobs/` folder."""
+        return self.job_root() / f"{kind}-{uuid.uuid4().hex[:12]}"
+
+    def remove_identifying_jobs(self) -> list[Path]:
+        """Remove what killed keying or OPRF jobs left in `jobs/`; return the folders removed.
+
+        Only the store's single writer calls this: while it holds the store no such job runs.
+        """
+        left = [
+            path
+            for kind in IDENTIFYING_JOBS
+            for path in sorted(self.jobs.glob(f"{kind}-*"))
+            if path.is_dir()
+        ]
+        for path in left:
+            shutil.rmtree(path, ignore_errors=True)
+        return left
 
     @property
     def world(self) -> Path:

@@ -57,18 +57,21 @@ def _remove(path: Path) -> None:
 
 @contextmanager
 def atomic_path(
-    final: Path | str, *, mode: int | None = None, durable: bool = True
+    final: Path | str, *, mode: int | None = None, durable: bool = True, make_parent: bool = True
 ) -> Iterator[Path]:
     """Yield a temporary path that replaces `final` when the block succeeds.
 
     Args:
-        final: the file or folder to write; its parent folder is created when missing.
+        final: the file or folder to write.
         mode: when given, the temporary file is created empty with these permissions before the
             block writes it (a secret is never readable by others, not even for a moment).
         durable: flush the data and the rename to disk (off only for scratch files).
+        make_parent: create the parent folder when missing (off for a keyring, whose folder
+            must exist with its own 0700 permissions: a missing one is an error, not made anew).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(final)
     if mode is not None:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode))
@@ -85,10 +88,15 @@ def atomic_path(
 
 
 def write_atomic(
-    final: Path | str, data: bytes | str, *, mode: int | None = None, durable: bool = True
+    final: Path | str,
+    data: bytes | str,
+    *,
+    mode: int | None = None,
+    durable: bool = True,
+    make_parent: bool = True,
 ) -> Path:
     """Write `data` (text as UTF-8) to `final` through `atomic_path`; return `final`."""
     body = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_path(final, mode=mode, durable=durable) as tmp:
+    with atomic_path(final, mode=mode, durable=durable, make_parent=make_parent) as tmp:
         tmp.write_bytes(body)
     return Path(final)

@@ -595,7 +595,7 @@ class Keyring:
         return bytes(public_bytes)
 
     def _write_secret(self, name: str, data: bytes) -> None:
-        write_atomic(self._path / name, data, mode=0o600)
+        write_atomic(self._path / name, data, mode=0o600, make_parent=False)
 
     def _read_secret(self, name: str) -> bytearray:
         path = self._path / name
@@ -640,7 +640,7 @@ class Keyring:
         if self._staging:
             return
         body = json.dumps(self._index, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        write_atomic(self._path / INDEX_NAME, body, mode=0o600)
+        write_atomic(self._path / INDEX_NAME, body, mode=0o600, make_parent=False)
 
 
 assert SALT_BYTES == SECRET_BYTES  # salts and OPRF keys (32-byte scalars): the same reader

@@ -59,6 +59,8 @@ def open_bank(
     """Yield the run's bank: `keyring` (default: the one in the run folder) and its store."""
     keyring = keyring or Keyring.open(folder.bank_keys)
     with Store.open(folder.store, key=keyring.store_key(), read_only=read_only) as store:
+        if not read_only:
+            folder.remove_identifying_jobs()  # a killed match job's identifiers go at once
         yield Bank(folder, keyring, store)
 
 

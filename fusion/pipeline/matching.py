@@ -10,7 +10,6 @@ keyrings.
 from __future__ import annotations
 
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -91,7 +90,7 @@ def cluster_keys(
     engine: Engine, folder: RunFolder, extract: pl.DataFrame, salt: SaltEpoch
 ) -> CustomerKeys:
     """Return the extract's keys computed by bucket on `engine`; its key files go once read."""
-    job = folder.root / "jobs" / f"keys-{uuid.uuid4().hex[:12]}"
+    job = folder.new_job("keys")
     try:
         keyed = key_customers(engine, extract, salt, job)
         return CustomerKeys(keyed.read(), keyed.invalid, keyed.duplicated, keyed.reasons)
@@ -159,8 +158,9 @@ def finish_oprf(
 
 
 def _job_dir(bank: Bank, engine: Engine | None) -> Path | None:
-    """Return where a bucketed job keeps its partitions: the run's jobs/ folder on a cluster."""
-    return bank.folder.root / "jobs" if engine is not None else None
+    """Return where a bucketed job keeps its partitions: a fresh jobs/ folder on a cluster."""
+    # fusion.oprf_psi names its folder oprf-<random> in it, which a writer cleans up after a kill.
+    return bank.folder.job_root() if engine is not None else None
 
 
 def answer_as_local_vendor(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,7 @@ def cluster_scorer(engine: Engine, folder: RunFolder, registry: Registry) -> Acq
     def score(
         model: ScoreModel, features: FeatureSet, rows: np.ndarray[Any, Any], out: Path, deciles: int
     ) -> ScoringResult:
-        job = folder.root / "jobs" / f"scores-{uuid.uuid4().hex[:12]}"
+        job = folder.new_job("scores")
         version = str(model.metadata["version"])
         start = time.perf_counter()
         try:
