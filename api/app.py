@@ -21,16 +21,24 @@ the record of a request so refused says "anonymous" (it never reached the token 
 Platform errors become 4xx with the error's own message (which says what to do), or 503 when a
 model or snapshot is missing; a BatchRefused's cause never leaves the bank. A body other than a
 sealed batch past `max_body_bytes` gets 413 before it is parsed; a query past
-`max_concurrent_queries` 429.
+`max_concurrent_queries` 429. A request that fails validation (a wrong type, an unknown field,
+NaN or Infinity, a date out of range) gets 422 naming each field and why, at most
+`MAX_REPORTED_ERRORS` of them, and never the input back. /docs, /redoc and /openapi.json are
+served only when `ApiSettings.serves_docs` says so; the access log of `serve` keeps paths
+without their query strings.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +56,11 @@ from contracts.errors import (
     StoreError,
 )
 
-__all__ = ["create_app", "serve"]
+__all__ = ["MAX_REPORTED_ERRORS", "create_app", "serve"]
+
+# A 422 lists this many errors at most: 90,000 unknown keys must not come back as 90,000 errors.
+MAX_REPORTED_ERRORS = 10
+_MAX_ERROR_TEXT = 200  # characters of one location part or message (a key may be huge)
 
 # Metrics and audit key on the method: one a client makes up counts as OTHER, so it cannot
 # grow a new series per request.
@@ -71,11 +83,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         finally:
             service.close()
 
+    docs = settings.serves_docs
     app = FastAPI(
         title="bankfusion",
         version="0.1.0",
         summary="Privacy-preserving fusion of vendor app/tag data with a bank's customers",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.settings = settings
     routers = (health, batches, scores, lists, outcomes, query, tokens)
@@ -94,6 +110,10 @@ def _errors(app: FastAPI) -> None:
 
     def answer(status: int, error: Exception, **extra: object) -> JSONResponse:
         return JSONResponse(status_code=status, content={"detail": str(error), **extra})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        return _invalid(error.errors())
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, error: QueryError) -> Response:
@@ -117,6 +137,39 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(FusionError)
     async def fusion_error(request: Request, error: FusionError) -> Response:
         return answer(400, error)
+
+
+def _invalid(errors: Sequence[Any]) -> JSONResponse:
+    """Return the 422 of a failed validation: where and why, never the input.
+
+    The input is what FastAPI's own answer echoes; it may hold NaN (which JSON cannot carry,
+    so the answer itself failed with a 500), megabytes, or a secret. Only the location, the
+    message and the error type are kept, each cut short, so this answer cannot fail.
+    """
+    reported: list[dict[str, object]] = []
+    for item in errors[:MAX_REPORTED_ERRORS]:
+        try:
+            reported.append(
+                {
+                    "loc": [_short(part) for part in item["loc"]],
+                    "msg": _short(item["msg"]),
+                    "type": _short(item["type"]),
+                }
+            )
+        except (KeyError, TypeError):
+            reported.append({"loc": [], "msg": "invalid request", "type": "invalid"})
+    content: dict[str, object] = {"detail": reported}
+    if len(errors) > len(reported):
+        content["more_errors"] = len(errors) - len(reported)
+    return JSONResponse(status_code=422, content=content)
+
+
+def _short(value: object) -> int | str:
+    """Return an error's location part or text as an int or a string cut short."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value)
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
 
 
 class _AuditMiddleware:
@@ -259,5 +312,32 @@ def _too_large(limit: int) -> JSONResponse:
 def serve(settings: ApiSettings) -> None:
     """Run the app under uvicorn until interrupted (the `fusion serve` command)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config.setdefault("filters", {})["no_query"] = {"()": _PathOnlyAccessLog}
+    log_config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=log_config,
+    )
+
+
+class _PathOnlyAccessLog(logging.Filter):
+    """Cut the query string off every argument of an access log line.
+
+    A caller may put a token in a URL (`?token=`); the service refuses it, but uvicorn's
+    access line would keep it. Every string argument is cut at its first "?" (the client
+    address, the method and the HTTP version never hold one), so the filter keeps working
+    if uvicorn reorders its arguments.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True

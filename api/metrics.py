@@ -1,12 +1,16 @@
-"""Request counts and latency histograms by route, for GET /metrics (Prometheus buckets)."""
+"""Request counts and latency histograms by route, and how full the kept sealed files are, for
+GET /metrics (Prometheus text)."""
 
 from __future__ import annotations
 
 import bisect
 import threading
 from collections import Counter
+from collections.abc import Mapping
 
-__all__ = ["LATENCY_BUCKETS", "RequestMetrics"]
+from fusion.retention import FolderUsage, Retention
+
+__all__ = ["LATENCY_BUCKETS", "RequestMetrics", "kept_lines"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -40,3 +44,28 @@ class RequestMetrics:
             counts = sorted(self._counts.items())
             latency = {route: (list(c), s[0]) for route, (c, s) in self._latency.items()}
         return counts, latency
+
+
+def kept_lines(kept: Mapping[str, tuple[FolderUsage, Retention]]) -> list[str]:
+    """Return the Prometheus lines saying how full each kept folder is, and its bounds."""
+    lines = [
+        "# HELP bankfusion_kept_bytes Bytes of judged sealed files (and reports) kept, by folder.",
+        "# TYPE bankfusion_kept_bytes gauge",
+        *(f'bankfusion_kept_bytes{{folder="{name}"}} {u.bytes}' for name, (u, _) in kept.items()),
+        "# HELP bankfusion_kept_files Files kept, by folder.",
+        "# TYPE bankfusion_kept_files gauge",
+        *(f'bankfusion_kept_files{{folder="{name}"}} {u.files}' for name, (u, _) in kept.items()),
+        "# HELP bankfusion_kept_max_bytes Size bound of each kept folder (oldest pruned first).",
+        "# TYPE bankfusion_kept_max_bytes gauge",
+        *(
+            f'bankfusion_kept_max_bytes{{folder="{name}"}} {r.max_bytes}'
+            for name, (_, r) in kept.items()
+        ),
+        "# HELP bankfusion_kept_max_age_seconds Age bound of each kept folder.",
+        "# TYPE bankfusion_kept_max_age_seconds gauge",
+        *(
+            f'bankfusion_kept_max_age_seconds{{folder="{name}"}} {int(r.max_age.total_seconds())}'
+            for name, (_, r) in kept.items()
+        ),
+    ]
+    return lines

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 __all__ = [
     "MAX_OUTCOMES",
@@ -24,8 +24,31 @@ __all__ = [
 ]
 
 # Customer ids are the bank's internal numbers (BIGINT), never phone or ID numbers; the bounds
-# turn an id no BIGINT can hold into a 422, not a failed conversion (a 500) further in.
-CustomerId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# turn an id no BIGINT can hold into a 422, not a failed conversion (a 500) further in. Strict:
+# FastAPI validates the parsed JSON in Python mode, where a lax int takes "123", 1.0 and true.
+CustomerId = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+
+
+def _iso_text(value: object) -> object:
+    """Return `value` if it is text: a number is no date (lax mode reads it as Unix time)."""
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date-time string, such as 2026-10-01T17:30:00+08:00")
+    return value
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """Return `value` as naive UTC, as the store keeps every timestamp."""
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is past datetime.max once in UTC.
+        raise ValueError("the time is outside the years 1..9999 once converted to UTC") from None
+
+
+# An ISO 8601 date-time, with an offset or taken as UTC; given back as naive UTC.
+UtcTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_naive_utc)]
 
 # Hard bounds checked while the JSON is parsed, before any route runs; the service's settings
 # may set lower caps (ApiSettings refuses higher ones). MAX_SQL_CHARS sits above QueryLimits'
@@ -36,6 +59,7 @@ MAX_SQL_CHARS = 100_000
 
 
 class _Strict(BaseModel):
+    # Unknown fields are refused, not dropped: a misspelt field must not pass unnoticed.
     model_config = ConfigDict(extra="forbid")
 
 
@@ -81,14 +105,18 @@ class ScoresPublic(_Strict):
 
 class OutcomeCreate(_Strict):
     customer_id: CustomerId
-    treatment: bool = Field(description="offered (true) or held out as control (false)")
-    contacted: bool | None = None
-    responded: bool
-    occurred_at: datetime | None = None
+    treatment: StrictBool = Field(description="offered (true) or held out as control (false)")
+    contacted: StrictBool | None = None
+    responded: StrictBool
+    occurred_at: UtcTime | None = Field(
+        default=None,
+        description="ISO 8601; without an offset it is UTC. At most the service's clock skew "
+        "into the future.",
+    )
 
 
 class OutcomesCreate(_Strict):
-    campaign_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    campaign_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", strict=True)
     outcomes: list[OutcomeCreate] = Field(min_length=1, max_length=MAX_OUTCOMES)
 
 
@@ -103,7 +131,10 @@ class OutcomesAccepted(_Strict):
 
 class QueryCreate(_Strict):
     sql: str = Field(
-        min_length=1, max_length=MAX_SQL_CHARS, description="one SELECT over the granted views"
+        min_length=1,
+        max_length=MAX_SQL_CHARS,
+        strict=True,
+        description="one SELECT over the granted views",
     )
 
 

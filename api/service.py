@@ -25,7 +25,12 @@ from fusion.runfolder import RunFolder
 from fusion.store import Store
 from matcher.keyring import Keyring
 
-__all__ = ["Service", "utc_now"]
+__all__ = ["Service", "query_share", "utc_now"]
+
+
+def query_share(limit: int) -> int:
+    """Return how many of `limit` query slots one caller may hold: half, at least one."""
+    return max(1, limit // 2) if limit > 0 else 0
 
 
 def utc_now() -> datetime:
@@ -56,7 +61,7 @@ class Service:
         # Cursors are made from this one, never from the store's own connection, which the
         # ingest worker may be using at that moment.
         self._factory = store.cursor()
-        self._queries = 0  # analyst queries running now (take_query_slot)
+        self._queries: dict[str, int] = {}  # analyst queries running now, per caller
         self._query_lock = threading.Lock()
         self.outcomes_lock = threading.Lock()  # POST /v1/outcomes: check and insert as one
         self.metrics = RequestMetrics()
@@ -111,18 +116,32 @@ class Service:
             self._local.cursor = cur
         return cur
 
-    def take_query_slot(self, limit: int) -> bool:
-        """Return whether a query may run now (fewer than `limit` run); True takes a slot."""
+    def take_query_slot(self, limit: int, caller: str = "") -> bool:
+        """Return whether `caller` may run a query now; True takes a slot.
+
+        Fewer than `limit` run in all, and one caller holds at most `query_share(limit)` of
+        them, so that one analyst cannot take every slot.
+        """
         with self._query_lock:
-            if self._queries >= limit:
+            mine = self._queries.get(caller, 0)
+            if sum(self._queries.values()) >= limit or mine >= query_share(limit):
                 return False
-            self._queries += 1
+            self._queries[caller] = mine + 1
             return True
 
-    def release_query_slot(self) -> None:
-        """Give back a slot `take_query_slot` gave."""
+    def running_queries(self, caller: str | None = None) -> int:
+        """Return how many analyst queries run now: all of them, or `caller`'s."""
         with self._query_lock:
-            self._queries -= 1
+            return sum(self._queries.values()) if caller is None else self._queries.get(caller, 0)
+
+    def release_query_slot(self, caller: str = "") -> None:
+        """Give back a slot `take_query_slot` gave `caller`."""
+        with self._query_lock:
+            left = self._queries.get(caller, 0) - 1
+            if left > 0:
+                self._queries[caller] = left
+            else:
+                self._queries.pop(caller, None)
 
     def snapshot_path(self) -> Path:
         """Return the published head-office snapshot analysts' queries read."""

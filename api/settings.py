@@ -7,6 +7,7 @@ none of them imports another to reach it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
@@ -20,11 +21,18 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 @dataclass(frozen=True, kw_only=True)
 class ApiSettings:
-    """Validated service settings; built by `fusion serve` or tests, never read from globals."""
+    """Validated service settings; built by `fusion serve` or tests, never read from globals.
+
+    `docs` serves the API's own description (/docs, /redoc, /openapi.json) without a token.
+    Left at None it follows the bind: on for a loopback host (a developer's machine, and what
+    the tests fuzz), off with `allow_non_loopback` (--public), where the description would map
+    the service for anyone who can reach it; True or False (`fusion serve --docs/--no-docs`)
+    decides outright. `serves_docs` is the answer.
+    """
 
     run: Path
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = 8000  # 0: the system picks a free one
     allow_non_loopback: bool = False
     max_upload_bytes: int = 4 << 30  # a sealed batch; larger uploads get 413
     max_body_bytes: int = 1 << 20  # any other request body; larger ones get 413 unparsed
@@ -35,6 +43,14 @@ class ApiSettings:
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     audit_queue_limit: int = 10_000  # audit records waiting to be written; at it, 503
     audit_outage_seconds: float = 5.0  # audit writes failing this long: 503 until one succeeds
+    # How far past the service's clock an outcome's occurred_at may be (clocks drift); later: 422.
+    outcome_clock_skew: timedelta = timedelta(minutes=5)
+    docs: bool | None = None
+
+    @property
+    def serves_docs(self) -> bool:
+        """Return whether /docs, /redoc and /openapi.json are served (see the class docstring)."""
+        return self.docs if self.docs is not None else not self.allow_non_loopback
 
     def __post_init__(self) -> None:
         if self.host not in _LOOPBACK and not self.allow_non_loopback:
@@ -43,13 +59,19 @@ class ApiSettings:
                 "gateway and pass allow_non_loopback=True (--public) deliberately",
                 setting="host",
             )
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be 1..65535, got {self.port}", setting="port")
+        if not 0 <= self.port < 65536:
+            # 0: the system picks a free port, and uvicorn's start line says which.
+            raise ConfigError(f"port must be 0..65535, got {self.port}", setting="port")
         self._check_caps()
         if not self.audit_outage_seconds > 0:
             raise ConfigError(
                 f"audit_outage_seconds must be > 0, got {self.audit_outage_seconds}",
                 setting="audit_outage_seconds",
+            )
+        if self.outcome_clock_skew < timedelta(0):
+            raise ConfigError(
+                f"outcome_clock_skew must be >= 0, got {self.outcome_clock_skew}",
+                setting="outcome_clock_skew",
             )
         if self.max_concurrent_queries < 0:
             raise ConfigError(

@@ -2,8 +2,9 @@
 
 The store's own connection belongs to the worker thread (DuckDB keeps a single writer; batches
 load one at a time, in arrival order). The worker writes each upload's verdict to the `uploads`
-table, so GET /v1/batches survives a restart. At start, sealed files a previous run left in the
-inbox are queued again, and partial uploads a crash left behind are deleted. A vendor has at
+table, so GET /v1/batches and GET /v1/uploads survive a restart. At start, sealed files a
+previous run left in the inbox are queued again, partial uploads a crash left behind are
+deleted, and the quarantine and the archive are pruned to their bounds. A vendor has at
 most a set number of uploads streaming in or waiting, so one vendor cannot fill the bank's
 disk or starve the others' batches.
 """
@@ -153,6 +154,31 @@ class Uploads:
         )
         return str(row[0]) if row else None
 
+    def status_of(self, upload_id: str, vendor_id: str | None) -> tuple[str | None, str] | None:
+        """Return (the batch id it claimed, its status) of upload `upload_id`, or None.
+
+        From memory while the worker holds it ("received" until judged), else from the
+        `uploads` table. `vendor_id` None (an admin) sees any upload; a vendor only its own, so
+        "not yours" and "unknown" are the same None.
+        """
+        with self._lock:
+            upload = self.received.get(upload_id)
+        if upload is not None:
+            if vendor_id is not None and upload.vendor_id != vendor_id:
+                return None
+            outcome = upload.outcome if upload.done.is_set() else None
+            return upload.claimed_batch_id, outcome.status if outcome else "received"
+        row = (
+            self._cursor()
+            .execute(
+                "SELECT claimed_batch_id, status FROM uploads WHERE upload_id = ? "
+                "AND (CAST(? AS VARCHAR) IS NULL OR vendor_id = ?)",
+                [upload_id, vendor_id, vendor_id],
+            )
+            .fetchone()
+        )
+        return (row[0], str(row[1])) if row else None
+
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Return once every queued upload is ingested (tests and shutdown), or False on timeout."""
         deadline = time.monotonic() + timeout
@@ -164,8 +190,10 @@ class Uploads:
         return True
 
     def resume(self) -> None:
-        """Queue the sealed files a previous run left in the inbox; delete partial uploads."""
+        """Queue the sealed files a previous run left in the inbox; delete partial uploads;
+        prune the quarantine and the archive to their bounds."""
         self._remove_partial()
+        self.inbox.ensure().tidy(now=self._clock())
         found = self.inbox.pending()
         for path in found:
             named = _UPLOADED.match(path.name)

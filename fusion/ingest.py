@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,14 @@ from contracts.suites import (
     validate_vendor_oprf_batch,
 )
 from contracts.taxonomy import load_taxonomy
+from fusion.retention import FolderUsage, Retention, find_copy, keep, prune, stamp, tighten, usage
 from fusion.store import Store
+from matcher.atomic import write_atomic
 from matcher.envelope import open_sealed
 from matcher.keyring import Keyring
 from matcher.manifest import Manifest
 
-__all__ = ["Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
+__all__ = ["ARCHIVE_RETENTION", "Inbox", "IngestOutcome", "ingest_file", "ingest_inbox"]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,20 @@ class IngestOutcome:
         return asdict(self)
 
 
+ARCHIVE_RETENTION = Retention(max_bytes=16 << 30, max_age=timedelta(days=365))
+
+
 @dataclass(frozen=True)
 class Inbox:
-    """The folders of the ingest worker under one run folder."""
+    """The folders of the ingest worker under one run folder, and how much of them is kept.
+
+    `quarantine` bounds the refused and quarantined files, `archive` the loaded ones (the
+    signed record of what each vendor sent): past either bound the oldest go first.
+    """
 
     root: Path
+    quarantine_retention: Retention = field(default_factory=Retention)
+    archive_retention: Retention = ARCHIVE_RETENTION
 
     @property
     def inbox(self) -> Path:
@@ -112,7 +123,7 @@ class Inbox:
 
     def ensure(self) -> Inbox:
         for folder in (self.inbox, self.quarantine, self.archive, self.work):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
         return self
 
@@ -120,6 +131,29 @@ class Inbox:
         """Return the sealed files waiting in the inbox, oldest first."""
         files = [p for p in self.inbox.iterdir() if p.suffix == SEALED_SUFFIX and p.is_file()]
         return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def usage(self) -> dict[str, tuple[FolderUsage, Retention]]:
+        """Return how full the quarantine and the archive are, each with its bound, by name."""
+        return {
+            "quarantine": (usage(self.quarantine), self.quarantine_retention),
+            "archive": (usage(self.archive), self.archive_retention),
+        }
+
+    def tidy(self, *, now: datetime) -> list[Path]:
+        """Prune the quarantine and the archive to their bounds, tighten what older versions
+        kept (0600 files, 0700 folders); return the entries removed."""
+        removed = self.prune(now=now)
+        tighten(self.quarantine)
+        tighten(self.archive)
+        return removed
+
+    def prune(self, *, now: datetime) -> list[Path]:
+        """Remove the quarantine's and the archive's entries past their bounds; return them."""
+        removed = prune(self.quarantine, self.quarantine_retention, now=now)
+        removed += prune(self.archive, self.archive_retention, now=now)
+        if removed:
+            log.info("pruned %d kept sealed file(s) past their retention", len(removed))
+        return removed
 
 
 @dataclass
@@ -257,8 +291,18 @@ def _refuse(
             ),
             now=now,
         )
-    _move(sealed, inbox.quarantine)
+    _keep_once(sealed, inbox.quarantine, inbox=inbox, now=now)
     return ledger_id
+
+
+def _keep_once(sealed: Path, folder: Path, *, inbox: Inbox, now: datetime) -> None:
+    """Move `sealed` into `folder` unless a copy of it is kept there already (a replay: then
+    delete it), and prune the kept folders to their bounds."""
+    if find_copy(folder, sealed) is not None:
+        sealed.unlink(missing_ok=True)
+    else:
+        keep(sealed, folder, now=now)
+    inbox.prune(now=now)
 
 
 def _file_sha256(path: Path, *, stop: threading.Event | None = None) -> str:
@@ -454,9 +498,10 @@ def _judge_opened(job: _Opened) -> IngestOutcome:
     if seen is not None and seen[0] == digest:
         log.info("batch %s already %s: duplicate, nothing loaded", manifest.batch_id, seen[1])
         # A worker killed after committing a verdict but before moving the file lands here:
-        # the file goes where that verdict sends it.
+        # the file goes where that verdict sends it. A replay of a file kept there already is
+        # not kept twice.
         home = inbox.quarantine / manifest.batch_id if seen[1] == "quarantined" else inbox.archive
-        _move(sealed, home)
+        _keep_once(sealed, home, inbox=inbox, now=now)
         return IngestOutcome(
             manifest.batch_id,
             manifest.vendor_id,
@@ -582,7 +627,8 @@ def _judge_content(job: _Opened) -> IngestOutcome:
             payload_digest.verify(manifest)
         if job.before_commit is not None:
             job.before_commit()
-    _move(sealed, inbox.archive)
+    keep(sealed, inbox.archive, now=now)
+    inbox.prune(now=now)
     log.info("batch %s loaded: %d rows in %s", manifest.batch_id, batch.height, _fmt(timer.seconds))
     return verdict.outcome(timer.seconds)
 
@@ -598,23 +644,17 @@ def _quarantine(
     timer: _Timer,
 ) -> IngestOutcome:
     target = inbox.quarantine / manifest.batch_id
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    (target / "report.txt").write_text(report.summary() + "\n")
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(target / "report.json", json.dumps(report.to_dict(), indent=2), mode=0o600)
+    write_atomic(target / "report.txt", report.summary() + "\n", mode=0o600)
     with store.transaction():
         verdict = _Verdict.of_batch(manifest, digest, report, status="quarantined", rows=0)
         _record(store, verdict, now=now)
-    _move(sealed, target)
+    keep(sealed, target, now=now)
+    stamp(target, now=now)  # the batch's folder is the quarantine's entry
+    inbox.prune(now=now)
     log.warning("batch %s quarantined: %s", manifest.batch_id, ", ".join(report.failed))
     return verdict.outcome(timer.seconds)
-
-
-def _move(path: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    if target.exists():
-        target = folder / f"{path.stem}-{time.time_ns()}{path.suffix}"
-    shutil.move(str(path), target)
 
 
 def _remove(path: Path) -> None:
@@ -636,5 +676,6 @@ def ingest_inbox(
     # Plaintext left by a killed worker: nothing of it was committed, so it is only a risk.
     for stale in inbox.work.iterdir():
         _remove(stale)
+    inbox.tidy(now=clock())
     for sealed in inbox.pending():
         yield ingest_file(sealed, store=store, keyring=keyring, inbox=inbox, now=clock())

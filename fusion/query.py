@@ -56,9 +56,14 @@ branches or base tables):
    Then no external access, no local file system, no replacement scans, no extension loading,
    no spilling (`temp_directory = ''`), the caller's memory and thread limits, and
    `lock_configuration` last, so nothing above can be undone. A watchdog thread interrupts the
-   connection at the time limit, and again every 20 ms until the query has stopped: DuckDB
-   drops an interrupt that arrives between two statements (measured). Most of the set-up time
-   is httpfs's signature check.
+   connection at the time limit, or once the process's resident set has grown past the query's
+   budget, and again every 20 ms until the query has stopped: DuckDB drops an interrupt that
+   arrives between two statements (measured). Most of the set-up time is httpfs's signature
+   check.
+6. Memory DuckDB's limit does not see (`fusion.query_memory`): functions that build one value
+   of a size an argument gives (repeat, lpad, range...) pass the check only with a constant
+   size under `max_value_bytes`, and the answer is fetched in small Arrow batches, refused
+   ("result_size") past `max_result_bytes` rather than held whole.
 
 Granted views (`GRANTED_VIEWS`, `fusion.query_grant`) never carry a key or a raw identifier. A
 branch sees what its published copy holds (`Store.publish`): its customers at the newest
@@ -95,6 +100,7 @@ from contracts.errors import (
     StoreLockedError,
 )
 from fusion.query_grant import NEVER_SHOWN, VIEWS, allowed_functions, view_select
+from fusion.query_memory import MemoryWatch, check_sizes, memory_bytes
 from fusion.snapshots import BRANCH_ID
 from fusion.store import StoreConfig
 from fusion.store_attach import attach_encrypted, check_key, load_httpfs
@@ -178,7 +184,9 @@ class QueryLimits:
     """How much one analyst query may ask for: rows returned, seconds, SQL size, memory, threads.
 
     `memory_limit` is DuckDB size text ("1GB"); nothing spills to disk, so a query that needs
-    more fails with a message that says so.
+    more fails with a message that says so. `max_value_bytes` bounds one value a function such
+    as repeat or lpad builds (`fusion.query_memory`), `max_result_bytes` the Arrow rows handed
+    back: a bigger answer is refused with rule "result_size".
     """
 
     _: KW_ONLY
@@ -187,9 +195,11 @@ class QueryLimits:
     max_sql_chars: int = 20_000
     memory_limit: str = "1GB"
     threads: int = 2
+    max_value_bytes: int = 16_384
+    max_result_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
-        for name in ("max_rows", "max_sql_chars", "threads"):
+        for name in ("max_rows", "max_sql_chars", "threads", "max_value_bytes", "max_result_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}", setting=name)
@@ -211,12 +221,20 @@ class QueryLimits:
                 setting="memory_limit",
             )
 
+    @property
+    def memory_budget(self) -> int:
+        """Return the bytes the process may grow by while this query runs (`MemoryWatch`)."""
+        # DuckDB's own memory, the Arrow answer, and room for the allocator's slack.
+        return memory_bytes(self.memory_limit) + self.max_result_bytes + (64 << 20)
+
 
 # -- the check ---------------------------------------------------------------------------------
 
 _QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE"})
 _TABLE_REFS = frozenset({"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT"})
 _SHOWN_NAME = 64  # characters of a refused name quoted back
+_BATCH_ROWS = 256  # rows per Arrow batch fetched: small, so the byte cap stops early
+_WATCH_SECONDS = 0.02  # how often the watchdog looks at the clock and the resident set
 
 
 @dataclass(frozen=True)
@@ -254,13 +272,14 @@ def check_query(sql: str, *, limits: QueryLimits | None = None) -> CheckedQuery:
     """Return the checked form of `sql`, or raise QueryRefused saying what is not allowed."""
     if not isinstance(sql, str):
         raise ConfigError(f"sql must be text, got {type(sql).__name__}", setting="sql")
-    limit = (limits or QueryLimits()).max_sql_chars
+    limits = limits or QueryLimits()
+    limit = limits.max_sql_chars
     if len(sql) > limit:
         raise _refused(f"the SQL has {len(sql)} characters, more than {limit}", rule="size")
-    return _check(sql)
+    return _check(sql, limits)
 
 
-def _check(sql: str) -> CheckedQuery:
+def _check(sql: str, limits: QueryLimits) -> CheckedQuery:
     if "\x00" in sql:
         raise _refused("the SQL contains a NUL character", rule="syntax")
     if not sql.strip():
@@ -277,7 +296,7 @@ def _check(sql: str) -> CheckedQuery:
     if len(statements) != 1:
         rule = "empty" if not statements else "statements"
         raise _refused(f"send exactly one statement, got {len(statements)}", rule=rule)
-    views, columns = _walk(statements[0]["node"])
+    views, columns = _walk(statements[0]["node"], limits.max_value_bytes)
     row = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
     if not row or not isinstance(row[0], str):
         raise _refused("DuckDB could not print the checked query back", rule="syntax")
@@ -303,7 +322,7 @@ class _Reads:
 _Stack = list[tuple[object, frozenset[str]]]  # objects to visit, each with the CTEs in its scope
 
 
-def _walk(root: object) -> tuple[frozenset[str], frozenset[str] | None]:
+def _walk(root: object, max_value_bytes: int) -> tuple[frozenset[str], frozenset[str] | None]:
     """Check every object of a serialised statement; return the views and columns it names."""
     allowed = allowed_functions()
     reads = _Reads()
@@ -319,6 +338,7 @@ def _walk(root: object) -> tuple[frozenset[str], frozenset[str] | None]:
         children: dict[str, object] = item
         if "class" in item:  # an expression
             _visit_expression(item, allowed, reads)
+            check_sizes(item, max_value_bytes=max_value_bytes, allowed=_ALLOWED)
         elif "modifiers" in item and "cte_map" in item:  # a query node
             children, ctes = _enter_query(item, ctes, stack)
         elif "sample" in item and "query_location" in item:  # a table reference
@@ -473,11 +493,11 @@ def run_query(
     checked = check_query(sql, limits=limits)
     # DuckDB's own rendering of the checked tree, capped; checked again below as it stands.
     capped = f"SELECT * FROM (\n{checked.sql}\n) AS capped LIMIT {limits.max_rows + 1}"  # noqa: S608
-    if _check(capped).views != checked.views:  # the text that runs is the text checked
+    if _check(capped, limits).views != checked.views:  # the text that runs is the text checked
         raise _refused("DuckDB printed the query back differently", rule="construct")
     config = store if isinstance(store, StoreConfig) else StoreConfig(Path(store))
     with open_sandbox(config, key=key, scope=scope, checked=checked, limits=limits) as box:
-        table = box.run(capped)
+        table = box.run(capped, max_bytes=limits.max_result_bytes)
     truncated = table.num_rows > limits.max_rows
     if truncated:
         table = table.slice(0, limits.max_rows)
@@ -491,23 +511,47 @@ class QuerySandbox:
         self.con = con
         self.alias = alias
         self.limits = limits
+        self.watch = MemoryWatch(limits.memory_budget)
 
-    def run(self, sql: str) -> pa.Table:
-        """Return the rows of one statement as Arrow."""
+    def run(self, sql: str, *, max_bytes: int | None = None) -> pa.Table:
+        """Return the rows of one statement as Arrow, refused past `max_bytes` of them."""
         failure: QueryError
         try:
-            return self.con.execute(sql).fetch_arrow_table()
+            return self._fetch(sql, max_bytes)
         except duckdb.InterruptException:
-            failure = QueryTimeout(self.limits.timeout_seconds)
-        except duckdb.OutOfMemoryException:
-            failure = QueryFailed(
-                f"the query needs more memory than the {self.limits.memory_limit} a query may use; "
-                "aggregate or filter earlier, or select fewer columns",
-                rule="memory",
+            failure = (
+                self._memory() if self.watch.exceeded else QueryTimeout(self.limits.timeout_seconds)
             )
+        except duckdb.OutOfMemoryException:
+            failure = self._memory()
         except duckdb.Error as err:
             failure = QueryFailed(str(err).replace(self.alias, "store"), rule="failed")
         raise failure  # outside the except block: no DuckDB text beside ours
+
+    def _fetch(self, sql: str, max_bytes: int | None) -> pa.Table:
+        """Return the rows of `sql`, streamed in small batches so that no more than `max_bytes`
+        of them are ever held (DuckDB's own fetch_arrow_table would hold the whole answer)."""
+        if max_bytes is None:
+            return self.con.execute(sql).fetch_arrow_table()
+        reader = self.con.execute(sql).fetch_record_batch(_BATCH_ROWS)
+        batches, held = [], 0
+        for batch in reader:
+            held += batch.nbytes
+            if held > max_bytes:
+                raise QueryFailed(
+                    f"the answer is larger than the {max_bytes:,} bytes one query may return; "
+                    "select fewer rows or columns, or aggregate",
+                    rule="result_size",
+                )
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=reader.schema)
+
+    def _memory(self) -> QueryFailed:
+        return QueryFailed(
+            f"the query needs more memory than the {self.limits.memory_limit} a query may use; "
+            "aggregate or filter earlier, or select fewer columns",
+            rule="memory",
+        )
 
 
 @contextmanager
@@ -534,7 +578,7 @@ def open_sandbox(
     con = duckdb.connect(":memory:")
     box = QuerySandbox(con, f"store_{secrets.token_hex(8)}", limits)
     try:
-        with _deadline(con, limits.timeout_seconds):
+        with _deadline(con, limits.timeout_seconds, box.watch):
             _prepare(box, config, key=key, scope=scope, checked=checked)
             yield box
     finally:
@@ -556,6 +600,7 @@ def _prepare(
         ("autoload_known_extensions", False),
         ("allow_community_extensions", False),
         ("temp_directory", ""),  # no spilling: a query lives within memory_limit
+        ("max_temp_directory_size", "0B"),
         ("memory_limit", limits.memory_limit),
         ("threads", limits.threads),
     ):
@@ -625,13 +670,18 @@ def _copy_view(box: QuerySandbox, name: str, select: str, wanted: frozenset[str]
 
 
 @contextmanager
-def _deadline(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
-    """Interrupt `con` after `seconds`, and every 20 ms after that until the block ends."""
+def _deadline(
+    con: duckdb.DuckDBPyConnection, seconds: float, memory: MemoryWatch
+) -> Iterator[None]:
+    """Interrupt `con` after `seconds`, or once the process grew past `memory`'s budget, and
+    every 20 ms after that until the block ends."""
     done = threading.Event()
+    deadline = time.monotonic() + seconds
 
     def watch() -> None:
-        if done.wait(seconds):
-            return
+        while not memory.over() and time.monotonic() < deadline:
+            if done.wait(min(_WATCH_SECONDS, max(deadline - time.monotonic(), 0))):
+                return
         while True:  # an interrupt between two statements is dropped: repeat until done
             con.interrupt()
             if done.wait(0.02):

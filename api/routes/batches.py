@@ -1,8 +1,12 @@
-"""POST /v1/batches (vendors push sealed batches) and GET /v1/batches/{id} (their status).
+"""POST /v1/batches (vendors push sealed batches), GET /v1/batches/{id} (a batch's status) and
+GET /v1/uploads/{upload_id} (what became of one upload).
 
-An upload streams to a temporary file in the inbox under a size cap (413, nothing kept, when
-the body or its Content-Length passes it), is renamed into the inbox whole, and queued for the
-service's single ingest worker: 202 with an upload id and the batch id the manifest claims.
+An upload streams to a temporary file (0600) in the inbox under a size cap (413, nothing kept,
+when the body or its Content-Length passes it), is renamed into the inbox whole, and queued for
+the service's single ingest worker: 202 with an upload id, the batch id the manifest claims,
+and a status_url for the upload's own verdict. That verdict is the upload's, not its batch's:
+a file without a readable manifest, or a tampered re-upload of a loaded batch id, reads
+"refused" there, while GET /v1/batches/{id} goes on saying what the batch itself is.
 The batch is verified, opened, validated and loaded (or quarantined, refused, or reported as a
 duplicate) by the worker exactly as `fusion ingest` does. A token pushes only batches whose
 manifest names its own vendor (403 otherwise: a vendor cannot replay another's signed files).
@@ -77,7 +81,7 @@ async def _upload_batch(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": "30"},
             detail=f"vendor {vendor} already has {settings.max_pending_uploads} "
-            "uploads waiting for ingest; wait for their verdicts (GET /v1/batches/{id}) and "
+            "uploads waiting for ingest; wait for their verdicts (GET /v1/uploads/{id}) and "
             "push again",
         )
     try:
@@ -94,7 +98,7 @@ async def _receive(
     final = service.uploads.path_for(str(principal.vendor_id), upload_id)
     # Not durable here: the file is synced by `_finish` and its folder after the rename, both
     # off the event loop. A failure anywhere in the block leaves nothing behind.
-    with atomic_path(final, durable=False) as tmp:
+    with atomic_path(final, mode=0o600, durable=False) as tmp:
         size = await _stream_to(tmp, request, limit=settings.max_upload_bytes)
         if size == 0:
             raise HTTPException(
@@ -129,7 +133,7 @@ async def _receive(
     return BatchAccepted(
         upload_id=upload_id,
         batch_id=claimed,
-        status_url=f"/v1/batches/{claimed}" if claimed else None,
+        status_url=f"/v1/uploads/{upload_id}",
     )
 
 
@@ -215,4 +219,29 @@ def _batch_status(
         # A refusal's cause stays in the bank's log: the sender learns only that it was refused.
         reasons=[] if refused or not reasons else list(json.loads(reasons)),
         report=None if refused or not report else json.loads(report),
+    )
+
+
+@router.get("/uploads/{upload_id}", name="upload_status")
+def _upload_status(
+    upload_id: str,
+    request: Request,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(require("vendor", "admin"))],
+) -> BatchAccepted:
+    """Return one upload's own verdict (a vendor: its own uploads only; a refusal, no cause)."""
+    admin = principal.role == "admin"
+    found = service.uploads.status_of(upload_id, None if admin else principal.vendor_id)
+    if found is None:
+        # The same answer for "not yours" and "unknown".
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND, detail=f"no upload {upload_id} of yours"
+        )
+    audit(request, detail=f"upload {upload_id}")
+    claimed, state = found
+    return BatchAccepted(
+        upload_id=upload_id,
+        batch_id=claimed,
+        status=state,
+        status_url=f"/v1/uploads/{upload_id}",
     )

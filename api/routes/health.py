@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from api.deps import ServiceDep, require
-from api.metrics import LATENCY_BUCKETS
+from api.metrics import LATENCY_BUCKETS, kept_lines
 from fusion.tokens import Principal
 
 __all__ = ["router"]
@@ -61,6 +61,7 @@ def _metrics(
         "# HELP bankfusion_pending_uploads Sealed batches waiting for the ingest worker.",
         "# TYPE bankfusion_pending_uploads gauge",
         f"bankfusion_pending_uploads {service.uploads.pending()}",
+        *kept_lines(service.uploads.inbox.usage()),
         "# HELP bankfusion_audit_queue_depth Audit records waiting to be written.",
         "# TYPE bankfusion_audit_queue_depth gauge",
         f"bankfusion_audit_queue_depth {service.audit.depth()}",

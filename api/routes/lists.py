@@ -16,7 +16,8 @@ from fusion.tokens import Principal
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["lists"])
-_BRANCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Checked with fullmatch: `$` would also match before a trailing newline.
+_BRANCH = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
 
@@ -40,7 +41,7 @@ def _target_list(
             status_code=status.HTTP_404_NOT_FOUND,
             detail=f"no list {campaign!r}; lists are {', '.join(LISTS)}",
         )
-    if not _BRANCH.match(branch):
+    if not _BRANCH.fullmatch(branch):
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail="branch is a branch id: letters, digits, '-' and '_'",

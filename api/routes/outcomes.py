@@ -40,7 +40,9 @@ def _record_outcomes(
             detail=f"at most {settings.max_outcomes} outcomes per request; got "
             f"{len(body.outcomes)}. Send them in parts.",
         )
-    frame = _frame(body, recorded_at=service.clock(), token_id=principal.token_id)
+    now = service.clock()
+    _refuse_future(body, latest=now + settings.outcome_clock_skew)
+    frame = _frame(body, recorded_at=now, token_id=principal.token_id)
     key = ["customer_id", "occurred_at"]
     frame = frame.unique(subset=[*key, "treatment", "contacted", "responded"], keep="first")
     clashes = frame.filter(pl.len().over(key) > 1)
@@ -79,6 +81,20 @@ def _record_outcomes(
     )
 
 
+def _refuse_future(body: OutcomesCreate, *, latest: datetime) -> None:
+    """Raise a 422 naming the first outcome whose occurred_at is past `latest`."""
+    # occurred_at is naive UTC already; a naive clock is taken as UTC too.
+    bound = (latest.astimezone(UTC) if latest.tzinfo else latest).replace(tzinfo=None)
+    for index, outcome in enumerate(body.outcomes):
+        if outcome.occurred_at is not None and outcome.occurred_at > bound:
+            raise HTTPException(
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"outcomes[{index}].occurred_at is in the future (later than the "
+                "service's clock plus its allowed skew); report an outcome once it happened, "
+                "and check the caller's clock",
+            )
+
+
 def _frame(body: OutcomesCreate, *, recorded_at: datetime, token_id: str) -> pl.DataFrame:
     """Return the body's outcomes as rows of the `outcomes` table."""
     now = recorded_at.replace(tzinfo=None)
@@ -89,13 +105,8 @@ def _frame(body: OutcomesCreate, *, recorded_at: datetime, token_id: str) -> pl.
             "treatment": [o.treatment for o in body.outcomes],
             "contacted": [o.contacted for o in body.outcomes],
             "responded": [o.responded for o in body.outcomes],
-            # Stored as naive UTC like every timestamp of the store; an offset is converted.
-            "occurred_at": [
-                o.occurred_at.astimezone(UTC).replace(tzinfo=None)
-                if o.occurred_at and o.occurred_at.tzinfo
-                else o.occurred_at
-                for o in body.outcomes
-            ],
+            # Naive UTC like every timestamp of the store (the schema converted an offset).
+            "occurred_at": [o.occurred_at for o in body.outcomes],
             "recorded_at": [now] * len(body.outcomes),
             "token_id": [token_id] * len(body.outcomes),
         },

@@ -1,7 +1,8 @@
 """POST /v1/query: analysts' SQL over granted views of the published head-office snapshot.
 
-At most `max_concurrent_queries` run at once (each holds a thread and up to its memory limit);
-one more gets 429 with Retry-After rather than waiting in line.
+At most `max_concurrent_queries` run at once (each holds a thread and up to its memory limit),
+at most half of them from one caller; one more gets 429 with Retry-After rather than waiting
+in line. The answer is at most `QueryLimits.max_result_bytes` of Arrow rows (`fusion.query`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import QueryCreate, QueryPublic
+from api.service import query_share
 from contracts.errors import QueryFailed
 from fusion.query import QueryScope, run_query
 from fusion.tokens import Principal
@@ -50,11 +52,11 @@ async def _query(
     # The audit keeps a digest of the SQL, not its text: a query can quote values.
     audit(request, detail="sql-sha256:" + hashlib.sha256(body.sql.encode()).hexdigest()[:16])
     cap = settings.max_concurrent_queries
-    if not service.take_query_slot(cap):
+    if not service.take_query_slot(cap, principal.token_id):
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"{cap} analyst queries are running, the most this service runs at once; "
-            "send it again in a few seconds"
+            detail=f"{cap} analyst queries may run at once, at most {query_share(cap)} of them "
+            "from one caller, and that many are running; send it again in a few seconds"
             if cap
             else "analyst queries are turned off on this service (max_concurrent_queries 0); "
             "ask the bank's operators",
@@ -71,7 +73,7 @@ async def _query(
         )
         rows = await run_in_threadpool(_rows, result.table)
     finally:
-        service.release_query_slot()
+        service.release_query_slot(principal.token_id)
     audit(request, rows=result.row_count)
     return QueryPublic(
         columns=list(result.columns),

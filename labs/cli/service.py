@@ -25,11 +25,19 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     public: Annotated[bool, typer.Option(help="Allow a non-loopback bind address.")] = False,
+    docs: Annotated[
+        bool | None,
+        typer.Option(
+            "--docs/--no-docs",
+            help="Serve /docs, /redoc and /openapi.json without a token (default: on unless "
+            "--public).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the API for a run folder under uvicorn."""
     from api import ApiSettings, serve  # the service's dependencies load for this command only
 
-    serve(ApiSettings(run=run, host=host, port=port, allow_non_loopback=public))
+    serve(ApiSettings(run=run, host=host, port=port, allow_non_loopback=public, docs=docs))
 
 
 @token_app.command("create")

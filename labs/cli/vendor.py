@@ -181,7 +181,7 @@ def _upload(client: httpx.Client, sealed: Path, token_env: str) -> tuple[str | N
     accepted = answer.json()
     batch_id, status_url = accepted.get("batch_id"), accepted.get("status_url")
     console.print(f"uploaded: upload {accepted['upload_id']}, batch {batch_id}")
-    if not status_url:
+    if batch_id is None:
         raise FusionError(
             f"the bank could not read the manifest of {sealed}, so its ingest will refuse it; "
             "seal the batch again with `fusion vendor pack` and push the new file"

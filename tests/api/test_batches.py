@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from api import ApiSettings
 from api import uploads as api_uploads
 from contracts.schemas import VENDOR_BATCH
 from contracts.taxonomy import load_taxonomy
+from fusion.retention import Retention
 from fusion.runfolder import RunFolder
 from fusion.store import Store
 from labs.cli import app as cli
@@ -183,7 +185,7 @@ def test_a_sealed_batch_loads_once_even_when_sent_twice(bank: Bank, client: http
     assert first.status_code == 202, first.text
     accepted = first.json()
     assert accepted["batch_id"] == batch_id and accepted["status"] == "received"
-    assert accepted["status_url"] == f"/v1/batches/{batch_id}"
+    assert accepted["status_url"] == f"/v1/uploads/{accepted['upload_id']}"
     status = judged(client, bank.tokens.vendor, batch_id)
     assert (status["status"], status["rows"], status["reasons"]) == ("loaded", 300, [])
 
@@ -600,7 +602,7 @@ def test_fusion_vendor_push_without_a_verdict_in_time_exits_non_zero(
         gate.set()
     assert code == 2, output
     assert f"no verdict on batch {batch_id} within 0.5 s" in output
-    assert f"GET {bank.url}/v1/batches/{batch_id}" in output
+    assert f"GET {bank.url}/v1/uploads/" in output
     assert bank.service.uploads.wait_idle(WAIT)
     with httpx.Client(base_url=bank.url, timeout=WAIT) as http:
         assert judged(http, bank.tokens.vendor, batch_id)["rows"] == 300
@@ -626,3 +628,105 @@ def test_fusion_vendor_push_exits_non_zero_on_a_refused_token_a_quarantine_or_a_
     code, output = _push_cli(bank, garbage, bank.tokens.vendor, WAIT)
     assert code == 2 and "could not read the manifest" in output, output
     assert bank.service.uploads.wait_idle(WAIT) and left_behind(bank) == []
+
+
+def upload_status(client: httpx.Client, token: str, status_url: str) -> httpx.Response:
+    return client.get(status_url, headers=bearer(token))
+
+
+def test_an_upload_without_a_manifest_has_a_status_url_that_says_refused(
+    bank: Bank, client: httpx.Client
+):
+    accepted = push(client, bank.tokens.vendor, b"not a sealed batch at all" * 40)
+    assert accepted.status_code == 202, accepted.text
+    body = accepted.json()
+    upload_id, status_url = body["upload_id"], body["status_url"]
+    assert body["batch_id"] is None and status_url == f"/v1/uploads/{upload_id}"
+
+    def verdict() -> dict[str, Any] | None:
+        answer = upload_status(client, bank.tokens.vendor, status_url)
+        assert answer.status_code == 200, answer.text
+        state: dict[str, Any] = answer.json()
+        return state if state["status"] != "received" else None
+
+    # Its own verdict, and nothing more: no cause.
+    assert eventually(verdict, timeout=WAIT, what="upload judged") == {
+        "upload_id": upload_id,
+        "batch_id": None,
+        "status": "refused",
+        "status_url": status_url,
+    }
+    assert upload_status(client, bank.tokens.admin, status_url).json()["status"] == "refused"
+    other = upload_status(client, bank.tokens.other_vendor, status_url)
+    assert other.status_code == 404 and other.json() == {
+        "detail": f"no upload {upload_id} of yours"
+    }
+    unknown = upload_status(client, bank.tokens.vendor, "/v1/uploads/" + "0" * 24)
+    assert unknown.status_code == 404
+    assert left_behind(bank) == []
+
+
+def test_a_tampered_reupload_of_a_loaded_batch_shows_its_own_refusal(
+    bank: Bank, client: httpx.Client
+):
+    data, batch_id = sealed(bank, vendor_batch(120, seed=501))
+    first = push(client, bank.tokens.vendor, data).json()
+    assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+    middle = len(data) // 2
+    tampered = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+    again = push(client, bank.tokens.vendor, tampered).json()
+    assert again["batch_id"] == batch_id and again["upload_id"] != first["upload_id"]
+    assert bank.service.uploads.wait_idle(WAIT)
+
+    assert upload_status(client, bank.tokens.vendor, again["status_url"]).json() == {
+        "upload_id": again["upload_id"],
+        "batch_id": batch_id,
+        "status": "refused",
+        "status_url": again["status_url"],
+    }
+    assert upload_status(client, bank.tokens.vendor, first["status_url"]).json()["status"] == (
+        "loaded"
+    )
+    # The batch itself is still what it was.
+    assert judged(client, bank.tokens.vendor, batch_id)["status"] == "loaded"
+
+
+def test_upload_verdicts_survive_a_restart(demo_run: Path, tmp_path: Path):
+    with (
+        serving(demo_run, tmp_path) as first,
+        httpx.Client(base_url=first.url, timeout=WAIT) as http,
+    ):
+        body = push(http, first.tokens.vendor, b"garbage" * 100).json()
+        assert first.service.uploads.wait_idle(WAIT)
+        tokens, run = first.tokens, first.run
+    with (
+        serve_run(ApiSettings(run=run, max_upload_bytes=CAP)) as restarted,
+        httpx.Client(base_url=restarted.url, timeout=WAIT) as http,
+    ):
+        answer = upload_status(http, tokens.vendor, body["status_url"])
+        assert answer.status_code == 200 and answer.json()["status"] == "refused"
+        assert upload_status(http, tokens.other_vendor, body["status_url"]).status_code == 404
+
+
+def test_refused_uploads_fill_a_bounded_quarantine_shown_on_metrics(demo_run: Path, tmp_path: Path):
+    """Four refused 200 kB uploads into a 500 kB quarantine: the two newest stay, 0600; a
+    replay of one is not kept twice; /metrics says how full it is; the ledger keeps all."""
+    with (
+        serving(demo_run, tmp_path) as bank,
+        httpx.Client(base_url=bank.url, timeout=WAIT) as http,
+    ):
+        uploads = bank.service.uploads
+        uploads.inbox = replace(uploads.inbox, quarantine_retention=Retention(max_bytes=500_000))
+        bodies = [bytes([n]) * 200_000 for n in range(4)]
+        for body in [*bodies, bodies[3]]:  # the last one twice: a replay
+            assert push(http, bank.tokens.vendor, body).status_code == 202
+            assert uploads.wait_idle(WAIT)
+        kept = sorted(uploads.inbox.quarantine.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        assert [p.read_bytes()[:1] for p in kept] == [b"\x02", b"\x03"]
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)
+        assert stat.S_IMODE(uploads.inbox.quarantine.stat().st_mode) == 0o700
+        assert bank.ledger("SELECT count(*) FROM batches WHERE status = 'refused'") == [(4,)]
+        metrics = http.get("/metrics", headers=bearer(bank.tokens.admin)).text
+        assert 'bankfusion_kept_bytes{folder="quarantine"} 400000' in metrics
+        assert 'bankfusion_kept_files{folder="quarantine"} 2' in metrics
+        assert 'bankfusion_kept_max_bytes{folder="quarantine"} 500000' in metrics

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import textwrap
 import threading
 import uuid
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,7 @@ import fusion.ingest
 from contracts.suites import validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
 from fusion.ingest import ingest_file, ingest_inbox
+from fusion.retention import Retention
 from matcher.envelope import open_sealed, seal
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring
@@ -260,11 +263,57 @@ def test_a_quarantined_batch_sent_again_stays_with_its_report(parties: Parties):
     sealed = parties.seal_frame(BREAKAGES["tags_known"](vendor_batch(30)))
     data = sealed.read_bytes()
     first = parties.ingest(sealed)
-    again = parties.inbox.inbox / "again.sealed"
-    again.write_bytes(data)  # as if the worker died after the verdict, before moving the file
-    assert parties.ingest(again).status == "duplicate"
     home = parties.inbox.quarantine / str(first.batch_id)
-    assert (home / "again.sealed").exists() and (home / "report.json").exists()
+    again = parties.inbox.inbox / "again.sealed"
+    # As if the worker died after the verdict, before moving the file: nothing kept yet.
+    (home / sealed.name).rename(again)
+    assert parties.ingest(again).status == "duplicate"
+    assert (home / "again.sealed").read_bytes() == data and (home / "report.json").exists()
+
+
+def test_a_replayed_batch_is_not_kept_again(parties: Parties):
+    sealed = parties.seal_frame(vendor_batch(50))
+    data = sealed.read_bytes()
+    assert parties.ingest(sealed).status == "loaded"
+    for n in range(3):
+        replay = parties.inbox.inbox / f"replay-{n}.sealed"
+        replay.write_bytes(data)
+        assert parties.ingest(replay).status == "duplicate"
+    assert [p.read_bytes() for p in parties.inbox.archive.iterdir()] == [data]
+    assert not list(parties.inbox.inbox.iterdir())
+
+
+def test_a_refused_file_sent_again_is_kept_once(parties: Parties):
+    for n in range(3):
+        garbage = parties.inbox.inbox / f"garbage-{n}.sealed"
+        garbage.write_bytes(b"not a sealed batch at all" * 10)
+        assert parties.ingest(garbage).status == "refused"
+    assert [p.name for p in parties.inbox.quarantine.iterdir()] == ["garbage-0.sealed"]
+
+
+def test_the_quarantine_is_bounded_oldest_first_and_the_ledger_keeps_every_row(
+    parties: Parties,
+):
+    parties.inbox = replace(parties.inbox, quarantine_retention=Retention(max_bytes=1000))
+    for n in range(4):
+        garbage = parties.inbox.inbox / f"garbage-{n}.sealed"
+        garbage.write_bytes(bytes([n]) * 400)
+        assert parties.ingest(garbage, now=NOW + timedelta(seconds=n)).status == "refused"
+    kept = sorted(parties.inbox.quarantine.iterdir())
+    assert [p.name for p in kept] == ["garbage-2.sealed", "garbage-3.sealed"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)
+    assert stat.S_IMODE(parties.inbox.quarantine.stat().st_mode) == 0o700
+    assert parties.table("SELECT count(*) AS n FROM batches WHERE status = 'refused'")["n"][0] == 4
+
+
+def test_the_archive_drops_batches_past_its_age_bound(parties: Parties):
+    parties.inbox = replace(parties.inbox, archive_retention=Retention(max_age=timedelta(days=7)))
+    old = parties.seal_frame(vendor_batch(20, seed=1))
+    assert parties.ingest(old, now=NOW - timedelta(days=8)).status == "loaded"
+    new = parties.seal_frame(vendor_batch(20, seed=2))
+    assert parties.ingest(new, now=NOW).status == "loaded"
+    assert [p.name for p in parties.inbox.archive.iterdir()] == [new.name]
+    assert parties.table("SELECT count(*) AS n FROM batches WHERE status = 'loaded'")["n"][0] == 2
 
 
 def test_a_future_dated_batch_is_dated_at_receipt(parties: Parties):
