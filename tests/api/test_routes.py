@@ -35,6 +35,7 @@ def _routes(served: ServedRun) -> list[tuple[str, str, dict, set[str]]]:
         ("GET", "/metrics", {}, {"admin"}),
         ("POST", "/v1/batches", {"content": b""}, {"vendor"}),
         ("GET", "/v1/batches/00000000-0000-4000-8000-000000000000", {}, {"vendor", "admin"}),
+        ("GET", "/v1/uploads/000000000000000000000000", {}, {"vendor", "admin"}),
         ("POST", "/v1/scores", {"json": {"customer_ids": known}}, {"campaign_tool", "admin"}),
         (
             "GET",
