@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from fusion.query import GRANTED_VIEWS, QueryLimits
 from matcher.identity import normalize_phones
-from tests.support.server import ServedRun, bearer
+from tests.support.server import ServedRun, bearer, settings_changed
 
 HOSTILE = Path(__file__).parents[1] / "fusion" / "data" / "hostile_queries.json"
 MINE = "B001"  # the analyst token's only branch (conftest.issue_tokens)
@@ -81,20 +80,9 @@ def _rows(response: httpx.Response) -> list[list[Any]]:
     return rows
 
 
-@contextmanager
-def _settings(served: ServedRun, **changes: Any) -> Iterator[None]:
-    """Give the running app other settings inside the block."""
-    app: Any = served.running.server.config.app
-    app.state.settings = replace(served.settings, **changes)
-    try:
-        yield
-    finally:
-        app.state.settings = served.settings
-
-
 def _limits(served: ServedRun, **limits: Any) -> AbstractContextManager[None]:
     """Give the running app other query limits inside the block."""
-    return _settings(served, query_limits=QueryLimits(**limits))
+    return settings_changed(served, query_limits=QueryLimits(**limits))
 
 
 # -- hostile SQL -------------------------------------------------------------------------------
@@ -250,10 +238,10 @@ def test_a_query_past_its_time_limit_is_a_422_saying_how_to_narrow_it(served: Se
 
 
 def test_a_query_past_the_concurrency_cap_gets_429_with_retry_after(served: ServedRun):
-    with _settings(served, max_concurrent_queries=0):
+    with settings_changed(served, max_concurrent_queries=0):
         off = _query(served, served.tokens.analyst, "SELECT 1 AS one")
     assert off.status_code == 429, off.text
-    with _settings(served, max_concurrent_queries=1):
+    with settings_changed(served, max_concurrent_queries=1):
         assert served.service.take_query_slot(1)  # a query holding the only slot
         try:
             busy = _query(served, served.tokens.analyst, "SELECT 1 AS one")

@@ -13,15 +13,13 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
-from typing import Any
 
 import httpx
 import psutil
 
 from fusion.query import QueryLimits
 from tests.support.polling import eventually
-from tests.support.server import ServedRun, bearer
+from tests.support.server import ServedRun, bearer, settings_changed
 
 LIMITS = QueryLimits(memory_limit="256MB", timeout_seconds=20)
 MARGIN = 256 << 20  # bytes beyond the queries' budgets: request handling, JSON, allocator
@@ -38,17 +36,6 @@ HOSTILE = [
         "memory",
     ),
 ]
-
-
-@contextmanager
-def _settings(served: ServedRun, **changes: Any) -> Iterator[None]:
-    """Give the running app other settings inside the block."""
-    app: Any = served.running.server.config.app
-    app.state.settings = replace(served.settings, **changes)
-    try:
-        yield
-    finally:
-        app.state.settings = served.settings
 
 
 @contextmanager
@@ -78,7 +65,7 @@ def _query(served: ServedRun, token: str, sql: str) -> httpx.Response:
 
 
 def test_four_hostile_queries_at_once_stay_under_their_caps(served: ServedRun):
-    with _settings(served, query_limits=LIMITS), _peak_rss() as rss:
+    with settings_changed(served, query_limits=LIMITS), _peak_rss() as rss:
         with ThreadPoolExecutor(len(HOSTILE)) as pool:
             answers = list(
                 pool.map(
@@ -100,14 +87,14 @@ def test_the_refusals_say_how_big_a_value_and_an_answer_may_be(served: ServedRun
     assert f"{LIMITS.max_value_bytes:,}" in too_long.json()["detail"]
     unbounded = _query(served, served.tokens.analyst, "SELECT repeat('x', age) FROM bank_features")
     assert unbounded.status_code == 400 and "constant" in unbounded.json()["detail"]
-    with _settings(served, query_limits=QueryLimits(max_result_bytes=100_000)):
+    with settings_changed(served, query_limits=QueryLimits(max_result_bytes=100_000)):
         big = _query(served, served.tokens.head_office, "SELECT * FROM bank_features")
     assert big.status_code == 400 and big.json()["rule"] == "result_size", big.text
     assert "100,000 bytes" in big.json()["detail"]
 
 
 def test_a_legitimate_query_still_answers_under_the_lowered_caps(served: ServedRun):
-    with _settings(served, query_limits=LIMITS):
+    with settings_changed(served, query_limits=LIMITS):
         response = _query(
             served,
             served.tokens.analyst,
@@ -128,7 +115,7 @@ def test_one_analyst_cannot_take_every_query_slot(served: ServedRun):
         "+ e.customer_id"
     )
     limits = QueryLimits(timeout_seconds=3)
-    with _settings(served, max_concurrent_queries=4, query_limits=limits):
+    with settings_changed(served, max_concurrent_queries=4, query_limits=limits):
         with ThreadPoolExecutor(2) as pool:
             running = [pool.submit(_query, served, served.tokens.analyst, slow) for _ in range(2)]
             eventually(

@@ -10,7 +10,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "serve_copy",
     "serve_run",
     "serving",
+    "settings_changed",
     "start_server",
 ]
 
@@ -177,3 +178,14 @@ def serve_copy(
     api_settings = ApiSettings(run=run, **settings)
     with serve_run(api_settings) as running:
         yield ServedRun(run, tokens, api_settings, running)
+
+
+@contextmanager
+def settings_changed(served: ServedRun, **changes: Any) -> Iterator[None]:
+    """Give the running app of `served` other settings inside the block."""
+    app: Any = served.running.server.config.app
+    app.state.settings = replace(served.settings, **changes)
+    try:
+        yield
+    finally:
+        app.state.settings = served.settings
