@@ -11,6 +11,9 @@ Routes (one router per resource under `api/routes/`), who may call them:
     POST   /v1/outcomes              campaign_tool, admin
     POST   /v1/query                 analyst (its branches), admin (head office)
     DELETE /v1/tokens/{token_id}     admin           revoke a token at once
+    /v1/campaigns...                 marketer, admin; head-office analysts read; campaign_tool
+                                     reads deliveries; analysts their branches' readout cells
+                                     (`api.routes.campaigns` lists each route's roles)
 
 No token or an unknown one gets 401, a known token outside its role 403. Every request is
 audited (who, role, route, rows returned, status, time) by the service's audit thread; no
@@ -19,13 +22,14 @@ it cannot be written (`audit_queue_limit` records waiting, or writes failing for
 `audit_outage_seconds`) every request but GET /healthz gets 503, until writes succeed again;
 the record of a request so refused says "anonymous" (it never reached the token check).
 Platform errors become 4xx with the error's own message (which says what to do), or 503 when a
-model or snapshot is missing; a BatchRefused's cause never leaves the bank. A body other than a
-sealed batch past `max_body_bytes` gets 413 before it is parsed; a query past
-`max_concurrent_queries` 429. A request that fails validation (a wrong type, an unknown field,
-NaN or Infinity, a date out of range) gets 422 naming each field and why, at most
-`MAX_REPORTED_ERRORS` of them, and never the input back. /docs, /redoc and /openapi.json are
-served only when `ApiSettings.serves_docs` says so; the access log of `serve` keeps paths
-without their query strings.
+model or snapshot is missing; an invalid campaign declaration is a 422 naming its `field`, a
+refused stage gate a 409 naming its `gate`, any other campaign error a 409; a BatchRefused's
+cause never leaves the bank. A body other than a sealed batch past `max_body_bytes` gets 413
+before it is parsed; a query past `max_concurrent_queries` 429. A request that fails validation
+(a wrong type, an unknown field, NaN or Infinity, a date out of range) gets 422 naming each
+field and why, at most `MAX_REPORTED_ERRORS` of them, and never the input back. /docs, /redoc
+and /openapi.json are served only when `ApiSettings.serves_docs` says so; the access log of
+`serve` keeps paths without their query strings.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import duckdb
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -44,12 +49,15 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.audit import AuditRecord
-from api.routes import batches, health, lists, outcomes, query, scores, tokens
+from api.routes import batches, campaigns, health, lists, outcomes, query, scores, tokens
 from api.service import Service, utc_now
 from api.settings import ApiSettings
 from contracts.errors import (
+    CampaignError,
     ConfigError,
+    DeclarationError,
     FusionError,
+    GateRefused,
     ModelError,
     QueryError,
     QueryTimeout,
@@ -61,6 +69,9 @@ __all__ = ["MAX_REPORTED_ERRORS", "create_app", "serve"]
 # A 422 lists this many errors at most: 90,000 unknown keys must not come back as 90,000 errors.
 MAX_REPORTED_ERRORS = 10
 _MAX_ERROR_TEXT = 200  # characters of one location part or message (a key may be huge)
+_MAX_DETAIL_TEXT = 2_000  # characters of a platform error's message in an answer
+_CONFLICT_RETRY_SECONDS = 5
+log = logging.getLogger("bankfusion.api")
 
 # Metrics and audit key on the method: one a client makes up counts as OTHER, so it cannot
 # grow a new series per request.
@@ -94,7 +105,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         redoc_url="/redoc" if docs else None,
     )
     app.state.settings = settings
-    routers = (health, batches, scores, lists, outcomes, query, tokens)
+    routers = (health, batches, scores, lists, outcomes, query, tokens, campaigns)
     for router in routers:
         app.include_router(router.router)
     # The routes themselves, to name in the audit a request refused before routing.
@@ -107,9 +118,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
 def _errors(app: FastAPI) -> None:
     """Map the platform's errors to HTTP answers that keep their own advice."""
-
-    def answer(status: int, error: Exception, **extra: object) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"detail": str(error), **extra})
+    _campaign_errors(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
@@ -120,23 +129,67 @@ def _errors(app: FastAPI) -> None:
         # Not 408: clients and proxies resend a 408 by themselves, and the same query would
         # run out of time again. The message says how to narrow it.
         status = 422 if isinstance(error, QueryTimeout) else 400
-        return answer(status, error, rule=getattr(error, "rule", None))
+        return _answer(status, error, rule=getattr(error, "rule", None))
 
     @app.exception_handler(ModelError)
     async def model_error(request: Request, error: ModelError) -> Response:
-        return answer(503, error)
+        return _answer(503, error)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, error: StoreError) -> Response:
-        return answer(503, error)
+        return _answer(503, error)
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, error: ConfigError) -> Response:
-        return answer(400, error)
+        return _answer(400, error)
 
     @app.exception_handler(FusionError)
     async def fusion_error(request: Request, error: FusionError) -> Response:
-        return answer(400, error)
+        return _answer(400, error)
+
+
+def _answer(status: int, error: Exception, **extra: object) -> JSONResponse:
+    """Return the answer of a platform error: its own message, and `extra` fields."""
+    return JSONResponse(status_code=status, content={"detail": str(error), **extra})
+
+
+def _campaign_errors(app: FastAPI) -> None:
+    """Map campaign errors (422 naming the field, 409 naming the gate, 409) and write
+    conflicts (503, retry)."""
+
+    @app.exception_handler(DeclarationError)
+    async def declaration_error(request: Request, error: DeclarationError) -> Response:
+        # The field is a dotted path of the body's keys, which a caller may make huge.
+        return JSONResponse(
+            status_code=422,
+            content={"detail": _cut(str(error)), "field": _short(error.field)},
+        )
+
+    @app.exception_handler(GateRefused)
+    async def gate_refused(request: Request, error: GateRefused) -> Response:
+        return _answer(409, error, gate=error.gate, stage=error.stage)
+
+    @app.exception_handler(CampaignError)
+    async def campaign_error(request: Request, error: CampaignError) -> Response:
+        return _answer(409, error)
+
+    @app.exception_handler(duckdb.TransactionException)
+    async def write_conflict(request: Request, error: duckdb.TransactionException) -> Response:
+        # DuckDB refuses a commit whose rows another transaction changed since it began, and
+        # refuses a second change of one keyed row while any older transaction is open (a
+        # long ingest): transient, and the failed commit wrote nothing. Anything else is a bug.
+        if "conflict" not in str(error).lower():
+            raise error
+        log.warning("write conflict on %s; answered 503", request.url.path)
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": str(_CONFLICT_RETRY_SECONDS)},
+            content={
+                "detail": "another writer changed the same rows while this request ran (an "
+                "ingest may be holding the store); nothing was written: send the request "
+                f"again in {_CONFLICT_RETRY_SECONDS} seconds"
+            },
+        )
 
 
 def _invalid(errors: Sequence[Any]) -> JSONResponse:
@@ -213,6 +266,11 @@ class _AuditMiddleware:
                     seconds,
                     admitted=admitted,
                 )
+
+
+def _cut(text: str) -> str:
+    """Return a platform error's message, cut short when a caller's input made it long."""
+    return text if len(text) <= _MAX_DETAIL_TEXT else text[: _MAX_DETAIL_TEXT - 3] + "..."
 
 
 def _audit_record(scope: Scope, *, admitted: bool, status: int) -> AuditRecord:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
 
 __all__ = [
     "MAX_OUTCOMES",
@@ -13,9 +21,13 @@ __all__ = [
     "MAX_SQL_CHARS",
     "BatchAccepted",
     "BatchPublic",
+    "EventCreate",
+    "EventRefusedPublic",
+    "EventsAccepted",
     "OutcomeCreate",
     "OutcomesAccepted",
     "OutcomesCreate",
+    "OutcomesReportCreate",
     "QueryCreate",
     "QueryPublic",
     "ScorePublic",
@@ -127,6 +139,87 @@ class OutcomesAccepted(_Strict):
         description="rows of known customers already stored (a retry), so not stored again"
     )
     unknown: list[int]
+
+
+CampaignId = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", strict=True)
+]
+
+
+class EventCreate(_Strict):
+    """One funnel event; an unknown event name or a bad amount is refused by row, not by 422."""
+
+    campaign_id: CampaignId
+    customer_id: CustomerId
+    event: str = Field(
+        min_length=1,
+        max_length=32,
+        strict=True,
+        description="delivered, contacted, reached, responded, converted, complained or opted_out",
+    )
+    occurred_at: UtcTime = Field(
+        description="ISO 8601; without an offset it is UTC. At most the service's clock skew "
+        "into the future."
+    )
+    amount: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = Field(
+        default=None, description="converted events only: the amount, >= 0"
+    )
+    event_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        strict=True,
+        description="the sender's unique id of the event (a resend with it records once); "
+        "left out, one is derived from the event's fields",
+    )
+
+
+class OutcomesReportCreate(_Strict):
+    """POST /v1/outcomes: `campaign_id` with `outcomes` (per customer), or `events` (funnel)."""
+
+    campaign_id: CampaignId | None = Field(
+        default=None, description="with outcomes: the campaign they belong to"
+    )
+    outcomes: list[OutcomeCreate] | None = Field(
+        default=None, min_length=1, max_length=MAX_OUTCOMES
+    )
+    events: list[EventCreate] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_OUTCOMES,
+        description="funnel events, each naming its campaign; checked row by row",
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> OutcomesReportCreate:
+        if self.events is not None:
+            if self.outcomes is not None or self.campaign_id is not None:
+                raise ValueError(
+                    "send either events (each with its campaign_id) or campaign_id with "
+                    "outcomes, not both"
+                )
+        elif self.outcomes is None or self.campaign_id is None:
+            raise ValueError("send campaign_id with outcomes, or events")
+        return self
+
+    def legacy(self) -> OutcomesCreate:
+        """Return the body as the per-customer report (only when `outcomes` was sent)."""
+        assert self.campaign_id is not None and self.outcomes is not None
+        return OutcomesCreate.model_construct(campaign_id=self.campaign_id, outcomes=self.outcomes)
+
+
+class EventRefusedPublic(_Strict):
+    row: int = Field(description="the event's index in the request, from 0")
+    customer_id: int | None
+    reason: str
+
+
+class EventsAccepted(_Strict):
+    recorded: int = Field(description="events stored now")
+    already_recorded: int = Field(
+        description="events stored before (a resend) or repeated in this request"
+    )
+    refused: list[EventRefusedPublic] = Field(description="events not stored, and why")
 
 
 class QueryCreate(_Strict):

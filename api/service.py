@@ -4,13 +4,15 @@ One process, one DuckDB writer. `Service` composes the parts, each in its own mo
 audit log (`api.audit`), the uploads and their ingest worker (`api.uploads`), the token book
 (`api.auth`), the scorer (`api.scoring`) and the request metrics (`api.metrics`). The store's
 own connection belongs to the ingest worker; every other thread takes a cursor of its own
-(`cursor()`), which DuckDB allows concurrently in one process.
+(`cursor()`), which DuckDB allows concurrently in one process. A route that calls a pipeline
+step takes `with bank()`: the run folder and keyring with the store bound to that cursor.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from api.auth import TokenGate
 from api.metrics import RequestMetrics
 from api.scoring import CurrentScorer
 from api.uploads import Uploads
+from fusion.pipeline.bank import Bank
 from fusion.runfolder import RunFolder
 from fusion.store import Store
 from matcher.keyring import Keyring
@@ -64,6 +67,9 @@ class Service:
         self._queries: dict[str, int] = {}  # analyst queries running now, per caller
         self._query_lock = threading.Lock()
         self.outcomes_lock = threading.Lock()  # POST /v1/outcomes: check and insert as one
+        # Campaign writes (declare, plan, promote, close, deliver) and readouts, one at a time:
+        # two plans must not both find a customer free, nor two promotions pass one gate.
+        self.campaign_lock = threading.Lock()
         self.metrics = RequestMetrics()
         self.tokens = TokenGate(store, self.cursor, clock=clock)
         self.scorer = CurrentScorer(folder)
@@ -115,6 +121,23 @@ class Service:
                 self._cursors.append(cur)
             self._local.cursor = cur
         return cur
+
+    @contextmanager
+    def bank(self) -> Iterator[Bank]:
+        """Yield the run's bank with the store bound to this thread's cursor; release it after.
+
+        Use it in the route's own body, never in a dependency: FastAPI may run a dependency
+        on another thread than the route, and a cursor belongs to one thread. Never close the
+        bound store: that would close the thread's cached cursor. On leaving, the cursor's last
+        result is ended: a result read with fetchone() keeps its transaction open while the
+        thread idles, and DuckDB then refuses every second change of one keyed row (a campaign's
+        stage) as a write conflict.
+        """
+        cur = self.cursor()
+        try:
+            yield Bank(self.folder, self.keyring, self.store.on_cursor(cur))
+        finally:
+            cur.execute("SELECT 1").fetchall()
 
     def take_query_slot(self, limit: int, caller: str = "") -> bool:
         """Return whether `caller` may run a query now; True takes a slot.

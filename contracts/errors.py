@@ -15,10 +15,13 @@
     ├── IngestError                 a batch cannot be ingested for a reason other than its content
     │   └── BatchConflictError      a batch_id arrived again with a different digest
     ├── ModelError                  a model artifact is missing, altered or unusable for the data
-    └── QueryError                  analyst SQL gave no result (also a ValueError); `rule` names why
-        ├── QueryRefused            refused before anything ran; says what may be sent instead
-        ├── QueryFailed             the checked query failed inside DuckDB
-        └── QueryTimeout            the query ran past its time limit
+    ├── QueryError                  analyst SQL gave no result (also a ValueError); `rule` names why
+    │   ├── QueryRefused            refused before anything ran; says what may be sent instead
+    │   ├── QueryFailed             the checked query failed inside DuckDB
+    │   └── QueryTimeout            the query ran past its time limit
+    └── CampaignError               a campaign cannot do what was asked; `campaign` names it
+        ├── DeclarationError        a campaign declaration is invalid (also a ValueError); `field`
+        └── GateRefused             a promotion's gate does not hold; `gate` names the check
 
 Every message says what was expected, what arrived and what to do next. None quotes a raw phone
 number, ID number or key: identifiers are described by row number and reason code only. At the
@@ -33,11 +36,14 @@ from typing import Any
 __all__ = [
     "BatchConflictError",
     "BatchRefused",
+    "CampaignError",
     "ConfigError",
     "ContractError",
+    "DeclarationError",
     "EnvelopeError",
     "EvaluationCapError",
     "FusionError",
+    "GateRefused",
     "IdentifierError",
     "IngestError",
     "KeyringError",
@@ -252,3 +258,28 @@ class QueryTimeout(QueryError):
             rule="timeout",
         )
         self.seconds = seconds
+
+
+class CampaignError(FusionError):
+    """A campaign cannot do what was asked (unknown, closed, nothing to deliver...)."""
+
+    def __init__(self, message: str, *, campaign: str | None = None) -> None:
+        super().__init__(message)
+        self.campaign = campaign
+
+
+class DeclarationError(CampaignError, ValueError):
+    """A campaign declaration is invalid; `field` is the dotted path of the first bad field."""
+
+    def __init__(self, message: str, *, field: str, campaign: str | None = None) -> None:
+        super().__init__(message, campaign=campaign)
+        self.field = field
+
+
+class GateRefused(CampaignError):
+    """A stage promotion was refused: `gate` names the check that failed, `stage` the target."""
+
+    def __init__(self, message: str, *, campaign: str, stage: str, gate: str) -> None:
+        super().__init__(message, campaign=campaign)
+        self.stage = stage
+        self.gate = gate

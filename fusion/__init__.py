@@ -3,6 +3,7 @@ bucketed jobs, reports, and the pipeline that strings them together."""
 
 __all__ = [
     "bank_columns",
+    "campaigns",
     "features",
     "ingest",
     "jobs",

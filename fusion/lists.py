@@ -121,6 +121,10 @@ def build_target_lists(
     gate = in_bank.predict(design_matrix(features, in_bank.spec, everyone))
     pool = everyone[gate < float(rescue.metadata["in_bank_cutoff"])]
     rescued = score_rows(rescue, features, pool, reason_deciles=config.rescue_deciles)
+    # The whole pool and the whole uplift ranking are kept beside the acquisition scores: a
+    # campaign's audience may take another share of them than the lists do.
+    with atomic_path(Path(scores_dir) / "rescue.parquet") as tmp:
+        rescued.write_parquet(tmp)
     lists["rescue"] = rescued.filter(pl.col("decile") <= config.rescue_deciles).sort(
         "score", descending=True, maintain_order=True
     )
@@ -129,17 +133,24 @@ def build_target_lists(
     if not isinstance(uplift, UpliftArtifact):
         raise ConfigError("the registry's 'uplift' model is not an uplift model", setting="uplift")
     predicted = uplift.model.predict(design_matrix(features, uplift.spec, everyone))
-    keep = np.argsort(-predicted, kind="stable")[
-        : max(1, round(config.uplift_share * len(everyone)))
-    ]
-    lists["food-coupon"] = (
-        features.table[everyone[keep]]
+    ranking = np.argsort(-predicted, kind="stable")
+    ranked = (
+        features.table[everyone[ranking]]
         .select("customer_id", "branch_id")
         .with_columns(
-            pl.Series("predicted_uplift", predicted[keep], dtype=pl.Float64),
+            pl.Series("predicted_uplift", predicted[ranking], dtype=pl.Float64),
+            # Deciles of the ranking, 1 = the highest predicted uplift.
+            (pl.int_range(pl.len(), dtype=pl.Int64) * 10 // pl.len() + 1)
+            .cast(pl.Int8)
+            .alias("decile"),
             pl.lit(uplift.name).alias("model"),
             pl.lit(str(uplift.metadata.get("version", ""))).alias("model_version"),
         )
+    )
+    with atomic_path(Path(scores_dir) / "uplift.parquet") as tmp:
+        ranked.write_parquet(tmp)
+    lists["food-coupon"] = ranked.head(max(1, round(config.uplift_share * len(everyone)))).drop(
+        "decile"
     )
     files = {
         name: write_branch_lists(frame, Path(lists_dir) / name) for name, frame in lists.items()

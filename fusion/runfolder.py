@@ -125,6 +125,11 @@ class RunFolder:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    @property
+    def deliveries(self) -> Path:
+        """Campaign delivery files: <campaign>/v<version>/<channel>/<branch>.csv|parquet."""
+        return self.root / "deliveries"
+
     def ensure(self) -> RunFolder:
         for folder in (self.root, self.outbox, self.snapshots, self.reports, self.root / "keys"):
             folder.mkdir(parents=True, exist_ok=True)

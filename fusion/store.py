@@ -239,6 +239,21 @@ class Store:
         cur.execute(f"USE {STORE_ALIAS}")
         return cur
 
+    def on_cursor(self, cur: duckdb.DuckDBPyConnection) -> Store:
+        """Return this store bound to `cur` (a cursor of `cursor()`), for another thread.
+
+        The returned store runs `execute`, `insert_frame` and `transaction` on `cur`; closing it
+        closes `cur` only. The service uses it so a route can call a pipeline step while the
+        ingest worker holds the store's own connection.
+        """
+        return Store(
+            cur,
+            self.config,
+            read_only=self.read_only,
+            httpfs_loaded=self.httpfs_loaded,
+            key_digest=self._key_digest,
+        )
+
     @property
     def path(self) -> Path:
         return self.config.path

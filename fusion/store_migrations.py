@@ -260,4 +260,139 @@ MIGRATIONS += (
         ),
     ),
 )
+_EVENTS = "'delivered', 'contacted', 'reached', 'responded', 'converted', 'complained', 'opted_out'"
+_STAGES = "'draft', 'whitelist', 'pilot', 'ab', 'full', 'closed'"
+MIGRATIONS += (
+    Migration(
+        version=6,
+        name="campaigns: declarations, stages, suppressions, plans, assignments, contacts, "
+        "deliveries, outcome events; the marketer role",
+        statements=(
+            # A declaration is stored as its canonical JSON; `salt` keys its assignment (32
+            # random bytes drawn at creation, never shown). `version` counts re-declarations.
+            f"""
+            CREATE TABLE campaigns (
+                campaign_id VARCHAR PRIMARY KEY,
+                version INTEGER NOT NULL,
+                declaration VARCHAR NOT NULL,
+                salt BLOB NOT NULL,
+                stage VARCHAR NOT NULL CHECK (stage IN ({_STAGES})),
+                created_at TIMESTAMP NOT NULL,
+                created_by VARCHAR NOT NULL,
+                updated_at TIMESTAMP NOT NULL
+            )""",
+            # Every promotion: who, when, and the gate's checks as JSON.
+            f"""
+            CREATE TABLE campaign_stages (
+                campaign_id VARCHAR NOT NULL,
+                from_stage VARCHAR NOT NULL,
+                to_stage VARCHAR NOT NULL CHECK (to_stage IN ({_STAGES})),
+                promoted_at TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL,
+                checks VARCHAR
+            )""",
+            # Do-not-disturb, opt-out, complaints...: a customer is suppressed from `since` to
+            # `until` (NULL: until lifted).
+            """
+            CREATE TABLE suppressions (
+                list_name VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                since DATE NOT NULL,
+                until DATE,
+                reason VARCHAR,
+                source VARCHAR
+            )""",
+            # One row per plan of one campaign's stage: the window and what every rule removed.
+            f"""
+            CREATE TABLE plans (
+                plan_id VARCHAR PRIMARY KEY,
+                campaign_id VARCHAR NOT NULL,
+                campaign_version INTEGER NOT NULL,
+                stage VARCHAR NOT NULL CHECK (stage IN ({_STAGES})),
+                window_start DATE NOT NULL,
+                window_end DATE NOT NULL,
+                audience BIGINT NOT NULL,
+                assigned BIGINT NOT NULL,
+                treatment BIGINT NOT NULL,
+                control BIGINT NOT NULL,
+                removed VARCHAR NOT NULL,
+                srm_p_value DOUBLE,
+                created_at TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL
+            )""",
+            # A customer's arm in a campaign, fixed at its first plan. No key index: uniqueness
+            # of (campaign_id, customer_id) is kept by the planner's anti-join, and an index
+            # would make a million-row plan several times slower to write.
+            """
+            CREATE TABLE assignments (
+                campaign_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                plan_id VARCHAR NOT NULL,
+                stage VARCHAR NOT NULL,
+                arm VARCHAR NOT NULL CHECK (arm IN ('treatment', 'control')),
+                branch_id VARCHAR NOT NULL,
+                decile SMALLINT,
+                stratum VARCHAR NOT NULL,
+                expected_value DOUBLE,
+                window_start DATE NOT NULL,
+                window_end DATE NOT NULL,
+                contact_day DATE,
+                assigned_at TIMESTAMP NOT NULL
+            )""",
+            # Every touch delivered (campaign or journey), by channel and day: the frequency cap
+            # and the cooling-off period read this.
+            """
+            CREATE TABLE contacts (
+                customer_id BIGINT NOT NULL,
+                source VARCHAR NOT NULL,
+                channel VARCHAR NOT NULL,
+                day DATE NOT NULL,
+                delivery_version INTEGER
+            )""",
+            # One file set per delivery version; `sha256` of each branch's Parquet file.
+            """
+            CREATE TABLE deliveries (
+                campaign_id VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                plan_id VARCHAR NOT NULL,
+                stage VARCHAR NOT NULL,
+                channel VARCHAR NOT NULL,
+                branch_id VARCHAR NOT NULL,
+                rows BIGINT NOT NULL,
+                sha256 VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (campaign_id, version, branch_id)
+            )""",
+            # Funnel events; `event_key` makes a resent event harmless.
+            f"""
+            CREATE TABLE outcome_events (
+                event_key VARCHAR NOT NULL,
+                campaign_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                event VARCHAR NOT NULL CHECK (event IN ({_EVENTS})),
+                amount DOUBLE,
+                occurred_at TIMESTAMP NOT NULL,
+                received_at TIMESTAMP NOT NULL,
+                source VARCHAR NOT NULL
+            )""",
+            # The role list is a CHECK constraint: the table is rebuilt with 'marketer' added.
+            """
+            CREATE TABLE api_tokens_v6 (
+                token_id VARCHAR PRIMARY KEY,
+                token_sha256 BLOB NOT NULL UNIQUE,
+                role VARCHAR NOT NULL CHECK (
+                    role IN ('vendor', 'analyst', 'campaign_tool', 'marketer', 'admin')
+                ),
+                branches VARCHAR,
+                vendor_id VARCHAR,
+                label VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                revoked_at TIMESTAMP
+            )""",
+            "INSERT INTO api_tokens_v6 SELECT * FROM api_tokens",
+            "DROP TABLE api_tokens",
+            "ALTER TABLE api_tokens_v6 RENAME TO api_tokens",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version

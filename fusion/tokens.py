@@ -42,7 +42,7 @@ __all__ = [
     "revoke_token",
 ]
 
-ROLES = ("vendor", "analyst", "campaign_tool", "admin")
+ROLES = ("vendor", "analyst", "campaign_tool", "marketer", "admin")
 _FORMAT = re.compile(r"^bf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _BRANCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DUMMY = hashlib.sha256(b"bankfusion/unknown-token").digest()

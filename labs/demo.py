@@ -3,7 +3,9 @@
 world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash or OPRF seal, seal the
 batch) -> bank ingest (verify, open, contract, load into the encrypted store) -> match (salted
 join, or OPRF request -> vendor answer -> open matched rows) -> features -> train (acquisition,
-rescue, uplift) -> score -> target lists per branch -> HTML reports -> demo-summary.json.
+rescue, uplift) -> score -> target lists per branch -> HTML reports -> two campaigns through
+every stage (declare, plan, deliver, the world's responses, readout against control: see
+`labs.demo_campaigns`) -> demo-summary.json.
 
 `run_demo` is what `fusion demo` runs and what the benchmarks call for a served run folder. It is
 the only caller of the pipeline that reads the world's ground truth: the true uplift it passes to
@@ -17,7 +19,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from fusion.pipeline.modelling import model_report, score_and_list, train_models
 from fusion.progress import Progress, report_to
 from fusion.runfolder import RunFolder
 from fusion.training import TrainingRun
+from labs.demo_campaigns import DemoCampaigns, run_campaigns
 from labs.world import WorldConfig, WorldFiles, WorldSummary, generate_world
 from matcher.atomic import write_atomic
 from matcher.keyring import init_local_pair
@@ -70,6 +73,7 @@ class DemoSummary:
     training: TrainingRun
     lists: TargetLists
     model_report: Path
+    campaigns: DemoCampaigns | None = None
 
     @property
     def summary_file(self) -> Path:
@@ -88,6 +92,8 @@ class DemoSummary:
         summary["batches"] = [outcome.to_dict() for outcome in self.bank.batches]
         summary["match"] = self.bank.match.to_dict()
         summary["ledger"] = {status: n.to_dict() for status, n in self.bank.ledger.items()}
+        if self.campaigns is not None:
+            summary["campaigns"] = self.campaigns.to_dict()
         return summary
 
 
@@ -116,6 +122,7 @@ def run_demo(
     mode: MatchMode = MatchMode.SALTED,
     progress: Progress | None = None,
     clock: Callable[[], datetime] = _now,
+    campaigns: bool = True,
 ) -> DemoSummary:
     """Return the summary of a whole demo run written under `out` (emptied first).
 
@@ -127,6 +134,8 @@ def run_demo(
         mode: how the vendor's rows are keyed and matched (salted keyed hash, or OPRF).
         progress: called with (stage, fraction done) as the steps run.
         clock: the time of the bank's jobs (ingest, match, registry).
+        campaigns: run the two demo campaigns through every stage after the lists (their
+            clock is simulated, window after window from the snapshot date).
     """
     report = report_to(progress)
     if out.exists():
@@ -161,8 +170,18 @@ def run_demo(
     lists = score_and_list(folder, features, progress=_within(report, "score"))
     with _step(report, "model report"):
         page = model_report(folder, training, features, campaign, lists)
+    ran = None
+    if campaigns:
+        with open_bank(folder, keyring=bank_keyring) as bank:
+            ran = run_campaigns(
+                bank,
+                WorldFiles(folder.world),
+                start=config.snapshot_date + timedelta(days=1),
+                seed=seed,
+                progress=report,
+            )
     summary = DemoSummary(
-        folder, config.snapshot_date, world, packed, bank_side, training, lists, page
+        folder, config.snapshot_date, world, packed, bank_side, training, lists, page, ran
     )
     write_atomic(summary.summary_file, json.dumps(summary.to_dict(), indent=2, default=str))
     return summary

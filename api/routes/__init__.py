@@ -1,7 +1,8 @@
-"""One router per resource: health, batches, scores, lists, outcomes, query, tokens.
+"""One router per resource: health, batches, scores, lists, outcomes, query, tokens,
+campaigns.
 
 Each module exports its `router`; the route functions are private to it, and each route's
 `name=` keeps its OpenAPI operation id and summary.
 """
 
-__all__ = ["batches", "health", "lists", "outcomes", "query", "scores", "tokens"]
+__all__ = ["batches", "campaigns", "health", "lists", "outcomes", "query", "scores", "tokens"]

@@ -1,5 +1,10 @@
 """POST /v1/outcomes: campaign tools report contacts and responses back, for evaluation.
 
+Two bodies. `events` (funnel events, each naming its campaign) go through
+`fusion.campaigns.outcomes.record_events`: every event is stored or refused with its reason,
+and the answer is 201 even when some are refused (422 only for a malformed body). The older
+per-customer report, `campaign_id` with `outcomes`, works as it always has:
+
 A retry is harmless. A report is keyed by (campaign, customer, occurred_at) and says
 (treatment, contacted, responded); the newest report of a key wins. A row equal to the newest
 report already stored under its key is not stored again, and the answer counts it as
@@ -17,7 +22,17 @@ import polars as pl
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 
 from api.deps import ServiceDep, SettingsDep, audit, require
-from api.schemas import OutcomesAccepted, OutcomesCreate
+from api.schemas import (
+    EventCreate,
+    EventRefusedPublic,
+    EventsAccepted,
+    OutcomesAccepted,
+    OutcomesCreate,
+    OutcomesReportCreate,
+)
+from api.service import Service
+from api.settings import ApiSettings
+from fusion.campaigns.outcomes import record_events
 from fusion.tokens import Principal
 
 __all__ = ["router"]
@@ -27,13 +42,16 @@ router = APIRouter(prefix="/v1", tags=["outcomes"])
 
 @router.post("/outcomes", status_code=status.HTTP_201_CREATED, name="record_outcomes")
 def _record_outcomes(
-    body: OutcomesCreate,
+    report: OutcomesReportCreate,
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Depends(require("campaign_tool", "admin"))],
-) -> OutcomesAccepted:
-    """Record who was offered or held out and who responded, once; unknown ids are listed."""
+) -> OutcomesAccepted | EventsAccepted:
+    """Record funnel events, or who was offered or held out and who responded; once each."""
+    if report.events is not None:
+        return _record_events(report.events, request, service, settings, principal)
+    body = report.legacy()
     if len(body.outcomes) > settings.max_outcomes:
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -78,6 +96,58 @@ def _record_outcomes(
         recorded=recorded,
         already_recorded=matched - recorded,
         unknown=unknown,
+    )
+
+
+def _record_events(
+    events: list[EventCreate],
+    request: Request,
+    service: Service,
+    settings: ApiSettings,
+    principal: Principal,
+) -> EventsAccepted:
+    """Store the events that pass their checks; list the others with their reasons."""
+    if len(events) > settings.max_outcomes:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"at most {settings.max_outcomes} events per request; got {len(events)}. "
+            "Send them in parts.",
+        )
+    frame = pl.DataFrame(
+        {
+            "campaign_id": [e.campaign_id for e in events],
+            "customer_id": [e.customer_id for e in events],
+            "event": [e.event for e in events],
+            "occurred_at": [e.occurred_at for e in events],  # naive UTC (the schema made it so)
+            "amount": [e.amount for e in events],
+            "event_key": [e.event_key for e in events],
+        },
+        schema={
+            "campaign_id": pl.String,
+            "customer_id": pl.Int64,
+            "event": pl.String,
+            "occurred_at": pl.Datetime("us"),
+            "amount": pl.Float64,
+            "event_key": pl.String,
+        },
+    )
+    # This thread's cursor: the store's own connection belongs to the ingest worker.
+    store = service.store.on_cursor(service.cursor())
+    # The lock of the per-customer reports: two copies of one request (a client retry while
+    # the first still runs) must not both find the events new.
+    with service.outcomes_lock:
+        result = record_events(
+            store,
+            frame,
+            source=principal.token_id,
+            now=service.clock(),
+            clock_skew=settings.outcome_clock_skew,
+        )
+    audit(request, rows=result.recorded, detail="events")
+    return EventsAccepted(
+        recorded=result.recorded,
+        already_recorded=result.already_recorded,
+        refused=[EventRefusedPublic(**row) for row in result.refused.iter_rows(named=True)],
     )
 
 

@@ -10,6 +10,8 @@ environment. In the order a run takes them:
                     match_report
     feature_tables  build_snapshot_features (here or by bucket on an Engine), read_features
     modelling       train_models, score_and_list (optionally on an Engine), model_report
+    campaigns       declare_campaign, plan_window, promote_campaign, deliver_campaign,
+                    load_outcome_file, campaign_readout, close
 
 Import each step from its module (`from fusion.pipeline.matching import match_salted`): the
 package imports none of them, so a caller that opens the bank does not load Dask, xgboost and
@@ -17,4 +19,4 @@ matplotlib with it. Ground truth of a synthetic world is never read here: the de
 reads it and passes the true uplift to `train_models`.
 """
 
-__all__ = ["bank", "feature_tables", "matching", "modelling"]
+__all__ = ["bank", "campaigns", "feature_tables", "matching", "modelling"]

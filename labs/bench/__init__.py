@@ -8,6 +8,7 @@ area, each a set of `bench_*` generators that take a scratch folder and yield `F
 - `matching`: the salted PSI join; OPRF PSI with payload against openmined-psi.
 - `models`: the feature build; training; batch and single scoring.
 - `api`: the scoring API under concurrent clients.
+- `campaigns`: screen + arbitrate + assign 1M customers x 5 campaigns; outcome events loaded.
 - `scale`: the scale curve, in process and on a LocalCluster.
 - `world`: the synthetic world's generation.
 
@@ -18,6 +19,7 @@ in the results folder, never here.
 """
 
 from labs.bench.api import bench_api
+from labs.bench.campaigns import bench_campaign_plan, bench_outcome_events
 from labs.bench.crypto import bench_envelope, bench_keyed_hash
 from labs.bench.figures import Benchmark, Figure
 from labs.bench.ingest import bench_contracts, bench_ingest
@@ -45,6 +47,7 @@ __all__ = [
     "Benchmark",
     "Figure",
     "bench_api",
+    "bench_campaign_plan",
     "bench_contracts",
     "bench_envelope",
     "bench_features",
@@ -52,6 +55,7 @@ __all__ = [
     "bench_keyed_hash",
     "bench_models",
     "bench_oprf",
+    "bench_outcome_events",
     "bench_psi",
     "bench_scale",
     "bench_world",

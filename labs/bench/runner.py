@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.table import Table
 
 from labs.bench.api import bench_api
+from labs.bench.campaigns import bench_campaign_plan, bench_outcome_events
 from labs.bench.crypto import bench_envelope, bench_keyed_hash
 from labs.bench.figures import Benchmark, Figure, cpu_count
 from labs.bench.ingest import bench_contracts, bench_ingest
@@ -40,6 +41,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "features": bench_features,
     "models": bench_models,
     "api": bench_api,
+    "campaign_plan": bench_campaign_plan,
+    "outcome_events": bench_outcome_events,
     "scale": bench_scale,
 }
 """Every benchmark by the name `fusion bench --only` takes, in the order a full run takes them."""

@@ -9,6 +9,7 @@ prints. A platform error prints its message, which says what to do, and exits 2
     vendor     vendor keygen|pack|rotate|evaluate|push
     models     train, score
     service    serve, token create|list|revoke
+    campaign   campaign create|plan|promote|deliver|outcomes|readout|close|list|show
     analyst    sql
     workbench  world, demo, bench
 """
@@ -21,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from labs.cli import analyst, bank, models, service, vendor, workbench
+from labs.cli import analyst, bank, campaigns, models, service, vendor, workbench
 from labs.cli.terminal import err_console
 
 __all__ = ["app", "main"]
@@ -68,6 +69,7 @@ app.command("features")(bank.features_command)
 app.command("train")(models.train_command)
 app.command("score")(models.score_command)
 app.command("report")(bank.report_command)
+app.add_typer(campaigns.campaign_app, name="campaign")
 app.command()(analyst.sql)
 app.command()(bank.publish)
 app.command()(service.serve)

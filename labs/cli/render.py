@@ -1,21 +1,45 @@
-"""How the commands print a step's result: the world, a match, a training run, the lists."""
+"""How the commands print a step's result: the world, a match, a training run, the lists, and
+each step of the campaign loop."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+from rich.markup import escape
 from rich.table import Table
 
 from labs.cli.terminal import console
 
 if TYPE_CHECKING:
+    from fusion.campaigns.book import CampaignRecord, Promotion
+    from fusion.campaigns.delivery import Delivery
+    from fusion.campaigns.outcomes import EventsRecorded
+    from fusion.campaigns.planning import PlanResult
+    from fusion.campaigns.readout import Readout
+    from fusion.campaigns.stages import Promoted
     from fusion.lists import TargetLists
+    from fusion.pipeline.campaigns import CampaignReadout
     from fusion.pipeline.matching import MatchOutcome
     from fusion.training import TrainingRun
     from labs.world import WorldSummary
 
-__all__ = ["print_lists", "print_match", "print_training", "print_world"]
+__all__ = [
+    "print_campaign",
+    "print_campaigns",
+    "print_declared",
+    "print_delivery",
+    "print_events",
+    "print_lists",
+    "print_match",
+    "print_plans",
+    "print_promotion",
+    "print_readout",
+    "print_training",
+    "print_world",
+    "readout_findings",
+]
 
 
 def print_world(world: WorldSummary) -> None:
@@ -109,3 +133,309 @@ def print_lists(lists: TargetLists, lists_dir: Path) -> None:
             f"list {name}: {frame.height:,} customers in {len(lists.files[name])} branches "
             f"-> {lists_dir / name}"
         )
+
+
+# -- campaigns ---------------------------------------------------------------------------------
+
+# The order a candidate meets the plan's rules (screening keys carry a list or column name).
+_REMOVAL_ORDER = (
+    "already_assigned", "duplicate", "suppressed:", "complaint", "frequency_cap", "cooling_off",
+    "holder:", "stage_quota", "assigned_elsewhere", "lost_arbitration", "capacity",
+)  # fmt: skip
+_SHOWN_BRANCHES = 5
+_SHOWN_REFUSED = 10
+
+
+def _removal_rank(key: str) -> int:
+    """Return the place of a removal count's key in the plan's order (unknown keys last)."""
+    for place, name in enumerate(_REMOVAL_ORDER):
+        if key == name or (name.endswith(":") and key.startswith(name)):
+            return place
+    return len(_REMOVAL_ORDER)
+
+
+def print_declared(record: CampaignRecord, changed: bool) -> None:
+    """Print whether the declaration created, changed or left the campaign, its version, stage."""
+    verb = ("created" if record.version == 1 else "changed") if changed else "unchanged"
+    console.print(
+        f"campaign {escape(record.campaign_id)}: [bold]{verb}[/] (version {record.version}, "
+        f"stage {record.stage})"
+    )
+
+
+def print_plans(result: PlanResult) -> None:
+    """Print each campaign's plan: audience, every rule's removals, entrants by arm, SRM p."""
+    plans = result.plans
+    table = Table(title=f"Plan: {len(plans)} campaign(s) planned together")
+    table.add_column("step", no_wrap=True)
+    for plan in plans:
+        table.add_column(f"{escape(plan.campaign_id)}\n{plan.stage}", justify="right")
+    table.add_row("window from", *(str(p.window_start) for p in plans))
+    table.add_row("window to", *(str(p.window_end) for p in plans))
+    table.add_row("audience", *(f"{p.audience:,}" for p in plans))
+    keys = sorted({k for p in plans for k in p.removed}, key=lambda k: (_removal_rank(k), k))
+    for key in keys:
+        counts = (p.removed.get(key) for p in plans)
+        table.add_row(f"  - {escape(key)}", *("" if n is None else f"{n:,}" for n in counts))
+    table.add_row("assigned", *(f"[bold]{p.assigned:,}[/]" for p in plans))
+    table.add_row("  treatment", *(f"{p.treatment:,}" for p in plans))
+    table.add_row("  control", *(f"{p.control:,}" for p in plans))
+    table.add_row(
+        "sample-ratio p",
+        *("n/a" if p.srm_p_value is None else f"{p.srm_p_value:.3g}" for p in plans),
+    )
+    console.print(table)
+    for plan in plans:
+        if plan.stored_before:
+            console.print(
+                f"{escape(plan.campaign_id)}: this stage and window were planned before "
+                f"({escape(plan.plan_id)}); the stored plan is shown and nothing was written"
+            )
+    for note in result.notes:
+        console.print(escape(note))
+
+
+def print_promotion(promoted: Promoted) -> None:
+    """Print the stage change and every check of its gate."""
+    console.print(
+        f"campaign {escape(promoted.campaign_id)}: {promoted.from_stage} -> "
+        f"[bold]{promoted.to_stage}[/]"
+    )
+    for check in promoted.checks:
+        mark = "[green]ok[/]" if check.passed else "[red]failed[/]"
+        console.print(f"  {mark} {escape(check.name)}: {escape(check.detail)}")
+
+
+def print_delivery(delivery: Delivery) -> None:
+    """Print the delivery's version, its rows per branch (the first few) and its folder."""
+    branches = sorted(delivery.files)
+    name = escape(delivery.campaign_id)
+    if delivery.new:
+        console.print(
+            f"campaign {name}: delivery [bold]v{delivery.version}[/] (stage {delivery.stage}, "
+            f"channel {delivery.channel}): {delivery.rows:,} rows in {len(branches)} branches"
+        )
+    else:
+        console.print(
+            f"campaign {name}: nothing new to deliver; the latest delivery v{delivery.version} "
+            f"is unchanged ({delivery.rows:,} rows in {len(branches)} branches)"
+        )
+    for branch in branches[:_SHOWN_BRANCHES]:
+        parquet = delivery.files[branch]["parquet"]
+        rows = pl.scan_parquet(parquet).select(pl.len()).collect().item()
+        console.print(
+            f"  {escape(branch)}: {rows:,} row{'' if rows == 1 else 's'} "
+            f"(sha256 {delivery.sha256[branch][:12]}...)"
+        )
+    if len(branches) > _SHOWN_BRANCHES:
+        console.print(f"  ... and {len(branches) - _SHOWN_BRANCHES} more branches")
+    if branches:
+        folder = delivery.files[branches[0]]["csv"].parent.parent
+        console.print(f"folder: {escape(str(folder))}", soft_wrap=True)
+
+
+def print_events(recorded: EventsRecorded, *, csv: bool) -> None:
+    """Print how many events were recorded, already recorded and refused, with the reasons."""
+    refused = recorded.refused
+    console.print(
+        f"events: [bold]{recorded.recorded:,}[/] recorded, {recorded.already_recorded:,} already "
+        f"recorded, {refused.height:,} refused"
+    )
+    if refused.is_empty():
+        return
+    lines = refused["row"] + 2 if csv else refused["row"]  # a CSV's header is line 1
+    where = "line" if csv else "row (from 0)"
+    if refused.height <= _SHOWN_REFUSED:
+        for place, reason in zip(lines, refused["reason"], strict=True):
+            console.print(f"  {where} {place}: {escape(str(reason))}")
+        return
+    for reason, n in refused["reason"].value_counts(sort=True).iter_rows():
+        console.print(f"  {n:,} x {escape(str(reason))}")
+    shown = ", ".join(str(place) for place in lines.head(_SHOWN_REFUSED))
+    console.print(f"  first refused: {where} {shown}, ...")
+
+
+def _number(value: float | None, spec: str, withheld: str = "withheld") -> str:
+    return withheld if value is None else format(value, spec)
+
+
+def _interval(low: float | None, high: float | None, spec: str) -> str:
+    if low is None or high is None:
+        return ""
+    return f" (CI {format(low, spec)} to {format(high, spec)})"
+
+
+def print_readout(result: CampaignReadout) -> None:
+    """Print the readout: arms, lift with its CI, incremental successes, ROI, sample ratio,
+    power, the fixed-horizon decision, and the files written."""
+    readout = result.readout
+    success = readout.success_event
+    console.print(
+        f"campaign {escape(readout.campaign)}: readout of {', '.join(readout.stages)} "
+        f"(success: {success}; groups under k = {readout.k} withheld)"
+    )
+    _print_arms(readout)
+    _print_lift(readout)
+    _print_checks(readout)
+    files = result.files
+    console.print(
+        f"report: {escape(str(files['html']))} (+ {files['json'].name}, {files['parquet'].name})",
+        soft_wrap=True,
+    )
+
+
+def _print_arms(readout: Readout) -> None:
+    success = readout.success_event
+    table = Table(title="Arms")
+    for column in ("arm", "customers", "delivered", "contacted", success, f"{success} rate"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for arm in readout.arms.iter_rows(named=True):
+        table.add_row(
+            str(arm["arm"]),
+            _number(arm["n"], ","),
+            _number(arm["delivered"], ","),
+            _number(arm["contacted"], ","),
+            _number(arm[success], ","),
+            _number(arm["success_rate"], ".2%"),
+        )
+    console.print(table)
+    by_stage = readout.breakdowns.get("by_stage")
+    if by_stage is None or by_stage.is_empty():
+        return
+    stages = Table(title="By stage")
+    for column in ("stage", "treated", "rate", "control", "rate", "lift"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for row in by_stage.iter_rows(named=True):
+        stages.add_row(
+            str(row["stage"]),
+            _number(row["n_treatment"], ","),
+            _number(row["rate_treatment"], ".2%"),
+            _number(row["n_control"], ","),
+            _number(row["rate_control"], ".2%"),
+            _number(row["lift"], "+.2%"),
+        )
+    console.print(stages)
+
+
+def _print_lift(readout: Readout) -> None:
+    level = f"{1 - readout.alpha:.0%}"
+    comparison = readout.comparison
+    if comparison is None:
+        console.print("lift: withheld (an arm's counts describe fewer than k customers)")
+    else:
+        console.print(
+            f"lift: [bold]{comparison.diff:+.2%}[/] ({level} CI {comparison.diff_ci_low:+.2%} to "
+            f"{comparison.diff_ci_high:+.2%}); ratio {_number(comparison.ratio, '.2f', 'n/a')}x"
+            f"{_interval(comparison.ratio_ci_low, comparison.ratio_ci_high, '.2f')}; "
+            f"p = {comparison.p_value:.3g}"
+        )
+    money = readout.incremental
+    console.print(
+        f"incremental {readout.success_event}: "
+        f"{_number(money.successes, '+,.1f')}"
+        f"{_interval(money.successes_low, money.successes_high, '+,.1f')}; value "
+        f"{_number(money.value, '+,.0f')}{_interval(money.value_low, money.value_high, '+,.0f')}"
+        f" at {readout.value_per_success:,.2f} each"
+        + ("" if money.amount is None else f"; from reported amounts {money.amount:+,.0f}")
+    )
+    console.print(
+        f"cost: {_number(money.cost, ',.2f')} ({readout.cost_per_contact:,.2f} per delivered "
+        f"contact); ROI {_number(money.roi, '+.0%', 'n/a')}"
+        f"{_interval(money.roi_low, money.roi_high, '+.0%')}"
+    )
+
+
+def _print_checks(readout: Readout) -> None:
+    srm = readout.srm
+    if readout.srm_mismatch is None:
+        console.print("sample ratio: not checked (an arm is empty)")
+    else:
+        verdict = "[red]MISMATCH[/]" if readout.srm_mismatch else "ok"
+        detail = (
+            " (figures withheld under k)"
+            if srm is None
+            else f" (treatment {srm.n_treatment:,} / control {srm.n_control:,}, expected "
+            f"control share {srm.expected_control_share:.1%}, p = {srm.p_value:.3g})"
+        )
+        console.print(f"sample ratio: {verdict}{detail}")
+    planned = readout.planned
+    ab = readout.ab
+    reached = "" if ab is None else f"treatment {ab.n_t:,}, control {ab.n_c:,} of "
+    console.print(
+        f"A/B test (pilot + ab): {reached}{planned.treatment:,} / {planned.control:,} planned; "
+        f"power at the declared effect {readout.minimum_detectable_effect:+.2%}: "
+        f"{_number(readout.power, '.0%', 'n/a')}"
+    )
+    console.print(f"decision: [bold]{escape(readout.horizon())}[/]")
+
+
+def readout_findings(readout: Readout) -> list[str]:
+    """Return what in the readout needs a look before anyone acts on it (empty: nothing)."""
+    if readout.srm_mismatch:
+        return [
+            "sample-ratio mismatch: the arms are not the sizes the assignment rule gives, so "
+            "their comparison cannot be trusted; check the assignment and the event feed"
+        ]
+    return []
+
+
+def _audience_text(record: CampaignRecord) -> str:
+    """Return a campaign's audience in a few words."""
+    audience = record.campaign.audience.model_dump()
+    source = audience["source"]
+    if source == "model":
+        cut = (
+            f"top {audience['top_share']:.0%}"
+            if audience.get("top_share") is not None
+            else f"deciles {audience['deciles']}"
+        )
+        return f"{audience['model']} {cut}"
+    if source == "value_demand":
+        return f"value {audience['value_tiers']} x demand {audience['demand_groups']}"
+    return str(source)
+
+
+def print_campaigns(records: list[CampaignRecord]) -> None:
+    """Print every campaign: stage, version, priority, channel, audience, last change."""
+    if not records:
+        console.print("no campaigns yet; declare one with `fusion campaign create FILE`")
+        return
+    table = Table(title="Campaigns")
+    for column in ("campaign", "stage", "v", "priority", "channel", "audience", "updated"):
+        table.add_column(column)
+    for record in records:
+        campaign = record.campaign
+        table.add_row(
+            escape(record.campaign_id),
+            record.stage,
+            str(record.version),
+            str(campaign.priority),
+            campaign.channel.kind,
+            escape(_audience_text(record)),
+            f"{record.updated_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+def print_campaign(record: CampaignRecord, history: list[Promotion]) -> None:
+    """Print a campaign's stored declaration, its stage and its promotions with their checks."""
+    console.print(
+        f"campaign [bold]{escape(record.campaign_id)}[/]: stage [bold]{record.stage}[/], "
+        f"version {record.version}; declared by {escape(record.created_by)} "
+        f"{record.created_at:%Y-%m-%d %H:%M}, changed {record.updated_at:%Y-%m-%d %H:%M}"
+    )
+    console.print_json(data=record.campaign.model_dump(mode="json"))
+    if not history:
+        console.print("no promotion yet (a draft)")
+        return
+    console.print("stage history:")
+    for step in history:
+        console.print(
+            f"  {step.promoted_at:%Y-%m-%d %H:%M} {escape(step.actor)}: {step.from_stage} -> "
+            f"[bold]{step.to_stage}[/]"
+        )
+        for name, check in step.checks.items():
+            passed = isinstance(check, dict) and check.get("passed")
+            detail = check.get("detail", "") if isinstance(check, dict) else str(check)
+            mark = "[green]ok[/]" if passed else "[red]failed[/]"
+            console.print(f"    {mark} {escape(str(name))}: {escape(str(detail))}")

@@ -9,12 +9,19 @@ import typer
 
 from contracts.schemas import MatchMode
 from labs.cli.options import ModeOption
-from labs.cli.render import print_lists, print_match, print_training, print_world
+from labs.cli.render import (
+    print_lists,
+    print_match,
+    print_readout,
+    print_training,
+    print_world,
+)
 from labs.cli.terminal import console, err_console, exits_on_error, stage_progress
 from labs.world import WorldConfig, generate_world
 
 if TYPE_CHECKING:
     from labs.demo import DemoSummary
+    from labs.demo_campaigns import DemoCampaigns
 
 __all__ = ["bench", "demo", "world"]
 
@@ -78,6 +85,8 @@ def _print_demo(summary: DemoSummary) -> None:
     )
     print_training(summary.training)
     print_lists(summary.lists, summary.folder.lists)
+    if summary.campaigns is not None:
+        _print_campaigns(summary.campaigns)
     console.print(
         f"match and app-penetration report (cells under k=10 suppressed): {bank.match_report}"
     )
@@ -118,3 +127,21 @@ def bench(
             measured = f"{f.value:,.2f} {f.unit}" + (f", {f.ratio:.2f}x" if f.ratio else "")
             err_console.print(f"[red]target missed:[/] {f.name} {f.target}: {measured}")
         raise typer.Exit(code=1)
+
+
+def _print_campaigns(ran: DemoCampaigns) -> None:
+    """Print the demo campaigns' stage log, each readout, and the world's truth beside it."""
+    for line in ran.log:
+        console.print(f"  {line}", soft_wrap=True)
+    for name, result in ran.readouts.items():
+        print_readout(result)
+        truth = ran.truth[name]
+        measured = result.readout.comparison
+        ratio = "n/a" if measured is None else f"{measured.ratio:.2f}x"
+        gained = result.readout.incremental.successes
+        console.print(
+            f"  world's truth for {name}: treated/control {truth.true_ratio:.2f}x (measured "
+            f"{ratio}); incremental successes {truth.true_incremental:,.1f} (measured "
+            f"{'withheld' if gained is None else f'{gained:,.1f}'})",
+            soft_wrap=True,
+        )

@@ -27,6 +27,7 @@ The modules, in the order a world is drawn:
     vendor     the vendor's users and their app and tag lists, written chunk by chunk
     truth      the ground-truth frames
     generate   `generate_world`: the streams, the order of the draws, the files and the summary
+    execution  a campaign executed: funnel events drawn from the true propensities and uplift
     config, files, errors   the config and summary, the file layout, `WorldError`
 """
 

@@ -1,5 +1,5 @@
-"""Roles x routes on a real server; scoring, lists, outcomes, metrics, revocation, body caps;
-every request audited."""
+"""Roles x routes on a real server (campaign routes and the marketer role included); scoring,
+lists, outcomes, metrics, revocation, body caps; every request audited."""
 
 from __future__ import annotations
 
@@ -20,7 +20,21 @@ from matcher.identity import normalize_phones
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, bearer
 
-ROLES = ("vendor", "analyst", "head_office", "campaign_tool", "admin")
+ROLES = ("vendor", "analyst", "head_office", "campaign_tool", "marketer", "admin")
+MATRIX_CAMPAIGN = "matrix-campaign"
+
+
+@pytest.fixture(scope="module")
+def marketer_token(served: ServedRun) -> str:
+    """A marketer token, made while the service runs (the served run's tokens predate the role)."""
+    issued = create_token(served.service.cursor(), role="marketer", now=NOW, label="matrix")
+
+    def accepted() -> bool:
+        answer = httpx.get(f"{served.url}/v1/campaigns", headers=bearer(issued.secret))
+        return answer.status_code == 200
+
+    eventually(accepted, timeout=10, interval=0.1, what="the marketer token picked up")
+    return issued.secret
 
 
 def _known_ids(served: ServedRun, n: int = 5) -> list[int]:
@@ -61,11 +75,46 @@ def _routes(served: ServedRun) -> list[tuple[str, str, dict, set[str]]]:
             {"analyst", "head_office", "admin"},
         ),
         ("DELETE", "/v1/tokens/0000000000000000", {}, {"admin"}),  # admin: 404, no such token
+        *_campaign_routes(known[0]),
     ]
 
 
-def test_every_role_reaches_its_routes_and_gets_403_elsewhere(served: ServedRun):
-    tokens = {role: getattr(served.tokens, role) for role in ROLES}
+def _campaign_routes(customer_id: int) -> list[tuple[str, str, dict, set[str]]]:
+    """The campaign routes: declared first, so the reads find the campaign; writes to a
+    campaign that does not exist get 404 (past the role check), a draft's readout 409."""
+    declaration = {
+        "name": MATRIX_CAMPAIGN,
+        "priority": 5,
+        "objective": {"value": 10.0},
+        "audience": {"source": "model", "model": "acquisition", "deciles": [1]},
+        "channel": {"kind": "sms", "capacity_per_branch_per_day": 100},
+        "stages": {
+            "whitelist": [customer_id],
+            "ab": {"baseline_rate": 0.05, "minimum_detectable_effect": 0.02},
+        },
+    }
+    marketers = {"marketer", "admin"}
+    head_office = {"marketer", "admin", "head_office"}
+    name, nobody = f"/v1/campaigns/{MATRIX_CAMPAIGN}", "/v1/campaigns/matrix-nobody"
+    plan = {"campaigns": ["matrix-nobody"], "window_start": "2028-01-03"}
+    return [
+        ("POST", "/v1/campaigns", {"json": declaration}, marketers),
+        ("GET", "/v1/campaigns", {}, head_office),
+        ("GET", name, {}, head_office),
+        ("POST", "/v1/campaigns/plan", {"json": plan}, marketers),
+        ("POST", f"{nobody}/promote", {"json": {"to_stage": "whitelist"}}, marketers),
+        ("POST", f"{nobody}/close", {}, marketers),
+        ("POST", f"{nobody}/deliveries", {}, marketers),
+        ("GET", f"{name}/deliveries", {}, {"campaign_tool", "marketer", "admin"}),
+        ("GET", f"{name}/deliveries/1?branch_id=B001", {}, {"campaign_tool", "admin"}),
+        ("GET", f"{name}/readout", {}, {"marketer", "admin", "analyst", "head_office"}),
+    ]
+
+
+def test_every_role_reaches_its_routes_and_gets_403_elsewhere(
+    served: ServedRun, marketer_token: str
+):
+    tokens = {role: getattr(served.tokens, role, marketer_token) for role in ROLES}
     with httpx.Client(base_url=served.url, timeout=60) as client:
         for method, path, kwargs, allowed in _routes(served):
             for role, token in tokens.items():
@@ -212,8 +261,10 @@ def test_a_retried_outcomes_post_records_once(served: ServedRun):
                 )
             )
         assert sorted(a.json()["recorded"] for a in answers) == [0, 0, 0, 2]
+        # fetchall: a result read with fetchone keeps this cursor's transaction open, and
+        # DuckDB then refuses the next stage change of a campaign as a write conflict.
         count = cur.execute("SELECT count(*) FROM outcomes WHERE campaign_id = 'retry-race'")
-        assert count.fetchone() == (2,)
+        assert count.fetchall() == [(2,)]
 
         # A correction is a new report and is recorded, a reverting one too: the newest wins.
         corrected = {**body, "outcomes": [{**body["outcomes"][0], "responded": False}]}
@@ -322,7 +373,7 @@ def test_an_admin_revokes_a_token_and_its_next_request_gets_401(served: ServedRu
     row = served.service.cursor().execute(
         "SELECT revoked_at IS NOT NULL FROM api_tokens WHERE token_id = ?", [token_id]
     )
-    assert row.fetchone() == (True,)
+    assert row.fetchall() == [(True,)]
     audited = _audited(served, "DELETE /v1/tokens/{token_id}", f"revoke {token_id}", rows=2)
     assert [status for _, status in audited] == ["204", "404"]
 

@@ -1,0 +1,41 @@
+"""Campaigns: declare -> screen -> arbitrate -> assign (with a hold-out) -> stage -> deliver ->
+outcome events -> readout.
+
+Modules, in the order a campaign meets them:
+
+    declaration   the typed declaration (TOML or JSON) and its validation
+    book          campaigns in the store: create, read, stage and its history
+    audience      a declaration's audience resolved to candidate customers
+    screening     suppression lists, complaints, frequency cap, cooling off, holders
+    arbitration   one campaign per customer per window; channel capacity per branch and day
+    assignment    stage entrants and the treatment/control arm, keyed by the campaign's salt
+    planning      one plan: the steps above over whole columns, written in one transaction
+    stages        promotion through whitelist -> pilot -> ab -> full -> closed, gate by gate
+    delivery      versioned per-channel, per-branch files of the treatment arm
+    outcomes      funnel events in, checked row by row
+    statistics    power and sample size, sample-ratio mismatch, two-proportion comparisons
+    readout       every arm against its control, by branch, decile and segment
+
+Frames passed between the steps (polars; one row per campaign x customer):
+
+    candidates    campaign_id str, customer_id i64, branch_id str, decile i8 (score decile of
+                  the stratum, 1 = best; null when no score), expected_uplift f64
+    screened      the same columns
+    arbitrated    + expected_value f64 (expected_uplift x value - cost per contact)
+    assigned      + stratum str, arm str ("treatment" | "control")
+"""
+
+__all__ = [
+    "arbitration",
+    "assignment",
+    "audience",
+    "book",
+    "declaration",
+    "delivery",
+    "outcomes",
+    "planning",
+    "readout",
+    "screening",
+    "stages",
+    "statistics",
+]
