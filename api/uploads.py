@@ -142,7 +142,7 @@ class Uploads:
 
         `vendor_id` None (an admin) means any vendor's upload.
         """
-        row = (
+        rows = (
             self._cursor()
             .execute(
                 "SELECT status FROM uploads WHERE claimed_batch_id = ? "
@@ -150,9 +150,9 @@ class Uploads:
                 "ORDER BY received_at DESC, judged_at DESC LIMIT 1",
                 [batch_id, vendor_id, vendor_id],
             )
-            .fetchone()
+            .fetchall()  # read to the end: an unread result keeps its transaction open
         )
-        return str(row[0]) if row else None
+        return str(rows[0][0]) if rows else None
 
     def status_of(self, upload_id: str, vendor_id: str | None) -> tuple[str | None, str] | None:
         """Return (the batch id it claimed, its status) of upload `upload_id`, or None.
@@ -168,16 +168,16 @@ class Uploads:
                 return None
             outcome = upload.outcome if upload.done.is_set() else None
             return upload.claimed_batch_id, outcome.status if outcome else "received"
-        row = (
+        rows = (
             self._cursor()
             .execute(
                 "SELECT claimed_batch_id, status FROM uploads WHERE upload_id = ? "
                 "AND (CAST(? AS VARCHAR) IS NULL OR vendor_id = ?)",
                 [upload_id, vendor_id, vendor_id],
             )
-            .fetchone()
+            .fetchall()
         )
-        return (row[0], str(row[1])) if row else None
+        return (rows[0][0], str(rows[0][1])) if rows else None
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Return once every queued upload is ingested (tests and shutdown), or False on timeout."""

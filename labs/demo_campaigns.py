@@ -8,8 +8,8 @@ Both are declared, promoted draft -> whitelist -> pilot -> ab -> full, planned t
 stage (they compete for the customers both audiences hold, and the rescue call wins), delivered,
 executed by the world (`labs.world.execution`: contact ~87% as in the CRM case, responses drawn
 from the world's true propensities and true uplift), read out against their control groups and
-closed. The campaign clock is simulated (one window after another from the snapshot date), so
-the loop runs in seconds and the same seed gives the same files.
+closed. The campaign clock is simulated (a stage's window, then 31 days for its outcomes to come
+in, then the next stage), so the loop runs in seconds and the same seed gives the same files.
 
 Only this module and the world's executor read the world's truth: the readout knows nothing of
 it, and the summary prints the truth beside what was measured.
@@ -41,6 +41,7 @@ from fusion.pipeline.campaigns import (
 from fusion.progress import Progress, report_to
 from labs.world import WorldFiles
 from labs.world.execution import execute_campaign
+from matcher.keyed_hash import hmac_digest
 
 __all__ = ["DEMO_CAMPAIGNS", "CampaignTruth", "DemoCampaigns", "demo_declarations", "run_campaigns"]
 
@@ -48,6 +49,7 @@ DEMO_CAMPAIGNS = ("rescue-call", "food-coupon-sms")
 _ACTOR = "demo-marketer"
 _OBJECTIVES = {"rescue-call": "mobile_banking", "food-coupon-sms": "food_coupon"}
 _MAX_AB_WINDOWS = 3
+_HORIZON = timedelta(days=31)  # from a window's end until its outcomes are all reported
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ def run_campaigns(
     )
     log: list[str] = []
     for campaign in demo_declarations(whitelist):
-        declare_campaign(bank, campaign, actor=_ACTOR, now=_at(start))
+        # A salt from the seed: the same seed draws the same arms (the product draws it at random).
+        salt = hmac_digest(seed.to_bytes(8, "big"), f"demo-campaign|{campaign.name}".encode())
+        declare_campaign(bank, campaign, actor=_ACTOR, now=_at(start), salt=salt)
     names = list(DEMO_CAMPAIGNS)
     day = start
     for stage in ("whitelist", "pilot", "ab", "full"):
@@ -210,10 +214,12 @@ def _run_stage(
         )  # fmt: skip
         window = next(p for p in plans.plans if p.campaign_id == name)
         end = max(end, window.window_end)
-        recorded = record_events(bank.store, events, source="world", now=_at(end + timedelta(1)))
+        # The events come in once the window's outcomes are all in: a success may follow a late
+        # contact by three weeks, and one refused as "in the future" would bias the lift down.
+        recorded = record_events(bank.store, events, source="world", now=_at(end + _HORIZON))
         if recorded.refused.height:
             log.append(f"{day} {name}: {recorded.refused.height} events refused")
-    return end + timedelta(days=1)
+    return end + _HORIZON
 
 
 def _until_planned_size(

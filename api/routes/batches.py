@@ -176,7 +176,7 @@ def _batch_status(
     # outcome seen here is always matched by a visible row below (read after, a batch could show
     # "quarantined" without its row count).
     newest = mine[-1].outcome if mine else None
-    row = (
+    found = (
         service.cursor()
         .execute(
             "SELECT batch_id, vendor_id, status, rows, received_at, finished_at, reasons, report "
@@ -184,8 +184,9 @@ def _batch_status(
             "ORDER BY received_at DESC LIMIT 1",
             [batch_id],
         )
-        .fetchone()
+        .fetchall()  # read to the end: an unread result keeps its transaction open
     )
+    row = found[0] if found else None
     if not admin and row is not None and row[1] != principal.vendor_id:
         # Another vendor's batch, whose id this vendor's upload may merely have claimed (the
         # manifest is read unverified): that upload's own outcome is all it may learn.

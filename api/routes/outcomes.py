@@ -32,7 +32,7 @@ from api.schemas import (
 )
 from api.service import Service
 from api.settings import ApiSettings
-from fusion.campaigns.outcomes import record_events
+from fusion.campaigns.outcomes import EVENT_SCHEMA, record_events
 from fusion.tokens import Principal
 
 __all__ = ["router"]
@@ -84,7 +84,7 @@ def _record_outcomes(
                     "JOIN customers c ON c.customer_id = i.customer_id"
                 ).fetchall()
             }
-            inserted = cur.execute(_INSERT_NEW, [body.campaign_id]).fetchone()
+            inserted = cur.execute(_INSERT_NEW, [body.campaign_id]).fetchall()[0]
     finally:
         cur.unregister("incoming_outcomes")
     unknown = sorted({o.customer_id for o in body.outcomes} - known)
@@ -122,14 +122,7 @@ def _record_events(
             "amount": [e.amount for e in events],
             "event_key": [e.event_key for e in events],
         },
-        schema={
-            "campaign_id": pl.String,
-            "customer_id": pl.Int64,
-            "event": pl.String,
-            "occurred_at": pl.Datetime("us"),
-            "amount": pl.Float64,
-            "event_key": pl.String,
-        },
+        schema=EVENT_SCHEMA,
     )
     # This thread's cursor: the store's own connection belongs to the ingest worker.
     store = service.store.on_cursor(service.cursor())

@@ -145,7 +145,9 @@ def get_campaign(store: Store, campaign_id: str) -> CampaignRecord:
         [campaign_id],
     ).fetchone()
     if row is None:
-        known = [r.campaign_id for r in list_campaigns(store)]
+        known = [
+            r[0] for r in store.execute("SELECT campaign_id FROM campaigns ORDER BY 1").fetchall()
+        ]
         listed = ", ".join(known[:20]) if known else "none yet"
         raise CampaignError(
             f"there is no campaign {campaign_id!r} (known: {listed}); declare it first with "

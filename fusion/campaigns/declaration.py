@@ -71,6 +71,8 @@ CHANNELS = ("call_centre", "sms", "app_push", "email", "branch")
 AUDIENCE_SOURCES = ("model", "value_demand", "usage", "query")
 
 Share = Annotated[float, Field(gt=0, le=1)]
+CustomerId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # the bank's BIGINT customer_id
+TaxonomyId = Annotated[int, Field(ge=0, le=2**31 - 1)]  # the taxonomy's INTEGER ids
 
 
 class _Declared(BaseModel):
@@ -144,11 +146,13 @@ class UsageAudience(_Declared):
     """Matched customers who use any of the given apps, app categories or interest tags."""
 
     source: Literal["usage"]
-    apps: list[int] = Field(default_factory=list, description="app ids of the taxonomy")
+    apps: list[TaxonomyId] = Field(default_factory=list, description="app ids of the taxonomy")
     categories: list[str] = Field(
         default_factory=list, description='category codes of the taxonomy, e.g. ["food"]'
     )
-    tags: list[int] = Field(default_factory=list, description="interest tag ids of the taxonomy")
+    tags: list[TaxonomyId] = Field(
+        default_factory=list, description="interest tag ids of the taxonomy"
+    )
 
     @model_validator(mode="after")
     def _something(self) -> UsageAudience:
@@ -250,7 +254,7 @@ class Guardrails(_Declared):
 class Stages(_Declared):
     """Whitelist -> pilot -> A/B -> full launch, with what each stage needs."""
 
-    whitelist: list[int] = Field(
+    whitelist: list[CustomerId] = Field(
         min_length=1,
         max_length=1000,
         description="customer ids of named test customers (1 to 1000 of them)",

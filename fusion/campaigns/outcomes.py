@@ -39,6 +39,7 @@ from fusion.store import Store
 __all__ = [
     "CONTACT_EVENTS",
     "EVENT_COLUMNS",
+    "EVENT_SCHEMA",
     "OPT_OUT_LIST",
     "REQUIRED_EVENT_COLUMNS",
     "EventsRecorded",
@@ -48,6 +49,17 @@ __all__ = [
 
 REQUIRED_EVENT_COLUMNS = ("campaign_id", "customer_id", "event", "occurred_at")
 EVENT_COLUMNS = (*REQUIRED_EVENT_COLUMNS, "amount", "event_key")
+EVENT_SCHEMA = pl.Schema(
+    [
+        ("campaign_id", pl.String()),
+        ("customer_id", pl.Int64()),
+        ("event", pl.String()),
+        ("occurred_at", pl.Datetime("us")),  # naive UTC
+        ("amount", pl.Float64()),
+        ("event_key", pl.String()),
+    ]
+)
+"""The events `record_events` takes, as a frame: one row per event."""
 # Events only a contact makes: a control customer is never contacted, so never has one.
 CONTACT_EVENTS = ("delivered", "contacted", "reached", "complained", "opted_out")
 OPT_OUT_LIST = "opt-out"

@@ -33,7 +33,7 @@ from fusion.campaigns.audience import AudienceInputs, resolve_audience
 from fusion.campaigns.book import CampaignRecord, campaign_salts, get_campaign
 from fusion.campaigns.declaration import Campaign
 from fusion.campaigns.screening import ScreeningContext, screen
-from fusion.campaigns.statistics import sample_ratio, sample_size
+from fusion.campaigns.statistics import planned_size, sample_ratio
 from fusion.store import Store
 
 __all__ = [
@@ -105,16 +105,9 @@ def stage_quota(campaign: Campaign, stage: str, *, audience: int, assigned: int)
     if stage == "pilot":
         return max(0, round(campaign.stages.pilot_share * audience) - assigned)
     if stage == "ab":
-        ab = campaign.stages.ab
-        planned = sample_size(
-            baseline_rate=ab.baseline_rate,
-            minimum_detectable_effect=ab.minimum_detectable_effect,
-            alpha=ab.alpha,
-            power=ab.power,
-            control_share=campaign.control_share,
-        )
-        # Each stratum treats floor((1 - c) * n): a margin of 1% and 100 keeps both arms at
-        # their planned size after that rounding and the odd customer lost to arbitration.
+        planned = planned_size(campaign)
+        # A margin of 1% and 100 keeps both arms at their planned size after the assignment's
+        # rounding (within one per branch) and the odd customer lost to arbitration.
         return max(0, math.ceil(planned.total * 1.01) + 100 - assigned)
     return None
 

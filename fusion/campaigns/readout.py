@@ -68,8 +68,8 @@ from fusion.campaigns.statistics import (
     SampleSize,
     achieved_power,
     compare,
+    planned_size,
     sample_ratio,
-    sample_size,
 )
 from fusion.reports.campaign import PLOT_FILES, campaign_page
 from fusion.reports.disclosure import DEFAULT_K, Layout, check_k, suppress
@@ -293,7 +293,14 @@ def read_out(
 
     arms_raw = _arm_counts(customers, success)
     # Delivered contacts are events, not customers: they only price the cost, never published.
-    arms = suppress(arms_raw.drop("delivered_contacts"), _arms_layout(customers, success), k=k)
+    # The headline (customers and successes per arm) is withheld last: a funnel step beside it
+    # is withheld first when a small difference between the two must not be derivable.
+    arms = suppress(
+        arms_raw.drop("delivered_contacts"),
+        _arms_layout(customers, success),
+        k=k,
+        keep=("n", success),
+    )
     margin = _margin(arms, success)
     breakdowns = {
         name: _breakdown(customers, column, success, margin, k, level)
@@ -379,14 +386,7 @@ def _planned(campaign: Campaign, planned: SampleSize | tuple[int, int] | None) -
     if isinstance(planned, SampleSize):
         return planned
     if planned is None:
-        ab = campaign.stages.ab
-        return sample_size(
-            baseline_rate=ab.baseline_rate,
-            minimum_detectable_effect=ab.minimum_detectable_effect,
-            alpha=ab.alpha,
-            power=ab.power,
-            control_share=campaign.control_share,
-        )
+        return planned_size(campaign)
     treatment, control = planned
     if min(treatment, control) < 1:
         raise ConfigError(

@@ -26,7 +26,7 @@ from typing import Any
 
 from contracts.errors import CampaignError, GateRefused
 from fusion.campaigns.book import CampaignRecord, get_campaign, set_stage
-from fusion.campaigns.statistics import sample_ratio, sample_size
+from fusion.campaigns.statistics import planned_size, sample_ratio
 from fusion.store import Store
 
 __all__ = ["NEXT_STAGE", "GateCheck", "Promoted", "close_campaign", "gate_checks", "promote"]
@@ -252,14 +252,7 @@ def _sample_ratio(store: Store, record: CampaignRecord, stages: tuple[str, ...])
 
 def _planned_size(store: Store, record: CampaignRecord) -> GateCheck:
     """Return whether pilot + A/B reached the power calculation's size in both arms."""
-    ab = record.campaign.stages.ab
-    planned = sample_size(
-        baseline_rate=ab.baseline_rate,
-        minimum_detectable_effect=ab.minimum_detectable_effect,
-        alpha=ab.alpha,
-        power=ab.power,
-        control_share=record.campaign.control_share,
-    )
+    planned = planned_size(record.campaign)
     row = store.execute(
         "SELECT count(*) FILTER (WHERE arm = 'treatment'), count(*) FILTER (WHERE arm = 'control') "
         "FROM assignments WHERE campaign_id = ? AND stage IN ('pilot', 'ab')",

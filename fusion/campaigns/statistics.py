@@ -32,6 +32,7 @@ from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
 from contracts.errors import ConfigError
+from fusion.campaigns.declaration import Campaign
 from fusion.models.proportions import two_proportion_diff
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "SampleSize",
     "achieved_power",
     "compare",
+    "planned_size",
     "sample_ratio",
     "sample_size",
 ]
@@ -172,6 +174,18 @@ def sample_size(
     treatment = math.ceil(round(nobs, 6))
     control = math.ceil(round(nobs * ratio, 6))
     return SampleSize(treatment, control, treatment + control, effect)
+
+
+def planned_size(campaign: Campaign) -> SampleSize:
+    """Return the A/B test's planned size: the declaration's power calculation."""
+    ab = campaign.stages.ab
+    return sample_size(
+        baseline_rate=ab.baseline_rate,
+        minimum_detectable_effect=ab.minimum_detectable_effect,
+        alpha=ab.alpha,
+        power=ab.power,
+        control_share=campaign.control_share,
+    )
 
 
 def achieved_power(

@@ -24,7 +24,6 @@ from fusion.campaigns.outcomes import EventsRecorded, read_event_file, record_ev
 from fusion.campaigns.planning import PlanResult, plan_campaigns
 from fusion.campaigns.readout import Readout, read_out, write_readout
 from fusion.campaigns.stages import Promoted, close_campaign, promote
-from fusion.campaigns.statistics import sample_size
 from fusion.features import TABLE_FILE
 from fusion.pipeline.bank import Bank
 from fusion.pipeline.feature_tables import features_dir
@@ -79,11 +78,20 @@ def _sandbox(bank: Bank) -> Callable[[str], pl.DataFrame] | None:
 
 
 def declare_campaign(
-    bank: Bank, source: Path | str | Campaign, *, actor: str, now: datetime
+    bank: Bank,
+    source: Path | str | Campaign,
+    *,
+    actor: str,
+    now: datetime,
+    salt: bytes | None = None,
 ) -> tuple[CampaignRecord, bool]:
-    """Return the stored campaign declared by a TOML/JSON file or text, and whether it changed."""
+    """Return the stored campaign declared by a TOML/JSON file or text, and whether it changed.
+
+    `salt` keys a new campaign's assignment: random unless given (a simulation pins it so that
+    the same seed draws the same arms).
+    """
     campaign = source if isinstance(source, Campaign) else load_declaration(source)
-    return create_campaign(bank.store, campaign, actor=actor, now=now)
+    return create_campaign(bank.store, campaign, actor=actor, now=now, salt=salt)
 
 
 def plan_window(
@@ -155,14 +163,6 @@ def campaign_readout(
         "WHERE campaign_id = ?",
         [name],
     ).pl()
-    ab = record.campaign.stages.ab
-    planned = sample_size(
-        baseline_rate=ab.baseline_rate,
-        minimum_detectable_effect=ab.minimum_detectable_effect,
-        alpha=ab.alpha,
-        power=ab.power,
-        control_share=record.campaign.control_share,
-    )
-    readout = read_out(record.campaign, assignments, events, planned=planned, k=k)
+    readout = read_out(record.campaign, assignments, events, k=k)
     target = out_dir or bank.folder.reports / "campaigns" / name
     return CampaignReadout(readout, write_readout(readout, target))

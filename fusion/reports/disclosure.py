@@ -88,6 +88,7 @@ def suppress(
     k: int,
     margin: pl.DataFrame | None = None,
     withheld: Collection[str] = (),
+    keep: Collection[str] = (),
 ) -> pl.DataFrame:
     """Return `frame` with every cell that could expose < k customers null, and which ones.
 
@@ -100,6 +101,8 @@ def suppress(
         margin: the published one-row total of the same counts over all of `frame`'s rows (the
             overall table); each of its published cells adds a column identity.
         withheld: counts another table withholds; withheld here in every row.
+        keep: counts to publish whenever another cell can be withheld instead (a table's
+            headline, e.g. a readout's successes): secondary suppression takes them last.
 
     Returns:
         `frame` with withheld cells null, then `suppressed_cells` (the row's withheld columns,
@@ -130,7 +133,10 @@ def suppress(
             for name in layout.counts
             if name in margin.columns and margin[name].is_not_null().all()
         ]
-    hidden = withhold(values, identities, k=k, hidden=hidden)
+    kept = np.zeros(values.size, dtype=bool)
+    for name in keep:
+        kept[cell(name, 0) : cell(name, 0) + n] = True
+    hidden = withhold(values, identities, k=k, hidden=hidden, keep=kept)
 
     masks = {name: hidden[cell(name, 0) : cell(name, 0) + n] for name in layout.counts}
     for name, inputs in layout.derived:
@@ -192,7 +198,12 @@ def guard_public_cells(
 
 
 def withhold(
-    values: _Cells, identities: Sequence[Identity], *, k: int, hidden: _Cells | None = None
+    values: _Cells,
+    identities: Sequence[Identity],
+    *,
+    k: int,
+    hidden: _Cells | None = None,
+    keep: _Cells | None = None,
 ) -> _Mask:
     """Return which flat cells to withhold: primary, then secondary until nothing changes.
 
@@ -202,24 +213,28 @@ def withhold(
         k: the smallest number of customers a published number may describe.
         hidden: cells withheld whatever their value (never-published differences, cells another
             table withholds).
+        keep: cells secondary suppression withholds only when no other cell will do (primary
+            suppression still withholds them when they are under k).
     """
     mask = values < k
     if hidden is not None:
         mask |= hidden
     rules = list(identities)
+    kept = np.zeros(values.size, dtype=bool) if keep is None else keep
     # Each pass withholds at least one more cell or stops, so the loop ends.
-    while _withhold_exposed_sums(values, mask, rules, k) or _withhold_determined(
-        values, mask, rules, k
+    while _withhold_exposed_sums(values, mask, rules, k, kept) or _withhold_determined(
+        values, mask, rules, k, kept
     ):
         pass
     return mask
 
 
 def _withhold_exposed_sums(
-    values: _Cells, hidden: _Cells, identities: list[Identity], k: int
+    values: _Cells, hidden: _Cells, identities: list[Identity], k: int, kept: _Cells
 ) -> bool:
-    """Withhold the smallest published part wherever a published total exposes withheld parts
-    summing to under k (total - published parts = their sum); return whether any was."""
+    """Withhold the smallest published part (or, sparing kept cells, the total) wherever a
+    published total exposes withheld parts summing to under k (total - published parts = their
+    sum); return whether any was."""
     changed = False
     for total, parts in identities:
         if total is not None and hidden[total]:
@@ -228,13 +243,16 @@ def _withhold_exposed_sums(
         if withheld and values[withheld].sum() < k:
             shown = [p for p in parts if not hidden[p]]
             if shown:  # else the total equals their sum, is under k and already withheld
-                hidden[min(shown, key=lambda p: (values[p], p))] = True
+                # Withholding the total would do as well: it is a candidate, after every part
+                # unless a part is to be kept (a part is never larger than its total).
+                choices = shown if total is None else [*shown, total]
+                hidden[min(choices, key=lambda p: (kept[p], values[p], p not in parts, p))] = True
                 changed = True
     return changed
 
 
 def _withhold_determined(
-    values: _Cells, hidden: _Cells, identities: list[Identity], k: int
+    values: _Cells, hidden: _Cells, identities: list[Identity], k: int, kept: _Cells
 ) -> bool:
     """Withhold one more cell if the identities pin down a small withheld group exactly.
 
@@ -250,7 +268,7 @@ def _withhold_determined(
     reach = _reach(group, hidden, identities)
     candidates = sorted(
         {c for identity in identities if set(_cells(identity)) & reach for c in _cells(identity)},
-        key=lambda c: (values[c], c),
+        key=lambda c: (kept[c], values[c], c),
     )
     candidates = [c for c in candidates if not hidden[c]]
     if not candidates:

@@ -47,19 +47,29 @@ def demo(
     customers: Annotated[int, typer.Option(min=100)] = 100_000,
     seed: Annotated[int, typer.Option()] = 7,
     mode: ModeOption = MatchMode.SALTED,
+    campaigns: Annotated[
+        bool,
+        typer.Option(
+            "--campaigns/--no-campaigns",
+            help="Run the two demo campaigns through every stage to their readouts.",
+        ),
+    ] = True,
 ) -> None:
     """Run everything that exists end to end on a synthetic world and print a summary.
 
     world -> bank and vendor keyrings -> vendor pack (normalise, keyed hash or OPRF seal, seal
     the batch) -> bank ingest (verify, open, contract, load into the encrypted store) -> match
     (salted join, or OPRF request -> vendor answer -> open matched rows) -> features -> train
-    (acquisition, rescue, uplift) -> score -> target lists per branch -> HTML reports.
+    (acquisition, rescue, uplift) -> score -> target lists per branch -> HTML reports -> two
+    campaigns through every stage (simulated clock) to their readouts against control.
     Re-running starts from a clean run.
     """
     from labs.demo import run_demo
 
     with stage_progress("demo") as progress:
-        summary = run_demo(out, customers=customers, seed=seed, mode=mode, progress=progress)
+        summary = run_demo(
+            out, customers=customers, seed=seed, mode=mode, progress=progress, campaigns=campaigns
+        )
     _print_demo(summary)
 
 

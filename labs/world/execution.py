@@ -19,9 +19,14 @@ The funnel, per treatment customer (one uniform per step, every draw over whole 
                  organic one on a day of the window [start, start + window_days)
 
 Control customers are never delivered or contacted: they only succeed organically, with
-p_control, on a day of the window. A success is a `responded` event (for a share
-`response_given_success` of them) and a `converted` event up to two days later, with an
-amount. Assignment therefore raises a customer's success probability from p_control to
+p_control, on a day of the window. The success is the objective's own event: for
+mobile_banking a `converted` (the account opened, with the first month's balance), preceded by a
+`responded`, and a few customers respond without ever opening (`interest_rate` of the reached,
+`organic_interest` of the others); for
+food_coupon a `responded` (the coupon used), and most responders (`order_rate`) also place an
+order, a `converted` event with its amount up to two days later. So responders and converters
+are never the same set, as in a real funnel. Assignment therefore raises a customer's success
+probability from p_control to
 
     p_control + contact_rate * reach_rate * (p_treatment - p_control)
 
@@ -50,18 +55,11 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from fusion.campaigns.outcomes import EVENT_SCHEMA
 from labs.world.errors import WorldError
 
-__all__ = ["EVENT_SCHEMA", "TRUE_EFFECT_SCHEMA", "ExecutionConfig", "execute_campaign"]
+__all__ = ["TRUE_EFFECT_SCHEMA", "ExecutionConfig", "execute_campaign"]
 
-EVENT_SCHEMA = {
-    "campaign_id": pl.String,
-    "customer_id": pl.Int64,
-    "event": pl.String,
-    "occurred_at": pl.Datetime("us"),
-    "amount": pl.Float64,
-    "event_key": pl.String,
-}
 TRUE_EFFECT_SCHEMA = {
     "customer_id": pl.Int64,
     "arm": pl.String,
@@ -96,7 +94,9 @@ class ExecutionConfig:
     reach_rate: float = 0.80  # reached | contacted
     complaint_rate: float = 0.004  # | contacted
     opt_out_rate: float = 0.006  # | contacted
-    response_given_success: float = 1.0  # successes that also send `responded`
+    interest_rate: float = 0.03  # mobile_banking: reached, responds, never opens
+    organic_interest: float = 0.005  # mobile_banking: the same, unprompted (e.g. an app banner)
+    order_rate: float = 0.85  # food_coupon: responders who also order (converted)
     contact_delay_days: int = 2  # contacted 0..this many days after delivery
     success_delay_days: tuple[int, int] = (1, 20)  # a reached success, days after the reach
     window_days: int = 28  # organic successes fall on a day of [start, start + window_days)
@@ -114,7 +114,9 @@ class ExecutionConfig:
             "reach_rate",
             "complaint_rate",
             "opt_out_rate",
-            "response_given_success",
+            "interest_rate",
+            "organic_interest",
+            "order_rate",
             "organic_share",
             "success_cap",
         ):
@@ -300,8 +302,16 @@ def _funnel(
         reached=reached,
         complained=contacted & (u[2] < config.complaint_rate),
         opted_out=contacted & (u[3] < config.opt_out_rate),
-        responded=success & (u[5] < config.response_given_success),
-        converted=success,
+        responded=success
+        | (
+            (p_reached > 0)
+            & (u[5] < np.where(reached, config.interest_rate, config.organic_interest))
+        )
+        if objective == "mobile_banking"
+        else success,
+        converted=success
+        if objective == "mobile_banking"
+        else success & (u[5] < config.order_rate),
         delivered_at=delivered_at,
         contacted_at=contacted_at,
         reached_at=reached_at,
@@ -344,5 +354,5 @@ def _events(customer_id: I64, funnel: _Funnel, campaign_id: str) -> pl.DataFrame
             "amount",
             pl.lit(None, dtype=pl.String).alias("event_key"),
         )
-        .cast(EVENT_SCHEMA)  # type: ignore[arg-type]
+        .cast(EVENT_SCHEMA)
     )

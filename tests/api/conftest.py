@@ -18,7 +18,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`fusion demo` on a 6k world, then `fusion publish`: the folder the service serves."""
     run = tmp_path_factory.mktemp("api") / "run"
     runner = CliRunner()
-    result = runner.invoke(cli, ["demo", "--out", str(run), "--customers", "6000", "--seed", "4"])
+    result = runner.invoke(
+        cli, ["demo", "--out", str(run), "--customers", "6000", "--seed", "4", "--no-campaigns"]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["publish", "--run", str(run)])
     assert result.exit_code == 0, result.output

@@ -535,15 +535,15 @@ def test_a_refused_file_found_in_the_inbox_at_start_points_to_its_ledger_row(
         row = (
             fresh.service.cursor()
             .execute("SELECT status, ledger_id FROM uploads WHERE upload_id = ?", [upload_id])
-            .fetchone()
+            .fetchall()
         )
-        assert row == ("refused", f"refused:{digest}")
+        assert row == [("refused", f"refused:{digest}")]
         ledger = (
             fresh.service.cursor()
             .execute("SELECT status FROM batches WHERE batch_id = ?", [f"refused:{digest}"])
-            .fetchone()
+            .fetchall()
         )
-        assert ledger == ("refused",)
+        assert ledger == [("refused",)]
 
 
 def test_a_sealed_batch_left_in_the_inbox_loads_when_the_service_starts(

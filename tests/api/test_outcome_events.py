@@ -11,6 +11,7 @@ import httpx
 import polars as pl
 import pytest
 
+from tests.support.campaign_banks import declaration
 from tests.support.server import ServedRun, bearer, settings_changed
 
 CAMPAIGN = "events-2026q4"
@@ -24,9 +25,10 @@ def arms(served: ServedRun) -> dict[str, list[int]]:
     known = scores["customer_id"].head(8).to_list()
     cur = served.service.cursor()
     now = datetime(2026, 9, 1)
+    declared = declaration(CAMPAIGN).canonical_json()
     cur.execute(
-        "INSERT INTO campaigns VALUES (?, 1, '{}', ?, 'ab', ?, 'test', ?)",
-        [CAMPAIGN, b"\x00" * 32, now, now],
+        "INSERT INTO campaigns VALUES (?, 1, ?, ?, 'ab', ?, 'test', ?)",
+        [CAMPAIGN, declared, b"\x00" * 32, now, now],
     )
     for index, customer in enumerate(known):
         arm = "treatment" if index < 4 else "control"
@@ -117,7 +119,7 @@ def test_a_resent_or_racing_request_records_once(served: ServedRun, arms: dict[s
         "'responded')",
         [customer],
     )
-    assert count.fetchone() == (2,)
+    assert count.fetchall() == [(2,)]
 
 
 @pytest.mark.parametrize("role", ["vendor", "analyst", "head_office"])

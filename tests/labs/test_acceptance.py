@@ -24,11 +24,11 @@ def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
     args = ["demo", "--out", str(run), "--customers", "100000", "--seed", "7"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return json.loads((run / "demo-summary.json").read_text())["models"]
+    return json.loads((run / "demo-summary.json").read_text())
 
 
 def test_fused_acquisition_beats_in_bank_by_four_points(summary: dict):
-    acquisition = summary["acquisition"]
+    acquisition = summary["models"]["acquisition"]
     assert 0.78 <= acquisition["in_bank"]["auc"] <= 0.86
     assert acquisition["fused"]["auc"] >= acquisition["in_bank"]["auc"] + 0.04
     # Stable pruning cut the in-bank model down, as the real case cut 71 variables to 40.
@@ -36,7 +36,7 @@ def test_fused_acquisition_beats_in_bank_by_four_points(summary: dict):
 
 
 def test_rescued_list_answers_three_times_the_random_control(summary: dict):
-    rescue = summary["rescue"]
+    rescue = summary["models"]["rescue"]
     assert rescue["ratio"] >= 3.0
     low, high = rescue["ratio_ci"]
     assert 1.0 < low < rescue["ratio"] < high  # the 95% CI excludes "no better than random"
@@ -48,9 +48,36 @@ def test_rescued_list_answers_three_times_the_random_control(summary: dict):
 
 
 def test_uplift_targeting_buys_more_incremental_conversions_than_response(summary: dict):
-    uplift = summary["uplift"]
+    uplift = summary["models"]["uplift"]
     assert uplift["incremental_ratio"] >= 1.2
     best = uplift["learners"][uplift["best"]]
     assert best["correlation_with_true_uplift"] is not None
     assert best["correlation_with_true_uplift"] > 0.2
     assert best["qini"] > 0
+
+
+def test_both_campaigns_ran_every_stage_and_their_readouts_meet_the_truth(summary: dict):
+    campaigns = summary["campaigns"]
+    log = "\n".join(campaigns["log"])
+    for name in ("rescue-call", "food-coupon-sms"):
+        for step in ("draft -> whitelist", "whitelist -> pilot", "pilot -> ab", "ab -> full"):
+            assert f"{name}: {step}" in log
+        assert f"{name}: closed" in log
+        readout, truth = campaigns[name]["readout"], campaigns[name]["truth"]
+        assert readout["status"] == "decided" and readout["decision"] == "significant"
+        assert readout["sample_ratio"]["mismatch"] is False
+        comparison = readout["comparison"]
+        # The measured lift's 95% interval holds the world's true lift.
+        assert comparison["diff_ci_low"] <= truth["true_lift"] <= comparison["diff_ci_high"]
+    # The rescue call: reached customers open several times as often as the control.
+    rescue = campaigns["rescue-call"]
+    assert rescue["readout"]["comparison"]["ratio"] >= 2.5
+    assert rescue["truth"]["true_ratio"] >= 2.5
+    # The coupon: incremental responses within their interval of the truth.
+    coupon = campaigns["food-coupon-sms"]["readout"]["incremental"]
+    true_incremental = campaigns["food-coupon-sms"]["truth"]["true_incremental"]
+    assert coupon["successes_low"] <= true_incremental <= coupon["successes_high"]
+    # No customer id in the readouts the demo wrote.
+    for name in ("rescue-call", "food-coupon-sms"):
+        page = Path(campaigns[name]["files"]["html"]).read_text()
+        assert "customer_id" not in page and "10000000" not in page

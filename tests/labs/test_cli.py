@@ -27,7 +27,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     run = tmp_path_factory.mktemp("cli") / "run"
-    result = runner.invoke(app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5"])
+    result = runner.invoke(
+        app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5", "--no-campaigns"]
+    )
     assert result.exit_code == 0, result.output
     return run, result.output
 
@@ -269,7 +271,19 @@ def test_oprf_match_on_a_local_cluster_opens_the_true_intersection(
 def test_demo_runs_in_oprf_mode(tmp_path: Path):
     run = tmp_path / "run"
     result = runner.invoke(
-        app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5", "--mode", "oprf"]
+        app,
+        [
+            "demo",
+            "--out",
+            str(run),
+            "--customers",
+            "3000",
+            "--seed",
+            "5",
+            "--mode",
+            "oprf",
+            "--no-campaigns",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "demo-summary.json").read_text())

@@ -255,7 +255,9 @@ def _tamper(story: Story) -> None:
 def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     tmp = tmp_path_factory.mktemp("cli-campaigns")
     run = tmp / "run"
-    demo = runner.invoke(app, ["demo", "--out", str(run), "--customers", "6000", "--seed", "4"])
+    demo = runner.invoke(
+        app, ["demo", "--out", str(run), "--customers", "6000", "--seed", "4", "--no-campaigns"]
+    )
     assert demo.exit_code == 0, demo.output
     features = next((run / "features").glob("*/features.parquet"))
     ids = pl.read_parquet(features, columns=["customer_id"])["customer_id"].sort().to_list()

@@ -17,7 +17,12 @@ import polars as pl
 import pytest
 
 from contracts.errors import ConfigError
-from fusion.campaigns.outcomes import EventsRecorded, read_event_file, record_events
+from fusion.campaigns.outcomes import (
+    EVENT_SCHEMA,
+    EventsRecorded,
+    read_event_file,
+    record_events,
+)
 from fusion.store import Store, StoreConfig
 from tests.support.stores import store_config
 
@@ -26,14 +31,7 @@ NOW = datetime(2026, 10, 2, 9, 0)
 TREATMENT = (1, 2, 3, 4)
 CONTROL = (5, 6, 7, 8)
 UNASSIGNED = (9, 10)  # customers of the bank in no campaign
-SCHEMA = {
-    "campaign_id": pl.String,
-    "customer_id": pl.Int64,
-    "event": pl.String,
-    "occurred_at": pl.Datetime("us"),
-    "amount": pl.Float64,
-    "event_key": pl.String,
-}
+SCHEMA = EVENT_SCHEMA
 
 
 def seed(store: Store) -> None:

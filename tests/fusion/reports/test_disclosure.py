@@ -19,6 +19,7 @@ from fusion.reports.disclosure import (
     rate_withheld,
     suppress,
     suppress_grid,
+    withhold,
 )
 from tests.support.coverage import COUNTS, Cell, Identities, audit, audit_coverage
 
@@ -131,3 +132,15 @@ def test_a_denominator_public_elsewhere_cannot_be_the_only_protection():
     # Withheld upstream too: the denominator is secret everywhere, nothing more to hide.
     withheld = ["registered_matched"]
     assert guard_public_cells(table, DENOMINATOR_GUARDS, withheld=withheld).equals(table)
+
+
+def test_kept_cells_are_withheld_last():
+    # responded = converted + (responded - converted), the difference never published and 8 < k:
+    # one of the two published cells must go; the kept one (the headline) stays.
+    values = np.array([25, 17, 8])
+    identities = [(0, (1, 2))]
+    hidden = np.array([False, False, True])
+    plain = withhold(values, identities, k=10, hidden=hidden.copy())
+    assert plain.tolist() == [False, True, True]
+    kept = withhold(values, identities, k=10, hidden=hidden.copy(), keep=np.array([0, 1, 0]) > 0)
+    assert kept.tolist() == [True, False, True]
