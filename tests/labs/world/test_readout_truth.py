@@ -20,9 +20,9 @@ START = date(2026, 10, 1)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A 30k world: its unregistered customers (id, branch) and its truth."""
+    """A 16k world: its unregistered customers (id, branch) and its truth."""
     out = tmp_path_factory.mktemp("world")
-    generate_world(WorldConfig(customers=30_000, seed=21), out)
+    generate_world(WorldConfig(customers=16_000, seed=21), out)
     files = load_world(out)
     truth = pl.read_parquet(files.propensity)
     customers = (
