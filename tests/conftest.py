@@ -18,7 +18,6 @@ HEAVY_FIRST = (
     "tests/labs/test_acceptance.py",
     "tests/labs/test_cli.py",
     "tests/api/",
-    "tests/labs/test_cli_campaigns.py",
     "tests/labs/world/test_readout_truth.py",
     "tests/fusion/test_distributed_training.py",
     "tests/fusion/reports/test_models.py",

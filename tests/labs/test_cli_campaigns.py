@@ -1,8 +1,10 @@
-"""`fusion campaign ...` end to end on a demo run: declare, plan two overlapping campaigns, every
+"""`fusion campaign ...` end to end on a run folder: declare, plan two overlapping campaigns, every
 refused promotion with its gate, deliveries, outcome events, the readout, list, show, close.
 
-One module fixture runs the demo and then the whole story through CliRunner, keeping every
-command's result; each test reads the part of the story it checks. The campaigns are named
+One module fixture makes a run folder as `fusion score` leaves it (a store of 6,000 customers,
+their feature snapshot and score files drawn from a seed: no model is trained, the planner reads
+the same files either way) and runs the whole story through CliRunner, keeping every command's
+result; each test reads the part of the story it checks. The campaigns are named
 cli-rescue and cli-coupon (the demo runs its own rescue-call and food-coupon-sms).
 """
 
@@ -25,8 +27,7 @@ from typer.testing import CliRunner
 from fusion.pipeline.bank import Bank, open_bank
 from fusion.runfolder import RunFolder
 from labs.cli import app
-
-pytestmark = pytest.mark.slow  # a demo run (trained and scored models) and the whole loop
+from tests.support.campaign_banks import campaign_bank
 
 runner = CliRunner()
 
@@ -255,10 +256,7 @@ def _tamper(story: Story) -> None:
 def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     tmp = tmp_path_factory.mktemp("cli-campaigns")
     run = tmp / "run"
-    demo = runner.invoke(
-        app, ["demo", "--out", str(run), "--customers", "6000", "--seed", "4", "--no-campaigns"]
-    )
-    assert demo.exit_code == 0, demo.output
+    campaign_bank(run, tmp / "duckdb-extensions", n=6_000)
     features = next((run / "features").glob("*/features.parquet"))
     ids = pl.read_parquet(features, columns=["customer_id"])["customer_id"].sort().to_list()
     # Named test customers away from the demo's own (its first three).
