@@ -46,7 +46,7 @@ __all__ = [
 
 ARMS = ("treatment", "control")
 SHARE_SCALE = 1_000_000
-"""Shares are counted in millionths, so that floors of shares times counts are exact."""
+"""Shares are counted in millionths, so that the sampling steps and capacity bounds are exact."""
 
 _KEYS = ("campaign_id", "customer_id")
 _ARM_HASH = "__assign_arm_hash"
@@ -67,7 +67,8 @@ def treated_units(control_share: float) -> int:
 
 
 def treated_count(n: int, control_share: float) -> int:
-    """Return floor((1 - control_share) x n): the treated rows of a stratum of n rows."""
+    """Return floor((1 - control_share) x n), exactly: the fewest treated rows any run of n rows
+    of one campaign holds (the most is one more)."""
     return treated_units(control_share) * n // SHARE_SCALE
 
 

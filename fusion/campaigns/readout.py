@@ -34,9 +34,10 @@ and returns a `Readout`. What counts:
   given). Without the ab stage in scope, "not judged". `power` is `achieved_power` at the
   declared effect with the A/B arms' sizes.
 - Sample-ratio check: chi-square goodness of fit of the arms in scope against the split the
-  assignment rule gives: each stage x stratum treats floor((1 - c) n) of its n customers, c the
-  stage's control share (the declared `control_share` for pilot and ab, `full_control_share`
-  for full); or against `expected_control_share` when given.
+  assignment rule gives: c x n control customers of each stage's n (to within one: systematic
+  sampling over the strata, `fusion.campaigns.assignment`), c the stage's control share (the
+  declared `control_share` for pilot and ab, `full_control_share` for full); or against
+  `expected_control_share` when given.
 
 Privacy. No customer id leaves this module. Every published count passes
 `fusion.reports.disclosure.suppress` with k (default 10): the arms table (customers per arm and
