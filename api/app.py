@@ -87,6 +87,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             settings.run,
             audit_queue_limit=settings.audit_queue_limit,
             audit_outage_seconds=settings.audit_outage_seconds,
+            quarantine_retention=settings.quarantine_retention,
+            archive_retention=settings.archive_retention,
         )
         app.state.service = service
         try:

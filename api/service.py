@@ -24,6 +24,7 @@ from api.metrics import RequestMetrics
 from api.scoring import CurrentScorer
 from api.uploads import Uploads
 from fusion.pipeline.bank import Bank
+from fusion.retention import Retention
 from fusion.runfolder import RunFolder
 from fusion.store import Store
 from matcher.keyring import Keyring
@@ -53,6 +54,8 @@ class Service:
         clock: Callable[[], datetime] = utc_now,
         audit_queue_limit: int = 10_000,
         audit_outage_seconds: float = 5.0,
+        quarantine_retention: Retention | None = None,
+        archive_retention: Retention | None = None,
     ) -> None:
         self.folder = folder
         self.keyring = keyring
@@ -77,13 +80,25 @@ class Service:
             self.cursor, queue_limit=audit_queue_limit, outage_seconds=audit_outage_seconds
         )
         self.uploads = Uploads(
-            store=store, keyring=keyring, inbox=folder.inbox, cursor=self.cursor, clock=clock
+            store=store,
+            keyring=keyring,
+            inbox=folder.inbox,
+            cursor=self.cursor,
+            clock=clock,
+            quarantine_retention=quarantine_retention,
+            archive_retention=archive_retention,
         )
         self.uploads.resume()
 
     @classmethod
     def start(
-        cls, run: Path, *, audit_queue_limit: int = 10_000, audit_outage_seconds: float = 5.0
+        cls,
+        run: Path,
+        *,
+        audit_queue_limit: int = 10_000,
+        audit_outage_seconds: float = 5.0,
+        quarantine_retention: Retention | None = None,
+        archive_retention: Retention | None = None,
     ) -> Service:
         """Return the service of run folder `run`: the bank's keyring and its store, opened."""
         folder = RunFolder(Path(run))
@@ -97,6 +112,8 @@ class Service:
                 store,
                 audit_queue_limit=audit_queue_limit,
                 audit_outage_seconds=audit_outage_seconds,
+                quarantine_retention=quarantine_retention,
+                archive_retention=archive_retention,
             )
         except BaseException:
             store.close()

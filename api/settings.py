@@ -12,7 +12,9 @@ from pathlib import Path
 
 from api.schemas import MAX_OUTCOMES, MAX_SCORE_IDS
 from contracts.errors import ConfigError
+from fusion.ingest import ARCHIVE_RETENTION
 from fusion.query import QueryLimits
+from fusion.retention import Retention
 
 __all__ = ["ApiSettings"]
 
@@ -28,6 +30,10 @@ class ApiSettings:
     the tests fuzz), off with `allow_non_loopback` (--public), where the description would map
     the service for anyone who can reach it; True or False (`fusion serve --docs/--no-docs`)
     decides outright. `serves_docs` is the answer.
+
+    `quarantine_retention` and `archive_retention` bound the sealed files the ingest worker
+    keeps (refused and quarantined ones; loaded ones): total bytes and oldest age, the oldest
+    going first past either (`fusion.retention`).
     """
 
     run: Path
@@ -41,6 +47,13 @@ class ApiSettings:
     max_concurrent_queries: int = 4  # analyst queries running at once; more get 429
     max_pending_uploads: int = 16  # per vendor, streaming in or waiting for ingest; more get 429
     query_limits: QueryLimits = field(default_factory=QueryLimits)
+    # The JSON of one POST /v1/query answer; a longer one is refused (rule "result_size").
+    max_query_response_bytes: int = 8 << 20
+    # Query worker processes kept started (~200 MiB each); queries beyond them start one more
+    # each (~0.8 s), up to max_concurrent_queries.
+    warm_query_workers: int = 1
+    quarantine_retention: Retention = field(default_factory=Retention)  # 2 GiB, 30 days
+    archive_retention: Retention = ARCHIVE_RETENTION  # 16 GiB, 365 days
     audit_queue_limit: int = 10_000  # audit records waiting to be written; at it, 503
     audit_outage_seconds: float = 5.0  # audit writes failing this long: 503 until one succeeds
     # How far past the service's clock an outcome's occurred_at may be (clocks drift); later: 422.
@@ -73,11 +86,23 @@ class ApiSettings:
                 f"outcome_clock_skew must be >= 0, got {self.outcome_clock_skew}",
                 setting="outcome_clock_skew",
             )
+        if self.warm_query_workers < 0:
+            raise ConfigError(
+                f"warm_query_workers must be >= 0, got {self.warm_query_workers}",
+                setting="warm_query_workers",
+            )
         if self.max_concurrent_queries < 0:
             raise ConfigError(
                 "max_concurrent_queries must be >= 0 (0 turns analyst queries off)",
                 setting="max_concurrent_queries",
             )
+        for name in ("query_limits", "quarantine_retention", "archive_retention"):
+            kind = QueryLimits if name == "query_limits" else Retention
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(
+                    f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}",
+                    setting=name,
+                )
 
     def _check_caps(self) -> None:
         """Refuse a cap below 1, or above the bound the request schemas enforce."""
@@ -88,9 +113,13 @@ class ApiSettings:
             "max_outcomes",
             "max_pending_uploads",
             "audit_queue_limit",
+            "max_query_response_bytes",
         ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1", setting=name)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{name} must be >= 1 (a whole number), got {value!r}", setting=name
+                )
         for name, bound in (("max_score_ids", MAX_SCORE_IDS), ("max_outcomes", MAX_OUTCOMES)):
             if getattr(self, name) > bound:
                 raise ConfigError(

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import duckdb
 
 from contracts.errors import BatchRefused
 from fusion.ingest import Inbox, IngestOutcome, ingest_file
+from fusion.retention import Retention
 from fusion.store import Store
 from matcher.envelope import read_manifest
 from matcher.keyring import Keyring
@@ -69,11 +70,20 @@ class Uploads:
         inbox: Inbox,
         cursor: Callable[[], duckdb.DuckDBPyConnection],
         clock: Callable[[], datetime],
+        quarantine_retention: Retention | None = None,
+        archive_retention: Retention | None = None,
     ) -> None:
-        """Start the worker; `cursor()` gives the calling thread's cursor, for reads."""
+        """Start the worker; `cursor()` gives the calling thread's cursor, for reads.
+
+        The retentions bound the quarantine and the archive (None: `inbox`'s own).
+        """
         self._store = store
         self._keyring = keyring
-        self.inbox = inbox
+        self.inbox = replace(
+            inbox,
+            quarantine_retention=quarantine_retention or inbox.quarantine_retention,
+            archive_retention=archive_retention or inbox.archive_retention,
+        )
         self._cursor = cursor
         self._clock = clock
         self.received: dict[str, Upload] = {}

@@ -16,6 +16,8 @@ __all__ = [
     "query",
     "query_grant",
     "query_memory",
+    "query_process",
+    "query_worker",
     "registry",
     "reports",
     "retention",

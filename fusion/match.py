@@ -6,6 +6,11 @@ and the `bank_features` rows (every extract column but phone and ID number), rep
 snapshot held before. `match` joins the snapshot's keyed customers with the newest loaded vendor
 rows of the same salt epoch created on or before the snapshot date, in one DuckDB statement,
 and writes `matches` plus a `match_runs` row with the counts.
+
+The checks a caller runs before it writes (`fusion.pipeline.matching` does): the snapshot holds
+no other extract's customers (`check_same_customers`; `forget_snapshot` clears it for a
+replacement), and a vendor batch of the epoch exists by the snapshot date
+(`check_vendor_batches`), so a match of nobody is refused with its reason rather than stored.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from datetime import date, datetime, time
 import polars as pl
 
 from contracts.errors import ConfigError
+from contracts.schemas import MatchMode
 from contracts.suites import validate_bank_extract
 from fusion.store import Store
 from matcher.keyed_hash import SaltEpoch
@@ -29,6 +35,10 @@ __all__ = [
     "ExtractLoad",
     "MatchRun",
     "check_extract",
+    "check_same_customers",
+    "check_vendor_batches",
+    "forget_snapshot",
+    "keyed_epochs",
     "load_extract",
     "match",
     "store_customers",
@@ -260,3 +270,117 @@ def match(
         customers,
     )
     return MatchRun(run_id, snapshot_date, epoch_id, customers, keyed, invalid, duplicated, matched)
+
+
+def keyed_epochs(store: Store, snapshot_date: date) -> list[str]:
+    """Return the salt epochs under which the snapshot's customers are stored (matched)."""
+    rows = store.execute(
+        "SELECT DISTINCT salt_epoch FROM customers WHERE snapshot_date = ? ORDER BY salt_epoch",
+        [snapshot_date],
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+# Counts only: the stored customers, the extract's, and both (INTERSECT is distinct).
+_SAME_CUSTOMERS_SQL = """
+WITH stored AS (SELECT customer_id FROM customers WHERE snapshot_date = $snapshot)
+SELECT (SELECT count(DISTINCT customer_id) FROM stored),
+       (SELECT count(DISTINCT customer_id) FROM {view}),
+       (SELECT count(*) FROM (
+           SELECT customer_id FROM stored INTERSECT SELECT customer_id FROM {view}
+       ))
+"""
+
+
+def check_same_customers(
+    store: Store, extract: pl.DataFrame, *, snapshot_date: date, replace: bool = False
+) -> bool:
+    """Return True when the snapshot holds another extract's customers and `replace` allows
+    replacing them (`forget_snapshot` first); False when it holds none or the same ones.
+
+    Matching the same customers again (a new salt epoch, a newer vendor batch) replaces nothing
+    the bank made; another extract for the same date would replace the stored one, so without
+    `replace` it raises ConfigError.
+    """
+    if "customer_id" not in extract.columns:
+        return False  # the extract's contract names the missing column
+    with store.registered(extract.select("customer_id")) as view:
+        # `view` is a name the store made (Store.registered), not user text.
+        row = store.execute(
+            _SAME_CUSTOMERS_SQL.format(view=view), {"snapshot": snapshot_date}
+        ).fetchone()
+    stored, given, common = (int(x) for x in row) if row else (0, 0, 0)
+    if stored == 0 or stored == given == common:
+        return False
+    if replace:
+        return True
+    raise ConfigError(
+        f"snapshot {snapshot_date} already holds {stored:,} customers of another extract (this "
+        f"one has {given:,}, {given - common:,} of them not stored); matching it would replace "
+        "them: give this extract its own --snapshot date, or pass --replace to replace the "
+        "snapshot's customers and bank features",
+        setting="snapshot",
+    )
+
+
+def forget_snapshot(store: Store, snapshot_date: date) -> None:
+    """Remove the snapshot's customers, matches and bank features under every salt epoch.
+
+    For an extract that replaces the snapshot's (`--replace`): keys of the old extract under
+    other epochs would otherwise outlive the bank features they describe. match_runs keeps the
+    history.
+    """
+    with store.transaction():
+        store.execute("DELETE FROM matches WHERE snapshot_date = ?", [snapshot_date])
+        store.execute("DELETE FROM customers WHERE snapshot_date = ?", [snapshot_date])
+        exists = store.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'bank_features'"
+        ).fetchone()
+        if exists and exists[0]:
+            store.execute("DELETE FROM bank_features WHERE snapshot_date = ?", [snapshot_date])
+
+
+# The loaded salted batches by epoch, the epoch of the newest batch last. A batch without a
+# creation date never matches (`_MATCH_SQL` compares it with the snapshot date).
+_BATCH_DATES_SQL = """
+SELECT salt_epoch, min(created_at)
+FROM batches
+WHERE status = 'loaded' AND coalesce(mode, 'salted') <> $oprf AND created_at IS NOT NULL
+GROUP BY salt_epoch
+ORDER BY max(created_at)
+"""
+
+
+def check_vendor_batches(store: Store, *, epoch_id: str, snapshot_date: date) -> None:
+    """Raise ConfigError unless a loaded salted vendor batch of `epoch_id` was created by the
+    end of `snapshot_date` (without one, every customer would go unmatched)."""
+    until = datetime.combine(snapshot_date, time.max)
+    found = {
+        str(epoch): first
+        for epoch, first in store.execute(
+            _BATCH_DATES_SQL, {"oprf": MatchMode.OPRF.value}
+        ).fetchall()
+    }
+    if epoch_id in found and found[epoch_id] <= until:
+        return
+    if epoch_id in found:
+        why = (
+            f"the first batch of epoch {epoch_id} was created on {found[epoch_id].date()}, after "
+            f"{snapshot_date}; match a snapshot dated on or after it, or ingest a batch of the "
+            "vendor's data as of that date"
+        )
+    elif found:
+        newest = list(found)[-1]  # the epoch of the newest batch (ordered by the SQL)
+        why = (
+            f"the loaded batches are under salt epoch {', '.join(sorted(found))}: after a salt "
+            f"rotation the vendor packs its data again under {epoch_id} (fusion vendor pack) and "
+            f"the bank ingests it; until then match under the old epoch (--epoch {newest})"
+        )
+    else:
+        why = "no vendor batch is loaded at all; ingest the vendor's batch first (fusion ingest)"
+    raise ConfigError(
+        f"no loaded vendor batch under salt epoch {epoch_id} was created on or before "
+        f"{snapshot_date}, so no customer could match; nothing was stored: {why}",
+        setting="epoch",
+    )

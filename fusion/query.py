@@ -64,6 +64,13 @@ branches or base tables):
    of a size an argument gives (repeat, lpad, range...) pass the check only with a constant
    size under `max_value_bytes`, and the answer is fetched in small Arrow batches, refused
    ("result_size") past `max_result_bytes` rather than held whole.
+7. The process: `run_query` checks the SQL here, and the sandbox runs in a worker process
+   (`fusion.query_worker`: a warm pool of fresh interpreters) whose address space is capped at
+   `QueryLimits.address_budget` past its idle size. A value built step by step (nested
+   replace, lambdas over lists, string_agg over a cross join) fails there as "memory", or ends
+   the worker, which is replaced; the caller's process holds only the Arrow answer. The key
+   reaches the worker through its pipe. `open_sandbox` still runs in the calling process for
+   callers that hold their own limits (tests of the sandbox itself).
 
 Granted views (`GRANTED_VIEWS`, `fusion.query_grant`) never carry a key or a raw identifier. A
 branch sees what its published copy holds (`Store.publish`): its customers at the newest
@@ -81,7 +88,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -100,7 +107,14 @@ from contracts.errors import (
     StoreLockedError,
 )
 from fusion.query_grant import NEVER_SHOWN, VIEWS, allowed_functions, view_select
-from fusion.query_memory import MemoryWatch, check_sizes, memory_bytes
+from fusion.query_memory import (
+    MemoryWatch,
+    check_sizes,
+    memory_bytes,
+    memory_failure,
+    result_too_big,
+)
+from fusion.query_worker import ADDRESS_SLACK, QueryWorkers, WorkerCaps, default_workers
 from fusion.snapshots import BRANCH_ID
 from fusion.store import StoreConfig
 from fusion.store_attach import attach_encrypted, check_key, load_httpfs
@@ -114,7 +128,9 @@ __all__ = [
     "QueryScope",
     "check_query",
     "open_sandbox",
+    "run_in_sandbox",
     "run_query",
+    "warm_up",
 ]
 
 # -- the grant ---------------------------------------------------------------------------------
@@ -226,6 +242,12 @@ class QueryLimits:
         """Return the bytes the process may grow by while this query runs (`MemoryWatch`)."""
         # DuckDB's own memory, the Arrow answer, and room for the allocator's slack.
         return memory_bytes(self.memory_limit) + self.max_result_bytes + (64 << 20)
+
+    @property
+    def address_budget(self) -> int:
+        """Return the address space a query's worker may add past its idle size: the memory
+        budget, the answer twice more (one table, its IPC copy) and `ADDRESS_SLACK`."""
+        return self.memory_budget + 2 * self.max_result_bytes + ADDRESS_SLACK
 
 
 # -- the check ---------------------------------------------------------------------------------
@@ -476,15 +498,18 @@ def run_query(
     key: str,
     scope: QueryScope,
     limits: QueryLimits | None = None,
+    workers: QueryWorkers | None = None,
 ) -> QueryResult:
     """Return the rows of `sql` over the views granted to `scope`, read from the store file.
 
     `store` is a path or a StoreConfig, of which only the path and extension_directory count:
-    `limits` sets memory and threads.
+    `limits` sets memory and threads. The query runs in a worker process of `workers` (by
+    default the process's own pool, `fusion.query_worker.default_workers`).
     Raises QueryRefused when the SQL is not one SELECT over granted views (before the file is
     opened, except for a granted view this store cannot fill yet), QueryFailed or QueryTimeout
-    when it cannot run, ConfigError for a malformed key, and StoreError when the file does not
-    open (one detail-free message for a wrong key).
+    when it cannot run (rule "memory" too when it ended its worker), ConfigError for a
+    malformed key, and StoreError when the file does not open (one detail-free message for a
+    wrong key).
     """
     limits = limits or QueryLimits()
     if not isinstance(scope, QueryScope):
@@ -496,12 +521,79 @@ def run_query(
     if _check(capped, limits).views != checked.views:  # the text that runs is the text checked
         raise _refused("DuckDB printed the query back differently", rule="construct")
     config = store if isinstance(store, StoreConfig) else StoreConfig(Path(store))
-    with open_sandbox(config, key=key, scope=scope, checked=checked, limits=limits) as box:
-        table = box.run(capped, max_bytes=limits.max_result_bytes)
+    key = check_key(key, "key")
+    _check_file(config.path)
+    request = {
+        "path": str(config.path),
+        "extension_directory": _text_or_none(config.extension_directory),
+        "key": key,
+        "branches": None if scope.branches is None else sorted(scope.branches),
+        "sql": checked.sql,
+        "views": sorted(checked.views),
+        "columns": None if checked.columns is None else sorted(checked.columns),
+        "capped": capped,
+        "limits": asdict(limits),
+    }
+    caps = WorkerCaps(
+        timeout_seconds=limits.timeout_seconds,
+        address_bytes=limits.address_budget,
+        max_result_bytes=limits.max_result_bytes,
+        memory_limit=limits.memory_limit,
+    )
+    table = (workers or default_workers()).run(request, caps)
     truncated = table.num_rows > limits.max_rows
     if truncated:
         table = table.slice(0, limits.max_rows)
     return QueryResult(table, truncated, time.perf_counter() - started, checked.sql)
+
+
+def _text_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise StoreError(
+            f"there is no store at {path}; queries read a published snapshot (fusion publish)",
+            path=str(path),
+        )
+
+
+def run_in_sandbox(request: Mapping[str, Any]) -> pa.Table:
+    """Return the Arrow answer of a request `run_query` built: run in a query worker.
+
+    The SQL in it was checked by `run_query`; the sandbox holds only the views it names.
+    """
+    limits = QueryLimits(**request["limits"])
+    branches = request["branches"]
+    columns = request["columns"]
+    checked = CheckedQuery(
+        str(request["sql"]),
+        frozenset(request["views"]),
+        None if columns is None else frozenset(columns),
+    )
+    directory = request["extension_directory"]
+    config = StoreConfig(
+        Path(request["path"]), extension_directory=None if directory is None else Path(directory)
+    )
+    scope = QueryScope(None if branches is None else frozenset(branches))
+    with open_sandbox(
+        config, key=request["key"], scope=scope, checked=checked, limits=limits
+    ) as box:
+        return box.run(str(request["capped"]), max_bytes=limits.max_result_bytes)
+
+
+def warm_up() -> None:
+    """Load what every query needs once (DuckDB, httpfs and its signature check), so that a
+    query worker's first query is as fast as its next ones."""
+    con = duckdb.connect(":memory:")
+    try:
+        load_httpfs(con)
+        con.execute("SELECT 1 AS one").fetch_record_batch(_BATCH_ROWS).read_all()
+        _parser()
+        allowed_functions()
+    finally:
+        con.close()
 
 
 class QuerySandbox:
@@ -520,10 +612,12 @@ class QuerySandbox:
             return self._fetch(sql, max_bytes)
         except duckdb.InterruptException:
             failure = (
-                self._memory() if self.watch.exceeded else QueryTimeout(self.limits.timeout_seconds)
+                memory_failure(self.limits.memory_limit)
+                if self.watch.exceeded
+                else QueryTimeout(self.limits.timeout_seconds)
             )
         except duckdb.OutOfMemoryException:
-            failure = self._memory()
+            failure = memory_failure(self.limits.memory_limit)
         except duckdb.Error as err:
             failure = QueryFailed(str(err).replace(self.alias, "store"), rule="failed")
         raise failure  # outside the except block: no DuckDB text beside ours
@@ -538,20 +632,9 @@ class QuerySandbox:
         for batch in reader:
             held += batch.nbytes
             if held > max_bytes:
-                raise QueryFailed(
-                    f"the answer is larger than the {max_bytes:,} bytes one query may return; "
-                    "select fewer rows or columns, or aggregate",
-                    rule="result_size",
-                )
+                raise result_too_big(max_bytes)
             batches.append(batch)
         return pa.Table.from_batches(batches, schema=reader.schema)
-
-    def _memory(self) -> QueryFailed:
-        return QueryFailed(
-            f"the query needs more memory than the {self.limits.memory_limit} a query may use; "
-            "aggregate or filter earlier, or select fewer columns",
-            rule="memory",
-        )
 
 
 @contextmanager
@@ -569,12 +652,7 @@ def open_sandbox(
     sandbox is the layer that holds when the check has a hole.
     """
     key = check_key(key, "key")
-    path = config.path
-    if not path.is_file():
-        raise StoreError(
-            f"there is no store at {path}; queries read a published snapshot (fusion publish)",
-            path=str(path),
-        )
+    _check_file(config.path)
     con = duckdb.connect(":memory:")
     box = QuerySandbox(con, f"store_{secrets.token_hex(8)}", limits)
     try:

@@ -12,6 +12,10 @@ large constant can take gigabytes of the service's memory. Two layers here:
    and a query during which it grows past the query's budget is interrupted and answered as
    a "memory" failure. It catches growth the check cannot foresee (a value amplified step by
    step); it stops a query between two vectors, so it bounds growth rather than a single value.
+
+What holds a single value built step by step is the process the query runs in: a worker whose
+address space is capped (`fusion.query_worker`), so that the service's own memory never grows
+with a query. `memory_failure` and `result_too_big` are the refusals every layer gives.
 """
 
 from __future__ import annotations
@@ -22,9 +26,16 @@ from typing import Any
 
 import psutil
 
-from contracts.errors import QueryRefused
+from contracts.errors import QueryFailed, QueryRefused
 
-__all__ = ["SIZED_FUNCTIONS", "MemoryWatch", "check_sizes", "memory_bytes"]
+__all__ = [
+    "SIZED_FUNCTIONS",
+    "MemoryWatch",
+    "check_sizes",
+    "memory_bytes",
+    "memory_failure",
+    "result_too_big",
+]
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -154,3 +165,21 @@ class MemoryWatch:
         if not self.exceeded:
             self.exceeded = self._process.memory_info().rss - self._start > self.budget
         return self.exceeded
+
+
+def memory_failure(memory_limit: str) -> QueryFailed:
+    """Return the "memory" failure of a query that needed more than `memory_limit`."""
+    return QueryFailed(
+        f"the query needs more memory than the {memory_limit} a query may use; "
+        "aggregate or filter earlier, or select fewer columns",
+        rule="memory",
+    )
+
+
+def result_too_big(max_bytes: int, *, what: str = "the answer") -> QueryFailed:
+    """Return the "result_size" failure of an answer larger than `max_bytes`."""
+    return QueryFailed(
+        f"{what} is larger than the {max_bytes:,} bytes one query may return; "
+        "select fewer rows or columns, or aggregate",
+        rule="result_size",
+    )

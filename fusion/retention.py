@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from contracts.errors import ConfigError
+
 __all__ = ["FolderUsage", "Retention", "find_copy", "keep", "prune", "stamp", "tighten", "usage"]
 
 _BLOCK = 8 << 20
@@ -26,15 +28,27 @@ _BLOCK = 8 << 20
 
 @dataclass(frozen=True, kw_only=True)
 class Retention:
-    """The bound of one kept folder: its total size in bytes and its oldest entry's age."""
+    """The bound of one kept folder: its total size in bytes and its oldest entry's age.
+
+    The defaults are the quarantine's (2 GiB, 30 days); the service sets both folders' bounds
+    (`ApiSettings.quarantine_retention`, `archive_retention`, `fusion serve --quarantine-*`).
+    """
 
     max_bytes: int = 2 << 30
     max_age: timedelta = timedelta(days=30)
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 0 or self.max_age < timedelta(0):
-            raise ValueError(
-                f"a retention bound is >= 0; got max_bytes={self.max_bytes}, max_age={self.max_age}"
+        size, age = self.max_bytes, self.max_age
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ConfigError(
+                f"a retention bound is >= 0: max_bytes must be a whole number of bytes >= 0, "
+                f"got {size!r}",
+                setting="max_bytes",
+            )
+        if not isinstance(age, timedelta) or age < timedelta(0):
+            raise ConfigError(
+                f"a retention bound is >= 0: max_age must be a timedelta >= 0, got {age!r}",
+                setting="max_age",
             )
 
 

@@ -25,6 +25,7 @@ evaluates, and stores the new count before it hands the answer back.
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from matcher.keyring import Keyring
 from matcher.oprf import ELEMENT_BYTES
 from matcher.oprf_match import EvaluationBudget
 
-__all__ = ["ANSWER", "MAGIC", "REQUEST", "ElementFile", "answer_request"]
+__all__ = ["ANSWER", "MAGIC", "REQUEST", "ElementFile", "answer_request", "check_output"]
 
 MAGIC = b"\x89BFOPRF\n"
 REQUEST, ANSWER = 1, 2
@@ -139,6 +140,33 @@ class ElementFile:
             return cls(kind, header["request_id"], header["epoch_id"], elements)
         except ConfigError as exc:
             raise bad(str(exc)) from None
+
+
+def check_output(path: Path, *, what: str = "answer") -> None:
+    """Raise ConfigError unless an exchange file can be written at `path` (creating its folder).
+
+    The vendor runs it before `answer_request`: an answer counts against the epoch's budget
+    once evaluated, so an output that cannot be written must be found before that, not after.
+    """
+    path = Path(path)
+    spent = "; nothing was evaluated or counted" if what == "answer" else ""
+    if path.is_dir():
+        raise ConfigError(
+            f"the {what} file's path is a folder ({path}); name a file in it, e.g. "
+            f"{path / f'{what}.oprf'}{spent}",
+            setting="out",
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A probe file, not os.access: it also catches read-only mounts and a superuser.
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe."):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"the {what} file cannot be written ({path}: {error.strerror}); name a file in a "
+            f"folder you can write to{spent}",
+            setting="out",
+        ) from error
 
 
 def answer_request(

@@ -34,7 +34,14 @@ from matcher.manifest import BatchKeys, Manifest
 if TYPE_CHECKING:
     from matcher.oprf import OprfServerKey
 
-__all__ = ["PackOptions", "PackResult", "build_batch", "build_oprf_batch", "pack_users"]
+__all__ = [
+    "PackOptions",
+    "PackResult",
+    "build_batch",
+    "build_oprf_batch",
+    "check_pack_output",
+    "pack_users",
+]
 
 _LIST_COLUMNS = [c for c in VENDOR_BATCH.columns if c != "key"]
 
@@ -153,6 +160,41 @@ def _build(
     return batch, rejected, duplicates, counts, salt.epoch_id, VENDOR_BATCH.contract
 
 
+def check_pack_output(users_path: Path, out: Path, *, overwrite: bool = True) -> None:
+    """Raise ConfigError unless `out` can take a sealed batch without replacing what it must not.
+
+    Never the users file itself (the vendor's raw data) nor a folder; an existing file only
+    with `overwrite` (an unsent batch is there). Creates `out`'s folder when missing.
+    """
+    users_path, out = Path(users_path), Path(out)
+    if out.is_dir():
+        raise ConfigError(
+            f"the sealed batch's output is a folder ({out}); name a file in it, e.g. "
+            f"{out / 'batch.sealed'}",
+            setting="out",
+        )
+    if out.exists() and users_path.exists() and out.samefile(users_path):
+        raise ConfigError(
+            f"the sealed batch's output is the users file it is packed from ({out}); sealing "
+            "over it would replace the vendor's raw data: name another output file",
+            setting="out",
+        )
+    if out.exists() and not overwrite:
+        raise ConfigError(
+            f"the sealed batch's output already exists ({out}: a batch not yet sent?); write "
+            "the new batch to another file, or allow replacing it (fusion vendor pack --force)",
+            setting="out",
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"the sealed batch's output cannot be written: its folder cannot be made "
+            f"({out.parent}: {error.strerror}); name an output file in a folder you can write to",
+            setting="out",
+        ) from error
+
+
 def pack_users(
     users_path: Path,
     out: Path,
@@ -162,23 +204,26 @@ def pack_users(
     epoch_id: str | None = None,
     mode: MatchMode | str = MatchMode.SALTED,
     options: PackOptions | None = None,
+    overwrite: bool = True,
 ) -> PackResult:
     """Build a batch from a vendor users file, seal it for the bank and return the counts.
 
     `mode` "salted" keyed-hashes with salt epoch `epoch_id` (default: current); "oprf" seals
     rows under the vendor's OPRF key of epoch `epoch_id` (default: its current OPRF epoch). The
-    plaintext batch exists only as a 0600 temp file next to `out` while it is sealed.
+    plaintext batch exists only as a 0600 temp file next to `out` while it is sealed. `out` is
+    checked first (`check_pack_output`): never the users file or a folder, and an existing file
+    only with `overwrite`.
     """
     if mode not in tuple(MatchMode):
         raise ConfigError(
             f"mode must be one of {', '.join(MatchMode)}, got {mode!r}", setting="mode"
         )
     mode = MatchMode(mode)
+    check_pack_output(users_path, out, overwrite=overwrite)
     options = options or PackOptions()
     built = _build(pl.read_parquet(users_path), keyring, mode, epoch_id, options.workers)
     batch, rejected, duplicates, counts, epoch, contract = built
     batch_id = options.batch_id or str(uuid.uuid4())
-    out.parent.mkdir(parents=True, exist_ok=True)
     signer_kid, signer = keyring.current_signer()
     recipient_kid = options.recipient_kid
     kid, recipient = (

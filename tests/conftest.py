@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY_FIRST = (
     "tests/labs/test_acceptance.py",
     "tests/labs/test_cli.py",
+    "tests/labs/test_cli_mistakes.py",
     "tests/api/",
     "tests/labs/world/test_readout_truth.py",
     "tests/fusion/test_distributed_training.py",

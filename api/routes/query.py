@@ -1,42 +1,68 @@
 """POST /v1/query: analysts' SQL over granted views of the published head-office snapshot.
 
-At most `max_concurrent_queries` run at once (each holds a thread and up to its memory limit),
-at most half of them from one caller; one more gets 429 with Retry-After rather than waiting
-in line. The answer is at most `QueryLimits.max_result_bytes` of Arrow rows (`fusion.query`).
+At most `max_concurrent_queries` run at once (each holds a thread here and a worker process
+of the app's pool, `fusion.query_worker`: `warm_query_workers` of them kept started), at most
+half of them from one caller; one more gets 429 with Retry-After rather than waiting in line.
+The answer is at most `QueryLimits.max_result_bytes` of Arrow rows (`fusion.query`), and its
+JSON at most `ApiSettings.max_query_response_bytes`: it is built a slice of rows at a time and
+refused (rule "result_size") as soon as it would be larger, never held whole beside the rows.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Annotated, Any
 
 import pyarrow as pa
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter
 
 from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import QueryCreate, QueryPublic
 from api.service import query_share
 from contracts.errors import QueryFailed
-from fusion.query import QueryScope, run_query
+from fusion.query import QueryResult, QueryScope, run_query
+from fusion.query_memory import result_too_big
+from fusion.query_worker import QueryWorkers
 from fusion.tokens import Principal
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["query"])
 _RETRY_AFTER_SECONDS = 2
+_SLICE_BYTES = 256 << 10  # Arrow bytes of rows turned into JSON at a time
+_ROWS = TypeAdapter(list[list[Any]])  # QueryPublic.rows: the same JSON as the model gives
 
 
-@router.post("/query", name="query")
+@asynccontextmanager
+async def _workers(app: FastAPI) -> AsyncIterator[None]:
+    """Keep `warm_query_workers` query workers started for the app's life."""
+    settings = app.state.settings
+    workers = QueryWorkers(
+        warm=min(settings.warm_query_workers, max(settings.max_concurrent_queries, 0))
+    )
+    workers.fill()  # in the background: the service answers while they start
+    app.state.query_workers = workers
+    try:
+        yield
+    finally:
+        await run_in_threadpool(workers.close)
+
+
+router = APIRouter(prefix="/v1", tags=["query"], lifespan=_workers)
+
+
+@router.post("/query", name="query", response_model=QueryPublic)
 async def _query(
     body: QueryCreate,
     request: Request,
     service: ServiceDep,
     settings: SettingsDep,
     principal: Annotated[Principal, Depends(require("analyst", "admin"))],
-) -> QueryPublic:
+) -> Response:
     """Run one SELECT over the views granted to the caller, rows of its branches only."""
     snapshot = service.snapshot_path()
     if not snapshot.is_file():
@@ -70,18 +96,41 @@ async def _query(
             key=service.keyring.head_office_key(),
             scope=scope,
             limits=settings.query_limits,
+            workers=getattr(request.app.state, "query_workers", None),
         )
-        rows = await run_in_threadpool(_rows, result.table)
+        answer = await run_in_threadpool(_json, result, settings.max_query_response_bytes)
     finally:
         service.release_query_slot(principal.token_id)
     audit(request, rows=result.row_count)
-    return QueryPublic(
+    return Response(answer, media_type="application/json")
+
+
+def _json(result: QueryResult, max_bytes: int) -> bytes:
+    """Return the JSON answer (QueryPublic) of `result`, or raise QueryFailed rule
+    "result_size" once it would be longer than `max_bytes`.
+
+    The rows become JSON a slice at a time, so that no more than one slice of them is ever
+    held as Python values, and the pieces stop growing at the cap.
+    """
+    envelope = QueryPublic(
         columns=list(result.columns),
-        rows=rows,
+        rows=[],
         row_count=result.row_count,
         truncated=result.truncated,
         elapsed_seconds=result.elapsed_seconds,
-    )
+    ).model_dump_json()
+    # Keys and strings are JSON-escaped, so the rows' empty list is the one unescaped match.
+    head, tail = envelope.encode().split(b'"rows":[]', 1)
+    pieces, size = [head, b'"rows":['], len(head) + len(tail) + 9
+    table = result.table
+    step = max(1, table.num_rows * _SLICE_BYTES // max(table.nbytes, 1))
+    for start in range(0, table.num_rows, step):
+        rows = _ROWS.dump_json(_rows(table.slice(start, step)))[1:-1]
+        size += len(rows) + (start > 0)
+        if size > max_bytes:
+            raise result_too_big(max_bytes, what="the answer as JSON")
+        pieces += [b",", rows] if start else [rows]
+    return b"".join([*pieces, b"]", tail])
 
 
 def _rows(table: pa.Table) -> list[list[Any]]:

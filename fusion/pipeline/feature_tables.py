@@ -1,11 +1,14 @@
 """The fused feature tables of a matched snapshot: build them (here or by bucket), find them.
 
 A run keeps one table per snapshot under `<run>/features/<date>/`; a cluster build leaves its
-customer buckets beside it, under `buckets/`, for bucketed scoring.
+customer buckets beside it, under `buckets/`, for bucketed scoring. A build is refused before
+anything is written when the snapshot was not matched under the salt epoch asked for (a rotated
+salt, a mistyped epoch): it would replace the table with one in which nobody matched.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -13,8 +16,10 @@ from pathlib import Path
 from contracts.errors import ConfigError
 from fusion.features import FeatureSet, build_features
 from fusion.jobs import Engine, FeatureBuckets, build_feature_buckets
-from fusion.pipeline.bank import Bank
+from fusion.match import keyed_epochs
+from fusion.pipeline.bank import Bank, open_bank
 from fusion.runfolder import RunFolder
+from fusion.store import Store
 from matcher.keyring import Keyring
 
 __all__ = [
@@ -44,16 +49,62 @@ def _snapshot_dir(folder: RunFolder, snapshot_date: date) -> Path:
     return folder.features / snapshot_date.isoformat()
 
 
+def _matched_on_disk(path: Path) -> int:
+    """Return how many customers have vendor data in the table at `path` (0: none, unreadable)."""
+    try:
+        return int(json.loads((path / "manifest.json").read_text())["matched"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _check_matched(
+    store: Store, path: Path, *, snapshot_date: date, epoch_id: str, replace: bool
+) -> None:
+    """Raise ConfigError unless the snapshot was matched under `epoch_id` and its build would not
+    replace a table with vendor data by one without (unless `replace`)."""
+    epochs = keyed_epochs(store, snapshot_date)
+    if epoch_id not in epochs:
+        where = (
+            f"it was matched under salt epoch {', '.join(epochs)} (--epoch {epochs[-1]})"
+            if epochs
+            else "it was never matched"
+        )
+        raise ConfigError(
+            f"no match run for snapshot {snapshot_date} under salt epoch {epoch_id}, so nobody "
+            f"would have vendor data; nothing was written: {where}, or run `fusion match "
+            f"--extract EXTRACT --snapshot {snapshot_date}` first",
+            setting="epoch",
+        )
+    row = store.execute(
+        "SELECT count(*) FROM matches WHERE snapshot_date = ? AND salt_epoch = ?",
+        [snapshot_date, epoch_id],
+    ).fetchone()
+    before = _matched_on_disk(path)
+    if not replace and (row is None or row[0] == 0) and before:
+        raise ConfigError(
+            f"the match of snapshot {snapshot_date} under salt epoch {epoch_id} found nobody, "
+            f"but the feature table in {path} has {before:,} customers with vendor data; "
+            "nothing was written: match again (`fusion match`), or pass --replace to replace "
+            "the table with one in which nobody matched",
+            setting="epoch",
+        )
+
+
 def build_snapshot_features(
-    bank: Bank, *, snapshot_date: date, epoch: str | None = None
+    bank: Bank, *, snapshot_date: date, epoch: str | None = None, replace: bool = False
 ) -> BuiltFeatures:
     """Return the snapshot's features built in this process and written to the run folder.
 
-    `epoch` is the salt epoch of the match (default: the keyring's current one).
+    `epoch` is the salt epoch of the match (default: the keyring's current one). Refused
+    (ConfigError, nothing written) when the snapshot was not matched under it, or, unless
+    `replace`, when its match found nobody but the table on disk has vendor data.
     """
     epoch_id = epoch or bank.keyring.current_salt().epoch_id
-    built = build_features(bank.store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
     path = _snapshot_dir(bank.folder, snapshot_date)
+    _check_matched(
+        bank.store, path, snapshot_date=snapshot_date, epoch_id=epoch_id, replace=replace
+    )
+    built = build_features(bank.store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
     built.write(path)
     return BuiltFeatures(built, path)
 
@@ -65,14 +116,20 @@ def build_snapshot_features_by_bucket(
     *,
     snapshot_date: date,
     epoch: str | None = None,
+    replace: bool = False,
 ) -> BuiltFeatures:
     """Return the snapshot's features built by customer bucket on `engine`, assembled, written.
 
     Each task opens the store read-only, so no writer may hold it meanwhile; the buckets stay
-    under `buckets/` beside the table.
+    under `buckets/` beside the table. Refused before any task runs as `build_snapshot_features`
+    refuses.
     """
     epoch_id = epoch or keyring.current_salt().epoch_id
     path = _snapshot_dir(folder, snapshot_date)
+    with open_bank(folder, keyring=keyring, read_only=True) as bank:
+        _check_matched(
+            bank.store, path, snapshot_date=snapshot_date, epoch_id=epoch_id, replace=replace
+        )
     buckets = build_feature_buckets(
         engine,
         folder.store,

@@ -10,6 +10,7 @@ keyrings.
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -18,7 +19,14 @@ import polars as pl
 
 from contracts.errors import ConfigError
 from fusion.jobs import Engine, key_customers
-from fusion.match import MatchRun, load_extract, match
+from fusion.match import (
+    MatchRun,
+    check_same_customers,
+    check_vendor_batches,
+    forget_snapshot,
+    load_extract,
+    match,
+)
 from fusion.oprf_psi import OprfMatchRun, OprfRequestInfo, finish_match, request_match
 from fusion.pipeline.bank import Bank
 from fusion.progress import Progress, report_to
@@ -72,17 +80,28 @@ def match_salted(
     now: datetime,
     epoch: str | None = None,
     engine: Engine | None = None,
+    replace: bool = False,
 ) -> MatchOutcome:
     """Return the salted match of `extract` under salt `epoch` (default: the current one).
 
     With an `engine` the extract is keyed by bucket there (`cluster_keys`); the match is the same.
+    Refused before anything is written (ConfigError): no loaded vendor batch of the epoch by the
+    snapshot date (nobody could match), or the snapshot already holds another extract's
+    customers, unless `replace`, which replaces them (and their keys under other epochs).
     """
     salt = bank.keyring.salt(epoch) if epoch else bank.keyring.current_salt()
-    keys = cluster_keys(engine, bank.folder, extract, salt) if engine else None
-    loaded = load_extract(
-        bank.store, extract, epoch=salt, snapshot_date=snapshot_date, now=now, keys=keys
+    check_vendor_batches(bank.store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date)
+    another = check_same_customers(
+        bank.store, extract, snapshot_date=snapshot_date, replace=replace
     )
-    run = match(bank.store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=now)
+    keys = cluster_keys(engine, bank.folder, extract, salt) if engine else None
+    with bank.store.transaction():  # a refused extract leaves the snapshot as it was
+        if another:
+            forget_snapshot(bank.store, snapshot_date)
+        loaded = load_extract(
+            bank.store, extract, epoch=salt, snapshot_date=snapshot_date, now=now, keys=keys
+        )
+        run = match(bank.store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=now)
     return MatchOutcome(run, loaded.reasons)
 
 
@@ -122,12 +141,16 @@ def request_oprf(
     now: datetime,
     epoch: str | None = None,
     engine: Engine | None = None,
+    replace: bool = False,
 ) -> tuple[OprfRequestInfo, ElementFile]:
     """Return the request's counts and the blinded request for the vendor's OPRF `epoch`.
 
     `epoch` defaults to the newest loaded OPRF batch's (`newest_oprf_epoch`). With `engine` the
-    blinding runs as the bucketed job on it (the same request as in this process).
+    blinding runs as the bucketed job on it (the same request as in this process). A snapshot
+    that holds another extract's customers is refused (ConfigError) unless `replace`, before
+    the request costs the vendor's budget anything; `finish_oprf` checks again.
     """
+    check_same_customers(bank.store, extract, snapshot_date=snapshot_date, replace=replace)
     epoch_id = epoch or newest_oprf_epoch(bank)
     return request_match(
         bank.store,
@@ -147,13 +170,28 @@ def finish_oprf(
     *,
     now: datetime,
     engine: Engine | None = None,
+    replace: bool = False,
 ) -> MatchOutcome:
     """Return the match the vendor's `answer` finishes (matched rows opened, the rest dropped).
 
-    With `engine` the unblinding runs as the bucketed job on it (the same labels)."""
-    done = finish_match(
-        bank.store, extract, answer, now=now, engine=engine, job_dir=_job_dir(bank, engine)
+    With `engine` the unblinding runs as the bucketed job on it (the same labels). A snapshot
+    that holds another extract's customers is refused (ConfigError) unless `replace`, which
+    replaces them in the match's transaction."""
+    requested = bank.store.execute(
+        "SELECT snapshot_date FROM oprf_requests WHERE request_id = ?", [answer.request_id]
+    ).fetchone()
+    # An unknown request is finish_match's to refuse, with its own message.
+    snapshot_date: date | None = requested[0] if requested else None
+    another = snapshot_date is not None and check_same_customers(
+        bank.store, extract, snapshot_date=snapshot_date, replace=replace
     )
+    # Only a replacement needs the outer transaction: a failed finish then keeps the old rows.
+    with bank.store.transaction() if another else nullcontext():
+        if another and snapshot_date is not None:
+            forget_snapshot(bank.store, snapshot_date)
+        done = finish_match(
+            bank.store, extract, answer, now=now, engine=engine, job_dir=_job_dir(bank, engine)
+        )
     return MatchOutcome(done.run, done.reasons, done)
 
 

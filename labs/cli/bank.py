@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import polars as pl
 import typer
+from rich.text import Text
 
 from contracts.errors import ConfigError
 from contracts.schemas import MatchMode
@@ -27,13 +28,14 @@ from labs.cli.options import (
     parse_date,
 )
 from labs.cli.render import print_match
-from labs.cli.terminal import console, exits_on_error
+from labs.cli.terminal import console, err_console, exits_on_error
 from matcher.keyring import Keyring, pair_locally
-from matcher.oprf_exchange import ANSWER, ElementFile
+from matcher.oprf_exchange import ANSWER, ElementFile, check_output
 
 if TYPE_CHECKING:
     from fusion.jobs import Engine
     from fusion.oprf_psi import OprfRequestInfo
+    from fusion.pipeline.matching import MatchOutcome
 
 __all__ = [
     "features_command",
@@ -141,6 +143,14 @@ def match_command(
             help="oprf, demo and tests only: let this run's vendor keyring answer at once."
         ),
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace the customers and bank features a snapshot holds from another extract "
+            "(refused without it).",
+        ),
+    ] = False,
     cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
@@ -149,26 +159,36 @@ def match_command(
     salted: key the extract and intersect with the vendor's keys. oprf: without --answer, write
     the blinded request for the vendor (`fusion vendor evaluate`); with --answer, open the matched
     customers' rows and match; --local-vendor does both steps with this run's vendor keyring.
+
+    Exit status: 0 matched; 1 matched nobody although a vendor batch was there (a finding,
+    printed with what to check); 2 refused with nothing stored: no loaded vendor batch under the
+    salt epoch created on or before the snapshot date (a rotated salt, an early date), or the
+    snapshot already holds another extract (give it its own date, or --replace).
     """
     from fusion.pipeline.matching import finish_oprf
 
     oprf_only = bool(answer or request_out or local_vendor)
     _check_match_options(mode, oprf_only=oprf_only)
     snapshot_date = parse_date(snapshot)
+    if request_out is not None:
+        check_output(request_out, what="request")
     frame = pl.read_parquet(extract)
     with bank_of(run) as bank:
         if mode == MatchMode.SALTED:
-            _match_salted(bank, frame, snapshot_date, epoch, cluster)
+            _match_salted(bank, frame, _SaltedAsk(snapshot_date, epoch, replace), cluster)
             return
         if answer is not None:
             reply = ElementFile.read(answer, kind=ANSWER)
             with engine_for(cluster) as engine, _spinner(engine, "unblinding and matching"):
-                done = finish_oprf(bank, frame, reply, now=now(), engine=engine)
-            print_match(done)
+                done = finish_oprf(bank, frame, reply, now=now(), engine=engine, replace=replace)
+            _print_match(done)
             return
         with engine_for(cluster) as engine:
             sent = _request_oprf(
-                bank, frame, _OprfAsk(snapshot_date, epoch, local_vendor, request_out), engine
+                bank,
+                frame,
+                _OprfAsk(snapshot_date, epoch, local_vendor, request_out, replace),
+                engine,
             )
     if sent is not None:
         info, target = sent
@@ -179,9 +199,16 @@ def match_command(
         )
 
 
-def _match_salted(
-    bank: Bank, frame: pl.DataFrame, snapshot_date: date, epoch: str | None, cluster: str | None
-) -> None:
+@dataclass(frozen=True)
+class _SaltedAsk:
+    """What `fusion match --mode salted` was asked for."""
+
+    snapshot_date: date
+    epoch: str | None
+    replace: bool
+
+
+def _match_salted(bank: Bank, frame: pl.DataFrame, ask: _SaltedAsk, cluster: str | None) -> None:
     """Key the extract (by bucket on `cluster` when given), match and print the counts."""
     from fusion.pipeline.matching import match_salted
 
@@ -190,9 +217,35 @@ def _match_salted(
         _spinner(engine, "keying the extract and matching"),
     ):
         done = match_salted(
-            bank, frame, snapshot_date=snapshot_date, now=now(), epoch=epoch, engine=engine
+            bank,
+            frame,
+            snapshot_date=ask.snapshot_date,
+            now=now(),
+            epoch=ask.epoch,
+            engine=engine,
+            replace=ask.replace,
         )
+    _print_match(done)
+
+
+def _print_match(done: MatchOutcome) -> None:
+    """Print the match's counts; when nobody matched, say what to check and exit 1."""
     print_match(done)
+    if done.run.matched or not done.run.customers:
+        return
+    # The match refuses to run without a vendor batch of the epoch, so one was there: the
+    # extract and the batch share no phone.
+    err_console.print(
+        Text.assemble(
+            ("finding:", "yellow"),
+            f" nobody matched: 0 of {done.run.customers:,} customers of snapshot "
+            f"{done.run.snapshot_date}, although a vendor batch of epoch {done.run.salt_epoch} "
+            "was loaded; check that the extract is the bank's customers with their mobile "
+            "phones, and that the vendor packed its batch under this epoch",
+        ),
+        soft_wrap=True,
+    )
+    raise typer.Exit(code=1)
 
 
 def _spinner(engine: Engine | None, text: str) -> AbstractContextManager[object]:
@@ -208,6 +261,7 @@ class _OprfAsk:
     epoch: str | None
     local_vendor: bool
     request_out: Path | None
+    replace: bool = False
 
 
 def _request_oprf(
@@ -225,13 +279,14 @@ def _request_oprf(
             now=now(),
             epoch=ask.epoch,
             engine=engine,
+            replace=ask.replace,
         )
     if ask.local_vendor:
         with console.status(f"vendor: evaluating {len(request):,} blinded elements"):
             reply = answer_as_local_vendor(bank.folder, request, customers=frame.height)
         with _spinner(engine, "bank: unblinding, opening the matched rows, matching"):
-            done = finish_oprf(bank, frame, reply, now=now(), engine=engine)
-        print_match(done)
+            done = finish_oprf(bank, frame, reply, now=now(), engine=engine, replace=ask.replace)
+        _print_match(done)
         return None
     target = ask.request_out or bank.folder.bank_oprf / f"request-{info.request_id}.oprf"
     request.write(target)
@@ -241,7 +296,17 @@ def _request_oprf(
 @exits_on_error
 def features_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
-    epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
+    epoch: Annotated[
+        str | None, typer.Option(help="Salt epoch id of the match (default: current).")
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace a table with vendor data by one whose match found nobody (refused "
+            "without it).",
+        ),
+    ] = False,
     cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
@@ -249,7 +314,9 @@ def features_command(
 
     With --cluster the build runs by customer bucket on the cluster (each task opens the store
     read-only, so no writer may hold it meanwhile); the buckets stay beside the table, under
-    buckets/, for bucketed scoring."""
+    buckets/, for bucketed scoring. Refused (exit 2, the table on disk kept) when the snapshot
+    was not matched under the salt epoch: after `fusion keys rotate --what salt`, run `fusion
+    match` for the snapshot first, or name the epoch it was matched under with --epoch."""
     from fusion.pipeline.feature_tables import (
         build_snapshot_features,
         build_snapshot_features_by_bucket,
@@ -261,7 +328,7 @@ def features_command(
         keyring = Keyring.open(folder.bank_keys)
         with cluster_engine(cluster) as engine:
             built = build_snapshot_features_by_bucket(
-                engine, folder, keyring, snapshot_date=snapshot_date, epoch=epoch
+                engine, folder, keyring, snapshot_date=snapshot_date, epoch=epoch, replace=replace
             )
         if built.buckets is not None:
             console.print(
@@ -270,7 +337,9 @@ def features_command(
             )
     else:
         with console.status("building features"), bank_of(run) as bank:
-            built = build_snapshot_features(bank, snapshot_date=snapshot_date, epoch=epoch)
+            built = build_snapshot_features(
+                bank, snapshot_date=snapshot_date, epoch=epoch, replace=replace
+            )
     console.print(
         f"{built.features.table.height:,} customers, {built.features.manifest.matched:,} with "
         f"vendor data; written to {built.path}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from contracts.errors import ConfigError, StoreLockedError
+from fusion.query_memory import memory_bytes
+from fusion.retention import Retention
 from fusion.tokens import create_token, revoke_token
 from labs.cli.options import DEFAULT_RUN, RunOption, bank_of, now
 from labs.cli.terminal import console, err_console, exits_on_error
@@ -33,11 +36,45 @@ def serve(
             "--public).",
         ),
     ] = None,
+    quarantine_size: Annotated[
+        str, typer.Option(help="Refused and quarantined sealed files kept, in all (e.g. 2GiB).")
+    ] = "2GiB",
+    quarantine_days: Annotated[
+        int, typer.Option(help="Days a refused or quarantined sealed file is kept.")
+    ] = 30,
+    archive_size: Annotated[
+        str, typer.Option(help="Loaded sealed files kept in the archive, in all (e.g. 16GiB).")
+    ] = "16GiB",
+    archive_days: Annotated[int, typer.Option(help="Days a loaded sealed file is kept.")] = 365,
 ) -> None:
     """Serve the API for a run folder under uvicorn."""
     from api import ApiSettings, serve  # the service's dependencies load for this command only
 
-    serve(ApiSettings(run=run, host=host, port=port, allow_non_loopback=public, docs=docs))
+    serve(
+        ApiSettings(
+            run=run,
+            host=host,
+            port=port,
+            allow_non_loopback=public,
+            docs=docs,
+            quarantine_retention=_retention("quarantine", quarantine_size, quarantine_days),
+            archive_retention=_retention("archive", archive_size, archive_days),
+        )
+    )
+
+
+def _retention(folder: str, size: str, days: int) -> Retention:
+    """Return the bound of a kept folder from its option values, or a ConfigError naming them."""
+    try:
+        max_bytes = memory_bytes(size)
+    except ValueError:
+        raise ConfigError(
+            f"--{folder}-size must be a size such as 2GiB or 500MB, got {size!r}",
+            setting=f"{folder}_size",
+        ) from None
+    if days < 0:
+        raise ConfigError(f"--{folder}-days must be >= 0, got {days}", setting=f"{folder}_days")
+    return Retention(max_bytes=max_bytes, max_age=timedelta(days=days))
 
 
 @token_app.command("create")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -16,8 +17,8 @@ from fusion.runfolder import RunFolder
 from labs.cli.options import DEFAULT_RUN, ModeOption, RunOption, now
 from labs.cli.terminal import console, exits_on_error
 from matcher.keyring import Keyring
-from matcher.oprf_exchange import REQUEST, ElementFile, answer_request
-from matcher.pack import pack_users
+from matcher.oprf_exchange import REQUEST, ElementFile, answer_request, check_output
+from matcher.pack import PackOptions, pack_users
 
 if TYPE_CHECKING:
     import httpx
@@ -62,7 +63,16 @@ def vendor_keygen(
 @exits_on_error
 def vendor_pack(
     users: Annotated[Path, typer.Option(help="Users Parquet: phone + app/tag lists.")],
-    out: Annotated[Path | None, typer.Option(help="Sealed batch file to write.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sealed batch file to write; never the --users file, and an existing file only "
+            "with --force. Default: a new file per batch, <run>/vendor/outbox/<batch id>.sealed."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out when it exists (an unsent batch?).")
+    ] = False,
     epoch: Annotated[
         str | None, typer.Option(help="Salt epoch (salted) or OPRF epoch (oprf); default current.")
     ] = None,
@@ -72,20 +82,25 @@ def vendor_pack(
     """Normalise phones, key or seal each user's row, drop the phones and seal the batch."""
     folder = RunFolder(run).ensure()
     keyring = Keyring.open(folder.vendor_keys)
+    # The batch id names the default file: a second batch never replaces an unsent first one.
+    batch_id = str(uuid.uuid4())
+    target = out or folder.outbox / f"{batch_id}.sealed"
     with console.status(f"packing ({mode}) and sealing"):
         result = pack_users(
             users,
-            out or folder.outbox / "batch.sealed",
+            target,
             keyring=keyring,
             now=now(),
             epoch_id=epoch,
             mode=mode,
+            options=PackOptions(batch_id=batch_id),
+            overwrite=force,
         )
     rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()) or "none"
     console.print(
         f"batch {result.batch_id} ({result.mode}): {result.rows:,} rows sealed (epoch "
         f"{result.salt_epoch}); rejected phones: {rejected}; duplicates dropped: "
-        f"{result.duplicates_dropped:,}"
+        f"{result.duplicates_dropped:,} -> {target}"
     )
 
 
@@ -106,7 +121,13 @@ def vendor_rotate(
 @exits_on_error
 def vendor_evaluate(
     request: Annotated[Path, typer.Option(help="The bank's OPRF request file.")],
-    out: Annotated[Path | None, typer.Option(help="Answer file to write.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Answer file to write, checked before anything is evaluated. Default: "
+            "<run>/vendor/oprf/answer-<request id>.oprf."
+        ),
+    ] = None,
     declared_customers: Annotated[
         int | None,
         typer.Option(
@@ -121,9 +142,10 @@ def vendor_evaluate(
     folder = RunFolder(run)
     keyring = Keyring.open(folder.vendor_keys)
     received = ElementFile.read(request, kind=REQUEST)
+    target = out or folder.vendor_oprf / f"answer-{received.request_id}.oprf"
+    check_output(target)  # before the budget pays for an answer that could not be written
     with console.status(f"evaluating {len(received):,} blinded elements"):
         answer, budget = answer_request(keyring, received, declared_customers=declared_customers)
-    target = out or folder.vendor_oprf / f"answer-{received.request_id}.oprf"
     answer.write(target)
     console.print(
         f"answered request {received.request_id} (epoch {received.epoch_id}): "

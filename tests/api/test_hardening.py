@@ -19,11 +19,14 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
 from api import ApiSettings
 from api.app import MAX_REPORTED_ERRORS
 from contracts.errors import ConfigError
+from fusion.retention import Retention
 from fusion.runfolder import RunFolder
+from labs.cli import app as cli
 from tests.support.polling import eventually
 from tests.support.server import ServedRun, Tokens, bearer, issue_tokens
 
@@ -267,3 +270,43 @@ def test_the_docs_switch_follows_the_bind_unless_set(
 def test_a_negative_clock_skew_is_refused():
     with pytest.raises(ConfigError, match="outcome_clock_skew must be >= 0"):
         ApiSettings(run=Path("r"), outcome_clock_skew=timedelta(seconds=-1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_query_response_bytes", 0, "max_query_response_bytes must be >= 1"),
+        ("max_query_response_bytes", 1.5, "max_query_response_bytes must be >= 1"),
+        ("quarantine_retention", 2 << 30, "quarantine_retention must be a Retention"),
+        ("archive_retention", None, "archive_retention must be a Retention"),
+        ("query_limits", {"max_rows": 5}, "query_limits must be a QueryLimits"),
+    ],
+)
+def test_response_and_retention_settings_are_checked_at_start(
+    field: str, value: object, message: str
+):
+    with pytest.raises(ConfigError, match=message) as refused:
+        ApiSettings(run=Path("r"), **{field: value})  # type: ignore[arg-type]
+    assert refused.value.setting == field
+
+
+def test_retention_defaults_are_the_documented_bounds():
+    settings = ApiSettings(run=Path("r"))
+    assert settings.quarantine_retention == Retention(max_bytes=2 << 30, max_age=timedelta(30))
+    assert settings.archive_retention == Retention(max_bytes=16 << 30, max_age=timedelta(365))
+    assert settings.max_query_response_bytes == 8 << 20
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--quarantine-size", "lots"], "--quarantine-size must be a size"),
+        (["--archive-days", "-1"], "--archive-days must be >= 0"),
+    ],
+)
+def test_fusion_serve_refuses_a_bad_retention_before_serving(
+    tmp_path: Path, options: list[str], message: str
+):
+    result = CliRunner().invoke(cli, ["serve", "--run", str(tmp_path), *options])
+    assert result.exit_code != 0
+    assert message in result.output

@@ -8,17 +8,24 @@ the caller's branch, so "only the newest snapshot for a branch" is tested too.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import secrets
+import signal
 import statistics
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
+import psutil
 import pyarrow as pa
 import pytest
 
@@ -44,6 +51,7 @@ from fusion.query import (
     run_query,
 )
 from fusion.query_grant import DENIED_FUNCTIONS, PURE_MACROS, allowed_functions
+from fusion.query_worker import QueryWorkers
 from fusion.store import Store, StoreConfig
 from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_phones
@@ -544,3 +552,130 @@ def test_limits_are_checked_when_made(limits: dict[str, object]):
 def test_sql_must_be_text():
     with pytest.raises(ConfigError, match="sql must be text"):
         check_query(b"SELECT 1")  # type: ignore[arg-type]
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+# Each replace multiplies the text by about 300 (2,890 characters, 300 of them '1'): the check
+# cannot bound it, only the worker's address space does.
+_TEXT = "array_to_string(range(1000), '')"
+AMPLIFIED = (
+    f"SELECT length(replace(replace(replace({_TEXT}, '1', {_TEXT}), '1', {_TEXT}), '1', "
+    f"{_TEXT})) AS n"
+)
+SMALL = QueryLimits(timeout_seconds=30, memory_limit="128MB")
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[QueryWorkers]:
+    pool = QueryWorkers(warm=1)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _one_query(bank: Bank, pool: QueryWorkers, sql: str = "SELECT 1 AS one", **limits: Any) -> int:
+    result = run_query(
+        bank.snapshot,
+        sql,
+        key=bank.key,
+        scope=bank.scope,
+        limits=replace(SMALL, **limits),
+        workers=pool,
+    )
+    return result.row_count
+
+
+def test_a_value_built_in_steps_fails_in_its_worker_and_the_caller_stays_flat(
+    bank: Bank, workers: QueryWorkers
+):
+    assert _one_query(bank, workers) == 1
+    [first] = workers.pids()
+    caller = psutil.Process()
+    before = caller.memory_info().rss
+    with pytest.raises(QueryFailed, match="more memory than the 128MB") as failed:
+        _one_query(bank, workers, AMPLIFIED)
+    assert failed.value.rule == "memory"
+    assert caller.memory_info().rss - before < 32 << 20
+    # The worker that hit its cap is replaced; the next query runs in a fresh one.
+    assert _one_query(bank, workers) == 1
+    assert first not in workers.pids() and not psutil.pid_exists(first)
+
+
+def test_a_worker_that_dies_mid_query_is_a_memory_failure_and_is_replaced(
+    bank: Bank, workers: QueryWorkers
+):
+    _one_query(bank, workers)
+    [worker] = workers.pids()
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):  # it ended first: the query fails anyway
+            os.kill(worker, signal.SIGKILL)
+
+    killer = threading.Timer(0.5, kill)
+    killer.start()
+    with pytest.raises(QueryFailed) as failed:
+        _one_query(bank, workers, AMPLIFIED, memory_limit="1GB")
+    killer.join()
+    assert failed.value.rule == "memory"
+    assert _one_query(bank, workers) == 1
+
+
+def test_a_worker_that_does_not_answer_in_time_is_killed(bank: Bank, workers: QueryWorkers):
+    _one_query(bank, workers)
+    [worker] = workers.pids()
+    os.kill(worker, signal.SIGSTOP)  # its own watchdog cannot answer either
+    started = time.perf_counter()
+    with pytest.raises(QueryTimeout):
+        _one_query(bank, workers, timeout_seconds=0.5)
+    assert time.perf_counter() - started < 5
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie"
+    assert _one_query(bank, workers) == 1
+
+
+def test_the_key_crosses_the_pipe_never_argv_or_the_environment(bank: Bank, workers: QueryWorkers):
+    _one_query(bank, workers)
+    [worker] = workers.pids()
+    process = psutil.Process(worker)
+    assert process.ppid() == os.getpid()
+    assert bank.key not in " ".join(process.cmdline())
+    assert all(bank.key not in value for value in process.environ().values())
+
+
+def test_errors_cross_back_as_the_platforms_own(bank: Bank, workers: QueryWorkers):
+    with pytest.raises(QueryFailed, match="nope") as failed:
+        _one_query(bank, workers, "SELECT nope FROM customers")
+    assert failed.value.rule == "failed"
+    with pytest.raises(QueryFailed) as too_big:
+        _one_query(bank, workers, "SELECT * FROM bank_features", max_result_bytes=10_000)
+    assert too_big.value.rule == "result_size" and "10,000 bytes" in str(too_big.value)
+    wrong = secrets.token_urlsafe(32)
+    with pytest.raises(StoreError, match="did not open with this key") as store:
+        run_query(bank.snapshot, "SELECT 1", key=wrong, scope=bank.scope, workers=workers)
+    assert wrong not in str(store.value) and store.value.__context__ is None
+
+
+def test_a_warm_worker_adds_little_to_a_querys_time(bank: Bank, workers: QueryWorkers):
+    sql = "SELECT branch_id, count(*) AS n FROM customers GROUP BY branch_id"
+    checked = check_query(sql)
+    config = StoreConfig(bank.snapshot)
+
+    def in_process() -> None:
+        with open_sandbox(
+            config, key=bank.key, scope=bank.scope, checked=checked, limits=SMALL
+        ) as box:
+            box.run(checked.sql)
+
+    _one_query(bank, workers, sql)
+    here, there = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        in_process()
+        here.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        _one_query(bank, workers, sql)
+        there.append(time.perf_counter() - started)
+    added = statistics.median(there) - statistics.median(here)
+    print(f"a warm worker adds {added * 1000:.1f} ms to a query")
+    assert added < 0.05

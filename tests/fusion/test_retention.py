@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.errors import ConfigError
 from fusion.retention import Retention, find_copy, keep, prune, stamp, tighten, usage
 
 NOW = datetime(2026, 10, 1, 9, 30, tzinfo=UTC)
@@ -81,6 +82,17 @@ def test_tighten_fixes_what_older_versions_kept_0644(tmp_path: Path):
     assert _mode(loose) == 0o600 and _mode(folder / "batch") == 0o700
 
 
-def test_a_negative_bound_is_refused():
-    with pytest.raises(ValueError, match="retention bound"):
-        Retention(max_bytes=-1)
+@pytest.mark.parametrize(
+    ("bound", "setting"),
+    [
+        ({"max_bytes": -1}, "max_bytes"),
+        ({"max_bytes": True}, "max_bytes"),
+        ({"max_bytes": 1.5}, "max_bytes"),
+        ({"max_age": timedelta(seconds=-1)}, "max_age"),
+        ({"max_age": 30}, "max_age"),
+    ],
+)
+def test_a_negative_or_mistyped_bound_is_refused(bound: dict[str, object], setting: str):
+    with pytest.raises(ConfigError, match="retention bound") as refused:
+        Retention(**bound)  # type: ignore[arg-type]
+    assert refused.value.setting == setting
