@@ -587,6 +587,7 @@ def _one_query(bank: Bank, pool: QueryWorkers, sql: str = "SELECT 1 AS one", **l
     return result.row_count
 
 
+@pytest.mark.slow  # worker processes started, killed and replaced
 def test_a_value_built_in_steps_fails_in_its_worker_and_the_caller_stays_flat(
     bank: Bank, workers: QueryWorkers
 ):
@@ -603,6 +604,7 @@ def test_a_value_built_in_steps_fails_in_its_worker_and_the_caller_stays_flat(
     assert first not in workers.pids() and not psutil.pid_exists(first)
 
 
+@pytest.mark.slow  # worker processes started, killed and replaced
 def test_a_worker_that_dies_mid_query_is_a_memory_failure_and_is_replaced(
     bank: Bank, workers: QueryWorkers
 ):
@@ -622,6 +624,7 @@ def test_a_worker_that_dies_mid_query_is_a_memory_failure_and_is_replaced(
     assert _one_query(bank, workers) == 1
 
 
+@pytest.mark.slow  # worker processes started, killed and replaced
 def test_a_worker_that_does_not_answer_in_time_is_killed(bank: Bank, workers: QueryWorkers):
     _one_query(bank, workers)
     [worker] = workers.pids()

@@ -29,6 +29,8 @@ from fusion.runfolder import RunFolder
 from labs.cli import app
 from tests.support.campaign_banks import campaign_bank
 
+pytestmark = pytest.mark.slow  # the whole campaign loop through the CLI, one story
+
 runner = CliRunner()
 
 RESCUE, COUPON = "cli-rescue", "cli-coupon"

@@ -109,6 +109,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess killed mid-commit, two stores
 def test_sigkill_mid_delivery_leaves_the_store_as_before_and_a_rerun_the_same_files(
     tmp_path: Path, ext_dir: Path
 ):

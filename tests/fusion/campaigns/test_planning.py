@@ -143,6 +143,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess killed mid-commit, two stores
 def test_sigkill_mid_plan_leaves_the_store_as_before_and_a_rerun_assigns_the_same(
     tmp_path: Path, ext_dir: Path
 ):

@@ -17,6 +17,8 @@ from labs.world.execution import execute_campaign
 
 START = date(2026, 10, 1)
 
+pytestmark = pytest.mark.slow  # a world and 40 assignments, executions and readouts
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
