@@ -11,7 +11,7 @@
     ├── BatchRefused                a sealed batch could not be opened; ONE detail-free refusal
     ├── ContractError               data breaks its contract; carries the quarantine report
     ├── StoreError                  the encrypted DuckDB store cannot be opened or written
-    │   └── StoreLockedError        another process holds the store for writing
+    │   └── StoreLockedError        another process holds the store (writing or reading)
     ├── IngestError                 a batch cannot be ingested for a reason other than its content
     │   └── BatchConflictError      a batch_id arrived again with a different digest
     ├── ModelError                  a model artifact is missing, altered or unusable for the data
@@ -203,7 +203,8 @@ class StoreError(FusionError):
 
 
 class StoreLockedError(StoreError):
-    """Another process holds the store for writing (DuckDB allows one writer)."""
+    """Another process holds the store, writing or reading (DuckDB allows one writer and no
+    reader beside it)."""
 
 
 class IngestError(FusionError):

@@ -267,8 +267,8 @@ def _read_bank(store: Store, snapshot_date: date, where: str = "") -> pl.DataFra
     ).fetchone()
     if not found or not found[0]:
         raise StoreError(
-            f"{store.path} has no bank_features table yet; load a bank extract first "
-            "(fusion.match.load_extract)",
+            f"{store.path} has no bank_features table yet; match a bank extract first "
+            "(fusion match --extract EXTRACT.parquet --snapshot DATE)",
             path=str(store.path),
         )
     bank = store.execute(

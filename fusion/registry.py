@@ -246,8 +246,7 @@ class Registry:
         chosen = version or self.current(name)
         if chosen is None:
             raise ModelError(
-                f"no current version of model {name} under {self.root}; run `fusion train` "
-                "first (or `fusion models promote`)",
+                f"no current version of model {name} under {self.root}; run `fusion train` first",
                 model=name,
             )
         folder = self.root / _check_name(name) / chosen

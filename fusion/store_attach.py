@@ -155,8 +155,9 @@ def _attach_failure(message: str, path: Path) -> StoreError:
         holder = re.search(r"PID (\d+)", message)
         pid = f" (PID {holder.group(1)})" if holder else ""
         return StoreLockedError(
-            f"another process is writing {path}{pid}; DuckDB allows one writer and no reader "
-            "beside it. Stop it, or open a published snapshot read-only",
+            f"another process holds {path}{pid}, writing or reading (`fusion sql`, the "
+            "service, a cluster job); DuckDB allows one writer and no reader beside it. Stop it "
+            "or wait for it to finish, or read a published snapshot instead",
             path=str(path),
         )
     if "Unique file handle conflict" in message:

@@ -101,7 +101,7 @@ def _new_index(role: str, vendor_id: str | None) -> dict[str, Any]:
 
 
 class Keyring:
-    """A party's keys in a 0700 folder. Open one with `Keyring.init` or `Keyring.open`.
+    """A party's keys in a 0700 folder. Create one with `Keyring.init`, open it with `Keyring.open`.
 
     Methods that need the other role's keys raise KeyringError. Lookups of ids the keyring does
     not hold raise KeyringError (UnknownEpochError for salt epochs); none of them shows a key.
@@ -142,8 +142,8 @@ class Keyring:
             raise ConfigError("a bank keyring takes no vendor_id", setting="vendor_id")
         if path.exists() and not (path.is_dir() and not any(path.iterdir())):
             raise KeyringError(
-                f"{path} already exists; a keyring is never overwritten. Open it with "
-                "Keyring.open, or choose an empty or new folder",
+                f"{path} already exists; a keyring is never overwritten. Keep using the keyring "
+                "there (the other commands of this --run open it), or give --run a new folder",
                 path=str(path),
             )
         # The whole folder is one atomic_path: built under a temporary name beside `path`, every
@@ -172,7 +172,8 @@ class Keyring:
         index_path = path / INDEX_NAME
         if not index_path.is_file():
             raise KeyringError(
-                f"no keyring at {path} ({INDEX_NAME} is missing); create one with Keyring.init",
+                f"no keyring at {path} ({INDEX_NAME} is missing); check --run, or create one: "
+                "`fusion keys init` for the bank, `fusion vendor keygen` for the vendor",
                 path=str(path),
             )
         if path.stat().st_mode & _LOOSE:
@@ -232,9 +233,14 @@ class Keyring:
         if what == "oprf":
             return self.new_oprf_epoch(now=now)
         if what not in ("hpke", "signing"):
+            # Name only what this keyring's own command accepts, not the other party's keys.
+            usable = (
+                "hpke or salt (fusion keys rotate --what hpke|salt)"
+                if self.role == "bank"
+                else "signing or oprf (fusion vendor rotate --what signing|oprf)"
+            )
             raise ConfigError(
-                f"rotate() takes 'hpke', 'signing', 'salt' or 'oprf', got {what!r}",
-                setting="what",
+                f"a {self.role} keyring rotates {usable}, got {what!r}", setting="what"
             )
         if what == "hpke":
             self._require("bank", "rotate the HPKE key")
@@ -408,8 +414,9 @@ class Keyring:
         current = self._index["salt"]["current"]
         if current is None:
             raise KeyringError(
-                "this keyring holds no salt epoch yet; import the epoch agreed with the bank "
-                "(import_salt)",
+                "this keyring holds no salt epoch yet; import the epoch agreed with the bank: "
+                "`fusion keys pair-vendor` in a run folder holding both keyrings, otherwise "
+                "the bank hands it over in its key ceremony",
                 path=str(self._path),
             )
         return self.salt(current)

@@ -274,8 +274,8 @@ def coverage_report(
     raw = counts.filter(pl.col("grouping_id") == _OVERALL_ID).select(_COUNTS)
     if raw.is_empty() or raw["customers"][0] == 0:
         raise ConfigError(
-            f"no customers for snapshot {snapshot_date} under salt epoch {salt_epoch!r}; load "
-            "the extract (fusion.match.load_extract) and match it first",
+            f"no customers for snapshot {snapshot_date} under salt epoch {salt_epoch!r}; match "
+            "the snapshot's extract first (fusion match --extract EXTRACT.parquet --snapshot DATE)",
             setting="snapshot_date",
         )
     run = _latest_run(store, params, raw)
@@ -317,8 +317,8 @@ def _require_features(store: Store) -> None:
                if c not in present]  # fmt: skip
     if missing:
         raise StoreError(
-            f"bank_features lacks {', '.join(missing)}: load a bank extract that carries them "
-            "(fusion.match.load_extract) before asking for coverage",
+            f"bank_features lacks {', '.join(missing)}: match a bank extract that carries them "
+            "(fusion match --extract EXTRACT.parquet --snapshot DATE) before asking for coverage",
             path=str(store.path),
         )
 
@@ -433,7 +433,8 @@ def _categories(store: Store, params: Mapping[str, object]) -> pl.DataFrame:
     if categories.is_empty() or lacking:
         raise StoreError(
             f"the store lacks taxonomy {', '.join(lacking) or 'tables'} that the matched batches "
-            "use; load it with store.load_taxonomy(contracts.taxonomy.load_taxonomy(version))",
+            "use, and no command loads a taxonomy yet: report on a run built by `fusion demo`, "
+            "which loads the platform's taxonomy",
             path=str(store.path),
         )
     return categories

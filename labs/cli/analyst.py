@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from labs.cli.options import DEFAULT_RUN, RunOption, bank_of
 from labs.cli.terminal import console, err_console, exits_on_error
@@ -19,13 +20,21 @@ def sql(
     run: RunOption = DEFAULT_RUN,
     limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
 ) -> None:
-    """Query the store read-only (close any writer first; analysts use published snapshots)."""
+    """Query the store read-only (close any writer first; analysts use published snapshots).
+
+    Exit status: 0 answered; 2 the query failed (one query given). At the interactive prompt a
+    failed query is reported and the next one read; the session ends with 0.
+    """
     with bank_of(run, read_only=True) as bank:
         for text in [query] if query else _prompt_queries():
             try:
                 frame = bank.store.execute(text).pl()
-            except Exception as error:  # the analyst's SQL: say why and take the next one
-                err_console.print(f"[red]query failed:[/] {type(error).__name__}: {error}")
+            except Exception as error:  # the analyst's SQL: say why, then stop or read the next
+                err_console.print(
+                    f"[red]query failed:[/] {type(error).__name__}: {escape(str(error))}"
+                )
+                if query:
+                    raise typer.Exit(code=2) from error
                 continue
             console.print(frame.head(limit))
 

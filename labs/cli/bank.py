@@ -27,7 +27,7 @@ from labs.cli.options import (
     now,
     parse_date,
 )
-from labs.cli.render import print_match
+from labs.cli.render import print_ingest, print_match
 from labs.cli.terminal import console, err_console, exits_on_error
 from matcher.keyring import Keyring, pair_locally
 from matcher.oprf_exchange import ANSWER, ElementFile, check_output
@@ -96,18 +96,29 @@ def ingest(
     ] = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Verify, open, validate and load sealed batches into the encrypted store."""
+    """Verify, open, validate and load sealed batches into the encrypted store.
+
+    Exit status: 0 every file loaded (or already loaded); 1 a batch was refused or quarantined
+    (a finding: the ledger ids are printed, the causes are in the bank's log); 2 a file or
+    the run folder could not be used.
+    """
     folder = RunFolder(run).ensure()
     deliver_to_inbox(files or (), folder.inbox)
     with bank_of(run) as bank:
         outcomes = ingest_batches(bank, clock=now)
-    for outcome in outcomes:
-        reasons = f" ({', '.join(outcome.reasons)})" if outcome.reasons else ""
-        console.print(
-            f"{outcome.batch_id}: [bold]{outcome.status}[/] {outcome.rows:,} rows{reasons}"
+    findings = print_ingest(outcomes)
+    if findings:
+        err_console.print(
+            Text.assemble(
+                ("finding:", "yellow"),
+                f" {len(findings)} of {len(outcomes)} sealed files not loaded (refused or "
+                f"quarantined): {', '.join(findings)}; the causes are in the bank's log above "
+                "and in the ledger (table batches, read it with `fusion sql`); ask the vendor "
+                "for a corrected batch",
+            ),
+            soft_wrap=True,
         )
-    if not outcomes:
-        console.print("inbox empty: nothing to ingest")
+        raise typer.Exit(code=1)
 
 
 def _check_match_options(mode: MatchMode, *, oprf_only: bool) -> None:

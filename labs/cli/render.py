@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from fusion.campaigns.planning import PlanResult
     from fusion.campaigns.readout import Readout
     from fusion.campaigns.stages import Promoted
+    from fusion.ingest import IngestOutcome
     from fusion.lists import TargetLists
     from fusion.pipeline.campaigns import CampaignReadout
     from fusion.pipeline.matching import MatchOutcome
@@ -31,6 +32,7 @@ __all__ = [
     "print_declared",
     "print_delivery",
     "print_events",
+    "print_ingest",
     "print_lists",
     "print_match",
     "print_plans",
@@ -66,6 +68,26 @@ def print_world(world: WorldSummary) -> None:
         )
     table.add_row("seconds", f"{float(summary.get('seconds', 0.0)):.1f}")
     console.print(table)
+
+
+def print_ingest(outcomes: list[IngestOutcome]) -> list[str]:
+    """Return the ledger ids of the refused or quarantined batches, after printing every verdict.
+
+    A batch is named by its id; a refusal whose manifest could not be read, by the ledger row
+    it was filed under ("refused:" and the file's SHA-256), never as "None".
+    """
+    findings: list[str] = []
+    for outcome in outcomes:
+        name = outcome.batch_id or outcome.ledger_id or "(no readable manifest)"
+        reasons = f" ({', '.join(outcome.reasons)})" if outcome.reasons else ""
+        console.print(
+            f"{escape(name)}: [bold]{outcome.status}[/] {outcome.rows:,} rows{escape(reasons)}"
+        )
+        if outcome.status in ("refused", "quarantined"):
+            findings.append(outcome.ledger_id or name)
+    if not outcomes:
+        console.print("inbox empty: nothing to ingest")
+    return findings
 
 
 def print_match(done: MatchOutcome) -> None:

@@ -113,20 +113,39 @@ def token_create(
 
 @token_app.command("revoke")
 @exits_on_error
-def token_revoke(token_id: str, run: RunOption = DEFAULT_RUN) -> None:
-    """Revoke a token by its id while the service is stopped (running: DELETE /v1/tokens/ID)."""
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (`fusion token list`).")],
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Revoke a token by its id while the service is stopped (running: DELETE /v1/tokens/ID).
+
+    Exit status: 0 revoked (or revoked before); 2 no token has that id, or the store is held.
+    """
+    from fusion.tokens import list_tokens
+
     try:
         with bank_of(run) as bank:
             revoked = revoke_token(bank.store, token_id, now=now())
+            known = {t.token_id: t for t in list_tokens(bank.store)} if not revoked else {}
     except StoreLockedError as error:
+        # Double quotes, so the shell expands $ADMIN_TOKEN in the pasted command.
         raise ConfigError(
             f"{error}. While `fusion serve` holds the store, revoke through the service, "
             f"which drops the token at once: DELETE /v1/tokens/{token_id} with an admin "
-            f"token, e.g. curl -X DELETE -H 'Authorization: Bearer $ADMIN_TOKEN' "
+            f'token, e.g. curl -X DELETE -H "Authorization: Bearer $ADMIN_TOKEN" '
             f"http://127.0.0.1:8000/v1/tokens/{token_id}",
             setting="run",
         ) from error
-    console.print(f"token {token_id}: {'revoked' if revoked else 'not found or already revoked'}")
+    if revoked:
+        console.print(f"token {token_id}: revoked")
+        return
+    if token_id not in known:
+        raise ConfigError(
+            f"no token has id {token_id!r}, so nothing was revoked; `fusion token list "
+            "--run RUN` shows the ids of this run's tokens",
+            setting="token_id",
+        )
+    console.print(f"token {token_id}: already revoked at {known[token_id].revoked_at}")
 
 
 @token_app.command("list")

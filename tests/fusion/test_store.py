@@ -256,9 +256,9 @@ def test_a_second_writer_is_told_the_store_is_locked(config: StoreConfig, key: s
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreLockedError, match="another process is writing") as locked:
+        with pytest.raises(StoreLockedError, match="another process holds") as locked:
             Store.open(config, key=key)
-        assert "open a published snapshot read-only" in str(locked.value)
+        assert "read a published snapshot instead" in str(locked.value)
         with pytest.raises(StoreLockedError):  # DuckDB: no reader while a writer holds the file
             Store.open(config, key=key, read_only=True)
     finally:

@@ -60,7 +60,7 @@ def test_sql_reads_the_store_read_only(demo_run: tuple[Path, str]):
     assert result.exit_code == 0, result.output
     assert "loaded" in result.output
     refused = runner.invoke(app, ["sql", "DELETE FROM batches", "--run", str(run)])
-    assert "query failed" in refused.output
+    assert refused.exit_code == 2 and "query failed" in refused.output
     again = runner.invoke(app, ["sql", "SELECT count(*) FROM batches", "--run", str(run)])
     assert "1" in again.output
 
@@ -116,7 +116,7 @@ def test_a_tampered_file_is_refused_with_its_cause_in_the_bank_log(demo_run: tup
     result = runner.invoke(
         app, ["--log-level", "WARNING", "ingest", str(tampered), "--run", str(run)]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # done, with a finding: the batch was refused
     assert "refused" in result.output and "cause=" in result.output
 
 
