@@ -503,6 +503,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess killed mid-load, a second clean store
 def test_sigkill_mid_load_leaves_the_store_as_it_was_and_a_rerun_finishes(parties: Parties):
     base = parties.seal_frame(vendor_batch(100, seed=5))
     assert parties.ingest(base).status == "loaded"
