@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from typer.testing import CliRunner
 
 from fusion.runfolder import RunFolder
@@ -24,6 +23,7 @@ from fusion.store import Store
 from labs.cli import app
 from matcher.keyring import Keyring
 from tests.support.campaign_banks import campaign_bank
+from tests.support.cli import first_line, fusion
 
 runner = CliRunner()
 
@@ -40,15 +40,6 @@ def run(bank_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(bank_run, copy)
     return copy
-
-
-def fusion(run: Path, *args: str) -> Result:
-    return runner.invoke(app, [*args, "--run", str(run)])
-
-
-def first_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def flat(text: str) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import Result
 from typer.testing import CliRunner
 
 from fusion.runfolder import RunFolder
@@ -21,6 +20,7 @@ from fusion.store import Store
 from labs.cli import app
 from labs.world import WorldFiles
 from matcher.keyring import Keyring
+from tests.support.cli import first_line, fusion
 
 pytestmark = pytest.mark.slow  # one demo run (about 15 s), then copies of it
 
@@ -45,15 +45,6 @@ def run(demo_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(demo_run, copy)
     return copy
-
-
-def fusion(run: Path, *args: str) -> Result:
-    return runner.invoke(app, [*args, "--run", str(run)])
-
-
-def first_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def digests(*paths: Path) -> dict[str, str]:
