@@ -9,6 +9,10 @@ API tests.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,14 @@ from fusion.runfolder import RunFolder
 from fusion.store import Store, StoreConfig
 from matcher.keyring import Keyring
 
-__all__ = ["SNAPSHOT", "T0", "campaign_bank", "declaration", "open_campaign_bank"]
+__all__ = [
+    "SNAPSHOT",
+    "T0",
+    "campaign_bank",
+    "declaration",
+    "killed_mid_commit",
+    "open_campaign_bank",
+]
 
 SNAPSHOT = date(2026, 9, 30)
 T0 = datetime(2026, 10, 1, 9, 0)
@@ -123,3 +134,37 @@ def declare(bank: Bank, campaign: Campaign, *, salt: bytes | None = None) -> Non
     """Store the campaign with a pinned salt (tests compare assignments across stores)."""
     create_campaign(bank.store, campaign, actor="test", now=T0,
                     salt=salt or campaign.name.encode().ljust(32, b"."))  # fmt: skip
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+_KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from datetime import date, datetime
+    from pathlib import Path
+    import fusion.store
+    from fusion.pipeline.campaigns import deliver_campaign, plan_window
+    from fusion.runfolder import RunFolder
+    from tests.support.campaign_banks import open_campaign_bank
+
+    folder, ext = RunFolder(Path(sys.argv[1])), Path(sys.argv[2])
+    def die(self, con):
+        os.kill(os.getpid(), signal.SIGKILL)
+    fusion.store.Store._commit = die
+    with open_campaign_bank(folder, ext) as bank:
+        {call}
+    """
+)
+
+
+def killed_mid_commit(folder: RunFolder, extensions: Path, call: str) -> None:
+    """Run `call` (a pipeline call on `bank`) in a subprocess SIGKILLed as it commits."""
+    script = _KILLER.replace("{call}", call)
+    env = os.environ | {"PYTHONPATH": str(_ROOT)}
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(folder.root), str(extensions)],
+        env=env,
+        capture_output=True,
+        cwd=_ROOT,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]

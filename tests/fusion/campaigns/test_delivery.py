@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
-import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -22,11 +18,11 @@ from tests.support.campaign_banks import (
     campaign_bank,
     declaration,
     declare,
+    killed_mid_commit,
     open_campaign_bank,
 )
 
 DAY = date(2026, 10, 2)
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _planned(folder: RunFolder, ext_dir: Path) -> None:
@@ -89,26 +85,6 @@ def test_a_draft_has_nothing_to_deliver(tmp_path: Path, ext_dir: Path):
             deliver(bank.store, "calls", out_dir=folder.deliveries, now=T0)
 
 
-KILLER = textwrap.dedent(
-    """
-    import os, signal, sys
-    from datetime import datetime
-    from pathlib import Path
-    import fusion.store
-    from fusion.pipeline.campaigns import deliver_campaign
-    from fusion.runfolder import RunFolder
-    from tests.support.campaign_banks import open_campaign_bank
-
-    folder, ext = RunFolder(Path(sys.argv[1])), Path(sys.argv[2])
-    def die(self, con):
-        os.kill(os.getpid(), signal.SIGKILL)
-    fusion.store.Store._commit = die
-    with open_campaign_bank(folder, ext) as bank:
-        deliver_campaign(bank, "calls", now=datetime(2026, 10, 1, 9))
-    """
-)
-
-
 @pytest.mark.slow  # a subprocess killed mid-commit, two stores
 def test_sigkill_mid_delivery_leaves_the_store_as_before_and_a_rerun_the_same_files(
     tmp_path: Path, ext_dir: Path
@@ -116,14 +92,9 @@ def test_sigkill_mid_delivery_leaves_the_store_as_before_and_a_rerun_the_same_fi
     killed, clean = (campaign_bank(tmp_path / n, ext_dir) for n in ("killed", "clean"))
     for each in (killed, clean):
         _planned(each, ext_dir)
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    run = subprocess.run(
-        [sys.executable, "-c", KILLER, str(killed.root), str(ext_dir)],
-        env=env,
-        capture_output=True,
-        cwd=ROOT,
+    killed_mid_commit(
+        killed, ext_dir, 'deliver_campaign(bank, "calls", now=datetime(2026, 10, 1, 9))'
     )
-    assert run.returncode == -9, run.stderr.decode()[-2000:]
     with open_campaign_bank(killed, ext_dir) as bank:
         assert bank.store.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
         assert bank.store.execute("SELECT count(*) FROM contacts").fetchone() == (0,)

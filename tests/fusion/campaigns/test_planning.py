@@ -3,10 +3,6 @@ and a SIGKILL mid-plan leaves the store as it was and a rerun gives the same ass
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -22,11 +18,11 @@ from tests.support.campaign_banks import (
     campaign_bank,
     declaration,
     declare,
+    killed_mid_commit,
     open_campaign_bank,
 )
 
 DAY = date(2026, 10, 2)
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _two_live(bank, *, stage_to: str = "pilot") -> None:
@@ -122,27 +118,6 @@ def test_a_draft_or_closed_campaign_has_nothing_to_plan(folder, ext_dir):
             plan_window(bank, ["calls"], window_start=DAY, actor="t", now=T0)
 
 
-KILLER = textwrap.dedent(
-    """
-    import os, signal, sys
-    from datetime import date, datetime
-    from pathlib import Path
-    import fusion.store
-    from fusion.pipeline.campaigns import plan_window
-    from fusion.runfolder import RunFolder
-    from tests.support.campaign_banks import open_campaign_bank
-
-    folder, ext = RunFolder(Path(sys.argv[1])), Path(sys.argv[2])
-    def die(self, con):
-        os.kill(os.getpid(), signal.SIGKILL)
-    fusion.store.Store._commit = die
-    with open_campaign_bank(folder, ext) as bank:
-        plan_window(bank, ["calls", "sms"], window_start=date(2026, 10, 2), actor="t",
-                    now=datetime(2026, 10, 1, 9))
-    """
-)
-
-
 @pytest.mark.slow  # a subprocess killed mid-commit, two stores
 def test_sigkill_mid_plan_leaves_the_store_as_before_and_a_rerun_assigns_the_same(
     tmp_path: Path, ext_dir: Path
@@ -151,14 +126,12 @@ def test_sigkill_mid_plan_leaves_the_store_as_before_and_a_rerun_assigns_the_sam
     for each in folders:
         with open_campaign_bank(each, ext_dir) as bank:
             _two_live(bank)
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLER, str(folders[0].root), str(ext_dir)],
-        env=env,
-        capture_output=True,
-        cwd=ROOT,
+    killed_mid_commit(
+        folders[0],
+        ext_dir,
+        'plan_window(bank, ["calls", "sms"], window_start=date(2026, 10, 2), actor="t", '
+        "now=datetime(2026, 10, 1, 9))",
     )
-    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     results = []
     for each in folders:
         with open_campaign_bank(each, ext_dir) as bank:
