@@ -15,14 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import httpx
 import polars as pl
 import psutil
 import pytest
 
 from fusion.query import QueryLimits
 from tests.support.polling import eventually
-from tests.support.server import ServedRun, bearer, settings_changed
+from tests.support.server import ServedRun, post_query, settings_changed
 
 LIMITS = QueryLimits(memory_limit="256MB", timeout_seconds=20)
 MARGIN = 150 << 20  # the server's resident set may grow this much while the attack runs
@@ -91,12 +90,6 @@ def _sampled() -> Iterator[_Peaks]:
         sampler.join()
 
 
-def _query(served: ServedRun, token: str, sql: str) -> httpx.Response:
-    return httpx.post(
-        f"{served.url}/v1/query", json={"sql": sql}, headers=bearer(token), timeout=120
-    )
-
-
 def _warm(served: ServedRun) -> None:
     """Wait until the app's pool has its warm workers started (they start in the background);
     queries beyond them start a worker each."""
@@ -110,7 +103,7 @@ def test_four_values_built_in_steps_at_once_leave_the_server_flat(served: Served
     with settings_changed(served, query_limits=LIMITS), _sampled() as peaks:
         with ThreadPoolExecutor(len(HOSTILE)) as pool:
             running = [
-                pool.submit(_query, served, getattr(served.tokens, who), sql)
+                pool.submit(post_query, served, getattr(served.tokens, who), sql)
                 for who, sql in HOSTILE
             ]
             eventually(
@@ -119,7 +112,7 @@ def test_four_values_built_in_steps_at_once_leave_the_server_flat(served: Served
                 what="four queries running",
             )
             # The analyst holds its two slots: a third query of theirs is refused at once.
-            third = _query(served, served.tokens.analyst, "SELECT 1 AS one")
+            third = post_query(served, served.tokens.analyst, "SELECT 1 AS one")
             answers = [f.result() for f in running]
     grown = peaks.server - peaks.idle
     worker_peak = max(peaks.workers.values(), default=0)
@@ -140,7 +133,7 @@ def test_four_values_built_in_steps_at_once_leave_the_server_flat(served: Served
 
 @pytest.mark.parametrize("sql", REFUSED_AT_CHECK)
 def test_the_attacks_constant_sizes_are_refused_before_any_worker(served: ServedRun, sql: str):
-    answer = _query(served, served.tokens.analyst, sql)
+    answer = post_query(served, served.tokens.analyst, sql)
     assert answer.status_code == 400 and answer.json()["rule"] == "memory", answer.text
 
 
@@ -148,7 +141,7 @@ def test_a_normal_query_answers_after_the_attack(served: ServedRun):
     extract = pl.read_parquet(served.run / "world" / "bank" / "customers.parquet")
     mine = extract.filter(pl.col("branch_id") == "B001").height
     with settings_changed(served, query_limits=LIMITS):
-        answer = _query(
+        answer = post_query(
             served,
             served.tokens.analyst,
             "SELECT branch_id, count(*) AS n FROM customers GROUP BY branch_id",
@@ -159,15 +152,15 @@ def test_a_normal_query_answers_after_the_attack(served: ServedRun):
 
 def test_a_json_answer_past_its_cap_is_refused_as_result_size(served: ServedRun):
     sql = "SELECT * FROM bank_features ORDER BY customer_id LIMIT 500"
-    whole = _query(served, served.tokens.head_office, sql)
+    whole = post_query(served, served.tokens.head_office, sql)
     assert whole.status_code == 200, whole.text
     size, rows = len(whole.content), whole.json()["rows"]
     assert len(rows) == 500 and size > 100_000
     # elapsed_seconds may print a few characters longer or shorter from one answer to the next.
     with settings_changed(served, max_query_response_bytes=size + 64):
-        assert _query(served, served.tokens.head_office, sql).json()["rows"] == rows
+        assert post_query(served, served.tokens.head_office, sql).json()["rows"] == rows
     with settings_changed(served, max_query_response_bytes=size // 2):
-        refused = _query(served, served.tokens.head_office, sql)
+        refused = post_query(served, served.tokens.head_office, sql)
     assert refused.status_code == 400, refused.text
     body = refused.json()
     assert body["rule"] == "result_size" and f"{size // 2:,} bytes" in body["detail"]

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-import httpx
 import psutil
 
 from fusion.query import QueryLimits
 from tests.support.polling import eventually
-from tests.support.server import ServedRun, bearer, settings_changed
+from tests.support.server import ServedRun, post_query, settings_changed
 
 LIMITS = QueryLimits(memory_limit="256MB", timeout_seconds=20)
 MARGIN = 256 << 20  # bytes beyond the queries' budgets: request handling, JSON, allocator
@@ -58,18 +57,13 @@ def _peak_rss() -> Iterator[list[int]]:
         sampler.join()
 
 
-def _query(served: ServedRun, token: str, sql: str) -> httpx.Response:
-    return httpx.post(
-        f"{served.url}/v1/query", json={"sql": sql}, headers=bearer(token), timeout=120
-    )
-
-
 def test_four_hostile_queries_at_once_stay_under_their_caps(served: ServedRun):
     with settings_changed(served, query_limits=LIMITS), _peak_rss() as rss:
         with ThreadPoolExecutor(len(HOSTILE)) as pool:
             answers = list(
                 pool.map(
-                    lambda case: _query(served, getattr(served.tokens, case[0]), case[1]), HOSTILE
+                    lambda case: post_query(served, getattr(served.tokens, case[0]), case[1]),
+                    HOSTILE,
                 )
             )
     grown = rss[1] - rss[0]
@@ -82,20 +76,22 @@ def test_four_hostile_queries_at_once_stay_under_their_caps(served: ServedRun):
 
 
 def test_the_refusals_say_how_big_a_value_and_an_answer_may_be(served: ServedRun):
-    too_long = _query(served, served.tokens.analyst, "SELECT lpad('x', 100000) AS s")
+    too_long = post_query(served, served.tokens.analyst, "SELECT lpad('x', 100000) AS s")
     assert too_long.status_code == 400 and too_long.json()["rule"] == "memory"
     assert f"{LIMITS.max_value_bytes:,}" in too_long.json()["detail"]
-    unbounded = _query(served, served.tokens.analyst, "SELECT repeat('x', age) FROM bank_features")
+    unbounded = post_query(
+        served, served.tokens.analyst, "SELECT repeat('x', age) FROM bank_features"
+    )
     assert unbounded.status_code == 400 and "constant" in unbounded.json()["detail"]
     with settings_changed(served, query_limits=QueryLimits(max_result_bytes=100_000)):
-        big = _query(served, served.tokens.head_office, "SELECT * FROM bank_features")
+        big = post_query(served, served.tokens.head_office, "SELECT * FROM bank_features")
     assert big.status_code == 400 and big.json()["rule"] == "result_size", big.text
     assert "100,000 bytes" in big.json()["detail"]
 
 
 def test_a_legitimate_query_still_answers_under_the_lowered_caps(served: ServedRun):
     with settings_changed(served, query_limits=LIMITS):
-        response = _query(
+        response = post_query(
             served,
             served.tokens.analyst,
             "SELECT branch_id, count(*) AS n, lpad(count(*)::VARCHAR, 8, '0') AS padded, "
@@ -117,12 +113,14 @@ def test_one_analyst_cannot_take_every_query_slot(served: ServedRun):
     limits = QueryLimits(timeout_seconds=3)
     with settings_changed(served, max_concurrent_queries=4, query_limits=limits):
         with ThreadPoolExecutor(2) as pool:
-            running = [pool.submit(_query, served, served.tokens.analyst, slow) for _ in range(2)]
+            running = [
+                pool.submit(post_query, served, served.tokens.analyst, slow) for _ in range(2)
+            ]
             eventually(
                 lambda: served.service.running_queries() == 2, timeout=10, what="two queries"
             )
-            third = _query(served, served.tokens.analyst, "SELECT 1 AS one")
-            other = _query(served, served.tokens.head_office, "SELECT 1 AS one")
+            third = post_query(served, served.tokens.analyst, "SELECT 1 AS one")
+            other = post_query(served, served.tokens.head_office, "SELECT 1 AS one")
             finished = [f.result() for f in running]
     assert third.status_code == 429, third.text
     assert "at most 2 of them from one caller" in third.json()["detail"]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -33,6 +34,7 @@ __all__ = [
     "Tokens",
     "bearer",
     "issue_tokens",
+    "post_query",
     "serve_copy",
     "serve_run",
     "serving",
@@ -156,6 +158,13 @@ class ServedRun:
     @property
     def folder(self) -> RunFolder:
         return RunFolder(self.run)
+
+
+def post_query(served: ServedRun, token: str, sql: str) -> httpx.Response:
+    """Return the served app's answer to an analyst query sent with `token`."""
+    return httpx.post(
+        f"{served.url}/v1/query", json={"sql": sql}, headers=bearer(token), timeout=120
+    )
 
 
 @contextmanager
