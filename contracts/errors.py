@@ -3,6 +3,8 @@
     FusionError                     root: catch this to catch everything the platform raises
     ├── ConfigError                 a setting or argument is wrong (also a ValueError); names it
     ├── IdentifierError             an identifier column cannot be processed (also a ValueError)
+    ├── InputFileError              a file given as input is missing, a folder, empty or not the
+    │                               format asked; `path` names it
     ├── KeyringError                a key is missing, unreadable or has loose file permissions
     │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
     ├── EnvelopeError               the sender misused seal() (bad manifest, missing key)
@@ -46,6 +48,7 @@ __all__ = [
     "GateRefused",
     "IdentifierError",
     "IngestError",
+    "InputFileError",
     "KeyringError",
     "ModelError",
     "OprfError",
@@ -94,6 +97,17 @@ class IdentifierError(FusionError, ValueError):
     def __init__(self, message: str, *, column: str | None = None) -> None:
         super().__init__(message)
         self.column = column
+
+
+class InputFileError(FusionError):
+    """A file given as input is missing, a folder, empty, unreadable or not the format asked.
+
+    `path` is the file as the caller named it; the message says what was expected there.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class KeyringError(FusionError):

@@ -94,10 +94,13 @@ class ContractReport:
                 )
         return "\n".join(lines)
 
-    def raise_if_failed(self) -> None:
+    def raise_if_failed(
+        self, fix: str = "fix these rows at the source and send a new batch_id"
+    ) -> None:
+        """Raise ContractError with the failed rules and `fix`, what the sender should do."""
         if not self.passed:
             raise ContractError(
-                f"{self.summary()}\nFix these rows at the source and send a new batch_id",
+                f"{self.summary()}\n{fix[:1].upper()}{fix[1:]}",
                 contract=self.contract,
                 rules=self.failed,
                 report=self,

@@ -33,6 +33,7 @@ numpy, never a Python loop per customer.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -45,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from contracts.errors import ConfigError, StoreError
+from contracts.errors import ConfigError, InputFileError, StoreError
 from contracts.taxonomy import CURRENT_VERSION, Taxonomy, load_taxonomy
 from fusion.bank_columns import ID_COLUMNS, ColumnNote, encode_bank, is_text
 from fusion.store import RAW_IDENTIFIER_COLUMNS, Store
@@ -239,17 +240,42 @@ class FeatureSet:
 
     @classmethod
     def read(cls, out_dir: Path) -> FeatureSet:
-        """Return the feature set that write() saved under `out_dir`."""
+        """Return the feature set that write() saved under `out_dir`.
+
+        A missing or damaged file is an InputFileError that says how to rebuild the folder.
+        """
         out = Path(out_dir)
-        manifest = FeatureManifest.from_dict(
-            json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-        )
-        with np.load(out / TAGS_FILE, allow_pickle=False) as saved:
-            tags = sp.csr_matrix(
-                (saved["data"], saved["indices"], saved["indptr"]), shape=tuple(saved["shape"])
+        try:
+            manifest = FeatureManifest.from_dict(
+                json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
             )
-            tag_ids = saved["tag_ids"]
-        return cls(pl.read_parquet(out / TABLE_FILE), tags, tag_ids, manifest)
+            with np.load(out / TAGS_FILE, allow_pickle=False) as saved:
+                tags = sp.csr_matrix(
+                    (saved["data"], saved["indices"], saved["indptr"]),
+                    shape=tuple(saved["shape"]),
+                )
+                tag_ids = saved["tag_ids"]
+            table = pl.read_parquet(out / TABLE_FILE)
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            zipfile.BadZipFile,
+            pl.exceptions.PolarsError,
+        ) as error:
+            raise InputFileError(
+                f"the feature tables in {out} are missing a file or damaged "
+                f"({type(error).__name__}{_file_of(error)}); rebuild them with `fusion features "
+                f"--snapshot {out.name} --replace`",
+                path=str(out),
+            ) from None
+        return cls(table, tags, tag_ids, manifest)
+
+
+def _file_of(error: Exception) -> str:
+    name = getattr(error, "filename", None)
+    return f": {Path(name).name}" if name else ""
 
 
 # -- in-bank part ------------------------------------------------------------------------------

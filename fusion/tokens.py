@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -112,6 +112,36 @@ def _check(
     return ",".join(chosen) if chosen is not None else None
 
 
+def _check_known(
+    store: _Db, branch_text: str | None, vendor_id: str | None, vendors: Collection[str] | None
+) -> None:
+    """Refuse branches the bank's customers do not have and vendors its keyring does not trust."""
+    if branch_text:
+        rows = store.execute("SELECT DISTINCT branch_id FROM customers").fetchall()
+        known = {str(branch) for (branch,) in rows}
+        unknown = sorted(set(branch_text.split(",")) - known)
+        if known and unknown:
+            near = {b.upper() for b in unknown} & known
+            raise ConfigError(
+                f"no customer is in branch {', '.join(unknown)}"
+                + (f" (branch ids are case-sensitive: {', '.join(sorted(near))}?)" if near else "")
+                + f"; the branches are {_first(sorted(known))}",
+                setting="branches",
+            )
+    if vendor_id is not None and vendors is not None and vendor_id not in vendors:
+        raise ConfigError(
+            f"the bank trusts no vendor {vendor_id!r}; trusted: {_first(sorted(vendors))} "
+            "(trust a new vendor's signing key first: `fusion keys pair-vendor`)",
+            setting="vendor_id",
+        )
+
+
+def _first(names: list[str], shown: int = 12) -> str:
+    """Return up to `shown` names, comma-separated, and how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(names[:shown]) or "none") + more
+
+
 def create_token(
     store: _Db,
     *,
@@ -121,12 +151,17 @@ def create_token(
     head_office: bool = False,
     vendor_id: str | None = None,
     label: str | None = None,
+    known_vendors: Collection[str] | None = None,
 ) -> IssuedToken:
     """Return a new token for `role`, its hash recorded in the store (the secret is not).
 
     An analyst gets `branches`, or every branch with `head_office=True`; never by omission.
+    Once the store holds customers, every branch must be one of theirs; a vendor id must be one
+    of `known_vendors` (the vendors the bank's keyring trusts) when they are given. A token for
+    a branch or vendor that does not exist is a typo that would fail later, silently.
     """
     branch_text = _check(role, branches, vendor_id, head_office)
+    _check_known(store, branch_text, vendor_id, known_vendors)
     token_id = secrets.token_hex(8)
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     token = f"bf_{token_id}_{secret}"

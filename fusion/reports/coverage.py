@@ -433,8 +433,9 @@ def _categories(store: Store, params: Mapping[str, object]) -> pl.DataFrame:
     if categories.is_empty() or lacking:
         raise StoreError(
             f"the store lacks taxonomy {', '.join(lacking) or 'tables'} that the matched batches "
-            "use, and no command loads a taxonomy yet: report on a run built by `fusion demo`, "
-            "which loads the platform's taxonomy",
+            "use (every batch loaded brings its own; this store holds batches from before): "
+            "load it with `fusion taxonomy load"
+            + (f" --version {lacking[0]}`" if lacking else "`"),
             path=str(store.path),
         )
     return categories

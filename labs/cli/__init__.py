@@ -2,10 +2,11 @@
 
 The composition root: each command parses its options, calls a step of `fusion.pipeline` (or
 `labs.demo`) and prints the result. Only this package (and `api/`) reads the environment and
-prints. A platform error prints its message, which says what to do, and exits 2
-(`terminal.exits_on_error`). The commands by group:
+prints. Every command's errors leave through one place (`terminal.FusionCommands`), with the
+exit status documented there and in the README. The commands by group:
 
-    bank       keys init|rotate|pair-vendor, ingest, match, features, report, publish
+    bank       keys init|rotate|pair-vendor, taxonomy load, ingest, match, features, report,
+               publish
     vendor     vendor keygen|pack|rotate|evaluate|push
     models     train, score
     service    serve, token create|list|revoke
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import StrEnum
+from importlib.metadata import version
 from typing import Annotated
 
 import typer
 
 from labs.cli import analyst, bank, campaigns, models, service, vendor, workbench
-from labs.cli.terminal import err_console
+from labs.cli.terminal import FusionCommands, console, err_console
 
 __all__ = ["app", "main"]
 
@@ -33,21 +36,46 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=FusionCommands,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+class LogLevel(StrEnum):
+    """Levels of the bank's log on stderr."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        console.print(f"fusion {version('bankfusion')}")
+        raise typer.Exit
 
 
 @app.callback()
 def _configure(
     log_level: Annotated[
-        str, typer.Option(help="Log level of the bank's log on stderr (DEBUG, INFO, WARNING).")
-    ] = "WARNING",
+        LogLevel,
+        typer.Option(
+            case_sensitive=False,
+            help="Level of the bank's log on stderr; DEBUG also prints the traceback of an error.",
+        ),
+    ] = LogLevel.WARNING,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Privacy-preserving fusion of a data vendor's app/tag data with a bank's customers."""
     from rich.logging import RichHandler
 
-    level = logging.getLevelName(log_level.upper())
-    if not isinstance(level, int):
-        raise typer.BadParameter(f"log level must be DEBUG, INFO or WARNING, got {log_level!r}")
+    level = logging.getLevelName(log_level.value)
     # The bank's own log: refusal causes, ledger verdicts and counts (never a phone or a key).
     logging.basicConfig(
         level=level,
@@ -62,6 +90,7 @@ def _configure(
 app.command()(workbench.world)
 app.command()(workbench.demo)
 app.add_typer(bank.keys_app, name="keys")
+app.add_typer(bank.taxonomy_app, name="taxonomy")
 app.add_typer(vendor.vendor_app, name="vendor")
 app.command()(bank.ingest)
 app.command("match")(bank.match_command)

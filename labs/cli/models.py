@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 
-from contracts.errors import ConfigError
+from contracts.input_files import read_parquet_input
 from fusion.runfolder import RunFolder
 from labs.cli.options import DEFAULT_RUN, ClusterOption, RunOption, engine_for, now, parse_date
 from labs.cli.render import print_lists, print_training
-from labs.cli.terminal import console, exits_on_error, stage_progress
+from labs.cli.terminal import console, stage_progress
 from labs.world import WorldFiles
 
 if TYPE_CHECKING:
@@ -40,7 +39,6 @@ def _score(folder: RunFolder, features: FeatureSet, cluster: str | None = None) 
     return lists
 
 
-@exits_on_error
 def train_command(
     campaign: Annotated[
         Path | None,
@@ -60,15 +58,13 @@ def train_command(
     from fusion.pipeline.modelling import model_report, train_models
 
     folder = RunFolder(run)
+    campaign_frame = read_parquet_input(
+        campaign or folder.world / WorldFiles.CAMPAIGN,
+        what="past A/B campaign",
+        columns=("customer_id", "treatment", "responded"),
+        hint="pass --campaign PATH",
+    )
     features = _features(folder, snapshot)
-    campaign_path = campaign or folder.world / WorldFiles.CAMPAIGN
-    if not campaign_path.exists():
-        raise ConfigError(
-            f"no campaign table at {campaign_path}; pass --campaign PATH (Parquet with "
-            "customer_id, treatment, responded)",
-            setting="campaign",
-        )
-    campaign_frame = pl.read_parquet(campaign_path)
     with (
         engine_for(cluster, cluster_only=True) as engine,
         stage_progress("train") as progress,
@@ -82,7 +78,6 @@ def train_command(
     console.print(f"model report: {page}")
 
 
-@exits_on_error
 def score_command(
     snapshot: SnapshotOption = None,
     cluster: ClusterOption = None,

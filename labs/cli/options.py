@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,9 +26,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RUN",
+    "BankKey",
+    "BenchName",
     "ClusterOption",
+    "MinCellOption",
     "ModeOption",
     "RunOption",
+    "TokenRole",
+    "VendorKey",
     "bank_of",
     "cluster_engine",
     "engine_for",
@@ -55,6 +61,60 @@ ModeOption = Annotated[
         "only its own customers' rows."
     ),
 ]
+
+
+MinCellOption = Annotated[
+    int,
+    typer.Option(
+        "-k",
+        "--min-cell",
+        min=1,
+        help="k-anonymity: withhold every cell of fewer than k customers (and a complement, so "
+        "it cannot be recovered by subtraction).",
+    ),
+]
+
+
+class BankKey(StrEnum):
+    """What `fusion keys rotate` rotates."""
+
+    HPKE = "hpke"  # the key vendors seal batches to
+    SALT = "salt"  # the keyed-hash salt epoch, shared with the vendor
+
+
+class VendorKey(StrEnum):
+    """What `fusion vendor rotate` rotates."""
+
+    SIGNING = "signing"  # the Ed25519 key batches are signed with
+    OPRF = "oprf"  # the OPRF key epoch
+
+
+class TokenRole(StrEnum):
+    """API token roles (`fusion.tokens.ROLES`)."""
+
+    VENDOR = "vendor"
+    ANALYST = "analyst"
+    CAMPAIGN_TOOL = "campaign_tool"
+    MARKETER = "marketer"
+    ADMIN = "admin"
+
+
+class BenchName(StrEnum):
+    """Benchmarks by the name `fusion bench --only` takes (`labs.bench.BENCHMARKS`)."""
+
+    KEYED_HASH = "keyed_hash"
+    WORLD = "world"
+    CONTRACTS = "contracts"
+    ENVELOPE = "envelope"
+    INGEST = "ingest"
+    PSI = "psi"
+    OPRF = "oprf"
+    FEATURES = "features"
+    MODELS = "models"
+    API = "api"
+    CAMPAIGN_PLAN = "campaign_plan"
+    OUTCOME_EVENTS = "outcome_events"
+    SCALE = "scale"
 
 
 def now() -> datetime:

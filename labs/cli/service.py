@@ -12,21 +12,20 @@ from contracts.errors import ConfigError, StoreLockedError
 from fusion.query_memory import memory_bytes
 from fusion.retention import Retention
 from fusion.tokens import create_token, revoke_token
-from labs.cli.options import DEFAULT_RUN, RunOption, bank_of, now
-from labs.cli.terminal import console, err_console, exits_on_error
+from labs.cli.options import DEFAULT_RUN, RunOption, TokenRole, bank_of, now
+from labs.cli.terminal import console, err_console
 
 __all__ = ["serve", "token_app", "token_create", "token_list", "token_revoke"]
 
 token_app = typer.Typer(help="API tokens: create (printed once), list, revoke.")
 
 
-@exits_on_error
 def serve(
     run: RunOption = DEFAULT_RUN,
     host: Annotated[
         str, typer.Option(help="Bind address (loopback unless --public).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
     public: Annotated[bool, typer.Option(help="Allow a non-loopback bind address.")] = False,
     docs: Annotated[
         bool | None,
@@ -78,9 +77,14 @@ def _retention(folder: str, size: str, days: int) -> Retention:
 
 
 @token_app.command("create")
-@exits_on_error
 def token_create(
-    role: Annotated[str, typer.Option(help="vendor | analyst | campaign_tool | admin")],
+    role: Annotated[
+        TokenRole,
+        typer.Option(
+            help="vendor: uploads batches; analyst: queries (--branches or --head-office); "
+            "campaign_tool: scores and lists; marketer: campaigns; admin: tokens and audit."
+        ),
+    ],
     branches: Annotated[
         str | None, typer.Option(help="Analyst's branches, comma-separated.")
     ] = None,
@@ -95,7 +99,7 @@ def token_create(
     with bank_of(run) as bank:
         issued = create_token(
             bank.store,
-            role=role,
+            role=role.value,
             branches=branches.split(",") if branches is not None else None,
             head_office=head_office,
             vendor_id=vendor,
@@ -112,7 +116,6 @@ def token_create(
 
 
 @token_app.command("revoke")
-@exits_on_error
 def token_revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (`fusion token list`).")],
     run: RunOption = DEFAULT_RUN,
@@ -149,7 +152,6 @@ def token_revoke(
 
 
 @token_app.command("list")
-@exits_on_error
 def token_list(run: RunOption = DEFAULT_RUN) -> None:
     """List tokens: id, role, scope, label, created, revoked (never a secret)."""
     from fusion.tokens import list_tokens

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from contracts.errors import ConfigError, FusionError
+from contracts.input_files import check_input_file
 from contracts.schemas import MatchMode
 from fusion.runfolder import RunFolder
-from labs.cli.options import DEFAULT_RUN, ModeOption, RunOption, now
-from labs.cli.terminal import console, exits_on_error
+from labs.cli.options import DEFAULT_RUN, ModeOption, RunOption, VendorKey, now
+from labs.cli.terminal import EXIT_FINDINGS, console, err_console
+from matcher.envelope import MAGIC
 from matcher.keyring import Keyring
 from matcher.oprf_exchange import REQUEST, ElementFile, answer_request, check_output
 from matcher.pack import PackOptions, pack_users
@@ -32,6 +34,8 @@ __all__ = [
     "vendor_rotate",
 ]
 
+_SEALED_BY = "`fusion vendor pack` writes one"
+
 vendor_app = typer.Typer(help="The vendor's tool: keys, packing and sealing batches.")
 
 # Verdicts after which the vendor's data did not arrive: the push exits non-zero.
@@ -46,7 +50,6 @@ _PUSH_FAILED = {
 
 
 @vendor_app.command("keygen")
-@exits_on_error
 def vendor_keygen(
     vendor_id: Annotated[
         str, typer.Option(help="The vendor's id as the bank knows it.")
@@ -60,7 +63,6 @@ def vendor_keygen(
 
 
 @vendor_app.command("pack")
-@exits_on_error
 def vendor_pack(
     users: Annotated[Path, typer.Option(help="Users Parquet: phone + app/tag lists.")],
     out: Annotated[
@@ -80,8 +82,9 @@ def vendor_pack(
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Normalise phones, key or seal each user's row, drop the phones and seal the batch."""
-    folder = RunFolder(run).ensure()
-    keyring = Keyring.open(folder.vendor_keys)
+    folder = RunFolder(run)
+    keyring = Keyring.open(folder.vendor_keys)  # first: a mistyped --run creates nothing
+    folder.outbox.mkdir(parents=True, exist_ok=True)
     # The batch id names the default file: a second batch never replaces an unsent first one.
     batch_id = str(uuid.uuid4())
     target = out or folder.outbox / f"{batch_id}.sealed"
@@ -105,20 +108,22 @@ def vendor_pack(
 
 
 @vendor_app.command("rotate")
-@exits_on_error
 def vendor_rotate(
-    what: Annotated[str, typer.Option(help="signing | oprf")],
+    what: Annotated[
+        VendorKey,
+        typer.Option(
+            help="signing: the Ed25519 key batches are signed with (pair again: `fusion keys "
+            "pair-vendor`); oprf: the OPRF key epoch."
+        ),
+    ],
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Start a new signing key or OPRF epoch; old ones stay readable (batches sealed before)."""
-    if what not in ("signing", "oprf"):
-        raise ConfigError(f"--what takes signing or oprf, got {what!r}", setting="what")
-    new_id = Keyring.open(RunFolder(run).vendor_keys).rotate(what)  # type: ignore[arg-type]
-    console.print(f"rotated {what}: new id {new_id}")
+    new_id = Keyring.open(RunFolder(run).vendor_keys).rotate(what.value)
+    console.print(f"rotated {what.value}: new id {new_id}")
 
 
 @vendor_app.command("evaluate")
-@exits_on_error
 def vendor_evaluate(
     request: Annotated[Path, typer.Option(help="The bank's OPRF request file.")],
     out: Annotated[
@@ -136,13 +141,27 @@ def vendor_evaluate(
             "first answer, where it fixes the cap (x1.1 + 1000 evaluations per epoch).",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an answer file that exists already.")
+    ] = False,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Answer a bank's blinded OPRF request under the epoch's evaluation budget."""
+    """Answer a bank's blinded OPRF request under the epoch's evaluation budget.
+
+    Everything is checked before the budget is spent: the request, the keyring and the answer
+    file (writable; an existing one is kept unless --force).
+    """
     folder = RunFolder(run)
+    check_input_file(request, what="OPRF request", hint="`fusion match --mode oprf` writes one")
     keyring = Keyring.open(folder.vendor_keys)
     received = ElementFile.read(request, kind=REQUEST)
     target = out or folder.vendor_oprf / f"answer-{received.request_id}.oprf"
+    if target.is_file() and not force:
+        raise ConfigError(
+            f"{target} exists already (an answer written before, perhaps sent); move it away, "
+            "choose another --out, or pass --force to replace it",
+            setting="out",
+        )
     check_output(target)  # before the budget pays for an answer that could not be written
     with console.status(f"evaluating {len(received):,} blinded elements"):
         answer, budget = answer_request(keyring, received, declared_customers=declared_customers)
@@ -155,7 +174,6 @@ def vendor_evaluate(
 
 
 @vendor_app.command("push")
-@exits_on_error
 def vendor_push(
     sealed: Annotated[Path, typer.Argument(help="A sealed batch file (fusion vendor pack).")],
     url: Annotated[str, typer.Option(help="The bank's service URL.")] = "http://127.0.0.1:8000",
@@ -167,11 +185,10 @@ def vendor_push(
     """Upload a sealed batch to the bank's API (POST /v1/batches) and report its status."""
     import httpx
 
+    check_input_file(sealed, what="sealed batch", magic=MAGIC, hint=_SEALED_BY)
     token = os.environ.get(token_env)
     if not token:
         raise ConfigError(f"set {token_env} to the vendor's API token", setting="token")
-    if not sealed.is_file():
-        raise ConfigError(f"no sealed file at {sealed}", setting="sealed")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
@@ -180,11 +197,13 @@ def vendor_push(
     except httpx.HTTPError as error:
         raise FusionError(f"cannot reach {url}: {error}; is `fusion serve` running?") from error
     console.print(f"batch {batch_id}: [bold]{state}[/]")
-    if state in _PUSH_FAILED:
-        raise FusionError(
-            f"batch {batch_id} was {state}: {_PUSH_FAILED[state]} "
-            f"(GET {url.rstrip('/')}{status_url})"
+    if state in _PUSH_FAILED:  # delivered, and the bank said no: a finding, exit 1
+        err_console.print(
+            f"[yellow]finding:[/] batch {batch_id} was {state}: {_PUSH_FAILED[state]} "
+            f"(GET {url.rstrip('/')}{status_url})",
+            soft_wrap=True,
         )
+        raise typer.Exit(code=EXIT_FINDINGS)
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from contracts.schemas import MatchMode
-from labs.cli.options import ModeOption
+from labs.cli.options import BenchName, ModeOption
 from labs.cli.render import (
     print_lists,
     print_match,
@@ -16,7 +16,7 @@ from labs.cli.render import (
     print_training,
     print_world,
 )
-from labs.cli.terminal import console, err_console, exits_on_error, stage_progress
+from labs.cli.terminal import console, err_console, stage_progress
 from labs.world import WorldConfig, generate_world
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["bench", "demo", "world"]
 
 
-@exits_on_error
 def world(
     out: Annotated[Path, typer.Option(help="Folder the world is written to.")] = Path("runs/world"),
     customers: Annotated[int, typer.Option(min=100, help="Bank customers.")] = 100_000,
@@ -41,11 +40,10 @@ def world(
     console.print(f"written to [bold]{out}[/]")
 
 
-@exits_on_error
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder (ignored by git).")] = Path("runs/demo"),
-    customers: Annotated[int, typer.Option(min=100)] = 100_000,
-    seed: Annotated[int, typer.Option()] = 7,
+    customers: Annotated[int, typer.Option(min=100, help="Bank customers in the world.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same run.")] = 7,
     mode: ModeOption = MatchMode.SALTED,
     campaigns: Annotated[
         bool,
@@ -109,10 +107,11 @@ def _print_demo(summary: DemoSummary) -> None:
     )
 
 
-@exits_on_error
 def bench(
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("bench/results"),
-    only: Annotated[list[str] | None, typer.Option(help="Run only these benchmarks.")] = None,
+    only: Annotated[
+        list[BenchName] | None, typer.Option(help="Run only these benchmarks (repeat --only).")
+    ] = None,
     scale_sizes: Annotated[
         str | None,
         typer.Option(help="The scale curve's customer counts, e.g. 100000,1000000."),
@@ -127,7 +126,9 @@ def bench(
         console.print(f"  measured {f.name}: {f.value:,.2f} {f.unit}")
 
     sizes = parse_sizes(scale_sizes) if scale_sizes else None
-    figures = run_benchmarks(out, only=tuple(only or ()), on_figure=show, scale=sizes)
+    figures = run_benchmarks(
+        out, only=tuple(name.value for name in only or ()), on_figure=show, scale=sizes
+    )
     console.print(figures_table(figures))
     console.print(f"written to [bold]{out / 'latest.json'}[/]")
     missed = [f for f in figures if f.met is False]

@@ -99,7 +99,7 @@ def test_demo_and_report_command_write_the_match_report(demo_run: tuple[Path, st
     run, output = demo_run
     assert "match_report.html" in output.replace("\n", "")
     result = runner.invoke(
-        app, ["report", "--snapshot", "2026-09-30", "--k", "25", "--run", str(run)]
+        app, ["report", "--snapshot", "2026-09-30", "-k", "25", "--run", str(run)]
     )
     assert result.exit_code == 0, result.output
     pages = list((run / "reports").rglob("match_report.html"))
