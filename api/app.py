@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -63,6 +64,8 @@ from contracts.errors import (
     QueryTimeout,
     StoreError,
 )
+from fusion.runfolder import RunFolder
+from matcher.keyring import Keyring
 
 __all__ = ["MAX_REPORTED_ERRORS", "create_app", "serve"]
 
@@ -370,9 +373,19 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 def serve(settings: ApiSettings) -> None:
-    """Run the app under uvicorn until interrupted (the `fusion serve` command)."""
+    """Run the app under uvicorn until interrupted (the `fusion serve` command).
+
+    The run's keyring and the port are checked first, so a mistyped --run or a port in use is
+    one error (KeyringError, OSError EADDRINUSE) rather than a failed start in uvicorn's log.
+    """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
+
+    Keyring.open(RunFolder(settings.run).bank_keys)
+    if settings.port:
+        with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((settings.host, settings.port))
 
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config.setdefault("filters", {})["no_query"] = {"()": _PathOnlyAccessLog}

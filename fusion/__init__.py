@@ -2,6 +2,7 @@
 bucketed jobs, reports, and the pipeline that strings them together."""
 
 __all__ = [
+    "analyst_views",
     "bank_columns",
     "campaigns",
     "features",

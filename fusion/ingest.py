@@ -230,7 +230,7 @@ def _record(store: Store, verdict: _Verdict, *, now: datetime) -> None:
     store.execute(
         "INSERT OR REPLACE INTO batches (batch_id, vendor_id, sealed_sha256, status, rows,"
         " salt_epoch, taxonomy_version, mode, reasons, report, received_at, finished_at,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, suite, oprf_public_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             verdict.ledger_id,
             verdict.vendor_id,
@@ -245,6 +245,8 @@ def _record(store: Store, verdict: _Verdict, *, now: datetime) -> None:
             now,
             now,
             min(_data_time(manifest), _naive_utc(now)) if manifest else None,
+            (manifest.suite or "X25519") if manifest else None,  # versions 1 and 2: X25519
+            manifest.oprf_public_key if manifest else None,
         ],
     )
 
@@ -384,6 +386,9 @@ def _load_rows(store: Store, batch: pl.DataFrame, manifest: Manifest) -> None:
     tagged = batch.with_columns(
         salt_epoch=pl.lit(manifest.salt_epoch), batch_id=pl.lit(manifest.batch_id)
     )
+    # The batch's taxonomy comes with it (once per version): reports and features name apps
+    # and tags by it, whichever command built the run.
+    store.load_taxonomy(load_taxonomy(manifest.taxonomy_version))
     if manifest.mode is MatchMode.OPRF:  # sealed rows wait for the bank's match (fusion.oprf_psi)
         store.insert_frame("vendor_oprf_rows", tagged)
         return
@@ -429,6 +434,9 @@ def ingest_file(
                 payload,
                 recipient_keys=keyring.recipient_private,
                 vendor_keys=keyring.vendor_public,
+                # The bank's suite policy (keyring.md): another suite is refused, the cause
+                # telling the bank to ask for a batch sealed to its accepted key.
+                accepted_suites=keyring.accepted_suites(),
                 # Not here: v2 signs only the GCM tags, so the payload digest is what binds the
                 # plaintext to the vendor, but it runs off the open's critical path instead,
                 # overlapping validation and load (_PayloadDigest, checked before COMMIT).

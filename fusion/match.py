@@ -24,8 +24,8 @@ from datetime import date, datetime, time
 
 import polars as pl
 
-from contracts.errors import ConfigError
-from contracts.schemas import MatchMode
+from contracts.errors import ConfigError, ContractError
+from contracts.schemas import BANK_EXTRACT, MatchMode
 from contracts.suites import validate_bank_extract
 from fusion.store import Store
 from matcher.keyed_hash import SaltEpoch
@@ -141,8 +141,15 @@ def check_extract(extract: pl.DataFrame, key_status: pl.Series) -> None:
     Only phones that fail normalisation count against the contract; a shared phone (family
     members) is valid data that simply cannot be matched.
     """
+    if extract.height == 0:
+        raise ContractError(
+            "the extract has no rows: export the customers of the snapshot again",
+            contract=BANK_EXTRACT.contract,
+        )
     reasons = key_status.replace({"ok": None, "duplicated": None}).cast(pl.String)
-    validate_bank_extract(extract, phone_reasons=reasons).raise_if_failed()
+    validate_bank_extract(extract, phone_reasons=reasons).raise_if_failed(
+        "fix these rows in the bank's export and run `fusion match` again; nothing was stored"
+    )
 
 
 def store_customers(

@@ -20,6 +20,14 @@ Two steps around the vendor's turn (`matcher.oprf_exchange.answer_request`):
    the seed is erased: an answer is used once. A batch whose matched rows do not open or break
    the contract is quarantined in the same transaction, with its report; the others load.
 
+The verifiable mode (VOPRF, RFC 9497 mode 0x01): when the epoch's loaded OPRF batches publish
+the vendor's public key (signed in their manifests), the request is blinded in that mode and
+keeps the key and the SHA-256 of the elements sent; `finish_match` then refuses, before
+anything is unblinded or written, an answer whose batched DLEQ proofs do not verify against that
+key for the very elements sent (`matcher.oprf.verify_blocks`). So the vendor cannot evaluate
+some customers under another key to split them into groups. Without a published key the request
+is in the base mode, as before (`require_proof` refuses that).
+
 Both steps run in this process, or, given an `engine` (`fusion.jobs`), blind and finalise on
 it in row chunks (`fusion.jobs.oprf`): the blinds depend only on the seed and a row's position,
 so the elements sent and the labels are the same element for element, and so are the matches.
@@ -34,6 +42,7 @@ the evaluations per epoch, so the bank cannot evaluate the phone space instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -54,7 +63,7 @@ from contracts.taxonomy import load_taxonomy
 from fusion.match import MatchRun, check_extract, match, store_customers
 from fusion.store import Store
 from matcher.keyed_hash import hmac_digest
-from matcher.oprf import blind_with
+from matcher.oprf import OprfMode, blind_with, verify_blocks
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile
 from matcher.oprf_match import (
     SEED_BYTES,
@@ -152,8 +161,12 @@ def request_match(
     workers: int | None = None,
     engine: Engine | None = None,
     job_dir: Location | None = None,
+    require_proof: bool = False,
 ) -> tuple[OprfRequestInfo, ElementFile]:
     """Blind the extract's matchable customers for the vendor's OPRF epoch `epoch_id`.
+
+    In the verifiable mode when the epoch's loaded OPRF batches publish a public key (the
+    answer must then carry proofs for it), else in the base mode.
 
     Returns the request's counts and the file to send (`ElementFile.write`). Nothing of the
     extract is stored yet: `finish_match` stores it with the match.
@@ -165,18 +178,32 @@ def request_match(
         job_dir: with an engine, the folder its job files go to, one the workers can reach (a
             shared mount or object store for a remote cluster); None: a temporary folder on
             this machine (in-process or a local cluster). The files are removed at the end.
+        require_proof: refuse to make a base-mode request (no loaded batch of the epoch
+            publishes a key yet).
 
     Raises:
         ContractError: the extract breaks its contract (nothing is kept).
+        ConfigError: the epoch's batches disagree on their key, or `require_proof` and none
+            publishes one.
     """
     found = _phones(extract)
+    public = _published_key(store, epoch_id, snapshot_date)
+    if require_proof and public is None:
+        raise ConfigError(
+            f"no loaded OPRF batch of epoch {epoch_id!r} by {snapshot_date} publishes the "
+            "vendor's VOPRF public key, so its answer could not be verified; ingest the "
+            "vendor's verifiable batch (fusion vendor pack --mode oprf) first",
+            setting="epoch",
+        )
+    mode = OprfMode.OPRF if public is None else OprfMode.VOPRF
     inputs, seed = _inputs(found), secrets.token_bytes(SEED_BYTES)
     request_id = str(uuid.uuid4())
-    blinded = _blind(inputs, seed, workers=workers, engine=engine, job_dir=job_dir)
+    blinded = _blind(inputs, seed, mode, workers=workers, engine=engine, job_dir=job_dir)
     with store.transaction():
         store.execute(
             "INSERT INTO oprf_requests (request_id, salt_epoch, snapshot_date, customers, "
-            "blinded, inputs_mac, blind_seed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "blinded, inputs_mac, blind_seed, created_at, oprf_public_key, blinded_sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 request_id,
                 epoch_id,
@@ -186,6 +213,8 @@ def request_match(
                 _inputs_mac(seed, found),
                 seed,
                 now.replace(tzinfo=None),
+                public,
+                hashlib.sha256(b"".join(blinded)).digest() if public else None,
             ],
         )
     log.info(
@@ -206,7 +235,7 @@ def request_match(
         duplicated=found.duplicated,
         reasons=found.reasons,
     )
-    return info, ElementFile(REQUEST, request_id, epoch_id, tuple(blinded))
+    return info, ElementFile(REQUEST, request_id, epoch_id, tuple(blinded), mode)
 
 
 def finish_match(
@@ -231,8 +260,9 @@ def finish_match(
         job_dir: as for `request_match`.
 
     Raises:
-        OprfError: the answer is not for a pending request of this store, or holds invalid
-            elements; nothing is written and the request stays pending.
+        OprfError: the answer is not for a pending request of this store, holds invalid
+            elements, or (verifiable mode) its proofs fail; nothing is written and the request
+            stays pending.
         ConfigError: the extract is not the one the request was made from, or no OPRF batch
             of the epoch is loaded for the snapshot; nothing is written, the request stays
             pending.
@@ -242,10 +272,18 @@ def finish_match(
     epoch_id, snapshot_date, seed = _pending(store, answer)
     found = _phones(extract)
     _check_inputs(store, answer.request_id, seed, found)
+    _check_proofs(store, answer, workers=workers)
     labels, keys_of = _unblind(
         _inputs(found), answer.elements, seed, workers=workers, engine=engine, job_dir=job_dir
     )
     batches = _oprf_batches(store, epoch_id, snapshot_date)
+    if (_published_key(store, epoch_id, snapshot_date) is None) != (answer.mode is OprfMode.OPRF):
+        raise ConfigError(
+            f"request {answer.request_id} was made in the {answer.mode.name} mode, but the "
+            f"loaded batches of epoch {epoch_id!r} are sealed in the other one, so no label "
+            "would match; make a new request now that the batches are in",
+            setting="answer",
+        )
     ids = [b for b, _ in batches]
     vendor_rows = _count_rows(store, ids)
     opened, failed = _open_matched(store, ids, dict(batches), labels, keys_of)
@@ -318,6 +356,7 @@ def _input_frame(inputs: Sequence[bytes]) -> pl.DataFrame:
 def _blind(
     inputs: Sequence[bytes],
     seed: bytes,
+    mode: OprfMode,
     *,
     workers: int | None,
     engine: Engine | None,
@@ -325,11 +364,11 @@ def _blind(
 ) -> list[bytes]:
     """Return the blinded elements of `inputs` under `seed`, in this process or on `engine`."""
     if engine is None:
-        return blind_with(inputs, replay_blinds(inputs, seed).blinds, workers=workers)
+        return blind_with(inputs, replay_blinds(inputs, seed).blinds, mode=mode, workers=workers)
     from fusion.jobs.oprf import oprf_blind
 
     with _job_folder(job_dir) as folder:
-        parts = oprf_blind(engine, _input_frame(inputs), seed, f"{folder}/blinded")
+        parts = oprf_blind(engine, _input_frame(inputs), seed, f"{folder}/blinded", mode=mode)
         return [bytes(b) for b in parts.read()["blinded"]]
 
 
@@ -404,6 +443,67 @@ def _check_inputs(store: Store, request_id: str, seed: bytes, found: CustomerPho
         "this one",
         setting="extract",
     )
+
+
+def _published_key(store: Store, epoch_id: str, snapshot_date: date) -> str | None:
+    """Return the VOPRF public key (hex) the epoch's loaded OPRF batches publish, or None.
+
+    Batches of one epoch must agree: all with the same key, or all without one (base mode).
+    """
+    until = datetime.combine(snapshot_date, time.max)
+    keys = {
+        row[0]
+        for row in store.execute(
+            "SELECT DISTINCT oprf_public_key FROM batches WHERE status = 'loaded' AND mode = ? "
+            "AND salt_epoch = ? AND created_at <= ?",
+            [MatchMode.OPRF.value, epoch_id, until],
+        ).fetchall()
+    }
+    if len(keys) > 1:
+        raise ConfigError(
+            f"the loaded OPRF batches of epoch {epoch_id!r} do not agree on the vendor's VOPRF "
+            f"public key ({len(keys - {None})} keys, {'some' if None in keys else 'none'} "
+            "without one); one epoch has one key: ask the vendor to pack the epoch again",
+            setting="epoch",
+        )
+    return next(iter(keys), None)
+
+
+def _check_proofs(store: Store, answer: ElementFile, *, workers: int | None) -> None:
+    """Raise OprfError unless the answer proves itself as its request's mode asks (VOPRF)."""
+    row = store.execute(
+        "SELECT oprf_public_key, blinded_sha256 FROM oprf_requests WHERE request_id = ?",
+        [answer.request_id],
+    ).fetchone()
+    public, digest = row if row else (None, None)
+    wanted = OprfMode.OPRF if public is None else OprfMode.VOPRF
+    if answer.mode is not wanted:
+        raise OprfError(
+            f"request {answer.request_id} was made in the {wanted.name} mode, the answer is "
+            f"{answer.mode.name}; ask the vendor to answer the request file as sent",
+            item="answer file",
+        )
+    if public is None:
+        return
+    echoed = hashlib.sha256(b"".join(answer.echo)).digest()
+    if not secrets.compare_digest(echoed, bytes(digest)):
+        raise OprfError(
+            f"the answer to request {answer.request_id} echoes other blinded elements than the "
+            "ones sent; refused, nothing written: ask the vendor to answer the request as sent",
+            item="answer file",
+        )
+    block = verify_blocks(
+        bytes.fromhex(public), answer.echo, answer.elements, answer.proofs, workers=workers
+    )
+    if block is not None:
+        log.warning("OPRF answer %s: proof of block %d fails", answer.request_id, block)
+        raise OprfError(
+            f"the vendor's answer to request {answer.request_id} fails its VOPRF proof (block "
+            f"{block}): some elements were not evaluated under the key the vendor's batches "
+            "published, which could split the bank's customers into groups; refused, nothing "
+            "written, the request stays pending: raise it with the vendor",
+            item="proof",
+        )
 
 
 def _label_keys(found: CustomerPhones, labels: Sequence[bytes]) -> pl.DataFrame:

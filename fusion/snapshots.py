@@ -5,6 +5,11 @@ needs, and one `branch_<id>.duckdb` per branch holding only that branch's rows u
 branch's key: row-level security for analysts who open DuckDB themselves. Each file is written
 beside its final name and renamed into place (`matcher.atomic.atomic_path`), so a reader sees a
 whole snapshot or the previous one.
+
+Every copy also holds the analysts' stable views with their data dictionary
+(`fusion.analyst_views`: schema `analyst_v1`, a comment on every view and column), and the run
+folder's scores and lists when given (`tables`: whole at head office, the branch's rows in a
+branch copy).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from contextlib import suppress
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from contracts.errors import ConfigError, StoreError
+from fusion.analyst_views import PUBLISHED_TABLES, create_analyst_views
 from fusion.store_attach import STORE_ALIAS, check_key, key_digest, sql_string
 from matcher.atomic import atomic_path
 
@@ -28,7 +35,14 @@ HEAD_OFFICE = "head_office"
 # Tables the head-office snapshot leaves empty: token hashes authenticate the service's callers,
 # blind seeds would let a reader re-derive the bank's pending OPRF labels, and sealed vendor rows
 # are of use to no analyst. They stay in the store.
-_STORE_ONLY = ("api_tokens", "oprf_requests", "vendor_oprf_rows")
+# Who holds which snapshot key version is the bank's business, not the analysts'.
+_STORE_ONLY = (
+    "api_tokens",
+    "oprf_requests",
+    "vendor_oprf_rows",
+    "snapshot_key_versions",
+    "snapshot_grants",
+)
 
 # What a branch snapshot holds. Tables not named here (the batch ledger, the audit log, anything
 # a later migration adds) stay in the head-office copy only: a new table is private by default.
@@ -80,6 +94,7 @@ def publish_snapshots(
     head_office_key: str,
     branch_keys: Mapping[str, str],
     store_key_digest: bytes,
+    tables: Mapping[str, pl.DataFrame] | None = None,
 ) -> dict[str, Path]:
     """Write the head-office and per-branch encrypted snapshots; return their paths by name.
 
@@ -88,7 +103,8 @@ def publish_snapshots(
     and matches, the newest vendor rows of the matched keys, the taxonomy and the migration
     ledger; never the batch ledger or the audit log. Every key must differ from the store's
     (`store_key_digest`) and from the others, so that no key opens two files. Each file is one
-    consistent read: publish between loads for a consistent set.
+    consistent read: publish between loads for a consistent set. `tables` are frames with a
+    `branch_id` column named in `fusion.analyst_views.PUBLISHED_TABLES` (scores, lists).
     """
     keys = _snapshot_keys(head_office_key, branch_keys)
     digests = [key_digest(k) for k in keys.values()]
@@ -98,9 +114,16 @@ def publish_snapshots(
             "other snapshots' (one key would open two files); take them from the keyring",
             setting="branch_keys",
         )
+    extra = dict(tables or {})
+    unknown = sorted(set(extra) - set(PUBLISHED_TABLES))
+    if unknown:
+        raise ConfigError(
+            f"tables {unknown} cannot go into a snapshot; it takes {list(PUBLISHED_TABLES)}",
+            setting="tables",
+        )
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {name: _write_snapshot(con, out_dir, name, key) for name, key in keys.items()}
+    return {name: _write_snapshot(con, out_dir, name, key, extra) for name, key in keys.items()}
 
 
 def _snapshot_keys(head_office_key: str, branch_keys: Mapping[str, str]) -> dict[str, str]:
@@ -121,7 +144,13 @@ def _snapshot_keys(head_office_key: str, branch_keys: Mapping[str, str]) -> dict
     return keys
 
 
-def _write_snapshot(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str, key: str) -> Path:
+def _write_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path,
+    name: str,
+    key: str,
+    tables: Mapping[str, pl.DataFrame],
+) -> Path:
     final = out_dir / (f"{name}.duckdb" if name == HEAD_OFFICE else f"branch_{name}.duckdb")
     alias = f"snapshot_{secrets.token_hex(6)}"
     cur = con.cursor()  # its own connection: USE and BEGIN stay off the store's
@@ -137,6 +166,9 @@ def _write_snapshot(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str, ke
                 )
                 attached = True
                 _fill_snapshot(cur, alias, name)
+                _add_tables(cur, alias, name, tables)
+                cur.execute(f"USE {alias}")  # the views bind to the snapshot's own tables
+                create_analyst_views(cur, alias)
                 cur.execute("USE memory")
                 cur.execute(f"DETACH {alias}")  # checkpoints and closes: one file, no WAL
                 attached = False
@@ -158,8 +190,33 @@ def _fill_snapshot(cur: duckdb.DuckDBPyConnection, alias: str, name: str) -> Non
         _fill_branch(cur, alias, name)
         return
     cur.execute(f"COPY FROM DATABASE {STORE_ALIAS} TO {alias}")  # tables, views, keys
+    copied = {
+        r[0]
+        for r in cur.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [alias]
+        ).fetchall()
+    }
     for table in _STORE_ONLY:
-        cur.execute(f"DELETE FROM {alias}.main.{table}")  # noqa: S608 (names are ours)
+        if table in copied:  # a store opened read-only may predate a table
+            cur.execute(f"DELETE FROM {alias}.main.{table}")  # noqa: S608 (names are ours)
+
+
+def _add_tables(
+    cur: duckdb.DuckDBPyConnection, alias: str, name: str, tables: Mapping[str, pl.DataFrame]
+) -> None:
+    """Copy the run folder's frames into the snapshot: whole at head office, else the branch's."""
+    for table, frame in tables.items():
+        view = f"publish_{secrets.token_hex(4)}"
+        cur.register(view, frame)
+        try:
+            where = "" if name == HEAD_OFFICE else " WHERE branch_id = $branch"
+            params = {} if name == HEAD_OFFICE else {"branch": name}
+            cur.execute(
+                f"CREATE TABLE {alias}.main.{table} AS SELECT * FROM {view}{where}",  # noqa: S608
+                params,
+            )
+        finally:
+            cur.unregister(view)
 
 
 def _detach(cur: duckdb.DuckDBPyConnection, alias: str) -> None:

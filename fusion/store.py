@@ -282,6 +282,14 @@ class Store:
         except duckdb.InvalidInputException as err:
             if self.read_only and "read-only mode" in str(err):
                 raise self._read_only_error() from err
+            if "AES tag" in str(err):  # a block fails authentication: damaged or altered
+                raise StoreError(
+                    f"{self.path} is damaged: a block of it fails its authentication tag (a "
+                    "disk fault, an interrupted copy, or an edit by something other than "
+                    "DuckDB); restore the file from the bank's backup, or rebuild the run "
+                    "(ingest the vendor's batches again, then match)",
+                    path=str(self.path),
+                ) from None
             raise
 
     @contextmanager
@@ -445,7 +453,12 @@ class Store:
     # -- snapshots -----------------------------------------------------------------------------
 
     def publish(
-        self, out_dir: Path, *, head_office_key: str, branch_keys: Mapping[str, str]
+        self,
+        out_dir: Path,
+        *,
+        head_office_key: str,
+        branch_keys: Mapping[str, str],
+        tables: Mapping[str, pl.DataFrame] | None = None,
     ) -> dict[str, Path]:
         """Write the head-office and per-branch encrypted snapshots; return their paths by name.
 
@@ -454,7 +467,9 @@ class Store:
         ledger; never the batch ledger or the audit log. Each file is written under a temporary
         name and renamed, so a reader sees a whole snapshot or the previous one. Every key must
         differ from the store's and from the others, so that no key opens two files. Each file
-        is one consistent read: publish between loads for a consistent set.
+        is one consistent read: publish between loads for a consistent set. Every copy holds
+        the analyst views (`fusion.analyst_views`); `tables` adds the run folder's scores and
+        lists (`fusion.snapshots.publish_snapshots`).
         """
         if not self.httpfs_loaded:
             raise StoreError(
@@ -468,6 +483,7 @@ class Store:
             head_office_key=head_office_key,
             branch_keys=branch_keys,
             store_key_digest=self._key_digest,
+            tables=tables,
         )
 
     # -- lifetime ------------------------------------------------------------------------------

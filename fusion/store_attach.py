@@ -33,7 +33,10 @@ HTTPFS_PIN = "1.4.4.20260205"
 HTTPFS_FIX = f"pip install {HTTPFS_DISTRIBUTION}=={HTTPFS_PIN}"
 MIN_KEY_CHARS = 32  # DuckDB derives the AES key with one SHA-256: a short key is a guessable key
 STORE_ALIAS = "db"  # the name a store file is attached as on the store's own connection
-WRONG_KEY = "the store did not open with this key: wrong key, or not a store file"
+WRONG_KEY = (
+    "the store did not open with this key: wrong key, not a store file, or a damaged one "
+    "(restore it from the bank's backup)"
+)
 
 
 def sql_string(text: str) -> str:

@@ -395,4 +395,71 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=7,
+        name="campaign metrics: per-customer amounts after a campaign, with their pre-period",
+        statements=(
+            # An amount measured per assigned customer after the campaign (e.g. the AUM month
+            # average of the month after its window) and the same amount before assignment,
+            # which the readout's CUPED adjustment takes as its covariate. The newest
+            # measurement of a (campaign, metric, customer) replaces the older one.
+            """
+            CREATE TABLE campaign_metrics (
+                campaign_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                metric VARCHAR NOT NULL,
+                value DOUBLE NOT NULL,
+                pre_value DOUBLE,
+                measured_at TIMESTAMP NOT NULL,
+                recorded_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (campaign_id, metric, customer_id)
+            )""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        version=8,
+        name="snapshot keys: a version per rotation, every key handed to an analyst",
+        statements=(
+            # Version n of every snapshot key is in force from its row on (no row: version 1,
+            # the keyring's own keys). `fusion publish --rotate-keys` adds a row; keys are
+            # derived from the store key, so no key is stored here.
+            """
+            CREATE TABLE snapshot_key_versions (
+                version INTEGER PRIMARY KEY,
+                created_at TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL
+            )""",
+            # One row per handout (`fusion snapshot grant`): who got which snapshot's key at
+            # which version, sealed to which public key (its SHA-256). Never the key.
+            """
+            CREATE TABLE snapshot_grants (
+                granted_at TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL,
+                snapshot VARCHAR NOT NULL,
+                label VARCHAR NOT NULL,
+                key_version INTEGER NOT NULL,
+                recipient_sha256 VARCHAR NOT NULL
+            )""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        version=9,
+        name="batch suites and VOPRF keys: the HPKE suite and the OPRF public key of each batch",
+        statements=(
+            # The suite a batch's data key was wrapped with (NULL: refused before it was read),
+            # and the VOPRF public key an OPRF batch published, hex (NULL: base mode).
+            "ALTER TABLE batches ADD COLUMN suite VARCHAR",
+            "ALTER TABLE batches ADD COLUMN oprf_public_key VARCHAR",
+            # A verifiable request: the key its answer's proofs are checked against, and the
+            # SHA-256 of the blinded elements sent, which the answer echoes.
+            "ALTER TABLE oprf_requests ADD COLUMN oprf_public_key VARCHAR",
+            "ALTER TABLE oprf_requests ADD COLUMN blinded_sha256 BLOB",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version

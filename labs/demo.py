@@ -27,7 +27,6 @@ import numpy as np
 import polars as pl
 
 from contracts.schemas import MatchMode
-from contracts.taxonomy import load_taxonomy
 from fusion.features import FeatureSet
 from fusion.ingest import IngestOutcome
 from fusion.lists import TargetLists
@@ -195,8 +194,7 @@ def _bank_side(
     clock: Callable[[], datetime],
 ) -> BankSide:
     """Return what the bank does with the vendor's batch: ingest, match, features, report."""
-    with _step(progress, "bank: ingest"):
-        bank.store.load_taxonomy(load_taxonomy())
+    with _step(progress, "bank: ingest"):  # the batch brings its taxonomy into the store
         batches = ingest_batches(bank, clock=clock)
     extract = pl.read_parquet(WorldFiles(bank.folder.world).customers)
     if packed.mode == MatchMode.SALTED:

@@ -26,7 +26,7 @@ import polars as pl
 from contracts.errors import GateRefused
 from fusion.campaigns.book import get_campaign
 from fusion.campaigns.declaration import Campaign, load_declaration
-from fusion.campaigns.outcomes import record_events
+from fusion.campaigns.outcomes import EVENT_SCHEMA, record_events
 from fusion.campaigns.stages import gate_checks
 from fusion.pipeline.bank import Bank
 from fusion.pipeline.campaigns import (
@@ -37,10 +37,11 @@ from fusion.pipeline.campaigns import (
     deliver_campaign,
     plan_window,
     promote_campaign,
+    record_campaign_metrics,
 )
 from fusion.progress import Progress, report_to
 from labs.world import WorldFiles
-from labs.world.execution import execute_campaign
+from labs.world.execution import BALANCE_METRIC, execute_balances, execute_campaign
 from matcher.keyed_hash import hmac_digest
 
 __all__ = ["DEMO_CAMPAIGNS", "CampaignTruth", "DemoCampaigns", "demo_declarations", "run_campaigns"]
@@ -61,6 +62,7 @@ class CampaignTruth:
     true_lift: float  # mean over assigned of P(success | treated) - P(success | control)
     true_ratio: float  # mean P(success | treated) / mean P(success | control)
     true_incremental: float  # sum over the treated of the lift each one had
+    true_aum_effect: float = 0.0  # mean over assigned of the expected AUM a treatment adds
 
     def to_dict(self) -> dict[str, Any]:
         """Return the truth as JSON-ready data."""
@@ -70,6 +72,7 @@ class CampaignTruth:
             "true_lift": self.true_lift,
             "true_ratio": self.true_ratio,
             "true_incremental": self.true_incremental,
+            "true_aum_effect": self.true_aum_effect,
         }
 
 
@@ -140,6 +143,9 @@ def run_campaigns(
     """Return the demo campaigns run from `start` through every stage to their readouts."""
     report = report_to(progress)
     truth = pl.read_parquet(world.propensity)
+    balances = pl.read_parquet(
+        world.customers, columns=["customer_id", "aum_current", "aum_month_avg"]
+    )
     whitelist = (
         pl.read_parquet(world.customers, columns=["customer_id"])["customer_id"].head(3).to_list()
     )
@@ -155,15 +161,17 @@ def run_campaigns(
         names = [name for name in names if _promoted(bank, name, day, log)]
         if not names:
             break
-        day = _run_stage(bank, names, truth, day=day, seed=seed, stage=stage, log=log)
+        world_now = _World(truth, balances, seed)
+        day = _run_stage(bank, names, world_now, day=day, stage=stage, log=log)
         if stage == "ab":
-            day = _until_planned_size(bank, names, truth, day=day, seed=seed, log=log)
+            day = _until_planned_size(bank, names, world_now, day=day, log=log)
         report(f"campaigns: {stage}", 1.0)
     names = list(DEMO_CAMPAIGNS)
     readouts, truths = {}, {}
     for name in names:
         readouts[name] = campaign_readout(bank, name)
-        truths[name] = _truth(bank, name, truth)
+        truths[name] = _truth(bank, name, truth, balances)
+        log.extend(_adjusted_lines(readouts[name], truths[name]))
         close(bank, name, actor=_ACTOR, now=_at(day))
         log.append(f"{day} {name}: closed")
     return DemoCampaigns(readouts, truths, log)
@@ -180,15 +188,17 @@ def _promoted(bank: Bank, name: str, day: date, log: list[str]) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _World:
+    """What executes the campaigns: the truth, the bank's balances and the seed."""
+
+    truth: pl.DataFrame
+    balances: pl.DataFrame  # customer_id, aum_current, aum_month_avg
+    seed: int
+
+
 def _run_stage(
-    bank: Bank,
-    names: list[str],
-    truth: pl.DataFrame,
-    *,
-    day: date,
-    seed: int,
-    stage: str,
-    log: list[str],
+    bank: Bank, names: list[str], world: _World, *, day: date, stage: str, log: list[str]
 ) -> date:
     """Plan the campaigns' stage for the window at `day`, deliver, execute; return the next day."""
     plans = plan_window(
@@ -208,9 +218,10 @@ def _run_stage(
             "AND plan_id = ?",
             [name, next(p.plan_id for p in plans.plans if p.campaign_id == name)],
         ).pl()
-        events, _ = execute_campaign(
-            assigned, truth, campaign_id=name, objective=_OBJECTIVES[name],  # type: ignore[arg-type]
-            start=day, seed=seed * 1000 + len(log),
+        seed = world.seed * 1000 + len(log)
+        events, effects = execute_campaign(
+            assigned, world.truth, campaign_id=name, objective=_OBJECTIVES[name],  # type: ignore[arg-type]
+            start=day, seed=seed,
         )  # fmt: skip
         window = next(p for p in plans.plans if p.campaign_id == name)
         end = max(end, window.window_end)
@@ -219,11 +230,17 @@ def _run_stage(
         recorded = record_events(bank.store, events, source="world", now=_at(end + _HORIZON))
         if recorded.refused.height:
             log.append(f"{day} {name}: {recorded.refused.height} events refused")
+        # The AUM month average of the month after the window, beside its pre-period.
+        metrics, _ = execute_balances(
+            effects, events, world.balances, campaign_id=name, objective=_OBJECTIVES[name],  # type: ignore[arg-type]
+            measured_at=_at(window.window_end + _HORIZON), seed=seed,
+        )  # fmt: skip
+        record_campaign_metrics(bank, metrics, now=_at(window.window_end + _HORIZON))
     return end + _HORIZON
 
 
 def _until_planned_size(
-    bank: Bank, names: list[str], truth: pl.DataFrame, *, day: date, seed: int, log: list[str]
+    bank: Bank, names: list[str], world: _World, *, day: date, log: list[str]
 ) -> date:
     """Plan further A/B windows for any campaign short of its planned size; return the day."""
     for _ in range(_MAX_AB_WINDOWS):
@@ -238,11 +255,11 @@ def _until_planned_size(
         ]
         if not short:
             return day
-        day = _run_stage(bank, short, truth, day=day, seed=seed, stage="ab", log=log)
+        day = _run_stage(bank, short, world, day=day, stage="ab", log=log)
     return day
 
 
-def _truth(bank: Bank, name: str, truth: pl.DataFrame) -> CampaignTruth:
+def _truth(bank: Bank, name: str, truth: pl.DataFrame, balances: pl.DataFrame) -> CampaignTruth:
     """Return the world's true effect on the campaign's assigned customers (whitelist aside)."""
     assigned = bank.store.execute(
         "SELECT customer_id, arm FROM assignments WHERE campaign_id = ? AND stage <> 'whitelist'",
@@ -252,6 +269,11 @@ def _truth(bank: Bank, name: str, truth: pl.DataFrame) -> CampaignTruth:
         assigned.with_columns(pl.lit(None, dtype=pl.Date).alias("contact_day")),
         truth, campaign_id=name, objective=_OBJECTIVES[name],  # type: ignore[arg-type]
         start=date(2000, 1, 1), seed=0,
+    )  # fmt: skip
+    no_events = pl.DataFrame(schema=EVENT_SCHEMA)  # the truth is in the probabilities alone
+    _, aum = execute_balances(
+        effects, no_events, balances, campaign_id=name, objective=_OBJECTIVES[name],  # type: ignore[arg-type]
+        measured_at=datetime(2000, 1, 1), seed=0,
     )  # fmt: skip
     treated = effects.filter(pl.col("arm") == "treatment")
     n = max(effects.height, 1)
@@ -263,4 +285,25 @@ def _truth(bank: Bank, name: str, truth: pl.DataFrame) -> CampaignTruth:
         true_lift=p_t - p_c,
         true_ratio=p_t / p_c if p_c > 0 else float("inf"),
         true_incremental=float((treated["p_treatment"] - treated["p_control"]).sum()),
+        true_aum_effect=float(aum["effect"].sum()) / n,
     )
+
+
+def _adjusted_lines(result: CampaignReadout, truth: CampaignTruth) -> list[str]:
+    """Return the log's lines of the adjusted readout, each beside the world's truth."""
+    readout = result.readout
+    true = {readout.success_event: truth.true_lift, BALANCE_METRIC: truth.true_aum_effect}
+    lines = []
+    for a in readout.adjusted:
+        scale, unit = (100.0, " points") if a.kind == "rate" else (1.0, "")
+        est = a.adjusted
+        lines.append(
+            f"{readout.campaign} {a.metric}: unadjusted {a.unadjusted.estimate * scale:+,.2f} "
+            f"({a.unadjusted.ci_low * scale:+,.2f} to {a.unadjusted.ci_high * scale:+,.2f}), "
+            f"adjusted by {a.covariate} {est.estimate * scale:+,.2f} ({est.ci_low * scale:+,.2f}"
+            f" to {est.ci_high * scale:+,.2f}){unit}; variance reduction "
+            f"{a.variance_reduction:.1%}, interval narrower by {a.interval_narrowing:.1%}, "
+            f"control saved {a.control_saved:,}; truth "
+            f"{true.get(a.metric, float('nan')) * scale:+,.2f}"
+        )
+    return lines

@@ -1,10 +1,12 @@
 """Privacy primitives shared by the vendor tool and the bank.
 
 atomic (the one atomic file write), identity (normalise phones / ID numbers), keyed_hash (match
-keys), keyring (keys on disk), manifest (a sealed batch's signed header), envelope (sealed
-batches), spool (buffered file I/O with digests), pack (the vendor's batch builder), oprf
-(RFC 9497 OPRF on ristretto255), oprf_match (the OPRF mode's rows: labels, sealed payloads,
-evaluation budget), oprf_exchange (the request and answer files, the vendor's budgeted answer).
+keys), kem (the envelope's HPKE suites: X25519 and the post-quantum hybrid MLKEM768-X25519, their
+keys as bytes), keyring (keys on disk), manifest (a sealed batch's signed header), envelope (sealed
+batches), spool (buffered file I/O with digests), pack (the vendor's batch builder), oprf (RFC 9497
+OPRF and VOPRF on ristretto255, with batched DLEQ proofs), oprf_match (the OPRF mode's rows:
+labels, sealed payloads, evaluation budget), oprf_exchange (the request and answer files, the
+vendor's budgeted answer), key_handout (a snapshot key sealed to an analyst's key).
 Only this package touches `cryptography.hazmat` or key bytes.
 """
 
@@ -12,6 +14,8 @@ __all__ = [
     "atomic",
     "envelope",
     "identity",
+    "kem",
+    "key_handout",
     "keyed_hash",
     "keyring",
     "manifest",

@@ -4,18 +4,23 @@
     open_sealed(sealed, out, recipient_keys=keyring.recipient_private,
                 vendor_keys=keyring.vendor_public)  -> OpenedBatch | raises BatchRefused
 
-A fresh 256-bit data key is wrapped with single-shot HPKE (RFC 9180, base mode, DHKEM(X25519,
-HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM); the payload is encrypted in AES-256-GCM chunks whose
+A fresh 256-bit data key is wrapped with single-shot HPKE (RFC 9180, base mode, HKDF-SHA256,
+AES-256-GCM, and the KEM of the bank key's suite, `matcher.kem`: DHKEM(X25519, HKDF-SHA256) or
+the post-quantum hybrid MLKEM768-X25519); the payload is encrypted in AES-256-GCM chunks whose
 nonce carries a chunk counter and whose associated data carries the header digest, the counter
 and a last-chunk flag; an Ed25519 (RFC 8032) signature trails the file so sealing writes in one
 pass. The byte layout, the verification order and what each choice defends against are in
 docs/envelope.md.
 
-Two format versions differ only in what the signature covers. Version 2 (written by default)
-signs the header digest, the chunk count, the ciphertext length and the SHA-256 of the chunks'
-GCM tags, so opening never hashes the ciphertext; the plaintext is tied to the vendor by the
-payload SHA-256 in the signed manifest, which `check_payload_digest` verifies. Version 1 signs
-the SHA-256 of every byte of the file; it is still opened, and written on request.
+Three format versions. Version 3 (written by default) is version 2 plus two manifest fields:
+`suite`, the HPKE suite of the key block (whose size follows from it), and, for an OPRF batch in
+the verifiable mode, `oprf_public_key`, the epoch's VOPRF public key, signed with the batch.
+Versions 2 and 3 sign the header digest, the chunk count, the ciphertext length and the SHA-256
+of the chunks' GCM tags, so opening never hashes the ciphertext; the plaintext is tied to the
+vendor by the payload SHA-256 in the signed manifest, which `check_payload_digest` verifies.
+Version 1 signs the SHA-256 of every byte of the file. Versions 1 and 2 (X25519 only) are still
+opened, and written on request. The bank may accept only some suites (`accepted_suites`):
+a batch of any other suite is refused before any key is used.
 
 The manifest is bound three times: into the HPKE key schedule (`info` = label || SHA-256 of the
 manifest bytes; cryptography's public single-shot HPKE takes no AAD, and RFC 9180 section 8.1 puts
@@ -32,20 +37,19 @@ import hashlib
 import io
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import BatchRefused, EnvelopeError, KeyringError
 from matcher.atomic import atomic_path
+from matcher.kem import RecipientPrivateKey, RecipientPublicKey, Suite, suite_of
 from matcher.manifest import (
     FORMAT_VERSION,
     FORMAT_VERSIONS,
@@ -72,6 +76,7 @@ MAGIC = b"\x89BFS\r\n\x1a\n"  # PNG-style: a high byte, then CR LF, ^Z, LF catch
 _LABELS = {
     1: (b"bankfusion/batch/v1/data-key", b"bankfusion/batch/v1/signature"),
     2: (b"bankfusion/batch/v2/data-key", b"bankfusion/batch/v2/signature"),
+    3: (b"bankfusion/batch/v3/data-key", b"bankfusion/batch/v3/signature"),
 }
 assert tuple(_LABELS) == FORMAT_VERSIONS
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
@@ -81,10 +86,8 @@ DATA_KEY_BYTES = 32
 NONCE_PREFIX_BYTES = 8
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
-KEY_BLOCK_BYTES = hpke.KEM.X25519.enc_length() + DATA_KEY_BYTES + TAG_BYTES  # 32 + 32 + 16
+KEY_BLOCK_BYTES = Suite.X25519.enc_bytes + DATA_KEY_BYTES + TAG_BYTES  # 32 + 32 + 16 (X25519)
 LAST, MORE = 0x01, 0x00
-
-_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 _RECORD = struct.Struct(">BI")  # flag, ciphertext length
 _AAD = struct.Struct(">32sIB")  # header digest, counter, flag
@@ -125,22 +128,35 @@ def _signed_v1(manifest_bytes: bytes, body_digest: bytes) -> bytes:
     return _LABELS[1][1] + hashlib.sha256(manifest_bytes).digest() + body_digest
 
 
-def _signed_v2(header_digest: bytes, chunks: int, ciphertext_bytes: int, tags: bytes) -> bytes:
-    """Return what a version-2 signature covers: its label, H(header), counts, H(GCM tags)."""
-    return _LABELS[2][1] + header_digest + _COUNTS.pack(chunks, ciphertext_bytes) + tags
+def _signed_v2(
+    version: int, header_digest: bytes, chunks: int, ciphertext_bytes: int, tags: bytes
+) -> bytes:
+    """Return what a version-2 or -3 signature covers: its label, H(header), counts, H(tags)."""
+    return _LABELS[version][1] + header_digest + _COUNTS.pack(chunks, ciphertext_bytes) + tags
+
+
+def _suite(manifest: Manifest) -> Suite:
+    """Return the manifest's HPKE suite: its `suite` field (version 3), else X25519."""
+    return Suite.X25519 if manifest.suite is None else Suite(manifest.suite)
+
+
+def _key_block_bytes(suite: Suite) -> int:
+    return suite.enc_bytes + DATA_KEY_BYTES + TAG_BYTES
 
 
 def _nonce(prefix: bytes, counter: int) -> bytes:
     return prefix + _U32.pack(counter)
 
 
-def _fresh_secrets(recipient: X25519PublicKey, info: bytes) -> tuple[bytes, bytes, bytes]:
+def _fresh_secrets(
+    recipient: RecipientPublicKey, suite: Suite, info: bytes
+) -> tuple[bytes, bytes, bytes]:
     """Return (data key, HPKE key block, nonce prefix), drawn afresh for one batch.
 
     seal()'s only source of randomness, in one place so the known-answer test can pin it.
     """
     data_key = AESGCM.generate_key(bit_length=256)
-    key_block = _SUITE.encrypt(data_key, recipient, info=info)
+    key_block = suite.hpke.encrypt(data_key, recipient, info=info)
     return data_key, key_block, os.urandom(NONCE_PREFIX_BYTES)
 
 
@@ -157,10 +173,12 @@ def _check_seal_arguments(
         raise EnvelopeError(
             f"manifest must be a Manifest (Manifest.new), got {type(manifest).__name__}"
         )
-    if not isinstance(recipient, X25519PublicKey):
+    suite = suite_of(recipient)
+    if suite is None or isinstance(recipient, RecipientPrivateKey):
         raise EnvelopeError(
-            f"recipient must be the bank's X25519PublicKey, got {type(recipient).__name__}; "
-            "use keyring.recipient_public(kid)"
+            "recipient must be the bank's HPKE public key (X25519PublicKey or "
+            f"MLKEM768X25519PublicKey), got {type(recipient).__name__}; use "
+            "keyring.recipient_public(kid)"
         )
     if not isinstance(signer, Ed25519PrivateKey):
         raise EnvelopeError(
@@ -174,8 +192,13 @@ def _check_seal_arguments(
         )
     if type(format_version) is not int or format_version not in _LABELS:
         raise EnvelopeError(
-            f"format_version must be {FORMAT_VERSION} (current) or 1 (only for a bank whose "
-            f"opener predates version 2), got {format_version!r}"
+            f"format_version must be {FORMAT_VERSION} (current), or 2 or 1 (only for a bank "
+            f"whose opener predates version 3 or 2), got {format_version!r}"
+        )
+    if format_version < 3 and (suite is not Suite.X25519 or manifest.oprf_public_key):
+        raise EnvelopeError(
+            f"format version {format_version} carries neither a {suite} key block nor an OPRF "
+            "public key; seal with format version 3"
         )
     if not payload.is_file():
         raise EnvelopeError(f"payload {payload} is not a readable file")
@@ -190,7 +213,7 @@ def seal(
     out: Path,
     *,
     manifest: Manifest,
-    recipient: X25519PublicKey,
+    recipient: RecipientPublicKey,
     signer: Ed25519PrivateKey,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     format_version: int = FORMAT_VERSION,
@@ -204,13 +227,14 @@ def seal(
     Args:
         payload: the plaintext file (a Parquet batch), any size.
         out: where the sealed file goes; its folder must exist.
-        manifest: from `Manifest.new`; format_version, payload_bytes, payload_sha256 and
-            chunk_size are set here.
-        recipient: the bank's HPKE public key named by manifest.recipient_kid.
+        manifest: from `Manifest.new`; format_version, payload_bytes, payload_sha256,
+            chunk_size and suite are set here.
+        recipient: the bank's HPKE public key named by manifest.recipient_kid; its type sets
+            the suite (X25519 or MLKEM768-X25519).
         signer: the vendor's signing key named by manifest.signing_kid.
         chunk_size: plaintext bytes per AES-GCM chunk.
-        format_version: 2; or 1, whose signature covers a SHA-256 of every byte of the file,
-            only for a bank whose opener predates version 2.
+        format_version: 3; or 2 (X25519, no OPRF public key) or 1 (whose signature covers a
+            SHA-256 of every byte of the file), only for a bank whose opener predates them.
     """
     payload, out = Path(payload), Path(out)
     _check_seal_arguments(payload, out, manifest, recipient, signer, chunk_size, format_version)
@@ -222,9 +246,11 @@ def seal(
             f"a {size}-byte payload needs {n_chunks} chunks of {chunk_size} bytes; the format "
             f"allows {MAX_CHUNKS}: use a larger chunk_size"
         )
+    suite = suite_of(recipient) or Suite.X25519
     sealed = replace(
         manifest, format_version=format_version, payload_bytes=size,
         payload_sha256=payload_sha256, chunk_size=chunk_size,
+        suite=suite.value if format_version >= 3 else None,
     )  # fmt: skip
     manifest_bytes = sealed.to_bytes()
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
@@ -233,7 +259,7 @@ def seal(
             " keep counts to a few summary numbers"
         )
     data_key, key_block, nonce_prefix = _fresh_secrets(
-        recipient, _hpke_info(format_version, manifest_bytes)
+        recipient, suite, _hpke_info(format_version, manifest_bytes)
     )
     header = _header(format_version, manifest_bytes, key_block, nonce_prefix)
     header_digest = hashlib.sha256(header).digest()
@@ -254,7 +280,9 @@ def seal(
                 spool.append(signer.sign(_signed_v1(manifest_bytes, spool.finish())))
                 sealed_sha256 = spool.finish().hex()
             else:
-                message = _signed_v2(header_digest, n_chunks, size + n_chunks * TAG_BYTES, tags)
+                message = _signed_v2(
+                    format_version, header_digest, n_chunks, size + n_chunks * TAG_BYTES, tags
+                )
                 signature = signer.sign(message)
                 spool.append(signature)
                 spool.finish()
@@ -384,7 +412,7 @@ class _Reader:
             self.refuse("bad magic: not a sealed batch file")
         (version,) = _U16.unpack(self.exact(2, "the format version"))
         if version not in _LABELS:
-            known = " and ".join(map(str, _LABELS))
+            known = ", ".join(map(str, _LABELS))
             self.refuse(f"format version {version} is not supported (this reader knows {known})")
         (manifest_size,) = _U32.unpack(self.exact(4, "the manifest length"))
         if not 0 < manifest_size <= MAX_MANIFEST_BYTES:
@@ -402,8 +430,12 @@ class _Reader:
                 f"{self.manifest.format_version}"
             )
         (key_block_size,) = _U16.unpack(self.exact(2, "the key block length"))
-        if key_block_size != KEY_BLOCK_BYTES:
-            self.refuse(f"key block is {key_block_size} bytes, expected {KEY_BLOCK_BYTES}")
+        expected = _key_block_bytes(_suite(self.manifest))
+        if key_block_size != expected:
+            self.refuse(
+                f"key block is {key_block_size} bytes, expected {expected} for suite "
+                f"{_suite(self.manifest)}"
+            )
         key_block = self.exact(key_block_size, "the key block")
         nonce_prefix = self.exact(NONCE_PREFIX_BYTES, "the nonce prefix")
         return manifest_bytes, self.manifest, key_block, nonce_prefix
@@ -422,13 +454,14 @@ def open_sealed(
     path: Path,
     out: Path,
     *,
-    recipient_keys: Callable[[str], X25519PrivateKey],
+    recipient_keys: Callable[[str], RecipientPrivateKey],
     vendor_keys: Callable[[str, str], Ed25519PublicKey],
     check_payload_digest: bool = True,
+    accepted_suites: Collection[Suite] | None = None,
 ) -> OpenedBatch:
     """Return the verified manifest after decrypting sealed `path` to `out`, in one pass.
 
-    Opens format versions 1 and 2. The plaintext goes to a 0600 temp file beside `out`
+    Opens format versions 1, 2 and 3. The plaintext goes to a 0600 temp file beside `out`
     (`matcher.atomic.atomic_path`) and is renamed to `out` only after the signature, every
     chunk's tag, the size and (by default) the SHA-256 have checked out; on any failure the temp
     file is deleted and BatchRefused is raised (same message for every cause; the precise reason
@@ -447,6 +480,9 @@ def open_sealed(
             later disown (GCM does not commit to the ciphertext for a holder of the key).
             Version 1 signs every ciphertext byte, so there the check only catches a sender
             whose own hashing was wrong. docs/envelope.md weighs both.
+        accepted_suites: the HPKE suites the bank's policy accepts (None: every suite); a
+            batch of another suite is refused before any key is used (versions 1 and 2 are
+            X25519).
     """
     path, out = Path(path), Path(out)
     with (
@@ -457,7 +493,10 @@ def open_sealed(
         reader = _Reader(source)
         try:
             sealed_sha256 = _open_stream(
-                reader, sink, recipient_keys, vendor_keys, check_payload_digest
+                reader,
+                sink,
+                _Keys(recipient_keys, vendor_keys, accepted_suites),
+                check_payload_digest,
             )
         finally:
             reader.close()
@@ -465,30 +504,47 @@ def open_sealed(
     return OpenedBatch(manifest=reader.manifest, sealed_sha256=sealed_sha256)
 
 
-def _open_stream(
-    reader: _Reader,
-    sink: io.FileIO,
-    recipient_keys: Callable[[str], X25519PrivateKey],
-    vendor_keys: Callable[[str, str], Ed25519PublicKey],
-    check_payload_digest: bool,
-) -> str:
-    """Decrypt and verify everything `reader` holds into `sink`; return the batch digest hex."""
-    manifest_bytes, manifest, key_block, nonce_prefix = reader.header()
-    version = manifest.format_version
-    header_digest = reader.digest()
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """What an opener looks keys up with, and the suites the bank accepts."""
+
+    recipient: Callable[[str], RecipientPrivateKey]
+    vendor: Callable[[str, str], Ed25519PublicKey]
+    accepted_suites: Collection[Suite] | None
+
+
+def _unwrap(
+    reader: _Reader, keys: _Keys, manifest_bytes: bytes, key_block: bytes
+) -> tuple[bytes, Ed25519PublicKey]:
+    """Return (data key, the vendor's key) for a header, after the suite policy; or refuse."""
+    assert reader.manifest is not None
+    manifest, suite = reader.manifest, _suite(reader.manifest)
+    if keys.accepted_suites is not None and suite not in keys.accepted_suites:
+        accepted = ", ".join(sorted(keys.accepted_suites)) or "none"
+        reader.refuse(
+            f"suite {suite} is not accepted by the bank's policy (accepted: {accepted}); ask "
+            f"vendor {manifest.vendor_id!r} to seal the batch again to the bank's "
+            f"{accepted.split(', ')[0]} key (fusion vendor pack --suite ...)"
+        )
     try:
-        private = recipient_keys(manifest.recipient_kid)
+        private = keys.recipient(manifest.recipient_kid)
     except KeyringError as exc:
         reader.refuse(f"recipient key {manifest.recipient_kid!r} is not available: {exc}")
+    if suite_of(private) is not suite:
+        reader.refuse(
+            f"the batch is sealed with suite {suite}, but bank key {manifest.recipient_kid!r} is "
+            f"a {suite_of(private)} key"
+        )
     try:
-        vendor_key = vendor_keys(manifest.vendor_id, manifest.signing_kid)
+        vendor_key = keys.vendor(manifest.vendor_id, manifest.signing_kid)
     except KeyringError as exc:
         reader.refuse(
             f"signing key {manifest.signing_kid!r} of vendor {manifest.vendor_id!r} is not "
             f"trusted: {exc}"
         )
+    info = _hpke_info(manifest.format_version, manifest_bytes)
     try:
-        data_key = _SUITE.decrypt(key_block, private, info=_hpke_info(version, manifest_bytes))
+        data_key = suite.hpke.decrypt(key_block, private, info=info)
     except (InvalidTag, ValueError):
         reader.refuse(
             f"data key did not unwrap with bank key {manifest.recipient_kid!r}: wrong key, or the "
@@ -496,6 +552,15 @@ def _open_stream(
         )
     if len(data_key) != DATA_KEY_BYTES:
         reader.refuse(f"data key is {len(data_key)} bytes, expected {DATA_KEY_BYTES}")
+    return data_key, vendor_key
+
+
+def _open_stream(reader: _Reader, sink: io.FileIO, keys: _Keys, check_payload_digest: bool) -> str:
+    """Decrypt and verify everything `reader` holds into `sink`; return the batch digest hex."""
+    manifest_bytes, manifest, key_block, nonce_prefix = reader.header()
+    version = manifest.format_version
+    header_digest = reader.digest()
+    data_key, vendor_key = _unwrap(reader, keys, manifest_bytes, key_block)
 
     if version == 1:
         reader.hash_in_background()
@@ -507,7 +572,9 @@ def _open_stream(
     if version == 1:
         message = _signed_v1(manifest_bytes, reader.digest())
     else:
-        message = _signed_v2(header_digest, chunks, total + chunks * TAG_BYTES, tags_digest)
+        message = _signed_v2(
+            version, header_digest, chunks, total + chunks * TAG_BYTES, tags_digest
+        )
     signature = reader.exact(SIGNATURE_BYTES, "the signature")
     trailing = len(reader.source.read(1))
     if trailing:

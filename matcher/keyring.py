@@ -3,7 +3,8 @@
 Layout of a keyring folder (mode 0700):
 
     keyring.json                       index: role, vendor id, key ids, public keys (hex), epochs
-    hpke.<kid>.key                     bank: X25519 private key, 32 raw bytes (RFC 7748)
+    hpke.<kid>.key                     bank: HPKE private key: X25519, 32 raw bytes (RFC 7748);
+                                       MLKEM768-X25519, 96 raw bytes (`matcher.kem`)
     signing.<kid>.key                  vendor: Ed25519 private key, 32 raw bytes (RFC 8032 seed)
     salt.<epoch_id>.key                both: salt epoch, 32 raw bytes
     oprf.<epoch_id>.key                vendor: OPRF key of an epoch, ristretto255 scalar, 32 bytes
@@ -12,11 +13,11 @@ Layout of a keyring folder (mode 0700):
     store.branch.<branch_id>.key       bank: per-branch snapshot key, 32 raw bytes
     store.head-office.key              bank: head-office snapshot key, 32 raw bytes
 
-Every secret is raw bytes rather than PEM: each is exactly 32 bytes, so a file of any other size
-is damaged, and no parser sits between the disk and the key. Every file is written atomically
-(`matcher.atomic`: temp file in the same folder, fsync, os.replace, fsync of the folder) with
-mode 0600, and a
-secret file whose mode lets group or others in is refused, as ssh refuses a loose private key.
+Every secret is raw bytes rather than PEM: each is exactly 32 bytes (a hybrid HPKE key 96), so a
+file of any other size is damaged, and no parser sits between the disk and the key. Every file
+is written atomically (`matcher.atomic`: temp file in the same folder, fsync, os.replace, fsync
+of the folder) with mode 0600, and a secret file whose mode lets group or others in is
+refused, as ssh refuses a loose private key.
 Ids become file names, so they are limited to letters, digits, '.', '_' and '-'.
 
 Nothing here prints, logs or puts a key in a repr or an exception; messages name files and ids.
@@ -37,18 +38,19 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
+from matcher import kem
 from matcher.atomic import atomic_path, write_atomic
+from matcher.kem import RecipientPrivateKey, RecipientPublicKey, Suite
 from matcher.keyed_hash import SALT_BYTES, SaltEpoch
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
-def _raw_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
+def _raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -221,12 +223,18 @@ class Keyring:
     # -- rotation ---------------------------------------------------------------------------
 
     def rotate(
-        self, what: Literal["hpke", "signing", "salt", "oprf"], *, now: datetime | None = None
+        self,
+        what: Literal["hpke", "signing", "salt", "oprf"],
+        *,
+        now: datetime | None = None,
+        suite: Suite | str = Suite.X25519,
     ) -> str:
         """Return the id of a new current key ("hpke": bank, "signing" and "oprf": vendor,
         "salt": both).
 
         Old keys stay on disk and readable, so batches sealed before the rotation still open.
+        `suite` is the HPKE suite of a new bank key: X25519, or the post-quantum hybrid
+        MLKEM768-X25519 (`matcher.kem`).
         """
         if what == "salt":
             return self.new_salt_epoch(now=now).epoch_id
@@ -242,11 +250,14 @@ class Keyring:
             raise ConfigError(
                 f"a {self.role} keyring rotates {usable}, got {what!r}", setting="what"
             )
+        entry: dict[str, str] = {}
         if what == "hpke":
             self._require("bank", "rotate the HPKE key")
             section, prefix = self._index["hpke"], "bank-hpke-"
-            hpke_key = X25519PrivateKey.generate()
-            raw, public = hpke_key.private_bytes_raw(), _raw_public(hpke_key.public_key())
+            chosen = Suite.parse(suite)
+            raw, public = kem.generate(chosen)
+            if chosen is not Suite.X25519:  # an entry without "suite" is X25519
+                entry["suite"] = chosen.value
         else:
             self._require("vendor", "rotate the signing key")
             section, prefix = self._index["signing"], f"{self.vendor_id}-sign-"
@@ -254,63 +265,114 @@ class Keyring:
             raw, public = signing_key.private_bytes_raw(), _raw_public(signing_key.public_key())
         kid = self._next_id(prefix, self._kids(section["keys"]))
         self._write_secret(f"{what}.{kid}.key", raw)
-        section["keys"].append({"kid": kid, "public": public.hex()})
+        section["keys"].append({"kid": kid, "public": public.hex(), **entry})
         section["current"] = kid
         self._save_index()
         return kid
 
     # -- bank: HPKE recipient keys ----------------------------------------------------------
 
-    def current_recipient(self) -> tuple[str, X25519PrivateKey]:
+    def current_recipient(self) -> tuple[str, RecipientPrivateKey]:
         """Return (kid, private key) of the bank's current HPKE key."""
         self._require("bank", "hold HPKE private keys")
         kid = self._index["hpke"]["current"]
         return kid, self.recipient_private(kid)
 
-    def recipient_private(self, kid: str) -> X25519PrivateKey:
-        """Return the bank's HPKE private key `kid` (current or rotated out)."""
+    def recipient_private(self, kid: str) -> RecipientPrivateKey:
+        """Return the bank's HPKE private key `kid` (current or rotated out), of its suite."""
         self._require("bank", "hold HPKE private keys")
         self._find(self._index["hpke"]["keys"], kid, "HPKE key")
-        raw = self._read_secret(f"hpke.{kid}.key")
+        suite = self.recipient_suite(kid)
+        raw = self._read_secret(f"hpke.{kid}.key", size=suite.private_bytes)
         try:
-            return X25519PrivateKey.from_private_bytes(raw)
+            return kem.private_key(suite, raw)
         finally:
             raw[:] = bytes(len(raw))
 
     def recipient_public_bytes(self, kid: str | None = None) -> tuple[str, bytes]:
-        """Return (kid, 32 raw bytes) of a bank HPKE public key (default: current) for vendors."""
+        """Return (kid, raw bytes) of a bank HPKE public key (default: current) for vendors."""
         self._require("bank", "export HPKE public keys")
         kid = kid or self._index["hpke"]["current"]
         return kid, bytes.fromhex(self._find(self._index["hpke"]["keys"], kid, "HPKE key"))
 
+    def recipient_suite(self, kid: str) -> Suite:
+        """Return the HPKE suite of bank key `kid` (the bank's own, or one a vendor imported)."""
+        self._find(self._recipient_entries(), kid, "bank HPKE public key")
+        entry = next(e for e in self._recipient_entries() if e["kid"] == kid)
+        return Suite(entry.get("suite", Suite.X25519.value))
+
+    def accepted_suites(self) -> frozenset[Suite]:
+        """Return the HPKE suites the bank's policy accepts for incoming batches (default: all)."""
+        self._require("bank", "hold the batch policy")
+        names = self._index.get("policy", {}).get("accepted_suites")
+        return frozenset(Suite) if names is None else frozenset(Suite(n) for n in names)
+
+    def set_accepted_suites(self, suites: Iterable[Suite | str]) -> frozenset[Suite]:
+        """Make the bank accept batches of `suites` only; return them. Refused if it holds no key
+        of any of them (no vendor could then seal a batch it accepts)."""
+        self._require("bank", "set the batch policy")
+        chosen = frozenset(Suite.parse(s, setting="accepted suite") for s in suites)
+        held = {self.recipient_suite(kid) for kid in self._kids(self._index["hpke"]["keys"])}
+        if not chosen & held:
+            wanted = ", ".join(sorted(chosen)) or "none"
+            raise ConfigError(
+                f"the bank would accept suites {wanted} but holds no HPKE key of them; rotate "
+                "to one first (fusion keys rotate --what hpke --suite MLKEM768-X25519)",
+                setting="accepted_suites",
+            )
+        self._index["policy"] = {"accepted_suites": sorted(chosen)}
+        self._save_index()
+        return chosen
+
     # -- vendor: the bank's HPKE public keys ------------------------------------------------
 
-    def import_recipient(self, kid: str, public_bytes: bytes, *, replace: bool = False) -> None:
-        """Record the bank's HPKE public key `kid` (32 raw bytes); it becomes the newest.
+    def import_recipient(
+        self,
+        kid: str,
+        public_bytes: bytes,
+        *,
+        replace: bool = False,
+        suite: Suite | str = Suite.X25519,
+    ) -> None:
+        """Record the bank's HPKE public key `kid` of `suite` (raw bytes); it becomes the newest.
 
         Importing the same key again changes nothing; other bytes under a kid already held are
         refused unless `replace` (the bank re-issued that kid), which swaps them in as newest.
         """
         self._require("vendor", "import the bank's HPKE keys")
         _check_id(kid, "kid")
-        raw = self._public_bytes(public_bytes, f"HPKE public key {kid!r}")
-        self._add_public(self._index["recipients"], kid, raw, "bank HPKE key", replace)
+        chosen = Suite.parse(suite)
+        raw = self._public_bytes(
+            public_bytes, f"{chosen} public key {kid!r}", size=chosen.public_bytes
+        )
+        kem.public_key(chosen, raw)  # refuses bytes that are no key of the suite
+        extra = {} if chosen is Suite.X25519 else {"suite": chosen.value}
+        self._add_public(self._index["recipients"], kid, raw, "bank HPKE key", replace, extra)
 
-    def recipient_public(self, kid: str) -> X25519PublicKey:
+    def recipient_public(self, kid: str) -> RecipientPublicKey:
         """Return the bank HPKE public key `kid` (a vendor's imported one, or the bank's own)."""
         public = self._find(self._recipient_entries(), kid, "bank HPKE public key")
-        return X25519PublicKey.from_public_bytes(bytes.fromhex(public))
+        return kem.public_key(self.recipient_suite(kid), bytes.fromhex(public))
 
-    def current_recipient_public(self) -> tuple[str, X25519PublicKey]:
-        """Return (kid, key) of the newest bank HPKE public key (on a bank: its current one)."""
-        if self.role == "bank":
+    def current_recipient_public(
+        self, suite: Suite | str | None = None
+    ) -> tuple[str, RecipientPublicKey]:
+        """Return (kid, key) of the newest bank HPKE public key (on a bank: its current one).
+
+        With `suite`, the newest one of that suite (a vendor sealing to the bank's hybrid key).
+        """
+        if self.role == "bank" and suite is None:
             kid = self._index["hpke"]["current"]
         else:
-            entries = self._index["recipients"]
+            entries = self._recipient_entries()
+            if suite is not None:
+                wanted = Suite.parse(suite)
+                entries = [e for e in entries if self.recipient_suite(e["kid"]) is wanted]
             if not entries:
                 raise KeyringError(
-                    "no bank HPKE key imported yet; ask the bank for its public key and call "
-                    "import_recipient (`fusion keys pair-vendor` does it for a local run)",
+                    f"no bank HPKE key{f' of suite {suite}' if suite else ''} imported yet; ask "
+                    "the bank for its public key and call import_recipient (`fusion keys "
+                    "pair-vendor` does it for a local run)",
                     path=str(self._path),
                 )
             kid = entries[-1]["kid"]
@@ -358,11 +420,16 @@ class Keyring:
         if not entries:
             raise KeyringError(
                 f"vendor {vendor_id!r} has no trusted signing key; trust its public key first "
-                "(trust_vendor)",
+                "(a local run: `fusion keys pair-vendor`)",
                 path=str(self._path),
             )
         public = self._find(entries, kid, f"signing key of vendor {vendor_id!r}")
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
+
+    def trusted_vendors(self) -> tuple[str, ...]:
+        """Return the ids of the vendors whose signing keys the bank trusts, sorted."""
+        self._require("bank", "hold trusted vendor keys")
+        return tuple(sorted(v for v, entries in self._index["vendors"].items() if entries))
 
     # -- both: salt epochs ------------------------------------------------------------------
 
@@ -575,11 +642,19 @@ class Keyring:
         )
 
     def _add_public(
-        self, entries: list[dict[str, str]], kid: str, public: bytes, what: str, replace: bool
+        self,
+        entries: list[dict[str, str]],
+        kid: str,
+        public: bytes,
+        what: str,
+        replace: bool,
+        extra: dict[str, str] | None = None,
     ) -> None:
         for entry in list(entries):
             if entry["kid"] == kid:
-                if entry["public"] == public.hex():
+                if entry["public"] == public.hex() and entry.get("suite") == (extra or {}).get(
+                    "suite"
+                ):
                     return
                 if not replace:
                     raise KeyringError(
@@ -589,22 +664,20 @@ class Keyring:
                         path=str(self._path),
                     )
                 entries.remove(entry)
-        entries.append({"kid": kid, "public": public.hex()})
+        entries.append({"kid": kid, "public": public.hex(), **(extra or {})})
         self._save_index()
 
     @staticmethod
-    def _public_bytes(public_bytes: bytes, what: str) -> bytes:
-        if not isinstance(public_bytes, bytes | bytearray) or len(public_bytes) != PUBLIC_BYTES:
-            size = len(public_bytes) if isinstance(public_bytes, bytes | bytearray) else "no bytes"
-            raise ConfigError(
-                f"{what} must be {PUBLIC_BYTES} raw bytes, got {size}", setting="public_bytes"
-            )
+    def _public_bytes(public_bytes: bytes, what: str, *, size: int = PUBLIC_BYTES) -> bytes:
+        if not isinstance(public_bytes, bytes | bytearray) or len(public_bytes) != size:
+            got = len(public_bytes) if isinstance(public_bytes, bytes | bytearray) else "no bytes"
+            raise ConfigError(f"{what} must be {size} raw bytes, got {got}", setting="public_bytes")
         return bytes(public_bytes)
 
     def _write_secret(self, name: str, data: bytes) -> None:
         write_atomic(self._path / name, data, mode=0o600, make_parent=False)
 
-    def _read_secret(self, name: str) -> bytearray:
+    def _read_secret(self, name: str, *, size: int = SECRET_BYTES) -> bytearray:
         path = self._path / name
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -630,14 +703,14 @@ class Keyring:
                     f"{stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}",
                     path=str(path),
                 )
-            if info.st_size != SECRET_BYTES:
+            if info.st_size != size:
                 raise KeyringError(
-                    f"key file {path} holds {info.st_size} bytes, expected {SECRET_BYTES}; it is "
+                    f"key file {path} holds {info.st_size} bytes, expected {size}; it is "
                     "damaged: restore it from the keyring backup",
                     path=str(path),
                 )
-            buf = bytearray(SECRET_BYTES)
-            if os.readv(fd, [buf]) != SECRET_BYTES:
+            buf = bytearray(size)
+            if os.readv(fd, [buf]) != size:
                 raise KeyringError(f"key file {path} changed while being read", path=str(path))
         finally:
             os.close(fd)
@@ -704,7 +777,7 @@ def pair_locally(bank: Keyring, vendor: Keyring) -> None:
     kid, public = vendor.signer_public_bytes()
     bank.trust_vendor(str(vendor.vendor_id), kid, public)
     hpke_kid, hpke_public = bank.recipient_public_bytes()
-    vendor.import_recipient(hpke_kid, hpke_public)
+    vendor.import_recipient(hpke_kid, hpke_public, suite=bank.recipient_suite(hpke_kid))
     for epoch_id in bank.salt_epochs():
         vendor.import_salt(bank.export_salt(epoch_id), make_current=False)
     vendor.import_salt(bank.export_salt(bank.current_salt().epoch_id), make_current=True)

@@ -23,8 +23,10 @@ from contracts.schemas import MatchMode
 
 __all__ = ["BatchKeys", "Manifest"]
 
-FORMAT_VERSION = 2  # what seal() writes
-FORMAT_VERSIONS = (1, 2)  # what open_sealed() reads
+FORMAT_VERSION = 3  # what seal() writes
+FORMAT_VERSIONS = (1, 2, 3)  # what open_sealed() reads
+_OPTIONAL = ("counts", "suite", "oprf_public_key")  # left out of the JSON when None
+_SUITES = ("X25519", "MLKEM768-X25519")  # matcher.kem.Suite's values
 MIN_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # bounds what an unverified manifest can make the bank allocate
 _TEXT = re.compile(r"[\x20-\x7e]{1,128}")
@@ -86,10 +88,34 @@ class Manifest:
     payload_sha256: str = ""
     chunk_size: int = 0
     counts: Mapping[str, int] | None = field(default=None, hash=False)
+    suite: str | None = None  # version 3: the HPKE suite the data key is wrapped with
+    oprf_public_key: str | None = None  # version 3, OPRF mode: the epoch's VOPRF pkS (hex)
 
     def __post_init__(self) -> None:
         self._check_identity()
         self._check_sizes()
+        self._check_version_3()
+
+    def _check_version_3(self) -> None:
+        """Check the fields version 3 adds: present only there, `suite` required there."""
+        if self.format_version < 3:
+            if self.suite is not None or self.oprf_public_key is not None:
+                raise EnvelopeError(
+                    f"suite and oprf_public_key exist from format version 3; a version "
+                    f"{self.format_version} manifest has neither (X25519 is implied)"
+                )
+            return
+        if self.suite not in _SUITES:
+            raise EnvelopeError(
+                f"manifest field suite must be one of {', '.join(_SUITES)}, got {self.suite!r}"
+            )
+        if self.oprf_public_key is not None:
+            if not re.fullmatch(r"[0-9a-f]{64}", str(self.oprf_public_key)):
+                raise EnvelopeError(
+                    "oprf_public_key must be 64 lowercase hex characters (a ristretto255 element)"
+                )
+            if self.mode is not MatchMode.OPRF:
+                raise EnvelopeError("oprf_public_key belongs to an OPRF-mode batch only")
 
     def _check_identity(self) -> None:
         """Check the version, the ids, the date and the mode; normalise the mode to MatchMode."""
@@ -160,8 +186,13 @@ class Manifest:
         contract: str,
         counts: Mapping[str, int] | None = None,
         mode: MatchMode = MatchMode.SALTED,
+        oprf_public_key: bytes | None = None,
     ) -> Manifest:
-        """Return a manifest ready for `seal`; created_at is timezone-aware, kept to the second."""
+        """Return a manifest ready for `seal`; created_at is timezone-aware, kept to the second.
+
+        `oprf_public_key` (an OPRF batch in the verifiable mode) is the epoch's pkS, 32 bytes;
+        `seal` sets `suite` from the bank key it wraps the data key to.
+        """
         if keys.vendor_id is None:
             raise EnvelopeError("vendor_id is missing: seal with a vendor keyring's vendor_id")
         if not isinstance(created_at, datetime) or created_at.utcoffset() is None:
@@ -182,6 +213,8 @@ class Manifest:
             contract=contract,
             counts=counts,
             mode=mode,
+            suite=_SUITES[0],
+            oprf_public_key=None if oprf_public_key is None else oprf_public_key.hex(),
         )
 
     @property
@@ -190,9 +223,12 @@ class Manifest:
         return bool(self.payload_sha256) and self.chunk_size > 0
 
     def to_bytes(self) -> bytes:
-        """Return the canonical JSON: sorted keys, no spaces, UTF-8 (counts omitted when None)."""
+        """Return the canonical JSON: sorted keys, no spaces, UTF-8 (optional fields omitted when
+        None)."""
         fields: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "counts"
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in _OPTIONAL or getattr(self, name) is not None
         }
         if self.counts is not None:
             fields["counts"] = dict(self.counts)
@@ -208,7 +244,7 @@ class Manifest:
         if not isinstance(fields, dict):
             raise EnvelopeError("manifest is not a JSON object")
         expected = set(cls.__dataclass_fields__)
-        missing = expected - {"counts"} - fields.keys()
+        missing = expected - set(_OPTIONAL) - fields.keys()
         unknown = fields.keys() - expected
         if missing or unknown:
             raise EnvelopeError(

@@ -1,4 +1,4 @@
-"""Oblivious PRF for the OPRF match mode: RFC 9497 OPRF(ristretto255, SHA-512), base mode 0x00.
+"""Oblivious PRF for the OPRF match mode: RFC 9497 (V)OPRF(ristretto255, SHA-512), modes 0x00, 0x01.
 
 Only the vendor holds the key. The bank learns F(key, phone) for its own customers without the
 vendor seeing them; the vendor learns nothing about the bank's inputs (RFC 9497, section 3.3.1):
@@ -10,6 +10,19 @@ vendor seeing them; the vendor learns nothing about the bank's inputs (RFC 9497,
 
 Equal outputs mean equal inputs, so the bank joins its outputs to the vendor's. `blind_with` is
 `blind` with the blinds given: RFC test vectors pin them, as a clock argument pins a timestamp.
+
+Two modes (RFC 9497 section 3.1), chosen by `OprfMode`: base (OPRF, 0x00) and verifiable
+(VOPRF, 0x01). The mode enters the context string, hence every domain separation tag: the same
+key gives unrelated outputs in the two modes, so both sides must agree on it. In the verifiable
+mode the vendor publishes pkS = skS * G and proves each batch of evaluations with one batched
+DLEQ proof (RFC 9497 section 2.2: `generate_proof`, `verify_proof`): every evaluated element is
+skS times its blinded element, for the skS behind pkS. Without it (base mode) a vendor could
+evaluate some blinded elements under another key and so split the bank's customers into groups.
+The proof folds the batch into two composite elements, M = sum d_i C_i and Z = sum d_i D_i, with
+d_i hashed from the pair (ComputeComposites); one scalar multiplication per element for the
+vendor (it computes Z = skS * M, ComputeCompositesFast), two for the bank, on the same thread
+pool as the OPRF itself. RFC 9497 numbers the pairs with two bytes, so a proof covers at most
+65,536 elements (`PROOF_ELEMENTS`); longer batches carry one proof per block.
 
 Group: ristretto255 (RFC 9496) from libsodium, through `rbcl`. rbcl ships libsodium inside its
 wheels (manylinux, musllinux, macOS, Windows; nothing to install on the host), wraps every
@@ -53,6 +66,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import IntEnum
 from hmac import compare_digest
 from typing import TypeGuard
 
@@ -64,8 +78,11 @@ __all__ = [
     "CONTEXT_STRING",
     "ELEMENT_BYTES",
     "OUTPUT_BYTES",
+    "PROOF_BYTES",
+    "PROOF_ELEMENTS",
     "SCALAR_BYTES",
     "OprfError",
+    "OprfMode",
     "OprfServerKey",
     "blind",
     "blind_evaluate",
@@ -74,24 +91,63 @@ __all__ = [
     "evaluate",
     "expand_message_xmd",
     "finalize",
+    "generate_proof",
+    "prove_blocks",
+    "verify_blocks",
+    "verify_proof",
 ]
 
 ELEMENT_BYTES = 32  # Ne: a serialised ristretto255 element
 SCALAR_BYTES = 32  # Ns: a serialised scalar, little-endian, below the group order L
 OUTPUT_BYTES = 64  # Nh: SHA-512
 SEED_BYTES = 32  # DeriveKeyPair's seed is Ns bytes
-MODE_OPRF = 0x00
-CONTEXT_STRING = b"OPRFV1-" + MODE_OPRF.to_bytes(1, "big") + b"-ristretto255-SHA512"
+PROOF_BYTES = 2 * SCALAR_BYTES  # a DLEQ proof: SerializeScalar(c) || SerializeScalar(s)
+PROOF_ELEMENTS = 1 << 16  # ComputeComposites frames the index i as I2OSP(i, 2)
 
-_DST_HASH_TO_GROUP = b"HashToGroup-" + CONTEXT_STRING
-_DST_HASH_TO_SCALAR = b"HashToScalar-" + CONTEXT_STRING
-_DST_DERIVE_KEY_PAIR = b"DeriveKeyPair" + CONTEXT_STRING
+
+class OprfMode(IntEnum):
+    """The RFC 9497 mode (section 3.1): base OPRF, or verifiable VOPRF with a public key."""
+
+    OPRF = 0x00
+    VOPRF = 0x01
+
+    @property
+    def context_string(self) -> bytes:
+        """Return "OPRFV1-" || I2OSP(mode, 1) || "-ristretto255-SHA512" (RFC 9497 3.1)."""
+        return b"OPRFV1-" + bytes([self.value]) + b"-ristretto255-SHA512"
+
+
+CONTEXT_STRING = OprfMode.OPRF.context_string
+
+
+@dataclass(frozen=True, slots=True)
+class _Tags:
+    """The domain separation tags of one mode (RFC 9497 4.1 and 3.2.1, 2.2.1)."""
+
+    hash_to_group: bytes
+    hash_to_scalar: bytes
+    derive_key_pair: bytes
+    seed: bytes
+
+
+_TAGS = {
+    mode: _Tags(
+        hash_to_group=b"HashToGroup-" + mode.context_string,
+        hash_to_scalar=b"HashToScalar-" + mode.context_string,
+        derive_key_pair=b"DeriveKeyPair" + mode.context_string,
+        seed=b"Seed-" + mode.context_string,
+    )
+    for mode in OprfMode
+}
+_DST_HASH_TO_SCALAR = _TAGS[OprfMode.OPRF].hash_to_scalar
 _MAX_INPUT_BYTES = 0xFFFF  # inputs are framed with a 2-byte length (I2OSP(len(input), 2))
 _UNIFORM_BYTES = 64  # hash_to_ristretto255 and HashToScalar both take 64 uniform bytes
 _IDENTITY = bytes(ELEMENT_BYTES)  # the identity's only canonical encoding
 _ZERO = bytes(SCALAR_BYTES)
 _ONE = (1).to_bytes(SCALAR_BYTES, "little")
 _FINALIZE = b"Finalize"
+_COMPOSITE = b"Composite"
+_CHALLENGE = b"Challenge"
 _ELEMENT_FRAME = ELEMENT_BYTES.to_bytes(2, "big")
 
 _MIN_CHUNK = 512  # below two of these a batch runs on the calling thread
@@ -129,12 +185,15 @@ class OprfServerKey:
         return cls(_random_scalars(1, rng)[0])
 
     @classmethod
-    def derive(cls, seed: bytes, info: bytes = b"") -> OprfServerKey:
+    def derive(
+        cls, seed: bytes, info: bytes = b"", *, mode: OprfMode = OprfMode.OPRF
+    ) -> OprfServerKey:
         """Return the key that RFC 9497 section 3.2.1 DeriveKeyPair gives for seed and info.
 
         Args:
             seed: 32 secret bytes of full entropy.
             info: public key information (at most 65535 bytes), e.g. the key's epoch id.
+            mode: the mode's context string enters the derivation.
         """
         if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
             raise OprfError(f"the seed must be {SEED_BYTES} bytes", item="key")
@@ -142,12 +201,16 @@ class OprfServerKey:
             raise OprfError(f"info must be bytes, at most {_MAX_INPUT_BYTES} long", item="key")
         derive_input = seed + _i2osp(len(info), 2) + info
         for counter in range(256):
-            secret = _hash_to_scalar(derive_input + _i2osp(counter, 1), _DST_DERIVE_KEY_PAIR)
+            secret = _hash_to_scalar(derive_input + _i2osp(counter, 1), _TAGS[mode].derive_key_pair)
             if not compare_digest(secret, _ZERO):
                 return cls(secret)
         raise OprfError(  # DeriveKeyPairError: 256 zero scalars in a row, never in practice
             "DeriveKeyPair found no non-zero scalar in 256 attempts; use another seed", item="key"
         )
+
+    def public_key(self) -> bytes:
+        """Return pkS = skS * G, serialised (32 bytes): what the verifiable mode publishes."""
+        return bytes(rbcl.crypto_scalarmult_ristretto255_base(self.scalar))
 
     def __repr__(self) -> str:
         return f"OprfServerKey(scalar=<{SCALAR_BYTES} bytes hidden>)"
@@ -175,7 +238,11 @@ def expand_message_xmd(msg: bytes, dst: bytes, len_in_bytes: int) -> bytes:
 
 
 def blind(
-    inputs: Sequence[bytes], *, rng: RandomBytes | None = None, workers: int | None = None
+    inputs: Sequence[bytes],
+    *,
+    rng: RandomBytes | None = None,
+    mode: OprfMode = OprfMode.OPRF,
+    workers: int | None = None,
 ) -> tuple[list[bytes], list[bytes]]:
     """Return (blinds, blinded elements) for the inputs: the bank's first step (RFC 9497 Blind).
 
@@ -184,10 +251,11 @@ def blind(
     Args:
         inputs: the values to evaluate (normalised identifiers as bytes, at most 65535 each).
         rng: returns n random bytes; the OS's CSPRNG (`secrets.token_bytes`) by default.
+        mode: the vendor's mode: its context string enters HashToGroup.
         workers: threads to use; every core by default.
     """
     blinds = _random_scalars(len(inputs), rng)
-    return blinds, blind_with(inputs, blinds, workers=workers)
+    return blinds, blind_with(inputs, blinds, mode=mode, workers=workers)
 
 
 def draw_blinds(n: int, *, rng: RandomBytes | None = None) -> list[bytes]:
@@ -196,7 +264,11 @@ def draw_blinds(n: int, *, rng: RandomBytes | None = None) -> list[bytes]:
 
 
 def blind_with(
-    inputs: Sequence[bytes], blinds: Sequence[bytes], *, workers: int | None = None
+    inputs: Sequence[bytes],
+    blinds: Sequence[bytes],
+    *,
+    mode: OprfMode = OprfMode.OPRF,
+    workers: int | None = None,
 ) -> list[bytes]:
     """Return blind_i * HashToGroup(input_i) for each input, with the blinds given (RFC 9497 Blind).
 
@@ -204,12 +276,13 @@ def blind_with(
     """
     _check_lengths(inputs=inputs, blinds=blinds)
     hash_to_group, mult = _hash_to_group, rbcl.crypto_scalarmult_ristretto255
+    dst = _TAGS[OprfMode(mode)].hash_to_group
 
     def work(start: int, stop: int) -> list[bytes]:
         out = []
         for i in range(start, stop):
             r = _checked_blind(blinds[i], i)
-            out.append(mult(r, hash_to_group(_checked_input(inputs[i], i), i)))
+            out.append(mult(r, hash_to_group(_checked_input(inputs[i], i), i, dst)))
         return out
 
     return _run(work, len(inputs), workers)
@@ -262,35 +335,217 @@ def finalize(
 
 
 def evaluate(
-    key: OprfServerKey, inputs: Sequence[bytes], *, workers: int | None = None
+    key: OprfServerKey,
+    inputs: Sequence[bytes],
+    *,
+    mode: OprfMode = OprfMode.OPRF,
+    workers: int | None = None,
 ) -> list[bytes]:
     """Return the 64-byte PRF output for each input, computed with the key (RFC 9497 Evaluate).
 
-    The vendor's side of the match: for the same key, `evaluate(key, [x])` equals the bank's
-    `finalize` of `x`.
+    The vendor's side of the match: for the same key and mode, `evaluate(key, [x])` equals the
+    bank's `finalize` of `x` blinded in that mode.
     """
     secret, hash_to_group = key.scalar, _hash_to_group
     mult = rbcl.crypto_scalarmult_ristretto255
+    dst = _TAGS[OprfMode(mode)].hash_to_group
 
     def work(start: int, stop: int) -> list[bytes]:
         out = []
         for i in range(start, stop):
             x = _checked_input(inputs[i], i)
-            out.append(_output(x, mult(secret, hash_to_group(x, i))))
+            out.append(_output(x, mult(secret, hash_to_group(x, i, dst))))
         return out
 
     return _run(work, len(inputs), workers)
+
+
+def generate_proof(
+    key: OprfServerKey,
+    blinded: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    *,
+    nonce: bytes | None = None,
+    rng: RandomBytes | None = None,
+    workers: int | None = None,
+) -> bytes:
+    """Return the VOPRF proof that evaluated_i = skS * blinded_i for every i (RFC 9497 2.2.1).
+
+    GenerateProof with A = G and B = pkS: a Chaum-Pedersen proof that log_G(pkS) = log_M(Z) for
+    the batch's composites (ComputeCompositesFast, so Z = skS * M), as c || s (64 bytes).
+
+    Args:
+        key: the vendor's key skS.
+        blinded, evaluated: the batch, aligned; 1 to `PROOF_ELEMENTS` pairs.
+        nonce: the proof's random scalar r; RFC vectors pin it (drawn from `rng` by default).
+        rng: returns n random bytes; the OS's CSPRNG by default.
+        workers: threads for the composites; every core by default.
+    """
+    public = key.public_key()
+    composite, _ = _composites(public, blinded, evaluated, verifier=False, workers=workers)
+    mult = rbcl.crypto_scalarmult_ristretto255
+    r = _random_scalars(1, rng)[0] if nonce is None else _checked_blind(nonce, 0)
+    try:
+        z = mult(key.scalar, composite)
+        t2, t3 = rbcl.crypto_scalarmult_ristretto255_base(r), mult(r, composite)
+    except RuntimeError:  # M is the identity: about 2^-252 for honest elements
+        raise OprfError(
+            "the batch's composite element is the identity; evaluate the batch again",
+            item="proof",
+        ) from None
+    c = _challenge(public, composite, z, t2, t3)
+    s = rbcl.crypto_core_ristretto255_scalar_sub(
+        r, rbcl.crypto_core_ristretto255_scalar_mul(c, key.scalar)
+    )
+    return bytes(c) + bytes(s)
+
+
+def verify_proof(
+    public_key: bytes,
+    blinded: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    proof: bytes,
+    *,
+    workers: int | None = None,
+) -> bool:
+    """Return whether `proof` shows evaluated_i = skS * blinded_i for the skS of `public_key`.
+
+    RFC 9497 2.2.2 VerifyProof with A = G and B = pkS, over the batch's composites
+    (ComputeComposites: two scalar multiplications per pair, on the thread pool). A malformed
+    proof or public key is a proof that fails; a malformed element raises `OprfError` with its
+    index, as `finalize` would.
+    """
+    if not isinstance(proof, bytes) or len(proof) != PROOF_BYTES:
+        return False
+    c, s = proof[:SCALAR_BYTES], proof[SCALAR_BYTES:]
+    try:
+        public = _checked_element(public_key, 0, "public key")
+    except OprfError:
+        return False
+    if not (_is_scalar(c) and _is_scalar(s)):
+        return False
+    composite, z = _composites(public, blinded, evaluated, verifier=True, workers=workers)
+    mult = rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero
+    add = rbcl.crypto_core_ristretto255_add
+    try:
+        t2 = add(rbcl.crypto_scalarmult_ristretto255_base_allow_scalar_zero(s), mult(c, public))
+        t3 = add(mult(s, composite), mult(c, z))
+    except RuntimeError:  # an identity composite: no honest batch gives one
+        return False
+    return compare_digest(_challenge(public, composite, z, t2, t3), c)
+
+
+def prove_blocks(
+    key: OprfServerKey,
+    blinded: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    *,
+    workers: int | None = None,
+) -> list[bytes]:
+    """Return one `generate_proof` per block of `PROOF_ELEMENTS` pairs, in order (none if empty)."""
+    _check_lengths(blinded=blinded, evaluated=evaluated)
+    return [
+        generate_proof(
+            key,
+            blinded[i : i + PROOF_ELEMENTS],
+            evaluated[i : i + PROOF_ELEMENTS],
+            workers=workers,
+        )
+        for i in range(0, len(blinded), PROOF_ELEMENTS)
+    ]
+
+
+def verify_blocks(
+    public_key: bytes,
+    blinded: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    proofs: Sequence[bytes],
+    *,
+    workers: int | None = None,
+) -> int | None:
+    """Return None if every block's proof verifies (`prove_blocks`), else the first bad block.
+
+    A missing or extra proof fails its block (the count must be ceil(n / PROOF_ELEMENTS)).
+    """
+    _check_lengths(blinded=blinded, evaluated=evaluated)
+    starts = range(0, len(blinded), PROOF_ELEMENTS)
+    if len(proofs) != len(starts):
+        return min(len(proofs), len(starts))
+    for block, (start, proof) in enumerate(zip(starts, proofs, strict=True)):
+        stop = start + PROOF_ELEMENTS
+        if not verify_proof(
+            public_key, blinded[start:stop], evaluated[start:stop], proof, workers=workers
+        ):
+            return block
+    return None
+
+
+def _composites(
+    public: bytes,
+    blinded: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    *,
+    verifier: bool,
+    workers: int | None,
+) -> tuple[bytes, bytes]:
+    """Return (M, Z) = (sum d_i C_i, sum d_i D_i) of a batch (RFC 9497 2.2.1 ComputeComposites).
+
+    The prover (`verifier=False`) leaves Z to be skS * M (ComputeCompositesFast) and gets the
+    identity here. Per pair: one HashToScalar for d_i, one or two scalar multiplications; the
+    batch runs in chunks on the thread pool, each returning its partial sums.
+    """
+    _check_lengths(blinded=blinded, evaluated=evaluated)
+    n = len(blinded)
+    if not 0 < n <= PROOF_ELEMENTS:
+        raise OprfError(
+            f"a proof covers 1 to {PROOF_ELEMENTS} elements (RFC 9497 numbers them with two "
+            f"bytes), got {n}; prove the batch in blocks",
+            item="batch",
+        )
+    tags = _TAGS[OprfMode.VOPRF]
+    seed = hashlib.sha512(_ELEMENT_FRAME + public + _i2osp(len(tags.seed), 2) + tags.seed).digest()
+    prefix = _i2osp(len(seed), 2) + seed
+    mult, add = rbcl.crypto_scalarmult_ristretto255, rbcl.crypto_core_ristretto255_add
+
+    def work(start: int, stop: int) -> list[bytes]:
+        m = z = _IDENTITY
+        for i in range(start, stop):
+            c = _checked_element(blinded[i], i, "blinded")
+            d = _checked_element(evaluated[i], i, "evaluated")
+            transcript = prefix + _i2osp(i, 2) + _ELEMENT_FRAME + c + _ELEMENT_FRAME + d
+            d_i = _hash_to_scalar(transcript + _COMPOSITE, tags.hash_to_scalar)
+            try:
+                m = add(m, mult(d_i, c))
+                if verifier:
+                    z = add(z, mult(d_i, d))
+            except RuntimeError:  # d_i = 0: about 2^-252 per pair
+                raise OprfError(
+                    f"pair {i} has a zero composite weight; evaluate the batch again",
+                    item="proof",
+                    index=i,
+                ) from None
+        return [m, z]
+
+    parts = _run(work, n, workers)
+    composite, z = parts[0], parts[1]
+    for j in range(2, len(parts), 2):
+        composite, z = add(composite, parts[j]), add(z, parts[j + 1])
+    return bytes(composite), bytes(z)
+
+
+def _challenge(public: bytes, m: bytes, z: bytes, t2: bytes, t3: bytes) -> bytes:
+    """Return c = HashToScalar(Bm, M, Z, t2, t3 each framed, "Challenge") (RFC 9497 2.2.1)."""
+    transcript = b"".join(_ELEMENT_FRAME + bytes(e) for e in (public, m, z, t2, t3))
+    return _hash_to_scalar(transcript + _CHALLENGE, _TAGS[OprfMode.VOPRF].hash_to_scalar)
 
 
 def _i2osp(value: int, length: int) -> bytes:
     return value.to_bytes(length, "big")
 
 
-def _hash_to_group(x: bytes, index: int) -> bytes:
-    """Return hash_to_ristretto255(x) under the HashToGroup DST (RFC 9497 4.1, RFC 9380)."""
-    element = rbcl.crypto_core_ristretto255_from_hash(
-        expand_message_xmd(x, _DST_HASH_TO_GROUP, _UNIFORM_BYTES)
-    )
+def _hash_to_group(x: bytes, index: int, dst: bytes) -> bytes:
+    """Return hash_to_ristretto255(x) under a HashToGroup DST (RFC 9497 4.1, RFC 9380)."""
+    element = rbcl.crypto_core_ristretto255_from_hash(expand_message_xmd(x, dst, _UNIFORM_BYTES))
     if element == _IDENTITY:  # RFC 9497 InvalidInputError; probability about 2^-252
         raise OprfError(f"input {index} hashes to the identity element", item="input", index=index)
     return element
@@ -312,6 +567,11 @@ def _is_nonzero_scalar(s: object) -> TypeGuard[bytes]:
         return False
     canonical = compare_digest(rbcl.crypto_core_ristretto255_scalar_reduce(s + _ZERO), s)
     return canonical and not compare_digest(s, _ZERO)
+
+
+def _is_scalar(s: bytes) -> bool:
+    """True for 32 bytes that encode an integer in [0, L - 1] (RFC 9497 DeserializeScalar)."""
+    return compare_digest(rbcl.crypto_core_ristretto255_scalar_reduce(s + _ZERO), s)
 
 
 def _random_scalars(n: int, rng: RandomBytes | None) -> list[bytes]:

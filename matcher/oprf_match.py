@@ -72,6 +72,7 @@ from contracts.suites import LABEL_BYTES
 from matcher.keyed_hash import hmac_digest
 from matcher.oprf import (
     OUTPUT_BYTES,
+    OprfMode,
     OprfServerKey,
     blind,
     blind_evaluate,
@@ -240,6 +241,7 @@ def seal_rows(
     payloads: Sequence[bytes],
     *,
     rng: RandomBytes | None = None,
+    mode: OprfMode = OprfMode.OPRF,
     workers: int | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """Return (label, nonce || AES-GCM ciphertext) per user: the vendor's OPRF-mode batch rows.
@@ -249,6 +251,7 @@ def seal_rows(
         ids: unique normalised identifiers as bytes (11 ASCII digits for a mobile number).
         payloads: one per id, e.g. from `encode_lists`.
         rng: returns n random bytes for the nonces; `secrets.token_bytes` by default.
+        mode: the RFC 9497 mode the bank will blind in (VOPRF: the batch publishes pkS).
         workers: threads for the OPRF evaluation; every core by default.
     """
     if len(ids) != len(payloads):
@@ -264,7 +267,7 @@ def seal_rows(
                 item="input",
                 index=i,
             )
-    labels, data_keys = derive_row_keys(evaluate(key, ids, workers=workers))
+    labels, data_keys = derive_row_keys(evaluate(key, ids, mode=mode, workers=workers))
     draw = secrets.token_bytes if rng is None else rng
     nonces = draw(NONCE_BYTES * len(ids))
     if not isinstance(nonces, bytes) or len(nonces) != NONCE_BYTES * len(ids):
@@ -373,16 +376,21 @@ class BankRequest:
 
 
 def request(
-    ids: Sequence[bytes], *, rng: RandomBytes | None = None, workers: int | None = None
+    ids: Sequence[bytes],
+    *,
+    rng: RandomBytes | None = None,
+    mode: OprfMode = OprfMode.OPRF,
+    workers: int | None = None,
 ) -> tuple[BankRequest, list[bytes]]:
     """Return (the state to keep, the blinded elements to send) for the bank's customer ids.
 
     Args:
         ids: normalised identifiers as bytes, as the vendor sealed them.
         rng: returns n random bytes for the blinds; the OS's CSPRNG by default.
+        mode: the mode the vendor sealed its rows in.
         workers: threads to use; every core by default.
     """
-    blinds, blinded = blind(ids, rng=rng, workers=workers)
+    blinds, blinded = blind(ids, rng=rng, mode=mode, workers=workers)
     return BankRequest(tuple(ids), tuple(blinds)), blinded
 
 

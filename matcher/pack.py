@@ -5,7 +5,10 @@ epoch, then dropped; the batch holds only 32-byte keys and app/tag lists
 (contracts.schemas.VENDOR_BATCH). OPRF mode (`build_oprf_batch`): each user becomes a 16-byte
 label and its lists sealed under a key, both derived from F_k(phone) with the vendor's own OPRF
 key of the epoch (contracts.schemas.VENDOR_OPRF_BATCH, matcher.oprf_match); the bank opens only
-the rows of phones it had evaluated. Either batch travels in the same sealed envelope.
+the rows of phones it had evaluated. OPRF batches are packed in the verifiable mode (VOPRF, RFC
+9497 mode 0x01) by default: the manifest publishes the epoch's public key, signed with the
+batch, and the vendor proves every later evaluation against it. Either batch travels in the same
+sealed envelope, wrapped to the bank's current HPKE key or its newest key of a chosen suite.
 Users whose phone does not normalise are counted by reason, and users sharing a phone keep one
 row (the first: the vendor's own file order decides), so the batch's keys are unique.
 """
@@ -22,17 +25,19 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from contracts.errors import ConfigError, ContractError
+from contracts.errors import ConfigError, ContractError, InputFileError
+from contracts.input_files import read_parquet_input
 from contracts.schemas import VENDOR_BATCH, VENDOR_OPRF_BATCH, MatchMode
 from contracts.taxonomy import CURRENT_VERSION
 from matcher.envelope import SealedInfo, seal
 from matcher.identity import normalize_phones
+from matcher.kem import Suite
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.keyring import Keyring
 from matcher.manifest import BatchKeys, Manifest
 
 if TYPE_CHECKING:
-    from matcher.oprf import OprfServerKey
+    from matcher.oprf import OprfMode, OprfServerKey
 
 __all__ = [
     "PackOptions",
@@ -97,22 +102,29 @@ def build_batch(users: pl.DataFrame, epoch: SaltEpoch) -> tuple[pl.DataFrame, di
 
 
 def build_oprf_batch(
-    users: pl.DataFrame, key: OprfServerKey, *, workers: int | None = None
+    users: pl.DataFrame,
+    key: OprfServerKey,
+    *,
+    mode: OprfMode | None = None,
+    workers: int | None = None,
 ) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int]]:
     """Return (OPRF batch, rejects by reason, duplicates dropped, list entry counts).
 
     Args:
         users: a `phone` String column and the VENDOR_BATCH list columns.
         key: the vendor's OPRF key of the epoch (never leaves the vendor).
+        mode: RFC 9497 mode of the rows (default: base OPRF).
         workers: threads for the OPRF evaluation; every core by default.
     """
-    from matcher.oprf_match import encode_lists, seal_rows  # loads libsodium: OPRF mode only
+    from matcher.oprf import OprfMode  # loads libsodium: OPRF mode only
+    from matcher.oprf_match import encode_lists, seal_rows
 
     unique, rejected, duplicates = _unique_users(users)
     rows = seal_rows(
         key,
         [phone.encode("ascii") for phone in unique["phone"]],
         encode_lists(unique),
+        mode=mode or OprfMode.OPRF,
         workers=workers,
     )
     batch = pl.DataFrame(
@@ -135,6 +147,8 @@ class PackOptions:
     batch_id: str | None = None  # default: a fresh uuid4
     chunk_size: int | None = None  # plaintext bytes per AES-GCM chunk (default: the envelope's)
     workers: int | None = None  # threads for the OPRF evaluation (default: every core)
+    suite: Suite | str | None = None  # seal to the bank's newest key of this suite
+    verifiable: bool = True  # OPRF mode: VOPRF rows, the epoch's public key in the manifest
 
 
 def _build(
@@ -142,22 +156,28 @@ def _build(
     keyring: Keyring,
     mode: MatchMode,
     epoch_id: str | None,
-    workers: int | None,
-) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int], str, str]:
-    """Return (batch, rejects, duplicates dropped, list entry counts, epoch id, contract)."""
+    options: PackOptions,
+) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int], str, str, bytes | None]:
+    """Return (batch, rejects, duplicates dropped, list entry counts, epoch id, contract, the
+    epoch's VOPRF public key or None)."""
     if mode is MatchMode.OPRF:
+        from matcher.oprf import OprfMode
+
         epoch = epoch_id or keyring.current_oprf_epoch()
+        key = keyring.oprf_key(epoch)
+        oprf_mode = OprfMode.VOPRF if options.verifiable else OprfMode.OPRF
         batch, rejected, duplicates, counts = build_oprf_batch(
-            users, keyring.oprf_key(epoch), workers=workers
+            users, key, mode=oprf_mode, workers=options.workers
         )
-        return batch, rejected, duplicates, counts, epoch, VENDOR_OPRF_BATCH.contract
+        public = key.public_key() if options.verifiable else None
+        return batch, rejected, duplicates, counts, epoch, VENDOR_OPRF_BATCH.contract, public
     salt = keyring.salt(epoch_id) if epoch_id else keyring.current_salt()
     batch, rejected, duplicates = build_batch(users, salt)
     counts = {
         "app_entries": int(batch["app_ids"].list.len().sum()),
         "tag_entries": int(batch["tag_ids"].list.len().sum()),
     }
-    return batch, rejected, duplicates, counts, salt.epoch_id, VENDOR_BATCH.contract
+    return batch, rejected, duplicates, counts, salt.epoch_id, VENDOR_BATCH.contract, None
 
 
 def check_pack_output(users_path: Path, out: Path, *, overwrite: bool = True) -> None:
@@ -209,7 +229,9 @@ def pack_users(
     """Build a batch from a vendor users file, seal it for the bank and return the counts.
 
     `mode` "salted" keyed-hashes with salt epoch `epoch_id` (default: current); "oprf" seals
-    rows under the vendor's OPRF key of epoch `epoch_id` (default: its current OPRF epoch). The
+    rows under the vendor's OPRF key of epoch `epoch_id` (default: its current OPRF epoch), in
+    the verifiable mode unless `options.verifiable` is False. The data key is wrapped to
+    `options.recipient_kid`, else the bank's newest key of `options.suite`, else its newest. The
     plaintext batch exists only as a 0600 temp file next to `out` while it is sealed. `out` is
     checked first (`check_pack_output`): never the users file or a folder, and an existing file
     only with `overwrite`.
@@ -221,15 +243,35 @@ def pack_users(
     mode = MatchMode(mode)
     check_pack_output(users_path, out, overwrite=overwrite)
     options = options or PackOptions()
-    built = _build(pl.read_parquet(users_path), keyring, mode, epoch_id, options.workers)
-    batch, rejected, duplicates, counts, epoch, contract = built
+    users = read_parquet_input(
+        users_path,
+        what="vendor's users",
+        columns=("phone", *_LIST_COLUMNS),
+        hint="one row per user: phone (text) and the app and tag lists",
+    )
+    if users.schema["phone"] != pl.String:
+        raise InputFileError(
+            f"{users_path}: phone is {users.schema['phone']}, not text; write it as a String "
+            "column (a number loses a leading '+' or '0' and every formatting the bank's side "
+            "normalises the same way)",
+            path=str(users_path),
+        )
+    built = _build(users, keyring, mode, epoch_id, options)
+    batch, rejected, duplicates, counts, epoch, contract, oprf_public_key = built
+    if batch.height == 0:  # a batch of nobody would load, match nobody, and say nothing
+        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(rejected.items())) or "none"
+        raise InputFileError(
+            f"{users_path}: no user has a valid mobile phone ({users.height:,} rows; rejected: "
+            f"{reasons}); nothing sealed: check the phone column",
+            path=str(users_path),
+        )
     batch_id = options.batch_id or str(uuid.uuid4())
     signer_kid, signer = keyring.current_signer()
     recipient_kid = options.recipient_kid
     kid, recipient = (
         (recipient_kid, keyring.recipient_public(recipient_kid))
         if recipient_kid
-        else keyring.current_recipient_public()
+        else keyring.current_recipient_public(options.suite)
     )
     fd, tmp_name = tempfile.mkstemp(prefix=".batch-", suffix=".parquet", dir=out.parent)
     os.close(fd)
@@ -251,6 +293,7 @@ def pack_users(
             contract=contract,
             counts=counts,
             mode=mode,
+            oprf_public_key=oprf_public_key,
         )
         chunking = {} if options.chunk_size is None else {"chunk_size": options.chunk_size}
         sealed = seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **chunking)

@@ -25,6 +25,7 @@ from api.deps import ServiceDep, SettingsDep, audit, require
 from api.schemas import QueryCreate, QueryPublic
 from api.service import query_share
 from contracts.errors import QueryFailed
+from fusion.pipeline.bank import published_snapshot_key
 from fusion.query import QueryResult, QueryScope, run_query
 from fusion.query_memory import result_too_big
 from fusion.query_worker import QueryWorkers
@@ -93,7 +94,7 @@ async def _query(
             run_query,
             snapshot,
             body.sql,
-            key=service.keyring.head_office_key(),
+            key=published_snapshot_key(service.keyring, service.folder.snapshots),
             scope=scope,
             limits=settings.query_limits,
             workers=getattr(request.app.state, "query_workers", None),

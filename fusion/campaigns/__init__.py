@@ -14,6 +14,9 @@ Modules, in the order a campaign meets them:
     delivery      versioned per-channel, per-branch files of the treatment arm
     outcomes      funnel events in, checked row by row
     statistics    power and sample size, sample-ratio mismatch, two-proportion comparisons
+    adjustment    CUPED / CUPAC: differences adjusted by covariates fixed before assignment
+    sequential    early looks that keep their error rate: the mSPRT's always-valid p-value
+    metrics       per-customer amounts after a campaign, with their pre-period
     readout       every arm against its control, by branch, decile and segment
 
 Frames passed between the steps (polars; one row per campaign x customer):
@@ -26,16 +29,19 @@ Frames passed between the steps (polars; one row per campaign x customer):
 """
 
 __all__ = [
+    "adjustment",
     "arbitration",
     "assignment",
     "audience",
     "book",
     "declaration",
     "delivery",
+    "metrics",
     "outcomes",
     "planning",
     "readout",
     "screening",
+    "sequential",
     "stages",
     "statistics",
 ]

@@ -229,6 +229,15 @@ class AbTest(_Declared):
     )
     alpha: float = Field(0.05, gt=0, lt=0.5, description="the test's two-sided level, (0, 0.5)")
     power: float = Field(0.8, ge=0.5, lt=1, description="the power wanted, in [0.5, 1)")
+    covariate_correlation: float = Field(
+        0.0,
+        ge=0,
+        le=0.95,
+        allow_inf_nan=False,
+        description="rho, the correlation of the readout's covariate (the propensity score) "
+        "with success, in [0, 0.95], e.g. an earlier readout's rho; the planned size shrinks "
+        "by (1 - rho^2); 0 plans an unadjusted test",
+    )
 
     @model_validator(mode="after")
     def _reachable(self) -> AbTest:
@@ -287,9 +296,10 @@ class Campaign(_Declared):
     )
     window_days: int = Field(28, ge=1, le=366, description="days a plan's window lasts, 1..366")
     stages: Stages
-    analysis: Literal["fixed_horizon"] = Field(
+    analysis: Literal["fixed_horizon", "sequential"] = Field(
         "fixed_horizon",
-        description='"fixed_horizon": the A/B test is judged once, at its planned size',
+        description='"fixed_horizon": the A/B test is judged once, at its planned size; '
+        '"sequential": judged at weekly looks by an always-valid test (mSPRT)',
     )
 
     def stage_control_share(self, stage: str) -> float:

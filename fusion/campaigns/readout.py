@@ -38,6 +38,13 @@ and returns a `Readout`. What counts:
   sampling over the strata, `fusion.campaigns.assignment`), c the stage's control share (the
   declared `control_share` for pilot and ab, `full_control_share` for full); or against
   `expected_control_share` when given.
+- Adjusted (`fusion.campaigns.adjustment`): success by the `covariates` score (CUPAC), each
+  `metrics` amount by its pre-period (CUPED), unadjusted beside adjusted and stratified, with
+  the variance reduction and the control it saved. With `stages.ab.covariate_correlation` > 0
+  the fixed-horizon decision reads the adjusted estimate (the size was planned for it).
+- Sequential (`fusion.campaigns.sequential`): the A/B test's and the full launch's weekly looks
+  with the mSPRT boundary and always-valid p-value; with `analysis = "sequential"` the A/B
+  test is decided "significant" at the first crossing, "not significant" at the planned size.
 
 Privacy. No customer id leaves this module. Every published count passes
 `fusion.reports.disclosure.suppress` with k (default 10): the arms table (customers per arm and
@@ -47,7 +54,7 @@ arms table as their published margin, so a withheld cell cannot come back by sub
 figure computed from counts is published only when those counts are published or derivable from
 published ones: the lift and money from the arms table, the A/B comparison and power from
 `by_stage`, the sample-ratio figures when every stage's arm sizes are published (else only the
-verdict). The decision is a verdict, always given once the A/B test is decided.
+verdict), adjusted figures and looks over arms of at least k. The decision is a verdict.
 """
 
 from __future__ import annotations
@@ -62,17 +69,26 @@ from typing import Any, Literal
 import polars as pl
 
 from contracts.errors import CampaignError, ConfigError
+from fusion.campaigns.adjustment import (
+    Adjusted,
+    adjusted_readouts,
+    covariate_matrix,
+    cuped,
+    with_covariate,
+)
 from fusion.campaigns.declaration import EVENTS, Campaign
+from fusion.campaigns.sequential import SequentialTest, stage_tests
 from fusion.campaigns.statistics import (
     Comparison,
     SampleRatio,
     SampleSize,
     achieved_power,
     compare,
+    json_ready,
     planned_size,
-    sample_ratio,
+    stage_sample_ratio,
 )
-from fusion.reports.campaign import PLOT_FILES, campaign_page
+from fusion.reports.campaign import PLOT_FILES, campaign_page, long_frame
 from fusion.reports.disclosure import DEFAULT_K, Layout, check_k, suppress
 from matcher.atomic import atomic_path, write_atomic
 
@@ -80,6 +96,7 @@ __all__ = [
     "ARMS",
     "ASSIGNMENT_COLUMNS",
     "BREAKDOWNS",
+    "COVARIATE",
     "EVENT_FRAME_COLUMNS",
     "RATES",
     "READOUT_STAGES",
@@ -96,6 +113,8 @@ ASSIGNMENT_COLUMNS = (
     *("segment", "assigned_at"),
 )
 EVENT_FRAME_COLUMNS = ("campaign_id", "customer_id", "event", "amount", "occurred_at")
+COVARIATE = "covariate"
+"""The customers' column holding the covariate: a propensity score fixed before assignment."""
 # The arms table's rates: customers with the event / customers of the arm.
 RATES = {
     "contact_rate": "contacted",
@@ -169,6 +188,9 @@ class Readout:
     srm: SampleRatio | None
     srm_mismatch: bool | None
     breakdowns: dict[str, pl.DataFrame] = field(default_factory=dict)
+    analysis: str = "fixed_horizon"
+    adjusted: tuple[Adjusted, ...] = ()
+    sequential: dict[str, SequentialTest] = field(default_factory=dict)
 
     def arms_frame(self) -> pl.DataFrame:
         """Return the arms table (suppressed cells null)."""
@@ -194,7 +216,12 @@ class Readout:
         return pl.DataFrame(rows, schema=schema)
 
     def horizon(self) -> str:
-        """Return where the fixed-horizon test stands, in words."""
+        """Return where the A/B test stands (fixed horizon or sequential), in words."""
+        if self.analysis == "sequential":
+            test = self.sequential.get("ab")
+            if self.status == "not judged" or test is None:
+                return "not judged: the ab stage is not in this readout"
+            return f"sequential (mSPRT, weekly looks): {test.summary()}"
         planned = self.planned
         size = (
             f"{planned.treatment:,} per arm"
@@ -209,11 +236,11 @@ class Readout:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the readout as JSON-ready data (no NaN or infinity: None instead)."""
-        return _clean(
+        return json_ready(
             {
                 "campaign": self.campaign,
                 "stages": list(self.stages),
-                "analysis": "fixed_horizon",
+                "analysis": self.analysis,
                 "objective": {
                     "event": self.success_event,
                     "value": self.value_per_success,
@@ -237,20 +264,15 @@ class Readout:
                 "arms": self.arms.to_dicts(),
                 "funnel": self.funnel_frame().to_dicts(),
                 "breakdowns": {name: t.to_dicts() for name, t in self.breakdowns.items()},
+                "adjusted": [a.to_dict() for a in self.adjusted],
+                "sequential": {name: t.to_dict() for name, t in self.sequential.items()},
             }
         )
 
     def long_frame(self) -> pl.DataFrame:
-        """Return arms, breakdowns and summary figures in one long table.
-
-        Columns: table, group (the breakdown's group as text; null for arms and summary), arm
-        (null for lift and summary figures), metric, value (Float64, null when withheld or not
-        defined) and suppressed (whether k-anonymity withheld it).
-        """
-        parts = [_long(self.arms, "arms", None)]
-        parts += [_long(t, name, BREAKDOWNS[name]) for name, t in self.breakdowns.items()]
-        parts.append(_summary_long(self))
-        return pl.concat(parts, how="vertical")
+        """Return arms, breakdowns and summary figures in one long table
+        (`fusion.reports.campaign.long_frame`)."""
+        return long_frame(self)
 
 
 def read_out(
@@ -263,6 +285,8 @@ def read_out(
     alpha: float | None = None,
     stages: Sequence[str] = READOUT_STAGES,
     expected_control_share: float | None = None,
+    covariates: pl.DataFrame | None = None,
+    metrics: pl.DataFrame | None = None,
 ) -> Readout:
     """Return the campaign's k-anonymised readout against its control.
 
@@ -277,6 +301,11 @@ def read_out(
         stages: the stages read out, a subset of `READOUT_STAGES`.
         expected_control_share: the control share the sample-ratio check expects; None
             derives it from each stage's declared share and the assignment rule.
+        covariates: customer_id and one column, named for what it is (e.g.
+            "acquisition_score"): a score fixed before assignment (CUPAC: the platform's
+            propensity of the objective); None: success is not adjusted.
+        metrics: amount metrics (`fusion.campaigns.metrics.METRIC_SCHEMA`: customer_id,
+            metric, value, pre_value), each read out adjusted by its pre-period (CUPED).
 
     Raises:
         ConfigError: bad k, alpha, stages, planned or expected_control_share.
@@ -289,7 +318,9 @@ def read_out(
     if not 0 < level < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {level}; 0.05 is usual", setting="alpha")
     plan = _planned(campaign, planned)
-    customers = _customers(campaign, assignments, events, scope_stages)
+    customers, covariate_name = with_covariate(
+        _customers(campaign, assignments, events, scope_stages), covariates, COVARIATE
+    )
     success = campaign.objective.event
 
     arms_raw = _arm_counts(customers, success)
@@ -311,9 +342,13 @@ def read_out(
     truth = {arm: row for arm, row in zip(ARMS, arms_raw.iter_rows(named=True), strict=True)}
     incremental = _incremental(campaign, comparison, truth, arms, k)
 
-    status, decision = _judge(customers, scope_stages, success, plan, level)
-    ab = _published_ab(breakdowns["by_stage"], margin, scope_stages, level)
     ab_stage = campaign.stages.ab
+    sequential = stage_tests(
+        customers, [COVARIATE], stages=scope_stages, tau=ab_stage.minimum_detectable_effect,
+        alpha=level, k=k,
+    )  # fmt: skip
+    status, decision = _judge(campaign, customers, scope_stages, plan, level, sequential)
+    ab = _published_ab(breakdowns["by_stage"], margin, scope_stages, level)
     power = None
     if ab is not None:
         power = achieved_power(
@@ -324,6 +359,12 @@ def read_out(
             alpha=level,
         )
     srm = _sample_ratio(campaign, customers, breakdowns["by_stage"], expected_control_share)
+    adjusted: tuple[Adjusted, ...] = ()
+    if comparison is not None:
+        adjusted = adjusted_readouts(
+            customers, metrics, success=success, covariate=COVARIATE,
+            covariate_name=covariate_name, alpha=level, k=k,
+        )  # fmt: skip
     return Readout(
         campaign=campaign.name,
         stages=scope_stages,
@@ -344,6 +385,9 @@ def read_out(
         srm=srm[0],
         srm_mismatch=srm[1],
         breakdowns=breakdowns,
+        analysis=campaign.analysis,
+        adjusted=adjusted,
+        sequential=sequential if comparison is not None else {},
     )
 
 
@@ -428,8 +472,10 @@ def _naive_utc(column: str, frame: pl.DataFrame) -> pl.Expr:
 def _customers(
     campaign: Campaign, assignments: pl.DataFrame, events: pl.DataFrame, stages: tuple[str, ...]
 ) -> pl.DataFrame:
-    """Return one row per customer in scope: arm, stage, groups, one flag per event, money."""
+    """Return one row per customer in scope: id, arm, stage, groups, assignment time, one flag
+    per event, the first success's time, money."""
     name = campaign.name
+    success = campaign.objective.event
     _require(assignments, ASSIGNMENT_COLUMNS, "assignments", name)
     _require(events, EVENT_FRAME_COLUMNS, "events", name)
     mine = assignments.filter(pl.col("campaign_id") == name)
@@ -478,17 +524,13 @@ def _customers(
             delivered_contacts=(pl.col("event") == "delivered").sum().cast(pl.Int64),
             amount=pl.col("amount").filter(pl.col("event") == "converted").sum(),
             amounts=pl.col("amount").filter(pl.col("event") == "converted").count(),
+            success_at=pl.col("occurred_at").filter(pl.col("event") == success).min(),
         )
     )
-    return (
-        scope.drop("assigned_at")
-        .join(happened, on="customer_id", how="left")
-        .with_columns(
-            *(pl.col(e).fill_null(False) for e in EVENTS),
-            pl.col("delivered_contacts", "amounts").fill_null(0),
-            pl.col("amount").fill_null(0.0),
-        )
-        .drop("customer_id")
+    return scope.join(happened, on="customer_id", how="left").with_columns(
+        *(pl.col(e).fill_null(False) for e in EVENTS),
+        pl.col("delivered_contacts", "amounts").fill_null(0),
+        pl.col("amount").fill_null(0.0),
     )
 
 
@@ -682,19 +724,36 @@ def _incremental(
 
 
 def _judge(
+    campaign: Campaign,
     customers: pl.DataFrame,
     stages: tuple[str, ...],
-    success: str,
     planned: SampleSize,
     alpha: float,
+    sequential: Mapping[str, SequentialTest],
 ) -> tuple[Status, str | None]:
-    """Return the fixed-horizon status of the A/B test (pilot + ab) and its decision."""
+    """Return the status of the A/B test (pilot + ab) and its decision.
+
+    Sequential: decided "significant" at the first look that crossed the mSPRT boundary, else
+    "not significant" once the planned size is reached. Fixed horizon: judged at the planned
+    size, by the covariate-adjusted estimate when the size was planned with a correlation.
+    """
     if "ab" not in stages:
         return "not judged", None
+    success = campaign.objective.event
     ab = customers.filter(pl.col("stage").is_in(_AB_STAGES))
     n_t, s_t, n_c, s_c = ab.select(_arm_totals(success)).row(0)
+    test = sequential.get("ab")
+    if campaign.analysis == "sequential" and test is not None and test.crossed_at is not None:
+        return "decided", "significant"
     if n_t < planned.treatment or n_c < planned.control or min(n_t, n_c) < 1:
         return "interim", None
+    if campaign.analysis == "sequential":
+        return "decided", "not significant"
+    x = covariate_matrix(ab, [COVARIATE])
+    if campaign.stages.ab.covariate_correlation > 0 and x is not None and min(n_t, n_c) > 1:
+        adjusted = cuped(ab[success].cast(pl.Float64).to_numpy(), x,
+                         (ab["arm"] == "treatment").to_numpy(), alpha=alpha).adjusted  # fmt: skip
+        return "decided", "significant" if adjusted.p_value < alpha else "not significant"
     result = compare(int(s_t), int(n_t), int(s_c), int(n_c), alpha=alpha)
     return "decided", "significant" if result.significant() else "not significant"
 
@@ -733,81 +792,8 @@ def _sample_ratio(
 ) -> tuple[SampleRatio | None, bool | None]:
     """Return the sample-ratio check (None unless every stage's arm sizes are published), and
     its verdict (None when an arm is empty)."""
-    shares = {stage: campaign.stage_control_share(stage) for stage in ("pilot", "ab", "full")}
-    strata = customers.group_by("stage", "stratum").agg(
-        n=pl.len(), treated=(pl.col("arm") == "treatment").sum()
-    )
-    treated_share = 1.0 - pl.col("stage").replace_strict(shares, return_dtype=pl.Float64)
-    # The assignment rule controls c x n customers of each stage, to within one.
-    expected_treated = strata.select((treated_share * pl.col("n")).sum()).item()
-    total = int(strata["n"].sum())
-    n_t = int(strata["treated"].sum())
-    share = (
-        expected_control_share
-        if expected_control_share is not None
-        else (total - expected_treated) / total
-    )
-    if n_t in (0, total) or not 0 < share < 1:
+    check = stage_sample_ratio(campaign, customers, expected_control_share)
+    if check is None:
         return None, None
-    check = sample_ratio(n_t, total - n_t, expected_control_share=share)
     published = by_stage.select(pl.col("n_treatment", "n_control").is_not_null().all()).row(0)
     return (check if all(published) else None), check.mismatch
-
-
-# -- output -----------------------------------------------------------------------------------
-
-
-def _clean(value: Any) -> Any:
-    """Return `value` with every nan or infinite float replaced by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return value
-
-
-def _long(frame: pl.DataFrame, table: str, column: str | None) -> pl.DataFrame:
-    """Return one wide table as long rows (table, group, arm, metric, value, suppressed)."""
-    keys = ["arm"] if column is None else [column]
-    metrics = [c for c in frame.columns if c not in (*keys, "suppressed_cells", "suppressed")]
-    long = frame.with_columns(pl.col(metrics).cast(pl.Float64)).unpivot(
-        index=[*keys, "suppressed_cells"], on=metrics, variable_name="metric"
-    )
-    arm_suffix = r"_(treatment|control)$"  # a breakdown's n_treatment: arm treatment, metric n
-    return long.select(
-        pl.lit(table).alias("table"),
-        (pl.lit(None) if column is None else pl.col(column)).cast(pl.String).alias("group"),
-        (pl.col("arm") if column is None else pl.col("metric").str.extract(arm_suffix))
-        .cast(pl.String)
-        .alias("arm"),
-        pl.col("metric").str.replace(arm_suffix, "") if column else pl.col("metric"),
-        "value",
-        pl.col("suppressed_cells").list.contains(pl.col("metric")).alias("suppressed"),
-    )
-
-
-def _summary_long(readout: Readout) -> pl.DataFrame:
-    """Return the comparison, A/B, money, power and sample-ratio figures as long rows."""
-    figures: dict[str, float | None] = {}
-    for prefix, comparison in (("lift", readout.comparison), ("ab", readout.ab)):
-        if comparison is not None:
-            figures |= {f"{prefix}.{key}": v for key, v in comparison.to_dict().items()}
-    figures |= {f"incremental.{key}": v for key, v in asdict(readout.incremental).items()}
-    figures["ab.power"] = readout.power
-    if readout.srm is not None:
-        figures |= {f"sample_ratio.{key}": v for key, v in readout.srm.to_dict().items()}
-    values = [_clean(float(v)) if v is not None else None for v in figures.values()]
-    frame = pl.DataFrame(
-        {"metric": list(figures), "value": values},
-        schema={"metric": pl.String, "value": pl.Float64},
-    )
-    return frame.select(
-        pl.lit("summary").alias("table"),
-        pl.lit(None, pl.String).alias("group"),
-        pl.lit(None, pl.String).alias("arm"),
-        "metric",
-        "value",
-        pl.lit(False).alias("suppressed"),
-    )

@@ -1,19 +1,23 @@
 """A campaign's statistics: the A/B test's size and power, its comparison, the sample-ratio check.
 
-Testing discipline: fixed horizon. The A/B stage is sized once, before it starts, by
+Testing discipline: fixed horizon by default. The A/B stage is sized once, before it starts, by
 `sample_size` (two-sided, normal approximation on Cohen's h) and judged once, when both arms have
 reached that planned size. A readout taken before then is labelled interim and carries no
 decision (`fusion.campaigns.readout.Readout.decision` is None, `status` "interim"): a p-value
 looked at repeatedly while the test runs and acted on at the first small one would reject a true
-null far more often than alpha says, and no sequential correction is applied here.
+null far more often than alpha says. A campaign declared `analysis = "sequential"` is judged at
+weekly looks by the always-valid mSPRT instead (`fusion.campaigns.sequential`).
 
-    sample_size      customers per arm to detect the declared minimum effect at alpha and power
+    sample_size      customers per arm to detect the declared minimum effect at alpha and power;
+                     with a covariate of correlation rho fixed before assignment (CUPED / CUPAC,
+                     `fusion.campaigns.adjustment`), (1 - rho^2) of that
     achieved_power   the power the arms reached hold against that same effect
     compare          treatment vs control: rates, difference with Newcombe's interval, ratio with
                      Katz's log interval, the pooled two-sided z-test's p-value
     sample_ratio     the chi-square goodness-of-fit check of the arms' sizes against the shares
                      the assignment meant them to have (a mismatch means the split is broken and
-                     no comparison of the arms can be trusted)
+                     no comparison of the arms can be trusted); `stage_sample_ratio` over a
+                     campaign's customers, stage by stage
 
 The comparison's arithmetic is `fusion.models.proportions.two_proportion_diff`; the power
 calculations are statsmodels'. Bad input raises `contracts.errors.ConfigError` naming the
@@ -23,10 +27,12 @@ argument and what to pass instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 from scipy import optimize, stats
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
@@ -42,9 +48,11 @@ __all__ = [
     "SampleSize",
     "achieved_power",
     "compare",
+    "json_ready",
     "planned_size",
     "sample_ratio",
     "sample_size",
+    "stage_sample_ratio",
 ]
 
 SRM_ALPHA = 0.001
@@ -92,7 +100,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-ready dict: a nan or infinite number becomes None."""
-        return {name: _finite(value) for name, value in asdict(self).items()}
+        return {name: json_ready(value) for name, value in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ class SampleRatio:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields and the verdict as a JSON-ready dict."""
-        fields = {name: _finite(value) for name, value in asdict(self).items()}
+        fields = {name: json_ready(value) for name, value in asdict(self).items()}
         return fields | {"mismatch": self.mismatch}
 
 
@@ -124,6 +132,7 @@ def sample_size(
     alpha: float = 0.05,
     power: float = 0.8,
     control_share: float = 0.5,
+    covariate_correlation: float = 0.0,
 ) -> SampleSize:
     """Return the customers per arm a two-sided test needs to detect the effect, rounded up.
 
@@ -138,10 +147,16 @@ def sample_size(
         alpha: the two-sided level, in (0, 1).
         power: the wanted probability of detecting the effect when it is there, in (alpha, 1).
         control_share: the control's share of the test, in (0, 1).
+        covariate_correlation: rho, the correlation with the outcome of the covariate the
+            readout adjusts by, in [0, 1); 0 (the default) plans an unadjusted test. An
+            adjusted difference has (1 - rho^2) of the variance (Deng et al. 2013), so the test
+            needs (1 - rho^2) of the customers: solved as the effect h / sqrt(1 - rho^2).
 
     References:
         Cohen, J. (1988). Statistical Power Analysis for the Behavioral Sciences, 2nd ed.,
         ch. 6. Lawrence Erlbaum.
+        Deng, A., Xu, Y., Kohavi, R. & Walker, T. (2013). Improving the sensitivity of online
+        controlled experiments by utilizing pre-experiment data. WSDM '13, 123-132.
     """
     _check_rates(baseline_rate, minimum_detectable_effect)
     _check_level(alpha)
@@ -154,7 +169,14 @@ def sample_size(
             f"control_share must be in (0, 1), got {control_share}; 0.5 splits evenly",
             setting="control_share",
         )
-    effect = _effect(baseline_rate, minimum_detectable_effect)
+    if not 0 <= covariate_correlation < 1:
+        raise ConfigError(
+            f"covariate_correlation must be in [0, 1), got {covariate_correlation}; 0 plans "
+            "without adjustment, an earlier readout's rho gives the adjusted size",
+            setting="covariate_correlation",
+        )
+    cohen_h = _effect(baseline_rate, minimum_detectable_effect)
+    effect = cohen_h / math.sqrt(1 - covariate_correlation**2)
     ratio = control_share / (1 - control_share)
     # statsmodels' own power function, solved by bisection between 0 (power alpha) and the
     # one-tail closed form (where the near tail alone reaches the power): its generic solver
@@ -173,18 +195,24 @@ def sample_size(
     # a customer.
     treatment = math.ceil(round(nobs, 6))
     control = math.ceil(round(nobs * ratio, 6))
-    return SampleSize(treatment, control, treatment + control, effect)
+    return SampleSize(treatment, control, treatment + control, cohen_h)
 
 
-def planned_size(campaign: Campaign) -> SampleSize:
-    """Return the A/B test's planned size: the declaration's power calculation."""
+def planned_size(campaign: Campaign, *, covariate_correlation: float | None = None) -> SampleSize:
+    """Return the A/B test's planned size: the declaration's power calculation.
+
+    `covariate_correlation` (rho) defaults to the declared `stages.ab.covariate_correlation`
+    (0 unless declared: the unadjusted size); the size shrinks by (1 - rho^2).
+    """
     ab = campaign.stages.ab
+    rho = ab.covariate_correlation if covariate_correlation is None else covariate_correlation
     return sample_size(
         baseline_rate=ab.baseline_rate,
         minimum_detectable_effect=ab.minimum_detectable_effect,
         alpha=ab.alpha,
         power=ab.power,
         control_share=campaign.control_share,
+        covariate_correlation=rho,
     )
 
 
@@ -278,6 +306,33 @@ def sample_ratio(
     )
 
 
+def stage_sample_ratio(
+    campaign: Campaign, customers: pl.DataFrame, expected_control_share: float | None = None
+) -> SampleRatio | None:
+    """Return the sample-ratio check of a campaign's customers (one row each: stage, stratum,
+    arm) against the split the assignment rule gives, or None when an arm is empty.
+
+    The rule controls c x n customers of each stage's n (to within one), c the stage's declared
+    control share; `expected_control_share`, when given, replaces that expectation.
+    """
+    shares = {stage: campaign.stage_control_share(stage) for stage in ("pilot", "ab", "full")}
+    strata = customers.group_by("stage", "stratum").agg(
+        n=pl.len(), treated=(pl.col("arm") == "treatment").sum()
+    )
+    treated_share = 1.0 - pl.col("stage").replace_strict(shares, return_dtype=pl.Float64)
+    expected_treated = strata.select((treated_share * pl.col("n")).sum()).item()
+    total = int(strata["n"].sum())
+    n_t = int(strata["treated"].sum())
+    share = (
+        expected_control_share
+        if expected_control_share is not None
+        else (total - expected_treated) / total
+    )
+    if n_t in (0, total) or not 0 < share < 1:
+        return None
+    return sample_ratio(n_t, total - n_t, expected_control_share=share)
+
+
 def _effect(baseline_rate: float, minimum_detectable_effect: float) -> float:
     """Return Cohen's h of baseline + effect against the baseline (positive)."""
     return float(proportion_effectsize(baseline_rate + minimum_detectable_effect, baseline_rate))
@@ -303,8 +358,13 @@ def _check_level(alpha: float) -> None:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}; 0.05 is usual", setting="alpha")
 
 
-def _finite(value: Any) -> Any:
-    """Return `value`, or None for a nan or infinite float (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def json_ready(value: Any) -> Any:
+    """Return `value` with every nan or infinite float replaced by None, recursively (JSON has
+    neither); mappings get string keys, tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
     return value

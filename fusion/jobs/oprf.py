@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from fusion.jobs.files import Location, join_path, read_chunks, read_parquet, re
 from fusion.jobs.partitions import Parts
 from fusion.jobs.runner import Engine
 from fusion.jobs.worker_secrets import SecretRef
-from matcher.oprf import blind_with, finalize
+from matcher.oprf import OprfMode, blind_with, finalize
 from matcher.oprf_match import BLIND_BLOCK_ROWS, block_blinds, check_seed, derive_row_keys
 
 __all__ = ["OPRF_CHUNK_ROWS", "oprf_blind", "oprf_finalize", "oprf_row_keys"]
@@ -149,6 +150,7 @@ class _BlindTask:
     start: int  # its first row in the request, a block's first row
     seed: SecretRef[bytes]
     out: str
+    mode: OprfMode = OprfMode.OPRF  # the vendor's RFC 9497 mode: it enters HashToGroup
 
 
 def _blind_chunk(task: _BlindTask) -> int:
@@ -158,6 +160,7 @@ def _blind_chunk(task: _BlindTask) -> int:
         blinded = blind_with(
             inputs,
             block_blinds(task.seed.resolve(), task.start, len(inputs)),
+            mode=task.mode,
             workers=_oprf_threads(),
         )
     except OprfError as error:
@@ -174,6 +177,7 @@ def oprf_blind(
     *,
     column: str = "input",
     chunk_rows: int = OPRF_CHUNK_ROWS,
+    mode: OprfMode = OprfMode.OPRF,
 ) -> Parts:
     """Return the blinded elements of `inputs`, in input order, one Parquet file per row chunk.
 
@@ -192,6 +196,7 @@ def oprf_blind(
         out: the folder of the element files (`part-00000.parquet`, ...).
         column: the column of `inputs` that holds them.
         chunk_rows: rows a task takes, a multiple of `BLIND_BLOCK_ROWS`.
+        mode: the RFC 9497 mode the vendor sealed its rows in (VOPRF: verifiable).
     """
     check_seed(seed)
     _check_oprf_chunk(chunk_rows)
@@ -202,9 +207,8 @@ def oprf_blind(
             yield start, pl.DataFrame([_binary_column(frame, column, "OPRF inputs").alias("input")])
             start += frame.height
 
-    return _chunk_job(
-        engine, chunks(), seed, _blind_chunk, _BlindTask, out, "oprf-blind", _ELEMENTS
-    )
+    task = partial(_BlindTask, mode=OprfMode(mode))
+    return _chunk_job(engine, chunks(), seed, _blind_chunk, task, out, "oprf-blind", _ELEMENTS)
 
 
 @dataclass(frozen=True)

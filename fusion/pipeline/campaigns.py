@@ -20,12 +20,13 @@ from fusion.campaigns.audience import AudienceInputs, value_tiers
 from fusion.campaigns.book import CampaignRecord, create_campaign, get_campaign
 from fusion.campaigns.declaration import Campaign, load_declaration
 from fusion.campaigns.delivery import Delivery, deliver
+from fusion.campaigns.metrics import read_metrics, record_metrics
 from fusion.campaigns.outcomes import EventsRecorded, read_event_file, record_events
 from fusion.campaigns.planning import PlanResult, plan_campaigns
 from fusion.campaigns.readout import Readout, read_out, write_readout
 from fusion.campaigns.stages import Promoted, close_campaign, promote
 from fusion.features import TABLE_FILE
-from fusion.pipeline.bank import Bank
+from fusion.pipeline.bank import Bank, published_snapshot_key
 from fusion.pipeline.feature_tables import features_dir
 from fusion.query import QueryScope, run_query
 
@@ -39,7 +40,14 @@ __all__ = [
     "load_outcome_file",
     "plan_window",
     "promote_campaign",
+    "readout_covariates",
+    "record_campaign_metrics",
 ]
+
+# The CUPAC covariate: the acquisition model's score, P(opens mobile banking), trained on data
+# before any campaign assignment and kept for the whole base by `fusion score`.
+_COVARIATE_SCORES = "acquisition.parquet"
+_COVARIATE_NAME = "acquisition_score"
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ def _sandbox(bank: Bank) -> Callable[[str], pl.DataFrame] | None:
     path = bank.folder.snapshots / "head_office.duckdb"
     if not path.is_file():
         return None
-    key = bank.keyring.head_office_key()
+    key = published_snapshot_key(bank.keyring, bank.folder.snapshots)
 
     def run(sql: str) -> pl.DataFrame:
         return run_query(path, sql, key=key, scope=QueryScope.head_office()).frame
@@ -135,6 +143,22 @@ def load_outcome_file(bank: Bank, path: Path, *, source: str, now: datetime) -> 
     return record_events(bank.store, read_event_file(path), source=source, now=now)
 
 
+def record_campaign_metrics(bank: Bank, frame: pl.DataFrame, *, now: datetime) -> int:
+    """Record per-customer amount metrics with their pre-period (`fusion.campaigns.metrics`)."""
+    return record_metrics(bank.store, frame, now=now)
+
+
+def readout_covariates(bank: Bank) -> pl.DataFrame | None:
+    """Return the readout's CUPAC covariate: customer_id and the acquisition score (None before
+    `fusion score`)."""
+    path = bank.folder.scores / _COVARIATE_SCORES
+    if not path.is_file():
+        return None
+    return pl.read_parquet(path, columns=["customer_id", "score"]).rename(
+        {"score": _COVARIATE_NAME}
+    )
+
+
 def campaign_readout(
     bank: Bank,
     name: str,
@@ -143,7 +167,11 @@ def campaign_readout(
     out_dir: Path | None = None,
     snapshot: date | None = None,
 ) -> CampaignReadout:
-    """Return the campaign's readout against its control, written as JSON, Parquet and HTML."""
+    """Return the campaign's readout against its control, written as JSON, Parquet and HTML.
+
+    Success is adjusted by the acquisition score (CUPAC), each recorded amount metric by its
+    pre-period (CUPED); the unadjusted figures stay beside them.
+    """
     record = get_campaign(bank.store, name)
     customers = pl.read_parquet(features_dir(bank.folder, snapshot) / TABLE_FILE)
     segments = value_tiers(customers).select(
@@ -163,6 +191,9 @@ def campaign_readout(
         "WHERE campaign_id = ?",
         [name],
     ).pl()
-    readout = read_out(record.campaign, assignments, events, k=k)
+    readout = read_out(
+        record.campaign, assignments, events, k=k, covariates=readout_covariates(bank),
+        metrics=read_metrics(bank.store, name),
+    )  # fmt: skip
     target = out_dir or bank.folder.reports / "campaigns" / name
     return CampaignReadout(readout, write_readout(readout, target))

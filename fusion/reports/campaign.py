@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.ticker import PercentFormatter
 
+from fusion.campaigns.statistics import json_ready
 from fusion.models.proportions import wilson_interval
 from fusion.reports.html import (
     count,
@@ -41,9 +42,10 @@ from matcher.atomic import write_atomic
 
 if TYPE_CHECKING:  # the readout imports this module to write its page
     from fusion.campaigns.readout import Readout
+    from fusion.campaigns.sequential import SequentialTest
     from fusion.campaigns.statistics import Comparison
 
-__all__ = ["PAGE_FILE", "PLOT_FILES", "campaign_page"]
+__all__ = ["PAGE_FILE", "PLOT_FILES", "campaign_page", "long_frame"]
 
 PAGE_FILE = "readout.html"
 PLOT_FILES = {
@@ -73,6 +75,78 @@ def campaign_page(readout: Readout, out_dir: Path) -> Path:
     return write_atomic(out_dir / PAGE_FILE, _page(readout))
 
 
+def long_frame(readout: Readout) -> pl.DataFrame:
+    """Return arms, breakdowns and summary figures of the readout in one long table.
+
+    Columns: table, group (the breakdown's group as text; null for arms and summary), arm
+    (null for lift and summary figures), metric, value (Float64, null when withheld or not
+    defined) and suppressed (whether k-anonymity withheld it).
+    """
+    parts = [_long(readout.arms, "arms", None)]
+    parts += [_long(t, name, t.columns[0]) for name, t in readout.breakdowns.items()]
+    parts.append(_summary_long(readout))
+    return pl.concat(parts, how="vertical")
+
+
+def _long(frame: pl.DataFrame, table: str, column: str | None) -> pl.DataFrame:
+    """Return one wide table as long rows (table, group, arm, metric, value, suppressed)."""
+    keys = ["arm"] if column is None else [column]
+    metrics = [c for c in frame.columns if c not in (*keys, "suppressed_cells", "suppressed")]
+    long = frame.with_columns(pl.col(metrics).cast(pl.Float64)).unpivot(
+        index=[*keys, "suppressed_cells"], on=metrics, variable_name="metric"
+    )
+    arm_suffix = r"_(treatment|control)$"  # a breakdown's n_treatment: arm treatment, metric n
+    return long.select(
+        pl.lit(table).alias("table"),
+        (pl.lit(None) if column is None else pl.col(column)).cast(pl.String).alias("group"),
+        (pl.col("arm") if column is None else pl.col("metric").str.extract(arm_suffix))
+        .cast(pl.String)
+        .alias("arm"),
+        pl.col("metric").str.replace(arm_suffix, "") if column else pl.col("metric"),
+        "value",
+        pl.col("suppressed_cells").list.contains(pl.col("metric")).alias("suppressed"),
+    )
+
+
+def _summary_long(readout: Readout) -> pl.DataFrame:
+    """Return the comparison, A/B, money, power, sample-ratio, adjusted and sequential figures
+    as long rows."""
+    figures: dict[str, float | None] = {}
+    for prefix, comparison in (("lift", readout.comparison), ("ab", readout.ab)):
+        if comparison is not None:
+            figures |= {f"{prefix}.{key}": v for key, v in comparison.to_dict().items()}
+    figures |= {f"incremental.{key}": v for key, v in asdict(readout.incremental).items()}
+    figures["ab.power"] = readout.power
+    if readout.srm is not None:
+        figures |= {f"sample_ratio.{key}": v for key, v in readout.srm.to_dict().items()}
+    for adjusted in readout.adjusted:
+        for name in ("unadjusted", "adjusted", "stratified"):
+            if getattr(adjusted, name) is None:
+                continue
+            estimate = asdict(getattr(adjusted, name))
+            prefix = f"adjusted.{adjusted.metric}.{name}"
+            figures |= {f"{prefix}.{key}": v for key, v in estimate.items()}
+        figures |= {
+            f"adjusted.{adjusted.metric}.{key}": float(getattr(adjusted, key))
+            for key in ("correlation", "variance_reduction", "interval_narrowing", "control_saved")
+        }
+    for scope, test in readout.sequential.items():
+        figures[f"sequential.{scope}.p_value"] = test.p_value
+    values = [json_ready(float(v)) if v is not None else None for v in figures.values()]
+    frame = pl.DataFrame(
+        {"metric": list(figures), "value": values},
+        schema={"metric": pl.String, "value": pl.Float64},
+    )
+    return frame.select(
+        pl.lit("summary").alias("table"),
+        pl.lit(None, pl.String).alias("group"),
+        pl.lit(None, pl.String).alias("arm"),
+        "metric",
+        "value",
+        pl.lit(False).alias("suppressed"),
+    )
+
+
 # -- page -------------------------------------------------------------------------------------
 
 
@@ -82,7 +156,7 @@ def _page(readout: Readout) -> str:
     parts = [
         f'<p class="meta">Stages {e(", ".join(readout.stages))} &middot; success = '
         f"{e(readout.success_event)} &middot; alpha = {readout.alpha:g} &middot; k = {k} "
-        "&middot; fixed-horizon analysis</p>",
+        f"&middot; {e(readout.analysis.replace('_', '-'))} analysis</p>",
         '<p class="privacy"><strong>Privacy.</strong> Every number on this page describes at '
         f"least k = {k} customers. A cell that counts fewer, or that could be worked out from "
         "other cells by subtraction, reads <em>suppressed</em> and has no bar in the plots; a "
@@ -91,9 +165,15 @@ def _page(readout: Readout) -> str:
         '<div class="headline">',
         *_headlines(readout),
         "</div>",
-        f"<p><strong>{e(readout.horizon())}.</strong> The A/B test (pilot and ab stages) is "
-        "judged once, when both arms reach the size its power calculation planned; a readout "
-        "before then is interim and decides nothing.</p>",
+        f"<p><strong>{e(readout.horizon())}.</strong> "
+        + (
+            "The A/B test (pilot and ab stages) is judged at weekly looks by an always-valid "
+            "test: it stops at the first look past its boundary.</p>"
+            if readout.analysis == "sequential"
+            else "The A/B test (pilot and ab stages) is judged once, when both arms reach the "
+            "size its power calculation planned; a readout before then is interim and decides "
+            "nothing.</p>"
+        ),
         "<h2>Arms and funnel</h2>",
         f'<img src="{PLOT_FILES["funnel"]}" alt="Funnel: share of each arm reaching each step">',
         _arms_table(readout),
@@ -102,6 +182,10 @@ def _page(readout: Readout) -> str:
         _lift_table(readout),
         "<h2>A/B test and sample ratio</h2>",
         _ab_table(readout),
+        "<h2>Adjusted by what the bank knew before assignment</h2>",
+        _adjusted_table(readout),
+        "<h2>Early looks (always-valid test)</h2>",
+        *(_looks_table(readout, test) for test in readout.sequential.values()),
     ]
     for name, frame in readout.breakdowns.items():
         header, title = _GROUP_HEADERS.get(name, (name, name))
@@ -326,6 +410,84 @@ def _ab_table(readout: Readout) -> str:
     return _lines_table(lines, "ab")
 
 
+def _adjusted_table(readout: Readout) -> str:
+    """Return each metric unadjusted, CUPED and stratified, with what the covariate bought."""
+    if not readout.adjusted:
+        return (
+            '<p class="note">No adjusted figure: no covariate fixed before assignment is known '
+            "for these customers (score the base first), or an arm is withheld under k.</p>"
+        )
+    rows = []
+    for a in readout.adjusted:
+        fmt = points if a.kind == "rate" else money
+        level = percent if a.kind == "rate" else money
+        rows.append(
+            [
+                row_header(f"{a.metric} (by {a.covariate})"),
+                number_cell(f"{level(a.mean_treatment)} vs {level(a.mean_control)}"),
+                *(number_cell("n/a" if e is None else
+                              f"{fmt(e.estimate)} ({fmt(e.ci_low)} to {fmt(e.ci_high)})")
+                  for e in (a.unadjusted, a.adjusted, a.stratified)),
+                number_cell(fixed(a.correlation, 3)),
+                number_cell(percent(a.variance_reduction)),
+                number_cell(percent(a.interval_narrowing)),
+                number_cell(count(a.control_saved)),
+                number_cell(a.verdict()),
+            ]
+        )  # fmt: skip
+    headers = ["Metric", "Mean treated vs control", "Unadjusted", "Adjusted (CUPED)",
+               "Stratified CUPED",
+               "rho", "Variance reduction", "Interval narrower by", "Control saved",
+               "Verdict"]  # fmt: skip
+    note = (
+        "Success is adjusted by the propensity score (CUPAC), an amount metric by its own "
+        "pre-period (CUPED): theta pooled within arms, the difference of adjusted means equal "
+        "to the arm's OLS coefficient in outcome ~ arm + covariate, HC2 standard errors. "
+        "Variance reduction = 1 - var(adjusted) / var(unadjusted), about rho squared; control "
+        "saved = that share of the control, which the same precision would not have needed. "
+        "Stratified: the same within stage x branch x decile strata, each weighted by its size "
+        "(so stages of different control shares count as the customers they hold; strata "
+        "short of 10 customers in an arm pooled within their stage)."
+    )
+    return table(headers, rows, name="adjusted", note=note)
+
+
+def _looks_table(readout: Readout, test: SequentialTest) -> str:
+    """Return one experiment's looks: data, estimate, boundary and always-valid p-value."""
+    rows = [
+        [
+            row_header(f"look {look.number}"),
+            number_cell(look.at.date().isoformat()),
+            number_cell(f"{look.n_treatment:,} / {look.n_control:,}"),
+            number_cell(points(look.estimate)),
+            number_cell(fixed(look.z, 2)),
+            number_cell(f"{fixed(look.boundary_z, 2)} ({points(look.boundary).lstrip('+')})"),
+            number_cell(fixed(look.p_value, 4)),
+            number_cell(_crossing(test, look.number)),
+        ]
+        for look in test.looks
+    ]
+    scope = "A/B test (pilot + ab)" if test.scope == "ab" else "full launch"
+    note = (
+        f"{scope}: {test.summary()}. mSPRT with a normal mixture of "
+        f"standard deviation tau = {points(test.tau)} (the declared minimum detectable effect), "
+        f"a look every 7 days, on the {'adjusted' if test.adjusted else 'unadjusted'} "
+        "difference; its always-valid p-value may be read at every look without raising the "
+        f"error rate above alpha = {readout.alpha:g}."
+    )
+    headers = ["Look", "Date", "Treated / control", "Lift", "z", "Boundary |z| (lift)",
+               "Always-valid p", ""]  # fmt: skip
+    return table(headers, rows, name=f"looks_{test.scope}", note=note)
+
+
+def _crossing(test: SequentialTest, number: int) -> str:
+    """Return "crossed: stop" at the first look past the boundary, "after the stop" later."""
+    first = test.crossed_at
+    if first is None or number < first.number:
+        return ""
+    return "crossed: stop" if number == first.number else "after the stop"
+
+
 def _lines_table(lines: Sequence[_Line], name: str) -> str:
     rows = [
         [
@@ -382,7 +544,9 @@ def _methods(readout: Readout) -> str:
         "per success; ROI = (value - cost) / cost. Sample ratio: chi-square goodness of fit of "
         "the arm sizes against the split the assignment rule gives, a mismatch below p = "
         "0.001. Power: normal approximation on Cohen's h at the declared minimum detectable "
-        "effect. Whitelist customers never count.</p>"
+        "effect. Whitelist customers never count. Adjusted figures (CUPED / CUPAC, Deng et al. "
+        "2013) and the always-valid looks (mSPRT, Johari et al. 2017): see their tables' "
+        "notes.</p>"
     )
 
 

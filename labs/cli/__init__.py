@@ -11,7 +11,7 @@ exit status documented there and in the README. The commands by group:
     models     train, score
     service    serve, token create|list|revoke
     campaign   campaign create|plan|promote|deliver|outcomes|readout|close|list|show
-    analyst    sql
+    analyst    sql, snapshot keygen|bank-key|grant|open|dictionary
     workbench  world, demo, bench
 """
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from enum import StrEnum
 from importlib.metadata import version
 from typing import Annotated
 
 import typer
 
-from labs.cli import analyst, bank, campaigns, models, service, vendor, workbench
+from labs.cli import analyst, bank, campaigns, models, service, snapshot, vendor, workbench
+from labs.cli.options import LogLevel
 from labs.cli.terminal import FusionCommands, console, err_console
 
 __all__ = ["app", "main"]
@@ -39,15 +39,6 @@ app = typer.Typer(
     cls=FusionCommands,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class LogLevel(StrEnum):
-    """Levels of the bank's log on stderr."""
-
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
 
 
 def _print_version(asked: bool) -> None:
@@ -101,6 +92,7 @@ app.command("report")(bank.report_command)
 app.add_typer(campaigns.campaign_app, name="campaign")
 app.command()(analyst.sql)
 app.command()(bank.publish)
+app.add_typer(snapshot.snapshot_app, name="snapshot")
 app.command()(service.serve)
 app.add_typer(service.token_app, name="token")
 app.command()(workbench.bench)

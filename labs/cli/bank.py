@@ -13,12 +13,16 @@ import typer
 from rich.text import Text
 
 from contracts.errors import ConfigError
+from contracts.input_files import check_input_file, read_parquet_input
 from contracts.schemas import MatchMode
+from contracts.taxonomy import CURRENT_VERSION, load_taxonomy
 from fusion.pipeline.bank import Bank, deliver_to_inbox, ingest_batches, publish_snapshots
 from fusion.runfolder import RunFolder
 from labs.cli.options import (
     DEFAULT_RUN,
+    BankKey,
     ClusterOption,
+    MinCellOption,
     ModeOption,
     RunOption,
     bank_of,
@@ -28,7 +32,9 @@ from labs.cli.options import (
     parse_date,
 )
 from labs.cli.render import print_ingest, print_match
-from labs.cli.terminal import console, err_console, exits_on_error
+from labs.cli.terminal import console, err_console
+from matcher.envelope import MAGIC
+from matcher.kem import Suite
 from matcher.keyring import Keyring, pair_locally
 from matcher.oprf_exchange import ANSWER, ElementFile, check_output
 
@@ -43,11 +49,37 @@ __all__ = [
     "keys_app",
     "keys_init",
     "keys_pair_vendor",
+    "keys_policy",
     "keys_rotate",
     "match_command",
     "publish",
     "report_command",
+    "taxonomy_app",
+    "taxonomy_load",
 ]
+
+taxonomy_app = typer.Typer(
+    help="The app and tag taxonomy the vendor's batches use (each batch loads its own)."
+)
+
+
+@taxonomy_app.command("load")
+def taxonomy_load(
+    version: Annotated[
+        str, typer.Option(help="Taxonomy version, as a batch's manifest names it.")
+    ] = CURRENT_VERSION,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Load a taxonomy version into the store (for a store that holds batches without one)."""
+    taxonomy = load_taxonomy(version)
+    with bank_of(run) as bank:
+        added = bank.store.load_taxonomy(taxonomy)
+    state = "loaded" if added else "already in the store"
+    console.print(
+        f"taxonomy {version}: {state} ({taxonomy.categories.height} categories, "
+        f"{taxonomy.apps.height:,} apps, {taxonomy.tags.height:,} tags)"
+    )
+
 
 keys_app = typer.Typer(
     help="The bank's keyring: HPKE keys, trusted vendors, salt epochs, store key."
@@ -55,7 +87,6 @@ keys_app = typer.Typer(
 
 
 @keys_app.command("init")
-@exits_on_error
 def keys_init(run: RunOption = DEFAULT_RUN) -> None:
     """Create the bank's keyring (HPKE key pair, first salt epoch, store key)."""
     folder = RunFolder(run).ensure()
@@ -66,18 +97,50 @@ def keys_init(run: RunOption = DEFAULT_RUN) -> None:
 
 
 @keys_app.command("rotate")
-@exits_on_error
 def keys_rotate(
-    what: Annotated[str, typer.Option(help="hpke | salt")],
+    what: Annotated[
+        BankKey,
+        typer.Option(
+            help="hpke: the key vendors seal batches to; salt: the keyed-hash salt epoch (pair "
+            "the vendor again after it: `fusion keys pair-vendor`)."
+        ),
+    ],
+    suite: Annotated[
+        Suite,
+        typer.Option(
+            help="With --what hpke: the new key's HPKE suite; MLKEM768-X25519 is the "
+            "post-quantum hybrid (pair the vendor again so it seals to it)."
+        ),
+    ] = Suite.X25519,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Rotate the bank's HPKE key or salt epoch; old keys stay readable."""
-    new_id = Keyring.open(RunFolder(run).bank_keys).rotate(what)  # type: ignore[arg-type]
-    console.print(f"rotated {what}: new id {new_id}")
+    if what is BankKey.SALT and suite is not Suite.X25519:
+        raise ConfigError("--suite belongs to --what hpke; a salt has no suite", setting="suite")
+    new_id = Keyring.open(RunFolder(run).bank_keys).rotate(what.value, suite=suite)
+    shown = f" ({suite.value})" if what is BankKey.HPKE else ""
+    console.print(f"rotated {what.value}{shown}: new id {new_id}")
+
+
+@keys_app.command("policy")
+def keys_policy(
+    accept: Annotated[
+        list[Suite] | None,
+        typer.Option(
+            help="Accept batches sealed with these suites only (repeat --accept); without it, "
+            "print the policy."
+        ),
+    ] = None,
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Show or set the HPKE suites the bank accepts; a batch of another suite is refused."""
+    keyring = Keyring.open(RunFolder(run).bank_keys)
+    suites = keyring.set_accepted_suites(accept) if accept else keyring.accepted_suites()
+    names = ", ".join(sorted(s.value for s in suites))
+    console.print(f"accepted suites: {names}" + (" (changed)" if accept else ""))
 
 
 @keys_app.command("pair-vendor")
-@exits_on_error
 def keys_pair_vendor(run: RunOption = DEFAULT_RUN) -> None:
     """Exchange public keys and the salt epoch between the two keyrings of a local run.
 
@@ -89,7 +152,6 @@ def keys_pair_vendor(run: RunOption = DEFAULT_RUN) -> None:
     console.print("vendor trusted by the bank; bank key and salt epoch imported by the vendor")
 
 
-@exits_on_error
 def ingest(
     files: Annotated[
         list[Path] | None, typer.Argument(help="Sealed files (default: the inbox).")
@@ -102,9 +164,12 @@ def ingest(
     (a finding: the ledger ids are printed, the causes are in the bank's log); 2 a file or
     the run folder could not be used.
     """
-    folder = RunFolder(run).ensure()
-    deliver_to_inbox(files or (), folder.inbox)
-    with bank_of(run) as bank:
+    for file in files or ():
+        check_input_file(
+            file, what="sealed batch", magic=MAGIC, hint="`fusion vendor pack` writes one"
+        )
+    with bank_of(run) as bank:  # first: a mistyped --run creates nothing
+        deliver_to_inbox(files or (), bank.folder.inbox.ensure())
         outcomes = ingest_batches(bank, clock=now)
     findings = print_ingest(outcomes)
     if findings:
@@ -129,7 +194,6 @@ def _check_match_options(mode: MatchMode, *, oprf_only: bool) -> None:
         )
 
 
-@exits_on_error
 def match_command(
     extract: Annotated[Path, typer.Option(help="The bank's customer extract (Parquet).")],
     snapshot: Annotated[str, typer.Option(help="Snapshot date of the extract, YYYY-MM-DD.")],
@@ -183,12 +247,18 @@ def match_command(
     snapshot_date = parse_date(snapshot)
     if request_out is not None:
         check_output(request_out, what="request")
-    frame = pl.read_parquet(extract)
+    frame = read_parquet_input(
+        extract,
+        what="customer extract",
+        columns=("customer_id", "phone"),
+        hint="one row per customer with customer_id, phone and the bank's features",
+    )
     with bank_of(run) as bank:
         if mode == MatchMode.SALTED:
             _match_salted(bank, frame, _SaltedAsk(snapshot_date, epoch, replace), cluster)
             return
         if answer is not None:
+            check_input_file(answer, what="OPRF answer", hint="`fusion vendor evaluate` writes one")
             reply = ElementFile.read(answer, kind=ANSWER)
             with engine_for(cluster) as engine, _spinner(engine, "unblinding and matching"):
                 done = finish_oprf(bank, frame, reply, now=now(), engine=engine, replace=replace)
@@ -304,7 +374,6 @@ def _request_oprf(
     return info, target
 
 
-@exits_on_error
 def features_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
     epoch: Annotated[
@@ -357,11 +426,10 @@ def features_command(
     )
 
 
-@exits_on_error
 def report_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot date, YYYY-MM-DD.")],
     epoch: Annotated[str | None, typer.Option(help="Salt epoch id (default: current).")] = None,
-    k: Annotated[int, typer.Option(help="Suppress cells of fewer customers than k.")] = 10,
+    k: MinCellOption = 10,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Write the match and app-penetration report (HTML with PNG plots, Parquet tables)."""
@@ -374,9 +442,22 @@ def report_command(
     console.print(f"report written: {page}")
 
 
-@exits_on_error
-def publish(run: RunOption = DEFAULT_RUN) -> None:
+def publish(
+    run: RunOption = DEFAULT_RUN,
+    rotate_keys: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-keys",
+            help="Write under a new key version: keys handed out before no longer open the new "
+            "files (copies already taken stay readable). Grant the analysts who keep access again.",
+        ),
+    ] = False,
+) -> None:
     """Write the encrypted read-only snapshots: one for head office, one per branch."""
     with bank_of(run) as bank:
-        written = publish_snapshots(bank)
-    console.print(f"published {len(written)} snapshots to {RunFolder(run).snapshots}")
+        published = publish_snapshots(bank, rotate_keys=rotate_keys, now=now())
+    rotated = " (keys rotated)" if published.rotated else ""
+    console.print(
+        f"published {len(published.paths)} snapshots to {RunFolder(run).snapshots} under key "
+        f"version {published.key_version}{rotated}"
+    )

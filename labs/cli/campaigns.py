@@ -22,8 +22,9 @@ import typer
 from rich.text import Text
 
 from contracts.errors import CampaignError, DeclarationError, GateRefused
-from labs.cli.options import DEFAULT_RUN, RunOption, bank_of, now, parse_date
-from labs.cli.terminal import err_console, exits_on_error
+from contracts.input_files import check_input_file
+from labs.cli.options import DEFAULT_RUN, MinCellOption, RunOption, bank_of, now, parse_date
+from labs.cli.terminal import err_console
 
 __all__ = [
     "campaign_app",
@@ -68,11 +69,13 @@ def _actor(actor: str | None) -> str:
         return "cli"
 
 
-def _one_line(error: CampaignError) -> NoReturn:
+def _one_line(error: CampaignError, where: Path | None = None) -> NoReturn:
     """Print the error on one line (however narrow the terminal) and exit 2.
 
-    A refused gate leads with `gate <name>:`; a declaration's message names its field."""
+    A refused gate leads with `gate <name>:`, an error in a file with the file; a
+    declaration's message names its field."""
     head = f" gate {error.gate}:" if isinstance(error, GateRefused) else ""
+    head += f" {where}:" if where else ""
     err_console.print(Text.assemble(("error:", "red"), f"{head} {error}"), soft_wrap=True)
     raise typer.Exit(code=2) from error
 
@@ -83,7 +86,6 @@ def _finding(message: str) -> None:
 
 
 @campaign_app.command("create")
-@exits_on_error
 def campaign_create(
     file: Annotated[
         Path,
@@ -101,17 +103,17 @@ def campaign_create(
     from labs.cli.render import print_declared
 
     # Checked before the store opens: a bad file is told at once, with its field.
+    check_input_file(file, what="campaign declaration", hint="see the example in docs/campaigns.md")
     try:
         campaign = load_declaration(file)
     except DeclarationError as error:
-        _one_line(error)
+        _one_line(error, where=file)
     with bank_of(run) as bank:
         record, changed = declare_campaign(bank, campaign, actor=_actor(actor), now=now())
     print_declared(record, changed)
 
 
 @campaign_app.command("plan")
-@exits_on_error
 def campaign_plan(
     names: Annotated[
         list[str],
@@ -165,7 +167,6 @@ def campaign_plan(
 
 
 @campaign_app.command("promote")
-@exits_on_error
 def campaign_promote(
     name: NameArgument,
     to: Annotated[
@@ -195,7 +196,6 @@ def campaign_promote(
 
 
 @campaign_app.command("deliver")
-@exits_on_error
 def campaign_deliver(name: NameArgument, run: RunOption = DEFAULT_RUN) -> None:
     """Write the treated customers not delivered before as the next delivery version.
 
@@ -211,7 +211,6 @@ def campaign_deliver(name: NameArgument, run: RunOption = DEFAULT_RUN) -> None:
 
 
 @campaign_app.command("outcomes")
-@exits_on_error
 def campaign_outcomes(
     file: Annotated[
         Path,
@@ -233,6 +232,7 @@ def campaign_outcomes(
     from fusion.pipeline.campaigns import load_outcome_file
     from labs.cli.render import print_events
 
+    check_input_file(file, what="events file", hint="CSV with a header row, or Parquet")
     with bank_of(run) as bank:
         recorded = load_outcome_file(bank, file, source=source or file.name, now=now())
     print_events(recorded, csv=file.suffix.lower() == ".csv")
@@ -241,17 +241,9 @@ def campaign_outcomes(
 
 
 @campaign_app.command("readout")
-@exits_on_error
 def campaign_readout_command(
     name: NameArgument,
-    k: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="The smallest group a branch, decile or segment row shows figures for; "
-            "smaller groups are suppressed.",
-        ),
-    ] = 10,
+    k: MinCellOption = 10,
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for the files (default: reports/campaigns/<name>)."),
@@ -280,7 +272,6 @@ def campaign_readout_command(
 
 
 @campaign_app.command("close")
-@exits_on_error
 def campaign_close(
     name: NameArgument, actor: ActorOption = None, run: RunOption = DEFAULT_RUN
 ) -> None:
@@ -294,7 +285,6 @@ def campaign_close(
 
 
 @campaign_app.command("list")
-@exits_on_error
 def campaign_list(run: RunOption = DEFAULT_RUN) -> None:
     """List every campaign: stage, version, priority, channel, audience, last change."""
     from fusion.campaigns.book import list_campaigns
@@ -306,7 +296,6 @@ def campaign_list(run: RunOption = DEFAULT_RUN) -> None:
 
 
 @campaign_app.command("show")
-@exits_on_error
 def campaign_show(name: NameArgument, run: RunOption = DEFAULT_RUN) -> None:
     """Show a campaign: its stored declaration, its stage and every promotion with its checks."""
     from fusion.campaigns.book import get_campaign, stage_history

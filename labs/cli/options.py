@@ -29,6 +29,7 @@ __all__ = [
     "BankKey",
     "BenchName",
     "ClusterOption",
+    "LogLevel",
     "MinCellOption",
     "ModeOption",
     "RunOption",
@@ -73,6 +74,15 @@ MinCellOption = Annotated[
         "it cannot be recovered by subtraction).",
     ),
 ]
+
+
+class LogLevel(StrEnum):
+    """Levels of the bank's log on stderr."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class BankKey(StrEnum):

@@ -288,8 +288,9 @@ def _interval(low: float | None, high: float | None, spec: str) -> str:
 
 
 def print_readout(result: CampaignReadout) -> None:
-    """Print the readout: arms, lift with its CI, incremental successes, ROI, sample ratio,
-    power, the fixed-horizon decision, and the files written."""
+    """Print the readout: arms, lift with its CI, incremental successes, ROI, the adjusted
+    figures beside the unadjusted ones, sample ratio, power, the sequential looks, the
+    decision, and the files written."""
     readout = result.readout
     success = readout.success_event
     console.print(
@@ -298,6 +299,7 @@ def print_readout(result: CampaignReadout) -> None:
     )
     _print_arms(readout)
     _print_lift(readout)
+    _print_adjusted(readout)
     _print_checks(readout)
     files = result.files
     console.print(
@@ -367,6 +369,33 @@ def _print_lift(readout: Readout) -> None:
     )
 
 
+def _print_adjusted(readout: Readout) -> None:
+    """Print each metric unadjusted and adjusted, and what the covariate bought."""
+    if not readout.adjusted:
+        console.print("adjusted: none (no covariate known before assignment, or arms withheld)")
+        return
+    table = Table(title="Adjusted by what the bank knew before assignment")
+    for column in ("metric (covariate)", "unadjusted", "adjusted (CUPED)", "rho",
+                   "variance cut", "CI narrower", "control saved"):  # fmt: skip
+        table.add_column(column, justify="left" if column.startswith("metric") else "right")
+    for a in readout.adjusted:
+        spec, scale = ("+.2f", 100.0) if a.kind == "rate" else ("+,.0f", 1.0)
+        cells = [
+            f"{format(e.estimate * scale, spec)} "
+            f"({format(e.ci_low * scale, spec)} to {format(e.ci_high * scale, spec)})"
+            + (" pts" if a.kind == "rate" else "")
+            for e in (a.unadjusted, a.adjusted)
+        ]
+        table.add_row(
+            f"{escape(a.metric)} ({escape(a.covariate)})", *cells, f"{a.correlation:.2f}",
+            f"{a.variance_reduction:.1%}", f"{a.interval_narrowing:.1%}", f"{a.control_saved:,}",
+        )  # fmt: skip
+    console.print(table)
+    for a in readout.adjusted:
+        if a.buys_little:
+            console.print(f"  {escape(a.metric)}: {escape(a.verdict())}", soft_wrap=True)
+
+
 def _print_checks(readout: Readout) -> None:
     srm = readout.srm
     if readout.srm_mismatch is None:
@@ -388,6 +417,14 @@ def _print_checks(readout: Readout) -> None:
         f"power at the declared effect {readout.minimum_detectable_effect:+.2%}: "
         f"{_number(readout.power, '.0%', 'n/a')}"
     )
+    for scope, test in readout.sequential.items():
+        name = "A/B test" if scope == "ab" else "full launch"
+        boundary = f"; last boundary |z| >= {test.looks[-1].boundary_z:.2f}" if test.looks else ""
+        console.print(
+            f"always-valid test ({name}, mSPRT, a look every 7 days): "
+            f"{escape(test.summary())}{boundary}",
+            soft_wrap=True,
+        )
     console.print(f"decision: [bold]{escape(readout.horizon())}[/]")
 
 

@@ -105,6 +105,7 @@ def token_create(
             vendor_id=vendor,
             label=label,
             now=now(),
+            known_vendors=bank.keyring.trusted_vendors(),
         )
     scope = ", ".join(sorted(issued.principal.branches or ())) or "all branches"
     holder = scope if role == "analyst" else vendor or "-"

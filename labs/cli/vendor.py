@@ -18,6 +18,7 @@ from fusion.runfolder import RunFolder
 from labs.cli.options import DEFAULT_RUN, ModeOption, RunOption, VendorKey, now
 from labs.cli.terminal import EXIT_FINDINGS, console, err_console
 from matcher.envelope import MAGIC
+from matcher.kem import Suite
 from matcher.keyring import Keyring
 from matcher.oprf_exchange import REQUEST, ElementFile, answer_request, check_output
 from matcher.pack import PackOptions, pack_users
@@ -79,6 +80,21 @@ def vendor_pack(
         str | None, typer.Option(help="Salt epoch (salted) or OPRF epoch (oprf); default current.")
     ] = None,
     mode: ModeOption = MatchMode.SALTED,
+    suite: Annotated[
+        Suite | None,
+        typer.Option(
+            help="Seal to the bank's newest key of this HPKE suite (MLKEM768-X25519: the "
+            "post-quantum hybrid). Default: the bank's current key."
+        ),
+    ] = None,
+    base_oprf: Annotated[
+        bool,
+        typer.Option(
+            "--base-oprf",
+            help="With --mode oprf: RFC 9497 base mode, without the public key and proofs that "
+            "let the bank verify every evaluation (the default is verifiable).",
+        ),
+    ] = False,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Normalise phones, key or seal each user's row, drop the phones and seal the batch."""
@@ -96,7 +112,7 @@ def vendor_pack(
             now=now(),
             epoch_id=epoch,
             mode=mode,
-            options=PackOptions(batch_id=batch_id),
+            options=PackOptions(batch_id=batch_id, suite=suite, verifiable=not base_oprf),
             overwrite=force,
         )
     rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()) or "none"

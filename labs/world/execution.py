@@ -48,8 +48,9 @@ The success probabilities by objective:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -58,7 +59,14 @@ import polars as pl
 from fusion.campaigns.outcomes import EVENT_SCHEMA
 from labs.world.errors import WorldError
 
-__all__ = ["TRUE_EFFECT_SCHEMA", "ExecutionConfig", "execute_campaign"]
+__all__ = [
+    "BALANCE_METRIC",
+    "TRUE_BALANCE_SCHEMA",
+    "TRUE_EFFECT_SCHEMA",
+    "ExecutionConfig",
+    "execute_balances",
+    "execute_campaign",
+]
 
 TRUE_EFFECT_SCHEMA = {
     "customer_id": pl.Int64,
@@ -66,6 +74,9 @@ TRUE_EFFECT_SCHEMA = {
     "p_control": pl.Float64,
     "p_treatment": pl.Float64,
 }
+TRUE_BALANCE_SCHEMA = {"customer_id": pl.Int64, "arm": pl.String, "effect": pl.Float64}
+BALANCE_METRIC = "aum"
+_BALANCE_STREAM = 0xBA1A  # the balances' own random stream: the funnel's draws stay as they were
 _OBJECTIVES = ("mobile_banking", "food_coupon")
 _US_PER_MINUTE = 60_000_000
 _US_PER_HOUR = 60 * _US_PER_MINUTE
@@ -107,6 +118,7 @@ class ExecutionConfig:
     balance_log_sigma: float = 1.0
     spend_log_median: float = 3.5  # food_coupon: log of the median coupon order
     spend_log_sigma: float = 0.5
+    balance_sigma: float = 0.08  # a month's AUM average: aum_current x lognormal(0, this)
 
     def __post_init__(self) -> None:
         for name in (
@@ -132,7 +144,8 @@ class ExecutionConfig:
         for name in ("contact_delay_days", "window_days"):
             if getattr(self, name) < (1 if name == "window_days" else 0):
                 raise WorldError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.call_multiplier < 0 or self.balance_log_sigma < 0 or self.spend_log_sigma < 0:
+        if min(self.call_multiplier, self.balance_log_sigma, self.spend_log_sigma,
+               self.balance_sigma) < 0:  # fmt: skip
             raise WorldError("call_multiplier and the amounts' sigmas must be >= 0")
 
 
@@ -194,6 +207,79 @@ def execute_campaign(
         schema=TRUE_EFFECT_SCHEMA,
     )
     return events, effects
+
+
+def execute_balances(
+    effects: pl.DataFrame,
+    events: pl.DataFrame,
+    bank: pl.DataFrame,
+    *,
+    campaign_id: str,
+    objective: Literal["mobile_banking", "food_coupon"],
+    measured_at: datetime,
+    seed: int,
+    config: ExecutionConfig = ExecutionConfig(),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return (the AUM metric rows, its true effects) of a campaign the world executed.
+
+    `effects`: `execute_campaign`'s true effects (customer_id, arm, p_control, p_treatment);
+    `events`: its funnel events; `bank`: the bank extract's customer_id, aum_current and
+    aum_month_avg. Each assigned customer's AUM month average of the month after the campaign is
+    drawn by the law the world draws `aum_month_avg` by (aum_current x lognormal(0,
+    `balance_sigma`)), plus the new money a customer who opened mobile banking brings (the
+    converted event's amount: the first month's balance). Its pre-period is the extract's
+    `aum_month_avg`, known before assignment. The metric rows follow
+    `fusion.campaigns.metrics.METRIC_SCHEMA`; the true effect of assignment on a customer's
+    expected AUM is (p_treatment - p_control) x the mean first-month balance for mobile_banking,
+    0 for food_coupon (a coupon moves no deposits). Draws come from a stream of their own, so
+    the funnel's events are the same with or without the balances.
+    """
+    if objective not in _OBJECTIVES:
+        raise WorldError(f"objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
+    frame = (
+        effects.select(pl.col("customer_id").cast(pl.Int64), "arm", "p_control", "p_treatment")
+        .sort("customer_id")
+        .join(
+            bank.select(pl.col("customer_id").cast(pl.Int64), "aum_current", "aum_month_avg"),
+            on="customer_id",
+            how="left",
+            maintain_order="left",
+        )
+    )
+    if frame["aum_current"].null_count():
+        raise WorldError("bank lacks some assigned customers; pass the world's bank extract")
+    new_money = (
+        events.filter((pl.col("event") == "converted") & (pl.col("campaign_id") == campaign_id))
+        .group_by("customer_id")
+        .agg(pl.col("amount").sum().alias("new_money"))
+    )
+    frame = frame.join(new_money, on="customer_id", how="left", maintain_order="left")
+    rng = np.random.default_rng([seed, _BALANCE_STREAM])
+    drift = rng.lognormal(0.0, config.balance_sigma, frame.height)
+    opens = objective == "mobile_banking"
+    brought = frame["new_money"].fill_null(0.0).to_numpy() if opens else 0.0
+    value = np.round(frame["aum_current"].to_numpy() * drift + brought, 2)
+    mean_balance = math.exp(config.balance_log_median + config.balance_log_sigma**2 / 2)
+    lift = (frame["p_treatment"] - frame["p_control"]).to_numpy()
+    metrics = pl.DataFrame(
+        {
+            "campaign_id": campaign_id,
+            "customer_id": frame["customer_id"],
+            "metric": BALANCE_METRIC,
+            "value": value,
+            "pre_value": frame["aum_month_avg"].cast(pl.Float64),
+            "measured_at": measured_at.replace(tzinfo=None),
+        }
+    ).cast({"measured_at": pl.Datetime("us")})
+    truth = pl.DataFrame(
+        {
+            "customer_id": frame["customer_id"],
+            "arm": frame["arm"],
+            "effect": lift * mean_balance if opens else np.zeros(frame.height),
+        },
+        schema=TRUE_BALANCE_SCHEMA,
+    )
+    return metrics, truth
 
 
 def _joined(assigned: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:

@@ -36,7 +36,8 @@ from labs.cli import app as cli
 from labs.world import WorldFiles
 from matcher.atomic import temp_name
 from matcher.envelope import seal
-from matcher.keyring import Keyring
+from matcher.kem import Suite
+from matcher.keyring import Keyring, pair_locally
 from matcher.manifest import BatchKeys, Manifest
 from matcher.pack import pack_users
 from tests.support.breakages import BREAKAGES
@@ -95,11 +96,13 @@ def sealed(
     *,
     vendor_id: str = "vendor-a",
     batch_id: str | None = None,
+    suite: Suite | None = None,
 ) -> tuple[bytes, str]:
     """Return (the sealed file's bytes, its batch id): `frame` sealed with the vendor keyring.
 
     Any frame, so contract-breaking batches too; `vendor_id` other than the keyring's makes a
-    manifest whose signature the bank cannot verify.
+    manifest whose signature the bank cannot verify; `suite` seals to the bank's newest key of
+    that HPKE suite (default: its current key).
     """
     batch_id = batch_id or str(uuid.uuid4())
     outbox = bank.folder.outbox
@@ -107,7 +110,7 @@ def sealed(
     payload, out = outbox / f"{batch_id}.parquet", outbox / f"{batch_id}.sealed"
     frame.write_parquet(payload)
     signing_kid, signer = bank.vendor.current_signer()
-    recipient_kid, recipient = bank.vendor.current_recipient_public()
+    recipient_kid, recipient = bank.vendor.current_recipient_public(suite)
     manifest = Manifest.new(
         batch_id=batch_id,
         keys=BatchKeys(
@@ -730,3 +733,31 @@ def test_refused_uploads_fill_a_bounded_quarantine_shown_on_metrics(demo_run: Pa
         assert 'bankfusion_kept_bytes{folder="quarantine"} 400000' in metrics
         assert 'bankfusion_kept_files{folder="quarantine"} 2' in metrics
         assert 'bankfusion_kept_max_bytes{folder="quarantine"} 500000' in metrics
+
+
+def _hybrid_only(run: Path) -> None:
+    """Rotate the bank to a post-quantum hybrid key, pair the vendor, accept only that suite."""
+    folder = RunFolder(run)
+    bank = Keyring.open(folder.bank_keys)
+    bank.rotate("hpke", suite=Suite.MLKEM768_X25519)
+    pair_locally(bank, Keyring.open(folder.vendor_keys))
+    bank.set_accepted_suites([Suite.MLKEM768_X25519])
+
+
+def test_a_hybrid_batch_ships_and_loads_and_an_x25519_one_is_refused_by_policy(
+    demo_run: Path, tmp_path: Path
+):
+    with (
+        serving(demo_run, tmp_path, before_start=_hybrid_only) as hybrid_bank,
+        httpx.Client(base_url=hybrid_bank.url, timeout=WAIT) as http,
+    ):
+        data, batch_id = sealed(hybrid_bank, vendor_batch(200, seed=7), suite=Suite.MLKEM768_X25519)
+        assert push(http, hybrid_bank.tokens.vendor, data).status_code == 202
+        assert judged(http, hybrid_bank.tokens.vendor, batch_id)["status"] == "loaded"
+        assert hybrid_bank.ledger("SELECT suite FROM batches WHERE batch_id = ?", [batch_id]) == [
+            ("MLKEM768-X25519",)
+        ]
+        old, old_id = sealed(hybrid_bank, vendor_batch(200, seed=8), suite=Suite.X25519)
+        assert push(http, hybrid_bank.tokens.vendor, old).status_code == 202
+        assert judged(http, hybrid_bank.tokens.vendor, old_id) == _refused(old_id)
+        assert vendor_rows(hybrid_bank, old_id) == (0, 0)

@@ -295,6 +295,18 @@ def _readouts(
     for arm, n in counts.iter_rows():
         assert arms[arm]["n"] in (None, n)  # None: withheld by k-anonymity
     assert (served.folder.reports / "campaigns" / name / "readout.json").is_file()
+    # The adjusted figures (CUPAC on the acquisition score) beside the unadjusted ones, and the
+    # always-valid looks, whenever the arms are published.
+    if readout["comparison"] is not None:
+        adjusted = {a["metric"]: a for a in readout["adjusted"]}
+        assert adjusted["converted"]["covariate"] == "acquisition score"
+        assert adjusted["converted"]["unadjusted"]["estimate"] == pytest.approx(
+            readout["comparison"]["diff"], abs=1e-12
+        )
+        assert {"stratified", "variance_reduction", "control_saved", "verdict"} <= set(
+            adjusted["converted"]
+        )
+        assert readout["sequential"]["ab"]["look_days"] == 7
     head_office = client.get(
         f"/v1/campaigns/{name}/readout", headers=bearer(served.tokens.head_office)
     )

@@ -28,7 +28,7 @@ from matcher.envelope import open_sealed, seal
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring
 from matcher.manifest import Manifest
-from matcher.pack import build_batch, pack_users
+from matcher.pack import PackOptions, build_batch, pack_users
 from tests.support.breakages import BREAKAGES
 from tests.support.factories import vendor_batch
 from tests.support.forgery import rewrite_as_key_holder
@@ -561,3 +561,30 @@ def test_no_phone_key_or_tag_name_in_store_bytes_or_logs(parties: Parties, caplo
         for secret in secrets:
             assert secret.encode() not in blob, name
     assert b"Games > " not in blobs["store"] and b"vendor_tags" not in blobs["store"]
+
+
+def test_a_bank_that_requires_the_hybrid_suite_refuses_an_x25519_batch_with_its_reason(
+    parties: Parties,
+):
+    users_path = parties.root / "users.parquet"
+    _users(50).write_parquet(users_path)
+    classic = parties.inbox.inbox / "classic.sealed"
+    pack_users(users_path, classic, keyring=parties.vendor, now=NOW)
+    kid = parties.bank.rotate("hpke", suite="MLKEM768-X25519")
+    parties.vendor.import_recipient(
+        *parties.bank.recipient_public_bytes(kid), suite="MLKEM768-X25519"
+    )
+    parties.bank.set_accepted_suites(["MLKEM768-X25519"])
+
+    refused = parties.ingest(classic)
+
+    assert refused.status == "refused"
+    (reasons,) = parties.table("SELECT reasons FROM batches WHERE status = 'refused'")["reasons"]
+    assert "suite X25519 is not accepted by the bank's policy" in reasons
+    assert "seal the batch again" in reasons
+    hybrid = parties.inbox.inbox / "hybrid.sealed"
+    options = PackOptions(suite="MLKEM768-X25519")
+    pack_users(users_path, hybrid, keyring=parties.vendor, now=NOW, options=options)
+    assert parties.ingest(hybrid).status == "loaded"
+    loaded = parties.table("SELECT suite, rows FROM batches WHERE status = 'loaded'")
+    assert loaded.rows() == [("MLKEM768-X25519", 50)]

@@ -32,10 +32,10 @@ from matcher.envelope import seal
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import hmac_digest, keyed_hash
 from matcher.manifest import Manifest
-from matcher.oprf import evaluate
+from matcher.oprf import OprfMode, blind_evaluate, evaluate
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile, answer_request
 from matcher.oprf_match import NONCE_BYTES, derive_row_keys
-from matcher.pack import build_oprf_batch, pack_users
+from matcher.pack import PackOptions, build_oprf_batch, pack_users
 from matcher.psi import customer_phones
 from tests.support.local_pair import LocalPair
 
@@ -56,9 +56,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
 class Parties(LocalPair):
     """A paired bank and vendor on one machine, who send batches through the bank's inbox."""
 
-    def send(self, users: Path, *, mode: MatchMode, name: str, when: datetime = DATA_TIME) -> str:
+    def send(
+        self,
+        users: Path,
+        *,
+        mode: MatchMode,
+        name: str,
+        when: datetime = DATA_TIME,
+        verifiable: bool = True,
+    ) -> str:
         sealed = self.inbox.inbox / name
-        packed = pack_users(users, sealed, keyring=self.vendor, now=when, mode=mode)
+        options = PackOptions(verifiable=verifiable)
+        packed = pack_users(
+            users, sealed, keyring=self.vendor, now=when, mode=mode, options=options
+        )
         with self.store() as store:
             outcome = ingest_file(sealed, store=store, keyring=self.bank, inbox=self.inbox, now=NOW)
         assert outcome.status == "loaded", outcome
@@ -205,7 +216,7 @@ def test_the_bank_cannot_open_a_row_of_a_user_it_never_had_evaluated(
         p for p in normalize_phones(users["phone"]).values.drop_nulls() if p not in bank_phones
     )
     key = parties.vendor.oprf_key(answer.epoch_id)
-    (label,), _ = derive_row_keys(evaluate(key, [outsider.encode()]))
+    (label,), _ = derive_row_keys(evaluate(key, [outsider.encode()], mode=OprfMode.VOPRF))
     row = sealed.filter(pl.col("label") == label)
     assert row.height == 1  # the vendor sealed it ...
     blob = row["sealed"][0]
@@ -213,7 +224,7 @@ def test_the_bank_cannot_open_a_row_of_a_user_it_never_had_evaluated(
     salted = keyed_hash(pl.Series([outsider]), parties.bank.current_salt(), domain="mobile")[0]
     # What the bank's evaluations gave it: the data keys of its own customers' phones.
     own = sorted(bank_phones)[:300]
-    _, own_keys = derive_row_keys(evaluate(key, [p.encode() for p in own]))
+    _, own_keys = derive_row_keys(evaluate(key, [p.encode() for p in own], mode=OprfMode.VOPRF))
     for guess in [*own_keys, salted, bytes(32)]:
         with pytest.raises(InvalidTag):
             AESGCM(guess).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], label)
@@ -268,7 +279,8 @@ def test_answers_are_used_once_for_the_extract_they_were_made_from(
         # No batch yet: refused before anything is written, and the request stays pending.
         with pytest.raises(ConfigError, match="same answer"):
             finish_match(store, extract, answer, now=NOW)
-    parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed")
+    # A request made before any batch is in the base mode, so the batch is too.
+    parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed", verifiable=False)
     with parties.store() as store:
         # Another extract (one phone changed) is refused: the answer is for the other phones.
         other = extract.with_columns(
@@ -404,3 +416,26 @@ def test_an_oprf_batch_breaking_its_arrival_contract_is_quarantined(
         ]
         assert store.execute("SELECT count(*) FROM vendor_oprf_rows").fetchone() == (0,)
     assert reasons == ['["label_unique"]', '["sealed_size"]']
+
+
+def test_an_answer_with_one_point_under_another_key_is_refused(world: WorldFiles, tmp_path: Path):
+    """The verifiable mode: the vendor's batch publishes its key, so an answer that evaluates one
+    customer under another key (to single them out) fails its proof and changes nothing."""
+    parties = Parties(tmp_path)
+    extract = pl.read_parquet(world.customers).head(400)
+    parties.send(world.vendor_users, mode=MatchMode.OPRF, name="oprf.sealed")
+    request, answer = parties.exchange(extract)
+    assert request.mode is answer.mode is OprfMode.VOPRF and len(answer.proofs) == 1
+    other = parties.vendor.oprf_key(parties.vendor.rotate("oprf"))
+    split = list(answer.elements)
+    split[7] = blind_evaluate(other, [request.elements[7]])[0]
+    forged = ElementFile(
+        ANSWER, answer.request_id, answer.epoch_id, tuple(split), answer.mode, answer.echo,
+        answer.proofs,
+    )  # fmt: skip
+    with parties.store() as store, pytest.raises(OprfError, match="fails its VOPRF proof"):
+        finish_match(store, extract, forged, now=NOW)
+    with parties.store() as store:
+        assert store.execute("SELECT count(*) FROM matches").fetchone() == (0,)
+        done = finish_match(store, extract, answer, now=NOW)  # still pending: the true answer
+    assert done.run.matched > 0

@@ -169,3 +169,13 @@ def test_a_failed_publish_keeps_the_previous_copy_and_leaves_no_temp_file(
     assert (out / "branch_A.duckdb").read_bytes() == branch_a
     attached = store.execute("SELECT database_name FROM duckdb_databases()").fetchall()
     assert not [name for (name,) in attached if name.startswith("snapshot_")]
+
+
+def test_publish_takes_only_the_run_folders_tables(store: Store, tmp_path: Path):
+    with pytest.raises(ConfigError, match="cannot go into a snapshot"):
+        store.publish(
+            tmp_path / "out",
+            head_office_key=secrets.token_urlsafe(32),
+            branch_keys={},
+            tables={"api_tokens": pl.DataFrame({"branch_id": ["A"]})},
+        )

@@ -155,7 +155,7 @@ def test_a_key_that_is_not_long_text_is_refused_without_quoting_it(config: Store
 
 def test_a_plain_duckdb_file_is_not_a_store(config: StoreConfig, key: str):
     duckdb.connect(str(config.path)).close()
-    with pytest.raises(StoreError, match="wrong key, or not a store file"):
+    with pytest.raises(StoreError, match="wrong key, not a store file, or a damaged one"):
         Store.open(config, key=key)
 
 

@@ -81,3 +81,23 @@ def test_both_campaigns_ran_every_stage_and_their_readouts_meet_the_truth(summar
     for name in ("rescue-call", "food-coupon-sms"):
         page = Path(campaigns[name]["files"]["html"]).read_text()
         assert "customer_id" not in page and "10000000" not in page
+
+
+def test_adjusted_readouts_narrow_the_aum_interval_and_keep_the_truth(summary: dict):
+    campaigns = summary["campaigns"]
+    for name in ("rescue-call", "food-coupon-sms"):
+        readout, truth = campaigns[name]["readout"], campaigns[name]["truth"]
+        adjusted = {a["metric"]: a for a in readout["adjusted"]}
+        # The AUM month average against its own pre-period (CUPED): a far narrower interval
+        # that still holds the world's true effect.
+        aum = adjusted["aum"]
+        assert aum["interval_narrowing"] >= 0.2 and aum["control_saved"] > 0
+        assert aum["adjusted"]["ci_low"] <= truth["true_aum_effect"] <= aum["adjusted"]["ci_high"]
+        # Success against the acquisition score (CUPAC): the unadjusted figure beside it, and
+        # the readout says plainly that the score buys little here.
+        success = adjusted[readout["objective"]["event"]]
+        assert abs(success["unadjusted"]["estimate"] - readout["comparison"]["diff"]) < 1e-9
+        assert success["buys_little"] and "buys little" in success["verdict"]
+        # The always-valid test's looks and boundary are in the readout.
+        looks = readout["sequential"]["ab"]["looks"]
+        assert looks and all(look["boundary_z"] > 1.96 for look in looks)

@@ -48,6 +48,9 @@ def test_envelope_opens_against_raw_aes_passes_and_cleans_up(tmp_path: Path):
         "envelope.open_mb_per_s",
         "envelope.open_vs_memory_aes",
         "envelope.open_checked_mb_per_s",
+        "envelope.hybrid_seal_mb_per_s",  # the post-quantum suite against X25519
+        "envelope.hybrid_open_mb_per_s",
+        "envelope.hybrid_sealed_bytes",
     ]
     assert _finite(figures)
     assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.sealed"))

@@ -266,7 +266,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     _declare(story, tmp)
     _whitelist(story, tmp)
     _pilot(story, tmp)
-    story.invoke("readout", "readout", COUPON, "--k", "10")
+    story.invoke("readout", "readout", COUPON, "-k", "10")
     story.ok("list", "list")
     story.ok("show", "show", RESCUE)
     _tamper(story)

@@ -71,7 +71,9 @@ INPUT_OPTIONS = {
     "ingest FILE": "ingest {bad}",
     "vendor evaluate --request": "vendor evaluate --request {bad} --declared-customers 10",
     "match --extract": f"match --extract {{bad}} --snapshot {SNAPSHOT}",
-    "match --answer": f"match --mode oprf --extract {{extract}} --snapshot {SNAPSHOT} --answer {{bad}}",
+    "match --answer": (
+        f"match --mode oprf --extract {{extract}} --snapshot {SNAPSHOT} --answer {{bad}}"
+    ),
     "train --campaign": "train --campaign {bad}",
     "campaign create FILE": "campaign create {bad}",
     "campaign outcomes FILE": "campaign outcomes {bad}",
@@ -168,3 +170,48 @@ def test_a_mistyped_run_folder_is_refused_and_nothing_is_created(run: Path, tmp_
         assert code == 2, stdout + stderr
         assert "fusion keys init" in stderr or "fusion vendor keygen" in stderr, stderr
         assert not typo.exists()
+
+
+# -- 9: files that used to be accepted although they hold nothing usable -------------------------
+
+
+def _users(tmp: Path, phones: pl.Series) -> Path:
+    path = tmp / "users.parquet"
+    n = len(phones)
+    pl.DataFrame(
+        {
+            "phone": phones,
+            "app_ids": [[1]] * n,
+            "app_days": [[1]] * n,
+            "app_sessions": [[1]] * n,
+            "tag_ids": [[1]] * n,
+            "tag_weights": [[1.0]] * n,
+        },
+        schema_overrides={
+            "app_ids": pl.List(pl.Int32),
+            "app_days": pl.List(pl.Int16),
+            "app_sessions": pl.List(pl.Int32),
+            "tag_ids": pl.List(pl.Int32),
+            "tag_weights": pl.List(pl.Float32),
+        },
+    ).write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("phones", "expected"),
+    [
+        (pl.Series([13800000001, 13800000002], dtype=pl.Int64), "phone is Int64, not text"),
+        (pl.Series([None, None], dtype=pl.String), "no user has a valid mobile phone"),
+    ],
+)
+def test_vendor_pack_seals_no_batch_of_nobody(
+    run: Path, tmp_path: Path, phones: pl.Series, expected: str
+):
+    out = tmp_path / "batch.sealed"
+    code, stdout, stderr = _invoke(
+        f"vendor pack --users {_users(tmp_path, phones)} --out {out}", run
+    )
+    assert code == 2, stdout + stderr
+    assert expected in " ".join(stderr.split())
+    assert not out.exists() and not list(tmp_path.glob(".batch-*"))

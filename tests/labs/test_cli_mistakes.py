@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -300,3 +301,103 @@ def test_match_help_documents_its_exit_codes():
     result = runner.invoke(app, ["match", "--help"])
     assert result.exit_code == 0
     assert "Exit status" in result.output and "--replace" in result.output
+
+
+# -- 9: an extract the bank's side cannot use ------------------------------------------------------
+
+
+def test_an_empty_extract_is_called_empty(run: Path):
+    empty = run / "empty.parquet"
+    pl.read_parquet(extract(run)).head(0).write_parquet(empty)
+    result = fusion(run, "match", "--extract", str(empty), "--snapshot", "2026-10-31")
+    assert result.exit_code == 2, result.output
+    assert first_line(result.stderr) == (
+        "error: the extract has no rows: export the customers of the snapshot again"
+    )
+
+
+def test_an_extract_error_speaks_to_the_bank(run: Path):
+    before = customers_table(run)
+    no_ids = run / "no-ids.parquet"
+    pl.read_parquet(extract(run)).with_columns(customer_id=pl.lit(None, pl.Int64)).write_parquet(
+        no_ids
+    )
+    result = fusion(run, "match", "--extract", str(no_ids), "--snapshot", "2026-10-31")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.stderr.split())
+    assert "run `fusion match` again; nothing was stored" in text
+    assert "batch_id" not in text
+    assert customers_table(run).equals(before)
+
+
+# -- the OPRF answer: a snapshot replaced only when asked; an answer kept unless forced --------
+
+
+def _oprf_request(run: Path, extract_path: Path, request: Path, *extra: str) -> None:
+    epoch = Keyring.open(RunFolder(run).vendor_keys).current_oprf_epoch()
+    asked = fusion(
+        run, "match", "--mode", "oprf", "--epoch", epoch, "--extract", str(extract_path),
+        "--snapshot", SNAPSHOT, "--request-out", str(request), *extra,
+    )  # fmt: skip
+    assert asked.exit_code == 0, asked.output
+
+
+def test_vendor_evaluate_keeps_an_existing_answer_unless_forced(run: Path):
+    request, answer = run / "request.oprf", run / "answer.oprf"
+    _oprf_request(run, extract(run), request)
+    answer.write_bytes(b"an answer already written")
+    budget = digests(RunFolder(run).vendor_keys)
+    kept = fusion(
+        run, "vendor", "evaluate", "--request", str(request), "--out", str(answer),
+        "--declared-customers", "3000",
+    )  # fmt: skip
+    assert kept.exit_code == 2, kept.output
+    assert first_line(kept.stderr).startswith(f"error: {answer} exists already")
+    assert answer.read_bytes() == b"an answer already written"
+    assert digests(RunFolder(run).vendor_keys) == budget  # nothing spent
+    forced = fusion(
+        run, "vendor", "evaluate", "--request", str(request), "--out", str(answer),
+        "--declared-customers", "3000", "--force",
+    )  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert answer.read_bytes() != b"an answer already written"
+
+
+def test_an_oprf_answer_replaces_a_matched_snapshot_only_when_asked(run: Path):
+    folder = RunFolder(run)
+    users = run / "world" / "vendor" / "users.parquet"
+    sealed = run / "oprf.sealed"
+    packed = fusion(
+        run, "vendor", "pack", "--users", str(users), "--mode", "oprf", "--out", str(sealed)
+    )
+    assert packed.exit_code == 0, packed.output
+    assert fusion(run, "ingest", str(sealed)).exit_code == 0
+    after_batch = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    epoch = Keyring.open(folder.vendor_keys).current_oprf_epoch()
+    oprf = ["match", "--mode", "oprf", "--epoch", epoch, "--snapshot", after_batch]
+    matched = fusion(run, *oprf, "--extract", str(extract(run)), "--local-vendor")
+    assert matched.exit_code == 0, matched.output
+    # 1,000 more evaluations fit the epoch's budget (3,000 declared: 4,300).
+    smaller, request = smaller_extract(run, rows=1_000), run / "request.oprf"
+    answer = run / "answer.oprf"
+    asked = fusion(
+        run, *oprf, "--extract", str(smaller), "--request-out", str(request), "--replace"
+    )
+    assert asked.exit_code == 0, asked.output
+    answered = fusion(
+        run, "vendor", "evaluate", "--request", str(request), "--out", str(answer),
+        "--declared-customers", "3000",
+    )  # fmt: skip
+    assert answered.exit_code == 0, answered.output
+    before = customers_table(run)
+    args = [*oprf, "--extract", str(smaller), "--answer", str(answer)]
+
+    refused = fusion(run, *args)
+
+    assert refused.exit_code == 2, refused.output
+    assert "--replace" in " ".join(refused.stderr.split())
+    assert customers_table(run).equals(before)
+    replaced = fusion(run, *args, "--replace")
+    assert replaced.exit_code == 0, replaced.output
+    stored = customers_table(run).filter(pl.col("snapshot_date").cast(pl.String) == after_batch)
+    assert stored["customer_id"].n_unique() == 1_000

@@ -1,8 +1,9 @@
 """Sealed batches: round trips, a second writer built from docs/envelope.md, and every refusal.
 
 Each test makes real keyrings in tmp_path. Refusals are checked to leave nothing at `out` (nor a
-temp file beside it), to share one message, and to carry an accurate `cause`. Format versions 2
-(written by default) and 1 (still opened, written on request) go through the same tests.
+temp file beside it), to share one message, and to carry an accurate `cause`. Format versions 3
+(written by default), 2 and 1 (still opened, written on request) go through the same tests; the
+post-quantum hybrid suite of version 3 and the bank's suite policy have tests of their own.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ from tests.support.sealing import CHUNK, NOW, Parties, pair
 VECTORS = Path(__file__).parent / "vectors"
 PAYLOAD = bytes(range(256)) + b"tail of the last chunk"  # 5 chunks of 64, the last 22 bytes
 LAST_CHUNK = 4
-VERSIONS = (2, 1)
+VERSIONS = (3, 2, 1)
 
 
 def _layout(sealed: bytes) -> dict[str, int]:
     """Offsets of the parts of a sealed file, read the way docs/envelope.md describes them."""
     (manifest_size,) = struct.unpack_from(">I", sealed, 10)
     key_block = 14 + manifest_size + 2
-    records, starts = key_block + 80 + 8, []
+    (key_block_size,) = struct.unpack_from(">H", sealed, key_block - 2)
+    records, starts = key_block + key_block_size + 8, []
     at = records
     while True:
         flag, size = struct.unpack_from(">BI", sealed, at)
@@ -51,7 +53,7 @@ def _layout(sealed: bytes) -> dict[str, int]:
     return {
         "manifest": 14,
         "key_block": key_block,
-        "nonce_prefix": key_block + 80,
+        "nonce_prefix": key_block + key_block_size,
         "records": records,
         "signature": at,
         **{f"chunk{i}": start for i, start in enumerate(starts)},
@@ -67,7 +69,7 @@ def _batch_digest(sealed: bytes) -> str:
     tags = b"".join(sealed[end - 16 : end] for end in records[1:])
     n, ciphertext = len(records) - 1, at["signature"] - at["records"] - 5 * (len(records) - 1)
     message = (
-        b"bankfusion/batch/v2/signature"
+        f"bankfusion/batch/v{sealed[9]}/signature".encode()
         + hashlib.sha256(sealed[: at["records"]]).digest()
         + struct.pack(">QQ", n, ciphertext)
         + hashlib.sha256(tags).digest()
@@ -186,7 +188,7 @@ def _forge(
     recipient: object,
     signer: Ed25519PrivateKey,
     chunk_size: int = CHUNK,
-    version: int = 2,
+    version: int = 3,
     payload_bytes: int | None = None,
     payload_sha256: str | None = None,
     secrets: tuple[bytes, bytes, bytes] | None = None,
@@ -201,6 +203,7 @@ def _forge(
         payload_bytes=len(payload) if payload_bytes is None else payload_bytes,
         payload_sha256=payload_sha256 or hashlib.sha256(payload).hexdigest(),
         chunk_size=chunk_size,
+        suite="X25519" if version >= 3 else None,
     ).to_bytes()
     suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     info = f"bankfusion/batch/v{version}/data-key".encode() + hashlib.sha256(m).digest()
@@ -229,7 +232,7 @@ def _forge(
         )
     else:
         message = (
-            b"bankfusion/batch/v2/signature"
+            f"bankfusion/batch/v{version}/signature".encode()
             + header_digest
             + struct.pack(">QQ", len(chunks), len(payload) + 16 * len(chunks))
             + hashlib.sha256(tags).digest()
@@ -269,7 +272,7 @@ def _vector(version: int) -> tuple[dict, X25519PrivateKey, Ed25519PrivateKey]:
     return case, bank_key, vendor_key
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", (2, 1))  # version 3: test_envelope_reader.py
 @pytest.mark.parametrize("check", [True, False], ids=["checked", "ingest"])
 def test_known_answer_vector_opens(tmp_path: Path, version: int, check: bool):
     """A file sealed once by this module with fixed keys: the format must keep opening it."""
@@ -334,13 +337,14 @@ def test_known_answer_vector_v2_is_reproduced_byte_for_byte(tmp_path: Path, monk
         manifest,
         recipient=None,
         signer=vendor_key,
+        version=2,
         secrets=(data_key, key_block, prefix),
     )
     assert forged == expected
 
     drawn = []
 
-    def pinned(recipient: object, info_arg: bytes) -> tuple[bytes, bytes, bytes]:
+    def pinned(recipient: object, suite: object, info_arg: bytes) -> tuple[bytes, bytes, bytes]:
         drawn.append(info_arg)
         return data_key, key_block, prefix
 
@@ -353,6 +357,7 @@ def test_known_answer_vector_v2_is_reproduced_byte_for_byte(tmp_path: Path, monk
         recipient=bank_key.public_key(),
         signer=vendor_key,
         chunk_size=manifest.chunk_size,
+        format_version=2,
     )
     assert drawn == [info]
     assert (tmp_path / "sealed").read_bytes() == expected
@@ -392,8 +397,9 @@ def _edit_rows(raw: bytes, at: dict[str, int]) -> bytes:
 TAMPERING = {
     "flip-magic": (_flip(lambda at: 0), "bad magic"),
     "flip-version": (
-        _flip(lambda at: 9),  # 2 -> 3, 1 -> 0
-        r"format version [03] is not supported \(this reader knows 1 and 2\)",
+        _flip(lambda at: 9),  # 3 -> 2, 2 -> 3, 1 -> 0
+        r"format version 0 is not supported \(this reader knows 1, 2, 3\)"
+        r"|the header says format version (2, the manifest 3|3, the manifest 2)",
     ),
     "flip-manifest-syntax": (_flip(lambda at: at["manifest"]), "manifest rejected: .*not JSON"),
     "manifest-value-edited": (_edit_rows, "data key did not unwrap with bank key 'bank-hpke-1'"),
@@ -628,14 +634,15 @@ def test_a_signed_manifest_that_lies_about_the_payload_is_refused(
         (2, b"", "the header says format version 1, the manifest 2"),
         (1, b"", "the header says format version 2, the manifest 1"),
         (2, b"manifest too", "data key did not unwrap"),
+        (3, b"", "the header says format version 2, the manifest 3"),
     ],
-    ids=["v2-as-v1", "v1-as-v2", "v2-as-v1-manifest-too"],
+    ids=["v2-as-v1", "v1-as-v2", "v2-as-v1-manifest-too", "v3-as-v2"],
 )
 def test_a_file_relabelled_as_another_version_is_refused(
     parties: Parties, version: int, edit: bytes, cause: str
 ):
     sealed = parties.seal(PAYLOAD, version=version)
-    raw, other = sealed.read_bytes(), 3 - version
+    raw, other = sealed.read_bytes(), {3: 2, 2: 1, 1: 2}[version]
     relabelled = raw[:8] + struct.pack(">H", other) + raw[10:]
     if edit:
         old, new = (f'"format_version":{v}'.encode() for v in (version, other))
@@ -663,7 +670,7 @@ def test_a_data_key_holder_can_rewrite_a_chunk_only_the_digest_or_v1_notices(
     sealed.write_bytes(
         rewrite_as_key_holder(raw, bank_key, at=CHUNK, wanted=wanted, fix_at=CHUNK + 16)
     )
-    if version == 2:
+    if version >= 2:
         opened, plain = parties.open(sealed, check=False)
         assert plain[CHUNK : CHUNK + 16] == wanted and plain[CHUNK + 32 :] == PAYLOAD[CHUNK + 32 :]
         assert plain[:CHUNK] == PAYLOAD[:CHUNK] and plain != PAYLOAD
@@ -704,11 +711,11 @@ def test_read_manifest_refuses_what_is_not_a_sealed_batch(parties: Parties):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"recipient": "private"}, "recipient must be the bank's X25519PublicKey"),
+        ({"recipient": "private"}, "recipient must be the bank's HPKE public key"),
         ({"signer": "public"}, "signer must be the vendor's Ed25519PrivateKey"),
         ({"chunk_size": 16}, "chunk_size must be an int of 64"),
         ({"chunk_size": 65 * 1024 * 1024}, "chunk_size must be an int of 64"),
-        ({"format_version": 3}, "format_version must be 2 \\(current\\) or 1"),
+        ({"format_version": 4}, "format_version must be 3 \\(current\\), or 2 or 1"),
         ({"payload": "missing"}, "is not a readable file"),
         ({"out": "no-folder"}, "does not exist; create it first"),
         ({"out": "payload"}, "is the payload itself"),
@@ -752,3 +759,55 @@ def test_a_payload_that_changes_while_sealed_is_refused_by_seal(parties: Parties
         parties.seal(PAYLOAD)
     assert not (parties.root / "batch.sealed").exists()
     assert [p.name for p in parties.root.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# -- the post-quantum hybrid suite and the bank's suite policy ---------------------------------
+
+
+def _hybrid(parties: Parties) -> str:
+    """Rotate the bank to a MLKEM768-X25519 key and give it to the vendor; return its kid."""
+    kid = parties.bank.rotate("hpke", suite="MLKEM768-X25519")
+    parties.vendor.import_recipient(
+        *parties.bank.recipient_public_bytes(kid), suite="MLKEM768-X25519"
+    )
+    return kid
+
+
+def test_a_hybrid_batch_seals_and_opens_and_x25519_still_opens(parties: Parties):
+    x25519 = parties.seal(PAYLOAD, name="classic")
+    kid = _hybrid(parties)
+    hybrid = parties.seal(PAYLOAD, name="hybrid", recipient_kid=kid)
+    opened, plain = parties.open(hybrid)
+    assert plain == PAYLOAD and opened.manifest.suite == "MLKEM768-X25519"
+    raw = hybrid.read_bytes()
+    assert len(raw) == len(x25519.read_bytes()) + 1088 + len(b"MLKEM768-")  # enc 1120 vs 32
+    assert opened.sealed_sha256 == _batch_digest(raw)
+    (parties.root / "opened" / "payload.parquet").unlink()
+    assert parties.open(x25519)[0].manifest.suite == "X25519"
+    with pytest.raises(EnvelopeError, match="seal with format version 3"):
+        parties.seal(PAYLOAD, name="old", version=2, recipient_kid=kid)
+
+
+def test_a_policy_that_requires_the_hybrid_suite_refuses_an_x25519_batch(parties: Parties):
+    classic, old = (
+        parties.seal(PAYLOAD, name="classic"),
+        parties.seal(PAYLOAD, name="v1", version=1),
+    )
+    _hybrid(parties)
+    parties.bank.set_accepted_suites(["MLKEM768-X25519"])
+    accepted = parties.bank.accepted_suites()
+    for sealed in (classic, old):
+        with pytest.raises(BatchRefused) as refused:
+            open_sealed(
+                sealed,
+                parties.root / "opened" / "p",
+                recipient_keys=parties.bank.recipient_private,
+                vendor_keys=parties.bank.vendor_public,
+                accepted_suites=accepted,
+            )
+        _assert_refused(
+            refused,
+            "suite X25519 is not accepted by the bank's policy \\(accepted: MLKEM768-X25519\\); "
+            "ask vendor 'vendor-a' to seal the batch again",
+            parties.root,
+        )

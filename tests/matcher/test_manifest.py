@@ -26,7 +26,8 @@ def test_the_manifest_is_canonical_json(parties: Parties):
     fields = json.loads(data)
     assert data == json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
     assert fields["created_at"] == "2026-11-03T09:30:00Z"  # UTC
-    assert fields["mode"] == "salted" and fields["format_version"] == 2
+    assert fields["mode"] == "salted" and fields["format_version"] == 3
+    assert fields["suite"] == "X25519" and "oprf_public_key" not in fields
     assert Manifest.from_bytes(data) == manifest
     assert "counts" not in json.loads(replace(manifest, counts=None).to_bytes())
     with pytest.raises(EnvelopeError, match="canonical"):
@@ -55,3 +56,22 @@ def test_the_manifest_is_canonical_json(parties: Parties):
 def test_manifest_new_explains_bad_fields(parties: Parties, field: str, value, message: str):
     with pytest.raises(EnvelopeError, match=message):
         parties.manifest(**{field: value})
+
+
+def test_version_3_fields(parties: Parties):
+    """`suite` exists from version 3 on (X25519 is implied before); an OPRF public key only in
+    an OPRF batch."""
+    sealed = replace(parties.manifest(), payload_sha256="0" * 64, chunk_size=CHUNK)
+    assert Manifest.from_bytes(sealed.to_bytes()).suite == "X25519"
+    v2 = replace(sealed, format_version=2, suite=None)
+    assert "suite" not in json.loads(v2.to_bytes())
+    with pytest.raises(EnvelopeError, match="exist from format version 3"):
+        replace(v2, suite="X25519")
+    with pytest.raises(EnvelopeError, match="suite must be one of X25519, MLKEM768-X25519"):
+        replace(sealed, suite=None)
+    with pytest.raises(EnvelopeError, match="OPRF-mode batch only"):
+        replace(sealed, oprf_public_key="ab" * 32)
+    oprf = parties.manifest(mode="oprf", oprf_public_key=bytes(range(32)))
+    assert oprf.oprf_public_key == bytes(range(32)).hex()
+    with pytest.raises(EnvelopeError, match="64 lowercase hex"):
+        replace(oprf, oprf_public_key="AB" * 32)

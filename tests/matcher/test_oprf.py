@@ -14,7 +14,10 @@ from contracts.errors import ConfigError, FusionError
 from matcher import oprf
 from matcher.oprf import (
     OUTPUT_BYTES,
+    PROOF_BYTES,
+    PROOF_ELEMENTS,
     OprfError,
+    OprfMode,
     OprfServerKey,
     blind,
     blind_evaluate,
@@ -22,12 +25,17 @@ from matcher.oprf import (
     evaluate,
     expand_message_xmd,
     finalize,
+    generate_proof,
+    verify_proof,
 )
 
 VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "oprf_ristretto255_sha512.json").read_text()
 )
 OPRF = VECTORS["oprf"]
+VOPRF = json.loads(
+    (Path(__file__).parent / "vectors" / "voprf_ristretto255_sha512.json").read_text()
+)["voprf"]
 XMD = VECTORS["expand_message_xmd_sha512"]
 
 L = 2**252 + 27742317777372353535851937790883648493  # the group order (RFC 9496)
@@ -252,3 +260,73 @@ def test_derive_checks_its_arguments_and_is_deterministic():
 def test_a_key_rebuilt_from_its_scalar_evaluates_the_same(key: OprfServerKey):
     inputs = _phones(5)
     assert evaluate(OprfServerKey(key.scalar), inputs) == evaluate(key, inputs)
+
+
+# -- the verifiable mode (VOPRF, RFC 9497 mode 0x01) ---------------------------------------------
+
+
+def _voprf_key() -> OprfServerKey:
+    seed, info = bytes.fromhex(VOPRF["Seed"]), bytes.fromhex(VOPRF["KeyInfo"])
+    return OprfServerKey.derive(seed, info, mode=OprfMode.VOPRF)
+
+
+def _hex_list(case: dict, name: str) -> list[bytes]:
+    return [bytes.fromhex(item) for item in case[name].split(",")]
+
+
+def test_rfc9497_voprf_key_pair():
+    key = _voprf_key()
+    assert key.scalar.hex() == VOPRF["skSm"]
+    assert key.public_key().hex() == VOPRF["pkSm"]
+    assert OprfMode.VOPRF.context_string == b"OPRFV1-\x01-ristretto255-SHA512"
+
+
+@pytest.mark.parametrize("case", VOPRF["vectors"], ids=lambda c: c["name"])
+def test_rfc9497_voprf_vectors(case: dict):
+    key, public = _voprf_key(), bytes.fromhex(VOPRF["pkSm"])
+    inputs, blinds = _hex_list(case, "Input"), _hex_list(case, "Blind")
+    blinded = blind_with(inputs, blinds, mode=OprfMode.VOPRF)
+    assert blinded == _hex_list(case, "BlindedElement")
+    evaluated = blind_evaluate(key, blinded)
+    assert evaluated == _hex_list(case, "EvaluationElement")
+    proof = generate_proof(key, blinded, evaluated, nonce=bytes.fromhex(case["ProofRandomScalar"]))
+    assert proof.hex() == case["Proof"]
+    assert verify_proof(public, blinded, evaluated, proof)
+    assert finalize(inputs, blinds, evaluated) == _hex_list(case, "Output")
+    assert evaluate(key, inputs, mode=OprfMode.VOPRF) == _hex_list(case, "Output")
+
+
+def test_the_two_modes_are_different_functions(key: OprfServerKey):
+    inputs = _phones(5)
+    assert not set(evaluate(key, inputs)) & set(evaluate(key, inputs, mode=OprfMode.VOPRF))
+
+
+def test_a_proof_refuses_one_point_evaluated_under_another_key(key: OprfServerKey):
+    inputs = _phones(1_030, seed=4)  # two chunks on two threads
+    _, blinded = blind(inputs, rng=random.Random(3).randbytes, mode=OprfMode.VOPRF)
+    evaluated = blind_evaluate(key, blinded, workers=2)
+    proof = generate_proof(key, blinded, evaluated, workers=2)
+    assert len(proof) == PROOF_BYTES
+    assert verify_proof(key.public_key(), blinded, evaluated, proof, workers=2)
+    # The vendor evaluates one customer under another key to single it out: refused.
+    split = list(evaluated)
+    split[600] = blind_evaluate(OprfServerKey.generate(), [blinded[777]])[0]
+    assert not verify_proof(key.public_key(), blinded, split, proof, workers=2)
+    # Nor does a proof hold for another key, other elements, or altered bytes.
+    other = OprfServerKey.generate().public_key()
+    assert not verify_proof(other, blinded, evaluated, proof)
+    assert not verify_proof(key.public_key(), blinded[:3], evaluated[:3], proof)
+    assert not verify_proof(key.public_key(), blinded, evaluated, proof[:32] + bytes(32))
+    for bad in (b"", proof[:-1], b"\xff" * PROOF_BYTES):
+        assert not verify_proof(key.public_key(), blinded, evaluated, bad)
+    assert not verify_proof(b"\x00" * 32, blinded, evaluated, proof)
+
+
+def test_a_proof_covers_at_most_65536_elements(key: OprfServerKey):
+    too_many = [G] * (PROOF_ELEMENTS + 1)
+    with pytest.raises(OprfError, match="in blocks"):
+        generate_proof(key, too_many, too_many)
+    with pytest.raises(OprfError, match="aligned"):
+        verify_proof(key.public_key(), [G], [], bytes(PROOF_BYTES))
+    with pytest.raises(OprfError, match="evaluated element 0"):
+        verify_proof(key.public_key(), [G], [bytes(32)], bytes(PROOF_BYTES))

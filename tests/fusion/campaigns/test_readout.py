@@ -473,3 +473,84 @@ def test_zone_aware_times_are_compared_in_utc():
     readout = read_out(campaign_, assignments, shifted)
     assert readout.comparison is not None
     assert (readout.comparison.successes_t, readout.comparison.successes_c) == (40, 20)
+
+
+def _adjusting_inputs(assignments: pl.DataFrame, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return a flat propensity score (CUPAC) and an AUM metric with its pre-period (CUPED)."""
+    rng = np.random.default_rng(seed)
+    n = assignments.height
+    treated = (assignments["arm"] == "treatment").to_numpy()
+    pre = rng.lognormal(9.0, 1.0, n)
+    ids = assignments["customer_id"]
+    covariates = pl.DataFrame({"customer_id": ids, "acquisition_score": rng.uniform(0, 0.05, n)})
+    metrics = pl.DataFrame(
+        {
+            "customer_id": ids,
+            "metric": "aum",
+            "value": pre * rng.lognormal(0.0, 0.1, n) + 100.0 * treated,
+            "pre_value": pre,
+        }
+    )
+    return covariates, metrics
+
+
+def test_adjusted_figures_sit_beside_the_unadjusted_ones(tmp_path: Path):
+    campaign_, assignments, events = _simulated(1)
+    covariates, metrics = _adjusting_inputs(assignments, 1)
+    readout = read_out(campaign_, assignments, events, covariates=covariates, metrics=metrics)
+    by = {a.metric: a for a in readout.adjusted}
+    assert set(by) == {"converted", "aum"}
+    aum, converted = by["aum"], by["converted"]
+    assert aum.covariate == "pre-period aum" and converted.covariate == "acquisition score"
+    # The unadjusted figure is the plain difference; the adjustment narrows it a lot for an
+    # amount against its pre-period, and buys little for a conversion against a flat score.
+    assert readout.comparison is not None
+    assert converted.unadjusted.estimate == pytest.approx(readout.comparison.diff, abs=1e-12)
+    treated = (assignments["arm"] == "treatment").to_numpy()
+    value = metrics["value"].to_numpy()
+    assert aum.unadjusted.estimate == pytest.approx(value[treated].mean() - value[~treated].mean())
+    assert aum.interval_narrowing > 0.5 and not aum.buys_little and aum.control_saved > 0
+    assert aum.adjusted.ci_low <= 100.0 <= aum.adjusted.ci_high
+    assert converted.buys_little and "buys little" in converted.verdict()
+    assert readout.sequential["ab"].looks  # weekly looks of the A/B test
+    data = readout.to_dict()
+    json.dumps(data, allow_nan=False)
+    assert {a["metric"] for a in data["adjusted"]} == {"converted", "aum"}
+    assert data["sequential"]["ab"]["look_days"] == 7
+    assert data["sequential"]["ab"]["looks"][0]["boundary_z"] > 1.96
+    paths = write_readout(readout, tmp_path)
+    page = paths["html"].read_text()
+    assert "Adjusted by what the bank knew before assignment" in page
+    assert "Always-valid p" in page and "buys little" in page
+    long = pl.read_parquet(paths["parquet"])
+    assert {"adjusted.aum.adjusted.estimate", "adjusted.aum.stratified.estimate"} <= set(
+        long["metric"].to_list()
+    )
+    for text in (page, paths["json"].read_text()):
+        assert str(assignments["customer_id"][0]) not in text
+
+
+def test_no_covariate_no_adjusted_figure_and_the_old_readout_unchanged():
+    campaign_, assignments, events = _simulated(2)
+    plain = read_out(campaign_, assignments, events)
+    assert plain.adjusted == ()
+    covariates, metrics = _adjusting_inputs(assignments, 2)
+    adjusted = read_out(campaign_, assignments, events, covariates=covariates, metrics=metrics)
+    assert adjusted.comparison == plain.comparison and adjusted.decision == plain.decision
+    assert adjusted.arms.equals(plain.arms)
+    with pytest.raises(CampaignError, match="one score column"):
+        read_out(campaign_, assignments, events, covariates=metrics)
+
+
+def test_a_sequential_campaign_is_decided_at_the_first_crossing_look():
+    _, assignments, events = _simulated(3)
+    sequential = load_declaration(DECLARATION | {"analysis": "sequential"})
+    far = (10**6, 10**6)  # a fixed horizon this test never reaches
+    fixed = read_out(campaign(), assignments, events, planned=far)
+    assert fixed.status == "interim" and fixed.decision is None
+    early = read_out(sequential, assignments, events, planned=far)
+    test = early.sequential["ab"]
+    assert test.crossed_at is not None
+    assert early.status == "decided" and early.decision == "significant"
+    assert early.horizon().startswith("sequential (mSPRT, weekly looks): significant")
+    assert early.to_dict()["analysis"] == "sequential"

@@ -18,11 +18,14 @@ from statsmodels.stats.proportion import (
 from statsmodels.stats.proportion import test_proportions_2indep as score_test
 
 from contracts.errors import ConfigError
+from fusion.campaigns.declaration import load_declaration
+from fusion.campaigns.planning import stage_quota
 from fusion.campaigns.statistics import (
     SRM_ALPHA,
     SampleSize,
     achieved_power,
     compare,
+    planned_size,
     sample_ratio,
     sample_size,
 )
@@ -259,3 +262,58 @@ def test_bad_counts_are_refused():
         sample_ratio(0, 0, expected_control_share=0.5)
     with pytest.raises(ConfigError):
         sample_ratio(10, 10, expected_control_share=0.0)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.6, 0.9])
+def test_a_covariates_correlation_shrinks_the_planned_size_by_one_minus_rho_squared(rho: float):
+    plain = sample_size(baseline_rate=0.05, minimum_detectable_effect=0.02)
+    adjusted = sample_size(
+        baseline_rate=0.05, minimum_detectable_effect=0.02, covariate_correlation=rho
+    )
+    # statsmodels at the effect an adjusted difference has: h / sqrt(1 - rho^2).
+    h = proportion_effectsize(0.07, 0.05)
+    nobs1 = NormalIndPower().solve_power(
+        effect_size=h / math.sqrt(1 - rho**2), alpha=0.05, power=0.8, ratio=1.0
+    )
+    assert adjusted.treatment == math.ceil(nobs1)
+    assert adjusted.effect_size == pytest.approx(h)
+    assert adjusted.treatment == pytest.approx(plain.treatment * (1 - rho**2), abs=1.0)
+    if rho == 0.0:
+        assert adjusted == plain  # the default plans as before
+
+
+def test_planned_size_reads_the_declared_correlation():
+    campaign = load_declaration(
+        {
+            "name": "planned-rho",
+            "priority": 1,
+            "objective": {"value": 10.0},
+            "audience": {"source": "model", "model": "acquisition", "deciles": [1]},
+            "channel": {"kind": "sms", "capacity_per_branch_per_day": 10},
+            "stages": {
+                "whitelist": [1],
+                "ab": {"baseline_rate": 0.05, "minimum_detectable_effect": 0.02,
+                       "covariate_correlation": 0.6},
+            },
+        }
+    )  # fmt: skip
+    declared = planned_size(campaign)
+    assert (
+        declared.treatment
+        == sample_size(
+            baseline_rate=0.05, minimum_detectable_effect=0.02, covariate_correlation=0.6
+        ).treatment
+    )
+    assert planned_size(campaign, covariate_correlation=0.0).treatment == 2199
+    assert declared.treatment < 0.65 * 2199
+    # The A/B stage's quota follows: the plan takes fewer customers into the test.
+    plain = campaign.model_copy(
+        update={"stages": campaign.stages.model_copy(
+            update={"ab": campaign.stages.ab.model_copy(update={"covariate_correlation": 0.0})}
+        )}
+    )  # fmt: skip
+    quota = stage_quota(campaign, "ab", audience=100_000, assigned=0)
+    assert quota == math.ceil(declared.total * 1.01) + 100
+    assert quota < stage_quota(plain, "ab", audience=100_000, assigned=0)  # type: ignore[operator]
+    with pytest.raises(ConfigError, match="covariate_correlation"):
+        sample_size(baseline_rate=0.05, minimum_detectable_effect=0.02, covariate_correlation=1.0)

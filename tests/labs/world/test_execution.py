@@ -16,8 +16,11 @@ from fusion.store import Store
 from labs.world import WorldConfig, generate_world, load_world
 from labs.world.errors import WorldError
 from labs.world.execution import (
+    BALANCE_METRIC,
+    TRUE_BALANCE_SCHEMA,
     TRUE_EFFECT_SCHEMA,
     ExecutionConfig,
+    execute_balances,
     execute_campaign,
 )
 from tests.support.stores import store_config
@@ -280,3 +283,49 @@ def test_a_treated_customer_without_a_contact_day_is_delivered_on_the_first_day(
     )
     delivered = events.filter(pl.col("event") == "delivered")
     assert delivered.height == 50 and (delivered["occurred_at"].dt.date() == START).all()
+
+
+def _bank(truth: pl.DataFrame, seed: int = 2) -> pl.DataFrame:
+    """The extract's balances: aum_current, and its month average by the world's law."""
+    rng = np.random.default_rng(seed)
+    current = rng.lognormal(10.0, 1.5, truth.height)
+    return pl.DataFrame(
+        {
+            "customer_id": truth["customer_id"],
+            "aum_current": current,
+            "aum_month_avg": current * rng.lognormal(0.0, 0.08, truth.height),
+        }
+    )
+
+
+@pytest.mark.parametrize("objective", ["mobile_banking", "food_coupon"])
+def test_balances_carry_the_new_money_and_their_true_effect(
+    executed: dict[str, tuple[pl.DataFrame, pl.DataFrame]], truth: pl.DataFrame, objective: str
+):
+    events, effects = executed[objective]
+    bank = _bank(truth)
+    measured = datetime(2026, 11, 1)
+
+    def run(seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return execute_balances(effects, events, bank, campaign_id="c1", objective=objective,  # type: ignore[arg-type]
+                                measured_at=measured, seed=seed)  # fmt: skip
+
+    metrics, true = run(5)
+    assert metrics.equals(run(5)[0]) and not metrics.equals(run(6)[0])
+    assert true.schema == pl.Schema(TRUE_BALANCE_SCHEMA)
+    assert (metrics["metric"] == BALANCE_METRIC).all() and metrics.height == effects.height
+    joined = metrics.join(bank, on="customer_id").join(effects, on="customer_id")
+    assert joined["pre_value"].equals(joined["aum_month_avg"], check_names=False)
+    treated = (joined["arm"] == "treatment").to_numpy()
+    # Drift around the current balance, plus the new money a converted customer brought.
+    gain = (joined["value"] - joined["aum_current"]).to_numpy()
+    measured_effect = gain[treated].mean() - gain[~treated].mean()
+    true_effect = true["effect"].to_numpy().mean()
+    if objective == "food_coupon":
+        assert true_effect == 0.0
+    else:
+        mean_balance = np.exp(8.0 + 0.5)  # the first month's balance: lognormal(8, 1)
+        lift = (effects["p_treatment"] - effects["p_control"]).to_numpy().mean()
+        assert true_effect == pytest.approx(lift * mean_balance)
+    se = np.sqrt(gain[treated].var() / treated.sum() + gain[~treated].var() / (~treated).sum())
+    assert abs(measured_effect - true_effect) < 4 * se
