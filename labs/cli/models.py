@@ -55,9 +55,11 @@ def train_command(
 
     With --cluster every booster is fitted by xgboost.dask on the cluster's workers; metrics,
     registry and reports are the same."""
+    from fusion.pipeline.feature_tables import features_dir
     from fusion.pipeline.modelling import model_report, train_models
 
     folder = RunFolder(run)
+    features_dir(folder, parse_date(snapshot) if snapshot else None)  # none built: said first
     campaign_frame = read_parquet_input(
         campaign or folder.world / WorldFiles.CAMPAIGN,
         what="past A/B campaign",

@@ -25,7 +25,9 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Bind address (loopback unless --public).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port to listen on (0: any free port).")
+    ] = 8000,
     public: Annotated[bool, typer.Option(help="Allow a non-loopback bind address.")] = False,
     docs: Annotated[
         bool | None,

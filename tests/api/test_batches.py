@@ -35,7 +35,7 @@ from fusion.store import Store
 from labs.cli import app as cli
 from labs.world import WorldFiles
 from matcher.atomic import temp_name
-from matcher.envelope import seal
+from matcher.envelope import MAGIC, seal
 from matcher.kem import Suite
 from matcher.keyring import Keyring, pair_locally
 from matcher.manifest import BatchKeys, Manifest
@@ -624,10 +624,14 @@ def test_fusion_vendor_push_exits_non_zero_on_a_refused_token_a_quarantine_or_a_
     broken, batch_id = sealed(bank, BREAKAGES["tags_known"](vendor_batch(50, seed=304)))
     path.write_bytes(broken)
     code, output = _push_cli(bank, path, bank.tokens.vendor, WAIT)
-    assert code == 2 and f"batch {batch_id} was quarantined: it broke the data contract" in output
+    # Delivered and judged: a finding (exit 1), not a usage error.
+    assert code == 1 and f"batch {batch_id} was quarantined: it broke the data contract" in output
 
     garbage = tmp_path / "garbage.sealed"
     garbage.write_bytes(b"not a sealed batch at all")
+    code, output = _push_cli(bank, garbage, bank.tokens.vendor, WAIT)
+    assert code == 2 and "is not a sealed batch file" in output, output  # never sent
+    garbage.write_bytes(MAGIC + b"\0" * 64)  # starts as one: the bank's refusal
     code, output = _push_cli(bank, garbage, bank.tokens.vendor, WAIT)
     assert code == 2 and "could not read the manifest" in output, output
     assert bank.service.uploads.wait_idle(WAIT) and left_behind(bank) == []

@@ -215,3 +215,13 @@ def test_vendor_pack_seals_no_batch_of_nobody(
     assert code == 2, stdout + stderr
     assert expected in " ".join(stderr.split())
     assert not out.exists() and not list(tmp_path.glob(".batch-*"))
+
+
+@pytest.mark.parametrize("column", ["phone", "customer_id"])
+def test_an_extract_without_an_identifier_column_names_it(run: Path, tmp_path: Path, column: str):
+    lacking = tmp_path / "lacking.parquet"
+    pl.read_parquet(run.parent / "extract.parquet").drop(column).write_parquet(lacking)
+    code, stdout, stderr = _invoke(f"match --extract {lacking} --snapshot {SNAPSHOT}", run)
+    assert code == 2, stdout + stderr
+    assert f"has no column {column}" in " ".join(stderr.split())
+    assert "Traceback" not in stdout + stderr
