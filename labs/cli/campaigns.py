@@ -1,5 +1,5 @@
-"""The marketer's commands: `fusion campaign create|plan|promote|deliver|outcomes|readout|close|
-list|show`, the campaign loop of docs/campaigns.md.
+"""The marketer's commands: `fusion campaign create|plan|promote|deliver|outcomes|metrics|readout|
+close|list|show`, the campaign loop of docs/campaigns.md.
 
 Each command opens the run's bank, calls one step of `fusion.pipeline.campaigns` (or reads the
 campaign book) and prints what it did; none holds a rule or a query of its own. Exit status:
@@ -22,7 +22,7 @@ import typer
 from rich.text import Text
 
 from contracts.errors import CampaignError, DeclarationError, GateRefused
-from contracts.input_files import check_input_file
+from contracts.input_files import check_input_file, read_parquet_input
 from labs.cli.options import DEFAULT_RUN, MinCellOption, RunOption, bank_of, now, parse_date
 from labs.cli.terminal import err_console
 
@@ -32,6 +32,7 @@ __all__ = [
     "campaign_create",
     "campaign_deliver",
     "campaign_list",
+    "campaign_metrics",
     "campaign_outcomes",
     "campaign_plan",
     "campaign_promote",
@@ -238,6 +239,30 @@ def campaign_outcomes(
     print_events(recorded, csv=file.suffix.lower() == ".csv")
     if recorded.refused.height:
         raise typer.Exit(code=1)
+
+
+@campaign_app.command("metrics")
+def campaign_metrics(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Amount metrics (Parquet): campaign_id, customer_id, metric (e.g. aum), value "
+            "(after the campaign), pre_value (before assignment; may be null), measured_at."
+        ),
+    ],
+    run: RunOption = DEFAULT_RUN,
+) -> None:
+    """Record per-customer amount metrics; the readout adjusts each by its pre-period (CUPED).
+
+    All or nothing: the first bad row refuses the file, and a newer measurement of a (campaign,
+    metric, customer) replaces an older one."""
+    from fusion.campaigns.metrics import METRIC_SCHEMA
+    from fusion.pipeline.campaigns import record_campaign_metrics
+
+    frame = read_parquet_input(file, what="metrics file", columns=METRIC_SCHEMA.names())
+    with bank_of(run) as bank:
+        written = record_campaign_metrics(bank, frame, now=now())
+    err_console.print(f"{written:,} metric rows recorded from {file.name}")
 
 
 @campaign_app.command("readout")

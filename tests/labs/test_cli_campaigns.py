@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import Result
@@ -244,6 +245,25 @@ def _pilot(story: Story, tmp: Path) -> None:
     story.invoke("many_bad_events", "outcomes", str(many))
 
 
+def _metrics(story: Story, tmp: Path) -> None:
+    """Record an AUM metric of the coupon's pilot: a pre-period, and 1,000 more when treated."""
+    arms = _assigned(story.run, COUPON).filter(pl.col("stage") == "pilot")
+    rng = np.random.default_rng(5)
+    pre = rng.lognormal(10, 1, arms.height)
+    metrics = arms.select(
+        campaign_id=pl.lit(COUPON),
+        customer_id="customer_id",
+        metric=pl.lit("aum"),
+        value=pl.Series(pre * 1.01)
+        + pl.when(pl.col("arm") == "treatment").then(1_000).otherwise(0),
+        pre_value=pl.Series(pre),
+        measured_at=pl.lit(datetime(2026, 11, 1)),
+    )
+    metrics.write_parquet(tmp / "metrics.parquet")
+    story.ok("metrics", "metrics", str(tmp / "metrics.parquet"))
+    story.invoke("metrics_bad", "metrics", str(tmp / "bad-events.csv"))
+
+
 def _tamper(story: Story) -> None:
     """Move a third of the coupon's control customers into treatment, as a broken feed would."""
     with open_bank(RunFolder(story.run)) as bank:
@@ -266,6 +286,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     _declare(story, tmp)
     _whitelist(story, tmp)
     _pilot(story, tmp)
+    _metrics(story, tmp)
     story.invoke("readout", "readout", COUPON, "-k", "10")
     story.ok("list", "list")
     story.ok("show", "show", RESCUE)
@@ -444,3 +465,13 @@ def test_usage_errors_exit_2_without_a_traceback(story: Story):
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
     assert "no campaign 'no-such-campaign'" in _flat(story.results["unknown"])
+
+
+def test_metrics_are_recorded_and_the_readout_adjusts_them(story: Story):
+    assert "metric rows recorded from metrics.parquet" in story.results["metrics"].stderr
+    bad = story.results["metrics_bad"]
+    assert bad.exit_code == 2 and "is not a metrics file (Parquet) file" in _flat(bad)
+    readout = json.loads(
+        (story.run / "reports" / "campaigns" / COUPON / "readout.json").read_text()
+    )
+    assert "aum" in json.dumps(readout["adjusted"])
