@@ -3,8 +3,6 @@ uvicorn server on 127.0.0.1 serving a copy of it, with one token per role."""
 
 from __future__ import annotations
 
-import fcntl
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,30 +11,20 @@ from typer.testing import CliRunner
 
 from labs.cli import app as cli
 from tests.support.server import ServedRun, serve_copy
+from tests.support.shared_runs import shared_run
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """`fusion demo` on a 6k world, then `fusion publish`: the folder the service serves.
 
-    Built once per test run: with two xdist workers, the first builds it in the run's shared
-    temporary folder under a file lock and the other waits for it (tests only ever serve a copy).
+    Built once per test run (`shared_run`); tests only ever serve a copy.
     """
-    if worker_id == "master":
-        return _built(tmp_path_factory.mktemp("api") / "run")
-    shared = tmp_path_factory.getbasetemp().parent  # one folder per test run, every worker's
-    with (shared / "api-demo-run.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        run, built = shared / "api-demo-run", shared / "api-demo-run.built"
-        if not built.exists():
-            shutil.rmtree(run, ignore_errors=True)
-            _built(run)
-            built.touch()
-    return run
+    return shared_run(tmp_path_factory, worker_id, "api-demo-run", _built)[0]
 
 
-def _built(run: Path) -> Path:
-    """Return `run` after `fusion demo` (6k customers, no campaigns) and `fusion publish`."""
+def _built(run: Path) -> str:
+    """Build `run` by `fusion demo` (6k customers, no campaigns) and `fusion publish`."""
     runner = CliRunner()
     result = runner.invoke(
         cli, ["demo", "--out", str(run), "--customers", "6000", "--seed", "4", "--no-campaigns"]
@@ -44,7 +32,7 @@ def _built(run: Path) -> Path:
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["publish", "--run", str(run)])
     assert result.exit_code == 0, result.output
-    return run
+    return result.output
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,14 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.store import Store
 from labs.cli import app
 from labs.world import WorldFiles
 from matcher.identity import normalize_phones
 from matcher.keyring import Keyring
+from tests.support.shared_runs import copy_of, small_demo
 
 pytestmark = pytest.mark.slow  # demo runs, LocalClusters, models trained twice
 
@@ -25,13 +27,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    run = tmp_path_factory.mktemp("cli") / "run"
-    result = runner.invoke(
-        app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5", "--no-campaigns"]
-    )
-    assert result.exit_code == 0, result.output
-    return run, result.output
+def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, str]:
+    """A copy of the shared 3k demo run (these tests change it) and the demo's output."""
+    shared, output = small_demo(tmp_path_factory, worker_id)
+    return copy_of(shared, tmp_path_factory.mktemp("cli") / "run"), output
 
 
 def test_demo_prints_world_and_ingest_summary(demo_run: tuple[Path, str]):
@@ -318,10 +317,13 @@ def test_train_on_a_local_cluster_registers_dask_trained_models(demo_run: tuple[
     result = runner.invoke(app, ["train", "--cluster", "local:2", "--run", str(run)])
     assert result.exit_code == 0, result.output
     for name in ("acquisition", "acquisition-in-bank", "rescue", "campaign-response"):
-        version = (run / "models" / name / "CURRENT").read_text().strip()
+        # A retraining registers challengers: the newest version, CURRENT still the demo's.
+        version = Registry(run / "models").versions(name)[-1]
+        assert version != Registry(run / "models").current(name)
         meta = json.loads((run / "models" / name / version / "model.json").read_text())
         assert "dask: 2 workers" in json.dumps(meta), name
     assert "acquisition AUC (held out)" in result.output
+    assert "challenger" in result.output and "fusion models promote" in result.output
 
 
 def test_features_on_a_local_cluster_equal_the_in_process_build(

@@ -8,7 +8,6 @@ they were. One demo run is built per module; a test that changes it works on its
 from __future__ import annotations
 
 import hashlib
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from labs.cli import app
 from labs.world import WorldFiles
 from matcher.keyring import Keyring
 from tests.support.cli import first_line, fusion
+from tests.support.shared_runs import copy_of, small_demo
 
 pytestmark = pytest.mark.slow  # one demo run (about 15 s), then copies of it
 
@@ -31,21 +31,15 @@ SNAPSHOT = "2026-09-30"  # the demo's snapshot, matched under the first salt epo
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("mistakes") / "run"
-    result = runner.invoke(
-        app, ["demo", "--out", str(run), "--customers", "3000", "--seed", "5", "--no-campaigns"]
-    )
-    assert result.exit_code == 0, result.output
-    return run
+def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The shared 3k demo run: never changed here."""
+    return small_demo(tmp_path_factory, worker_id)[0]
 
 
 @pytest.fixture
 def run(demo_run: Path, tmp_path: Path) -> Path:
     """Return a copy of the demo run for a test that changes it."""
-    copy = tmp_path / "run"
-    shutil.copytree(demo_run, copy)
-    return copy
+    return copy_of(demo_run, tmp_path / "run")
 
 
 def digests(*paths: Path) -> dict[str, str]:
