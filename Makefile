@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench serve lint clean
+.PHONY: demo test test-fast bench serve lint clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,8 +19,19 @@ demo: $(STAMP)
 PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE POLARS_MAX_THREADS=1 \
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PYTEST)
+
+# Debian's chromium for the console's browser tests (tests/api/console/test_browser.py), installed
+# by apt only when /usr/bin/chromium is missing: nothing to do, and no network, once it is there.
+CHROMIUM := /usr/bin/chromium
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@test -w /var/lib/dpkg || { echo "run as root, or: sudo apt-get install chromium"; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 # The inner loop: everything not marked slow (no servers, clusters or trained demo models).
 test-fast: $(STAMP)

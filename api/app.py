@@ -11,6 +11,10 @@ Routes (one router per resource under `api/routes/`), who may call them:
     POST   /v1/outcomes              campaign_tool, admin
     POST   /v1/query                 analyst (its branches), admin (head office)
     DELETE /v1/tokens/{token_id}     admin           revoke a token at once
+    GET /v1/models, POST /v1/models/{name}/promote|rollback
+                                     admin           model versions; CURRENT through the gate
+    /console...                      signed-in staff the server-rendered pages, each scoped as
+                                     its API route (`api.console`, docs/console.md)
     /v1/campaigns...                 marketer, admin; head-office analysts read; campaign_tool
                                      reads deliveries; analysts their branches' readout cells
                                      (`api.routes.campaigns` lists each route's roles)
@@ -49,8 +53,19 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import console
 from api.audit import AuditRecord
-from api.routes import batches, campaigns, health, lists, outcomes, query, scores, tokens
+from api.routes import (
+    batches,
+    campaigns,
+    health,
+    lists,
+    models,
+    outcomes,
+    query,
+    scores,
+    tokens,
+)
 from api.service import Service, utc_now
 from api.settings import ApiSettings
 from contracts.errors import (
@@ -110,12 +125,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         redoc_url="/redoc" if docs else None,
     )
     app.state.settings = settings
-    routers = (health, batches, scores, lists, outcomes, query, tokens, campaigns)
+    routers = (health, batches, scores, lists, outcomes, query, tokens, campaigns, models, console)
     for router in routers:
         app.include_router(router.router)
     # The routes themselves, to name in the audit a request refused before routing.
     app.state.routes = [route for router in routers for route in router.router.routes]
     _errors(app)
+    console.install(app, settings)  # its session book and refusal pages
     app.add_middleware(_BodyCapMiddleware)
     app.add_middleware(_AuditMiddleware)  # outermost: it audits the body cap's 413s too
     return app

@@ -1,16 +1,19 @@
-"""Request counts and latency histograms by route, and how full the kept sealed files are, for
-GET /metrics (Prometheus text)."""
+"""Request counts and latency histograms by route, how full the kept sealed files are, and the
+latest monitoring verdict, for GET /metrics (Prometheus text)."""
 
 from __future__ import annotations
 
 import bisect
+import re
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from fusion.retention import FolderUsage, Retention
 
-__all__ = ["LATENCY_BUCKETS", "RequestMetrics", "kept_lines"]
+__all__ = ["LATENCY_BUCKETS", "RequestMetrics", "kept_lines", "monitoring_lines"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -69,3 +72,63 @@ def kept_lines(kept: Mapping[str, tuple[FolderUsage, Retention]]) -> list[str]:
         ),
     ]
     return lines
+
+
+_VERDICTS = {"ok": 0, "warn": 1, "alert": 2}
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _:.\-]")
+
+
+def _value(value: Any) -> str:
+    """Return a gauge's value: the number, or NaN for a missing one."""
+    return "NaN" if value is None else f"{float(value):.6g}"
+
+
+def monitoring_lines(summary: Mapping[str, Any] | None) -> list[str]:
+    """Return the gauges of the latest monitoring summary (`fusion.pipeline.monitoring`).
+
+    None (nothing monitored yet) gives no line: an absent series, not a zero that reads as
+    "stable".
+    """
+    if not summary:
+        return []
+    snapshot = _UNSAFE.sub("_", str(summary.get("snapshot_date", "")))
+    computed = datetime.fromisoformat(str(summary["computed_at"])).timestamp()
+    models = summary.get("models", {})
+    vendor = summary.get("vendor", [])
+    return [
+        "# HELP bankfusion_monitoring_status Latest monitoring verdict: 0 ok, 1 warn, 2 alert.",
+        "# TYPE bankfusion_monitoring_status gauge",
+        f'bankfusion_monitoring_status{{snapshot="{snapshot}"}} '
+        f"{_VERDICTS.get(str(summary.get('status')), 2)}",
+        "# HELP bankfusion_monitoring_alerts Checks of the latest monitoring run that alert.",
+        "# TYPE bankfusion_monitoring_alerts gauge",
+        f"bankfusion_monitoring_alerts {int(summary.get('alerts', 0))}",
+        "# HELP bankfusion_monitoring_warnings Checks of the latest monitoring run that warn.",
+        "# TYPE bankfusion_monitoring_warnings gauge",
+        f"bankfusion_monitoring_warnings {int(summary.get('warnings', 0))}",
+        "# HELP bankfusion_monitoring_timestamp_seconds When the latest monitoring ran.",
+        "# TYPE bankfusion_monitoring_timestamp_seconds gauge",
+        f"bankfusion_monitoring_timestamp_seconds {computed:.0f}",
+        "# HELP bankfusion_model_score_psi PSI of each model's scores, training against now.",
+        "# TYPE bankfusion_model_score_psi gauge",
+        *(
+            f'bankfusion_model_score_psi{{model="{_UNSAFE.sub("_", name)}"}} '
+            f"{_value(m.get('score_psi'))}"
+            for name, m in models.items()
+        ),
+        "# HELP bankfusion_model_max_csi The largest CSI of each model's input columns.",
+        "# TYPE bankfusion_model_max_csi gauge",
+        *(
+            f'bankfusion_model_max_csi{{model="{_UNSAFE.sub("_", name)}"}} '
+            f"{_value(m.get('max_csi'))}"
+            for name, m in models.items()
+        ),
+        "# HELP bankfusion_vendor_drift_status Each vendor figure's verdict: 0 ok, 1 warn, 2 "
+        "alert.",
+        "# TYPE bankfusion_vendor_drift_status gauge",
+        *(
+            f'bankfusion_vendor_drift_status{{metric="{_UNSAFE.sub("_", str(d["metric"]))}"}} '
+            f"{_VERDICTS.get(str(d.get('status')), 2)}"
+            for d in vendor
+        ),
+    ]

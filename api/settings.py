@@ -59,6 +59,13 @@ class ApiSettings:
     # How far past the service's clock an outcome's occurred_at may be (clocks drift); later: 422.
     outcome_clock_skew: timedelta = timedelta(minutes=5)
     docs: bool | None = None
+    # The console's sign-in sessions (api.console): one ends after `console_idle_timeout`
+    # without a request, and `console_session_lifetime` after sign-in whatever happens.
+    console_idle_timeout: timedelta = timedelta(minutes=30)
+    console_session_lifetime: timedelta = timedelta(hours=12)
+    # Secure cookies: None marks them Secure when the request came over https; True always
+    # (TLS ended by the bank's gateway in front of the service).
+    console_secure_cookies: bool | None = None
 
     @property
     def serves_docs(self) -> bool:
@@ -86,6 +93,12 @@ class ApiSettings:
                 f"outcome_clock_skew must be >= 0, got {self.outcome_clock_skew}",
                 setting="outcome_clock_skew",
             )
+        for name in ("console_idle_timeout", "console_session_lifetime"):
+            if getattr(self, name) <= timedelta(0):
+                raise ConfigError(
+                    f"{name} must be a positive duration, got {getattr(self, name)}",
+                    setting=name,
+                )
         if self.warm_query_workers < 0:
             raise ConfigError(
                 f"warm_query_workers must be >= 0, got {self.warm_query_workers}",

@@ -15,11 +15,22 @@ from contracts.errors import ContractError
 
 __all__ = [
     "BANK_EXTRACT",
+    "IDENTIFIER_COLUMNS",
+    "IDENTIFIER_TYPES",
     "VENDOR_BATCH",
+    "VENDOR_BATCH_V2",
     "VENDOR_OPRF_BATCH",
+    "VENDOR_OPRF_BATCH_V2",
     "MatchMode",
     "TableSchema",
 ]
+
+# The identifier types a match can use, in the fixed order of a composite key: a row keyed by
+# several identifiers carries one key (or label) per type, concatenated in this order, each of
+# the same width (contracts/schemas.py VENDOR_BATCH_V2; docs/envelope.md "Batch payloads").
+IDENTIFIER_TYPES = ("mobile", "id_number", "device_id")
+# The column of a bank extract or a vendor users file that holds each identifier type.
+IDENTIFIER_COLUMNS = {"mobile": "phone", "id_number": "id_number", "device_id": "device_id"}
 
 
 class MatchMode(StrEnum):
@@ -85,6 +96,11 @@ VENDOR_BATCH = TableSchema(
     },
 )
 
+# Version 2: the same columns; `key` is the user's composite key, one 32-byte keyed hash per
+# IDENTIFIER_TYPES in that order (96 bytes), random bytes where the user lacks that identifier,
+# so one vendor user stays one row of apps and tags whichever identifier matches it.
+VENDOR_BATCH_V2 = TableSchema(contract="vendor_batch/v2", columns=dict(VENDOR_BATCH.columns))
+
 # The OPRF mode's batch (matcher/oprf_match.py): per user a 16-byte label derived from F_k(phone)
 # and that user's VENDOR_BATCH lists, encrypted under another key derived from F_k(phone). The
 # bank can check only the shape of these rows on arrival; the lists' own rules are checked on
@@ -97,6 +113,13 @@ VENDOR_OPRF_BATCH = TableSchema(
     },
 )
 
+# Version 2 (matcher/oprf_match.py `seal_rows_by_identifier`): `label` is one 16-byte label per
+# IDENTIFIER_TYPES (48 bytes, random where absent); `sealed` is the row key wrapped under each
+# identifier's key (3 x 60 bytes, random where absent), then nonce || AES-256-GCM(lists).
+VENDOR_OPRF_BATCH_V2 = TableSchema(
+    contract="vendor_oprf_batch/v2", columns=dict(VENDOR_OPRF_BATCH.columns)
+)
+
 # The bank extract carries ~70 features; the contract pins the columns every job relies on and
 # admits the rest (their ranges are checked by the extract suite).
 BANK_EXTRACT = TableSchema(
@@ -105,7 +128,7 @@ BANK_EXTRACT = TableSchema(
         "customer_id": pl.Int64(),
         "branch_id": pl.String(),
         "phone": pl.String(),
-        "id_number": pl.String(),
+        "id_number": pl.String(),  # a `device_id` String column may follow (optional)
         "age": pl.Int16(),
         "mb_registered": pl.Boolean(),
     },

@@ -24,7 +24,15 @@ from typing import Any
 import polars as pl
 
 from contracts.errors import ContractError
-from contracts.schemas import BANK_EXTRACT, VENDOR_BATCH, VENDOR_OPRF_BATCH, TableSchema
+from contracts.schemas import (
+    BANK_EXTRACT,
+    IDENTIFIER_TYPES,
+    VENDOR_BATCH,
+    VENDOR_BATCH_V2,
+    VENDOR_OPRF_BATCH,
+    VENDOR_OPRF_BATCH_V2,
+    TableSchema,
+)
 from contracts.taxonomy import Taxonomy
 
 __all__ = [
@@ -226,6 +234,26 @@ def _no_null_elements(*columns: str) -> pl.Expr:
 KEY_BYTES = 32
 
 
+def _key_shape(column: str, width: int) -> pl.Expr:
+    """Return whether a row's key is one `width`-byte key or a composite of one per identifier
+    type, of the same length as the batch's first row (one layout per batch)."""
+    size = pl.col(column).bin.size()
+    return size.is_in([width, len(IDENTIFIER_TYPES) * width]) & (size == size.first())
+
+
+def _identifier_keys_unique(column: str, width: int) -> pl.Expr:
+    """Return whether each of a row's identifier keys is unique among the batch's keys of its
+    type: a key two rows share would link one customer to two vendor users."""
+    # A single key (the mobile number's alone) is `key_unique`'s to check.
+    single = pl.col(column).bin.size() == width
+    slots = [pl.col(column).bin.slice(i * width, width) for i in range(len(IDENTIFIER_TYPES))]
+    return pl.all_horizontal(single | ~slot.is_duplicated() for slot in slots)
+
+
+def _is_composite(batch: pl.DataFrame, column: str, width: int) -> bool:
+    return batch.height > 0 and batch[column].bin.size().max() == len(IDENTIFIER_TYPES) * width
+
+
 def _is_true(column: str) -> Callable[[Any], Any]:
     return lambda gxe: gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[True])
 
@@ -248,15 +276,18 @@ def validate_vendor_batch(
 ) -> ContractReport:
     """Return the vendor-batch contract report (schema first, then the GX suite).
 
-    Rules: key present, 32 bytes and unique within the batch; every app and tag id exists in the
-    batch's taxonomy version; list columns aligned and without nulls; active days in 1..30,
-    sessions >= 0, tag weights in (0, 1], tags distinct per row; row count equals the manifest.
-    `key_bytes` is 16 for the rows the bank opened in the OPRF mode, keyed by their labels.
+    Rules: key present, 32 bytes (version 2: 96, one keyed hash per identifier type) and unique
+    within the batch, each identifier's key unique among its type's; every app and tag id exists
+    in the batch's taxonomy version; list columns aligned and without nulls; active days in
+    1..30, sessions >= 0, tag weights in (0, 1], tags distinct per row; row count equals the
+    manifest. `key_bytes` is 16 for the rows the bank opened in the OPRF mode, keyed by their
+    labels.
     """
+    slots = len(IDENTIFIER_TYPES)
     key_rule = (
-        "key is a 32-byte keyed hash"
+        f"key is a 32-byte keyed hash, or {slots} (one per identifier type)"
         if key_bytes == KEY_BYTES
-        else f"key is a {key_bytes}-byte OPRF label"
+        else f"key is a {key_bytes}-byte OPRF label, or {slots} (one per identifier type)"
     )
     failed_schema = _schema_report(VENDOR_BATCH, batch, batch_id)
     if failed_schema is not None:
@@ -264,8 +295,9 @@ def validate_vendor_batch(
     apps, tags = taxonomy.apps["app_id"], taxonomy.tags["tag_id"]
     facts = {
         "key_not_null": pl.col("key").is_not_null(),
-        "key_32_bytes": pl.col("key").bin.size() == key_bytes,
+        "key_32_bytes": _key_shape("key", key_bytes),
         "key_unique": ~pl.col("key").is_duplicated(),
+        "identifier_keys_unique": _identifier_keys_unique("key", key_bytes),
         "no_nulls": _no_null_elements(
             "app_ids", "app_days", "app_sessions", "tag_ids", "tag_weights"
         ),
@@ -288,6 +320,11 @@ def validate_vendor_batch(
         _Rule("key_not_null", "key is present", _is_true("key_not_null")),
         _Rule("key_32_bytes", key_rule, _is_true("key_32_bytes")),
         _Rule("key_unique", "key is unique within the batch", _is_true("key_unique")),
+        _Rule(
+            "identifier_keys_unique",
+            "each identifier's key is unique among the batch's keys of its type",
+            _is_true("identifier_keys_unique"),
+        ),
         _Rule("no_nulls", "no list or list element is null", _is_true("no_nulls")),
         _Rule(
             "apps_aligned",
@@ -313,7 +350,10 @@ def validate_vendor_batch(
         _Rule("tags_distinct", "a row lists each tag once", _is_true("tags_distinct")),
         _row_count(expected_rows),
     ]
-    return _run_suite(VENDOR_BATCH.contract, derived, rules, batch_id)
+    contract = (
+        VENDOR_BATCH_V2 if _is_composite(batch, "key", key_bytes) else VENDOR_BATCH
+    ).contract
+    return _run_suite(contract, derived, rules, batch_id)
 
 
 LABEL_BYTES = 16
@@ -321,6 +361,9 @@ LABEL_BYTES = 16
 # the largest (65535 apps of 10 bytes and 65535 tags of 8): matcher/oprf_match.py's layout v1.
 SEALED_MIN_BYTES = 12 + 16 + 5
 SEALED_MAX_BYTES = SEALED_MIN_BYTES + 0xFFFF * (10 + 8)
+# Version 2 rows start with the row key wrapped under each identifier's key: nonce (12), the
+# 32-byte key and its GCM tag (16), per identifier type.
+WRAPPED_KEY_BYTES = 12 + 32 + 16
 
 
 def validate_vendor_oprf_batch(
@@ -328,36 +371,52 @@ def validate_vendor_oprf_batch(
 ) -> ContractReport:
     """Return the OPRF vendor-batch contract report (schema first, then the GX suite).
 
-    Rules: label present, 16 bytes and unique within the batch (two rows under one label would
-    let one evaluation open both); sealed row present and of a size the payload layout allows;
-    row count equals the manifest. The lists inside are checked when the bank opens its matched
-    rows (their rules are `validate_vendor_batch`'s, keyed by label).
+    Rules: label present, 16 bytes (version 2: 48, one per identifier type) and unique within
+    the batch, each identifier's label unique among its type's (two rows under one label would
+    let one evaluation open both); sealed row present and of a size the payload layout allows
+    (version 2: with the wrapped row keys first); row count equals the manifest. The lists
+    inside are checked when the bank opens its matched rows (their rules are
+    `validate_vendor_batch`'s, keyed by label).
     """
     failed_schema = _schema_report(VENDOR_OPRF_BATCH, batch, batch_id)
     if failed_schema is not None:
         return failed_schema
     size = pl.col("sealed").bin.size()
+    composite = _is_composite(batch, "label", LABEL_BYTES)
+    wrapped = len(IDENTIFIER_TYPES) * WRAPPED_KEY_BYTES if composite else 0
     facts = {
         "label_not_null": pl.col("label").is_not_null(),
-        "label_16_bytes": pl.col("label").bin.size() == LABEL_BYTES,
+        "label_16_bytes": _key_shape("label", LABEL_BYTES),
         "label_unique": ~pl.col("label").is_duplicated(),
+        "identifier_labels_unique": _identifier_keys_unique("label", LABEL_BYTES),
         "sealed_not_null": pl.col("sealed").is_not_null(),
-        "sealed_size": size.is_between(SEALED_MIN_BYTES, SEALED_MAX_BYTES),
+        "sealed_size": size.is_between(SEALED_MIN_BYTES + wrapped, SEALED_MAX_BYTES + wrapped),
     }
     derived = batch.select(expr.fill_null(True).alias(name) for name, expr in facts.items())
     rules = [
         _Rule("label_not_null", "label is present", _is_true("label_not_null")),
-        _Rule("label_16_bytes", "label is 16 bytes", _is_true("label_16_bytes")),
+        _Rule(
+            "label_16_bytes",
+            f"label is 16 bytes, or {len(IDENTIFIER_TYPES)} x 16 (one per identifier type)",
+            _is_true("label_16_bytes"),
+        ),
         _Rule("label_unique", "label is unique within the batch", _is_true("label_unique")),
+        _Rule(
+            "identifier_labels_unique",
+            "each identifier's label is unique among the batch's labels of its type",
+            _is_true("identifier_labels_unique"),
+        ),
         _Rule("sealed_not_null", "sealed row is present", _is_true("sealed_not_null")),
         _Rule(
             "sealed_size",
-            f"sealed row is {SEALED_MIN_BYTES:,}..{SEALED_MAX_BYTES:,} bytes (nonce, payload, tag)",
+            f"sealed row is {SEALED_MIN_BYTES + wrapped:,}..{SEALED_MAX_BYTES + wrapped:,} bytes "
+            "(wrapped row keys, nonce, payload, tag)",
             _is_true("sealed_size"),
         ),
         _row_count(expected_rows),
     ]
-    return _run_suite(VENDOR_OPRF_BATCH.contract, derived, rules, batch_id)
+    contract = (VENDOR_OPRF_BATCH_V2 if composite else VENDOR_OPRF_BATCH).contract
+    return _run_suite(contract, derived, rules, batch_id)
 
 
 def validate_bank_extract(

@@ -11,6 +11,8 @@ __all__ = [
     "lists",
     "match",
     "models",
+    "monitoring",
+    "monitoring_checks",
     "oprf_psi",
     "pipeline",
     "progress",

@@ -2,19 +2,25 @@
 
 Two steps around the vendor's turn (`matcher.oprf_exchange.answer_request`):
 
-1. `request_match` checks the extract's contract as the salted mode does, and blinds the
-   normalised phone of each customer who can match (`matcher.psi.customer_phones`: not invalid,
-   not shared) in customer-id order, with blinds drawn from a fresh 32-byte seed by blocks of
-   rows (`matcher.oprf_match.replay_blinds`). It returns the request file to send. The store
-   keeps, in `oprf_requests`, the seed and an HMAC under it of the ids and phones blinded: never
-   a phone, and one seed instead of a blind per customer.
+1. `request_match` checks the extract's contract as the salted mode does, and blinds, for each
+   identifier type of the declared priority in turn, the normalised value of each customer who
+   can match by it (`matcher.psi.customer_identifiers`: not invalid, not shared) in customer-id
+   order, each on its domain-separated OPRF input (`matcher.oprf_match.oprf_input`), with blinds
+   drawn from a fresh 32-byte seed by blocks of rows (`matcher.oprf_match.replay_blinds`). It
+   returns the request file to send. The store keeps, in `oprf_requests`, the seed, the
+   priority and an HMAC under the seed of the ids and inputs blinded: never an identifier, and
+   one seed instead of a blind per input.
 2. `finish_match` re-reads the same extract (phones are never stored, and RFC 9497 Finalize
-   hashes the input again), checks the HMAC, unblinds and finalises, and derives each customer's
-   16-byte label and data key (`matcher.oprf_match`). Reading first, it joins the labels with
-   the sealed rows of the epoch's loaded OPRF batches in DuckDB, opens the matched rows only
-   (AES-256-GCM, the label as associated data) and checks their lists against the vendor-batch
-   contract. Then, in one transaction: the snapshot's customers are stored keyed by label, the
-   opened rows go to vendor_apps / vendor_tags keyed by label, every sealed row of those batches
+   hashes the input again), checks the HMAC, unblinds and finalises, and derives each input's
+   16-byte label and key (`matcher.oprf_match`); a customer's key is its phone label, or with
+   several identifiers the composite of one label per type. Reading first, it links the labels
+   with the sealed rows of the epoch's loaded OPRF batches in DuckDB and keeps, by the declared
+   priority, at most one row per customer and one customer per row (`fusion.match.prioritised`:
+   the salted mode's rule, its conflicts counted), then opens those rows only (AES-256-GCM, the
+   label as associated data; a v2 row through the row key wrapped under the identifier that
+   matched) and checks their lists against the vendor-batch contract. Then, in one
+   transaction: the snapshot's customers are stored keyed by label, the opened rows go to
+   vendor_apps / vendor_tags keyed by their row label, every sealed row of those batches
    is dropped (a non-matched user's row was never opened; after the match only its count
    remains, in match_runs.reasons), the usual match writes `matches` (`fusion.match.match`), and
    the seed is erased: an answer is used once. A batch whose matched rows do not open or break
@@ -60,19 +66,31 @@ from contracts.errors import ConfigError, OprfError
 from contracts.schemas import VENDOR_BATCH, MatchMode
 from contracts.suites import LABEL_BYTES, ContractReport, RuleResult, validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
-from fusion.match import MatchRun, check_extract, match, store_customers
+from fusion.match import (
+    MatchRun,
+    check_extract,
+    identifier_keys_sql,
+    links_sql,
+    match,
+    phone_statuses,
+    prioritised,
+    priority_counts,
+    store_customers,
+)
 from fusion.store import Store
-from matcher.keyed_hash import hmac_digest
+from matcher.keyed_hash import compose_keys, hmac_digest
 from matcher.oprf import OprfMode, blind_with, verify_blocks
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile
 from matcher.oprf_match import (
     SEED_BYTES,
     decode_lists,
     open_rows,
+    open_rows_by_identifier,
+    oprf_input,
     replay_blinds,
     unblind_labels,
 )
-from matcher.psi import CustomerPhones, customer_phones
+from matcher.psi import CustomerIdentifiers, customer_identifiers, usable_priority
 
 if TYPE_CHECKING:
     from fusion.jobs.files import Location
@@ -162,6 +180,7 @@ def request_match(
     engine: Engine | None = None,
     job_dir: Location | None = None,
     require_proof: bool = False,
+    identifiers: Sequence[str] | None = None,
 ) -> tuple[OprfRequestInfo, ElementFile]:
     """Blind the extract's matchable customers for the vendor's OPRF epoch `epoch_id`.
 
@@ -180,13 +199,15 @@ def request_match(
             this machine (in-process or a local cluster). The files are removed at the end.
         require_proof: refuse to make a base-mode request (no loaded batch of the epoch
             publishes a key yet).
+        identifiers: the declared priority, highest first (default: every type the extract
+            has a column for, mobile number > ID number > device id).
 
     Raises:
         ContractError: the extract breaks its contract (nothing is kept).
         ConfigError: the epoch's batches disagree on their key, or `require_proof` and none
             publishes one.
     """
-    found = _phones(extract)
+    found = _identifiers(extract, usable_priority(extract.columns, identifiers))
     public = _published_key(store, epoch_id, snapshot_date)
     if require_proof and public is None:
         raise ConfigError(
@@ -202,8 +223,8 @@ def request_match(
     with store.transaction():
         store.execute(
             "INSERT INTO oprf_requests (request_id, salt_epoch, snapshot_date, customers, "
-            "blinded, inputs_mac, blind_seed, created_at, oprf_public_key, blinded_sha256) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "blinded, inputs_mac, blind_seed, created_at, oprf_public_key, blinded_sha256, "
+            "identifiers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 request_id,
                 epoch_id,
@@ -215,6 +236,7 @@ def request_match(
                 now.replace(tzinfo=None),
                 public,
                 hashlib.sha256(b"".join(blinded)).digest() if public else None,
+                ",".join(found.identifiers),
             ],
         )
     log.info(
@@ -269,8 +291,8 @@ def finish_match(
     """
     if answer.kind != ANSWER:
         raise ConfigError("finish_match takes the vendor's answer file", setting="answer")
-    epoch_id, snapshot_date, seed = _pending(store, answer)
-    found = _phones(extract)
+    epoch_id, snapshot_date, seed, identifiers = _pending(store, answer)
+    found = _identifiers(extract, identifiers)
     _check_inputs(store, answer.request_id, seed, found)
     _check_proofs(store, answer, workers=workers)
     labels, keys_of = _unblind(
@@ -286,15 +308,14 @@ def finish_match(
         )
     ids = [b for b, _ in batches]
     vendor_rows = _count_rows(store, ids)
-    opened, failed = _open_matched(store, ids, dict(batches), labels, keys_of)
+    keys = _label_keys(found, labels)
+    taken, resolved = _assign(store, keys, ids, identifiers)
+    opened, failed = _open_matched(
+        store, taken, dict(batches), _request_rows(found), keys_of, identifiers
+    )
+    details = _details(answer.request_id, vendor_rows, opened.height, ids, failed)
     with store.transaction():
-        store_customers(
-            store,
-            extract,
-            _label_keys(found, labels),
-            epoch_id=epoch_id,
-            snapshot_date=snapshot_date,
-        )
+        store_customers(store, extract, keys, epoch_id=epoch_id, snapshot_date=snapshot_date)
         _load_opened(store, epoch_id, ids, opened, failed, now)
         done = OprfMatchRun(
             run=match(
@@ -302,7 +323,9 @@ def finish_match(
                 epoch_id=epoch_id,
                 snapshot_date=snapshot_date,
                 now=now,
-                details=_details(answer.request_id, vendor_rows, opened.height, ids, failed),
+                details=details | resolved,
+                identifiers=identifiers,
+                key_bytes=LABEL_BYTES,
             ),
             request_id=answer.request_id,
             vendor_rows=vendor_rows,
@@ -406,26 +429,47 @@ def _unblind(
 # -- internals ----------------------------------------------------------------------------------
 
 
-def _phones(extract: pl.DataFrame) -> CustomerPhones:
-    found = customer_phones(extract["customer_id"], extract["phone"])
-    check_extract(extract, found.phones["key_status"])
+def _identifiers(extract: pl.DataFrame, identifiers: Sequence[str]) -> CustomerIdentifiers:
+    found = customer_identifiers(extract, identifiers)
+    check_extract(extract, phone_statuses(extract, found=found))
     return found
 
 
-def _inputs(found: CustomerPhones) -> list[bytes]:
-    """Return the OPRF inputs: the matchable customers' normalised phones, in customer-id order."""
-    ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
-    return [phone.encode("ascii") for phone in ok["phone"]]
+def _request_rows(found: CustomerIdentifiers) -> pl.DataFrame:
+    """Return the request's rows in order: customer_id, id_type, and the normalised value.
+
+    For each identifier type of the priority in turn, the customers who can match by it, in
+    customer-id order (the mobile number alone: the order of requests made before several
+    identifiers existed).
+    """
+    frame = found.frame
+    return pl.concat(
+        [
+            frame.filter(pl.col(f"{kind}_status") == "ok")
+            .sort("customer_id")
+            .select("customer_id", id_type=pl.lit(kind), value=pl.col(kind))
+            for kind in found.identifiers
+        ]
+    )
 
 
-def _inputs_mac(seed: bytes, found: CustomerPhones, *, label: bytes = _MAC_LABEL) -> bytes:
-    """Return HMAC-SHA256 under the request's seed of its ordered (customer id, phone) pairs."""
-    ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
-    lines = ok.select(pl.format("{}:{}", "customer_id", "phone").str.join("\n")).item()
-    return hmac_digest(seed, label + (lines or "").encode("ascii"))
+def _inputs(found: CustomerIdentifiers) -> list[bytes]:
+    """Return the OPRF inputs of the request's rows (domain-separated per identifier type)."""
+    rows = _request_rows(found)
+    return [oprf_input(kind, value) for kind, value in rows.select("id_type", "value").iter_rows()]
 
 
-def _check_inputs(store: Store, request_id: str, seed: bytes, found: CustomerPhones) -> None:
+def _inputs_mac(seed: bytes, found: CustomerIdentifiers, *, label: bytes = _MAC_LABEL) -> bytes:
+    """Return HMAC-SHA256 under the request's seed of its ordered (customer id, input) pairs."""
+    rows = _request_rows(found).with_columns(input=pl.Series(_inputs(found), dtype=pl.Binary))
+    lines = "\n".join(
+        f"{customer}:{data.decode('ascii')}"
+        for customer, data in rows.select("customer_id", "input").iter_rows()
+    )
+    return hmac_digest(seed, label + lines.encode("ascii"))
+
+
+def _check_inputs(store: Store, request_id: str, seed: bytes, found: CustomerIdentifiers) -> None:
     """Raise unless `found` holds the very ids and phones the request blinded, the same way."""
     stored = _stored_mac(store, request_id)
     if secrets.compare_digest(_inputs_mac(seed, found), stored):
@@ -506,14 +550,51 @@ def _check_proofs(store: Store, answer: ElementFile, *, workers: int | None) -> 
         )
 
 
-def _label_keys(found: CustomerPhones, labels: Sequence[bytes]) -> pl.DataFrame:
-    """Return customer_id, key_status and key: each matchable customer's label, else null."""
-    ok = found.phones["key_status"] == "ok"
-    keys = found.phones.select("customer_id", "key_status").with_columns(
-        key=pl.lit(None, dtype=pl.Binary)
-    )
-    order = found.phones.with_row_index("row").filter(ok).sort("customer_id")["row"]
-    return keys.with_columns(keys["key"].scatter(order, pl.Series(labels, dtype=pl.Binary)))
+def _label_keys(found: CustomerIdentifiers, labels: Sequence[bytes]) -> pl.DataFrame:
+    """Return customer_id, key and key_status: each matchable customer's phone label, or with
+    several identifiers the composite of its labels (zeros where it has none), else null."""
+    rows = _request_rows(found).with_columns(label=pl.Series(labels, dtype=pl.Binary))
+    frame = found.frame.select("customer_id", "key_status")
+    parts = {}
+    for kind in found.identifiers:
+        mine = rows.filter(pl.col("id_type") == kind).select("customer_id", "label")
+        parts[kind] = frame.join(mine, on="customer_id", how="left", maintain_order="left")["label"]
+    if found.identifiers == ("mobile",):
+        key = parts["mobile"]
+    else:
+        composite = compose_keys(parts, LABEL_BYTES)
+        key = pl.select(pl.when(frame["key_status"] == "ok").then(composite)).to_series()
+    return frame.with_columns(key=key.alias("key")).select("customer_id", "key", "key_status")
+
+
+def _assign(
+    store: Store, keys: pl.DataFrame, batch_ids: Sequence[str], identifiers: Sequence[str]
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """Return (customer_id, key = row label, batch_id, id_type of each row to open; the run's
+    conflicts and, per type, its links and conflicts: what only this step sees).
+
+    The salted mode's priority rule over the sealed rows' labels: a customer gets at most one
+    row, a row at most one customer, before anything is opened.
+    """
+    kinds = {"customer_id": pl.Int64, "batch_id": pl.String, "id_type": pl.String}
+    empty = pl.DataFrame(schema=kinds | {"key": pl.Binary, "k": pl.Binary})
+    if not batch_ids:
+        return empty, {}
+    with store.registered(keys.filter(pl.col("key").is_not_null())) as view:
+        links = links_sql(
+            identifiers,
+            LABEL_BYTES,
+            bank=f"SELECT customer_id, key FROM {view}",  # noqa: S608 (view is ours)
+            vendor="SELECT r.label AS key, r.batch_id, b.created_at, b.finished_at "
+            "FROM vendor_oprf_rows AS r JOIN batches AS b ON b.batch_id = r.batch_id "
+            "WHERE list_contains($batches, r.batch_id)",
+        )
+        params = {"zero": bytes(LABEL_BYTES), "batches": list(batch_ids)}
+        with prioritised(store, links, params, identifiers):
+            taken = store.execute("SELECT * FROM _match_taken ORDER BY batch_id, customer_id").pl()
+            conflicts, found = priority_counts(store)
+    per_type = {kind: {"linked": n[0], "conflicts": n[2]} for kind, n in found.items()}
+    return (taken if taken.height else empty), {"conflicts": conflicts, "links": per_type}
 
 
 def _oprf_batches(store: Store, epoch_id: str, snapshot_date: date) -> list[tuple[str, str]]:
@@ -569,9 +650,9 @@ def _load_opened(
         )
 
 
-def _pending(store: Store, answer: ElementFile) -> tuple[str, date, bytes]:
+def _pending(store: Store, answer: ElementFile) -> tuple[str, date, bytes, tuple[str, ...]]:
     row = store.execute(
-        "SELECT salt_epoch, snapshot_date, blinded, blind_seed FROM oprf_requests "
+        "SELECT salt_epoch, snapshot_date, blinded, blind_seed, identifiers FROM oprf_requests "
         "WHERE request_id = ?",
         [answer.request_id],
     ).fetchone()
@@ -581,7 +662,7 @@ def _pending(store: Store, answer: ElementFile) -> tuple[str, date, bytes]:
             "read by the bank that wrote the request",
             item="answer file",
         )
-    epoch_id, snapshot_date, blinded, seed = row
+    epoch_id, snapshot_date, blinded, seed, identifiers = row
     if seed is None:
         raise OprfError(
             f"request {answer.request_id} was already answered and used; make a new request "
@@ -595,7 +676,9 @@ def _pending(store: Store, answer: ElementFile) -> tuple[str, date, bytes]:
             "vendor to answer the request file as sent",
             item="answer file",
         )
-    return str(epoch_id), snapshot_date, bytes(seed)
+    # A request made before several identifiers existed blinded phones only.
+    priority = tuple(str(identifiers).split(",")) if identifiers else ("mobile",)
+    return str(epoch_id), snapshot_date, bytes(seed), priority
 
 
 def _stored_mac(store: Store, request_id: str) -> bytes:
@@ -617,45 +700,53 @@ def _count_rows(store: Store, batch_ids: Sequence[str]) -> int:
 
 def _open_matched(
     store: Store,
-    batch_ids: Sequence[str],
+    taken: pl.DataFrame,
     taxonomies: dict[str, str],
-    labels: Sequence[bytes],
+    request_rows: pl.DataFrame,
     keys_of: _KeysOf,
+    identifiers: Sequence[str],
 ) -> tuple[pl.DataFrame, dict[str, ContractReport]]:
-    """Return (opened rows with key = label and batch_id, failed batches' reports).
+    """Return (opened rows with key = row label and batch_id, failed batches' reports).
 
-    The join runs in DuckDB on the labels only; then the data keys of the matched rows alone
-    are asked for, and each batch's matched rows are opened and checked on their own, so one bad
-    batch is quarantined without holding back the others.
+    For each match the priority rule made, the rows holding its identifier's label are read in
+    every batch of the epoch (the match keeps the newest; an older batch's row is its fallback
+    should the newest not open); then the keys of the request rows that matched alone are asked
+    for, and each batch's rows are opened and checked on their own, so one bad batch is
+    quarantined without holding back the others.
     """
     empty = pl.DataFrame(schema=_OPENED)
-    if not batch_ids or not labels:
+    if taken.is_empty():
         return empty, {}
-    bank = pl.DataFrame(
-        {"label": pl.Series(labels, dtype=pl.Binary), "idx": pl.arange(0, len(labels), eager=True)}
+    position = request_rows.select("customer_id", "id_type").with_row_index("idx")
+    sealed_rows = (
+        "(SELECT label AS key, sealed, batch_id FROM vendor_oprf_rows "
+        "WHERE list_contains($batches, batch_id)) AS r"
     )
-    with store.registered(bank) as view:
+    with store.registered(taken.join(position, on=["customer_id", "id_type"])) as view:
         hits = store.execute(
-            f"SELECT r.batch_id, l.idx, r.sealed FROM {view} AS l "  # noqa: S608 (view is ours)
-            "JOIN vendor_oprf_rows AS r ON r.label = l.label "
-            "WHERE list_contains(?, r.batch_id) ORDER BY r.batch_id, l.idx",
-            [list(batch_ids)],
+            f"SELECT r.batch_id, t.idx, t.id_type, r.key AS label, r.sealed FROM {view} AS t "  # noqa: S608
+            f"JOIN ({identifier_keys_sql(identifiers, LABEL_BYTES, sealed_rows)}) AS r "
+            "ON r.id_type = t.id_type AND r.k = t.k ORDER BY r.batch_id, t.idx",
+            {"batches": list(taxonomies)},
         ).pl()
     wanted = sorted(set(hits["idx"].to_list()))
     data_keys = dict(zip(wanted, keys_of(wanted) if wanted else [], strict=True))
     frames, failed = [], {}
     for (batch_id,), part in hits.group_by("batch_id", maintain_order=True):
-        index = part["idx"].to_list()
-        batch_labels = [labels[i] for i in index]
+        row_keys = [data_keys[i] for i in part["idx"].to_list()]
+        labels, sealed = part["label"].to_list(), part["sealed"].to_list()
         try:
-            payloads = open_rows(
-                part["sealed"].to_list(), batch_labels, [data_keys[i] for i in index]
-            )
+            if len(labels[0]) == LABEL_BYTES:  # layout v1: sealed under the phone label's key
+                payloads = open_rows(sealed, labels, row_keys)
+            else:
+                payloads = open_rows_by_identifier(
+                    sealed, labels, part["id_type"].to_list(), row_keys
+                )
             lists = decode_lists(payloads)
         except OprfError as exc:
             failed[str(batch_id)] = _unopened_report(str(batch_id), part.height, exc)
             continue
-        rows = lists.with_columns(key=pl.Series(batch_labels, dtype=pl.Binary)).select(
+        rows = lists.with_columns(key=pl.Series(labels, dtype=pl.Binary)).select(
             "key", *_LIST_COLUMNS
         )
         report = validate_vendor_batch(

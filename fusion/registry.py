@@ -5,6 +5,9 @@
                                              and the sha256 of every other file
     <root>/<name>/<version>/<part>.json       xgboost boosters (one, or one per uplift part)
     <root>/<name>/<version>/tag_profile.npz   the tag profile, when the model uses one
+    <root>/<name>/<version>/holdout.npz       the held-out customers it was judged on (ids,
+                                             labels, arms for uplift): what a promotion gate
+                                             scores the champion and the challenger on
     <root>/<name>/CURRENT                     the version scoring uses
 
 A version is `<UTC time>-<first 10 hex of the sha256 of model.json>` (model.json without its
@@ -20,6 +23,7 @@ binding, and by a reviewer), the profile numpy arrays.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,12 +40,13 @@ from fusion.models.design import DesignSpec, TagProfile
 from fusion.models.uplift import UpliftModel, load_uplift_model
 from matcher.atomic import atomic_path, write_atomic
 
-__all__ = ["ModelRef", "Registry", "UpliftArtifact"]
+__all__ = ["Holdout", "ModelRef", "Registry", "UpliftArtifact"]
 
 FORMAT = "bankfusion-model/3"  # /2: the version digests model.json too; /3: boosters as JSON
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _VERSION = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{10}$")
 _PROFILE = "tag_profile.npz"
+_HOLDOUT = "holdout.npz"
 _FILE = re.compile(r"^[a-z0-9_]{1,64}\.(json|npz)$")  # a file of the version folder itself
 
 
@@ -53,6 +58,33 @@ class UpliftArtifact:
     model: UpliftModel
     spec: DesignSpec
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The held-out customers a version was judged on: ids, labels and (uplift) arms."""
+
+    customer_id: np.ndarray[Any, np.dtype[np.int64]]
+    label: np.ndarray[Any, np.dtype[np.int8]]
+    treatment: np.ndarray[Any, np.dtype[np.int8]] | None = None
+
+    def to_bytes(self) -> bytes:
+        """Return the arrays as an .npz file (no pickles)."""
+        buffer = io.BytesIO()
+        ids = np.asarray(self.customer_id, dtype=np.int64)
+        label = np.asarray(self.label, dtype=np.int8)
+        if self.treatment is None:
+            np.savez(buffer, customer_id=ids, label=label)
+        else:
+            np.savez(buffer, customer_id=ids, label=label, treatment=np.asarray(self.treatment))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Holdout:
+        """Return the holdout `to_bytes` wrote."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as found:
+            treatment = found["treatment"] if "treatment" in found.files else None
+            return cls(found["customer_id"], found["label"], treatment)
 
 
 @dataclass(frozen=True)
@@ -76,8 +108,13 @@ class Registry:
         *,
         created_at: datetime,
         make_current: bool = True,
+        holdout: Holdout | None = None,
     ) -> ModelRef:
-        """Write `model` as a new version and return where it went (CURRENT moves unless asked)."""
+        """Write `model` as a new version and return where it went (CURRENT moves unless asked).
+
+        `holdout` (the held-out customers it was judged on) is kept beside it for the
+        promotion gate (`fusion.models.promotion`).
+        """
         name = _check_name(model.name)
         if created_at.tzinfo is None:
             raise ConfigError("created_at must be timezone-aware (UTC)", setting="created_at")
@@ -96,6 +133,8 @@ class Registry:
         files = {f"{part}.json": data for part, data in parts.items()}
         if model.spec.tag_profile is not None:
             files[_PROFILE] = model.spec.tag_profile.to_bytes()
+        if holdout is not None:
+            files[_HOLDOUT] = holdout.to_bytes()
         document: dict[str, Any] = {
             "format": FORMAT,
             "name": name,
@@ -160,6 +199,11 @@ class Registry:
     def describe(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Return model.json of `version` (CURRENT when None), every file checked."""
         return self._read(name, version)[0]
+
+    def holdout(self, name: str, version: str | None = None) -> Holdout | None:
+        """Return the held-out customers of `version` (CURRENT when None), checked, or None."""
+        blobs = self._read(name, version)[1]
+        return Holdout.from_bytes(blobs[_HOLDOUT]) if _HOLDOUT in blobs else None
 
     def load(self, name: str, version: str | None = None) -> ScoreModel | UpliftArtifact:
         """Return the model of `version` (CURRENT when None), built from the bytes it checked."""

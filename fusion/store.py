@@ -49,7 +49,7 @@ from fusion.store_migrations import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, SCHEMA_VE
 __all__ = ["Store", "StoreConfig"]
 
 # Bank extract columns that must never reach the store: only their keyed hashes may.
-RAW_IDENTIFIER_COLUMNS = frozenset({"phone", "id_number"})
+RAW_IDENTIFIER_COLUMNS = frozenset({"phone", "id_number", "device_id"})
 
 
 @dataclass(frozen=True)

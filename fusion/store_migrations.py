@@ -462,4 +462,49 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=10,
+        name="model promotions: every move of a model's CURRENT, who, when, why and the gate",
+        statements=(
+            # One row per promotion or rollback asked for, moved or refused; `judgement` is the
+            # gate's comparison as JSON (NULL when none was judged: a rollback).
+            """
+            CREATE TABLE model_promotions (
+                promotion_id VARCHAR PRIMARY KEY,
+                model VARCHAR NOT NULL,
+                action VARCHAR NOT NULL CHECK (action IN ('promote', 'rollback')),
+                from_version VARCHAR,
+                to_version VARCHAR NOT NULL,
+                moved BOOLEAN NOT NULL,
+                passed BOOLEAN,
+                override BOOLEAN NOT NULL,
+                actor VARCHAR NOT NULL,
+                reason VARCHAR NOT NULL,
+                judgement VARCHAR,
+                "at" TIMESTAMP NOT NULL  -- quoted: AT is a keyword
+            )""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        version=11,
+        name="matching on several identifiers: the identifier of each match, the run's priority",
+        statements=(
+            # The identifier type that made each match (mobile, id_number, device_id); NULL for
+            # a match of phone keys on both sides, the only kind there was before.
+            "ALTER TABLE matches ADD COLUMN id_type VARCHAR",
+            # The declared priority (types, highest first, comma-separated), the links a match
+            # of higher priority overruled, and per type: customers keyed, linked, matched
+            # (added beyond the types before it) and conflicts, as JSON. Counts only.
+            "ALTER TABLE match_runs ADD COLUMN identifiers VARCHAR",
+            "ALTER TABLE match_runs ADD COLUMN conflicts BIGINT",
+            "ALTER TABLE match_runs ADD COLUMN by_identifier VARCHAR",
+            # An OPRF request's priority: its inputs are each type's values in turn (NULL: a
+            # request of the mobile number alone, made before several identifiers existed).
+            "ALTER TABLE oprf_requests ADD COLUMN identifiers VARCHAR",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version

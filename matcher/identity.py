@@ -1,10 +1,16 @@
-"""Normalise Chinese mobile numbers and resident ID numbers, vectorised, with a reason per reject.
+"""Normalise mobile numbers, resident ID numbers and device ids, vectorised, with reject reasons.
 
 Both sides of a match must turn the same person into the same bytes before hashing, so the
 rules here are the contract: a mobile number becomes its 11 ASCII digits (`1[3-9]` then 9
 digits) after full-width digits are folded, separators removed and a `+86` / `0086` / `86`
 country prefix dropped; an ID number becomes 17 digits and a check character (`0-9` or upper
-`X`) whose ISO 7064 MOD 11-2 check holds and whose birth date exists (GB 11643-1999).
+`X`) whose ISO 7064 MOD 11-2 check holds and whose birth date exists (GB 11643-1999); a device
+id (an advertising id such as OAID or IDFA: a UUID, RFC 9562) becomes its 32 lower-case hex
+digits, and the all-zero id a device reports when its user limits ad tracking is rejected
+(`zeroed`: every such device would share it).
+
+`IDENTIFIER_TYPES` names the kinds in the fixed order of a composite match key
+(`contracts.schemas.IDENTIFIER_TYPES`); each kind is also its keyed hash's domain tag.
 
 Nothing in this module ever puts a value into a message: callers see counts and reason codes.
 """
@@ -16,21 +22,28 @@ from dataclasses import dataclass
 import polars as pl
 
 from contracts.errors import IdentifierError
+from contracts.schemas import IDENTIFIER_TYPES as IDENTIFIER_ORDER
 
 __all__ = [
+    "DEVICE_REJECTS",
+    "IDENTIFIER_TYPES",
     "ID_REJECTS",
     "PHONE_REJECTS",
     "IdentifierKind",
     "NormalizedIds",
     "id_check_characters",
+    "normalize",
+    "normalize_device_ids",
     "normalize_id_numbers",
     "normalize_phones",
 ]
 
-IdentifierKind = str  # "mobile" | "id_number": also the keyed hash's domain tag
+IdentifierKind = str  # "mobile" | "id_number" | "device_id": also the keyed hash's domain tag
+IDENTIFIER_TYPES: tuple[IdentifierKind, ...] = IDENTIFIER_ORDER
 
 PHONE_REJECTS = ("missing", "bad_chars", "bad_length", "bad_prefix")
 ID_REJECTS = ("missing", "bad_chars", "bad_length", "bad_birth_date", "bad_checksum")
+DEVICE_REJECTS = ("missing", "bad_chars", "bad_length", "zeroed")
 
 _FULL_WIDTH = [chr(0xFF10 + d) for d in range(10)] + ["＋", "（", "）", "－", "　", "Ｘ", "ｘ"]
 _HALF_WIDTH = [str(d) for d in range(10)] + ["+", "(", ")", "-", " ", "X", "x"]
@@ -121,10 +134,15 @@ def _normalize_dirty_phones(series: pl.Series) -> NormalizedIds:
         .otherwise(pl.lit(None))
         .cast(pl.Enum(PHONE_REJECTS))
     )
-    out = frame.select(reason.alias("reason"), v).select(
-        pl.when(pl.col("reason").is_null()).then(v).alias(series.name), pl.col("reason")
+    return _kept(frame, reason, series.name)
+
+
+def _kept(frame: pl.DataFrame, reason: pl.Expr, name: str) -> NormalizedIds:
+    """Return column `v` of `frame` where `reason` is null, and the reasons (named `name`)."""
+    out = frame.select(reason.alias("reason"), pl.col("v")).select(
+        pl.when(pl.col("reason").is_null()).then(pl.col("v")).alias(name), pl.col("reason")
     )
-    return NormalizedIds(values=out[series.name], reasons=out["reason"])
+    return NormalizedIds(values=out[name], reasons=out["reason"])
 
 
 def _weighted_sum(first17: pl.Expr) -> pl.Expr:
@@ -173,7 +191,46 @@ def normalize_id_numbers(series: pl.Series) -> NormalizedIds:
         .otherwise(pl.lit(None))
         .cast(pl.Enum(ID_REJECTS))
     )
-    out = frame.select(reason.alias("reason"), v).select(
-        pl.when(pl.col("reason").is_null()).then(v).alias(series.name), pl.col("reason")
+    return _kept(frame, reason, series.name)
+
+
+def normalize_device_ids(series: pl.Series) -> NormalizedIds:
+    """Return 32 lower-case hex digits per device id, or null with a reason code for each reject.
+
+    Hyphens, braces, spaces and case are the writer's (RFC 9562 UUID text, Windows GUIDs);
+    the all-zero id is what a device reports when its user limits ad tracking (`zeroed`).
+    """
+    _require_string(series, "device id")
+    frame = pl.DataFrame({"raw": series}).select(
+        _fold(pl.col("raw")).str.replace_all(r"[{}]", "").str.to_lowercase().alias("v"),
+        pl.col("raw").is_null().alias("null"),
     )
-    return NormalizedIds(values=out[series.name], reasons=out["reason"])
+    v = pl.col("v")
+    reason = (
+        pl.when(pl.col("null") | (v.str.len_chars() == 0))
+        .then(pl.lit("missing"))
+        .when(~v.str.contains(r"^[0-9a-f]+$"))
+        .then(pl.lit("bad_chars"))
+        .when(v.str.len_chars() != 32)
+        .then(pl.lit("bad_length"))
+        .when(~v.str.contains(r"[1-9a-f]"))
+        .then(pl.lit("zeroed"))
+        .otherwise(pl.lit(None))
+        .cast(pl.Enum(DEVICE_REJECTS))
+    )
+    return _kept(frame, reason, series.name)
+
+
+def normalize(kind: IdentifierKind, series: pl.Series) -> NormalizedIds:
+    """Return `series` normalised by the rules of identifier `kind` (see IDENTIFIER_TYPES)."""
+    rules = {
+        "mobile": normalize_phones,
+        "id_number": normalize_id_numbers,
+        "device_id": normalize_device_ids,
+    }
+    if kind not in rules:
+        raise IdentifierError(
+            f"identifier type must be one of {', '.join(IDENTIFIER_TYPES)}, got {kind!r}",
+            column=series.name,
+        )
+    return rules[kind](series)

@@ -3,11 +3,11 @@
     K_domain = HMAC-SHA256(salt_epoch, "bankfusion/match-key/v1/" || domain)    (RFC 2104)
     key      = HMAC-SHA256(hex(K_domain), normalised_id)
 
-The domain ("mobile", "id_number") separates identifier kinds through a derived subkey, as a
-KDF in counter-less feedback form (NIST SP 800-108) would, rather than by prefixing every
-message: the separation is the same, and it spares a per-row string concatenation. The subkey is
-handed to the native HMAC as its 64 hex characters (the plugin's API takes a UTF-8 key); that is
-an encoding, not a weakening: the HMAC key still holds 256 bits.
+The domain ("mobile", "id_number", "device_id") separates identifier kinds through a derived
+subkey, as a KDF in counter-less feedback form (NIST SP 800-108) would, rather than by prefixing
+every message: the separation is the same, and it spares a per-row string concatenation. The
+subkey is handed to the native HMAC as its 64 hex characters (the plugin's API takes a UTF-8
+key); that is an encoding, not a weakening: the HMAC key still holds 256 bits.
 
 Hot path: polars-hash's Rust `hmac_sha256` over slices on several threads, then the hex digests
 decoded to 32 raw bytes with numpy arithmetic on the Arrow buffer (polars' own
@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -34,11 +35,13 @@ import polars_hash as plh
 import pyarrow as pa
 
 from contracts.errors import ConfigError, IdentifierError
+from contracts.schemas import IDENTIFIER_TYPES
 
 __all__ = [
     "KEY_BYTES",
     "SALT_BYTES",
     "SaltEpoch",
+    "compose_keys",
     "domain_key",
     "hmac_digest",
     "hmac_sha256",
@@ -47,7 +50,7 @@ __all__ = [
 
 KEY_BYTES = 32
 SALT_BYTES = 32
-DOMAINS = ("mobile", "id_number")
+DOMAINS = IDENTIFIER_TYPES
 _SLICE_MIN_ROWS = 250_000  # below this one slice is as fast as several
 _MAX_SLICES = 8
 _DOMAIN_LABEL = "bankfusion/match-key/v1/"
@@ -156,7 +159,7 @@ def keyed_hash(values: pl.Series, epoch: SaltEpoch, *, domain: str) -> pl.Series
     Args:
         values: normalised identifiers (String), as `matcher.identity` returns them.
         epoch: the salt epoch both parties agreed on.
-        domain: the identifier kind, "mobile" or "id_number".
+        domain: the identifier kind, "mobile", "id_number" or "device_id".
 
     Returns:
         A Binary series of the same length and name; every non-null value is 32 bytes.
@@ -169,3 +172,50 @@ def keyed_hash(values: pl.Series, epoch: SaltEpoch, *, domain: str) -> pl.Series
             column=values.name,
         )
     return hmac_sha256(values, key)
+
+
+def compose_keys(
+    parts: Mapping[str, pl.Series], width: int, *, random_fill: bool = False
+) -> pl.Series:
+    """Return each row's composite key: one `width`-byte key per identifier type, concatenated.
+
+    The order is `contracts.schemas.IDENTIFIER_TYPES`; a type missing from `parts`, or null in
+    a row, is filled with zero bytes (the bank's own keys: a zero block never matches, since
+    the vendor fills its gaps at random) or, with `random_fill`, random bytes (the vendor's: a
+    row then does not show which identifiers its user lacks). Vectorised on the Arrow buffers.
+
+    Args:
+        parts: identifier type -> Binary keys of `width` bytes (or null), all of one length.
+        width: bytes per key (32 for a keyed hash, 16 for an OPRF label).
+        random_fill: fill gaps from the OS's CSPRNG instead of zeros.
+    """
+    unknown = [t for t in parts if t not in IDENTIFIER_TYPES]
+    lengths = {len(s) for s in parts.values()}
+    if unknown or len(lengths) > 1:
+        raise IdentifierError(
+            f"composite keys take identifier types {', '.join(IDENTIFIER_TYPES)} of one length; "
+            f"got {', '.join(unknown) or 'lengths ' + str(sorted(lengths))}"
+        )
+    n = lengths.pop() if lengths else 0
+    slots = len(IDENTIFIER_TYPES)
+    if random_fill:
+        out = np.frombuffer(secrets.token_bytes(n * slots * width), np.uint8).reshape(n, -1).copy()
+    else:
+        out = np.zeros((n, slots * width), dtype=np.uint8)
+    for slot, kind in enumerate(IDENTIFIER_TYPES):
+        if kind not in parts:
+            continue
+        keys = parts[kind].to_arrow()
+        present = keys.is_valid().to_numpy(zero_copy_only=False)
+        if not present.any():
+            continue
+        fixed = keys.drop_null().cast(pa.binary(width))
+        data = np.frombuffer(fixed.buffers()[1], np.uint8)
+        start = fixed.offset * width
+        out[present, slot * width : (slot + 1) * width] = data[
+            start : start + len(fixed) * width
+        ].reshape(-1, width)
+    array = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(slots * width), n, [None, pa.py_buffer(out.tobytes())]
+    )
+    return pl.Series("key", array).cast(pl.Binary)

@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from contracts.errors import EnvelopeError
-from contracts.schemas import MatchMode
+from contracts.schemas import IDENTIFIER_TYPES, MatchMode
 
 __all__ = ["BatchKeys", "Manifest"]
 
 FORMAT_VERSION = 3  # what seal() writes
 FORMAT_VERSIONS = (1, 2, 3)  # what open_sealed() reads
-_OPTIONAL = ("counts", "suite", "oprf_public_key")  # left out of the JSON when None
+_OPTIONAL = ("counts", "suite", "oprf_public_key", "identifiers")  # left out when None
 _SUITES = ("X25519", "MLKEM768-X25519")  # matcher.kem.Suite's values
 MIN_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # bounds what an unverified manifest can make the bank allocate
@@ -90,6 +90,9 @@ class Manifest:
     counts: Mapping[str, int] | None = field(default=None, hash=False)
     suite: str | None = None  # version 3: the HPKE suite the data key is wrapped with
     oprf_public_key: str | None = None  # version 3, OPRF mode: the epoch's VOPRF pkS (hex)
+    # Version 3, a batch keyed by several identifiers: their types, comma-separated, in the
+    # composite key's order (None: the mobile number alone).
+    identifiers: str | None = None
 
     def __post_init__(self) -> None:
         self._check_identity()
@@ -99,10 +102,10 @@ class Manifest:
     def _check_version_3(self) -> None:
         """Check the fields version 3 adds: present only there, `suite` required there."""
         if self.format_version < 3:
-            if self.suite is not None or self.oprf_public_key is not None:
+            if any(v is not None for v in (self.suite, self.oprf_public_key, self.identifiers)):
                 raise EnvelopeError(
-                    f"suite and oprf_public_key exist from format version 3; a version "
-                    f"{self.format_version} manifest has neither (X25519 is implied)"
+                    f"suite, oprf_public_key and identifiers exist from format version 3; a "
+                    f"version {self.format_version} manifest has none (X25519 is implied)"
                 )
             return
         if self.suite not in _SUITES:
@@ -116,6 +119,14 @@ class Manifest:
                 )
             if self.mode is not MatchMode.OPRF:
                 raise EnvelopeError("oprf_public_key belongs to an OPRF-mode batch only")
+        if self.identifiers is not None:
+            kinds = str(self.identifiers).split(",")
+            if kinds != [k for k in IDENTIFIER_TYPES if k in kinds] or "mobile" not in kinds:
+                raise EnvelopeError(
+                    "identifiers must be 'mobile' and other types of "
+                    f"{', '.join(IDENTIFIER_TYPES)}, comma-separated in that order, got "
+                    f"{self.identifiers!r}"
+                )
 
     def _check_identity(self) -> None:
         """Check the version, the ids, the date and the mode; normalise the mode to MatchMode."""
@@ -187,11 +198,13 @@ class Manifest:
         counts: Mapping[str, int] | None = None,
         mode: MatchMode = MatchMode.SALTED,
         oprf_public_key: bytes | None = None,
+        identifiers: Sequence[str] | None = None,
     ) -> Manifest:
         """Return a manifest ready for `seal`; created_at is timezone-aware, kept to the second.
 
         `oprf_public_key` (an OPRF batch in the verifiable mode) is the epoch's pkS, 32 bytes;
-        `seal` sets `suite` from the bank key it wraps the data key to.
+        `identifiers`, the types of a batch keyed by several identifiers (any order); `seal`
+        sets `suite` from the bank key it wraps the data key to.
         """
         if keys.vendor_id is None:
             raise EnvelopeError("vendor_id is missing: seal with a vendor keyring's vendor_id")
@@ -215,7 +228,16 @@ class Manifest:
             mode=mode,
             suite=_SUITES[0],
             oprf_public_key=None if oprf_public_key is None else oprf_public_key.hex(),
+            identifiers=None
+            if identifiers is None
+            else ",".join(k for k in IDENTIFIER_TYPES if k in identifiers),
         )
+
+    @property
+    def identifier_types(self) -> tuple[str, ...]:
+        """Return the identifier types the batch's rows are keyed by (the mobile number alone
+        unless the manifest declares more)."""
+        return tuple(self.identifiers.split(",")) if self.identifiers else ("mobile",)
 
     @property
     def is_sealed(self) -> bool:

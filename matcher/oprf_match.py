@@ -36,6 +36,23 @@ free of nulls, so two counts describe a row. An Arrow IPC message per row would 
 hundred bytes of schema and framing to a payload of a few hundred. Both directions are numpy
 gathers over the Arrow buffers; only the final split into one `bytes` per row loops.
 
+Several identifiers (layout v2 of a batch, `seal_rows_by_identifier`): a user is evaluated once
+per identifier it has, each on its own domain-separated input (`oprf_input`: the bare 11 digits
+for a mobile number, as in v1, so v1 and v2 rows of one user share a phone label; else
+"bankfusion/oprf/v1/<type>:" || the normalised value, which no mobile number can equal). Each
+output gives that identifier's label and a key-encryption key as above. The row's lists are
+sealed under a random 32-byte row key, which is wrapped under each identifier's
+key-encryption key:
+
+    label    = label_mobile || label_id_number || label_device_id           (3 x 16 bytes)
+    wrap_t   = nonce_t (12) || AES-256-GCM(kek_t, nonce_t, row_key, aad=label_t)   (60 bytes)
+    sealed   = wrap_mobile || wrap_id_number || wrap_device_id || nonce || AES-256-GCM(row_key,
+               nonce, payload, aad=label)
+
+An identifier the user lacks gets 16 random bytes of label and 60 of wrap, so a row shows no
+one which identifiers its user has. The bank that evaluated any one identifier of the user
+unwraps the row key and opens the row (`open_rows_by_identifier`); nothing else.
+
 Blinds from one seed: the bank keeps a request's 32-byte seed, never its blinds. The rows are cut
 into fixed blocks of `BLIND_BLOCK_ROWS`; block b's blinds are drawn from its own seed,
 `block_seed(seed, b)` (an HMAC of the block number under the request's seed), so a row's blind
@@ -67,8 +84,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from contracts.errors import ConfigError, EvaluationCapError, OprfError
-from contracts.schemas import VENDOR_BATCH
-from contracts.suites import LABEL_BYTES
+from contracts.schemas import IDENTIFIER_TYPES, VENDOR_BATCH
+from contracts.suites import LABEL_BYTES, WRAPPED_KEY_BYTES
 from matcher.keyed_hash import hmac_digest
 from matcher.oprf import (
     OUTPUT_BYTES,
@@ -97,9 +114,12 @@ __all__ = [
     "encode_lists",
     "open_matched",
     "open_rows",
+    "open_rows_by_identifier",
+    "oprf_input",
     "replay_blinds",
     "request",
     "seal_rows",
+    "seal_rows_by_identifier",
     "seeded_rng",
     "unblind_labels",
 ]
@@ -112,6 +132,7 @@ PAYLOAD_COLUMNS = ("app_ids", "app_days", "app_sessions", "tag_ids", "tag_weight
 SEED_BYTES = 32  # a request's blind seed
 BLIND_BLOCK_ROWS = 1_024  # rows whose blinds one block seed draws
 _BLOCK_SEED_LABEL = b"bankfusion/oprf/block-seed/v1"
+INPUT_PREFIX = "bankfusion/oprf/v1/"  # OPRF input of an identifier other than the mobile number
 
 _LAYOUT_VERSION = 1
 _HEADER = np.dtype([("version", "u1"), ("n_apps", "<u2"), ("n_tags", "<u2")])  # 5 bytes, packed
@@ -277,6 +298,119 @@ def seal_rows(
         nonce = nonces[NONCE_BYTES * i : NONCE_BYTES * (i + 1)]
         rows.append((label, nonce + AESGCM(data_key).encrypt(nonce, payload, label)))
     return rows
+
+
+def oprf_input(kind: str, value: str) -> bytes:
+    """Return the OPRF input of a normalised identifier of type `kind` (domain-separated).
+
+    A mobile number is its 11 ASCII digits (as layout v1 evaluates it); any other type is
+    "bankfusion/oprf/v1/<kind>:" || value, which starts with a letter, so no two types' inputs
+    can be equal.
+    """
+    if kind not in IDENTIFIER_TYPES:
+        raise ConfigError(
+            f"identifier type must be one of {', '.join(IDENTIFIER_TYPES)}, got {kind!r}",
+            setting="identifiers",
+        )
+    return value.encode("ascii") if kind == "mobile" else f"{INPUT_PREFIX}{kind}:{value}".encode()
+
+
+def seal_rows_by_identifier(
+    key: OprfServerKey,
+    values: Mapping[str, pl.Series],
+    payloads: Sequence[bytes],
+    *,
+    rng: RandomBytes | None = None,
+    mode: OprfMode = OprfMode.OPRF,
+    workers: int | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """Return (3 x 16-byte label, sealed row) per user: layout v2, openable by any identifier.
+
+    Args:
+        key: the vendor's OPRF key of the epoch.
+        values: identifier type -> normalised values (String, null where the user has none),
+            each unique among its non-null values, aligned with `payloads`.
+        payloads: one per user, e.g. from `encode_lists`.
+        rng: returns n random bytes (row keys, nonces, fillers); `secrets.token_bytes` default.
+        mode: the RFC 9497 mode the bank will blind in.
+        workers: threads for the OPRF evaluation; every core by default.
+    """
+    n, slots = len(payloads), len(IDENTIFIER_TYPES)
+    if any(len(v) != n for v in values.values()) or any(k not in IDENTIFIER_TYPES for k in values):
+        raise OprfError(
+            f"values must map identifier types of {', '.join(IDENTIFIER_TYPES)} to {n} values, "
+            "one per payload",
+            item="batch",
+        )
+    rows: list[int] = []
+    inputs: list[bytes] = []
+    kinds: list[int] = []
+    for kind in values:
+        present = values[kind].is_not_null()
+        if values[kind].filter(present).is_duplicated().any():
+            raise OprfError(f"two users share a {kind}; leave it out of both", item="input")
+        rows.extend(present.arg_true().to_list())
+        inputs.extend(oprf_input(kind, v) for v in values[kind].filter(present))
+        kinds.extend([IDENTIFIER_TYPES.index(kind)] * int(present.sum()))
+    labels, keks = derive_row_keys(evaluate(key, inputs, mode=mode, workers=workers))
+    draw = secrets.token_bytes if rng is None else rng
+    # Per row: random fillers for every label and wrap (the user's own overwrite theirs), then
+    # the row key, the body's nonce and the wraps' nonce.
+    tail = slots * (LABEL_BYTES + WRAPPED_KEY_BYTES)
+    per_row = tail + DATA_KEY_BYTES + 2 * NONCE_BYTES
+    fresh = draw(per_row * n)
+    if not isinstance(fresh, bytes) or len(fresh) != per_row * n:
+        raise OprfError("rng must return exactly the bytes asked for", item="rng")
+    drawn = [fresh[i * per_row : (i + 1) * per_row] for i in range(n)]
+    label_of = [bytearray(row[: slots * LABEL_BYTES]) for row in drawn]
+    wraps = [bytearray(row[slots * LABEL_BYTES : tail]) for row in drawn]
+    row_keys = [row[tail : tail + DATA_KEY_BYTES] for row in drawn]
+    nonces = [row[tail + DATA_KEY_BYTES :] for row in drawn]
+    for row, slot, label in zip(rows, kinds, labels, strict=True):
+        label_of[row][slot * LABEL_BYTES : (slot + 1) * LABEL_BYTES] = label
+    for row, slot, label, kek in zip(rows, kinds, labels, keks, strict=True):
+        nonce = nonces[row][NONCE_BYTES:]  # one per wrap: distinct keys, so reuse across is safe
+        wrapped = nonce + AESGCM(kek).encrypt(nonce, row_keys[row], label)
+        wraps[row][slot * WRAPPED_KEY_BYTES : (slot + 1) * WRAPPED_KEY_BYTES] = wrapped
+    out = []
+    for i, payload in enumerate(payloads):
+        composite, nonce = bytes(label_of[i]), nonces[i][:NONCE_BYTES]
+        body = AESGCM(row_keys[i]).encrypt(nonce, payload, composite)
+        out.append((composite, bytes(wraps[i]) + nonce + body))
+    return out
+
+
+def open_rows_by_identifier(
+    sealed: Sequence[bytes],
+    labels: Sequence[bytes],
+    kinds: Sequence[str],
+    keys: Sequence[bytes],
+) -> list[bytes]:
+    """Return the payload of each layout-v2 row, opened through one identifier's key (aligned).
+
+    Args:
+        sealed: the rows' sealed bytes (wrapped row keys first).
+        labels: the rows' 3 x 16-byte labels.
+        kinds: the identifier type the bank matched each row by.
+        keys: the key-encryption key derived with that identifier's label (`unblind_labels`).
+
+    Every failure is the same `OprfError`, naming the position only, as for `open_rows`.
+    """
+    if not len(sealed) == len(labels) == len(kinds) == len(keys):
+        raise OprfError("sealed rows, labels, types and keys must be aligned", item="batch")
+    slots = len(IDENTIFIER_TYPES)
+    opened = []
+    for i, (row, label, kind, kek) in enumerate(zip(sealed, labels, kinds, keys, strict=True)):
+        slot = IDENTIFIER_TYPES.index(kind)
+        wrap = row[slot * WRAPPED_KEY_BYTES : (slot + 1) * WRAPPED_KEY_BYTES]
+        body = row[slots * WRAPPED_KEY_BYTES :]
+        own = label[slot * LABEL_BYTES : (slot + 1) * LABEL_BYTES]
+        try:
+            row_key = AESGCM(kek).decrypt(wrap[:NONCE_BYTES], wrap[NONCE_BYTES:], own)
+            opened.append(AESGCM(row_key).decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], label))
+        except (InvalidTag, ValueError, TypeError):
+            raise OprfError(_REFUSED.format(index=i), item="sealed row", index=i) from None
+    return opened
 
 
 @dataclass(slots=True)

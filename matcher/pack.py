@@ -11,6 +11,16 @@ batch, and the vendor proves every later evaluation against it. Either batch tra
 sealed envelope, wrapped to the bank's current HPKE key or its newest key of a chosen suite.
 Users whose phone does not normalise are counted by reason, and users sharing a phone keep one
 row (the first: the vendor's own file order decides), so the batch's keys are unique.
+
+Several identifiers: when the users file also has `id_number` and/or `device_id` columns (or
+`PackOptions.identifiers` names them), each row is keyed by its user's composite key, one key
+per identifier type in a fixed order with random bytes where the user lacks one (contract
+`vendor_batch/v2`; OPRF: `vendor_oprf_batch/v2`, `matcher.oprf_match.seal_rows_by_identifier`),
+so one user stays one row of lists whichever identifier the bank matches it by. An ID number or
+device id that does not normalise is left out of its row, and one two users share is left out
+of both rows (it could not say which user it is): both counted in the manifest
+(`<type>_unusable`, `<type>_shared`), beside the keys of each type (`<type>_keys`). The
+manifest declares the batch's identifier types (`identifiers`).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,14 +37,22 @@ import polars as pl
 
 from contracts.errors import ConfigError, ContractError, InputFileError
 from contracts.input_files import read_parquet_input
-from contracts.schemas import VENDOR_BATCH, VENDOR_OPRF_BATCH, MatchMode
+from contracts.schemas import (
+    IDENTIFIER_COLUMNS,
+    VENDOR_BATCH,
+    VENDOR_BATCH_V2,
+    VENDOR_OPRF_BATCH,
+    VENDOR_OPRF_BATCH_V2,
+    MatchMode,
+)
 from contracts.taxonomy import CURRENT_VERSION
 from matcher.envelope import SealedInfo, seal
-from matcher.identity import normalize_phones
+from matcher.identity import normalize, normalize_phones
 from matcher.kem import Suite
-from matcher.keyed_hash import SaltEpoch, keyed_hash
+from matcher.keyed_hash import KEY_BYTES, SaltEpoch, compose_keys, keyed_hash
 from matcher.keyring import Keyring
 from matcher.manifest import BatchKeys, Manifest
+from matcher.psi import usable_priority
 
 if TYPE_CHECKING:
     from matcher.oprf import OprfMode, OprfServerKey
@@ -62,10 +80,18 @@ class PackResult:
     salt_epoch: str  # the salt epoch (salted mode) or the OPRF epoch (oprf mode)
     sealed: SealedInfo | None = None
     mode: MatchMode = MatchMode.SALTED
+    identifiers: tuple[str, ...] = ("mobile",)
+    identifier_counts: dict[str, int] = field(default_factory=dict)  # <type>_keys, ...
 
 
-def _unique_users(users: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int], int]:
-    """Return (users with a normalised phone, one row per phone; rejects by reason; dropped)."""
+def _unique_users(
+    users: pl.DataFrame, identifiers: tuple[str, ...] = ("mobile",)
+) -> tuple[pl.DataFrame, dict[str, int], int]:
+    """Return (users with a normalised phone, one row per phone; rejects by reason; dropped).
+
+    The other identifier types of `identifiers` come normalised in their own columns (null
+    where unusable or shared by two kept users), with `_identifier_counts` of what was left out.
+    """
     if "phone" not in users.columns:
         raise ConfigError(
             "the users file needs a 'phone' column (String) with the users' mobile numbers",
@@ -79,8 +105,9 @@ def _unique_users(users: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int], in
             rules=("schema",),
         )
     normalised = normalize_phones(users["phone"].cast(pl.String))
+    extra = [kind for kind in identifiers if kind != "mobile"]
     frame = (
-        users.select(_LIST_COLUMNS)
+        users.select(*_LIST_COLUMNS, *(IDENTIFIER_COLUMNS[k] for k in extra))
         .with_columns(phone=normalised.values)
         .filter(pl.col("phone").is_not_null())
     )
@@ -88,17 +115,54 @@ def _unique_users(users: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int], in
     return unique, normalised.reason_counts(), frame.height - unique.height
 
 
-def build_batch(users: pl.DataFrame, epoch: SaltEpoch) -> tuple[pl.DataFrame, dict[str, int], int]:
+def _identifier_values(
+    unique: pl.DataFrame, identifiers: tuple[str, ...]
+) -> tuple[dict[str, pl.Series], dict[str, int]]:
+    """Return each type's normalised values (null where unusable or shared) and their counts."""
+    values, counts = {"mobile": unique["phone"]}, {"mobile_keys": unique.height}
+    for kind in identifiers:
+        if kind == "mobile":
+            continue
+        found = normalize(kind, unique[IDENTIFIER_COLUMNS[kind]].cast(pl.String)).values
+        shared = found.is_not_null() & found.is_duplicated()
+        values[kind] = found.set(shared, None)
+        counts[f"{kind}_keys"] = int(values[kind].is_not_null().sum())
+        counts[f"{kind}_shared"] = int(shared.sum())
+        counts[f"{kind}_unusable"] = int(found.is_null().sum())
+    return values, counts
+
+
+def build_batch(
+    users: pl.DataFrame, epoch: SaltEpoch, *, identifiers: tuple[str, ...] = ("mobile",)
+) -> tuple[pl.DataFrame, dict[str, int], int]:
     """Return (batch, rejects by reason, duplicates dropped) for a vendor users frame.
 
     Args:
-        users: a `phone` String column and the VENDOR_BATCH list columns.
+        users: a `phone` String column and the VENDOR_BATCH list columns (and the columns of
+            the other `identifiers`).
         epoch: the salt epoch agreed with the bank.
+        identifiers: the identifier types to key rows by; more than the mobile number gives
+            composite keys (VENDOR_BATCH_V2).
     """
-    unique, rejected, duplicates = _unique_users(users)
-    frame = unique.with_columns(key=keyed_hash(unique["phone"], epoch, domain="mobile"))
-    batch = frame.select(pl.col(name).cast(dtype) for name, dtype in VENDOR_BATCH.columns.items())
+    batch, rejected, duplicates, _ = _salted_batch(users, epoch, identifiers)
     return batch, rejected, duplicates
+
+
+def _salted_batch(
+    users: pl.DataFrame, epoch: SaltEpoch, identifiers: tuple[str, ...]
+) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int]]:
+    """Return (batch, rejects, duplicates dropped, identifier counts)."""
+    unique, rejected, duplicates = _unique_users(users, identifiers)
+    values, counts = _identifier_values(unique, identifiers)
+    keys = {kind: keyed_hash(values[kind], epoch, domain=kind) for kind in identifiers}
+    key = (
+        keys["mobile"]
+        if identifiers == ("mobile",)
+        else compose_keys(keys, KEY_BYTES, random_fill=True)
+    )
+    frame = unique.with_columns(key=key)
+    batch = frame.select(pl.col(name).cast(dtype) for name, dtype in VENDOR_BATCH.columns.items())
+    return batch, rejected, duplicates, counts
 
 
 def build_oprf_batch(
@@ -107,6 +171,7 @@ def build_oprf_batch(
     *,
     mode: OprfMode | None = None,
     workers: int | None = None,
+    identifiers: tuple[str, ...] = ("mobile",),
 ) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int]]:
     """Return (OPRF batch, rejects by reason, duplicates dropped, list entry counts).
 
@@ -115,26 +180,36 @@ def build_oprf_batch(
         key: the vendor's OPRF key of the epoch (never leaves the vendor).
         mode: RFC 9497 mode of the rows (default: base OPRF).
         workers: threads for the OPRF evaluation; every core by default.
+        identifiers: the identifier types to seal rows under (more than the mobile number:
+            VENDOR_OPRF_BATCH_V2); the counts then hold each type's keys too.
     """
     from matcher.oprf import OprfMode  # loads libsodium: OPRF mode only
-    from matcher.oprf_match import encode_lists, seal_rows
+    from matcher.oprf_match import encode_lists, seal_rows, seal_rows_by_identifier
 
-    unique, rejected, duplicates = _unique_users(users)
-    rows = seal_rows(
-        key,
-        [phone.encode("ascii") for phone in unique["phone"]],
-        encode_lists(unique),
-        mode=mode or OprfMode.OPRF,
-        workers=workers,
-    )
-    batch = pl.DataFrame(
-        {"label": [label for label, _ in rows], "sealed": [sealed for _, sealed in rows]},
-        schema=VENDOR_OPRF_BATCH.polars_schema,
-    )
+    unique, rejected, duplicates = _unique_users(users, identifiers)
+    payloads = encode_lists(unique)
     counts = {
         "app_entries": int(unique["app_ids"].list.len().sum()),
         "tag_entries": int(unique["tag_ids"].list.len().sum()),
     }
+    if identifiers == ("mobile",):
+        rows = seal_rows(
+            key,
+            [phone.encode("ascii") for phone in unique["phone"]],
+            payloads,
+            mode=mode or OprfMode.OPRF,
+            workers=workers,
+        )
+    else:
+        values, id_counts = _identifier_values(unique, identifiers)
+        counts |= id_counts
+        rows = seal_rows_by_identifier(
+            key, values, payloads, mode=mode or OprfMode.OPRF, workers=workers
+        )
+    batch = pl.DataFrame(
+        {"label": [label for label, _ in rows], "sealed": [sealed for _, sealed in rows]},
+        schema=VENDOR_OPRF_BATCH.polars_schema,
+    )
     return batch, rejected, duplicates, counts
 
 
@@ -149,6 +224,23 @@ class PackOptions:
     workers: int | None = None  # threads for the OPRF evaluation (default: every core)
     suite: Suite | str | None = None  # seal to the bank's newest key of this suite
     verifiable: bool = True  # OPRF mode: VOPRF rows, the epoch's public key in the manifest
+    # Identifier types to key rows by (None: the mobile number and every other type the users
+    # file has a column for); the order is irrelevant here, the bank declares its priority.
+    identifiers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A batch built for sealing, and what its manifest says of it."""
+
+    batch: pl.DataFrame
+    rejected: dict[str, int]
+    duplicates: int
+    counts: dict[str, int]
+    epoch: str
+    contract: str
+    identifiers: tuple[str, ...]
+    oprf_public_key: bytes | None = None
 
 
 def _build(
@@ -157,9 +249,16 @@ def _build(
     mode: MatchMode,
     epoch_id: str | None,
     options: PackOptions,
-) -> tuple[pl.DataFrame, dict[str, int], int, dict[str, int], str, str, bytes | None]:
-    """Return (batch, rejects, duplicates dropped, list entry counts, epoch id, contract, the
-    epoch's VOPRF public key or None)."""
+) -> _Built:
+    """Return the batch of `users` in `mode`, with its counts, epoch, contract and VOPRF key."""
+    identifiers = usable_priority(users.columns, options.identifiers)
+    if "mobile" not in identifiers:
+        raise ConfigError(
+            "a vendor batch keys every row by its user's mobile number; declare 'mobile' among "
+            "the identifiers",
+            setting="identifiers",
+        )
+    several = identifiers != ("mobile",)
     if mode is MatchMode.OPRF:
         from matcher.oprf import OprfMode
 
@@ -167,17 +266,21 @@ def _build(
         key = keyring.oprf_key(epoch)
         oprf_mode = OprfMode.VOPRF if options.verifiable else OprfMode.OPRF
         batch, rejected, duplicates, counts = build_oprf_batch(
-            users, key, mode=oprf_mode, workers=options.workers
+            users, key, mode=oprf_mode, workers=options.workers, identifiers=identifiers
         )
+        contract = (VENDOR_OPRF_BATCH_V2 if several else VENDOR_OPRF_BATCH).contract
         public = key.public_key() if options.verifiable else None
-        return batch, rejected, duplicates, counts, epoch, VENDOR_OPRF_BATCH.contract, public
+        return _Built(batch, rejected, duplicates, counts, epoch, contract, identifiers, public)
     salt = keyring.salt(epoch_id) if epoch_id else keyring.current_salt()
-    batch, rejected, duplicates = build_batch(users, salt)
+    batch, rejected, duplicates, id_counts = _salted_batch(users, salt, identifiers)
     counts = {
         "app_entries": int(batch["app_ids"].list.len().sum()),
         "tag_entries": int(batch["tag_ids"].list.len().sum()),
     }
-    return batch, rejected, duplicates, counts, salt.epoch_id, VENDOR_BATCH.contract, None
+    if several:
+        counts |= id_counts
+    contract = (VENDOR_BATCH_V2 if several else VENDOR_BATCH).contract
+    return _Built(batch, rejected, duplicates, counts, salt.epoch_id, contract, identifiers)
 
 
 def check_pack_output(users_path: Path, out: Path, *, overwrite: bool = True) -> None:
@@ -257,7 +360,7 @@ def pack_users(
             path=str(users_path),
         )
     built = _build(users, keyring, mode, epoch_id, options)
-    batch, rejected, duplicates, counts, epoch, contract, oprf_public_key = built
+    batch, rejected = built.batch, built.rejected
     if batch.height == 0:  # a batch of nobody would load, match nobody, and say nothing
         reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(rejected.items())) or "none"
         raise InputFileError(
@@ -285,15 +388,16 @@ def pack_users(
                 vendor_id=keyring.vendor_id,
                 signing_kid=signer_kid,
                 recipient_kid=kid,
-                salt_epoch=epoch,
+                salt_epoch=built.epoch,
             ),
             created_at=now,
             rows=batch.height,
             taxonomy_version=options.taxonomy_version,
-            contract=contract,
-            counts=counts,
+            contract=built.contract,
+            counts=built.counts,
             mode=mode,
-            oprf_public_key=oprf_public_key,
+            oprf_public_key=built.oprf_public_key,
+            identifiers=None if built.identifiers == ("mobile",) else built.identifiers,
         )
         chunking = {} if options.chunk_size is None else {"chunk_size": options.chunk_size}
         sealed = seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **chunking)
@@ -303,8 +407,10 @@ def pack_users(
         batch_id=batch_id,
         rows=batch.height,
         rejected=rejected,
-        duplicates_dropped=duplicates,
-        salt_epoch=epoch,
+        duplicates_dropped=built.duplicates,
+        salt_epoch=built.epoch,
         sealed=sealed,
         mode=mode,
+        identifiers=built.identifiers,
+        identifier_counts={k: v for k, v in built.counts.items() if not k.endswith("_entries")},
     )

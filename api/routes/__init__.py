@@ -1,8 +1,18 @@
 """One router per resource: health, batches, scores, lists, outcomes, query, tokens,
-campaigns.
+campaigns, models.
 
 Each module exports its `router`; the route functions are private to it, and each route's
 `name=` keeps its OpenAPI operation id and summary.
 """
 
-__all__ = ["batches", "campaigns", "health", "lists", "outcomes", "query", "scores", "tokens"]
+__all__ = [
+    "batches",
+    "campaigns",
+    "health",
+    "lists",
+    "models",
+    "outcomes",
+    "query",
+    "scores",
+    "tokens",
+]

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from api.deps import ServiceDep, require
-from api.metrics import LATENCY_BUCKETS, kept_lines
+from api.metrics import LATENCY_BUCKETS, kept_lines, monitoring_lines
+from fusion.pipeline.monitoring import latest_monitoring
 from fusion.tokens import Principal
 
 __all__ = ["router"]
@@ -81,6 +82,7 @@ def _metrics(
         .fetchall()
     ):
         lines.append(f'bankfusion_batches{{status="{status}"}} {n}')
+    lines += monitoring_lines(latest_monitoring(service.folder))  # the newest `fusion monitor`
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

@@ -296,6 +296,12 @@ class Campaign(_Declared):
     )
     window_days: int = Field(28, ge=1, le=366, description="days a plan's window lasts, 1..366")
     stages: Stages
+    scenario: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{1,40}$",
+        description='the scenario the campaign serves (e.g. "credit-card"), whose model ranks '
+        "its audience and which learns from its outcomes once it is closed; or leave it out",
+    )
     analysis: Literal["fixed_horizon", "sequential"] = Field(
         "fixed_horizon",
         description='"fixed_horizon": the A/B test is judged once, at its planned size; '
@@ -312,7 +318,10 @@ class Campaign(_Declared):
 
     def canonical_json(self) -> str:
         """Return the declaration as sorted, compact JSON (what the store keeps)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        document = self.model_dump(mode="json")
+        if document["scenario"] is None:  # as declared before scenarios existed: same JSON
+            del document["scenario"]
+        return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 def load_declaration(source: Path | str | Mapping[str, Any]) -> Campaign:

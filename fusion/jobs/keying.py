@@ -1,9 +1,11 @@
 """The job that keys a customer extract: each customer's match key, written by key bucket.
 
-Two stages, the rules of `matcher.psi.customer_keys` on the whole extract: "keyed-hash"
-normalises and hashes each row chunk and writes its rows by key bucket; "duplicates" then marks,
-per bucket, keys held by two or more customers (a shared phone has one key, so all its holders
-land in one bucket, whichever chunks they came from).
+Two stages, the rules of `matcher.psi.customer_keys` on the whole extract, for one identifier
+type (the mobile number by default; `fusion.pipeline.matching.cluster_keys` runs one job per
+type and combines them): "keyed-hash" normalises and hashes each row chunk and writes its rows
+by key bucket; "duplicates" then marks, per bucket, keys held by two or more customers (a
+shared value has one key, so all its holders land in one bucket, whichever chunks they came
+from).
 
     <out>/keys/bucket=00007.parquet       customer_id, key, key_status of one bucket
     <out>/unkeyed/part-00000.parquet      customers whose phone did not normalise
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from contracts.schemas import IDENTIFIER_COLUMNS
 from fusion.jobs.files import (
     Location,
     join_path,
@@ -36,7 +39,7 @@ from fusion.jobs.partitions import (
 )
 from fusion.jobs.runner import Engine
 from fusion.jobs.worker_secrets import SecretRef
-from matcher.identity import normalize_phones
+from matcher.identity import normalize
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 
 __all__ = ["KeyedCustomers", "key_customers"]
@@ -77,6 +80,7 @@ class _HashTask:
     buckets: int
     hashed: str  # folder of the per-chunk bucket parts
     unkeyed: str  # this chunk's invalid rows
+    kind: str = "mobile"  # the identifier type keyed
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,8 @@ def _hash_chunk(task: _HashTask) -> _Hashed:
     in one bucket, where `_settle_bucket` sees them all.
     """
     frame = read_parquet([task.chunk])
-    normalised = normalize_phones(frame["phone"])
-    keys = keyed_hash(normalised.values, task.salt.resolve(), domain="mobile")
+    normalised = normalize(task.kind, frame[IDENTIFIER_COLUMNS[task.kind]])
+    keys = keyed_hash(normalised.values, task.salt.resolve(), domain=task.kind)
     hashed = pl.DataFrame([frame["customer_id"], keys.alias("key")])
     invalid = hashed.filter(pl.col("key").is_null()).with_columns(
         key_status=pl.lit("invalid", _KEY_STATUS)
@@ -140,6 +144,7 @@ def key_customers(
     *,
     buckets: int = DEFAULT_BUCKETS,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    kind: str = "mobile",
 ) -> KeyedCustomers:
     """Return every customer's match key under `epoch`, written by bucket under `out`.
 
@@ -156,11 +161,12 @@ def key_customers(
         out: the job's folder (any fsspec location the workers can reach).
         buckets: key buckets, a power of two; the vendor's partitions need the same.
         chunk_rows: rows a keying task takes.
+        kind: the identifier type to key (its column: `IDENTIFIER_COLUMNS`).
     """
     check_buckets(buckets)
     base, work = os.fspath(out), join_path(out, "_work")
     try:
-        hashed = _hash_stage(engine, extract, epoch, base, work, buckets, chunk_rows)
+        hashed = _hash_stage(engine, extract, epoch, (base, work), (buckets, chunk_rows), kind=kind)
         parts: list[list[str]] = [[] for _ in range(buckets)]
         for index, done in enumerate(hashed):
             for bucket in done.buckets:
@@ -199,14 +205,19 @@ def _hash_stage(
     engine: Engine,
     extract: pl.DataFrame | Location,
     epoch: SaltEpoch,
-    base: str,
-    work: str,
-    buckets: int,
-    chunk_rows: int,
+    folders: tuple[str, str],
+    sizes: tuple[int, int],
+    *,
+    kind: str,
 ) -> list[_Hashed]:
-    """Run the "keyed-hash" stage: the extract cut into chunks, each keyed and bucketed."""
+    """Run the "keyed-hash" stage: the extract cut into chunks, each keyed and bucketed.
+
+    `folders` is (the job's base, its work folder); `sizes` (buckets, rows per chunk).
+    """
+    (base, work), (buckets, chunk_rows) = folders, sizes
+    columns = ("customer_id", IDENTIFIER_COLUMNS[kind])
     chunks = []
-    for index, frame in enumerate(read_chunks(extract, ("customer_id", "phone"), chunk_rows)):
+    for index, frame in enumerate(read_chunks(extract, columns, chunk_rows)):
         chunks.append(join_path(work, "chunks", f"chunk-{index:05d}.parquet"))
         write_parquet(frame, chunks[-1])
     with engine.shared(epoch) as salt:
@@ -218,9 +229,10 @@ def _hash_stage(
                 buckets=buckets,
                 hashed=join_path(work, "hashed"),
                 unkeyed=join_path(base, "unkeyed", f"part-{i:05d}.parquet"),
+                kind=kind,
             )
             for i, chunk in enumerate(chunks)
         ]
         hashed = engine.map_buckets(_hash_chunk, tasks, stage="keyed-hash")
-    remove(join_path(work, "chunks"))  # the chunks hold phones: gone as soon as they are keyed
+    remove(join_path(work, "chunks"))  # chunks hold raw identifiers: gone once they are keyed
     return hashed

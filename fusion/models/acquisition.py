@@ -107,6 +107,7 @@ class TrainedModel:
     prune: PruneReport | None
     test_rows: np.ndarray[Any, np.dtype[np.int64]]  # feature-table rows of the test split
     test_score: np.ndarray[Any, np.dtype[np.float64]]
+    test_label: np.ndarray[Any, Any] | None = None  # the label on the test rows
 
 
 def population(features: FeatureSet) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -209,7 +210,7 @@ def train_scorer(
         }
     )
     step("done", 1.0)
-    return TrainedModel(model, evaluation, prune_report, split.test, test_score)
+    return TrainedModel(model, evaluation, prune_report, split.test, test_score, y[split.test])
 
 
 def _split(features: FeatureSet, task: ScorerTask, config: AcquisitionConfig) -> _Split:

@@ -176,6 +176,8 @@ class UpliftResult:
     test_rows: np.ndarray[Any, np.dtype[np.int64]]  # held-out campaign rows
     test_uplift: np.ndarray[Any, np.dtype[np.float64]]  # best learner's prediction on them
     metadata: dict[str, Any] = field(default_factory=dict)
+    test_label: np.ndarray[Any, Any] | None = None  # responded, on the test rows
+    test_treatment: np.ndarray[Any, Any] | None = None  # the arm, on the test rows
 
     @property
     def model(self) -> UpliftModel:
@@ -278,6 +280,8 @@ def train_uplift(
             "value_per_conversion": config.value_per_conversion,
             "trained_on": trained_on(client),
         },
+        test_label=y[test],
+        test_treatment=t[test],
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
@@ -30,10 +30,12 @@ import numpy.typing as npt
 import pandas as pd
 import polars as pl
 import xgboost as xgb
+from scipy import stats
 
 from contracts.errors import ConfigError
-from fusion.models.booster import UPLIFT_BOOSTER, BoosterConfig
+from fusion.models.booster import UPLIFT_BOOSTER, BoosterConfig, is_int
 from fusion.models.distributed import Rows, train_booster
+from fusion.models.proportions import DiffResult, two_proportion_diff
 from fusion.models.vectors import one_per_row, zero_one
 
 if TYPE_CHECKING:
@@ -42,9 +44,14 @@ if TYPE_CHECKING:
 __all__ = [
     "LEARNERS",
     "ClassTransformation",
+    "LearnerQini",
+    "MultiArmUplift",
+    "Selection",
     "TLearner",
     "UpliftModel",
     "XLearner",
+    "arm_effects",
+    "cross_fitted_qini",
     "load_uplift_model",
 ]
 
@@ -57,6 +64,8 @@ IntArray = npt.NDArray[np.int64]
 # sizes a booster trains all `n_estimators` rounds on every row instead.
 _MIN_VALIDATION_ROWS = 100
 _MIN_VALIDATION_MINORITY = 10
+_BOOTSTRAPS = 200  # replicates of a cross-fitted Qini's interval, drawn in blocks (memory)
+_BOOTSTRAP_BLOCK = 25
 
 
 # --- boosters ----------------------------------------------------------------------------------
@@ -466,3 +475,276 @@ def load_uplift_model(metadata: Mapping[str, Any], boosters: Mapping[str, bytes]
     model._width = int(metadata["width"])
     model._restore_extra(metadata.get("extra", {}))
     return model
+
+
+# --- cross-fitted learner choice ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LearnerQini:
+    """One learner's cross-fitted Qini coefficient, its interval, and each fold's own Qini."""
+
+    learner: str
+    folds: tuple[float, ...]
+    qini: float
+    ci_low: float
+    ci_high: float
+
+    @property
+    def supported(self) -> bool:
+        """Return whether the interval clears zero: the learner ranks better than random."""
+        return self.ci_low > 0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The learner chosen by cross-fitted Qini, or None when no learner's interval clears zero."""
+
+    scores: dict[str, LearnerQini]
+    best: str | None
+    folds: int
+    alpha: float
+
+    @property
+    def supported(self) -> bool:
+        """Return whether targeting by uplift is supported by the data."""
+        return self.best is not None
+
+    @property
+    def verdict(self) -> str:
+        """Return the choice in words, or why targeting by uplift is not supported."""
+        top = max(self.scores.values(), key=lambda s: s.qini)
+        level = f"{1 - 2 * self.alpha / len(self.scores):.0%}"
+        if self.best is None:
+            return (
+                f"targeting by uplift is not supported by the data: no learner's cross-fitted "
+                f"Qini has a {level} interval above zero (best {top.learner}: {top.qini:.3f}, "
+                f"{top.ci_low:.3f} to {top.ci_high:.3f}); target by response or at random"
+            )
+        chosen = self.scores[self.best]
+        return (
+            f"{self.best}: cross-fitted Qini {chosen.qini:.3f} ({level} interval "
+            f"{chosen.ci_low:.3f} to {chosen.ci_high:.3f}, {self.folds} folds)"
+        )
+
+
+def _fold_of(y: FloatArray, t: FloatArray, folds: int, seed: int) -> IntArray:
+    """Return a fold per row, stratified by arm and outcome so every fold has responders of both
+    arms (a random permutation of each stratum dealt round-robin)."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(y.size, dtype=np.int64)
+    for arm in (0.0, 1.0):
+        for outcome in (0.0, 1.0):
+            rows = rng.permutation(np.flatnonzero((t == arm) & (y == outcome)))
+            if outcome == 1.0 and rows.size < folds:
+                raise ConfigError(
+                    f"the {'treatment' if arm else 'control'} arm has {rows.size} responders; "
+                    f"{folds}-fold cross-fitting needs at least one per fold - use fewer folds "
+                    "or a larger sample",
+                    setting="folds",
+                )
+            fold[rows] = np.arange(rows.size) % folds
+    return fold
+
+
+def _qini_replicates(
+    y: FloatArray, u: FloatArray, t: FloatArray, weights: FloatArray
+) -> FloatArray:
+    """Return the Qini area above the random line for each row of `weights` (one replicate a
+    row): the curve of `metrics.qini_curve` with every customer counted `weight` times."""
+    order = np.argsort(-u, kind="stable")
+    w = weights[:, order]
+    ys, ts = y[order], t[order]
+    n_t, n_c = np.cumsum(w * ts, axis=1), np.cumsum(w * (1 - ts), axis=1)
+    y_t, y_c = np.cumsum(w * ys * ts, axis=1), np.cumsum(w * ys * (1 - ts), axis=1)
+    ratio = np.divide(n_t, n_c, out=np.zeros_like(n_t), where=n_c > 0)
+    q = np.hstack([np.zeros((w.shape[0], 1)), y_t - y_c * ratio])
+    x = np.hstack([np.zeros((w.shape[0], 1)), np.cumsum(w, axis=1)])
+    area = np.sum(np.diff(x, axis=1) * (q[:, 1:] + q[:, :-1]) / 2.0, axis=1)
+    return np.asarray(area - x[:, -1] * q[:, -1] / 2.0, dtype=np.float64)
+
+
+def _qini_interval(
+    y: FloatArray, u: FloatArray, t: FloatArray, *, point: float, alpha: float, seed: int
+) -> tuple[float, float]:
+    """Return the (1 - 2 alpha) percentile interval of the Qini coefficient by the Poisson
+    bootstrap (Hanley & MacGibbon 2006): each replicate counts every customer Poisson(1) times.
+    Its lower end is the one-sided (1 - alpha) bound the choice tests against zero.
+    Each replicate's area is put on the coefficient's scale by the point estimate's own ratio of
+    coefficient to area, so the interval is that of the normalised Qini."""
+    rng = np.random.default_rng(seed)
+    raw = _qini_replicates(y, u, t, np.ones((1, y.size)))[0]
+    scale = point / raw if raw != 0 else 0.0
+    replicates = np.concatenate(
+        [
+            _qini_replicates(y, u, t, rng.poisson(1.0, (_BOOTSTRAP_BLOCK, y.size)).astype(float))
+            for _ in range(_BOOTSTRAPS // _BOOTSTRAP_BLOCK)
+        ]
+    )
+    low, high = np.quantile(replicates * scale, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def cross_fitted_qini(
+    X: Features,
+    y: ArrayLike,
+    treatment: ArrayLike,
+    *,
+    learners: Mapping[str, type[UpliftModel]] | None = None,
+    folds: int = 5,
+    params: BoosterConfig | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> Selection:
+    """Return the learner with the best cross-fitted Qini whose interval clears zero, or none.
+
+    Every learner is fitted `folds` times, each time on all folds but one, and predicts the fold
+    it did not see; the folds are stratified by arm and outcome and the same for every learner.
+    Each fold's predictions become ranks within the fold (fold models differ in scale), and the
+    Qini coefficient of all rows so ranked is the learner's figure, with a Poisson-bootstrap
+    percentile interval (1 - 2 alpha / L for L learners: its lower end is the one-sided test of
+    "better than random", Bonferroni-corrected so that the chance of any learner clearing zero
+    by luck stays under alpha). When no learner's interval clears zero, `Selection.best` is
+    None: targeting by uplift is not supported by the data, and no learner is picked by noise.
+
+    References:
+        Chernozhukov, V. et al. (2018). Double/debiased machine learning for treatment and
+        structural parameters. The Econometrics Journal 21(1), C1-C68 (cross-fitting).
+        Radcliffe, N. J. (2007). Using control groups to target on predicted lift. Direct
+        Marketing Analytics Journal 1, 14-21 (the Qini coefficient).
+        Hanley, J. A. & MacGibbon, B. (2006). Creating non-parametric bootstrap samples using
+        Poisson frequencies. Computer Methods and Programs in Biomedicine 83(1), 57-62.
+    """
+    from fusion.models.metrics import qini_auc_score
+
+    if not is_int(folds) or not 2 <= folds <= 20:
+        raise ConfigError(f"folds must be an int in 2..20, got {folds!r}", setting="folds")
+    if not 0 < alpha < 1:
+        raise ConfigError(
+            f"alpha must be in (0, 1), got {alpha!r}; 0.05 gives 95%", setting="alpha"
+        )
+    chosen = dict(learners if learners is not None else LEARNERS)
+    x, _ = _matrix(X)
+    yy, tt = _trial(y, treatment, x.shape[0])
+    fold = _fold_of(yy, tt, folds, seed)
+    scores: dict[str, LearnerQini] = {}
+    for name, learner in chosen.items():
+        ranked = np.empty(yy.size)
+        per_fold = np.empty(folds)
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            model = learner(params=params).fit(x[train], yy[train], tt[train])
+            predicted = model._predict(x[test])
+            per_fold[k] = qini_auc_score(yy[test], predicted, tt[test])
+            ranked[test] = stats.rankdata(predicted) / predicted.size
+        point = qini_auc_score(yy, ranked, tt)
+        # Bonferroni over the learners: the chance that any of them clears zero by luck alone
+        # stays under alpha.
+        level = alpha / len(chosen)
+        low, high = _qini_interval(yy, ranked, tt, point=point, alpha=level, seed=seed)
+        scores[name] = LearnerQini(name, tuple(float(q) for q in per_fold), point, low, high)
+    supported = [s for s in scores.values() if s.supported]
+    best = max(supported, key=lambda s: s.qini).learner if supported else None
+    return Selection(scores, best, folds, alpha)
+
+
+# --- several treatment arms against one control -------------------------------------------------
+
+
+def _arms(arm: ArrayLike, rows: int, control: str) -> npt.NDArray[np.str_]:
+    labels = np.asarray(
+        one_per_row(arm, "arm", size=rows, against=f"X has {rows} rows", per="row of X")
+    ).astype(str)
+    found = sorted(set(labels.tolist()) - {control})
+    if control not in set(labels.tolist()) or not found:
+        raise ConfigError(
+            f"arm must name the control ({control!r}) and at least one treatment arm for some "
+            f"rows; got {sorted(set(labels.tolist()))[:6]}. Pass the offer each customer got, "
+            "and control= the label of those who got none",
+            setting="arm",
+        )
+    return labels
+
+
+def arm_effects(
+    y: ArrayLike, arm: ArrayLike, *, control: str = "control", alpha: float = 0.05
+) -> dict[str, DiffResult]:
+    """Return each treatment arm's effect on the response rate against the control, with its
+    (1 - alpha) Newcombe interval (`proportions.two_proportion_diff`), arms in sorted order."""
+    labels = np.asarray(arm).astype(str)
+    yy = _labels(y, "y", labels.size)
+    labels = _arms(labels, labels.size, control)
+    base = labels == control
+    out = {}
+    for name in sorted(set(labels.tolist()) - {control}):
+        treated = labels == name
+        out[name] = two_proportion_diff(
+            int(yy[treated].sum()), int(treated.sum()), int(yy[base].sum()), int(base.sum()),
+            alpha=alpha,
+        )  # fmt: skip
+    return out
+
+
+class MultiArmUplift:
+    """Several offers in one campaign: one uplift model per treatment arm against the control.
+
+    Each arm's learner is fitted on that arm's rows and the control's, so every arm is judged
+    against the same untreated customers; `predict` gives each arm's uplift per row and
+    `best_arm` the offer with the largest (None where no offer's predicted uplift is positive).
+    """
+
+    def __init__(
+        self,
+        learner: str | type[UpliftModel] = "t_learner",
+        *,
+        params: BoosterConfig | None = None,
+        control: str = "control",
+    ) -> None:
+        if isinstance(learner, str) and learner not in LEARNERS:
+            raise ConfigError(
+                f"unknown learner {learner!r}; choose one of {', '.join(LEARNERS)}",
+                setting="learner",
+            )
+        self.learner = LEARNERS[learner] if isinstance(learner, str) else learner
+        self.params = params
+        self.control = control
+        self.models: dict[str, UpliftModel] = {}
+
+    def fit(self, X: Features, y: ArrayLike, arm: ArrayLike) -> Self:
+        """Return the model fitted on a multi-arm trial: `arm` names each row's offer."""
+        x, names = _matrix(X)
+        labels = _arms(arm, x.shape[0], self.control)
+        yy = _labels(y, "y", x.shape[0])
+        base = labels == self.control
+        models = {}
+        for name in sorted(set(labels.tolist()) - {self.control}):
+            rows = base | (labels == name)
+            part = (
+                x[rows]
+                if names is None
+                else pl.DataFrame(x[rows], schema=list(names), orient="row")
+            )
+            models[name] = self.learner(params=self.params).fit(
+                part, yy[rows], (labels[rows] == name).astype(np.float64)
+            )
+        self.models = models
+        return self
+
+    def predict(self, X: Features) -> dict[str, FloatArray]:
+        """Return each arm's predicted uplift per row, arms in sorted order."""
+        if not self.models:
+            raise ConfigError("this MultiArmUplift is not fitted; call fit(X, y, arm) first")
+        return {name: model.predict(X) for name, model in self.models.items()}
+
+    def best_arm(self, X: Features) -> tuple[npt.NDArray[np.object_], FloatArray]:
+        """Return per row the arm with the largest predicted uplift (None where none is
+        positive) and that uplift."""
+        predicted = self.predict(X)
+        names = np.array(list(predicted), dtype=object)
+        stacked = np.vstack(list(predicted.values()))
+        top = stacked.argmax(axis=0)
+        uplift: FloatArray = stacked[top, np.arange(stacked.shape[1])]
+        best = np.full(top.size, None, dtype=object)
+        positive = uplift > 0
+        best[positive] = names[top[positive]]
+        return best, uplift

@@ -12,6 +12,10 @@ environment. In the order a run takes them:
     modelling       train_models, score_and_list (optionally on an Engine), model_report
     campaigns       declare_campaign, plan_window, promote_campaign, deliver_campaign,
                     load_outcome_file, campaign_readout, close
+    monitoring      monitor_snapshot (score and column stability, vendor drift, realised
+                    performance), write_monitoring, latest_monitoring
+    cycle           run_cycle: ingest -> match -> features -> score -> monitor -> lists for one
+                    snapshot, idempotent, under the run's cycle lock
 
 Import each step from its module (`from fusion.pipeline.matching import match_salted`): the
 package imports none of them, so a caller that opens the bank does not load Dask, xgboost and
@@ -19,4 +23,12 @@ matplotlib with it. Ground truth of a synthetic world is never read here: the de
 reads it and passes the true uplift to `train_models`.
 """
 
-__all__ = ["bank", "campaigns", "feature_tables", "matching", "modelling"]
+__all__ = [
+    "bank",
+    "campaigns",
+    "cycle",
+    "feature_tables",
+    "matching",
+    "modelling",
+    "monitoring",
+]

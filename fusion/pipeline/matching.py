@@ -1,8 +1,10 @@
 """Match the bank's customer extract with the vendor's data, salted or OPRF, and report on it.
 
 Salted: key the extract with the shared salt epoch (in this process, or by bucket on a cluster
-`Engine`) and intersect with the vendor's keys. OPRF: blind the extract into a request for the
-vendor, then finish with its answer: only the matched customers' sealed rows are opened. The
+`Engine`) and intersect with the vendor's keys, on every identifier of the declared priority
+(default: mobile number > ID number > device id, those the extract has columns for). OPRF:
+blind the extract into a request for the vendor, then finish with its answer: only the matched
+customers' sealed rows are opened. The
 local vendor (`answer_as_local_vendor`) is for demos and tests, where one run folder holds both
 keyrings.
 """
@@ -10,6 +12,7 @@ keyrings.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -37,7 +40,7 @@ from fusion.runfolder import RunFolder
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring
 from matcher.oprf_exchange import ElementFile, answer_request
-from matcher.psi import CustomerKeys
+from matcher.psi import CustomerKeys, combine_keys, usable_priority
 
 __all__ = [
     "MatchOutcome",
@@ -69,6 +72,9 @@ class MatchOutcome:
             "coverage": self.run.coverage,
             "invalid": self.run.invalid,
             "duplicated": self.run.duplicated,
+            "identifiers": list(self.run.identifiers),
+            "conflicts": self.run.conflicts,
+            "by_identifier": self.run.by_identifier,
         }
 
 
@@ -81,40 +87,71 @@ def match_salted(
     epoch: str | None = None,
     engine: Engine | None = None,
     replace: bool = False,
+    identifiers: Sequence[str] | None = None,
 ) -> MatchOutcome:
     """Return the salted match of `extract` under salt `epoch` (default: the current one).
 
-    With an `engine` the extract is keyed by bucket there (`cluster_keys`); the match is the same.
-    Refused before anything is written (ConfigError): no loaded vendor batch of the epoch by the
-    snapshot date (nobody could match), or the snapshot already holds another extract's
-    customers, unless `replace`, which replaces them (and their keys under other epochs).
+    `identifiers` is the declared priority, highest first (default: mobile number, ID number,
+    device id, those the extract has a column for). With an `engine` the extract is keyed by
+    bucket there (`cluster_keys`); the match is the same. Refused before anything is written
+    (ConfigError): no loaded vendor batch of the epoch by the snapshot date (nobody could
+    match), or the snapshot already holds another extract's customers, unless `replace`, which
+    replaces them (and their keys under other epochs).
     """
     salt = bank.keyring.salt(epoch) if epoch else bank.keyring.current_salt()
+    priority = usable_priority(extract.columns, identifiers)
     check_vendor_batches(bank.store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date)
     another = check_same_customers(
         bank.store, extract, snapshot_date=snapshot_date, replace=replace
     )
-    keys = cluster_keys(engine, bank.folder, extract, salt) if engine else None
+    keys = cluster_keys(engine, bank.folder, extract, salt, priority) if engine else None
     with bank.store.transaction():  # a refused extract leaves the snapshot as it was
         if another:
             forget_snapshot(bank.store, snapshot_date)
         loaded = load_extract(
-            bank.store, extract, epoch=salt, snapshot_date=snapshot_date, now=now, keys=keys
+            bank.store,
+            extract,
+            epoch=salt,
+            snapshot_date=snapshot_date,
+            now=now,
+            keys=keys,
+            identifiers=priority,
         )
-        run = match(bank.store, epoch_id=salt.epoch_id, snapshot_date=snapshot_date, now=now)
+        run = match(
+            bank.store,
+            epoch_id=salt.epoch_id,
+            snapshot_date=snapshot_date,
+            now=now,
+            identifiers=priority,
+        )
     return MatchOutcome(run, loaded.reasons)
 
 
 def cluster_keys(
-    engine: Engine, folder: RunFolder, extract: pl.DataFrame, salt: SaltEpoch
+    engine: Engine,
+    folder: RunFolder,
+    extract: pl.DataFrame,
+    salt: SaltEpoch,
+    identifiers: Sequence[str] = ("mobile",),
 ) -> CustomerKeys:
-    """Return the extract's keys computed by bucket on `engine`; its key files go once read."""
+    """Return the extract's keys computed by bucket on `engine`; its key files go once read.
+
+    Each identifier type is keyed by its own job (a value's holders meet in its key's bucket),
+    then each customer's keys are combined into its composite key here.
+    """
     job = folder.new_job("keys")
     try:
-        keyed = key_customers(engine, extract, salt, job)
-        return CustomerKeys(keyed.read(), keyed.invalid, keyed.duplicated, keyed.reasons)
+        per_type, reasons = {}, {}
+        for kind in identifiers:
+            keyed = key_customers(engine, extract, salt, job / kind, kind=kind)
+            per_type[kind] = keyed.read()
+            if kind == "mobile":
+                reasons = keyed.reasons
+                if tuple(identifiers) == ("mobile",):
+                    return CustomerKeys(per_type[kind], keyed.invalid, keyed.duplicated, reasons)
+        return combine_keys(per_type, reasons=reasons)
     finally:
-        # Keys on disk are pseudonyms of phones: they live in the encrypted store, not here.
+        # Keys on disk are pseudonyms of identifiers: they live in the encrypted store, not here.
         shutil.rmtree(job, ignore_errors=True)
 
 
@@ -142,8 +179,12 @@ def request_oprf(
     epoch: str | None = None,
     engine: Engine | None = None,
     replace: bool = False,
+    identifiers: Sequence[str] | None = None,
 ) -> tuple[OprfRequestInfo, ElementFile]:
     """Return the request's counts and the blinded request for the vendor's OPRF `epoch`.
+
+    `identifiers` is the declared priority, as for `match_salted` (kept with the request, so
+    `finish_oprf` takes only the answer).
 
     `epoch` defaults to the newest loaded OPRF batch's (`newest_oprf_epoch`). With `engine` the
     blinding runs as the bucketed job on it (the same request as in this process). A snapshot
@@ -160,6 +201,7 @@ def request_oprf(
         now=now,
         engine=engine,
         job_dir=_job_dir(bank, engine),
+        identifiers=identifiers,
     )
 
 
@@ -206,11 +248,14 @@ def answer_as_local_vendor(
 ) -> ElementFile:
     """Return the answer of the run's own vendor keyring to `request` (demos and tests only).
 
-    `customers` is declared as the bank's count when the epoch has no budget yet.
+    `customers` is declared as the bank's count when the epoch has no budget yet, times the
+    identifiers per customer a request of several asks about (rounded up: 3 for mobile number,
+    ID number and device id), since the vendor's budget counts evaluations.
     """
     vendor = Keyring.open(folder.vendor_keys)
+    per_customer = max(1, -(-len(request) // max(customers, 1)))
     with vendor.oprf_budget(request.epoch_id) as stored:
-        declared = None if stored.read() else customers
+        declared = None if stored.read() else customers * per_customer
     answer, _ = answer_request(vendor, request, declared_customers=declared)
     return answer
 
@@ -223,11 +268,14 @@ def match_oprf_locally(
     now: datetime,
     epoch: str | None = None,
     progress: Progress | None = None,
+    identifiers: Sequence[str] | None = None,
 ) -> MatchOutcome:
     """Return the OPRF match with the run's own vendor answering at once (demos and tests)."""
     report = report_to(progress)
     report("bank: blind", 0.0)
-    _, request = request_oprf(bank, extract, snapshot_date=snapshot_date, now=now, epoch=epoch)
+    _, request = request_oprf(
+        bank, extract, snapshot_date=snapshot_date, now=now, epoch=epoch, identifiers=identifiers
+    )
     report("bank: blind", 1.0)
     report("vendor: evaluate", 0.0)
     answer = answer_as_local_vendor(bank.folder, request, customers=extract.height)

@@ -15,6 +15,7 @@ __all__ = [
     "model_plots",
     "model_sections",
     "models",
+    "monitoring",
     "plots",
     "value_demand",
 ]

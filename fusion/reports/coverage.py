@@ -6,6 +6,10 @@ gives marketers the numbers a real bank asked for before buying vendor data:
 - match coverage overall and by branch, age band, customer level and mobile-banking
   registration: customers, keyed (a usable phone), invalid and duplicated phones, matched, and
   the coverage shares `matched / customers` and `matched / keyed`;
+- what each identifier added (`by_identifier`, one row per type of the match's declared
+  priority): customers with a usable key of it, customers the vendor holds under it, customers
+  it matched beyond the types before it (the gain: matched / customers) and its links overruled
+  by a match of higher priority (conflicts);
 - app penetration over the taxonomy's 26 categories for matched customers registered on mobile
   banking vs not: the share using at least one app of the category, and the ratio
   unregistered / registered (the comparison a real bank used to choose a food-delivery partner
@@ -27,6 +31,7 @@ aggregates (a few hundred cells at most).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -44,6 +49,7 @@ __all__ = [
     "AGE_BANDS",
     "COVERAGE_LAYOUT",
     "DENOMINATOR_GUARDS",
+    "IDENTIFIER_LAYOUT",
     "PENETRATION_LAYOUT",
     "TABLES",
     "CoverageReport",
@@ -55,7 +61,15 @@ __all__ = [
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 _UNKNOWN = "unknown"
 # Table names, in the order reports show them; also the Parquet file names.
-TABLES = ("overall", "by_branch", "by_age_band", "by_level", "by_registration", "penetration")
+TABLES = (
+    "overall",
+    "by_identifier",
+    "by_branch",
+    "by_age_band",
+    "by_level",
+    "by_registration",
+    "penetration",
+)
 
 _COUNTS = ("customers", "keyed", "invalid", "duplicated", "matched")
 _DIMENSIONS = {  # table -> its group column, and the GROUPING() id of its grouping set
@@ -145,7 +159,8 @@ ORDER BY category_id
 """
 
 _LATEST_RUN_SQL = """
-SELECT run_id, finished_at, customers, keyed, invalid, duplicated, matched
+SELECT run_id, finished_at, customers, keyed, invalid, duplicated, matched, identifiers,
+       by_identifier
 FROM match_runs
 WHERE snapshot_date = $snapshot AND salt_epoch = $epoch
 ORDER BY finished_at DESC, run_id DESC
@@ -164,6 +179,22 @@ COVERAGE_LAYOUT = Layout(
         ("coverage", ("matched", "customers")),
         ("keyed_coverage", ("matched", "keyed")),
     ),
+)
+
+# One row per identifier type: keyed = linked + keyed-unlinked and linked = matched +
+# linked-not-added in every row; down the rows, matched sums to the overall row's matched (the
+# margin). `customers` is the overall count in every row, the gain's denominator.
+IDENTIFIER_LAYOUT = Layout(
+    counts=("customers", "keyed", "linked", "matched", "conflicts"),
+    complements=(
+        ("_keyed_unlinked", "keyed", "linked"),
+        ("_linked_not_added", "linked", "matched"),
+    ),
+    sums=(
+        ("keyed", ("linked", "_keyed_unlinked")),
+        ("linked", ("matched", "_linked_not_added")),
+    ),
+    derived=(("gain", ("matched", "customers")),),
 )
 
 PENETRATION_LAYOUT = Layout(
@@ -203,6 +234,9 @@ DENOMINATOR_GUARDS = {
 class CoverageReport:
     """Match coverage and app penetration of one snapshot and salt epoch, k-anonymised.
 
+    `by_identifier`, one row per identifier type in priority order: id_type, customers,
+    keyed, linked, matched (what the type added), conflicts (Int64) and gain = matched /
+    customers (Float64).
     Coverage tables (`overall`, `by_branch`, `by_age_band`, `by_level`, `by_registration`): the
     group column (branch_id, age_band, customer_level, mb_registered; none for `overall`), then
     customers, keyed, invalid, duplicated, matched (Int64), coverage = matched / customers and
@@ -219,6 +253,7 @@ class CoverageReport:
     run_id: str  # the match run the numbers describe
     matched_at: datetime
     overall: pl.DataFrame
+    by_identifier: pl.DataFrame
     by_branch: pl.DataFrame
     by_age_band: pl.DataFrame
     by_level: pl.DataFrame
@@ -282,6 +317,7 @@ def coverage_report(
 
     overall = _suppress(raw, COVERAGE_LAYOUT, k=k)
     tables: dict[str, pl.DataFrame] = {"overall": overall}
+    tables["by_identifier"] = _by_identifier(run, raw, overall, k)
     for name, (column, grouping_id) in _DIMENSIONS.items():
         rows = _ordered(
             counts.filter(pl.col("grouping_id") == grouping_id).select(column, *_COUNTS), column
@@ -345,6 +381,39 @@ def _latest_run(store: Store, params: Mapping[str, object], raw: pl.DataFrame) -
     return run
 
 
+def _by_identifier(
+    run: Mapping[str, Any], raw: pl.DataFrame, overall: pl.DataFrame, k: int
+) -> pl.DataFrame:
+    """Return what each identifier of the run's priority added, k-anonymised.
+
+    A run from before several identifiers matched on the mobile number alone: every customer
+    keyed was keyed by it and every match is its own.
+    """
+    customers, keyed, matched = (int(raw[c][0]) for c in ("customers", "keyed", "matched"))
+    found = json.loads(run["by_identifier"]) if run.get("by_identifier") else {}
+    if not found:
+        found = {"mobile": {"keyed": keyed, "linked": matched, "matched": matched, "conflicts": 0}}
+    kinds = str(run.get("identifiers") or ",".join(found)).split(",")
+    frame = pl.DataFrame(
+        {
+            "id_type": kinds,
+            "customers": [customers] * len(kinds),
+            **{
+                name: [int(found.get(kind, {}).get(name, 0)) for kind in kinds]
+                for name in ("keyed", "linked", "matched", "conflicts")
+            },
+        },
+        schema={
+            "id_type": pl.String,
+            **dict.fromkeys(("customers", "keyed", "linked", "matched", "conflicts"), pl.Int64),
+        },
+    )
+    # An identifier's gain is the headline: secondary suppression withholds other cells first.
+    return _suppress(
+        frame, IDENTIFIER_LAYOUT, k=k, margin=overall.select("matched"), keep=("matched",)
+    )
+
+
 def _ordered(rows: pl.DataFrame, column: str) -> pl.DataFrame:
     """Return the groups in reading order: bands youngest first, registered first, else sorted."""
     if column == "age_band":
@@ -360,10 +429,11 @@ def _suppress(
     k: int,
     margin: pl.DataFrame | None = None,
     withheld: Sequence[str] = (),
+    keep: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Return `frame` with its shares computed, through the disclosure gate."""
     shares = frame.with_columns(*(_FORMULAS[name].alias(name) for name, _ in layout.derived))
-    return suppress(shares, layout, k=k, margin=margin, withheld=withheld)
+    return suppress(shares, layout, k=k, margin=margin, withheld=withheld, keep=keep)
 
 
 def _penetration(
@@ -447,6 +517,7 @@ def _share(numerator: str, denominator: str) -> pl.Expr:
 
 _FORMULAS: dict[str, pl.Expr] = {
     "coverage": _share("matched", "customers"),
+    "gain": _share("matched", "customers"),
     "keyed_coverage": _share("matched", "keyed"),
     "registered_share": _share("registered_users", "registered_matched"),
     "unregistered_share": _share("unregistered_users", "unregistered_matched"),

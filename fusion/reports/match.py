@@ -41,13 +41,21 @@ _COVERAGE_COLOUR = "#55a868"
 
 _COUNT_HEADERS = {
     "customers": "Customers",
-    "keyed": "Usable phone",
-    "invalid": "Invalid phone",
-    "duplicated": "Shared phone",
+    "keyed": "Usable key",
+    "invalid": "Invalid identifiers",
+    "duplicated": "Shared identifiers",
     "matched": "Matched",
     "coverage": "Coverage",
     "keyed_coverage": "Coverage of usable",
 }
+_IDENTIFIER_HEADERS = {
+    "keyed": "Usable key",
+    "linked": "Held by the vendor",
+    "matched": "Matched: added",
+    "conflicts": "Conflicts",
+    "gain": "Gain (of customers)",
+}
+_IDENTIFIER_NAMES = {"mobile": "Mobile number", "id_number": "ID number", "device_id": "Device id"}
 _PENETRATION_HEADERS = {
     "name": "App category",
     "registered_matched": "Registered: matched",
@@ -58,7 +66,7 @@ _PENETRATION_HEADERS = {
     "unregistered_share": "Not registered: share",
     "ratio": "Ratio not reg. / reg.",
 }
-_SHARES = {"coverage", "keyed_coverage", "registered_share", "unregistered_share"}
+_SHARES = {"coverage", "keyed_coverage", "registered_share", "unregistered_share", "gain"}
 
 # (table, group column, section title, group column header, plot file)
 _BREAKDOWNS = (
@@ -117,14 +125,23 @@ def _page(report: CoverageReport, penetration: pl.DataFrame, parquet: Sequence[s
         '<div class="headline">',
         _headline("Customers", overall["customers"], None),
         _headline("Matched at the vendor", overall["matched"], overall["coverage"]),
-        _headline("Usable phone", overall["keyed"], None),
-        _headline("Invalid phone", overall["invalid"], None),
-        _headline("Shared phone", overall["duplicated"], None),
+        _headline("Usable key", overall["keyed"], None),
+        _headline("Invalid identifiers", overall["invalid"], None),
+        _headline("Shared identifiers", overall["duplicated"], None),
         "</div>",
         "<p>Coverage is matched / customers; coverage of usable is matched / customers with a "
-        "usable phone (valid and not shared with another customer: only those can match).</p>",
+        "usable key: an identifier of the match (phone, ID number, device id) that is valid and "
+        "not shared with another customer; only those can match. A customer with none is "
+        "counted by its first identifier's reason (invalid or shared).</p>",
         "<h2>All customers</h2>",
         _table(report.overall, None, "", "overall", k),
+        "<h2>What each identifier added</h2>",
+        "<p>Identifiers in the match's priority order, highest first. A customer is matched by "
+        "the first identifier that links it to a vendor user neither matched yet; "
+        "<em>matched: added</em> counts the customers an identifier matched beyond those before "
+        "it, and the gain is their share of all customers. A conflict is a link the identifier "
+        "made that a match of higher priority overruled (one customer, one vendor user).</p>",
+        _table(report.by_identifier, "id_type", "Identifier", "by_identifier", k),
     ]
     for name, column, section, header, plot in _BREAKDOWNS:
         parts += [
@@ -159,7 +176,9 @@ def _headline(label: str, count: int | None, share: float | None) -> str:
 
 def _table(frame: pl.DataFrame, column: str | None, header: str, name: str, k: int) -> str:
     """Return one HTML table with a note on its suppressed cells."""
-    headers = _PENETRATION_HEADERS if name == "penetration" else _COUNT_HEADERS
+    headers = {"penetration": _PENETRATION_HEADERS, "by_identifier": _IDENTIFIER_HEADERS}.get(
+        name, _COUNT_HEADERS
+    )
     cells = [c for c in headers if c in frame.columns and c != column]
     why = f"fewer than {k} customers, or recoverable by subtraction from such a cell"
     rows = [
@@ -190,6 +209,8 @@ def _label(column: str | None, value: object) -> str:
         return "registered" if value else "not registered"
     if column == "customer_level":
         return f"level {value}"
+    if column == "id_type":
+        return _IDENTIFIER_NAMES.get(str(value), str(value))
     return str(value)
 
 

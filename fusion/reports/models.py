@@ -33,11 +33,16 @@ from fusion.features import FeatureSet
 from fusion.models.targeting import TargetingResult
 from fusion.reports.disclosure import DEFAULT_K, check_k
 from fusion.reports.html import (
+    Column,
     Section,
+    count,
     document,
+    fixed3,
     headline,
     is_finite,
+    percent,
     points,
+    records_table,
     row_header,
     table,
     text_cell,
@@ -45,7 +50,7 @@ from fusion.reports.html import (
 )
 from fusion.reports.model_sections import acquisition_section, rescue_section, uplift_section
 from fusion.reports.value_demand import value_demand_section
-from fusion.training import TrainingRun
+from fusion.training import ScenarioRun, TrainingRun
 from matcher.atomic import write_atomic
 
 __all__ = ["REPORT_FILE", "SUMMARY_FILE", "Targets", "write_model_report"]
@@ -84,6 +89,7 @@ def write_model_report(
     *,
     k: int = DEFAULT_K,
     targets: Targets | None = None,
+    scenarios: Sequence[ScenarioRun] = (),
 ) -> Path:
     """Return the path of `model_report.html`, written under `out_dir` with its PNGs and JSON.
 
@@ -98,6 +104,8 @@ def write_model_report(
             missing; files of an earlier report there are replaced).
         k: the value x demand matrix withholds cells of fewer than k customers.
         targets: the acceptance targets (default: the business case's).
+        scenarios: more objectives' in-bank and fused models (`fusion.training.train_scenario`):
+            one row each, the fused gain with DeLong's interval.
     """
     check_k(k)
     missing = [c for c in ("customer_id", "decile") if c not in scores.columns]
@@ -117,6 +125,7 @@ def write_model_report(
         "rescue": rescue_section(run, out_dir),
         "uplift": uplift_section(run, features, campaign, out_dir),
         "value_demand": value_demand_section(run, features, scores, out_dir, k),
+        "scenarios": _scenario_section(run, scenarios),
     }
     content = {
         **summary,
@@ -232,12 +241,55 @@ def _page(
         *sections["acquisition"].html,
         *sections["rescue"].html,
         *sections["uplift"].html,
+        *sections["scenarios"].html,
         *sections["value_demand"].html,
         "<h2>Files</h2>",
         f"<p>Every number of this page, and the run's own summary, as JSON: "
         f"<code>{SUMMARY_FILE}</code> (withheld cells are null).</p>",
     ]
     return document(title, parts)
+
+
+def _ci(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None or high is None else f"{low:+.3f} – {high:+.3f}"
+
+
+def _scenario_section(run: TrainingRun, scenarios: Sequence[ScenarioRun]) -> Section:
+    """Return the per-scenario table: in-bank and fused AUC on the same held-out rows."""
+    mobile = run.summary()["acquisition"]
+    records = [
+        {
+            "scenario": "mobile-banking",
+            "population": mobile["fused"]["rows"],
+            "label_rate": mobile["fused"]["positives"] / max(mobile["fused"]["rows"], 1),
+            "test_rows": mobile["fused"]["rows"],
+            "in_bank_auc": mobile["in_bank"]["auc"],
+            "fused_auc": mobile["fused"]["auc"],
+            "auc_gain": mobile["auc_gain"],
+            "auc_gain_ci": mobile["auc_gain_ci"],
+            "auc_gain_p_value": mobile["auc_gain_p_value"],
+        },
+        *(s.summary() for s in scenarios),
+    ]
+    for record in records:
+        record["ci"] = _ci(*record["auc_gain_ci"])
+    columns = [
+        Column("scenario", "Scenario", str),
+        Column("test_rows", "Held-out rows", count),
+        Column("label_rate", "Label rate (held out / population)", percent),
+        Column("in_bank_auc", "In-bank AUC", fixed3),
+        Column("fused_auc", "Fused AUC", fixed3),
+        Column("auc_gain", "Fused gain", lambda v: f"{v:+.3f}" if is_finite(v) else "n/a"),
+        Column("ci", "95% DeLong CI", str, numeric=False),
+    ]
+    html_parts = [
+        "<h2>Scenarios: fused against in-bank</h2>",
+        "<p>One model per objective, each judged on its own population's held-out customers; "
+        "both models of a row score the same customers, so the gain's interval is DeLong's "
+        "paired one. The mobile-banking row is the acquisition model above.</p>",
+        records_table(records, columns, name="scenarios"),
+    ]
+    return Section(html_parts, {"scenarios": records})
 
 
 def _privacy(k: int) -> str:

@@ -24,6 +24,7 @@ from labs.bench.figures import Benchmark, Figure, cpu_count
 from labs.bench.ingest import bench_contracts, bench_ingest
 from labs.bench.matching import bench_oprf, bench_psi
 from labs.bench.models import bench_features, bench_models
+from labs.bench.monitoring import bench_monitoring
 from labs.bench.scale import bench_scale
 from labs.bench.world import bench_world
 from matcher.atomic import write_atomic
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "api": bench_api,
     "campaign_plan": bench_campaign_plan,
     "outcome_events": bench_outcome_events,
+    "monitoring": bench_monitoring,
     "scale": bench_scale,
 }
 """Every benchmark by the name `fusion bench --only` takes, in the order a full run takes them."""

@@ -9,6 +9,7 @@ exit status documented there and in the README. The commands by group:
                publish
     vendor     vendor keygen|pack|rotate|evaluate|push
     models     train, score
+    operations monitor, cycle
     service    serve, token create|list|revoke
     campaign   campaign create|plan|promote|deliver|outcomes|readout|close|list|show
     analyst    sql, snapshot keygen|bank-key|grant|open|dictionary
@@ -24,7 +25,17 @@ from typing import Annotated
 
 import typer
 
-from labs.cli import analyst, bank, campaigns, models, service, snapshot, vendor, workbench
+from labs.cli import (
+    analyst,
+    bank,
+    campaigns,
+    models,
+    operations,
+    service,
+    snapshot,
+    vendor,
+    workbench,
+)
 from labs.cli.options import LogLevel
 from labs.cli.terminal import FusionCommands, console, err_console
 
@@ -88,7 +99,10 @@ app.command("match")(bank.match_command)
 app.command("features")(bank.features_command)
 app.command("train")(models.train_command)
 app.command("score")(models.score_command)
+app.add_typer(models.models_app, name="models")
 app.command("report")(bank.report_command)
+app.command("monitor")(operations.monitor_command)
+app.command("cycle")(operations.cycle_command)
 app.add_typer(campaigns.campaign_app, name="campaign")
 app.command()(analyst.sql)
 app.command()(bank.publish)

@@ -22,6 +22,7 @@ from labs.cli.options import (
     DEFAULT_RUN,
     BankKey,
     ClusterOption,
+    IdentifiersOption,
     MinCellOption,
     ModeOption,
     RunOption,
@@ -30,6 +31,7 @@ from labs.cli.options import (
     engine_for,
     now,
     parse_date,
+    parse_identifiers,
 )
 from labs.cli.render import print_ingest, print_match
 from labs.cli.terminal import console, err_console
@@ -194,7 +196,7 @@ def _check_match_options(mode: MatchMode, *, oprf_only: bool) -> None:
         )
 
 
-def match_command(
+def match_command(  # noqa: PLR0913 - a command's parameters are its options
     extract: Annotated[Path, typer.Option(help="The bank's customer extract (Parquet).")],
     snapshot: Annotated[str, typer.Option(help="Snapshot date of the extract, YYYY-MM-DD.")],
     epoch: Annotated[
@@ -226,10 +228,11 @@ def match_command(
             "(refused without it).",
         ),
     ] = False,
+    identifiers: IdentifiersOption = None,
     cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Match the customer extract with the vendor's data (phones are never stored).
+    """Match the customer extract with the vendor's data (identifiers are never stored).
 
     salted: key the extract and intersect with the vendor's keys. oprf: without --answer, write
     the blinded request for the vendor (`fusion vendor evaluate`); with --answer, open the matched
@@ -255,7 +258,8 @@ def match_command(
     )
     with bank_of(run) as bank:
         if mode == MatchMode.SALTED:
-            _match_salted(bank, frame, _SaltedAsk(snapshot_date, epoch, replace), cluster)
+            ask = _SaltedAsk(snapshot_date, epoch, replace, parse_identifiers(identifiers))
+            _match_salted(bank, frame, ask, cluster)
             return
         if answer is not None:
             check_input_file(answer, what="OPRF answer", hint="`fusion vendor evaluate` writes one")
@@ -268,7 +272,14 @@ def match_command(
             sent = _request_oprf(
                 bank,
                 frame,
-                _OprfAsk(snapshot_date, epoch, local_vendor, request_out, replace),
+                _OprfAsk(
+                    snapshot_date,
+                    epoch,
+                    local_vendor,
+                    request_out,
+                    replace,
+                    parse_identifiers(identifiers),
+                ),
                 engine,
             )
     if sent is not None:
@@ -287,6 +298,7 @@ class _SaltedAsk:
     snapshot_date: date
     epoch: str | None
     replace: bool
+    identifiers: tuple[str, ...] | None = None
 
 
 def _match_salted(bank: Bank, frame: pl.DataFrame, ask: _SaltedAsk, cluster: str | None) -> None:
@@ -305,6 +317,7 @@ def _match_salted(bank: Bank, frame: pl.DataFrame, ask: _SaltedAsk, cluster: str
             epoch=ask.epoch,
             engine=engine,
             replace=ask.replace,
+            identifiers=ask.identifiers,
         )
     _print_match(done)
 
@@ -343,6 +356,7 @@ class _OprfAsk:
     local_vendor: bool
     request_out: Path | None
     replace: bool = False
+    identifiers: tuple[str, ...] | None = None
 
 
 def _request_oprf(
@@ -361,6 +375,7 @@ def _request_oprf(
             epoch=ask.epoch,
             engine=engine,
             replace=ask.replace,
+            identifiers=ask.identifiers,
         )
     if ask.local_vendor:
         with console.status(f"vendor: evaluating {len(request):,} blinded elements"):

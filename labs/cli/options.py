@@ -29,6 +29,7 @@ __all__ = [
     "BankKey",
     "BenchName",
     "ClusterOption",
+    "IdentifiersOption",
     "LogLevel",
     "MinCellOption",
     "ModeOption",
@@ -40,6 +41,7 @@ __all__ = [
     "engine_for",
     "now",
     "parse_date",
+    "parse_identifiers",
 ]
 
 RunOption = Annotated[Path, typer.Option("--run", help="Run folder (ignored by git).")]
@@ -62,6 +64,20 @@ ModeOption = Annotated[
         "only its own customers' rows."
     ),
 ]
+
+
+IdentifiersOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Identifiers to match on, highest priority first, comma-separated: mobile, "
+        "id_number, device_id. Default: every one of them the file has a column for.",
+    ),
+]
+
+
+def parse_identifiers(text: str | None) -> tuple[str, ...] | None:
+    """Return the identifier types `--identifiers` names, in order (None: the default)."""
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
 
 MinCellOption = Annotated[
@@ -124,6 +140,7 @@ class BenchName(StrEnum):
     API = "api"
     CAMPAIGN_PLAN = "campaign_plan"
     OUTCOME_EVENTS = "outcome_events"
+    MONITORING = "monitoring"
     SCALE = "scale"
 
 

@@ -15,7 +15,14 @@ from contracts.errors import ConfigError, FusionError
 from contracts.input_files import check_input_file
 from contracts.schemas import MatchMode
 from fusion.runfolder import RunFolder
-from labs.cli.options import DEFAULT_RUN, ModeOption, RunOption, VendorKey, now
+from labs.cli.options import (
+    DEFAULT_RUN,
+    ModeOption,
+    RunOption,
+    VendorKey,
+    now,
+    parse_identifiers,
+)
 from labs.cli.terminal import EXIT_FINDINGS, console, err_console
 from matcher.envelope import MAGIC
 from matcher.kem import Suite
@@ -95,9 +102,16 @@ def vendor_pack(
             "let the bank verify every evaluation (the default is verifiable).",
         ),
     ] = False,
+    identifiers: Annotated[
+        str | None,
+        typer.Option(
+            help="Identifier types to key each user by, comma-separated: mobile, id_number, "
+            "device_id. Default: mobile and every other one the users file has a column for.",
+        ),
+    ] = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
-    """Normalise phones, key or seal each user's row, drop the phones and seal the batch."""
+    """Normalise identifiers, key or seal each user's row, drop them and seal the batch."""
     folder = RunFolder(run)
     keyring = Keyring.open(folder.vendor_keys)  # first: a mistyped --run creates nothing
     folder.outbox.mkdir(parents=True, exist_ok=True)
@@ -112,7 +126,12 @@ def vendor_pack(
             now=now(),
             epoch_id=epoch,
             mode=mode,
-            options=PackOptions(batch_id=batch_id, suite=suite, verifiable=not base_oprf),
+            options=PackOptions(
+                batch_id=batch_id,
+                suite=suite,
+                verifiable=not base_oprf,
+                identifiers=parse_identifiers(identifiers),
+            ),
             overwrite=force,
         )
     rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()) or "none"
@@ -153,7 +172,8 @@ def vendor_evaluate(
         int | None,
         typer.Option(
             min=0,
-            help="The bank's customer count as agreed out of band; required for an epoch's "
+            help="The bank's customer count as agreed out of band, times the identifier types it "
+            "matches on (one evaluation per customer and identifier); required for an epoch's "
             "first answer, where it fixes the cap (x1.1 + 1000 evaluations per epoch).",
         ),
     ] = None,

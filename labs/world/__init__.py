@@ -3,12 +3,15 @@
 Everything is a pure function of `WorldConfig`: the same seed gives byte-identical Parquet files.
 Files under `out/`:
 
-    bank/customers.parquet     the bank's extract: ~70 features, dirty phones, ID numbers, label
+    bank/customers.parquet     the bank's extract: ~70 features, dirty phones, ID numbers, the
+                               device ids its app knows, label
     bank/campaign.parquet      a past A/B campaign on unregistered customers (treatment, responded)
-    vendor/users.parquet       the vendor's users: phone, app usage lists, interest tag lists
+    vendor/users.parquet       the vendor's users: phone, app usage lists, interest tag lists,
+                               ID number and device id where the vendor holds them
     truth/personas.parquet     latent personas of every person (bank customer and/or vendor row)
     truth/propensity.parquet   true P(open mobile banking), true response under control/treatment
-    truth/intersection.parquet bank customers the vendor holds whose phone is valid and unique
+    truth/intersection.parquet each customer's true best-identifier vendor user (phone > ID
+                               number > device id), and which identifier links it
     world.json                 config, summary and the sha256 of every Parquet file
 
 The truth model. Every person has a latent persona (gamer, investor, senior...) and maybe a second
@@ -23,6 +26,7 @@ The modules, in the order a world is drawn:
     bank       the bank's features, ID numbers and extract
     phones     who owns which number and how the bank and the vendor write it (shared with
                `labs.scale`)
+    identifiers  ID numbers and device ids at the vendor, device ids and old numbers at the bank
     campaign   registration, the label and the past campaign, with their true probabilities
     vendor     the vendor's users and their app and tag lists, written chunk by chunk
     truth      the ground-truth frames

@@ -1,5 +1,7 @@
 """The bank's side of the world: ~70 data-mart features, ID numbers and the extract's frame.
 
+(The device ids and changed numbers of the extract are drawn in `labs.world.identifiers`.)
+
 Features follow the latent persona and wealth / digital scores (`labs.world.personas`) only
 mildly, so a bank-only model sees personas barely. Values are numpy arrays (NaN = null) or polars
 Series for text, gathered in one dict by column name; keys starting with `_` are latent helpers
@@ -25,6 +27,7 @@ __all__ = [
     "bank_features",
     "customer_frame",
     "id_numbers",
+    "id_prefixes",
 ]
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -394,6 +397,35 @@ class Ids:
     bad: Array  # bool: the check character is wrong on purpose
 
 
+def id_prefixes(
+    region: Array, age: Array, back: Array, seq: Array, snapshot: datetime.date
+) -> pl.Series:
+    """Return the first 17 characters of ID numbers: district, birth date, sequence.
+
+    Args:
+        region: row of the district in the branch list; age: whole years at the snapshot;
+        back: days the birth date lies before the age-th birthday preceding the snapshot
+        (0..363, so age is exact); seq: the 3-digit sequence, odd for men.
+    """
+    day = 28 if (snapshot.month, snapshot.day) == (2, 29) else snapshot.day
+    frame = pl.DataFrame(
+        {
+            "region": pl.Series([code for code, _ in _BRANCHES]).gather(region),
+            "year": snapshot.year - age.astype(np.int32),
+            "back": back,
+            "seq": seq,
+        }
+    )
+    birth = pl.date(pl.col("year"), snapshot.month, day) - pl.duration(days=pl.col("back"))
+    return frame.select(
+        pl.concat_str(
+            pl.col("region"),
+            birth.dt.strftime("%Y%m%d"),
+            pl.col("seq").cast(pl.String).str.zfill(3),
+        ).alias("id_number")
+    )["id_number"]
+
+
 def id_numbers(col: dict[str, Any], snapshot: datetime.date, rng: np.random.Generator) -> Ids:
     """Return 18-character ID numbers whose birth date gives the age and whose parity the gender.
 
@@ -402,25 +434,9 @@ def id_numbers(col: dict[str, Any], snapshot: datetime.date, rng: np.random.Gene
     """
     n = len(col["age"])
     customer_id = 1_000_000_000 + np.cumsum(rng.integers(1, 20, n))
-    region = col["_region"]
-    # Born within the year before the age-th birthday preceding the snapshot, so age is exact.
-    day = 28 if (snapshot.month, snapshot.day) == (2, 29) else snapshot.day
-    frame = pl.DataFrame(
-        {
-            "region": pl.Series([code for code, _ in _BRANCHES]).gather(region),
-            "year": snapshot.year - col["age"].astype(np.int32),
-            "back": rng.integers(0, 364, n),
-            "seq": rng.integers(0, 500, n) * 2 + col["_male"],
-        }
-    )
-    birth = pl.date(pl.col("year"), snapshot.month, day) - pl.duration(days=pl.col("back"))
-    first17 = frame.select(
-        pl.concat_str(
-            pl.col("region"),
-            birth.dt.strftime("%Y%m%d"),
-            pl.col("seq").cast(pl.String).str.zfill(3),
-        ).alias("id_number")
-    )["id_number"]
+    back = rng.integers(0, 364, n)
+    seq = rng.integers(0, 500, n) * 2 + col["_male"]
+    first17 = id_prefixes(col["_region"], col["age"], back, seq, snapshot)
     check = id_check_characters(first17)
     bad = rng.random(n) < _BAD_ID_SHARE
     alphabet = "0123456789X"
@@ -468,11 +484,19 @@ def _column(name: str, values: Any) -> pl.Series:
 
 
 def customer_frame(
-    col: dict[str, Any], phone: pl.Series, ids: Ids, *, registered: Array, opened: Array
+    col: dict[str, Any],
+    phone: pl.Series,
+    ids: Ids,
+    *,
+    registered: Array,
+    opened: Array,
+    device: pl.Series | None = None,
 ) -> pl.DataFrame:
     """Return the bank extract: identifiers, ~70 features, the registration flag and the label.
 
     The label (`opened`) exists only for customers not `registered` yet: null for the others.
+    `device` (the mobile-banking app's device ids, `labs.world.identifiers`) follows the ID
+    number when given.
     """
     return pl.DataFrame(
         [
@@ -482,6 +506,7 @@ def customer_frame(
             .alias("branch_id"),
             phone.alias("phone"),
             ids.numbers,
+            *([] if device is None else [device.alias("device_id")]),
             *(_column(name, col[name]) for name in FEATURE_COLUMNS),
             pl.Series("mb_registered", registered),
             pl.Series("opened_mb", opened).scatter(np.flatnonzero(registered), None),

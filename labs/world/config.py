@@ -37,7 +37,7 @@ class WorldSummary:
 
     bank_customers: int
     vendor_users: int
-    true_coverage: float  # bank customers in truth/intersection over all bank customers
+    true_coverage: float  # bank customers in truth/intersection (best identifier) over all
     label_rate: float  # opened mobile banking in the window, among customers not registered
     registered_rate: float  # already on mobile banking at the snapshot
     campaign_size: int
@@ -48,6 +48,10 @@ class WorldSummary:
     invalid_phones: int
     duplicated_phones: int  # customers whose (valid) phone another customer also gives
     bad_id_checksums: int
+    # True best-identifier matches by the identifier that links them; customers whose extract
+    # gives an old number (labs.world.identifiers).
+    matched_by: dict[str, int] = field(default_factory=dict)
+    changed_numbers: int = 0
     digests: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 hex
     seconds: float = 0.0
 

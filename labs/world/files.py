@@ -35,8 +35,12 @@ class WorldFiles:
     PERSONAS = "truth/personas.parquet"
     PROPENSITY = "truth/propensity.parquet"
     INTERSECTION = "truth/intersection.parquet"
+    OUTCOMES = "bank/outcomes.parquet"  # the scenarios' labels (labs.world.scenarios)
+    SCENARIOS = "truth/scenarios.parquet"  # their true probabilities
     MANIFEST = "world.json"
-    PARQUET = (CUSTOMERS, CAMPAIGN, VENDOR_USERS, PERSONAS, PROPENSITY, INTERSECTION)
+    PARQUET = (
+        CUSTOMERS, CAMPAIGN, VENDOR_USERS, PERSONAS, PROPENSITY, INTERSECTION, OUTCOMES, SCENARIOS,
+    )  # fmt: skip
 
     @property
     def customers(self) -> Path:
@@ -61,6 +65,14 @@ class WorldFiles:
     @property
     def intersection(self) -> Path:
         return self.root / self.INTERSECTION
+
+    @property
+    def outcomes(self) -> Path:
+        return self.root / self.OUTCOMES
+
+    @property
+    def scenarios(self) -> Path:
+        return self.root / self.SCENARIOS
 
     @property
     def manifest(self) -> Path:

@@ -22,9 +22,17 @@ from labs.world.bank import Ids, bank_features, customer_frame, id_numbers
 from labs.world.campaign import Outcomes, campaign_frame, draw_outcomes
 from labs.world.config import WorldConfig, WorldSummary, validated_taxonomy
 from labs.world.files import WorldFiles, file_sha256, write_parquet
+from labs.world.identifiers import (
+    Devices,
+    bank_devices,
+    changed_numbers,
+    identifier_streams,
+    with_vendor_identifiers,
+)
 from labs.world.personas import N_PERSONAS, PERSONAS, People, draw_people
 from labs.world.phones import INVALID, BankPhones, bank_phones, dirty_phones, distinct_mobiles
-from labs.world.truth import truth_frames
+from labs.world.scenarios import draw_scenarios, scenario_frames
+from labs.world.truth import Identifiers, truth_frames
 from labs.world.vendor import Vendor, build_profiles, vendor_population, write_vendor_users
 
 __all__ = ["generate_world"]
@@ -41,6 +49,7 @@ _STREAMS = (
     "vendor",
     "profiles",
     "lists",
+    "scenarios",  # last: the streams before it draw what they drew without it
 )
 
 
@@ -54,6 +63,7 @@ class _Bank:
     phone_column: pl.Series
     ids: Ids
     outcomes: Outcomes
+    devices: Devices  # the device ids the bank's app knows
 
 
 def generate_world(
@@ -70,6 +80,7 @@ def generate_world(
         zip(_STREAMS, np.random.SeedSequence(config.seed).spawn(len(_STREAMS)), strict=True)
     )
     rng = {name: np.random.Generator(np.random.PCG64(seed)) for name, seed in seeds.items()}
+    rng["id_bank"], rng["id_vendor"] = identifier_streams(config.seed)  # streams apart
     n_vendor = round(config.vendor_ratio * config.customers)
 
     with (
@@ -81,13 +92,24 @@ def generate_world(
         profiles = writer.submit(build_profiles, taxonomy, rng["profiles"])
         bank = _draw_bank(config, n_vendor, rng, report)
         digests = _write_bank(bank, files, writer)
+        drawn = draw_scenarios(bank.people, bank.col, bank.outcomes.registered, rng["scenarios"])
+        for name, frame in zip(
+            (files.OUTCOMES, files.SCENARIOS), scenario_frames(bank.ids, drawn), strict=True
+        ):
+            digests[name] = writer.submit(write_parquet, frame.to_arrow(), files.root / name)
         report("bank customers", 1.0)
 
         report("vendor users", 0.0)
         vendor = vendor_population(
             config, bank.people, bank.col, bank.phones, rng["presence"], rng["vendor"]
         )
-        for name, frame in truth_frames(bank.people, bank.ids, vendor, bank.outcomes).items():
+        vendor = with_vendor_identifiers(
+            vendor, bank.ids, bank.devices, config.snapshot_date, rng["id_vendor"]
+        )
+        truth = truth_frames(
+            bank.people, bank.ids, vendor, bank.outcomes, Identifiers(bank.phones, bank.devices)
+        )
+        for name, frame in truth.items():
             digests[name] = writer.submit(write_parquet, frame.to_arrow(), files.root / name)
         write_vendor_users(
             vendor, profiles.result(), seeds["lists"], files.vendor_users, vendor_writer, report
@@ -98,7 +120,8 @@ def generate_world(
         digest = {name: digests[name].result() for name in WorldFiles.PARQUET}
         report("files", 1.0)
 
-    summary = _summary(config, bank, vendor, digest, time.perf_counter() - start)
+    matches = truth[WorldFiles.INTERSECTION]
+    summary = _summary(config, bank, vendor, matches, digest, time.perf_counter() - start)
     files.manifest.write_text(
         json.dumps({"config": config.to_dict(), "summary": summary.to_dict()}, indent=2) + "\n"
     )
@@ -118,11 +141,13 @@ def _draw_bank(
     # One draw for everybody, so vendor-only numbers can never be a bank customer's.
     everybody = distinct_mobiles(n + n_vendor, rng["phones"])
     phones = bank_phones(everybody[:n], rng["phones"], fresh=everybody[n:])
+    phones = changed_numbers(phones, n_vendor - n, rng["id_bank"])
     phone_column = dirty_phones(phones, rng["phones"])
     ids = id_numbers(col, config.snapshot_date, rng["ids"])
     report("bank customers", 0.5)
     outcomes = draw_outcomes(people, col, rng["outcomes"])
-    return _Bank(people, col, phones, phone_column, ids, outcomes)
+    devices = bank_devices(outcomes.registered, rng["id_bank"])
+    return _Bank(people, col, phones, phone_column, ids, outcomes, devices)
 
 
 def _write_bank(
@@ -136,6 +161,7 @@ def _write_bank(
         bank.ids,
         registered=outcomes.registered,
         opened=outcomes.opened,
+        device=bank.devices.column(),
     )
     campaign = campaign_frame(bank.ids, outcomes)
     return {
@@ -151,7 +177,12 @@ def _rate(flags: Array, mask: Array) -> float:
 
 
 def _summary(
-    config: WorldConfig, bank: _Bank, vendor: Vendor, digests: dict[str, str], seconds: float
+    config: WorldConfig,
+    bank: _Bank,
+    vendor: Vendor,
+    matches: pl.DataFrame,
+    digests: dict[str, str],
+    seconds: float,
 ) -> WorldSummary:
     """Return what the generated world measures, with the digests of its files."""
     outcomes = bank.outcomes
@@ -162,7 +193,9 @@ def _summary(
     return WorldSummary(
         bank_customers=config.customers,
         vendor_users=vendor.n,
-        true_coverage=float(vendor.matched.sum() / config.customers),
+        true_coverage=matches.height / config.customers,
+        matched_by={k: int(n) for k, n in matches["id_type"].value_counts().iter_rows()},
+        changed_numbers=int(((bank.phones.given != bank.phones.true) & ~bank.phones.copy).sum()),
         label_rate=float(outcomes.opened[~outcomes.registered].sum() / max(n_unregistered, 1)),
         registered_rate=float(outcomes.registered.mean()),
         campaign_size=int(in_campaign.sum()),

@@ -117,7 +117,10 @@ class Vendor:
     tags: _Windows
     engagement: Array  # float32: scales active days
     vendor_row: Array  # int64 per bank customer: the row holding the person, -1 if absent
-    matched: Array  # bool per bank customer: in truth/intersection
+    matched: Array  # bool per bank customer: at the vendor under the phone the bank gives
+    # The ID number and device id columns per row (`labs.world.identifiers`), when drawn.
+    id_number: pl.Series | None = None
+    device_id: pl.Series | None = None
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,14 @@ _VENDOR_SCHEMA = pa.schema(
         ("tag_weights", pa.large_list(pa.float32())),
     ]
 )
+_IDENTIFIER_FIELDS = [("id_number", pa.large_string()), ("device_id", pa.large_string())]
+
+
+def _schema(vendor: Vendor) -> pa.Schema:
+    """Return the users file's schema: the second identifiers last, when the world has them."""
+    if vendor.id_number is None or vendor.device_id is None:
+        return _VENDOR_SCHEMA
+    return pa.schema([*_VENDOR_SCHEMA, *_IDENTIFIER_FIELDS])
 
 
 def _vendor_chunk(
@@ -394,6 +405,11 @@ def _vendor_chunk(
     weights = (np.maximum(np.ceil(strength * 1000.0), 1.0) / np.float32(1000.0)).astype(np.float32)
 
     phone = vendor_phones(vendor.phone[users], vendor.plus86[users])
+    identifiers = [
+        column[users].to_arrow().cast(pa.large_string())
+        for column in (vendor.id_number, vendor.device_id)
+        if column is not None
+    ]
     return pa.table(
         [
             phone.to_arrow().cast(pa.large_string()),
@@ -402,8 +418,9 @@ def _vendor_chunk(
             _lists(app_off, sessions),
             _lists(tag_off, tag_ids),
             _lists(tag_off, weights),
+            *identifiers,
         ],
-        schema=_VENDOR_SCHEMA,
+        schema=_schema(vendor),
     )
 
 
@@ -421,7 +438,7 @@ def write_vendor_users(
     chunks wait, which bounds memory whatever the world's size.
     """
     chunks = [slice(s, min(s + _CHUNK_USERS, vendor.n)) for s in range(0, vendor.n, _CHUNK_USERS)]
-    parquet = pq.ParquetWriter(path, _VENDOR_SCHEMA, **PARQUET_OPTIONS)
+    parquet = pq.ParquetWriter(path, _schema(vendor), **PARQUET_OPTIONS)
     waiting: deque[Future[None]] = deque()
     try:
         for i, (users, seed) in enumerate(zip(chunks, seeds.spawn(len(chunks)), strict=True)):

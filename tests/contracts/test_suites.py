@@ -19,7 +19,7 @@ TAXONOMY = load_taxonomy()
 def test_a_valid_batch_passes_every_rule():
     report = validate_vendor_batch(vendor_batch(), taxonomy=TAXONOMY, expected_rows=200)
     assert report.passed, report.summary()
-    assert len(report.rules) == 13 and report.engine == "great_expectations"
+    assert len(report.rules) == 14 and report.engine == "great_expectations"
 
 
 @pytest.mark.parametrize("rule", sorted(BREAKAGES))

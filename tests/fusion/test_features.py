@@ -25,7 +25,7 @@ from labs.world import WorldConfig, WorldFiles, generate_world
 from matcher.identity import normalize_id_numbers, normalize_phones
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import init_local_pair
-from matcher.pack import build_batch, pack_users
+from matcher.pack import PackOptions, build_batch, pack_users
 
 S1 = date(2026, 9, 30)
 S2 = date(2026, 10, 31)
@@ -319,7 +319,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     inbox = Inbox(root / "bank").ensure()
     sealed = inbox.inbox / "b1.sealed"
     created = datetime(2026, 9, 29, 10, tzinfo=UTC)
-    pack_users(world.vendor_users, sealed, keyring=vendor, now=created)
+    # Keyed by the phone alone, so `build_batch` below rebuilds the very keys the bank loaded.
+    only_phone = PackOptions(identifiers=("mobile",))
+    pack_users(world.vendor_users, sealed, keyring=vendor, now=created, options=only_phone)
     epoch = bank.current_salt()
     now = datetime(2026, 10, 1, 9, tzinfo=UTC)
     with Store.open(root / "bank" / "fusion.duckdb", key=bank.store_key()) as store:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts.errors import ConfigError, EvaluationCapError, OprfError
 from contracts.schemas import VENDOR_OPRF_BATCH, MatchMode
@@ -34,9 +32,9 @@ from matcher.keyed_hash import hmac_digest, keyed_hash
 from matcher.manifest import Manifest
 from matcher.oprf import OprfMode, blind_evaluate, evaluate
 from matcher.oprf_exchange import ANSWER, REQUEST, ElementFile, answer_request
-from matcher.oprf_match import NONCE_BYTES, derive_row_keys
+from matcher.oprf_match import derive_row_keys, open_rows_by_identifier, oprf_input
 from matcher.pack import PackOptions, build_oprf_batch, pack_users
-from matcher.psi import customer_phones
+from matcher.psi import DEFAULT_PRIORITY, customer_identifiers
 from tests.support.local_pair import LocalPair
 
 pytestmark = pytest.mark.slow  # stores, sealed batches and OPRF exchanges end to end
@@ -49,7 +47,7 @@ NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
     out = tmp_path_factory.mktemp("oprf-world")
-    generate_world(WorldConfig(customers=3_000, seed=13, snapshot_date=SNAPSHOT), out)
+    generate_world(WorldConfig(customers=2_000, seed=13, snapshot_date=SNAPSHOT), out)
     return WorldFiles(out)
 
 
@@ -115,7 +113,8 @@ class Parties(LocalPair):
             )
         request.write(self.root / "request.oprf")
         sent = ElementFile.read(self.root / "request.oprf", kind=REQUEST)
-        answer, _ = answer_request(self.vendor, sent, declared_customers=declared or extract.height)
+        # The bank declares the evaluations it needs: one per customer and usable identifier.
+        answer, _ = answer_request(self.vendor, sent, declared_customers=declared or len(sent))
         answer.write(self.root / "answer.oprf")
         return sent, ElementFile.read(self.root / "answer.oprf", kind=ANSWER)
 
@@ -180,8 +179,11 @@ def test_the_oprf_match_is_the_true_intersection_with_the_salted_runs_tags(
     assert set(matched["customer_id"].to_list()) == truth and done.run.matched == len(truth)
     assert salted_lists.equals(oprf_lists) and salted_lists.height == len(truth)
     assert features[salt].equals(features[oprf])
-    # Every keyed customer was blinded once; the vendor's rows: opened = matched, rest dropped.
-    assert len(request) == salted.keyed == done.run.keyed
+    # Every usable identifier was blinded once; the vendor's rows: opened = matched, the rest
+    # dropped; the OPRF run counts the salted run's links and conflicts.
+    assert len(request) == sum(c["keyed"] for c in salted.by_identifier.values())
+    assert salted.keyed == done.run.keyed and done.run.by_identifier == salted.by_identifier
+    assert done.run.conflicts == salted.conflicts > 0
     assert vendor_rows is not None and done.vendor_rows == vendor_rows[0]
     assert done.opened == len(truth) and done.dropped == vendor_rows[0] - len(truth)
     assert left == (0,) and seeds == (0, 1)  # nothing sealed kept, the seed erased
@@ -217,17 +219,20 @@ def test_the_bank_cannot_open_a_row_of_a_user_it_never_had_evaluated(
     )
     key = parties.vendor.oprf_key(answer.epoch_id)
     (label,), _ = derive_row_keys(evaluate(key, [outsider.encode()], mode=OprfMode.VOPRF))
-    row = sealed.filter(pl.col("label") == label)
-    assert row.height == 1  # the vendor sealed it ...
-    blob = row["sealed"][0]
-    assert label not in _bank_labels(parties)  # ... and the bank never derived its label
+    row = sealed.filter(pl.col("label").bin.slice(0, 16) == label)
+    assert row.height == 1  # the vendor sealed it (its phone label first) ...
+    blob, composite = row["sealed"][0], row["label"][0]
+    # ... and the bank never derived its label
+    assert all(label not in known for known in _bank_labels(parties))
     salted = keyed_hash(pl.Series([outsider]), parties.bank.current_salt(), domain="mobile")[0]
-    # What the bank's evaluations gave it: the data keys of its own customers' phones.
-    own = sorted(bank_phones)[:300]
-    _, own_keys = derive_row_keys(evaluate(key, [p.encode() for p in own], mode=OprfMode.VOPRF))
+    # What the bank's evaluations gave it: the keys of its own customers' identifiers.
+    own = [oprf_input("mobile", p) for p in sorted(bank_phones)[:300]]
+    own += [oprf_input("id_number", i) for i in extract["id_number"].str.to_uppercase()[:100]]
+    _, own_keys = derive_row_keys(evaluate(key, own, mode=OprfMode.VOPRF))
     for guess in [*own_keys, salted, bytes(32)]:
-        with pytest.raises(InvalidTag):
-            AESGCM(guess).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], label)
+        for kind in DEFAULT_PRIORITY:
+            with pytest.raises(OprfError):
+                open_rows_by_identifier([blob], [composite], [kind], [guess])
     # ... and after the match the store no longer holds it at all.
     with parties.store() as store:
         assert store.execute("SELECT count(*) FROM vendor_oprf_rows").fetchone() == (0,)
@@ -253,20 +258,22 @@ def test_the_vendor_caps_evaluations_per_epoch_and_counts_nothing_it_refuses(
     epoch = parties.vendor.current_oprf_epoch()
     with parties.vendor.oprf_budget(epoch) as stored:
         assert stored.read() is None  # refused before anything was counted or stored
-    # Declared honestly: answered, and counted on disk.
-    first, _ = parties.exchange(extract, declared=extract.height)
+    # Declared honestly (one evaluation per customer and usable identifier): answered, counted.
+    found = customer_identifiers(extract, DEFAULT_PRIORITY)
+    need = sum(found.by_identifier[kind]["ok"] for kind in DEFAULT_PRIORITY)
+    first, _ = parties.exchange(extract, declared=need)
     with parties.vendor.oprf_budget(epoch) as stored:
         fields = stored.read()
     assert fields is not None and fields["used"] == len(first)
     # A second full request in the same epoch passes the cap (x1.1 + 1000 is a margin, not a
     # second allowance) and is refused; a changed declaration is refused too.
     with pytest.raises(EvaluationCapError):
-        parties.exchange(extract, declared=extract.height)
+        parties.exchange(extract, declared=need)
     with pytest.raises(ConfigError, match="never raised within an epoch"):
-        parties.exchange(extract, declared=extract.height * 10)
+        parties.exchange(extract, declared=need * 10)
     # A new epoch starts a new budget.
     parties.vendor.rotate("oprf")
-    assert len(parties.exchange(extract, declared=extract.height)[1]) == len(first)
+    assert len(parties.exchange(extract, declared=need)[1]) == len(first)
 
 
 def test_answers_are_used_once_for_the_extract_they_were_made_from(
@@ -346,9 +353,15 @@ def test_an_answer_to_a_request_blinded_the_old_way_is_refused(world: WorldFiles
     parties = Parties(tmp_path)
     extract = pl.read_parquet(world.customers)
     _, answer = parties.exchange(extract)
-    found = customer_phones(extract["customer_id"], extract["phone"])
-    ok = found.phones.filter(pl.col("key_status") == "ok").sort("customer_id")
-    lines = "\n".join(f"{c}:{p}" for c, p in zip(ok["customer_id"], ok["phone"], strict=True))
+    found = customer_identifiers(extract, DEFAULT_PRIORITY)
+    lines = "\n".join(
+        f"{c}:{oprf_input(kind, v).decode()}"
+        for kind in DEFAULT_PRIORITY
+        for c, v in found.frame.filter(pl.col(f"{kind}_status") == "ok")
+        .sort("customer_id")
+        .select("customer_id", kind)
+        .iter_rows()
+    )
     with parties.store() as store:
         (seed,) = store.execute(
             "SELECT blind_seed FROM oprf_requests WHERE request_id = ?", [answer.request_id]
@@ -393,8 +406,9 @@ def test_a_batch_whose_matched_rows_do_not_open_or_break_the_contract_is_quarant
     }
     assert ledger[ids["swapped"]] == ledger[ids["broken"]] == "quarantined"
     assert ledger[ids["good"]] == "loaded" and loaded == [(ids["good"],)]
-    truth = set(pl.read_parquet(world.intersection)["customer_id"].to_list())
-    assert done.run.matched == len(truth)
+    # Batches of the mobile number alone: only the customers matched by phone.
+    truth = pl.read_parquet(world.intersection).filter(pl.col("id_type") == "mobile")
+    assert done.run.matched == truth.height
     assert report is not None and "tags_known" in report[0]
 
 

@@ -101,9 +101,18 @@ def test_model_json_is_plain_json_without_pickles(model_world: ModelWorld):
     ref = model_world.run.refs["acquisition"]
     document = json.loads((ref.path / "model.json").read_text())
     assert document["format"] == "bankfusion-model/3"
-    assert set(document["files"]) == {"booster.json", "tag_profile.npz"}
+    assert set(document["files"]) == {"booster.json", "tag_profile.npz", "holdout.npz"}
     with np.load(ref.path / "tag_profile.npz", allow_pickle=False) as saved:
         assert set(saved.files) == {"tag_ids", "components", "labels", "numbers"}
+    # The held-out customers the gate scores champion and challenger on: ids and labels.
+    holdout = model_world.registry.holdout("acquisition")
+    assert holdout is not None and holdout.treatment is None
+    fused = model_world.run.acquisition["fused"]
+    assert len(holdout.customer_id) == len(fused.test_rows)
+    np.testing.assert_array_equal(holdout.label, fused.test_label)
+    uplift = model_world.registry.holdout("uplift")
+    assert uplift is not None and uplift.treatment is not None
+    assert set(np.unique(uplift.treatment)) == {0, 1}
 
 
 def test_the_version_covers_model_json_not_only_the_boosters(

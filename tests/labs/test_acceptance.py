@@ -101,3 +101,30 @@ def test_adjusted_readouts_narrow_the_aum_interval_and_keep_the_truth(summary: d
         # The always-valid test's looks and boundary are in the readout.
         looks = readout["sequential"]["ab"]["looks"]
         assert looks and all(look["boundary_z"] > 1.96 for look in looks)
+
+
+def test_every_scenario_is_judged_fused_against_in_bank_with_delongs_interval(summary: dict):
+    scenarios = {s["scenario"]: s for s in summary["scenarios"]}
+    assert set(scenarios) == {"mb-activation", "credit-card", "aum-growth"}
+    for found in scenarios.values():
+        low, high = found["auc_gain_ci"]
+        assert low < found["auc_gain"] < high and found["test_rows"] > 5_000
+        # Persona-driven outcomes: the vendor's data adds to what the bank's own data sees.
+        assert found["fused_auc"] > found["in_bank_auc"] and low > 0
+    report = Path(summary["model_report"]).read_text(encoding="utf-8")
+    assert "Scenarios: fused against in-bank" in report and "credit-card" in report
+
+
+def test_a_model_learnt_from_the_coupon_campaign_is_judged_on_the_worlds_truth(summary: dict):
+    learning = summary["learning"]
+    assert learning["campaign"] == "food-coupon-sms"
+    # The campaign's arms, thinned to one propensity, are a trial of a few thousand rows.
+    assert 2_000 < learning["rows"]["train"] < 10_000 and learning["rows"]["test"] > 500
+    past, learnt = learning["past_ab"], learning["learnt"]
+    # Judged on customers neither model trained on, against the world's true uplift: the
+    # past A/B file's model ranks them; what the campaign taught is reported beside it.
+    assert past["correlation_with_true_uplift"] > 0.2
+    assert past["true_incremental_top_30"] > 0 and learnt["true_incremental_top_30"] > 0
+    assert learnt["correlation_with_true_uplift"] is None or (
+        -1 <= learnt["correlation_with_true_uplift"] <= 1
+    )

@@ -234,8 +234,8 @@ def test_oprf_mode_through_the_cli_request_answer_finish(demo_run: tuple[Path, s
     )
     assert undeclared.exit_code == 2 and "--declared-customers" in undeclared.output
     evaluate = ["vendor", "evaluate", "--request", str(request), "--out", str(answer)]
-    evaluated = runner.invoke(app, [*evaluate, "--declared-customers", "3000", *base])
-    assert evaluated.exit_code == 0 and "of 4,300 used" in evaluated.output, evaluated.output
+    evaluated = runner.invoke(app, [*evaluate, "--declared-customers", "9000", *base])
+    assert evaluated.exit_code == 0 and "of 10,900 used" in evaluated.output, evaluated.output
 
     finished = runner.invoke(app, [*match, "--answer", str(answer)])
     assert finished.exit_code == 0, finished.output

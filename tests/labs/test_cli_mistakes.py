@@ -75,7 +75,8 @@ def extract_nobody_matches(run: Path) -> Path:
     path = run / "strangers.parquet"
     frame = pl.read_parquet(extract(run))
     phones = pl.format("1390{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(7))
-    frame.with_columns(phone=phones).write_parquet(path)
+    nobody = pl.lit(None, dtype=pl.String)  # and no other identifier to match by
+    frame.with_columns(phone=phones, id_number=nobody, device_id=nobody).write_parquet(path)
     return path
 
 
@@ -200,7 +201,7 @@ def test_vendor_evaluate_to_a_folder_spends_no_budget(run: Path):
 
     result = fusion(
         run, "vendor", "evaluate", "--request", str(request), "--out", str(out),
-        "--declared-customers", "3000",
+        "--declared-customers", "9000",
     )  # fmt: skip
 
     assert result.exit_code == 2, result.output
@@ -210,7 +211,7 @@ def test_vendor_evaluate_to_a_folder_spends_no_budget(run: Path):
     assert not any(out.iterdir())
     answered = fusion(
         run, "vendor", "evaluate", "--request", str(request), "--out", str(out / "a.oprf"),
-        "--declared-customers", "3000",
+        "--declared-customers", "9000",
     )  # fmt: skip
     assert answered.exit_code == 0, answered.output
     assert (out / "a.oprf").is_file()
@@ -343,7 +344,7 @@ def test_vendor_evaluate_keeps_an_existing_answer_unless_forced(run: Path):
     budget = digests(RunFolder(run).vendor_keys)
     kept = fusion(
         run, "vendor", "evaluate", "--request", str(request), "--out", str(answer),
-        "--declared-customers", "3000",
+        "--declared-customers", "9000",
     )  # fmt: skip
     assert kept.exit_code == 2, kept.output
     assert first_line(kept.stderr).startswith(f"error: {answer} exists already")
@@ -351,7 +352,7 @@ def test_vendor_evaluate_keeps_an_existing_answer_unless_forced(run: Path):
     assert digests(RunFolder(run).vendor_keys) == budget  # nothing spent
     forced = fusion(
         run, "vendor", "evaluate", "--request", str(request), "--out", str(answer),
-        "--declared-customers", "3000", "--force",
+        "--declared-customers", "9000", "--force",
     )  # fmt: skip
     assert forced.exit_code == 0, forced.output
     assert answer.read_bytes() != b"an answer already written"
@@ -371,7 +372,7 @@ def test_an_oprf_answer_replaces_a_matched_snapshot_only_when_asked(run: Path):
     oprf = ["match", "--mode", "oprf", "--epoch", epoch, "--snapshot", after_batch]
     matched = fusion(run, *oprf, "--extract", str(extract(run)), "--local-vendor")
     assert matched.exit_code == 0, matched.output
-    # 1,000 more evaluations fit the epoch's budget (3,000 declared: 4,300).
+    # 1,000 more evaluations fit the epoch's budget (9,000 declared: 10,900).
     smaller, request = smaller_extract(run, rows=1_000), run / "request.oprf"
     answer = run / "answer.oprf"
     asked = fusion(
@@ -380,7 +381,7 @@ def test_an_oprf_answer_replaces_a_matched_snapshot_only_when_asked(run: Path):
     assert asked.exit_code == 0, asked.output
     answered = fusion(
         run, "vendor", "evaluate", "--request", str(request), "--out", str(answer),
-        "--declared-customers", "3000",
+        "--declared-customers", "9000",
     )  # fmt: skip
     assert answered.exit_code == 0, answered.output
     before = customers_table(run)

@@ -9,9 +9,12 @@ from hypothesis import strategies as st
 
 from contracts.errors import IdentifierError
 from matcher.identity import (
+    DEVICE_REJECTS,
     ID_REJECTS,
     PHONE_REJECTS,
     id_check_characters,
+    normalize,
+    normalize_device_ids,
     normalize_id_numbers,
     normalize_phones,
 )
@@ -183,3 +186,34 @@ def test_a_mixed_column_equals_normalising_each_value_alone(rows: list[str | Non
     assert together.values.to_list() == [a.values[0] for a in alone]
     assert together.reasons.to_list() == [a.reasons[0] for a in alone]
     assert together.values.name == "phone"
+
+
+@pytest.mark.parametrize(
+    ("written", "normal"),
+    [
+        ("3DE9C399-3D2A-675E-28CA-2F3459765E58", "3de9c3993d2a675e28ca2f3459765e58"),
+        ("{3de9c399-3d2a-675e-28ca-2f3459765e58}", "3de9c3993d2a675e28ca2f3459765e58"),
+        ("3de9c3993d2a675e28ca2f3459765e58", "3de9c3993d2a675e28ca2f3459765e58"),
+        (" 3DE9C399 3D2A 675E 28CA 2F3459765E58 ", "3de9c3993d2a675e28ca2f3459765e58"),
+    ],
+)
+def test_device_ids_normalise_to_32_lower_case_hex_digits(written: str, normal: str):
+    result = normalize_device_ids(pl.Series("device_id", [written]))
+    assert result.values.to_list() == [normal] and result.reasons.to_list() == [None]
+
+
+def test_device_ids_that_cannot_link_are_rejected_with_a_reason():
+    written = ["00000000-0000-0000-0000-000000000000", "xyz", "abc", "", None]
+    result = normalize_device_ids(pl.Series("device_id", written, dtype=pl.String))
+    assert result.values.to_list() == [None] * 5
+    assert result.reasons.to_list() == ["zeroed", "bad_chars", "bad_length", "missing", "missing"]
+    assert set(result.reason_counts()) <= set(DEVICE_REJECTS)
+
+
+def test_normalize_dispatches_by_identifier_type():
+    assert normalize("mobile", pl.Series(["+86 138 0000 0001"])).values[0] == "13800000001"
+    assert normalize("id_number", pl.Series(["11010519491231002x"])).values[0] == (
+        "11010519491231002X"
+    )
+    with pytest.raises(IdentifierError, match="mobile, id_number, device_id"):
+        normalize("email", pl.Series(["a@b"]))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.errors import ConfigError, IdentifierError
-from matcher.keyed_hash import KEY_BYTES, SaltEpoch, hmac_sha256, keyed_hash
+from matcher.keyed_hash import KEY_BYTES, SaltEpoch, compose_keys, hmac_sha256, keyed_hash
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "rfc4231.json").read_text())["cases"]
 
@@ -99,3 +99,22 @@ def test_wrong_inputs_get_precise_errors():
         keyed_hash(pl.Series("v", ["1"]), epoch, domain="email")
     with pytest.raises(IdentifierError, match="normalize"):
         keyed_hash(pl.Series("v", [13812345678]), epoch, domain="mobile")
+
+
+def test_composite_keys_lay_each_type_in_its_slot_and_fill_gaps():
+    epoch = SaltEpoch.generate("e1")
+    phones = keyed_hash(pl.Series(["13800000001", None]), epoch, domain="mobile")
+    devices = keyed_hash(pl.Series([None, "ab" * 16]), epoch, domain="device_id")
+    bank = compose_keys({"mobile": phones, "device_id": devices}, KEY_BYTES)
+    assert bank.to_list() == [
+        phones[0] + bytes(64),
+        bytes(64) + devices[1],
+    ]
+    vendor = compose_keys({"mobile": phones, "device_id": devices}, KEY_BYTES, random_fill=True)
+    assert vendor[0][:32] == phones[0] and vendor[1][64:] == devices[1]
+    # The gaps are random, so they never equal a key or each other.
+    assert vendor[0][32:64] != bytes(32) and vendor[0][32:] != vendor[1][32:64]
+    assert (
+        keyed_hash(pl.Series(["x"]), epoch, domain="device_id")[0]
+        != keyed_hash(pl.Series(["x"]), epoch, domain="id_number")[0]
+    )

@@ -75,3 +75,19 @@ def test_version_3_fields(parties: Parties):
     assert oprf.oprf_public_key == bytes(range(32)).hex()
     with pytest.raises(EnvelopeError, match="64 lowercase hex"):
         replace(oprf, oprf_public_key="AB" * 32)
+
+
+def test_the_identifiers_of_a_batch_keyed_by_several(parties: Parties):
+    """Declared in the composite key's order, the mobile number first; from version 3 on."""
+    several = parties.manifest(identifiers=("device_id", "mobile"))
+    assert several.identifiers == "mobile,device_id"
+    assert several.identifier_types == ("mobile", "device_id")
+    assert parties.manifest().identifier_types == ("mobile",)
+    assert "identifiers" not in json.loads(parties.manifest().to_bytes())
+    sealed = replace(several, payload_sha256="0" * 64, chunk_size=CHUNK)
+    assert Manifest.from_bytes(sealed.to_bytes()).identifiers == "mobile,device_id"
+    for bad in ("id_number", "device_id,mobile", "mobile,email", "mobile,mobile"):
+        with pytest.raises(EnvelopeError, match="identifiers must be 'mobile'"):
+            replace(several, identifiers=bad)
+    with pytest.raises(EnvelopeError, match="exist from format version 3"):
+        replace(sealed, format_version=2, suite=None)

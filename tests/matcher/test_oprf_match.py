@@ -26,9 +26,12 @@ from matcher.oprf_match import (
     derive_row_keys,
     encode_lists,
     open_matched,
+    open_rows_by_identifier,
+    oprf_input,
     replay_blinds,
     request,
     seal_rows,
+    seal_rows_by_identifier,
     seeded_rng,
     unblind_labels,
 )
@@ -337,3 +340,53 @@ def test_block_seeds_differ_by_block_and_seed_and_need_32_bytes(ow: OprfWorld):
             block_seed(bad, 0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="block number"):
         block_seed(ow.seed, -1)
+
+
+def test_a_v2_row_opens_by_any_of_its_identifiers_and_by_nothing_else(key: OprfServerKey):
+    values = {
+        "mobile": pl.Series(["13800000001", "13800000002", "13800000003"]),
+        "id_number": pl.Series(["11010519491231002X", None, "110105194912310029"]),
+        "device_id": pl.Series([None, "ab" * 16, None]),
+    }
+    payloads = [b"first", b"second", b"third"]
+    rows = seal_rows_by_identifier(key, values, payloads)
+    assert all(len(label) == 48 for label, _ in rows)
+    asked = [
+        ("mobile", "13800000002", 1),
+        ("id_number", "110105194912310029", 2),
+        ("device_id", "ab" * 16, 1),
+        ("id_number", "13800000001", 0),  # a phone as an ID number: another input, no label
+    ]
+    state, blinded = request([oprf_input(kind, value) for kind, value, _ in asked])
+    labels, keks = unblind_labels(state, blind_evaluate(key, blinded))
+    slot = {"mobile": 0, "id_number": 1, "device_id": 2}
+    for (kind, _, row), label in zip(asked[:3], labels, strict=False):
+        assert rows[row][0][16 * slot[kind] : 16 * slot[kind] + 16] == label
+    assert all(labels[3] not in composite for composite, _ in rows)
+    opened = open_rows_by_identifier(
+        [rows[r][1] for _, _, r in asked[:3]],
+        [rows[r][0] for _, _, r in asked[:3]],
+        [kind for kind, _, _ in asked[:3]],
+        keks[:3],
+    )
+    assert opened == [b"second", b"third", b"second"]
+    # Through another identifier's slot, or another row, nothing opens.
+    with pytest.raises(OprfError, match="sealed row 0 could not be opened"):
+        open_rows_by_identifier([rows[1][1]], [rows[1][0]], ["id_number"], keks[:1])
+    with pytest.raises(OprfError, match="sealed row 0"):
+        open_rows_by_identifier([rows[0][1]], [rows[0][0]], ["mobile"], keks[:1])
+
+
+def test_v2_rows_show_no_one_which_identifiers_a_user_lacks(key: OprfServerKey):
+    values = {
+        "mobile": pl.Series(["13800000001", "13800000002"]),
+        "device_id": pl.Series([None, None]),
+    }
+    rows = seal_rows_by_identifier(key, values, [b"a", b"b"])
+    # Gaps are random, not zeros and not equal across rows; every row has the same size.
+    assert all(label[16:32] != bytes(16) for label, _ in rows)
+    assert rows[0][0][32:] != rows[1][0][32:] and len(rows[0][1]) == len(rows[1][1])
+    with pytest.raises(OprfError, match="two users share a mobile"):
+        seal_rows_by_identifier(key, {"mobile": pl.Series(["1", "1"])}, [b"a", b"b"])
+    assert oprf_input("mobile", "13800000001") == b"13800000001"
+    assert oprf_input("id_number", "X") == b"bankfusion/oprf/v1/id_number:X"

@@ -86,8 +86,8 @@ def test_usage_reads_the_newest_vendor_rows_of_matched_customers(folder, ext_dir
         store.execute("INSERT INTO tax_apps VALUES ('t1', 7, 1, 'Eats', 1)")
         for n, customer in enumerate((1_000_010, 1_000_011, 1_000_012)):
             store.execute(
-                "INSERT INTO matches (customer_id, key, salt_epoch, batch_id, matched_at, snapshot_date) "
-                "VALUES (?, ?, 'e1', 'b1', ?, ?)",
+                "INSERT INTO matches (customer_id, key, salt_epoch, batch_id, matched_at, "
+                "snapshot_date) VALUES (?, ?, 'e1', 'b1', ?, ?)",
                 [customer, key_blob(n), T0, SNAPSHOT],
             )
             store.execute(

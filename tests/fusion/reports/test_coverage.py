@@ -6,6 +6,7 @@ are computed here row by row in plain Python, independently of the SQL.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -420,3 +421,38 @@ def test_a_stale_or_missing_match_run_is_refused(tmp_path: Path):
         store.execute("DELETE FROM match_runs")
     with stale.store(read_only=True) as store, pytest.raises(ConfigError, match="no match run"):
         coverage_report(store, snapshot_date=SNAPSHOT, salt_epoch=stale.epoch)
+
+
+def test_by_identifier_says_what_each_identifier_added_and_hides_what_subtraction_reveals(
+    bank: MatchedStore, report: CoverageReport
+):
+    """The run was not told a priority: it keeps the types some customer holds a key of. Every
+    customer gives the same ID number here, which keys nobody, so only the phone is left."""
+    with bank.store(read_only=True) as store:
+        (raw,) = store.execute("SELECT by_identifier FROM match_runs").fetchone()
+    truth = json.loads(raw)
+    table = rows_by(report.by_identifier, "id_type")
+    assert list(table) == list(truth) == ["mobile"]
+    expected = _expected(CUSTOMERS)
+    assert truth["mobile"] == {
+        "keyed": expected["keyed"],
+        "linked": expected["matched"],
+        "matched": expected["matched"],
+        "conflicts": 0,
+    }
+    names = ("keyed", "linked", "matched")
+    values = {(t, c): truth[t][c] for t in truth for c in names}
+    values |= {(t, "_unlinked"): truth[t]["keyed"] - truth[t]["linked"] for t in truth}
+    values |= {(t, "_not_added"): truth[t]["linked"] - truth[t]["matched"] for t in truth}
+    published = {cell: cell[1] in names and table[cell[0]][cell[1]] is not None for cell in values}
+    identities: Identities = [
+        *(((t, "keyed"), [(t, "linked"), (t, "_unlinked")]) for t in truth),
+        *(((t, "linked"), [(t, "matched"), (t, "_not_added")]) for t in truth),
+        (None, [(t, "matched") for t in truth]),  # the overall row publishes the total
+    ]
+    assert audit(values, published, identities, K) == []
+    # What the phone added is the headline; linked - matched (0) would show, so linked is not.
+    mobile = table["mobile"]
+    assert mobile["matched"] == expected["matched"] and mobile["linked"] is None
+    assert mobile["gain"] == pytest.approx(expected["matched"] / expected["customers"])
+    assert mobile["conflicts"] is None  # zero customers: under k

@@ -133,6 +133,8 @@ def test_suppressed_cells_read_suppressed_on_the_page_and_are_null_in_parquet(
 
 
 def _value_columns(table: str) -> tuple[str, ...]:
+    if table == "by_identifier":
+        return ("keyed", "linked", "matched", "conflicts", "gain")
     if table == "penetration":
         return (
             "registered_matched",

@@ -6,7 +6,10 @@ import polars as pl
 
 from contracts.taxonomy import load_taxonomy
 
-VENDOR_COLUMNS = ["phone", "app_ids", "app_days", "app_sessions", "tag_ids", "tag_weights"]
+VENDOR_COLUMNS = [
+    "phone", "app_ids", "app_days", "app_sessions", "tag_ids", "tag_weights", "id_number",
+    "device_id",
+]  # fmt: skip
 
 
 def test_vendor_file_holds_no_bank_column(vendor: pl.DataFrame, customers: pl.DataFrame):
@@ -19,9 +22,12 @@ def test_vendor_file_holds_no_bank_column(vendor: pl.DataFrame, customers: pl.Da
             "app_sessions": pl.List(pl.Int32),
             "tag_ids": pl.List(pl.Int32),
             "tag_weights": pl.List(pl.Float32),
+            "id_number": pl.String,
+            "device_id": pl.String,
         }
     )
-    assert not set(vendor.columns) & (set(customers.columns) - {"phone"})
+    # Identifiers both sides hold by nature; nothing else of the bank's.
+    assert not set(vendor.columns) & (set(customers.columns) - {"phone", "id_number", "device_id"})
 
 
 def test_vendor_lists_use_the_taxonomy(vendor: pl.DataFrame):
