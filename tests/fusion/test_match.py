@@ -248,30 +248,3 @@ def test_keys_by_bucket_on_an_engine_equal_the_keys_in_process(world: WorldFiles
     assert bucketed.keys.sort("customer_id").equals(local.keys.sort("customer_id"))
     assert (bucketed.invalid, bucketed.duplicated) == (local.invalid, local.duplicated)
     assert bucketed.by_identifier == local.by_identifier
-
-
-@pytest.mark.slow
-def test_the_demo_worlds_match_is_its_true_best_identifier_intersection(
-    tmp_path_factory: pytest.TempPathFactory,
-):
-    """The default demo world (100k customers, seed 7): exact, and each identifier adds some."""
-    from fusion.reports.coverage import coverage_report
-
-    out = tmp_path_factory.mktemp("demo-world")
-    generate_world(WorldConfig(), out)
-    world = WorldFiles(out)
-    bank = Bank(tmp_path_factory.mktemp("demo-bank"))
-    bank.send(world.vendor_users)
-    epoch = bank.keys.current_salt()
-    with bank.store() as store:
-        load_extract(
-            store, pl.read_parquet(world.customers), epoch=epoch, snapshot_date=SNAPSHOT, now=NOW
-        )
-        run = match(store, epoch_id=epoch.epoch_id, snapshot_date=SNAPSHOT, now=NOW)
-        got = store.execute("SELECT customer_id, id_type FROM matches ORDER BY customer_id").pl()
-        report = coverage_report(store, snapshot_date=SNAPSHOT, salt_epoch=epoch.epoch_id, k=10)
-    truth = pl.read_parquet(world.intersection)
-    assert got.equals(truth.select("customer_id", "id_type"))
-    gains = dict(report.by_identifier.select("id_type", "matched").iter_rows())
-    assert gains == {t: run.by_identifier[t]["matched"] for t in gains}
-    assert all(n is not None and n >= 10 for n in gains.values()) and run.conflicts > 0

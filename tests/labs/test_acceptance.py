@@ -8,23 +8,57 @@ proven worth fails CI.
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from fusion.reports.coverage import coverage_report
+from fusion.runfolder import RunFolder
+from fusion.store import Store
 from labs.cli import app
+from labs.world import WorldFiles
+from matcher.keyring import Keyring
 
 pytestmark = pytest.mark.slow
 
+SNAPSHOT = date(2026, 9, 30)  # the demo's snapshot
+
 
 @pytest.fixture(scope="module")
-def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The demo's run folder on the default world (100k customers, seed 7) and its summary."""
     run: Path = tmp_path_factory.mktemp("acceptance") / "run"
     args = ["demo", "--out", str(run), "--customers", "100000", "--seed", "7"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return json.loads((run / "demo-summary.json").read_text())
+    return run, json.loads((run / "demo-summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def summary(demo: tuple[Path, dict]) -> dict:
+    return demo[1]
+
+
+def test_the_match_is_the_worlds_true_best_identifier_intersection(demo: tuple[Path, dict]):
+    """Exact, and each identifier adds some, published at k = 10 (multi-identifier match)."""
+    run, _ = demo
+    folder = RunFolder(run)
+    keyring = Keyring.open(folder.bank_keys)
+    with Store.open(folder.store, key=keyring.store_key(), read_only=True) as store:
+        got = store.execute("SELECT customer_id, id_type FROM matches ORDER BY customer_id").pl()
+        conflicts = store.execute("SELECT max(conflicts) FROM match_runs").fetchone()
+        report = coverage_report(
+            store, snapshot_date=SNAPSHOT, salt_epoch=keyring.current_salt().epoch_id, k=10
+        )
+    truth = pl.read_parquet(WorldFiles(run / "world").intersection)
+    assert got.equals(truth.select("customer_id", "id_type"))
+    gains = dict(report.by_identifier.select("id_type", "matched").iter_rows())
+    assert set(gains) == {"mobile", "id_number", "device_id"}
+    assert all(n is not None and n >= 10 for n in gains.values())
+    assert conflicts is not None and conflicts[0] > 0
 
 
 def test_fused_acquisition_beats_in_bank_by_four_points(summary: dict):
