@@ -77,6 +77,7 @@ def test_customer_keys_exclude_invalid_and_shared_phones():
     assert (keys.invalid, keys.duplicated, keys.keyed) == (2, 2, 1)
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, test-fast does not
 def test_match_equals_the_true_intersection_with_rotation_and_a_second_batch(
     world: WorldFiles, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):

@@ -419,6 +419,7 @@ def test_a_query_past_the_memory_limit_fails_with_a_message(bank: Bank):
     assert failed.value.rule == "memory"
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, test-fast does not
 def test_no_raw_identifier_or_key_in_any_result(bank: Bank):
     """Raw phones and ID numbers as text or as integers, and match keys: in no view's bytes."""
     phones = normalize_phones(bank.extract["phone"]).values.drop_nulls().to_list()

@@ -27,6 +27,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
     return WorldFiles(out)
 
 
+@pytest.mark.slow  # seconds: the full suite runs it, test-fast does not
 def test_packed_vendor_output_holds_no_raw_phone(world: WorldFiles, tmp_path: Path):
     bank, vendor = init_local_pair(tmp_path / "bank", tmp_path / "vendor", vendor_id="vendor-a")
 
