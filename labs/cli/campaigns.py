@@ -13,7 +13,6 @@ campaign book) and prints what it did; none holds a rule or a query of its own. 
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -23,7 +22,15 @@ from rich.text import Text
 
 from contracts.errors import CampaignError, DeclarationError, GateRefused
 from contracts.input_files import check_input_file, read_parquet_input
-from labs.cli.options import DEFAULT_RUN, MinCellOption, RunOption, bank_of, now, parse_date
+from labs.cli.options import (
+    DEFAULT_RUN,
+    MinCellOption,
+    RunOption,
+    actor_name,
+    bank_of,
+    now,
+    parse_date,
+)
 from labs.cli.terminal import err_console
 
 __all__ = [
@@ -58,16 +65,6 @@ SnapshotOption = Annotated[
     str | None,
     typer.Option(help="Feature snapshot (YYYY-MM-DD) audiences and segments read; default newest."),
 ]
-
-
-def _actor(actor: str | None) -> str:
-    """Return the actor to record: the option's value, else the login name."""
-    if actor and actor.strip():
-        return actor.strip()
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (a container without a passwd entry)
-        return "cli"
 
 
 def _one_line(error: CampaignError, where: Path | None = None) -> NoReturn:
@@ -110,7 +107,7 @@ def campaign_create(
     except DeclarationError as error:
         _one_line(error, where=file)
     with bank_of(run) as bank:
-        record, changed = declare_campaign(bank, campaign, actor=_actor(actor), now=now())
+        record, changed = declare_campaign(bank, campaign, actor=actor_name(actor), now=now())
     print_declared(record, changed)
 
 
@@ -149,7 +146,7 @@ def campaign_plan(
             bank,
             names,
             window_start=window_start.date(),
-            actor=_actor(actor),
+            actor=actor_name(actor),
             now=now(),
             snapshot=parse_date(snapshot) if snapshot else None,
         )
@@ -190,7 +187,7 @@ def campaign_promote(
 
     with bank_of(run) as bank:
         try:
-            promoted = promote_campaign(bank, name, actor=_actor(actor), now=now(), to_stage=to)
+            promoted = promote_campaign(bank, name, actor=actor_name(actor), now=now(), to_stage=to)
         except GateRefused as error:
             _one_line(error)
     print_promotion(promoted)
@@ -305,7 +302,7 @@ def campaign_close(
     from labs.cli.render import print_promotion
 
     with bank_of(run) as bank:
-        closed = close(bank, name, actor=_actor(actor), now=now())
+        closed = close(bank, name, actor=actor_name(actor), now=now())
     print_promotion(closed)
 
 

@@ -5,7 +5,6 @@ store with who, when, why and the metrics compared)."""
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +17,7 @@ from labs.cli.options import (
     DEFAULT_RUN,
     ClusterOption,
     RunOption,
+    actor_name,
     bank_of,
     engine_for,
     now,
@@ -219,16 +219,6 @@ def score_command(
     )
 
 
-def _who(actor: str | None) -> str:
-    """Return the actor to record: the option's value, else the login name."""
-    if actor and actor.strip():
-        return actor.strip()
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (a container without a passwd entry)
-        return "cli"
-
-
 @models_app.command("list")
 def models_list(
     name: Annotated[str | None, typer.Argument(help="One model (default: every model).")] = None,
@@ -275,7 +265,7 @@ def models_promote(
 
     with bank_of(run) as bank:
         decision = promote_model(
-            bank.folder, bank.store, name, actor=_who(actor), now=now(), version=version,
+            bank.folder, bank.store, name, actor=actor_name(actor), now=now(), version=version,
             reason=reason, override=override,
         )  # fmt: skip
     if not decision.moved:
@@ -298,7 +288,7 @@ def models_rollback(
 
     with bank_of(run) as bank:
         decision = rollback_model(
-            bank.folder, bank.store, name, actor=_who(actor), now=now(), reason=reason,
+            bank.folder, bank.store, name, actor=actor_name(actor), now=now(), reason=reason,
             version=to,
         )  # fmt: skip
     console.print(decision.message())

@@ -6,6 +6,7 @@ run them, so `fusion --help` and the light commands start without loading them.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -36,6 +37,7 @@ __all__ = [
     "RunOption",
     "TokenRole",
     "VendorKey",
+    "actor_name",
     "bank_of",
     "cluster_engine",
     "engine_for",
@@ -142,6 +144,16 @@ class BenchName(StrEnum):
     OUTCOME_EVENTS = "outcome_events"
     MONITORING = "monitoring"
     SCALE = "scale"
+
+
+def actor_name(actor: str | None) -> str:
+    """Return the actor to record: the --actor option's value, else the login name."""
+    if actor and actor.strip():
+        return actor.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli"
 
 
 def now() -> datetime:
