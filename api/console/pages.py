@@ -72,6 +72,8 @@ def navigation(visitor: Visitor | None) -> list[tuple[str, str]]:
         areas += [("Campaigns", "/console/campaigns"), ("Reports", "/console/reports")]
     if visitor.role in LIST_READERS:
         areas.append(("Lists", "/console/lists"))
+    if visitor.role in ("marketer", "admin", "analyst"):
+        areas.append(("Dictionary", "/console/dictionary"))
     if visitor.role == "admin":
         areas += [("Batches", "/console/batches"), ("Tokens", "/console/tokens")]
     return areas

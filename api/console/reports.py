@@ -1,4 +1,6 @@
-"""Report pages: the match report and the model report, as the pipeline last wrote them.
+"""Report pages: the match report and the model report, as the pipeline last wrote them; the
+data dictionary of the analyst views (`fusion.analyst_views.data_dictionary`, the text every
+snapshot carries as DuckDB comments).
 
 `fusion match` writes `reports/match-<snapshot>-<epoch>/` (`fusion.reports.match`), `fusion
 train` writes `reports/models-<snapshot>/` (`fusion.reports.models`); the page embeds the newest
@@ -19,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from api.console.access import CAMPAIGN_READERS, ConsoleRefusal, Visitor, allow
 from api.console.pages import embedded_report, render
 from api.deps import ServiceDep
+from fusion.analyst_views import data_dictionary
 from fusion.reports import match, models
 
 __all__ = ["REPORTS", "newest_report", "router"]
@@ -32,6 +35,8 @@ REPORTS = {
 }
 _PLOT = re.compile(r"[A-Za-z0-9_-]{1,100}\.png")
 _HeadOffice = Annotated[Visitor, Depends(allow(*CAMPAIGN_READERS, head_office=True))]
+# Column meanings hold no data: every analyst, marketer and admin may read them.
+_Reader = Annotated[Visitor, Depends(allow(*CAMPAIGN_READERS))]
 
 
 def newest_report(reports_dir: Path, kind: str) -> Path | None:
@@ -43,6 +48,12 @@ def newest_report(reports_dir: Path, kind: str) -> Path | None:
 
 def _written(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@router.get("/dictionary", name="console_dictionary")
+def _dictionary(request: Request, visitor: _Reader) -> HTMLResponse:
+    """What every column of the analyst views means: the dictionary the snapshots carry."""
+    return render(request, "dictionary.html", title="Data dictionary", views=data_dictionary())
 
 
 @router.get("/reports", name="console_reports")

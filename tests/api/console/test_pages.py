@@ -52,6 +52,7 @@ def _pages() -> list[tuple[str, set[str]]]:
         (f"{lists}/B001/csv", LISTS),
         (f"{lists}/B002", LISTS - {"analyst"}),  # the analyst reads B001 only
         (f"{lists}/B002/parquet", LISTS - {"analyst"}),
+        ("/console/dictionary", HEAD_OFFICE | {"analyst"}),  # meanings, no data: every analyst
         ("/console/batches", {"admin"}),
         ("/console/tokens", {"admin"}),
     ]
@@ -250,3 +251,13 @@ def test_pages_carry_no_script_and_are_audited(served: ServedRun, clients: dict[
     details = cur.execute("SELECT coalesce(detail, '') FROM audit_log").fetchall()
     for token in (served.tokens.analyst, served.tokens.admin):
         assert not any(token in d for (d,) in details)
+
+
+def test_the_dictionary_page_describes_every_analyst_column(clients: dict[str, httpx.Client]):
+    from fusion.analyst_views import data_dictionary
+
+    page = clients["analyst"].get("/console/dictionary")
+    assert page.status_code == 200
+    for view in data_dictionary():
+        assert f"{view.schema}.{view.name}" in page.text
+        assert all(f"<code>{c.name}</code>" in page.text for c in view.columns)
