@@ -3,4 +3,4 @@
 Modules are the public surface; import names from them (`from contracts.errors import ...`).
 """
 
-__all__ = ["dictionary", "errors", "input_files", "schemas", "suites", "taxonomy"]
+__all__ = ["dictionary", "errors", "input_files", "journeys", "schemas", "suites", "taxonomy"]
