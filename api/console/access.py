@@ -27,6 +27,7 @@ __all__ = [
     "CAMPAIGN_READERS",
     "LIST_READERS",
     "MARKETERS",
+    "MONITORING_READERS",
     "READOUT_READERS",
     "SESSION_COOKIE",
     "SIGN_IN_COOKIE",
@@ -49,7 +50,11 @@ _MAX_FIELDS = 20  # no console form has more; a body with more is refused unpars
 MARKETERS = ("marketer", "admin")  # declare, plan, promote, deliver, close
 CAMPAIGN_READERS = ("marketer", "admin", "analyst")  # analysts: head office only
 READOUT_READERS = ("marketer", "admin", "analyst")  # branch analysts: their branches' rows
-LIST_READERS = ("campaign_tool", "admin", "analyst")  # analysts: their branches
+# Analysts: their branches. Marketer tokens carry no branch scope (`fusion.tokens`: only
+# analysts have branches), so a marketer is head office and reads every branch's list.
+LIST_READERS = ("campaign_tool", "marketer", "admin", "analyst")
+# The monitoring report counts every branch: head office (analysts: head office only).
+MONITORING_READERS = ("marketer", "admin", "analyst")
 ADMINS = ("admin",)
 
 

@@ -34,7 +34,7 @@ from api.console.access import (
     check_csrf,
     is_head_office,
 )
-from api.console.pages import disclosed, embedded_report, render
+from api.console.pages import counts_policy, disclosed, embedded_report, render
 from api.deps import ServiceDep, audit
 from api.service import Service
 from contracts.errors import (
@@ -57,7 +57,7 @@ from fusion.pipeline.campaigns import (
     promote_campaign,
 )
 from fusion.reports.campaign import PLOT_FILES
-from fusion.reports.disclosure import DEFAULT_K, Layout
+from fusion.reports.disclosure import DEFAULT_K, DisclosurePolicy, Layout
 from fusion.store import Store
 
 __all__ = ["gate_board", "head_office_reader", "router"]
@@ -158,17 +158,19 @@ def _campaign(
 ) -> HTMLResponse:
     """One campaign: declaration, stage and gate, plans, deliveries, history, actions."""
     with service.bank() as bank:
-        context = _campaign_context(bank, _known(bank.store, campaign_id))
+        context = _campaign_context(bank, _known(bank.store, campaign_id), visitor)
     return render(request, "campaign.html", notice=_DONE.get(done or ""), **context)
 
 
 def _campaign_context(
-    bank: Bank, record: CampaignRecord, refused: GateRefused | None = None
+    bank: Bank, record: CampaignRecord, visitor: Visitor, refused: GateRefused | None = None
 ) -> dict[str, Any]:
-    """Return what the campaign page shows (its gate's checks as they stand now)."""
+    """Return what the campaign page shows (its gate's checks as they stand now); the plan and
+    delivery counts exact to the campaign's operators, k-anonymised to anyone else."""
     store = bank.store
     checks: list[GateCheck] = gate_checks(store, record) if record.stage in _LIVE else []
-    plans, rules = _plans(store, record.campaign_id)
+    policy = counts_policy(visitor)
+    plans, rules = _plans(store, record.campaign_id, policy)
     return {
         "title": f"Campaign {record.campaign_id}",
         "record": record,
@@ -178,14 +180,17 @@ def _campaign_context(
         "refused": refused,
         "plans": plans,
         "plan_counts": ["audience", *rules, "assigned", "treatment", "control"],
-        "deliveries": _deliveries(store, record.campaign_id),
+        "deliveries": _deliveries(store, record.campaign_id, policy),
         "history": stage_history(store, record.campaign_id),
         "k": DEFAULT_K,
+        "exact": policy is DisclosurePolicy.OPERATIONAL,
     }
 
 
-def _plans(store: Store, campaign_id: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Return the campaign's stored plans, k-anonymised, and the removal rules they name."""
+def _plans(
+    store: Store, campaign_id: str, policy: DisclosurePolicy
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Return the campaign's stored plans under `policy` and the removal rules they name."""
     rows = store.execute(
         "SELECT stage, window_start, window_end, audience, assigned, treatment, control, "
         "removed FROM plans WHERE campaign_id = ? ORDER BY created_at, plan_id",
@@ -208,17 +213,17 @@ def _plans(store: Store, campaign_id: str) -> tuple[list[dict[str, Any]], list[s
         counts=("audience", *rules, "assigned", "treatment", "control"),
         sums=(("audience", (*rules, "assigned")), ("assigned", ("treatment", "control"))),
     )
-    return disclosed(frame, layout, k=DEFAULT_K), rules
+    return disclosed(frame, layout, policy=policy, k=DEFAULT_K), rules
 
 
-def _deliveries(store: Store, campaign_id: str) -> list[dict[str, Any]]:
-    """Return the campaign's delivered rows per version and branch, k-anonymised."""
+def _deliveries(store: Store, campaign_id: str, policy: DisclosurePolicy) -> list[dict[str, Any]]:
+    """Return the campaign's delivered rows per version and branch under `policy`."""
     frame = store.execute(
         "SELECT version, stage, channel, branch_id, rows FROM deliveries WHERE campaign_id = ? "
         "ORDER BY version, branch_id",
         [campaign_id],
     ).pl()
-    return disclosed(frame, Layout(counts=("rows",)), k=DEFAULT_K)
+    return disclosed(frame, Layout(counts=("rows",)), policy=policy, k=DEFAULT_K)
 
 
 @router.post("/campaigns/{campaign_id}/promote", name="console_promote")
@@ -238,7 +243,7 @@ def _promote(
                 )
             )  # fmt: skip
         except GateRefused as refused:
-            context = _campaign_context(bank, _known(bank.store, campaign_id), refused)
+            context = _campaign_context(bank, _known(bank.store, campaign_id), visitor, refused)
             audit(request, detail=f"{campaign_id} refused at gate {refused.gate}")
             return render(request, "campaign.html", status=409, notice=None, **context)
     audit(request, detail=f"{campaign_id} {promoted.from_stage}->{promoted.to_stage}")

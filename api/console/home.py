@@ -1,9 +1,10 @@
 """The home page (what needs attention, by role), the readout finder and the stylesheets.
 
 Home shows, to each role, what waits for it: head office the live campaigns with their next
-gate (ready to promote, or what the gate waits for); admins the ledger's quarantined and
+gate (ready to promote, or what the gate waits for) and the latest monitoring verdict with its
+alerts and warnings (the lines `fusion monitor` printed); admins the ledger's quarantined and
 refused batches; list readers the lists of their branches. Each panel is one function of the
-visitor returning its context, so a new area (journeys, monitoring) adds its panel here.
+visitor returning its context, so a new area (journeys) adds its panel here.
 """
 
 from __future__ import annotations
@@ -15,14 +16,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 
-from api.console.access import LIST_READERS, ConsoleRefusal, Visitor, signed_in
+from api.console.access import (
+    LIST_READERS,
+    MONITORING_READERS,
+    ConsoleRefusal,
+    Visitor,
+    is_head_office,
+    signed_in,
+)
 from api.console.campaigns import gate_board, head_office_reader
 from api.console.lists import visible_branches
+from api.console.monitoring import attention
 from api.console.pages import render
 from api.deps import ServiceDep
 from api.service import Service
 from fusion.lists import LISTS
 from fusion.pipeline.bank import ledger_counts
+from fusion.pipeline.monitoring import read_monitoring
 from fusion.reports.html import CSS
 
 __all__ = ["router"]
@@ -42,6 +52,8 @@ def _panels(service: Service, visitor: Visitor) -> dict[str, Any]:
             board = gate_board(bank.store)
         panels["ready"] = [b for b in board if b["waiting"] is None]
         panels["waiting"] = [b for b in board if b["waiting"] is not None]
+    if visitor.role in MONITORING_READERS and is_head_office(visitor.principal):
+        panels["monitoring"] = attention(read_monitoring(service.folder))
     if visitor.role == "admin":
         with service.bank() as bank:
             counts = ledger_counts(bank.store)

@@ -1,9 +1,12 @@
 """Target list pages: each list's customers per branch, and the branch files to download.
 
-The API's rule (`GET /v1/lists/{list}`): campaign tools and admins read every branch, an analyst
-only its own; a branch outside the visitor's scope is refused (403) on its page and its download
-alike, whatever the address says. The files are the ones `fusion score` wrote
-(`fusion.lists`), served as they are; the counts per branch are k-anonymised.
+The API's rule (`GET /v1/lists/{list}`): campaign tools, marketers (head office: a marketer token
+has no branch scope) and admins read every branch, an analyst only its own; a branch outside the
+visitor's scope is refused (403) on its page and its download alike, whatever the address says.
+The files are the ones `fusion score` wrote (`fusion.lists`), served as they are: customer id,
+branch, rank, score, decile and reasons, never a phone, ID number or key. A list's size per
+branch is the row count of the file its reader downloads, so it is shown exactly (the
+OPERATIONAL policy of `fusion.reports.disclosure`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from api.console.access import LIST_READERS, ConsoleRefusal, Visitor, allow
 from api.console.pages import disclosed, render
 from api.deps import ServiceDep, audit
 from fusion.lists import LISTS
-from fusion.reports.disclosure import DEFAULT_K, Layout
+from fusion.reports.disclosure import DEFAULT_K, DisclosurePolicy, Layout
 
 __all__ = ["router", "visible_branches"]
 
@@ -30,6 +33,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 _BRANCH = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fusion.lists' rule for a branch file's name
 _MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 _ListReader = Annotated[Visitor, Depends(allow(*LIST_READERS))]
+_SIZES = Layout(counts=("customers",))
 
 
 def visible_branches(lists_dir: Path, name: str, visitor: Visitor) -> list[str]:
@@ -47,7 +51,7 @@ def _rows(path: Path) -> int:
 
 @router.get("/lists", name="console_lists")
 def _lists(request: Request, service: ServiceDep, visitor: _ListReader) -> HTMLResponse:
-    """Every list and, per branch the visitor reads, its customers (k-anonymised)."""
+    """Every list and, per branch the visitor reads, its customers."""
     tables = {}
     for name in LISTS:
         branches = visible_branches(service.folder.lists, name, visitor)
@@ -60,8 +64,8 @@ def _lists(request: Request, service: ServiceDep, visitor: _ListReader) -> HTMLR
             },
             schema={"branch_id": pl.String, "customers": pl.Int64},
         )
-        tables[name] = disclosed(frame, Layout(counts=("customers",)), k=DEFAULT_K)
-    return render(request, "lists.html", title="Target lists", tables=tables, k=DEFAULT_K)
+        tables[name] = disclosed(frame, _SIZES, policy=DisclosurePolicy.OPERATIONAL, k=DEFAULT_K)
+    return render(request, "lists.html", title="Target lists", tables=tables)
 
 
 def _branch_file(service_lists: Path, name: str, branch: str, visitor: Visitor) -> Path:
@@ -97,10 +101,10 @@ def _list(
     """One branch's list: its size and its downloads."""
     path = _branch_file(service.folder.lists, name, branch, visitor)
     frame = pl.DataFrame({"branch_id": [branch], "customers": [_rows(path)]})
-    rows = disclosed(frame, Layout(counts=("customers",)), k=DEFAULT_K)
+    rows = disclosed(frame, _SIZES, policy=DisclosurePolicy.OPERATIONAL, k=DEFAULT_K)
     return render(
         request, "list.html", title=f"List {name}, branch {branch}", name=name, branch=branch,
-        row=rows[0], k=DEFAULT_K,
+        row=rows[0],
     )  # fmt: skip
 
 

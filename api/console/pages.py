@@ -2,9 +2,11 @@
 
 Templates autoescape every value. Pages carry no script of their own, and their headers say so
 (a Content-Security-Policy without any script source), forbid framing, and keep pages out of
-caches. Tables of customer counts pass `fusion.reports.disclosure.suppress` here (`disclosed`),
-and the readout, match and model pages embed the very HTML their `fusion.reports` function
-wrote, so a page shows the report's figures and no second computation of them.
+caches. Every table of customer counts passes `fusion.reports.disclosure.disclose` here
+(`disclosed`) under a named policy: K_ANONYMOUS for analytic tables, OPERATIONAL for a
+campaign's or a list's own counts shown to the people who run it (`counts_policy`). The
+readout, match and model pages embed the very HTML their `fusion.reports` function wrote, so a
+page shows the report's figures and no second computation of them.
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from api.console.access import LIST_READERS, Visitor, is_head_office
+from api.console.access import (
+    LIST_READERS,
+    MARKETERS,
+    MONITORING_READERS,
+    Visitor,
+    is_head_office,
+)
 from fusion.reports import html as report_html
-from fusion.reports.disclosure import Layout, suppress
+from fusion.reports.disclosure import DisclosurePolicy, Layout, disclose
 
 __all__ = [
     "SECURITY_HEADERS",
+    "counts_policy",
     "disclosed",
     "embedded_report",
     "navigation",
@@ -70,6 +79,9 @@ def navigation(visitor: Visitor | None) -> list[tuple[str, str]]:
     areas = [("Home", "/console")]
     if visitor.role in ("marketer", "admin", "analyst") and head_office:
         areas += [("Campaigns", "/console/campaigns"), ("Reports", "/console/reports")]
+    # Journeys take their place here, after campaigns, when they have pages.
+    if visitor.role in MONITORING_READERS and head_office:
+        areas.append(("Monitoring", "/console/monitoring"))
     if visitor.role in LIST_READERS:
         areas.append(("Lists", "/console/lists"))
     if visitor.role in ("marketer", "admin", "analyst"):
@@ -89,21 +101,33 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
     return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
 
 
+def counts_policy(visitor: Visitor) -> DisclosurePolicy:
+    """Return the policy of a campaign's operational counts (plans, deliveries) for `visitor`.
+
+    Its operators (marketers and admins, who plan and deliver it and get these counts exactly
+    from the API) read them as they are; anyone else reads them k-anonymised.
+    """
+    if visitor.role in MARKETERS:
+        return DisclosurePolicy.OPERATIONAL
+    return DisclosurePolicy.K_ANONYMOUS
+
+
 def disclosed(
     frame: pl.DataFrame,
     layout: Layout,
     *,
+    policy: DisclosurePolicy,
     k: int,
     margin: pl.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
-    """Return the rows of a table of customer counts after small-cell suppression.
+    """Return the rows of a table of customer counts as published under `policy`.
 
     Withheld cells are None and named in each row's `suppressed_cells`; the page prints them
     "suppressed".
     """
     if frame.is_empty():
         return []
-    return suppress(frame, layout, k=k, margin=margin).to_dicts()
+    return disclose(frame, layout, policy=policy, k=k, margin=margin).to_dicts()
 
 
 def embedded_report(path: Path, image: Callable[[str], str]) -> Markup:

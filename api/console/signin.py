@@ -5,6 +5,7 @@ site cannot sign a browser in under a token of its choosing. A valid token (the 
 of any role but vendor starts a fresh session (`api.console.sessions`): a new cookie every time,
 so a session id planted before sign-in is worth nothing. The token travels once, in the POST
 body, and is never put in a URL, a page or a log. Signing out ends the session on the server.
+An address that sent too many invalid tokens is refused for a while (`api.console.throttle`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from api.console.access import (
 )
 from api.console.pages import render
 from api.console.sessions import SessionBook
+from api.console.throttle import SignInLimit
 from api.service import Service
 
 __all__ = ["router"]
@@ -77,10 +79,23 @@ def _sign_in(request: Request, form: Form) -> Response:
             "this sign-in form did not come from this console, or waited too long; open the "
             "sign-in page again",
         )
+    limit: SignInLimit = request.app.state.console_sign_in_limit
+    address = request.client.host if request.client else "unknown"
+    wait = limit.retry_after(address)
+    if wait is not None:
+        refused = _form_page(
+            request,
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            error=f"Too many invalid tokens were sent from your address; try again in {wait} "
+            "seconds, with the whole token `fusion token create` printed.",
+        )
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     service: Service = request.app.state.service
     token = form.get("token", "").strip()
     principal = service.tokens.authenticate(token if len(token) <= _MAX_TOKEN else None)
     if principal is None:
+        limit.failed(address)
         return _form_page(
             request,
             status_code=status.HTTP_401_UNAUTHORIZED,

@@ -1,4 +1,8 @@
-"""GET /v1/lists/{campaign}?branch=: a branch's target list as CSV or Parquet, streamed."""
+"""GET /v1/lists/{campaign}?branch=: a branch's target list as CSV or Parquet, streamed.
+
+Campaign tools, marketers and admins read every branch's list (a marketer token has no branch
+scope: it is head office's); an analyst reads its own branches' only.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from fusion.tokens import Principal
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["lists"])
+_READERS = require("campaign_tool", "marketer", "admin", "analyst")
 # Checked with fullmatch: `$` would also match before a trailing newline.
 _BRANCH = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
@@ -31,7 +36,7 @@ def _target_list(
     campaign: str,
     request: Request,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(require("campaign_tool", "admin", "analyst"))],
+    principal: Annotated[Principal, Depends(_READERS)],
     branch: Annotated[str, Query(min_length=1, max_length=64)],
     format: Annotated[Literal["csv", "parquet"], Query()] = "csv",
 ) -> FileResponse:

@@ -3,12 +3,15 @@ realised performance; the report written, the latest result kept for /metrics.
 
 `monitor_snapshot` computes (`fusion.monitoring`, `fusion.monitoring_checks`), `write_monitoring`
 writes `<run>/reports/monitoring-<date>/` (HTML with PNG plots, Parquet, JSON) and
-`<run>/reports/monitoring-latest.json`, which the service's /metrics reads (`latest_monitoring`).
+`<run>/reports/monitoring-latest.json`, which the service's /metrics reads (`latest_monitoring`);
+`read_monitoring` reads the latest result back whole (the summary, the report's folder and its
+Parquet tables) for the console, so no page computes a figure again.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from fusion.monitoring import (
     ModelProfile,
     MonitorSettings,
     Stability,
+    Status,
     model_stability,
     read_profile,
     scored_population,
@@ -35,13 +39,16 @@ from matcher.atomic import write_atomic
 
 __all__ = [
     "LATEST_FILE",
+    "MonitoringReport",
     "latest_monitoring",
     "monitor_snapshot",
     "monitoring_dir",
+    "read_monitoring",
     "write_monitoring",
 ]
 
 LATEST_FILE = "monitoring-latest.json"
+_TABLES = ("stability", "vendor", "realised")  # the report's Parquet tables read back
 
 
 def _training_features(folder: RunFolder, registry: Registry, name: str) -> FeatureSet | None:
@@ -145,3 +152,52 @@ def latest_monitoring(folder: RunFolder) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) else None
+
+
+@dataclass(frozen=True)
+class MonitoringReport:
+    """The latest monitoring result as `write_monitoring` stored it.
+
+    `summary` is `MonitoringResult.summary()`; `folder` the report's folder (its page and
+    plots); the frames are its stability, vendor and realised Parquet tables, one row per check
+    with its verdict in `status` (`fusion.reports.monitoring`).
+    """
+
+    summary: dict[str, Any]
+    folder: Path
+    stability: pl.DataFrame
+    vendor: pl.DataFrame
+    realised: pl.DataFrame
+
+    @property
+    def snapshot_date(self) -> date:
+        return date.fromisoformat(str(self.summary["snapshot_date"]))
+
+    @property
+    def status(self) -> Status:
+        return Status(str(self.summary["status"]))
+
+    @property
+    def plots(self) -> list[str]:
+        """Return the file names of the report's plots."""
+        return sorted(p.name for p in self.folder.glob("*.png") if p.is_file())
+
+
+def read_monitoring(folder: RunFolder) -> MonitoringReport | None:
+    """Return the latest monitoring result of the run, or None before the first.
+
+    None too when the latest summary's report folder, or one of its tables, is gone (a report
+    deleted by hand): the next `fusion monitor` writes them again.
+    """
+    summary = latest_monitoring(folder)
+    if summary is None:
+        return None
+    try:
+        report = monitoring_dir(folder, date.fromisoformat(str(summary.get("snapshot_date"))))
+    except ValueError:
+        return None
+    paths = {name: report / f"{name}.parquet" for name in _TABLES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    tables = {name: pl.read_parquet(path) for name, path in paths.items()}
+    return MonitoringReport(summary=summary, folder=report, **tables)

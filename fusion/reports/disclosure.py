@@ -21,6 +21,14 @@ Hundepool et al., *Statistical Disclosure Control*, Wiley 2012).
 `withhold` runs 1-2 on flat cells; `suppress` applies it to a polars table described by a
 `Layout`, `suppress_grid` to a two-way table whose row, column and grand totals are known;
 `guard_public_cells` keeps a count another table publishes from being a cell's only protection.
+
+`disclose` publishes a table under a named `DisclosurePolicy`: K_ANONYMOUS (`suppress`, the rule
+of every analytic table: reports, readouts, breakdowns) or OPERATIONAL, for the counts of an
+operation shown to the people who run it (a campaign's plan counts per screening rule and its
+deliveries to its marketers, a list's size to those who download the list). Those counts are
+the operation's own records, which the API and the command line already give those callers
+exactly (the plan's answer, the delivery files, the list file's rows); withholding them on a
+page would hide nothing. OPERATIONAL is never the policy of a table shown to anyone else.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -38,9 +47,11 @@ from contracts.errors import ConfigError
 
 __all__ = [
     "DEFAULT_K",
+    "DisclosurePolicy",
     "Identity",
     "Layout",
     "check_k",
+    "disclose",
     "guard_public_cells",
     "rate_withheld",
     "suppress",
@@ -79,6 +90,49 @@ class Layout:
     complements: tuple[tuple[str, str, str], ...] = ()
     sums: tuple[tuple[str, tuple[str, ...]], ...] = ()
     derived: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+class DisclosurePolicy(StrEnum):
+    """The rule a published table follows (module docstring)."""
+
+    K_ANONYMOUS = "k-anonymous"  # analytic tables: `suppress` at k
+    OPERATIONAL = "operational"  # an operation's own counts, to the people who run it: exact
+
+
+def disclose(
+    frame: pl.DataFrame,
+    layout: Layout,
+    *,
+    policy: DisclosurePolicy,
+    k: int,
+    margin: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Return `frame` as published under `policy`, with `suppressed_cells` and `suppressed`.
+
+    K_ANONYMOUS is `suppress(frame, layout, k=k, margin=margin)`. OPERATIONAL publishes every
+    count as it is (no cell withheld). The layout is the one the table would be suppressed by
+    under K_ANONYMOUS, and its columns must be in the table under either policy.
+    """
+    check_k(k)
+    if policy not in tuple(DisclosurePolicy):
+        raise ConfigError(
+            f"policy must be one of {', '.join(p.value for p in DisclosurePolicy)}, got {policy!r}",
+            setting="policy",
+        )
+    if policy == DisclosurePolicy.K_ANONYMOUS:
+        return suppress(frame, layout, k=k, margin=margin)
+    named = [*layout.counts, *(name for name, _ in layout.derived)]
+    missing = [c for c in named if c not in frame.columns]
+    if missing:
+        raise ConfigError(
+            f"the table lacks the counts its layout names ({', '.join(missing)}); give the "
+            "layout the table's own count columns",
+            setting="layout",
+        )
+    return frame.with_columns(
+        suppressed_cells=pl.Series([[]] * frame.height, dtype=pl.List(pl.String)),
+        suppressed=pl.lit(value=False),
+    )
 
 
 def suppress(

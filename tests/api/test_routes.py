@@ -55,7 +55,7 @@ def _routes(served: ServedRun) -> list[tuple[str, str, dict, set[str]]]:
             "GET",
             "/v1/lists/mobile-banking?branch=B001",
             {},
-            {"campaign_tool", "admin", "analyst", "head_office"},
+            {"campaign_tool", "admin", "analyst", "head_office", "marketer"},
         ),
         (
             "POST",

@@ -1,16 +1,27 @@
 """Console tests share: a marketer token made while the service runs, signed-in HTTP clients,
-and the whitelist customers of the served world."""
+the whitelist customers of the served world, and a monitoring result of the served run."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
+from datetime import date
 
 import httpx
 import polars as pl
 import pytest
 
 from fusion.features import TABLE_FILE
+from fusion.monitoring import model_stability, read_profile, scored_population
+from fusion.pipeline.feature_tables import read_features
+from fusion.pipeline.monitoring import (
+    MonitoringReport,
+    monitor_snapshot,
+    read_monitoring,
+    write_monitoring,
+)
+from fusion.registry import Registry
 from fusion.tokens import create_token
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, bearer
@@ -93,3 +104,37 @@ def declare(served: ServedRun, marketer_token: str) -> Callable[[str, list[int]]
         assert answer.status_code == 201, answer.text
 
     return make
+
+
+DRIFTED = "age"  # the column the monitoring fixture shifts, so its CSI alerts
+
+
+@pytest.fixture(scope="session")
+def monitored(served: ServedRun) -> MonitoringReport:
+    """The served run's latest monitoring result, with alerts to show.
+
+    `monitor_snapshot` (what `fusion monitor` runs) checks the served snapshot, which is the
+    models' training table: every index is 0. So the acquisition model's checks are made again,
+    by the same functions, on that table with every customer 15 years older, and the result
+    with them is written by `write_monitoring`, as `fusion monitor` writes it.
+    """
+    folder = served.folder
+    snapshot = date.fromisoformat(sorted(p.name for p in folder.features.iterdir())[-1])
+    with served.service.bank() as bank:
+        result = monitor_snapshot(bank, snapshot_date=snapshot, now=NOW)
+    features = read_features(folder, snapshot)
+    older = dataclasses.replace(features, table=features.table.with_columns(pl.col(DRIFTED) + 15))
+    registry = Registry(folder.models)
+    rows, scores = scored_population(registry, registry.load("acquisition"), older)
+    drifted = model_stability(
+        read_profile(registry, "acquisition"),
+        pl.Series("score", scores),
+        older.table[rows],
+        codes=older.manifest.codes,
+        settings=result.settings,
+    )
+    others = tuple(s for s in result.stability if s.model != "acquisition")
+    write_monitoring(folder, dataclasses.replace(result, stability=(*drifted, *others)))
+    report = read_monitoring(folder)
+    assert report is not None
+    return report

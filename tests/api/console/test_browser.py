@@ -1,8 +1,9 @@
 """The console in a real browser: Debian's headless Chromium driven by Playwright, on a real
 uvicorn server. A marketer signs in, sees a promotion refused at its gate with the reason, passes
-gates, plans, delivers and opens a readout with its plots; a branch analyst downloads its list
-and cannot reach another branch's by editing the address; forged forms are refused. Each page
-is saved as a screenshot under test-artifacts/console/ for review.
+gates, plans, delivers and opens a readout with its plots, reads the monitoring alerts and
+report and downloads a branch's list; a branch analyst downloads its list and cannot reach
+another branch's by editing the address; forged forms are refused. Each page is saved as a
+screenshot under test-artifacts/console/ for review.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from fusion.pipeline.monitoring import MonitoringReport
 from tests.support.server import ServedRun, bearer
 
 pytestmark = pytest.mark.slow
@@ -189,4 +191,31 @@ def test_admin_pages(served: ServedRun, browser: Browser):
     assert page.locator("table#tokens tbody tr").count() >= 6
     assert served.tokens.admin not in page.content()
     _shot(page, "15-tokens")
+    context.close()
+
+
+def test_a_marketer_reads_the_monitoring_alerts_and_downloads_a_list(
+    served: ServedRun, browser: Browser, marketer_token: str, monitored: MonitoringReport
+):
+    context, page = _signed_in(browser, served, marketer_token)
+    alerts = page.locator("#monitoring-alerts li")
+    assert alerts.count() >= 1 and "acquisition CSI of age" in alerts.first.inner_text()
+    _shot(page, "16-home-monitoring-alerts")
+    page.get_by_role("link", name="Monitoring", exact=True).click()
+    assert page.get_by_role("heading", name="Monitoring").is_visible()
+    assert page.locator("#verdict").inner_text() == "alert"
+    assert page.locator("#scores tbody tr").count() == len(monitored.summary["models"])
+    images = page.locator("img")
+    assert images.count() == len(monitored.plots) >= 1
+    for i in range(images.count()):  # each plot of the report, from the console's own route
+        assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+    _shot(page, "17-monitoring")
+    page.get_by_role("link", name="Lists").click()
+    page.locator("table#list-rescue").get_by_role("link", name="B002", exact=True).click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download as Parquet").click()
+    saved = download.value.path()
+    assert saved is not None and Path(saved).read_bytes()[:4] == b"PAR1"
+    assert download.value.suggested_filename == "rescue-B002.parquet"
+    _shot(page, "18-list-marketer-B002")
     context.close()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from api.console.access import LIST_READERS
+from fusion.pipeline.monitoring import MonitoringReport
 from fusion.tokens import create_token
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, settings_changed
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 CAMPAIGN = "console-matrix"
 HEAD_OFFICE = {"marketer", "admin", "head_office"}
-LISTS = {"campaign_tool", "admin", "analyst", "head_office"}
+LISTS = {"campaign_tool", "marketer", "admin", "analyst", "head_office"}
 ROLES = ("analyst", "head_office", "campaign_tool", "marketer", "admin")
 
 
@@ -30,6 +31,7 @@ def clients(
     sign_in: Callable[[str], httpx.Client],
     declare: Callable[[str, list[int]], None],
     customer_ids: list[int],
+    monitored: MonitoringReport,
 ) -> dict[str, httpx.Client]:
     declare(CAMPAIGN, customer_ids[:2])
     tokens = {role: getattr(served.tokens, role, marketer_token) for role in ROLES}
@@ -47,6 +49,8 @@ def _pages() -> list[tuple[str, set[str]]]:
         ("/console/reports", HEAD_OFFICE),
         ("/console/reports/match", HEAD_OFFICE),
         ("/console/reports/models", HEAD_OFFICE),
+        ("/console/monitoring", HEAD_OFFICE),
+        ("/console/monitoring/plots/scores.png", HEAD_OFFICE),
         ("/console/lists", LISTS),
         (f"{lists}/B001", LISTS),
         (f"{lists}/B001/csv", LISTS),
@@ -92,6 +96,8 @@ _HOSTILE_PATHS = (
     "/console/lists/mobile-banking/B001/exe", "/console/lists/%F0%9F%92%A3/B001",
     "/console/reports/../keys", "/console/reports/match/plots/..%2f..%2fbank%2ffusion.duckdb",
     "/console/reports/nothing", "/console/readout?campaign=%00",
+    "/console/monitoring/plots/..%2f..%2fbank%2ffusion.duckdb", "/console/monitoring/plots/%00.png",
+    "/console/monitoring/plots/" + "p" * 300 + ".png",
     "/console/readout?campaign=" + "b" * 9000,
     "/console/tokens/zz/revoke", "/console/sign-in?done=" + "%FF" * 100,
 )  # fmt: skip
