@@ -32,6 +32,8 @@ The modules, in the order a world is drawn:
     truth      the ground-truth frames
     generate   `generate_world`: the streams, the order of the draws, the files and the summary
     execution  a campaign executed: funnel events drawn from the true propensities and uplift
+    journeys   a new-to-app cohort's 100 days, a day at a time, answering the journey engine's
+               touches, and the true effects of a strategy (`journey_truth`: hazards, effects)
     config, files, errors   the config and summary, the file layout, `WorldError`
 """
 
@@ -40,11 +42,14 @@ from labs.world.config import WorldConfig, WorldSummary
 from labs.world.errors import WorldError
 from labs.world.files import WorldFiles, load_world
 from labs.world.generate import generate_world
+from labs.world.journeys import JourneyConfig, JourneySimulator
 from labs.world.personas import PERSONAS
 
 __all__ = [
     "FEATURE_COLUMNS",
     "PERSONAS",
+    "JourneyConfig",
+    "JourneySimulator",
     "WorldConfig",
     "WorldError",
     "WorldFiles",
