@@ -8,6 +8,7 @@ __all__ = [
     "features",
     "ingest",
     "jobs",
+    "journeys",
     "lists",
     "match",
     "models",

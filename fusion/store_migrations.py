@@ -507,4 +507,105 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=12,
+        name="journeys: the event log, strategies and their stages, customer state per strategy, "
+        "node visits, touches and daily runs",
+        statements=(
+            # Customers' app and account milestones, log-ins and answers to touches; `event_key`
+            # makes a resent event harmless, `received_at` makes reads point-in-time.
+            """
+            CREATE TABLE journey_events (
+                event_key VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                event VARCHAR NOT NULL CHECK (event IN (
+                    'download', 'first_open', 'register', 'bind_card', 'first_transaction',
+                    'assets_10k', 'login', 'exposure', 'click', 'opt_out')),
+                occurred_at TIMESTAMP NOT NULL,
+                touch_id VARCHAR,
+                received_at TIMESTAMP NOT NULL,
+                source VARCHAR NOT NULL
+            )""",
+            # A strategy as its canonical JSON; `salt` keys its traffic share and arms.
+            f"""
+            CREATE TABLE journey_strategies (
+                strategy_id VARCHAR PRIMARY KEY,
+                version INTEGER NOT NULL,
+                declaration VARCHAR NOT NULL,
+                salt BLOB NOT NULL,
+                stage VARCHAR NOT NULL CHECK (stage IN ({_STAGES})),
+                created_at TIMESTAMP NOT NULL,
+                created_by VARCHAR NOT NULL,
+                updated_at TIMESTAMP NOT NULL
+            )""",
+            f"""
+            CREATE TABLE journey_strategy_stages (
+                strategy_id VARCHAR NOT NULL,
+                from_stage VARCHAR NOT NULL,
+                to_stage VARCHAR NOT NULL CHECK (to_stage IN ({_STAGES})),
+                promoted_at TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL,
+                checks VARCHAR
+            )""",
+            # One row per (strategy, customer): where the customer is in the flow, since when,
+            # and the day it is next looked at (NULL once finished). No key index, as for
+            # assignments: the engine's anti-join keeps the pair unique.
+            """
+            CREATE TABLE journey_state (
+                strategy_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                version INTEGER NOT NULL,
+                stage VARCHAR NOT NULL,
+                arm VARCHAR NOT NULL CHECK (arm IN ('treatment', 'control')),
+                branch_id VARCHAR NOT NULL,
+                entered_on DATE NOT NULL,
+                node_id VARCHAR NOT NULL,
+                node_since DATE NOT NULL,
+                due_on DATE,
+                finished_on DATE,
+                finish_reason VARCHAR
+            )""",
+            # Every node a customer entered, and the day: the readout's per-node counts.
+            """
+            CREATE TABLE journey_visits (
+                strategy_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                node_id VARCHAR NOT NULL,
+                day DATE NOT NULL,
+                arm VARCHAR NOT NULL
+            )""",
+            # Every touch a run emitted: delivered (treatment) or held out (control: recorded,
+            # never sent, never in `contacts`).
+            """
+            CREATE TABLE journey_touches (
+                touch_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                node_id VARCHAR NOT NULL,
+                customer_id BIGINT NOT NULL,
+                branch_id VARCHAR NOT NULL,
+                channel VARCHAR NOT NULL,
+                content_id VARCHAR NOT NULL,
+                offer_id VARCHAR,
+                day DATE NOT NULL,
+                arm VARCHAR NOT NULL CHECK (arm IN ('treatment', 'control')),
+                delivered BOOLEAN NOT NULL
+            )""",
+            # One row per day run, written in the run's transaction: a day with a row is done.
+            """
+            CREATE TABLE journey_runs (
+                day DATE PRIMARY KEY,
+                started_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP NOT NULL,
+                strategies VARCHAR NOT NULL,
+                entered BIGINT NOT NULL,
+                moved BIGINT NOT NULL,
+                delivered BIGINT NOT NULL,
+                held_out BIGINT NOT NULL,
+                blocked BIGINT NOT NULL,
+                counts VARCHAR NOT NULL
+            )""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version

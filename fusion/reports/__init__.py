@@ -11,6 +11,7 @@ __all__ = [
     "coverage",
     "disclosure",
     "html",
+    "journeys",
     "match",
     "model_plots",
     "model_sections",

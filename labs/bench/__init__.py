@@ -9,6 +9,7 @@ area, each a set of `bench_*` generators that take a scratch folder and yield `F
 - `models`: the feature build; training; batch and single scoring.
 - `api`: the scoring API under concurrent clients.
 - `campaigns`: screen + arbitrate + assign 1M customers x 5 campaigns; outcome events loaded.
+- `journeys`: one daily journey run over 1M customers, 100 days of events, 5 strategies.
 - `scale`: the scale curve, in process and on a LocalCluster.
 - `world`: the synthetic world's generation.
 
@@ -24,6 +25,7 @@ from labs.bench.crypto import bench_envelope, bench_keyed_hash
 from labs.bench.figures import Benchmark, Figure
 from labs.bench.ingest import bench_contracts, bench_ingest
 from labs.bench.inputs import synthetic_batch
+from labs.bench.journeys import bench_journey_day
 from labs.bench.matching import bench_oprf, bench_psi
 from labs.bench.models import bench_features, bench_models
 from labs.bench.run_folder import demo_run_folder
@@ -52,6 +54,7 @@ __all__ = [
     "bench_envelope",
     "bench_features",
     "bench_ingest",
+    "bench_journey_day",
     "bench_keyed_hash",
     "bench_models",
     "bench_oprf",

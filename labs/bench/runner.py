@@ -22,6 +22,7 @@ from labs.bench.campaigns import bench_campaign_plan, bench_outcome_events
 from labs.bench.crypto import bench_envelope, bench_keyed_hash
 from labs.bench.figures import Benchmark, Figure, cpu_count
 from labs.bench.ingest import bench_contracts, bench_ingest
+from labs.bench.journeys import bench_journey_day
 from labs.bench.matching import bench_oprf, bench_psi
 from labs.bench.models import bench_features, bench_models
 from labs.bench.monitoring import bench_monitoring
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "api": bench_api,
     "campaign_plan": bench_campaign_plan,
     "outcome_events": bench_outcome_events,
+    "journey_day": bench_journey_day,
     "monitoring": bench_monitoring,
     "scale": bench_scale,
 }

@@ -142,6 +142,7 @@ class BenchName(StrEnum):
     API = "api"
     CAMPAIGN_PLAN = "campaign_plan"
     OUTCOME_EVENTS = "outcome_events"
+    JOURNEY_DAY = "journey_day"
     MONITORING = "monitoring"
     SCALE = "scale"
 
