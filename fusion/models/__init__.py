@@ -16,5 +16,6 @@ __all__ = [
     "scenarios",
     "targeting",
     "uplift",
+    "uplift_inputs",
     "vectors",
 ]

@@ -2,15 +2,24 @@
 
 A campaign table (customer_id, treatment, responded) from the bank's own randomised test is
 joined to the feature table. Rows follow the customer split every model shares: the learners fit
-on train rows, the best learner is chosen by its Qini coefficient on valid rows (never on test),
-and everything is reported on test rows:
+on train rows; the learner is chosen by its cross-fitted Qini coefficient with its bootstrap
+interval over the train and valid rows (`uplift.cross_fitted_qini`: the plain T-learner unless
+another beats it with the paired interval), never on test; everything is reported on test rows.
+When no learner's interval clears zero, targeting by uplift is not supported by the data: the
+result says so (`UpliftResult.supported`, `verdict`) and targets by the response model instead.
 
 - per learner (T-learner, X-learner, class transformation): Qini coefficient (Radcliffe 2007),
-  AUUC (Gutierrez & Gerardy 2017), uplift@30% and uplift by decile, each on the held-out A/B;
+  AUUC (Gutierrez & Gerardy 2017), uplift@30% and uplift by decile, each on the held-out A/B,
+  and its cross-fitted Qini with its interval;
 - a response model, what a bank usually builds (P(respond | offered), trained on treated rows);
 - budgeted targeting: the same number of contacts chosen by predicted uplift and by response
   score, with the incremental conversions each buys, estimated on the held-out A/B (with a 95%
   CI) and, when the caller knows it (a synthetic world), from the true uplift.
+
+A campaign of several offers names each customer's offer in an `arm` column (the offer's name,
+or `control`); `treatment` is then any offer. Each offer gets its own uplift model against the
+control (`uplift.MultiArmUplift`, the chosen learner) and, on the held-out rows, its effect on
+the response rate with Newcombe's interval and its model's Qini with a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -42,19 +51,30 @@ from fusion.models.design import (
     split_customers,
 )
 from fusion.models.distributed import trained_on
+from fusion.models.proportions import DiffResult
 from fusion.models.targeting import (
     Budget,
     TargetingResult,
     budgeted_targeting,
     uplift_correlation,
 )
-from fusion.models.uplift import LEARNERS, UpliftModel
+from fusion.models.uplift import (
+    LEARNERS,
+    LearnerQini,
+    MultiArmUplift,
+    Selection,
+    UpliftModel,
+    arm_effects,
+    cross_fitted_qini,
+    qini_interval,
+)
 from fusion.progress import Progress, report_to
 
 if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = [
+    "ArmEvaluation",
     "CampaignData",
     "LearnerEvaluation",
     "UpliftConfig",
@@ -65,6 +85,7 @@ __all__ = [
 
 Index = np.ndarray[Any, Any]  # feature-table row numbers
 CAMPAIGN_COLUMNS = {"customer_id": pl.Int64, "treatment": pl.Boolean, "responded": pl.Boolean}
+CONTROL = "control"  # the `arm` of the customers held out, in a campaign of several offers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +102,9 @@ class UpliftConfig:
         )
     )  # fmt: skip
     tag_profile_k: int = 40
+    folds: int = 3  # cross-fitting folds of the learner choice
+    baseline: str | None = "t_learner"  # kept unless another learner beats it (None: top Qini)
+    alpha: float = 0.05  # the choice's intervals are 1 - 2 alpha / learners
     target_share: float = 0.30  # contacts = this share of the held-out base
     cost_per_contact: float = 2.0
     value_per_conversion: float = 60.0
@@ -93,6 +117,12 @@ class UpliftConfig:
                 f"learners must be a non-empty subset of {', '.join(LEARNERS)}; got "
                 f"{', '.join(self.learners) or 'none'}",
                 setting="learners",
+            )
+        if self.baseline is not None and self.baseline not in self.learners:
+            raise ConfigError(
+                f"baseline {self.baseline!r} must be one of the learners "
+                f"({', '.join(self.learners)}), or None to take the top cross-fitted Qini",
+                setting="baseline",
             )
         if not 0 < self.target_share < 1:
             raise ConfigError(
@@ -108,10 +138,33 @@ class CampaignData:
     member: np.ndarray[Any, np.dtype[np.bool_]]  # the row was in the test (either arm)
     treatment: np.ndarray[Any, np.dtype[np.int64]]  # 1 offered, 0 held out (0 outside too)
     responded: np.ndarray[Any, np.dtype[np.int64]]
+    arm: np.ndarray[Any, Any] | None = None  # offer name or "control" ("" outside); one offer: None
+    weight: np.ndarray[Any, np.dtype[np.float64]] | None = None  # sample weight (1 outside)
+
+
+def _with_arms(campaign: pl.DataFrame) -> pl.DataFrame:
+    """Return `campaign` with `treatment` derived from (or checked against) an `arm` column."""
+    if "arm" not in campaign.columns:
+        return campaign
+    offered = pl.col("arm").cast(pl.String) != CONTROL
+    if "treatment" not in campaign.columns:
+        return campaign.with_columns(offered.alias("treatment"))
+    if campaign.filter(offered != pl.col("treatment").cast(pl.Boolean)).height:
+        raise ConfigError(
+            f"the campaign's treatment disagrees with its arm for some rows; arm {CONTROL!r} "
+            "must have treatment false and every offer true - drop treatment to derive it",
+            setting="campaign",
+        )
+    return campaign
 
 
 def campaign_data(features: FeatureSet, campaign: pl.DataFrame) -> CampaignData:
-    """Return `campaign` aligned to the rows of `features` (customers absent from it: members 0)."""
+    """Return `campaign` aligned to the rows of `features` (customers absent from it: members 0).
+
+    An `arm` column (offer name, or "control") is kept when it names two offers or more; a
+    `weight` column (e.g. inverse propensities, `campaign_outcomes`) weighs the learners' rows.
+    """
+    campaign = _with_arms(campaign)
     missing = [c for c in CAMPAIGN_COLUMNS if c not in campaign.columns]
     if missing:
         raise ConfigError(
@@ -130,15 +183,23 @@ def campaign_data(features: FeatureSet, campaign: pl.DataFrame) -> CampaignData:
             setting="campaign",
         )
     ids = frame["campaign_id"].unique().to_list()
+    for extra, dtype in (("arm", pl.String), ("weight", pl.Float64)):
+        if extra in campaign.columns:
+            frame = frame.with_columns(campaign[extra].cast(dtype))
     joined = features.table.select("customer_id").join(
         frame, on="customer_id", how="left", maintain_order="left"
     )
     member = joined["treatment"].is_not_null().to_numpy()
+    arm = None
+    if "arm" in joined.columns and joined["arm"].drop_nulls().n_unique() > 2:
+        arm = joined["arm"].fill_null("").to_numpy().astype(str)
     return CampaignData(
         campaign_id=",".join(sorted(str(i) for i in ids)),
         member=member,
         treatment=joined["treatment"].fill_null(False).to_numpy().astype(np.int64),
         responded=joined["responded"].fill_null(False).to_numpy().astype(np.int64),
+        arm=arm,
+        weight=joined["weight"].fill_null(1.0).to_numpy() if "weight" in joined.columns else None,
     )
 
 
@@ -152,25 +213,59 @@ class LearnerEvaluation:
     valid_qini: float
     by_decile: pl.DataFrame
     correlation: float | None  # with the true uplift, when the caller gave it
+    cross_fitted_qini: float | None = None  # over train and valid rows: what chose the learner
+    cross_fitted_ci: tuple[float, float] | None = None
+    vs_baseline: tuple[float, float, float] | None = None  # difference, its paired interval
 
-    def summary(self) -> dict[str, float | None]:
+    def summary(self) -> dict[str, Any]:
         return {
             "qini": self.qini,
             "auuc": self.auuc,
             "uplift_at_30": self.uplift_at_30,
             "valid_qini": self.valid_qini,
+            "cross_fitted_qini": self.cross_fitted_qini,
+            "cross_fitted_ci": None if self.cross_fitted_ci is None else list(self.cross_fitted_ci),
+            "vs_baseline": None if self.vs_baseline is None else list(self.vs_baseline),
             "correlation_with_true_uplift": self.correlation,
+        }
+
+
+@dataclass(frozen=True)
+class ArmEvaluation:
+    """One offer of a several-offer campaign against the control, on the held-out rows."""
+
+    arm: str
+    treated: int
+    control: int
+    effect: DiffResult  # response rate offered minus control, Newcombe's interval
+    qini: float  # of this offer's own uplift model
+    qini_ci: tuple[float, float]  # Poisson-bootstrap percentile interval
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "treated": self.treated,
+            "control": self.control,
+            "effect": self.effect.diff,
+            "effect_ci": [self.effect.ci_low, self.effect.ci_high],
+            "qini": self.qini,
+            "qini_ci": list(self.qini_ci),
         }
 
 
 @dataclass
 class UpliftResult:
-    """Fitted learners, the chosen one, the response model, and the targeting comparison."""
+    """Fitted learners, the chosen one, the response model, and the targeting comparison.
+
+    `best` is the learner registered: the one chosen, or - when targeting by uplift is not
+    supported by the data (`supported` false) - the baseline, kept for the record while the
+    targeting falls back to the response model (`targeting_by`).
+    """
 
     spec: DesignSpec
     learners: dict[str, UpliftModel]
     evaluations: dict[str, LearnerEvaluation]
     best: str
+    selection: Selection
     response: TrainedModel
     targeting: dict[str, TargetingResult]  # "uplift" (best learner) and "response"
     test_rows: np.ndarray[Any, np.dtype[np.int64]]  # held-out campaign rows
@@ -178,15 +273,42 @@ class UpliftResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     test_label: np.ndarray[Any, Any] | None = None  # responded, on the test rows
     test_treatment: np.ndarray[Any, Any] | None = None  # the arm, on the test rows
+    arms: dict[str, ArmEvaluation] = field(default_factory=dict)  # several offers only
+    multi_arm: MultiArmUplift | None = None
 
     @property
     def model(self) -> UpliftModel:
         return self.learners[self.best]
 
+    @property
+    def supported(self) -> bool:
+        """Return whether targeting by uplift is supported by the data (cross-fitted Qini)."""
+        return self.selection.supported
+
+    @property
+    def targeting_by(self) -> str:
+        """Return the strategy lists should target by: "uplift", or "response" when unsupported."""
+        return "uplift" if self.supported else "response"
+
+    @property
+    def verdict(self) -> str:
+        """Return the learner choice in words, and the fallback when uplift is unsupported."""
+        verdict = self.selection.verdict
+        if self.supported:
+            return verdict
+        return verdict.replace(
+            "target by response or at random", "target by the response model instead"
+        )
+
     def summary(self) -> dict[str, Any]:
         uplift = self.targeting["uplift"]
         return {
             "best": self.best,
+            "uplift_supported": self.supported,
+            "targeting_by": self.targeting_by,
+            "verdict": self.verdict,
+            "cross_fitting_folds": self.selection.folds,
+            "arms": {name: arm.summary() for name, arm in self.arms.items()},
             "learners": {k: v.summary() for k, v in self.evaluations.items()},
             "targeting": {k: _targeting_summary(v) for k, v in self.targeting.items()},
             "incremental_ratio": uplift.ratio,
@@ -235,16 +357,21 @@ def train_uplift(
     spec = DesignSpec(tuple(features.feature_columns(FUSED)), profile)
     x = design_matrix(features, spec)
     truth = None if true_uplift is None else np.asarray(true_uplift)[test]
+    selection = _choose_learner(x, data, np.sort(np.r_[train, valid]), config, client)
+    report("uplift: cross-fitted choice", 1 / (len(config.learners) + 2))
     learners: dict[str, UpliftModel] = {}
     evaluations: dict[str, LearnerEvaluation] = {}
     for i, name in enumerate(config.learners):
-        model = LEARNERS[name](params=config.params).fit(
-            x[train], y[train], t[train], client=client
+        learners[name], evaluations[name] = _fit_and_judge(
+            name, x, data, (train, valid, test), selection, config, truth=truth, client=client
         )
-        learners[name] = model
-        evaluations[name] = _evaluate(model, x, y, t, valid=valid, test=test, truth=truth)
-        report(f"uplift: {name}", (i + 1) / (len(config.learners) + 1))
-    best = max(evaluations, key=lambda n: evaluations[n].valid_qini)
+        report(f"uplift: {name}", (i + 2) / (len(config.learners) + 2))
+    # Unsupported: the baseline (or the top figure) is registered for the record only.
+    best = (
+        selection.best
+        or config.baseline
+        or max(selection.scores, key=lambda n: selection.scores[n].qini)
+    )
     response = _response_model(features, data, config, client)
     response_score = response.model.predict(design_matrix(features, response.model.spec, test))
     test_uplift = learners[best].predict(x[test])
@@ -266,6 +393,7 @@ def train_uplift(
         learners=learners,
         evaluations=evaluations,
         best=best,
+        selection=selection,
         response=response,
         targeting=targeting,
         test_rows=test,
@@ -282,7 +410,79 @@ def train_uplift(
         },
         test_label=y[test],
         test_treatment=t[test],
+        **_several_offers(data, x, train, test, LEARNERS[best], config),
     )
+
+
+def _fit_and_judge(
+    name: str,
+    x: np.ndarray[Any, Any],
+    data: CampaignData,
+    rows: tuple[Index, Index, Index],
+    selection: Selection,
+    config: UpliftConfig,
+    *,
+    truth: np.ndarray[Any, Any] | None,
+    client: Client | None,
+) -> tuple[UpliftModel, LearnerEvaluation]:
+    """Return learner `name` fitted on the train rows and its figures (`_evaluate`)."""
+    train, valid, test = rows
+    y, t = data.responded, data.treatment
+    model = LEARNERS[name](params=config.params).fit(
+        x[train], y[train], t[train], client=client, sample_weight=_part(data.weight, train)
+    )
+    judged = _evaluate(
+        model, x, y, t, valid=valid, test=test, truth=truth, scored=selection.scores[name]
+    )
+    return model, judged
+
+
+def _part(values: np.ndarray[Any, Any] | None, rows: Index) -> np.ndarray[Any, Any] | None:
+    return None if values is None else values[rows]
+
+
+def _choose_learner(
+    x: np.ndarray[Any, Any], data: CampaignData, rows: Index, config: UpliftConfig,
+    client: Client | None,
+) -> Selection:  # fmt: skip
+    """Return the cross-fitted choice of learner over `rows` (the campaign's train and valid)."""
+    return cross_fitted_qini(
+        x[rows], data.responded[rows], data.treatment[rows],
+        learners={n: LEARNERS[n] for n in config.learners}, folds=config.folds,
+        params=config.params, alpha=config.alpha, seed=config.params.seed,
+        baseline=config.baseline, sample_weight=_part(data.weight, rows), client=client,
+    )  # fmt: skip
+
+
+def _several_offers(
+    data: CampaignData,
+    x: np.ndarray[Any, Any],
+    train: Index,
+    test: Index,
+    learner: type[UpliftModel],
+    config: UpliftConfig,
+) -> dict[str, Any]:
+    """Return each offer's uplift model and held-out figures, when the campaign had several."""
+    if data.arm is None:
+        return {}
+    model = MultiArmUplift(learner, params=config.params, control=CONTROL).fit(
+        x[train], data.responded[train], data.arm[train]
+    )
+    arm, y = data.arm[test], data.responded[test]
+    effects = arm_effects(y, arm, control=CONTROL, alpha=config.alpha)
+    predicted = model.predict(x[test])
+    arms = {}
+    for name, effect in effects.items():
+        rows = (arm == name) | (arm == CONTROL)
+        offered = (arm[rows] == name).astype(np.int64)
+        qini, low, high = qini_interval(
+            y[rows], predicted[name][rows], offered, alpha=config.alpha / 2,
+            seed=config.params.seed,
+        )  # fmt: skip
+        arms[name] = ArmEvaluation(
+            name, int(offered.sum()), int(rows.sum() - offered.sum()), effect, qini, (low, high)
+        )
+    return {"arms": arms, "multi_arm": model}
 
 
 def _campaign_rows(
@@ -317,8 +517,10 @@ def _evaluate(
     valid: Index,
     test: Index,
     truth: np.ndarray[Any, Any] | None,
+    scored: LearnerQini,
 ) -> LearnerEvaluation:
-    """Return the learner's figures on the test rows, and its Qini on the validation rows."""
+    """Return the learner's figures on the test rows, its Qini on the validation rows, and its
+    cross-fitted Qini (`scored`) with its interval."""
     u_valid, u_test = model.predict(x[valid]), model.predict(x[test])
     return LearnerEvaluation(
         qini=metrics.qini_auc_score(y[test], u_test, t[test]),
@@ -331,6 +533,9 @@ def _evaluate(
         correlation=None
         if truth is None or np.ptp(u_test) == 0
         else uplift_correlation(u_test, truth),
+        cross_fitted_qini=scored.qini,
+        cross_fitted_ci=(scored.ci_low, scored.ci_high),
+        vs_baseline=scored.vs_baseline,
     )
 
 

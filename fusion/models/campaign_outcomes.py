@@ -8,13 +8,22 @@ responded), with each row's propensity: the treated share its stage was declared
 (1 - the stage's control share). The whitelist is left out (no control there).
 
 Stages are assigned with different shares (an A/B test at one half, a full launch at 95%), so
-pooled, treatment is no longer independent of the stage. `constant_propensity` thins the treated
-rows of each stage at random (Bernoulli, kept with odds ratio p*/(1-p*) : p_s/(1-p_s), p* the
-smallest share) until every stage has the same treated share p*: the rows left are again a
-randomised trial with one propensity, which the learners assume.
+pooled, treatment is no longer independent of the stage. Two ways restore a trial:
+
+- `inverse_propensity` (the default of `learn_from_campaign`) keeps every row and weighs it by
+  the inverse of the probability of the arm it got: 1/p_s treated, 1/(1 - p_s) control, each
+  arm's weights scaled to average 1. In each arm every stage then counts as much as it holds
+  customers, as though all had been assigned alike (Horvitz & Thompson 1952; the learners take
+  them as xgboost sample weights).
+- `constant_propensity` thins the treated rows of each stage at random (Bernoulli, kept with
+  odds ratio p*/(1-p*) : p_s/(1-p_s), p* the smallest share) until every stage has the same
+  treated share p*: the rows left are a randomised trial with one propensity, at the price of
+  most of a full launch's treated rows.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -25,7 +34,12 @@ from fusion.features import FeatureSet
 from fusion.models.campaign import UpliftConfig, UpliftResult, train_uplift
 from fusion.store import Store
 
-__all__ = ["campaign_training_frame", "constant_propensity", "learn_from_campaign"]
+__all__ = [
+    "campaign_training_frame",
+    "constant_propensity",
+    "inverse_propensity",
+    "learn_from_campaign",
+]
 
 _ROWS = """
 SELECT a.customer_id, a.stage, a.arm = 'treatment' AS treatment,
@@ -64,12 +78,8 @@ def campaign_training_frame(store: Store, campaign_id: str, *, event: str) -> pl
     ).select("campaign_id", "customer_id", "stage", "treatment", "responded", "propensity")
 
 
-def constant_propensity(frame: pl.DataFrame, *, seed: int = 7) -> pl.DataFrame:
-    """Return `frame` with treated rows thinned so every stage has the smallest treated share.
-
-    Control rows are all kept. The thinning is a Bernoulli draw per treated row from `seed`,
-    so the result is a randomised trial again, with propensity p* = min(propensity).
-    """
+def _propensities(frame: pl.DataFrame) -> np.ndarray:
+    """Return the frame's propensities, refusing an empty frame or a stage without a control."""
     if frame.is_empty():
         raise ConfigError("the campaign has no assigned customers to learn from", setting="frame")
     p = frame["propensity"].to_numpy()
@@ -79,6 +89,30 @@ def constant_propensity(frame: pl.DataFrame, *, seed: int = 7) -> pl.DataFrame:
             "leave out stages without a control group",
             setting="propensity",
         )
+    return p
+
+
+def inverse_propensity(frame: pl.DataFrame) -> pl.DataFrame:
+    """Return `frame` with a `weight` column: 1/propensity treated, 1/(1 - propensity) control,
+    each arm's weights scaled to average 1 (so a booster's `min_child_weight` keeps its scale)."""
+    _propensities(frame)
+    raw = (
+        pl.when(pl.col("treatment"))
+        .then(1.0 / pl.col("propensity"))
+        .otherwise(1.0 / (1.0 - pl.col("propensity")))
+    )
+    return frame.with_columns(raw.alias("weight")).with_columns(
+        (pl.col("weight") / pl.col("weight").mean().over("treatment")).alias("weight")
+    )
+
+
+def constant_propensity(frame: pl.DataFrame, *, seed: int = 7) -> pl.DataFrame:
+    """Return `frame` with treated rows thinned so every stage has the smallest treated share.
+
+    Control rows are all kept. The thinning is a Bernoulli draw per treated row from `seed`,
+    so the result is a randomised trial again, with propensity p* = min(propensity).
+    """
+    p = _propensities(frame)
     target = float(p.min())
     keep_odds = (target / (1 - target)) / (p / (1 - p))
     draw = np.random.default_rng(seed).random(frame.height)
@@ -95,16 +129,29 @@ def learn_from_campaign(
     config: UpliftConfig | None = None,
     seed: int = 7,
     true_uplift: np.ndarray | None = None,
+    method: Literal["weighted", "thinned"] = "weighted",
 ) -> UpliftResult:
     """Return uplift learners trained on a closed campaign's arms and `event` outcomes.
 
-    The rows are `campaign_training_frame`, thinned to one propensity (`constant_propensity`);
-    `train_uplift` splits, fits, chooses and judges them as it does the past A/B file.
+    The rows are `campaign_training_frame`, every one weighed by its inverse propensity
+    (`inverse_propensity`, method "weighted") or thinned to one propensity
+    (`constant_propensity`, "thinned", with `seed`); `train_uplift` splits, fits, chooses and
+    judges them as it does the past A/B file.
     """
-    frame = constant_propensity(campaign_training_frame(store, campaign_id, event=event), seed=seed)
-    return train_uplift(
+    frame = campaign_training_frame(store, campaign_id, event=event)
+    if method == "weighted":
+        frame = inverse_propensity(frame)
+    elif method == "thinned":
+        frame = constant_propensity(frame, seed=seed).with_columns(pl.lit(1.0).alias("weight"))
+    else:
+        raise ConfigError(
+            f"method must be 'weighted' or 'thinned', got {method!r}", setting="method"
+        )
+    result = train_uplift(
         features,
-        frame.select("campaign_id", "customer_id", "treatment", "responded"),
+        frame.select("campaign_id", "customer_id", "treatment", "responded", "weight"),
         config=config,
         true_uplift=true_uplift,
     )
+    result.metadata["learnt_from"] = {"campaign": campaign_id, "event": event, "method": method}
+    return result

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,14 @@ from contracts.errors import ConfigError
 from fusion.models.booster import UPLIFT_BOOSTER, BoosterConfig, is_int
 from fusion.models.distributed import Rows, train_booster
 from fusion.models.proportions import DiffResult, two_proportion_diff
-from fusion.models.vectors import one_per_row, zero_one
+from fusion.models.uplift_inputs import (
+    Features,
+    feature_matrix,
+    outcome_labels,
+    row_weights,
+    trial_arrays,
+)
+from fusion.models.vectors import one_per_row
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -53,10 +60,10 @@ __all__ = [
     "arm_effects",
     "cross_fitted_qini",
     "load_uplift_model",
+    "qini_interval",
 ]
 
 ArrayLike = npt.ArrayLike
-Features: TypeAlias = pl.DataFrame | pd.DataFrame | npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -125,96 +132,6 @@ def _train(
     )
 
 
-# --- input checking -----------------------------------------------------------------------------
-
-
-def _matrix(X: Features) -> tuple[FloatArray, tuple[str, ...] | None]:
-    """Return X as a float64 matrix (nulls as NaN) and its column names (None for an array)."""
-    if isinstance(X, pl.DataFrame):
-        bad = [name for name, dt in X.schema.items() if not (dt.is_numeric() or dt == pl.Boolean)]
-        names: tuple[str, ...] | None = tuple(X.columns)
-        if bad:
-            raise _non_numeric(bad, X.schema)
-        matrix = X.select(pl.all().cast(pl.Float64)).to_numpy()
-    elif isinstance(X, pd.DataFrame):
-        names = tuple(str(c) for c in X.columns)
-        if len(set(names)) != len(names):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            raise ConfigError(
-                f"X has duplicate column names {dupes}; give every feature a unique name",
-                setting="X",
-            )
-        bad = [str(c) for c, dt in X.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
-        if bad:
-            raise _non_numeric(bad, {str(c): dt for c, dt in X.dtypes.items()})
-        matrix = X.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        names = None
-        arr = np.asarray(X)
-        if arr.ndim != 2:
-            raise ConfigError(
-                f"X must be 2-d (rows x features), got shape {arr.shape}; "
-                "pass a DataFrame or reshape a single feature with x.reshape(-1, 1)",
-                setting="X",
-            )
-        if arr.dtype.kind not in "biuf":
-            raise ConfigError(
-                f"X must be numeric, got dtype {arr.dtype}; encode categories as numbers first",
-                setting="X",
-            )
-        matrix = arr.astype(np.float64)
-    if matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ConfigError(
-            f"X has shape {matrix.shape}; pass at least one row and one feature", setting="X"
-        )
-    inf = np.isinf(matrix)
-    if inf.any():
-        row, col = (int(i[0]) for i in np.nonzero(inf))
-        where = names[col] if names is not None else f"column {col}"
-        raise ConfigError(
-            f"X has {int(inf.sum())} infinite value(s) (first at row {row}, {where}); "
-            "replace them with null/NaN (missing) or a finite cap",
-            setting="X",
-        )
-    return matrix, names
-
-
-def _non_numeric(bad: list[str], schema: Mapping[str, object]) -> ConfigError:
-    shown = ", ".join(f"{n} ({schema[n]})" for n in bad[:5])
-    return ConfigError(
-        f"X must hold numeric or boolean columns only, got {len(bad)} other(s): {shown}; "
-        "encode categories as numbers or drop the columns",
-        setting="X",
-    )
-
-
-def _labels(values: ArrayLike, name: str, rows: int) -> FloatArray:
-    """Return `values` as 0/1 floats, one per row of X, refusing anything else."""
-    arr = one_per_row(values, name, size=rows, against=f"X has {rows} rows", per="row of X")
-    return zero_one(arr, name).astype(np.float64)
-
-
-def _trial(y: ArrayLike, treatment: ArrayLike, rows: int) -> tuple[FloatArray, FloatArray]:
-    """Return y and treatment as 0/1 floats, refusing data an uplift model cannot learn from."""
-    yy, tt = _labels(y, "y", rows), _labels(treatment, "treatment", rows)
-    for arm, name in ((1.0, "treatment"), (0.0, "control")):
-        in_arm = tt == arm
-        n, responders = int(in_arm.sum()), int(yy[in_arm].sum())
-        if n == 0:
-            raise ConfigError(
-                f"the {name} group is empty ({int(tt.sum())} treated, {int((tt == 0).sum())} "
-                "control); uplift is learnt against a control group - pass both arms of a trial",
-                setting="treatment",
-            )
-        if responders in (0, n):
-            raise ConfigError(
-                f"the {name} group's {n} rows all have y={int(responders > 0)}; each arm needs "
-                "responders and non-responders - use a larger sample",
-                setting="y",
-            )
-    return yy, tt
-
-
 # --- the learners -------------------------------------------------------------------------------
 
 
@@ -222,7 +139,8 @@ class UpliftModel(ABC):
     """Base of the uplift learners: shared input checking, column matching and fitted state.
 
     Subclasses implement `_fit(x, y, treatment, client) -> boosters` and `_predict(x) -> uplift` on
-    checked float matrices.
+    checked float matrices; `_weight` holds the rows' sample weights while `_fit` runs (None: all
+    rows count once).
     """
 
     def __init__(self, *, params: BoosterConfig | None = None) -> None:
@@ -230,6 +148,7 @@ class UpliftModel(ABC):
         self._boosters: dict[str, xgb.Booster] = {}
         self._names: tuple[str, ...] | None = None
         self._width = 0
+        self._weight: FloatArray | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...] | None:
@@ -244,7 +163,13 @@ class UpliftModel(ABC):
         return {name: b.num_boosted_rounds() for name, b in self._boosters.items()}
 
     def fit(
-        self, X: Features, y: ArrayLike, treatment: ArrayLike, *, client: Client | None = None
+        self,
+        X: Features,
+        y: ArrayLike,
+        treatment: ArrayLike,
+        *,
+        sample_weight: ArrayLike | None = None,
+        client: Client | None = None,
     ) -> Self:
         """Return the model fitted on a randomised trial.
 
@@ -252,11 +177,17 @@ class UpliftModel(ABC):
             X: numeric features, one row per customer (polars/pandas DataFrame or 2-d array).
             y: 0/1 outcome per row.
             treatment: 1 = treated (contacted), 0 = control; both arms need both outcomes.
+            sample_weight: a weight per row (finite, > 0), e.g. inverse propensities when the
+                treated share differed between the trial's strata; None counts every row once.
             client: a Dask client to fit every inner booster on its cluster; None fits here.
         """
-        x, names = _matrix(X)
-        yy, tt = _trial(y, treatment, x.shape[0])
-        self._boosters = self._fit(x, yy, tt, client)
+        x, names = feature_matrix(X)
+        yy, tt = trial_arrays(y, treatment, x.shape[0])
+        self._weight = None if sample_weight is None else row_weights(sample_weight, x.shape[0])
+        try:
+            self._boosters = self._fit(x, yy, tt, client)
+        finally:
+            self._weight = None
         self._names, self._width = names, x.shape[1]
         return self
 
@@ -310,7 +241,7 @@ class UpliftModel(ABC):
             else:
                 by_name = {str(c): c for c in X.columns}
                 X = X.loc[:, [by_name[n] for n in self._names]]
-        x, _ = _matrix(X)
+        x, _ = feature_matrix(X)
         if x.shape[1] != self._width:
             raise ConfigError(
                 f"X has {x.shape[1]} columns but the model was fitted on {self._width}; "
@@ -350,8 +281,9 @@ class TLearner(UpliftModel):
         self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
     ) -> dict[str, xgb.Booster]:
         classify = partial(_train, objective="binary:logistic", params=self.params, client=client)
+        w = self._weight
         return {
-            arm: classify(x[t == flag], y[t == flag])
+            arm: classify(x[t == flag], y[t == flag], weight=None if w is None else w[t == flag])
             for arm, flag in (("control", 0.0), ("treatment", 1.0))
         }
 
@@ -399,12 +331,15 @@ class XLearner(UpliftModel):
         treated, control = t == 1, t == 0
         classify = partial(_train, objective="binary:logistic", params=self.params, client=client)
         regress = partial(_train, objective="reg:squarederror", params=self.params, client=client)
-        mu0 = classify(x[control], y[control])
-        mu1 = classify(x[treated], y[treated])
+        w1, w0 = (
+            (None, None) if self._weight is None else (self._weight[treated], self._weight[control])
+        )
+        mu0 = classify(x[control], y[control], weight=w0)
+        mu1 = classify(x[treated], y[treated], weight=w1)
         d1 = y[treated] - _output(mu0, x[treated])
         d0 = _output(mu1, x[control]) - y[control]
-        tau1 = regress(x[treated], d1)
-        tau0 = regress(x[control], d0)
+        tau1 = regress(x[treated], d1, weight=w1)
+        tau0 = regress(x[control], d0, weight=w0)
         self._g = self.propensity if self.propensity is not None else float(t.mean())
         return {"mu0": mu0, "mu1": mu1, "tau0": tau0, "tau1": tau1}
 
@@ -437,8 +372,10 @@ class ClassTransformation(UpliftModel):
         self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
     ) -> dict[str, xgb.Booster]:
         z = y * t + (1.0 - y) * (1.0 - t)
-        share = float(t.mean())
-        weight = np.where(t == 1, 0.5 / share, 0.5 / (1.0 - share))
+        w = np.ones_like(t) if self._weight is None else self._weight
+        # The arms' weighted shares: with inverse-propensity sample weights they are balanced.
+        share = float((w * t).sum() / w.sum())
+        weight = w * np.where(t == 1, 0.5 / share, 0.5 / (1.0 - share))
         booster = _train(
             x, z, objective="binary:logistic", params=self.params, weight=weight, client=client
         )
@@ -482,28 +419,41 @@ def load_uplift_model(metadata: Mapping[str, Any], boosters: Mapping[str, bytes]
 
 @dataclass(frozen=True)
 class LearnerQini:
-    """One learner's cross-fitted Qini coefficient, its interval, and each fold's own Qini."""
+    """One learner's cross-fitted Qini coefficient, its interval, each fold's own Qini, and its
+    paired difference from the baseline learner (None for the baseline itself)."""
 
     learner: str
     folds: tuple[float, ...]
     qini: float
     ci_low: float
     ci_high: float
+    vs_baseline: tuple[float, float, float] | None = None  # difference, its interval
 
     @property
     def supported(self) -> bool:
         """Return whether the interval clears zero: the learner ranks better than random."""
         return self.ci_low > 0
 
+    @property
+    def beats_baseline(self) -> bool:
+        """Return whether the paired interval of the difference from the baseline clears zero."""
+        return self.vs_baseline is not None and self.vs_baseline[1] > 0
+
 
 @dataclass(frozen=True)
 class Selection:
-    """The learner chosen by cross-fitted Qini, or None when no learner's interval clears zero."""
+    """The learner chosen by cross-fitted Qini, or None when no learner's interval clears zero.
+
+    The baseline learner is kept unless another beats it with the paired interval of the
+    difference; when the baseline's own interval does not clear zero, the best of those whose
+    interval does is taken.
+    """
 
     scores: dict[str, LearnerQini]
     best: str | None
     folds: int
     alpha: float
+    baseline: str | None = None
 
     @property
     def supported(self) -> bool:
@@ -522,9 +472,15 @@ class Selection:
                 f"{top.ci_low:.3f} to {top.ci_high:.3f}); target by response or at random"
             )
         chosen = self.scores[self.best]
+        why = ""
+        if self.baseline is not None and self.best == self.baseline and len(self.scores) > 1:
+            why = f"; no other learner beats {self.baseline} with its interval"
+        elif chosen.vs_baseline is not None and chosen.beats_baseline:
+            diff, low, high = chosen.vs_baseline
+            why = f"; beats {self.baseline} by {diff:+.3f} ({low:+.3f} to {high:+.3f})"
         return (
             f"{self.best}: cross-fitted Qini {chosen.qini:.3f} ({level} interval "
-            f"{chosen.ci_low:.3f} to {chosen.ci_high:.3f}, {self.folds} folds)"
+            f"{chosen.ci_low:.3f} to {chosen.ci_high:.3f}, {self.folds} folds){why}"
         )
 
 
@@ -564,28 +520,72 @@ def _qini_replicates(
     return np.asarray(area - x[:, -1] * q[:, -1] / 2.0, dtype=np.float64)
 
 
-def _qini_interval(
-    y: FloatArray, u: FloatArray, t: FloatArray, *, point: float, alpha: float, seed: int
-) -> tuple[float, float]:
-    """Return the (1 - 2 alpha) percentile interval of the Qini coefficient by the Poisson
-    bootstrap (Hanley & MacGibbon 2006): each replicate counts every customer Poisson(1) times.
-    Its lower end is the one-sided (1 - alpha) bound the choice tests against zero.
+def _bootstrap_qini(
+    y: FloatArray, ranked: Mapping[str, FloatArray], t: FloatArray, points: Mapping[str, float],
+    seed: int,
+) -> dict[str, FloatArray]:  # fmt: skip
+    """Return each learner's Qini coefficient over the same Poisson-bootstrap replicates
+    (Hanley & MacGibbon 2006): each replicate counts every customer Poisson(1) times, the same
+    counts for every learner, so differences between learners are paired.
     Each replicate's area is put on the coefficient's scale by the point estimate's own ratio of
-    coefficient to area, so the interval is that of the normalised Qini."""
+    coefficient to area, so the replicates are those of the normalised Qini."""
     rng = np.random.default_rng(seed)
-    raw = _qini_replicates(y, u, t, np.ones((1, y.size)))[0]
-    scale = point / raw if raw != 0 else 0.0
-    replicates = np.concatenate(
-        [
-            _qini_replicates(y, u, t, rng.poisson(1.0, (_BOOTSTRAP_BLOCK, y.size)).astype(float))
-            for _ in range(_BOOTSTRAPS // _BOOTSTRAP_BLOCK)
-        ]
-    )
-    low, high = np.quantile(replicates * scale, [alpha, 1 - alpha])
-    return float(low), float(high)
+    blocks = [
+        rng.poisson(1.0, (_BOOTSTRAP_BLOCK, y.size)).astype(float)
+        for _ in range(_BOOTSTRAPS // _BOOTSTRAP_BLOCK)
+    ]
+    out = {}
+    for name, u in ranked.items():
+        raw = _qini_replicates(y, u, t, np.ones((1, y.size)))[0]
+        scale = points[name] / raw if raw != 0 else 0.0
+        out[name] = np.concatenate([_qini_replicates(y, u, t, w) for w in blocks]) * scale
+    return out
 
 
-def cross_fitted_qini(
+def qini_interval(
+    y: ArrayLike, uplift: ArrayLike, treatment: ArrayLike, *, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """Return the Qini coefficient of `uplift` on a trial and its (1 - 2 alpha) Poisson-bootstrap
+    percentile interval: (qini, low, high)."""
+    from fusion.models.metrics import qini_auc_score
+
+    if not 0 < alpha < 0.5:
+        raise ConfigError(
+            f"alpha must be in (0, 0.5), got {alpha!r}; 0.025 gives 95%", setting="alpha"
+        )
+    u = np.asarray(uplift, dtype=np.float64)
+    yy, tt = trial_arrays(y, treatment, u.size)
+    point = qini_auc_score(yy, u, tt)
+    replicates = _bootstrap_qini(yy, {"u": u}, tt, {"u": point}, seed)["u"]
+    low, high = np.quantile(replicates, [alpha, 1 - alpha])
+    return point, float(low), float(high)
+
+
+def _cross_fitted_ranks(
+    learner: type[UpliftModel], x: FloatArray, y: FloatArray, t: FloatArray, fold: IntArray,
+    params: BoosterConfig | None, weight: FloatArray | None, client: Client | None,
+) -> tuple[FloatArray, FloatArray]:  # fmt: skip
+    """Return each row's rank within its fold (0-1) by the model fitted on the other folds, and
+    each fold's own Qini."""
+    from fusion.models.metrics import qini_auc_score
+
+    folds = int(fold.max()) + 1
+    ranked = np.empty(y.size)
+    per_fold = np.empty(folds)
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        model = learner(params=params).fit(
+            x[train], y[train], t[train], client=client,
+            sample_weight=None if weight is None else weight[train],
+        )  # fmt: skip
+        predicted = model._predict(x[test])
+        per_fold[k] = qini_auc_score(y[test], predicted, t[test])
+        # Fold models differ in scale: ranks within the fold make them one ranking.
+        ranked[test] = stats.rankdata(predicted) / predicted.size
+    return ranked, per_fold
+
+
+def cross_fitted_qini(  # noqa: PLR0913 - keyword-only settings of one choice
     X: Features,
     y: ArrayLike,
     treatment: ArrayLike,
@@ -595,8 +595,11 @@ def cross_fitted_qini(
     params: BoosterConfig | None = None,
     alpha: float = 0.05,
     seed: int = 0,
+    baseline: str | None = "t_learner",
+    sample_weight: ArrayLike | None = None,
+    client: Client | None = None,
 ) -> Selection:
-    """Return the learner with the best cross-fitted Qini whose interval clears zero, or none.
+    """Return the learner chosen by cross-fitted Qini with its interval, or none.
 
     Every learner is fitted `folds` times, each time on all folds but one, and predicts the fold
     it did not see; the folds are stratified by arm and outcome and the same for every learner.
@@ -606,6 +609,14 @@ def cross_fitted_qini(
     "better than random", Bonferroni-corrected so that the chance of any learner clearing zero
     by luck stays under alpha). When no learner's interval clears zero, `Selection.best` is
     None: targeting by uplift is not supported by the data, and no learner is picked by noise.
+
+    The `baseline` learner (the plain two-model T-learner unless told otherwise; None for the
+    plain largest Qini) is kept unless another learner beats it: the paired bootstrap interval
+    of their difference (the same replicates for both, one-sided 1 - alpha / (L - 1)) clears
+    zero. On rare outcomes the learners' figures differ by less than their noise, and the
+    largest of them is then a draw of that noise, not a better learner.
+
+    `sample_weight` is passed to every fit; the Qini figures count every row once.
 
     References:
         Chernozhukov, V. et al. (2018). Double/debiased machine learning for treatment and
@@ -624,28 +635,47 @@ def cross_fitted_qini(
             f"alpha must be in (0, 1), got {alpha!r}; 0.05 gives 95%", setting="alpha"
         )
     chosen = dict(learners if learners is not None else LEARNERS)
-    x, _ = _matrix(X)
-    yy, tt = _trial(y, treatment, x.shape[0])
+    if baseline is not None and baseline not in chosen:
+        raise ConfigError(
+            f"baseline {baseline!r} is not among the learners {sorted(chosen)}; name one of "
+            "them or pass None",
+            setting="baseline",
+        )
+    x, _ = feature_matrix(X)
+    yy, tt = trial_arrays(y, treatment, x.shape[0])
     fold = _fold_of(yy, tt, folds, seed)
+    weight = None if sample_weight is None else row_weights(sample_weight, x.shape[0])
+    fitted = {
+        name: _cross_fitted_ranks(learner, x, yy, tt, fold, params, weight, client)
+        for name, learner in chosen.items()
+    }
+    points = {name: qini_auc_score(yy, ranked, tt) for name, (ranked, _) in fitted.items()}
+    replicates = _bootstrap_qini(yy, {n: r for n, (r, _) in fitted.items()}, tt, points, seed)
+    # Bonferroni over the learners: the chance that any of them clears zero by luck alone
+    # stays under alpha; over the challengers for beating the baseline.
+    level, versus = alpha / len(chosen), alpha / max(len(chosen) - 1, 1)
     scores: dict[str, LearnerQini] = {}
-    for name, learner in chosen.items():
-        ranked = np.empty(yy.size)
-        per_fold = np.empty(folds)
-        for k in range(folds):
-            train, test = fold != k, fold == k
-            model = learner(params=params).fit(x[train], yy[train], tt[train])
-            predicted = model._predict(x[test])
-            per_fold[k] = qini_auc_score(yy[test], predicted, tt[test])
-            ranked[test] = stats.rankdata(predicted) / predicted.size
-        point = qini_auc_score(yy, ranked, tt)
-        # Bonferroni over the learners: the chance that any of them clears zero by luck alone
-        # stays under alpha.
-        level = alpha / len(chosen)
-        low, high = _qini_interval(yy, ranked, tt, point=point, alpha=level, seed=seed)
-        scores[name] = LearnerQini(name, tuple(float(q) for q in per_fold), point, low, high)
+    for name, (_, per_fold) in fitted.items():
+        low, high = np.quantile(replicates[name], [level, 1 - level])
+        diff = None
+        if baseline is not None and name != baseline:
+            gap = replicates[name] - replicates[baseline]
+            d_low, d_high = np.quantile(gap, [versus, 1 - versus])
+            diff = (points[name] - points[baseline], float(d_low), float(d_high))
+        scores[name] = LearnerQini(
+            name, tuple(float(q) for q in per_fold), points[name], float(low), float(high), diff
+        )
+    return Selection(scores, _choose(scores, baseline), folds, alpha, baseline)
+
+
+def _choose(scores: Mapping[str, LearnerQini], baseline: str | None) -> str | None:
+    """Return the baseline unless a supported learner beats it, else the best supported one."""
     supported = [s for s in scores.values() if s.supported]
-    best = max(supported, key=lambda s: s.qini).learner if supported else None
-    return Selection(scores, best, folds, alpha)
+    if not supported:
+        return None
+    if baseline is not None and scores[baseline].supported:
+        supported = [scores[baseline], *(s for s in supported if s.beats_baseline)]
+    return max(supported, key=lambda s: s.qini).learner
 
 
 # --- several treatment arms against one control -------------------------------------------------
@@ -672,7 +702,7 @@ def arm_effects(
     """Return each treatment arm's effect on the response rate against the control, with its
     (1 - alpha) Newcombe interval (`proportions.two_proportion_diff`), arms in sorted order."""
     labels = np.asarray(arm).astype(str)
-    yy = _labels(y, "y", labels.size)
+    yy = outcome_labels(y, "y", labels.size)
     labels = _arms(labels, labels.size, control)
     base = labels == control
     out = {}
@@ -712,9 +742,9 @@ class MultiArmUplift:
 
     def fit(self, X: Features, y: ArrayLike, arm: ArrayLike) -> Self:
         """Return the model fitted on a multi-arm trial: `arm` names each row's offer."""
-        x, names = _matrix(X)
+        x, names = feature_matrix(X)
         labels = _arms(arm, x.shape[0], self.control)
-        yy = _labels(y, "y", x.shape[0])
+        yy = outcome_labels(y, "y", x.shape[0])
         base = labels == self.control
         models = {}
         for name in sorted(set(labels.tolist()) - {self.control}):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from contracts.errors import ConfigError
 from fusion.features import FeatureSet
 from fusion.models import metrics
 from fusion.models.acquisition import LABEL, TrainedModel
-from fusion.models.campaign import campaign_data
+from fusion.models.campaign import UpliftResult, campaign_data
 from fusion.models.design import DesignSpec, design_matrix, feature_labels
 from fusion.models.proportions import wilson_interval
 from fusion.reports.html import (
@@ -364,13 +365,22 @@ def uplift_section(
     uplift_decile_plot(by_decile, result.best, out_dir / "uplift_by_decile.png")
     targeting_plot(result.targeting, out_dir / "uplift_targeting.png")
     treated = int(t.sum())
+    baseline = result.selection.baseline
     parts = [
         "<h2>Uplift: who responds because of the offer</h2>",
         f"<p>Campaign {html.escape(data.campaign_id)}: {len(rows):,} held-out customers "
         f"({treated:,} offered, {len(rows) - treated:,} held out at random). Each learner ranks "
-        f"them by predicted uplift; the best on the validation rows ({html.escape(result.best)}) "
-        "is the one registered. The Qini curve counts the incremental responders among the "
-        "top-ranked customers; the straight line is a random order.</p>",
+        "them by predicted uplift. The learner was chosen by its cross-fitted Qini over the "
+        f"training and validation rows ({result.selection.folds} folds) with its bootstrap "
+        "interval"
+        + (
+            f": {html.escape(baseline)} unless another learner beats it with the paired interval"
+            if baseline
+            else ""
+        )
+        + ". The Qini curve counts the incremental responders among the top-ranked customers; "
+        "the straight line is a random order.</p>",
+        _verdict(result),
         '<img src="uplift_qini.png" alt="Qini curves of each uplift learner and a random line">',
         _learner_table(run),
         f"<h3>Observed uplift by decile of predicted uplift ({html.escape(result.best)})</h3>",
@@ -389,34 +399,108 @@ def uplift_section(
         '<img src="uplift_targeting.png" alt="Bars: incremental conversions by targeting '
         'strategy, with 95% intervals">',
         _targeting_table(run),
+        *_arms_html(result),
     ]
     section_data = {
         "by_decile": {name: ev.by_decile.to_dicts() for name, ev in result.evaluations.items()},
         "test_customers": len(rows),
         "test_treated": treated,
+        "supported": result.supported,
+        "targeting_by": result.targeting_by,
+        "verdict": result.verdict,
+        "arms": {name: arm.summary() for name, arm in result.arms.items()},
     }
     return Section(parts, section_data)
 
 
+def _verdict(result: UpliftResult) -> str:
+    """Return the choice in words; when uplift is unsupported, say so and what is used instead."""
+    if result.supported:
+        return f"<p><strong>Chosen:</strong> {html.escape(result.verdict)}.</p>"
+    return (
+        '<p class="fail"><strong>Targeting by uplift is not supported by the data.</strong> '
+        f"{html.escape(result.verdict)}. The uplift model ({html.escape(result.best)}) is kept "
+        "for the record only: targeting falls back to the response model, and the figures below "
+        "show what uplift targeting would have bought on the held-out rows.</p>"
+    )
+
+
+def _bounds(digits: int, scale: float = 1.0) -> Callable[[Any], str]:
+    """Return a formatter of an interval (low, high) with `digits` decimals, times `scale`."""
+
+    def show(bounds: Any) -> str:
+        if bounds is None:
+            return "n/a"
+        low, high = bounds
+        return f"{low * scale:+.{digits}f} – {high * scale:+.{digits}f}"
+
+    return show
+
+
+def _arms_html(result: UpliftResult) -> list[str]:
+    """Return the several-offer table: each offer's effect and its own model's Qini."""
+    if not result.arms:
+        return []
+    records = [
+        {
+            "arm": name,
+            **arm.summary(),
+            "effect_interval": (arm.effect.ci_low, arm.effect.ci_high),
+            "qini_interval": arm.qini_ci,
+        }
+        for name, arm in result.arms.items()
+    ]
+    return [
+        "<h3>Several offers, each against the same control</h3>",
+        "<p>Each offer has its own uplift model, fitted on that offer's customers and the "
+        f"control's with the chosen learner ({html.escape(result.best)}); the figures are on the "
+        "held-out customers of that offer and of the control.</p>",
+        records_table(
+            records,
+            [
+                Column("arm", "Offer"),
+                Column("treated", "Offered", count),
+                Column("control", "Control", count),
+                Column("effect", "Effect on response", points),
+                Column("effect_interval", "95% CI (Newcombe), pp", _bounds(1, 100.0)),
+                Column("qini", "Qini of its model", fixed3),
+                Column("qini_interval", "95% CI (bootstrap)", _bounds(3)),
+            ],
+            name="uplift_arms",
+        ),
+    ]
+
+
 def _learner_table(run: TrainingRun) -> str:
-    best = run.uplift.best
+    result = run.uplift
+    mark = " (chosen)" if result.supported else " (kept, unsupported)"
     return records_table(
         (
-            {"learner": name + (" (chosen)" if name == best else ""), **ev.summary()}
-            for name, ev in run.uplift.evaluations.items()
+            {
+                "learner": name + (mark if name == result.best else ""),
+                **ev.summary(),
+                "cv_interval": ev.cross_fitted_ci,
+                "vs": None if ev.vs_baseline is None else ev.vs_baseline[1:],
+            }
+            for name, ev in result.evaluations.items()
         ),
         [
             Column("learner", "Learner"),
             Column("qini", "Qini", fixed3),
             Column("auuc", "AUUC", fixed3),
             Column("uplift_at_30", "Uplift @30%", points),
-            Column("valid_qini", "Valid Qini", fixed3),
+            Column("cross_fitted_qini", "Cross-fitted Qini", fixed3),
+            Column("cv_interval", "Its interval", _bounds(3)),
+            Column("vs", f"Minus {result.selection.baseline or 'baseline'}", _bounds(3)),
             Column("correlation_with_true_uplift", "Corr. with true uplift", correlation),
         ],
         name="uplift_learners",
         note="Qini and AUUC: area above the random line over the perfect model's (1 perfect, "
         "0 random, below 0 worse than random), on held-out rows. Uplift @30%: offered minus "
-        "held-out response among the top 30%. Valid Qini chose the learner. The correlation "
+        "held-out response among the top 30%. Cross-fitted Qini: over the training and "
+        "validation rows, each fold ranked by a model that did not see it; it chose the learner. "
+        "Intervals: Poisson bootstrap, Bonferroni-corrected over the learners; the difference "
+        "from the baseline learner is paired (the same resampled customers). The correlation "
         "needs the true uplift, known only in a synthetic world.",
     )
 

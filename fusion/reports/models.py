@@ -195,6 +195,13 @@ def _acceptance(run: TrainingRun, targets: Targets) -> list[_Check]:
             correlation,
             None,
         ),
+        _Check(
+            "Targeting by uplift supported by the data (cross-fitted Qini, learner choice)",
+            "interval above 0",
+            run.uplift.verdict,
+            run.uplift.selection.scores[run.uplift.best].ci_low,
+            run.uplift.supported,
+        ),
     ]
 
 

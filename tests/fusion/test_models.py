@@ -268,11 +268,25 @@ def test_campaign_data_aligns_to_feature_rows_and_checks_its_input(model_world: 
         campaign_data(features, pl.concat([frame, frame.head(3)]))
 
 
-def test_uplift_learners_are_chosen_on_valid_and_compared_with_response(model_world: ModelWorld):
+def test_uplift_learner_is_chosen_by_cross_fitted_qini_and_compared_with_response(
+    model_world: ModelWorld,
+):
     result = model_world.run.uplift
     assert set(result.evaluations) == {"t_learner", "x_learner", "class_transformation"}
-    best = max(result.evaluations, key=lambda n: result.evaluations[n].valid_qini)
-    assert result.best == best
+    selection = result.selection
+    assert set(selection.scores) == set(result.evaluations) and selection.baseline == "t_learner"
+    for name, scored in selection.scores.items():
+        assert result.evaluations[name].cross_fitted_qini == scored.qini
+        assert result.evaluations[name].cross_fitted_ci == (scored.ci_low, scored.ci_high)
+    # The T-learner unless another beats it with the paired interval; unsupported: kept anyway.
+    assert result.best == (selection.best or "t_learner")
+    assert (
+        result.best == "t_learner"
+        or selection.scores[result.best].beats_baseline
+        or (not selection.scores["t_learner"].supported)
+    )
+    assert result.targeting_by == ("uplift" if selection.supported else "response")
+    best = result.best
     uplift, response = result.targeting["uplift"], result.targeting["response"]
     assert uplift.contacts == response.contacts == round(0.3 * len(result.test_rows))
     assert response.ratio == 1.0

@@ -297,3 +297,18 @@ def test_early_stopping_keeps_the_best_round_and_is_off_for_tiny_data(trial):
     assert all(1 <= r < 400 for r in stopped.rounds.values())
     tiny = XLearner(params=eager).fit(x[:300], y[:300], t[:300])
     assert all(r == 400 for r in tiny.rounds.values())
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_unit_sample_weights_change_nothing_and_bad_ones_are_refused(learner, trial):
+    x, y, t, _ = trial
+    plain = learner(params=FAST).fit(x, y, t).predict(x[:50])
+    ones = learner(params=FAST).fit(x, y, t, sample_weight=np.ones(len(y))).predict(x[:50])
+    assert np.array_equal(plain, ones)
+    tilted = np.where(x[:, 2] > 0, 3.0, 1.0)  # a weight the outcomes do not depend on
+    assert not np.array_equal(
+        plain, learner(params=FAST).fit(x, y, t, sample_weight=tilted).predict(x[:50])
+    )
+    for bad in (np.zeros(len(y)), np.full(len(y), np.nan), np.ones(3)):
+        with pytest.raises(ConfigError, match="sample_weight"):
+            learner(params=FAST).fit(x, y, t, sample_weight=bad)

@@ -19,6 +19,7 @@ from fusion.models.uplift import (
     arm_effects,
     cross_fitted_qini,
 )
+from tests.support.models import rare_trial
 
 FAST = replace(
     UPLIFT_BOOSTER,
@@ -31,28 +32,23 @@ FAST = replace(
 )
 
 
-def rare_trial(
-    n: int, seed: int, *, base: float, effect: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (X, y, treatment): x0 drives who converts anyway (about `base` of them), x1 > -0.5
-    who is swayed, by `effect` times how far above -0.5 (0: no effect anywhere)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6))
-    t = (rng.random(n) < 0.5).astype(np.float64)
-    p_control = base * np.exp(0.5 * x[:, 0] - 0.125)
-    tau = effect * np.clip(x[:, 1] + 0.5, 0.0, None)
-    y = (rng.random(n) < np.clip(p_control + t * tau, 0.0, 1.0)).astype(np.float64)
-    return x, y, t
-
-
 @pytest.mark.slow
 def test_a_real_heterogeneous_effect_is_supported_the_same_way_every_time():
-    x, y, t = rare_trial(6_000, 1, base=0.03, effect=0.08)
+    x, y, t, _ = rare_trial(6_000, 1, base=0.03, effect=0.08)
     chosen = cross_fitted_qini(x, y, t, params=FAST, folds=3, seed=4)
     assert chosen.supported and chosen.best in LEARNERS
     best = chosen.scores[chosen.best]
     assert 0 < best.ci_low < best.qini < best.ci_high and len(best.folds) == 3
-    assert best.qini == max(s.qini for s in chosen.scores.values() if s.supported)
+    # The T-learner is kept unless another learner beats it with the paired interval.
+    plain = chosen.scores["t_learner"]
+    assert plain.vs_baseline is None and chosen.baseline == "t_learner"
+    for other in (s for s in chosen.scores.values() if s.learner != "t_learner"):
+        assert other.vs_baseline is not None
+        diff, low, high = other.vs_baseline
+        assert diff == pytest.approx(other.qini - plain.qini) and low < high
+        assert other.beats_baseline == (low > 0)
+    winners = [s for s in chosen.scores.values() if s.supported and s.beats_baseline]
+    assert chosen.best == max(winners, key=lambda s: s.qini).learner if winners else "t_learner"
     assert chosen.verdict.startswith(f"{chosen.best}: cross-fitted Qini")
     again = cross_fitted_qini(x, y, t, params=FAST, folds=3, seed=4)
     assert again.scores == chosen.scores
@@ -60,7 +56,7 @@ def test_a_real_heterogeneous_effect_is_supported_the_same_way_every_time():
 
 @pytest.mark.slow
 def test_without_an_effect_targeting_by_uplift_is_said_to_be_unsupported():
-    x, y, t = rare_trial(6_000, 2, base=0.02, effect=0.0)
+    x, y, t, _ = rare_trial(6_000, 2, base=0.02, effect=0.0)
     chosen = cross_fitted_qini(x, y, t, params=FAST, folds=3, seed=0)
     assert chosen.best is None and not chosen.supported
     assert all(s.ci_low <= 0 for s in chosen.scores.values())
@@ -68,7 +64,7 @@ def test_without_an_effect_targeting_by_uplift_is_said_to_be_unsupported():
 
 
 def test_cross_fitting_refuses_what_it_cannot_fold():
-    x, y, t = rare_trial(300, 3, base=0.01, effect=0.0)
+    x, y, t, _ = rare_trial(300, 3, base=0.01, effect=0.0)
     y[:] = 0
     y[np.flatnonzero(t == 1)[:2]] = 1
     y[np.flatnonzero(t == 0)[:5]] = 1
@@ -114,29 +110,52 @@ def test_several_offers_each_find_the_customers_they_sway():
         MultiArmUplift("forest")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("effect", [0.07, 0.0])
-def test_over_repeated_splits_the_choice_is_never_worse_than_a_plain_t_learner(effect: float):
-    """Rare outcomes (~1-3%), a heterogeneous effect on some customers or none, four splits 70/30.
+def _repeated_splits(
+    splits: int, *, n: int, base: float, effect: float
+) -> tuple[list[float], list[float], list[bool]]:
+    """Return, per split (70/30) of a fresh rare trial, the test Qini of what the choice targets
+    by, the test Qini of a plain two-model xgboost T-learner, and whether uplift was supported.
 
-    The choice's test Qini counts 0 when it says targeting is not supported (nobody is
-    targeted by uplift); the baseline always targets with a two-model xgboost T-learner.
+    What the choice targets by: the chosen learner refitted on the 70%, or - when targeting by
+    uplift is not supported by the data - the response model the lists fall back to,
+    P(y | x, offered) fitted on the offered rows (the T-learner's treated-arm booster).
     """
-    chosen, baseline = [], []
-    for split in range(4):
-        x, y, t = rare_trial(14_000, 100 + split, base=0.012, effect=effect)
+    chosen, baseline, supported = [], [], []
+    for split in range(splits):
+        x, y, t, _ = rare_trial(n, 100 + split, base=base, effect=effect)
         order = np.random.default_rng(split).permutation(y.size)
         fit, test = order[: int(0.7 * y.size)], order[int(0.7 * y.size) :]
         selection = cross_fitted_qini(x[fit], y[fit], t[fit], params=FAST, folds=3, seed=split)
         plain = TLearner(params=FAST).fit(x[fit], y[fit], t[fit])
         baseline.append(qini_auc_score(y[test], plain.predict(x[test]), t[test]))
+        supported.append(selection.supported)
         if selection.best is None:
-            chosen.append(0.0)
-            continue
-        model = LEARNERS[selection.best](params=FAST).fit(x[fit], y[fit], t[fit])
-        chosen.append(qini_auc_score(y[test], model.predict(x[test]), t[test]))
-    assert not any(c < 0 < b for c, b in zip(chosen, baseline, strict=True)), (chosen, baseline)
-    if effect:
-        assert np.mean(chosen) >= np.mean(baseline) - 0.01, (chosen, baseline)
-    else:  # nothing to find: the choice abstains rather than follow noise
-        assert chosen.count(0.0) >= 3, (chosen, baseline)
+            score = plain.predict_arms(x[test])[1]
+        elif selection.best == "t_learner":
+            score = plain.predict(x[test])
+        else:
+            score = (
+                LEARNERS[selection.best](params=FAST).fit(x[fit], y[fit], t[fit]).predict(x[test])
+            )
+        chosen.append(qini_auc_score(y[test], score, t[test]))
+    return chosen, baseline, supported
+
+
+@pytest.mark.slow
+def test_on_rare_weak_effects_the_choice_is_never_worse_than_a_plain_t_learner():
+    """About 1% convert, a weak heterogeneous effect (about +0.9 points on average, on the
+    customers with x1 > -0.5), six splits: the choice against the plain T-learner."""
+    chosen, baseline, supported = _repeated_splits(6, n=14_000, base=0.008, effect=0.012)
+    pairs = list(zip(chosen, baseline, strict=True))
+    assert not any(c < 0 < b for c, b in pairs), pairs
+    # Where uplift is supported the choice is the T-learner, or a learner that beat it.
+    kept = [(c, b) for (c, b), s in zip(pairs, supported, strict=True) if s]
+    assert kept and np.mean([c for c, _ in kept]) >= np.mean([b for _, b in kept]), pairs
+    # Abstaining (targeting by response) costs little on average against trusting the noise.
+    assert np.mean(chosen) >= np.mean(baseline) - 0.01, pairs
+
+
+@pytest.mark.slow
+def test_over_repeated_splits_without_an_effect_the_choice_abstains():
+    _, _, supported = _repeated_splits(4, n=14_000, base=0.012, effect=0.0)
+    assert supported.count(False) >= 3, supported

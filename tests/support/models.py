@@ -20,7 +20,14 @@ from fusion.training import TrainingConfig, TrainingRun, train_all
 from labs.world import WorldFiles
 from tests.support.factories import world_features
 
-__all__ = ["FAST", "FAST_ACQUISITION", "TRAINED_AT", "ModelWorld", "train_model_world"]
+__all__ = [
+    "FAST",
+    "FAST_ACQUISITION",
+    "TRAINED_AT",
+    "ModelWorld",
+    "rare_trial",
+    "train_model_world",
+]
 
 TRAINED_AT = datetime(2026, 10, 2, 8, 30, tzinfo=UTC)
 FAST_ACQUISITION = AcquisitionConfig(
@@ -77,3 +84,18 @@ def train_model_world(root: Path) -> ModelWorld:
         true_uplift=true_uplift,
     )
     return ModelWorld(features, world, campaign, true_uplift, run, registry)
+
+
+def rare_trial(
+    n: int, seed: int, *, base: float, effect: float, treated_share: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (X, y, treatment, true uplift) of a trial that is not the world's: six normal
+    features; x0 drives who converts anyway (about `base` of the control), x1 > -0.5 who is
+    swayed, by `effect` times how far above -0.5 (0: no effect anywhere); the rest is noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    t = (rng.random(n) < treated_share).astype(np.float64)
+    p_control = base * np.exp(0.5 * x[:, 0] - 0.125)
+    tau = effect * np.clip(x[:, 1] + 0.5, 0.0, None)
+    y = (rng.random(n) < np.clip(p_control + t * tau, 0.0, 1.0)).astype(np.float64)
+    return x, y, t, tau

@@ -136,6 +136,7 @@ def test_page_has_every_section_and_the_acceptance_figures(trained: Trained, pag
         rescue.ratio >= 3.0,
         uplift.ratio >= 1.2,
         None,
+        run.uplift.supported,
     ]
     assert [c["passed"] for c in checks] == expected
     marks = re.findall(r'<td class="(pass|fail|info)">', text)
