@@ -18,6 +18,9 @@ Routes (one router per resource under `api/routes/`), who may call them:
     /v1/campaigns...                 marketer, admin; head-office analysts read; campaign_tool
                                      reads deliveries; analysts their branches' readout cells
                                      (`api.routes.campaigns` lists each route's roles)
+    /v1/journeys...                  marketer, admin; head-office analysts read (readout and
+                                     dry run too); POST /v1/journey-events: campaign_tool,
+                                     admin (`api.routes.journeys` lists each route's roles)
 
 No token or an unknown one gets 401, a known token outside its role 403. Every request is
 audited (who, role, route, rows returned, status, time) by the service's audit thread; no
@@ -59,6 +62,7 @@ from api.routes import (
     batches,
     campaigns,
     health,
+    journeys,
     lists,
     models,
     outcomes,
@@ -125,7 +129,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
         redoc_url="/redoc" if docs else None,
     )
     app.state.settings = settings
-    routers = (health, batches, scores, lists, outcomes, query, tokens, campaigns, models, console)
+    routers = (
+        health, batches, scores, lists, outcomes, query, tokens, campaigns, journeys, models,
+        console,
+    )  # fmt: skip
     for router in routers:
         app.include_router(router.router)
     # The routes themselves, to name in the audit a request refused before routing.

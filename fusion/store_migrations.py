@@ -608,4 +608,57 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        version=13,
+        name="vendor rows: keyed hashes, labels and sealed rows stored uncompressed",
+        statements=(
+            # A keyed hash, an OPRF label or a sealed row is random bytes: DuckDB's default
+            # (dictionary + FSST) cannot shrink them, and trying was a large part of the CPU
+            # an ingest spends loading (README, "Benchmarks"). The tables are rebuilt with
+            # those columns declared uncompressed and their rows copied; readers see the same
+            # columns and rows, and the file the same size.
+            "DROP VIEW vendor_apps_latest",
+            "DROP VIEW vendor_tags_latest",
+            """
+            CREATE TABLE vendor_apps_v13 (
+                key BLOB NOT NULL USING COMPRESSION uncompressed,
+                salt_epoch VARCHAR,
+                batch_id VARCHAR,
+                app_ids INTEGER[],
+                app_days SMALLINT[],
+                app_sessions INTEGER[]
+            )""",
+            "INSERT INTO vendor_apps_v13 SELECT key, salt_epoch, batch_id, app_ids, app_days,"
+            " app_sessions FROM vendor_apps",
+            "DROP TABLE vendor_apps",
+            "ALTER TABLE vendor_apps_v13 RENAME TO vendor_apps",
+            """
+            CREATE TABLE vendor_tags_v13 (
+                key BLOB NOT NULL USING COMPRESSION uncompressed,
+                salt_epoch VARCHAR,
+                batch_id VARCHAR,
+                tag_ids INTEGER[],
+                tag_weights FLOAT[]
+            )""",
+            "INSERT INTO vendor_tags_v13 SELECT key, salt_epoch, batch_id, tag_ids, tag_weights"
+            " FROM vendor_tags",
+            "DROP TABLE vendor_tags",
+            "ALTER TABLE vendor_tags_v13 RENAME TO vendor_tags",
+            _LATEST_VIEW.format(view="vendor_apps_latest", table="vendor_apps"),
+            _LATEST_VIEW.format(view="vendor_tags_latest", table="vendor_tags"),
+            """
+            CREATE TABLE vendor_oprf_rows_v13 (
+                label BLOB NOT NULL USING COMPRESSION uncompressed,
+                sealed BLOB NOT NULL USING COMPRESSION uncompressed,
+                salt_epoch VARCHAR NOT NULL,
+                batch_id VARCHAR NOT NULL
+            )""",
+            "INSERT INTO vendor_oprf_rows_v13 SELECT label, sealed, salt_epoch, batch_id"
+            " FROM vendor_oprf_rows",
+            "DROP TABLE vendor_oprf_rows",
+            "ALTER TABLE vendor_oprf_rows_v13 RENAME TO vendor_oprf_rows",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -5,7 +5,8 @@ batch) -> bank ingest (verify, open, contract, load into the encrypted store) ->
 join, or OPRF request -> vendor answer -> open matched rows) -> features -> train (acquisition,
 rescue, uplift) -> score -> target lists per branch -> HTML reports -> two campaigns through
 every stage (declare, plan, deliver, the world's responses, readout against control: see
-`labs.demo_campaigns`) -> demo-summary.json.
+`labs.demo_campaigns`) -> two journey strategies over the journey world's 100 days, read out
+beside the truth (`labs.demo_journeys`) -> demo-summary.json.
 
 `run_demo` is what `fusion demo` runs and what the benchmarks call for a served run folder. It is
 the only caller of the pipeline that reads the world's ground truth: the true uplift it passes to
@@ -48,6 +49,7 @@ from fusion.progress import Progress, report_to
 from fusion.runfolder import RunFolder
 from fusion.training import ScenarioRun, TrainingRun
 from labs.demo_campaigns import DemoCampaigns, run_campaigns
+from labs.demo_journeys import DemoJourneys, run_journeys
 from labs.world import WorldConfig, WorldFiles, WorldSummary, generate_world
 from matcher.atomic import write_atomic
 from matcher.keyring import init_local_pair
@@ -95,6 +97,7 @@ class DemoSummary:
     campaigns: DemoCampaigns | None = None
     scenarios: tuple[ScenarioRun, ...] = ()
     learning: dict[str, Any] | None = None
+    journeys: DemoJourneys | None = None
 
     @property
     def summary_file(self) -> Path:
@@ -118,6 +121,8 @@ class DemoSummary:
         summary["scenarios"] = [run.summary() for run in self.scenarios]
         if self.learning is not None:
             summary["learning"] = self.learning
+        if self.journeys is not None:
+            summary["journeys"] = self.journeys.to_dict()
         return summary
 
 
@@ -161,7 +166,8 @@ def run_demo(
         clock: the time of the bank's jobs (ingest, match, registry).
         campaigns: run the two demo campaigns through every stage after the lists (their
             clock is simulated, window after window from the snapshot date), then learn an
-            uplift model from the coupon campaign's outcomes (`learned_uplift`).
+            uplift model from the coupon campaign's outcomes (`learned_uplift`), then run the
+            two journey strategies over the journey world's 100 days (`labs.demo_journeys`).
         scenarios: train the in-bank and fused models of `SCENARIOS` too (model report).
     """
     report = report_to(progress)
@@ -209,7 +215,7 @@ def run_demo(
     lists = score_and_list(folder, features, progress=_within(report, "score"))
     with _step(report, "model report"):
         page = model_report(folder, training, features, campaign, lists, scenario_runs)
-    ran, learning = None, None
+    ran, learning, journeys = None, None, None
     if campaigns:
         with open_bank(folder, keyring=bank_keyring) as bank:
             ran = run_campaigns(
@@ -221,9 +227,10 @@ def run_demo(
             )
             with _step(report, "learn from food-coupon-sms"):
                 learning = learned_uplift(bank, features, training, WorldFiles(folder.world))
+            journeys = run_journeys(bank, WorldFiles(folder.world), seed=seed, progress=report)
     summary = DemoSummary(
         folder, config.snapshot_date, world, packed, bank_side, training, lists, page, ran,
-        scenario_runs, learning,
+        scenario_runs, learning, journeys,
     )  # fmt: skip
     write_atomic(summary.summary_file, json.dumps(summary.to_dict(), indent=2, default=str))
     return summary

@@ -1,10 +1,12 @@
 """The console: server-rendered pages for marketers, analysts and admins, under /console.
 
 Sign in with an API token (exchanged for a session cookie), then read campaigns, their gates,
-plans, deliveries and readouts, branch lists, the match and model reports, the latest
+plans, deliveries and readouts, journey strategies (their flows, gates, dry runs and readouts)
+and the new customers' funnel, branch lists, the match and model reports, the latest
 monitoring result, and (admins) the batch ledger and tokens; marketers plan, deliver, promote
-and close. Every page is scoped by role and branch exactly as the matching API route, calls the
-same `fusion` function, and is audited like an API call. No JavaScript: forms post, pages print
+and close campaigns, and promote and close strategies. Every page is scoped by role and
+branch exactly as the matching API route, calls the same `fusion` function, and is audited
+like an API call. No JavaScript: forms post, pages print
 (docs/console.md).
 
 `install(app)` adds the routes, the session book, the sign-in limit and the page for a refused
@@ -16,7 +18,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.console import admin, campaigns, home, lists, monitoring, reports, signin
+from api.console import admin, campaigns, home, journeys, lists, monitoring, reports, signin
 from api.console.access import ConsoleRefusal
 from api.console.pages import SECURITY_HEADERS, render
 from api.console.sessions import SessionBook
@@ -26,7 +28,7 @@ from api.settings import ApiSettings
 __all__ = ["install", "router"]
 
 router = APIRouter(include_in_schema=False)
-for _part in (home, signin, campaigns, lists, reports, monitoring, admin):
+for _part in (home, signin, campaigns, journeys, lists, reports, monitoring, admin):
     # The routes themselves, not an included router: the audit names a route by its path.
     router.routes.extend(_part.router.routes)
 

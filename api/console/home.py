@@ -4,7 +4,8 @@ Home shows, to each role, what waits for it: head office the live campaigns with
 gate (ready to promote, or what the gate waits for) and the latest monitoring verdict with its
 alerts and warnings (the lines `fusion monitor` printed); admins the ledger's quarantined and
 refused batches; list readers the lists of their branches. Each panel is one function of the
-visitor returning its context, so a new area (journeys) adds its panel here.
+visitor returning its context, so a new area adds its panel here. Head office also sees the
+journey strategies at a gate: those waiting (with the check they wait for) and those ready.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from api.console.access import (
     signed_in,
 )
 from api.console.campaigns import gate_board, head_office_reader
+from api.console.journeys import journey_board
 from api.console.lists import visible_branches
 from api.console.monitoring import attention
 from api.console.pages import render
@@ -52,6 +54,8 @@ def _panels(service: Service, visitor: Visitor) -> dict[str, Any]:
             board = gate_board(bank.store)
         panels["ready"] = [b for b in board if b["waiting"] is None]
         panels["waiting"] = [b for b in board if b["waiting"] is not None]
+        with service.bank() as bank:
+            panels["journeys"], panels["journeys_problem"] = journey_board(bank.store)
     if visitor.role in MONITORING_READERS and is_head_office(visitor.principal):
         panels["monitoring"] = attention(read_monitoring(service.folder))
     if visitor.role == "admin":

@@ -78,8 +78,11 @@ def navigation(visitor: Visitor | None) -> list[tuple[str, str]]:
     head_office = is_head_office(visitor.principal)
     areas = [("Home", "/console")]
     if visitor.role in ("marketer", "admin", "analyst") and head_office:
-        areas += [("Campaigns", "/console/campaigns"), ("Reports", "/console/reports")]
-    # Journeys take their place here, after campaigns, when they have pages.
+        areas += [
+            ("Campaigns", "/console/campaigns"),
+            ("Journeys", "/console/journeys"),
+            ("Reports", "/console/reports"),
+        ]
     if visitor.role in MONITORING_READERS and head_office:
         areas.append(("Monitoring", "/console/monitoring"))
     if visitor.role in LIST_READERS:

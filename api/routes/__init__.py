@@ -1,5 +1,5 @@
 """One router per resource: health, batches, scores, lists, outcomes, query, tokens,
-campaigns, models.
+campaigns, journeys, models.
 
 Each module exports its `router`; the route functions are private to it, and each route's
 `name=` keeps its OpenAPI operation id and summary.
@@ -9,6 +9,7 @@ __all__ = [
     "batches",
     "campaigns",
     "health",
+    "journeys",
     "lists",
     "models",
     "outcomes",

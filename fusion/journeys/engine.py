@@ -49,7 +49,7 @@ from fusion.campaigns.assignment import assign_arms, entry_order
 from fusion.campaigns.screening import ScreeningContext, screen
 from fusion.journeys.book import StrategyRecord, get_strategy, live_strategies, strategy_salts
 from fusion.journeys.flow import Walked, profile_columns, walk
-from fusion.journeys.lifecycle import branches, milestones, naive_utc
+from fusion.journeys.lifecycle import milestones, naive_utc
 from fusion.journeys.strategy import AnswerCondition, ConditionNode, Strategy
 from fusion.store import Store
 from matcher.keyed_hash import hmac_digest
@@ -230,17 +230,12 @@ def _plan(
 ) -> _Planned:
     strategies = {r.strategy_id: r.strategy for r in records}
     facts = _facts(store, day, now=now, profiles=profiles, strategies=strategies)
-    homes = branches(store)
     due = _due(store, day, list(strategies))
-    entrants = _entrants(
-        store, day, now=now, since=since, records=records, facts=facts, homes=homes
-    )
+    entrants = _entrants(store, day, now=now, since=since, records=records, facts=facts)
     cursors = pl.concat([due, entrants], how="vertical_relaxed")
     answers = _answers(store, day, now=now, strategies=strategies, cursors=cursors)
     walked = walk(cursors, strategies, facts=facts, answers=answers, day=day)
-    touches, blocked = _touches(
-        store, day, walked.actions, records=records, profiles=profiles, homes=homes
-    )
+    touches, blocked = _touches(store, day, walked.actions, records=records, profiles=profiles)
     entry_visits = entrants.select("strategy_id", "customer_id", "node_id", "arm")
     visits = (
         pl.concat([entry_visits, walked.visits], how="vertical_relaxed")
@@ -333,13 +328,14 @@ def _eligible(
     now: datetime,
     since: date | None,
     facts: pl.DataFrame,
-    homes: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Return customer_id, branch_id of the customers the strategy's entry takes on `day`."""
+    """Return customer_id of the customers the strategy's entry takes on `day` (branch later)."""
     strategy = record.strategy
     if record.stage == "whitelist":
-        named = pl.Series("customer_id", strategy.stages.whitelist, dtype=pl.Int64)
-        return homes.filter(pl.col("customer_id").is_in(named.implode()))
+        return pl.DataFrame(
+            {"customer_id": sorted(set(strategy.stages.whitelist))},
+            schema={"customer_id": pl.Int64},
+        )
     entry = strategy.entry()
     within = pl.col("download_on").is_not_null() & (
         pl.col("download_on") >= day - timedelta(days=strategy.horizon_days)
@@ -353,7 +349,27 @@ def _eligible(
         assert entry.event is not None
         who = _event_customers(store, entry.event, start, day, now)
         taken = facts.filter(within & pl.col("customer_id").is_in(who.implode()))
-    return taken.select("customer_id").join(homes, on="customer_id", how="inner")
+    return taken.select("customer_id")
+
+
+def _homes(store: Store, customers: pl.Series) -> pl.DataFrame:
+    """Return customer_id, branch_id of `customers`: each one's branch in its newest extract.
+
+    `fusion.journeys.lifecycle.branches` for the given customers only: the day's entrants are
+    few, and a scan of every customer's extract rows each day would cost more than the rest of
+    the entry step.
+    """
+    frame = pl.from_arrow(
+        store.execute(
+            "SELECT c.customer_id, arg_max(c.branch_id, coalesce(c.snapshot_date, "
+            "DATE '1900-01-01')) AS branch_id FROM customers AS c "
+            "JOIN (SELECT unnest(?::BIGINT[]) AS customer_id) AS v USING (customer_id) "
+            "GROUP BY c.customer_id",
+            [customers.unique().to_list()],
+        ).fetch_arrow_table()
+    )
+    assert isinstance(frame, pl.DataFrame)
+    return frame.cast({"customer_id": pl.Int64, "branch_id": pl.String})
 
 
 def _entrants(
@@ -364,21 +380,27 @@ def _entrants(
     since: date | None,
     records: Sequence[StrategyRecord],
     facts: pl.DataFrame,
-    homes: pl.DataFrame,
 ) -> pl.DataFrame:
     """Return the day's entrants as cursors at their entry node, with their arms."""
     salts = strategy_salts(store, [r.strategy_id for r in records])
+    known = pl.from_arrow(
+        store.execute(
+            "SELECT strategy_id, customer_id FROM journey_state "
+            "WHERE list_contains(?, strategy_id)",
+            [[r.strategy_id for r in records]],
+        ).fetch_arrow_table()
+    )
+    assert isinstance(known, pl.DataFrame)
+    known = known.cast({"strategy_id": pl.String, "customer_id": pl.Int64})
     parts = []
     for record in records:
         name, strategy = record.strategy_id, record.strategy
-        eligible = _eligible(store, record, day, now=now, since=since, facts=facts, homes=homes)
-        known = pl.from_arrow(
-            store.execute(
-                "SELECT customer_id FROM journey_state WHERE strategy_id = ?", [name]
-            ).fetch_arrow_table()
+        eligible = _eligible(store, record, day, now=now, since=since, facts=facts)
+        fresh = eligible.join(
+            known.filter(pl.col("strategy_id") == name).select("customer_id"),
+            on="customer_id",
+            how="anti",
         )
-        assert isinstance(known, pl.DataFrame)
-        fresh = eligible.join(known.cast({"customer_id": pl.Int64}), on="customer_id", how="anti")
         fresh = fresh.with_columns(pl.lit(name).alias("campaign_id"))
         share = strategy.stage_traffic_share(record.stage)
         if share < 1 and fresh.height:
@@ -387,6 +409,11 @@ def _entrants(
             fresh = fresh.filter((unit.cast(pl.Float64) / 2.0**64 < share).to_numpy())
         if fresh.height:
             parts.append((record, fresh))
+    if not parts:
+        return _empty_cursors()
+    homes = _homes(store, pl.concat([f.get_column("customer_id") for _, f in parts]))
+    parts = [(r, f.join(homes, on="customer_id", how="inner")) for r, f in parts]
+    parts = [(r, f) for r, f in parts if f.height]
     if not parts:
         return _empty_cursors()
     day_salts = {
@@ -551,7 +578,6 @@ def _touches(
     *,
     records: Sequence[StrategyRecord],
     profiles: pl.DataFrame | None,
-    homes: pl.DataFrame,
 ) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
     """Return the day's touches (JOURNEY_TOUCHES + delivered) and per strategy what was blocked."""
     blocked: dict[str, dict[str, int]] = {}
@@ -563,9 +589,7 @@ def _touches(
         schema={"campaign_id": pl.String, "priority": pl.Int32},
         orient="row",
     )
-    candidates = actions.rename({"strategy_id": "campaign_id"}).join(
-        homes, on="customer_id", how="left"
-    )
+    candidates = actions.rename({"strategy_id": "campaign_id"})  # branch_id from the state
     context, today = _screening_context(
         store, day, candidates.select("customer_id").unique(), records, profiles
     )

@@ -73,7 +73,8 @@ class Walked:
     parked: the cursors' columns + node_id, node_since (date), due_on (date | null),
         finished_on (date | null), finish_reason (str | null).
     visits: strategy_id, customer_id, node_id, arm: one row per node entered today.
-    actions: strategy_id, customer_id, node_id, arm, channel, content_id, offer_id.
+    actions: strategy_id, customer_id, node_id, arm, branch_id (when the cursors carry it),
+        channel, content_id, offer_id.
     """
 
     parked: pl.DataFrame
@@ -145,6 +146,7 @@ def walk(
     actions: list[pl.DataFrame] = []
     condition = _conditions(strategies, day)
     limit = max((len(s.nodes) for s in strategies.values()), default=0) + 2
+    branch = ["branch_id"] if "branch_id" in frame.columns else []  # the touches' branch
     for _ in range(limit):
         if frame.is_empty():
             break
@@ -154,7 +156,7 @@ def walk(
         is_action = kind == "action"
         actions.append(
             frame.filter(is_action).select(
-                *_KEYS, "node_id", "arm", "channel", "content_id", "offer_id"
+                *_KEYS, "node_id", "arm", *branch, "channel", "content_id", "offer_id"
             )
         )
         wait_here = (kind == "wait") & ~pl.col("woke")

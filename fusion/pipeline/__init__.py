@@ -12,6 +12,8 @@ environment. In the order a run takes them:
     modelling       train_models, score_and_list (optionally on an Engine), model_report
     campaigns       declare_campaign, plan_window, promote_campaign, deliver_campaign,
                     load_outcome_file, campaign_readout, close
+    journeys        journey_profiles, run_journey_days (the daily engine over days),
+                    journey_dry_run, journey_readout (with the opt-outs per arm)
     monitoring      monitor_snapshot (score and column stability, vendor drift, realised
                     performance), write_monitoring, latest_monitoring
     cycle           run_cycle: ingest -> match -> features -> score -> monitor -> lists for one
@@ -28,6 +30,7 @@ __all__ = [
     "campaigns",
     "cycle",
     "feature_tables",
+    "journeys",
     "matching",
     "modelling",
     "monitoring",

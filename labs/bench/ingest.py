@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -41,12 +42,18 @@ def bench_contracts(work: Path, *, n: int = 1_000_000) -> Iterator[Figure]:
     )
 
 
-def bench_ingest(work: Path, *, n: int = 1_000_000) -> Iterator[Figure]:
-    """Ingest rows/s of a 1M-user sealed batch, split by stage, against a plain DuckDB load."""
-    import duckdb
+def bench_ingest(work: Path, *, n: int = 1_000_000, rounds: int = 2) -> Iterator[Figure]:
+    """Ingest rows/s of a 1M-user sealed batch, split by stage, against a plain DuckDB load of
+    the same Parquet into the same kind of encrypted store.
 
-    from fusion.ingest import Inbox, ingest_file
+    Each round ingests the sealed batch into a fresh store, then loads the decrypted payload
+    (the very Parquet file ingest reads) with one `CREATE TABLE AS SELECT * FROM read_parquet`
+    into that store: same encryption, same settings, no crypto, contract or ledger. The best
+    round of each counts; the first round also pays the contract library's import.
+    """
+    from fusion.ingest import Inbox, IngestOutcome, ingest_file
     from fusion.store import Store
+    from matcher.envelope import open_sealed
     from matcher.keyring import init_local_pair
     from matcher.pack import pack_users
 
@@ -55,34 +62,44 @@ def bench_ingest(work: Path, *, n: int = 1_000_000) -> Iterator[Figure]:
     users = batch.drop("key").with_columns(
         phone=pl.Series([f"13{i:09d}" for i in range(n)], dtype=pl.String)
     )
+    del batch
     users_path = work / "users.parquet"
     users.write_parquet(users_path)
-    inbox = Inbox(work / "bank").ensure()
-    sealed = inbox.inbox / "bench.sealed"
+    packed = work / "bench.sealed"
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    pack_s = best_of(lambda: pack_users(users_path, sealed, keyring=vendor, now=now), 1)
-    with Store.open(work / "bank" / "fusion.duckdb", key=bank.store_key()) as store:
-        start = time.perf_counter()
-        outcome = ingest_file(sealed, store=store, keyring=bank, inbox=inbox, now=now)
-        total = time.perf_counter() - start
-    plain = work / "plain.parquet"
-    batch.write_parquet(plain, compression="zstd")
-
-    def baseline_load() -> None:
-        con = duckdb.connect(str(work / "plain.duckdb"))
-        con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_parquet(?)", [str(plain)])
-        con.close()
-
-    base = best_of(baseline_load, 1)
-    split = ", ".join(f"{k} {v:.2f} s" for k, v in outcome.seconds.items())
+    pack_s = best_of(lambda: pack_users(users_path, packed, keyring=vendor, now=now), 1)
+    plain = work / "plain.parquet"  # the benchmark's own scratch copy, for the baseline only
+    open_sealed(
+        packed, plain, recipient_keys=bank.recipient_private, vendor_keys=bank.vendor_public
+    )
+    ingest_s, base_s = float("inf"), float("inf")
+    best: IngestOutcome | None = None
+    for r in range(rounds):
+        inbox = Inbox(work / f"bank-{r}").ensure()
+        sealed = inbox.inbox / packed.name
+        shutil.copyfile(packed, sealed)
+        with Store.open(inbox.root / "fusion.duckdb", key=bank.store_key()) as store:
+            start = time.perf_counter()
+            outcome = ingest_file(sealed, store=store, keyring=bank, inbox=inbox, now=now)
+            took = time.perf_counter() - start
+            if took < ingest_s:
+                ingest_s, best = took, outcome
+            start = time.perf_counter()
+            store.execute("CREATE TABLE plain_load AS SELECT * FROM read_parquet(?)", [str(plain)])
+            base_s = min(base_s, time.perf_counter() - start)
+        shutil.rmtree(inbox.root)
+    assert best is not None
+    split = ", ".join(f"{k} {v:.2f} s" for k, v in best.seconds.items())
+    ratio = base_s / ingest_s
     yield Figure(
         name="ingest.rows_per_s",
-        value=n / total,
+        value=n / ingest_s,
         unit="rows/s",
-        baseline=n / base,
-        baseline_name="plain DuckDB load of the same plaintext Parquet, no crypto, no contract",
-        ratio=base / total,
-        target="reported",
-        met=None,
-        note=f"{outcome.status}; {split}; vendor pack {pack_s:.1f} s",
+        baseline=n / base_s,
+        baseline_name="plain DuckDB load (CREATE TABLE AS read_parquet) of the same decrypted "
+        "Parquet into the same encrypted store",
+        ratio=ratio,
+        target=">= 0.7x",
+        met=best.status == "loaded" and ratio >= 0.7,
+        note=f"{best.status}; best of {rounds}: {split}; vendor pack {pack_s:.1f} s",
     )

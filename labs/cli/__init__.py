@@ -12,6 +12,7 @@ exit status documented there and in the README. The commands by group:
     operations monitor, cycle
     service    serve, token create|list|revoke
     campaign   campaign create|plan|promote|deliver|outcomes|readout|close|list|show
+    journeys   journey create|list|show|promote|close|events|run|dry-run|funnel|readout
     analyst    sql, snapshot keygen|bank-key|grant|open|dictionary
     workbench  world, demo, bench
 """
@@ -29,6 +30,7 @@ from labs.cli import (
     analyst,
     bank,
     campaigns,
+    journeys,
     models,
     operations,
     service,
@@ -104,6 +106,7 @@ app.command("report")(bank.report_command)
 app.command("monitor")(operations.monitor_command)
 app.command("cycle")(operations.cycle_command)
 app.add_typer(campaigns.campaign_app, name="campaign")
+app.add_typer(journeys.journey_app, name="journey")
 app.command()(analyst.sql)
 app.command()(bank.publish)
 app.add_typer(snapshot.snapshot_app, name="snapshot")

@@ -49,7 +49,8 @@ def demo(
         bool,
         typer.Option(
             "--campaigns/--no-campaigns",
-            help="Run the two demo campaigns through every stage to their readouts.",
+            help="Run the two demo campaigns through every stage to their readouts, then the two "
+            "journey strategies over the journey world's 100 days.",
         ),
     ] = True,
 ) -> None:
@@ -95,6 +96,10 @@ def _print_demo(summary: DemoSummary) -> None:
     print_lists(summary.lists, summary.folder.lists)
     if summary.campaigns is not None:
         _print_campaigns(summary.campaigns)
+    if summary.journeys is not None:
+        from labs.cli.journeys import print_demo_journeys
+
+        print_demo_journeys(summary.journeys)
     console.print(
         f"match and app-penetration report (cells under k=10 suppressed): {bank.match_report}"
     )

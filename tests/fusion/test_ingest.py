@@ -20,10 +20,13 @@ import polars as pl
 import pytest
 
 import fusion.ingest
+import fusion.store
 from contracts.suites import validate_vendor_batch
 from contracts.taxonomy import load_taxonomy
 from fusion.ingest import ingest_file, ingest_inbox
 from fusion.retention import Retention
+from fusion.store import Store
+from fusion.store_migrations import MIGRATIONS, SCHEMA_VERSION
 from matcher.envelope import open_sealed, seal
 from matcher.keyed_hash import SaltEpoch
 from matcher.keyring import Keyring
@@ -588,3 +591,86 @@ def test_a_bank_that_requires_the_hybrid_suite_refuses_an_x25519_batch_with_its_
     assert parties.ingest(hybrid).status == "loaded"
     loaded = parties.table("SELECT suite, rows FROM batches WHERE status = 'loaded'")
     assert loaded.rows() == [("MLKEM768-X25519", 50)]
+
+
+_VENDOR_TABLES = {
+    "vendor_apps": "key, salt_epoch, batch_id, app_ids, app_days, app_sessions",
+    "vendor_tags": "key, salt_epoch, batch_id, tag_ids, tag_weights",
+}
+
+
+def _stored_compressions(store: Store, table: str, column: str) -> set[str]:
+    """Return how DuckDB compressed `column` of `table` once checkpointed (validity aside)."""
+    store.checkpoint()
+    rows = store.execute(
+        f"SELECT DISTINCT compression FROM pragma_storage_info('{table}')"
+        " WHERE column_name = ? AND segment_type <> 'VALIDITY'",
+        [column],
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def test_the_loaded_rows_are_those_of_a_plain_load_of_the_same_payload(parties: Parties):
+    """What ingest commits is, row for row and value for value, what DuckDB itself reads from
+    the decrypted payload; keyed hashes are stored uncompressed (migration 13), lists are not."""
+    sealed = parties.seal_frame(vendor_batch(2_000, seed=11))
+    plain = parties.root / "reference.parquet"
+    plain.write_bytes(_open_unchecked(parties, sealed))
+    outcome = parties.ingest(sealed)
+    assert outcome.status == "loaded" and outcome.rows == 2_000
+    assert {"read", "validate", "load", "digest_wait"} <= set(outcome.seconds)
+
+    epoch = parties.vendor.current_salt().epoch_id
+    with parties.store() as store:
+        for table, columns in _VENDOR_TABLES.items():
+            loaded = store.execute(f"SELECT {columns} FROM {table} ORDER BY key").pl()
+            reference = store.execute(
+                f"SELECT {columns} FROM (SELECT *, ? AS salt_epoch, ? AS batch_id"
+                " FROM read_parquet(?)) ORDER BY key",
+                [epoch, outcome.batch_id, str(plain)],
+            ).pl()
+            assert loaded.equals(reference), table
+            assert _stored_compressions(store, table, "key") == {"Uncompressed"}
+        assert _stored_compressions(store, "vendor_apps", "app_ids") != {"Uncompressed"}
+
+
+def test_migration_13_keeps_every_vendor_row_of_an_existing_store(
+    parties: Parties, monkeypatch: pytest.MonkeyPatch
+):
+    """A store written before migration 13 (keys dictionary-compressed) opens with the same
+    rows in the vendor tables and their views, its keys now stored uncompressed."""
+    monkeypatch.setattr(fusion.store, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version < 13))
+    first, second = vendor_batch(300, seed=1), vendor_batch(200, seed=1)  # 200 keys shared
+    parties.ingest(parties.seal_frame(first), now=NOW)
+    parties.ingest(parties.seal_frame(second), now=NOW.replace(hour=11))
+    queries = {
+        **{t: f"SELECT {c} FROM {t} ORDER BY key, batch_id" for t, c in _VENDOR_TABLES.items()},
+        **{
+            f"{t}_latest": f"SELECT {c} FROM {t}_latest ORDER BY key"
+            for t, c in _VENDOR_TABLES.items()
+        },
+        "vendor_oprf_rows": "SELECT * FROM vendor_oprf_rows ORDER BY label",
+    }
+    with parties.store() as store:
+        store.execute(
+            "INSERT INTO vendor_oprf_rows VALUES (?, ?, 'e1', 'b-oprf'), (?, ?, 'e1', 'b-oprf')",
+            [os.urandom(16), os.urandom(90), os.urandom(16), os.urandom(90)],
+        )
+        assert store.schema_version == 12
+        assert _stored_compressions(store, "vendor_tags", "key") == {"DICT_FSST"}
+        before = {name: store.execute(sql).pl() for name, sql in queries.items()}
+    monkeypatch.undo()
+
+    with parties.store() as store:
+        assert store.schema_version == SCHEMA_VERSION >= 13
+        for name, sql in queries.items():
+            assert store.execute(sql).pl().equals(before[name]), name
+        random_bytes = (
+            ("vendor_apps", "key"),
+            ("vendor_tags", "key"),
+            ("vendor_oprf_rows", "label"),
+            ("vendor_oprf_rows", "sealed"),
+        )
+        for table, column in random_bytes:
+            assert _stored_compressions(store, table, column) == {"Uncompressed"}, table
+    assert before["vendor_tags"].height == 500 and before["vendor_tags_latest"].height == 300

@@ -162,3 +162,33 @@ def test_a_model_learnt_from_the_coupon_campaign_is_judged_on_the_worlds_truth(s
     assert learnt["correlation_with_true_uplift"] is None or (
         -1 <= learnt["correlation_with_true_uplift"] <= 1
     )
+
+
+def test_each_journey_strategys_measured_lift_holds_the_worlds_true_effect(summary: dict):
+    journeys = summary["journeys"]
+    log = "\n".join(journeys["log"])
+    for name in ("activation-push", "idle-sms"):
+        for step in ("draft -> whitelist", "whitelist -> pilot", "pilot -> ab"):
+            assert f"{name}: {step}" in log
+        readout, truth = journeys[name]["readout"], journeys[name]["truth"]
+        assert readout["stage"] == "ab" and truth["treated"] > 500
+        # Stage conversion (the readout's `converted`): the 95% interval holds the true effect
+        # the world's replay of the treatment arm without the strategy's touches gives.
+        converted = readout["comparisons"]["converted"]
+        true_effect = truth["true_conversion_effect"]
+        assert converted["diff_ci_low"] <= true_effect <= converted["diff_ci_high"]
+    # The push works: its lift clears zero, as its truth does.
+    push = journeys["activation-push"]
+    assert push["readout"]["comparisons"]["converted"]["diff_ci_low"] > 0
+    assert push["truth"]["true_conversion_effect"] > 0.03
+    assert Path(push["readout"]["files"]["html"]).is_file()
+
+
+def test_the_annoying_sms_journey_reads_out_as_harmful_by_its_opt_outs(summary: dict):
+    sms = summary["journeys"]["idle-sms"]
+    opt_outs, truth = sms["readout"]["opt_outs"], sms["truth"]
+    # Opted out from entry on, treatment against the held-out control: significantly above 0,
+    # and the interval holds the opt-out rate the world says the SMS caused.
+    assert opt_outs["harmful"] and opt_outs["diff_ci_low"] > 0
+    assert opt_outs["diff_ci_low"] <= truth["true_opt_out_effect"] <= opt_outs["diff_ci_high"]
+    assert truth["true_opt_out_effect"] > 0.02
