@@ -41,17 +41,16 @@ as RFC 9497 section 4.1 DeserializeElement asks: 32 bytes, a canonical encoding,
 identity; blinds are canonical non-zero scalars. The first bad item stops the batch with an
 `OprfError` that names its position, never its value.
 
-Hot path: per item, one to three libsodium calls (hash-to-group, scalar multiplication) are
-unavoidable, so each batch is cut into chunks that run on a thread pool. rbcl calls libsodium
-through ctypes.CDLL, which drops the GIL for the length of each call; per item only the SHA-512
-framing and the checks run in Python holding the GIL, a small share of the time spent inside
-libsodium. `finalize` inverts the blinds of a chunk with one inversion (Montgomery's trick), which
-spares a constant-time inversion per item. blind, finalize and evaluate hold the GIL longer per
-item (hashing, framing, the inversion's multiplications) than blind_evaluate does, so they gain
-less from a second worker; the README's benchmark table gives the rates. Threads scale, so there
-is no process pool (it would also pickle every element both ways). While another session keeps
-the cores busy, Linux's autogroup scheduler caps this process's share, and a second worker then
-gains nothing.
+Hot path: per item one to three libsodium calls, which libsodium cannot batch (a profile of
+`seal_rows`: scalar multiplication 54%, hash-to-group 21%, HKDF 6%, expand_message_xmd 5%). So
+HashToGroup's expand_message_xmd starts from the hashed state of its constant first block
+(`_Z_PAD`); a received element is decoded once, by the scalar multiplication (it refuses what
+`is_valid_point` does), after the byte checks libsodium skips; `finalize` inverts a part's
+blinds with one inversion (Montgomery's trick). `_map_parts` runs a batch's parts on a pool of
+processes forked from a forkserver that imported this module (from `_PROCESS_ITEMS` items: each
+part holds its own interpreter lock), else on threads (ctypes drops the GIL in each libsodium
+call): in a daemonic process (a Dask worker) and in a script a child would run again on
+importing it (`_main_reimport_is_safe`). The DLEQ composites run on threads.
 
 References: RFC 9497 (OPRF), RFC 9380 section 5.3.1 (expand_message_xmd), RFC 9496
 (ristretto255); P. L. Montgomery, "Speeding the Pollard and elliptic curve methods of
@@ -60,14 +59,19 @@ factorization", Math. Comp. 48 (1987), for simultaneous inversion.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import multiprocessing
 import os
+import re
 import secrets
+import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from hmac import compare_digest
+from pathlib import Path
 from typing import TypeGuard
 
 import rbcl
@@ -153,6 +157,7 @@ _ELEMENT_FRAME = ELEMENT_BYTES.to_bytes(2, "big")
 _MIN_CHUNK = 512  # below two of these a batch runs on the calling thread
 _CHUNKS_PER_WORKER = 4  # a few chunks per thread even out their finishing times
 _DRAW_ITEMS = 65_536  # random bytes are drawn this many scalars at a time
+_PROCESS_ITEMS = 20_000  # from this many items a batch runs on processes (when workers > 1)
 
 RandomBytes = Callable[[int], bytes]
 
@@ -252,7 +257,7 @@ def blind(
         inputs: the values to evaluate (normalised identifiers as bytes, at most 65535 each).
         rng: returns n random bytes; the OS's CSPRNG (`secrets.token_bytes`) by default.
         mode: the vendor's mode: its context string enters HashToGroup.
-        workers: threads to use; every core by default.
+        workers: processes (or threads, see `_map_parts`); every core by default.
     """
     blinds = _random_scalars(len(inputs), rng)
     return blinds, blind_with(inputs, blinds, mode=mode, workers=workers)
@@ -275,17 +280,7 @@ def blind_with(
     `blind` draws the blinds and calls this; call it directly only to replay known blinds.
     """
     _check_lengths(inputs=inputs, blinds=blinds)
-    hash_to_group, mult = _hash_to_group, rbcl.crypto_scalarmult_ristretto255
-    dst = _TAGS[OprfMode(mode)].hash_to_group
-
-    def work(start: int, stop: int) -> list[bytes]:
-        out = []
-        for i in range(start, stop):
-            r = _checked_blind(blinds[i], i)
-            out.append(mult(r, hash_to_group(_checked_input(inputs[i], i), i, dst)))
-        return out
-
-    return _run(work, len(inputs), workers)
+    return _map_parts(_blind_part, (inputs, blinds), _hash_prefix(mode), workers)
 
 
 def blind_evaluate(
@@ -295,14 +290,7 @@ def blind_evaluate(
 
     Each element is validated before it is used; the first invalid one refuses the batch.
     """
-    secret, mult = key.scalar, rbcl.crypto_scalarmult_ristretto255
-
-    def work(start: int, stop: int) -> list[bytes]:
-        return [
-            mult(secret, _checked_element(blinded[i], i, "blinded")) for i in range(start, stop)
-        ]
-
-    return _run(work, len(blinded), workers)
+    return _map_parts(_blind_evaluate_part, (blinded,), key.scalar, workers)
 
 
 def finalize(
@@ -318,20 +306,10 @@ def finalize(
         inputs: the inputs given to `blind`, in the same order.
         blinds: the blinds `blind` returned.
         evaluated: the vendor's evaluated elements, in the order of the blinded elements sent.
-        workers: threads to use; every core by default.
+        workers: processes (or threads, see `_map_parts`); every core by default.
     """
     _check_lengths(inputs=inputs, blinds=blinds, evaluated=evaluated)
-    mult = rbcl.crypto_scalarmult_ristretto255
-
-    def work(start: int, stop: int) -> list[bytes]:
-        inverses = _invert_all([_checked_blind(blinds[i], i) for i in range(start, stop)])
-        out = []
-        for i, inverse in zip(range(start, stop), inverses, strict=True):
-            unblinded = mult(inverse, _checked_element(evaluated[i], i, "evaluated"))
-            out.append(_output(_checked_input(inputs[i], i), unblinded))
-        return out
-
-    return _run(work, len(inputs), workers)
+    return _map_parts(_finalize_part, (inputs, blinds, evaluated), None, workers)
 
 
 def evaluate(
@@ -346,18 +324,7 @@ def evaluate(
     The vendor's side of the match: for the same key and mode, `evaluate(key, [x])` equals the
     bank's `finalize` of `x` blinded in that mode.
     """
-    secret, hash_to_group = key.scalar, _hash_to_group
-    mult = rbcl.crypto_scalarmult_ristretto255
-    dst = _TAGS[OprfMode(mode)].hash_to_group
-
-    def work(start: int, stop: int) -> list[bytes]:
-        out = []
-        for i in range(start, stop):
-            x = _checked_input(inputs[i], i)
-            out.append(_output(x, mult(secret, hash_to_group(x, i, dst))))
-        return out
-
-    return _run(work, len(inputs), workers)
+    return _map_parts(_evaluate_part, (inputs,), (key.scalar, _hash_prefix(mode)), workers)
 
 
 def generate_proof(
@@ -543,14 +510,6 @@ def _i2osp(value: int, length: int) -> bytes:
     return value.to_bytes(length, "big")
 
 
-def _hash_to_group(x: bytes, index: int, dst: bytes) -> bytes:
-    """Return hash_to_ristretto255(x) under a HashToGroup DST (RFC 9497 4.1, RFC 9380)."""
-    element = rbcl.crypto_core_ristretto255_from_hash(expand_message_xmd(x, dst, _UNIFORM_BYTES))
-    if element == _IDENTITY:  # RFC 9497 InvalidInputError; probability about 2^-252
-        raise OprfError(f"input {index} hashes to the identity element", item="input", index=index)
-    return element
-
-
 def _hash_to_scalar(x: bytes, dst: bytes = _DST_HASH_TO_SCALAR) -> bytes:
     """Return 64 uniform bytes of x reduced mod L, little-endian (RFC 9497 4.1 HashToScalar)."""
     return rbcl.crypto_core_ristretto255_scalar_reduce(expand_message_xmd(x, dst, _UNIFORM_BYTES))
@@ -559,6 +518,91 @@ def _hash_to_scalar(x: bytes, dst: bytes = _DST_HASH_TO_SCALAR) -> bytes:
 def _output(x: bytes, unblinded: bytes) -> bytes:
     """Return SHA-512(I2OSP(len(x), 2) || x || I2OSP(Ne, 2) || element || "Finalize")."""
     return hashlib.sha512(_i2osp(len(x), 2) + x + _ELEMENT_FRAME + unblinded + _FINALIZE).digest()
+
+
+def _hash_prefix(mode: OprfMode) -> tuple[bytes, bytes]:
+    """Return what follows the input in expand_message_xmd's two hashes for HashToGroup (64 bytes).
+
+    With 64 output bytes and SHA-512, ell = 1: uniform = b_1 = H(b_0 || 0x01 || DST'), where
+    b_0 = H(Z_pad || msg || I2OSP(64, 2) || 0x00 || DST'). Z_pad is one whole SHA-512 block, so
+    its state is hashed once (`_Z_PAD`) and copied per input; `expand_message_xmd` is the
+    general function, and the RFC vectors check both.
+    """
+    dst = _TAGS[OprfMode(mode)].hash_to_group
+    dst_prime = dst + _i2osp(len(dst), 1)
+    return _i2osp(_UNIFORM_BYTES, 2) + b"\x00" + dst_prime, b"\x01" + dst_prime
+
+
+_Z_PAD = hashlib.sha512(bytes(128))  # never updated: every input hashes a copy of this state
+
+
+def _hashed(x: bytes, index: int, tails: tuple[bytes, bytes]) -> bytes:
+    """Return HashToGroup(x) (RFC 9497 4.1) for the tails `_hash_prefix` gave; x is checked."""
+    state = _Z_PAD.copy()
+    state.update(x + tails[0])
+    element = rbcl.crypto_core_ristretto255_from_hash(
+        hashlib.sha512(state.digest() + tails[1]).digest()
+    )
+    if element == _IDENTITY:  # RFC 9497 InvalidInputError; probability about 2^-252
+        raise OprfError(f"input {index} hashes to the identity element", item="input", index=index)
+    return element
+
+
+# The batch steps, one part of a batch each, as module functions so that a process pool can run
+# them: part(first index, the part's aligned columns, fixed arguments) -> one item per row.
+_Part = Callable[[int, tuple[Sequence[bytes], ...], object], list[bytes]]
+
+
+def _blind_part(offset: int, columns: tuple[Sequence[bytes], ...], tails: object) -> list[bytes]:
+    inputs, blinds = columns
+    assert isinstance(tails, tuple)
+    mult = rbcl.crypto_scalarmult_ristretto255
+    out = []
+    for i, (x, r) in enumerate(zip(inputs, blinds, strict=True), offset):
+        r = _checked_blind(r, i)
+        out.append(mult(r, _hashed(_checked_input(x, i), i, tails)))
+    return out
+
+
+def _blind_evaluate_part(
+    offset: int, columns: tuple[Sequence[bytes], ...], secret: object
+) -> list[bytes]:
+    assert isinstance(secret, bytes)
+    mult = rbcl.crypto_scalarmult_ristretto255
+    out = []
+    for i, p in enumerate(columns[0], offset):
+        try:
+            out.append(mult(secret, _shaped_element(p, i, "blinded")))
+        except RuntimeError:  # libsodium's decoding refused it (RFC 9496 4.3.1)
+            raise _invalid_element(i, "blinded") from None
+    return out
+
+
+def _finalize_part(offset: int, columns: tuple[Sequence[bytes], ...], _: object) -> list[bytes]:
+    inputs, blinds, evaluated = columns
+    inverses = _invert_all([_checked_blind(r, i) for i, r in enumerate(blinds, offset)])
+    mult = rbcl.crypto_scalarmult_ristretto255
+    out = []
+    for i, (x, inverse, e) in enumerate(zip(inputs, inverses, evaluated, strict=True), offset):
+        try:
+            unblinded = mult(inverse, _shaped_element(e, i, "evaluated"))
+        except RuntimeError:  # libsodium's decoding refused it (RFC 9496 4.3.1)
+            raise _invalid_element(i, "evaluated") from None
+        x = _checked_input(x, i)
+        out.append(_output(x, unblinded))
+    return out
+
+
+def _evaluate_part(offset: int, columns: tuple[Sequence[bytes], ...], args: object) -> list[bytes]:
+    assert isinstance(args, tuple)
+    secret, tails = args
+    mult = rbcl.crypto_scalarmult_ristretto255
+    out = []
+    for i, x in enumerate(columns[0], offset):
+        x = _checked_input(x, i)
+        element = mult(secret, _hashed(x, i, tails))
+        out.append(_output(x, element))
+    return out
 
 
 def _is_nonzero_scalar(s: object) -> TypeGuard[bytes]:
@@ -643,21 +687,37 @@ def _checked_blind(r: object, index: int) -> bytes:
 
 def _checked_element(p: object, index: int, kind: str) -> bytes:
     """Return p if it deserialises to a group element other than the identity (RFC 9497 4.1)."""
+    p = _shaped_element(p, index, kind)
+    if not rbcl.crypto_core_ristretto255_is_valid_point(p):
+        raise _invalid_element(index, kind)
+    return p
+
+
+def _shaped_element(p: object, index: int, kind: str) -> bytes:
+    """Return p if it is 32 bytes, not the identity, with bit 255 clear; else raise OprfError.
+
+    The rest of RFC 9496's decoding is libsodium's: `_checked_element` asks it alone, and the
+    batch steps let the scalar multiplication decode the element (it refuses what is_valid_point
+    refuses, for the cost of one call fewer), raising `_invalid_element` when it fails.
+    """
     if (
         not isinstance(p, bytes)
         or len(p) != ELEMENT_BYTES
         or p == _IDENTITY
         or p[-1] & 0x80  # bit 255: libsodium 1.0.18 ignores it, RFC 9496 refuses it
-        or not rbcl.crypto_core_ristretto255_is_valid_point(p)
     ):
-        raise OprfError(
-            f"{kind} element {index} is not a valid ristretto255 element (expected the "
-            f"{ELEMENT_BYTES}-byte canonical encoding of an element other than the identity); "
-            "the batch is refused: the sender must recompute it",
-            item=f"{kind} element",
-            index=index,
-        )
+        raise _invalid_element(index, kind)
     return p
+
+
+def _invalid_element(index: int, kind: str) -> OprfError:
+    return OprfError(
+        f"{kind} element {index} is not a valid ristretto255 element (expected the "
+        f"{ELEMENT_BYTES}-byte canonical encoding of an element other than the identity); "
+        "the batch is refused: the sender must recompute it",
+        item=f"{kind} element",
+        index=index,
+    )
 
 
 def _check_lengths(**columns: Sequence[bytes]) -> None:
@@ -669,23 +729,95 @@ def _check_lengths(**columns: Sequence[bytes]) -> None:
         )
 
 
+def _worker_count(workers: int | None) -> int:
+    count = (os.cpu_count() or 1) if workers is None else workers
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}", setting="workers")
+    return count
+
+
 def _run(work: Callable[[int, int], list[bytes]], n: int, workers: int | None) -> list[bytes]:
     """Return work(0, n), computed as chunks on a thread pool and joined in order.
 
     The first chunk (in order) that fails raises, so an error names the lowest bad index; chunks
     not yet started are cancelled.
     """
-    threads = (os.cpu_count() or 1) if workers is None else workers
-    if not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}", setting="workers")
+    threads = _worker_count(workers)
     if threads == 1 or n < 2 * _MIN_CHUNK:
         return work(0, n)
     step = max(_MIN_CHUNK, -(-n // (threads * _CHUNKS_PER_WORKER)))
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oprf") as pool:
-        futures = [pool.submit(work, i, min(i + step, n)) for i in range(0, n, step)]
-        try:
-            return [item for future in futures for item in future.result()]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        return _joined([pool.submit(work, i, min(i + step, n)) for i in range(0, n, step)])
+
+
+def _map_parts(
+    part: _Part, columns: tuple[Sequence[bytes], ...], args: object, workers: int | None
+) -> list[bytes]:
+    """Return part(0, columns, args), computed in parts on worker processes or threads.
+
+    From `_PROCESS_ITEMS` items on, with more than one worker and where a process may start
+    children (not in a daemonic process such as a Dask worker), the parts run on a pool of
+    processes forked from a forkserver that imported this module: each runs a whole part holding
+    its own interpreter lock. Otherwise on threads, as `_run`. Either way the first part (in
+    order) that fails raises, so an error names the lowest bad index.
+    """
+    n, count = len(columns[0]), _worker_count(workers)
+    if count == 1 or n < 2 * _MIN_CHUNK:
+        return part(0, columns, args)
+    step = max(_MIN_CHUNK, -(-n // (count * _CHUNKS_PER_WORKER)))
+    parts = [(i, tuple(c[i : i + step] for c in columns)) for i in range(0, n, step)]
+    pool: Executor | None = _process_pool(count) if n >= _PROCESS_ITEMS else None
+    with pool or ThreadPoolExecutor(max_workers=count, thread_name_prefix="oprf") as running:
+        return _joined([running.submit(part, i, cols, args) for i, cols in parts])
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Return a pool of `workers` processes forked from a forkserver, or None where none may start.
+
+    The forkserver imports this module once (libsodium loaded), so a pool starts in milliseconds
+    and its children share none of the caller's threads or locks. None in a daemonic process (a
+    Dask worker may not have children) and where the platform has no forkserver (Windows).
+    """
+    if multiprocessing.current_process().daemon or not _main_reimport_is_safe():
+        return None
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+@functools.cache
+def _main_reimport_is_safe() -> bool:
+    """Return whether a child process may import `__main__` without running the program again.
+
+    Multiprocessing children (forkserver, spawn) import the main module as `__mp_main__`: safe
+    for an interactive session, `python -c`, a notebook and `python -m pkg` (no file, or a
+    package's `__main__`, which is skipped), and for a script whose program sits under
+    `if __name__ == "__main__":` (console scripts such as `fusion` do). Any other script runs
+    on threads instead: slower on CPython, never wrong.
+    """
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    path = getattr(main, "__file__", None)
+    if name is not None:
+        return name == "__main__" or name.endswith(".__main__") or _guarded(path)
+    return path is None or _guarded(path)
+
+
+def _guarded(path: str | None) -> bool:
+    try:
+        source = Path(path).read_text(encoding="utf-8") if path else ""
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r"^if __name__ == ['\"]__main__['\"]\s*:", source, re.MULTILINE) is not None
+
+
+def _joined(futures: list[Future[list[bytes]]]) -> list[bytes]:
+    """Return the futures' items in order; on the first failure cancel the rest and raise it."""
+    try:
+        return [item for future in futures for item in future.result()]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise

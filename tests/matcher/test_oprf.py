@@ -330,3 +330,24 @@ def test_a_proof_covers_at_most_65536_elements(key: OprfServerKey):
         verify_proof(key.public_key(), [G], [], bytes(PROOF_BYTES))
     with pytest.raises(OprfError, match="evaluated element 0"):
         verify_proof(key.public_key(), [G], [bytes(32)], bytes(PROOF_BYTES))
+
+
+def test_batches_on_worker_processes_equal_the_single_thread_path(
+    key: OprfServerKey, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(oprf, "_PROCESS_ITEMS", 1_000)  # big batches only, in production
+    inputs = _phones(1_200, seed=6)
+    blinds, blinded = blind(inputs, rng=random.Random(3).randbytes, workers=2)
+    evaluated = blind_evaluate(key, blinded, workers=2)
+    assert blinded == blind_with(inputs, blinds, workers=1)
+    assert evaluated == blind_evaluate(key, blinded, workers=1)
+    outputs = finalize(inputs, blinds, evaluated, workers=2)
+    assert outputs == finalize(inputs, blinds, evaluated, workers=1)
+    assert evaluate(key, inputs, workers=2) == outputs
+    evaluated[1_100] = bytes.fromhex(
+        VECTORS["ristretto255_invalid_encodings"]["encodings"][0]["encoding"]
+    )
+    evaluated[1_150] = bytes(32)
+    with pytest.raises(OprfError) as caught:  # raised in a child, named in the whole batch
+        finalize(inputs, blinds, evaluated, workers=2)
+    assert (caught.value.item, caught.value.index) == ("evaluated element", 1_100)
