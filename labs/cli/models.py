@@ -188,8 +188,10 @@ def _train_scenario(
         f"{low:+.3f} to {high:+.3f})"
     )
     for name, ref in ran.refs.items():
-        state = "challenger" if name in ran.challengers else "CURRENT"
-        console.print(f"{name}: {state} {ref.version}")
+        if name in ran.challengers:
+            console.print(f"{name}: challenger {ref.version} (`fusion models promote`)")
+        else:
+            console.print(f"{name}: CURRENT {ref.version}")
 
 
 def score_command(

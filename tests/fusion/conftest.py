@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,12 +10,27 @@ import pytest
 
 from fusion.jobs import ClusterEngine, Engine, InProcessEngine
 from tests.support.models import ModelWorld, train_model_world
+from tests.support.shared_runs import shared_run
 
 
 @pytest.fixture(scope="session")
-def model_world(tmp_path_factory: pytest.TempPathFactory) -> ModelWorld:
-    """A 12k-customer world through the real pipeline, every model trained once (fast settings)."""
-    return train_model_world(tmp_path_factory.mktemp("model-world"))
+def model_world(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> ModelWorld:
+    """A 12k-customer world through the real pipeline, every model trained once (fast settings).
+
+    Trained once per test run whichever xdist worker asks first (`shared_run`), then pickled
+    beside its files: the other worker loads the same objects instead of training again. Tests
+    only read it (its registry and files are shared).
+    """
+
+    def build(root: Path) -> str:
+        root.mkdir(parents=True, exist_ok=True)
+        world = train_model_world(root)
+        (root / "model-world.pickle").write_bytes(pickle.dumps(world))
+        return "trained"
+
+    root, _ = shared_run(tmp_path_factory, worker_id, "model-world", build)
+    loaded: ModelWorld = pickle.loads((root / "model-world.pickle").read_bytes())
+    return loaded
 
 
 @pytest.fixture(scope="session")

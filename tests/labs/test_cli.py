@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from distributed import LocalCluster
 from typer.testing import CliRunner
 
 from fusion.registry import Registry
@@ -31,6 +34,26 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[
     """A copy of the shared 3k demo run (these tests change it) and the demo's output."""
     shared, output = small_demo(tmp_path_factory, worker_id)
     return copy_of(shared, tmp_path_factory.mktemp("cli") / "run"), output
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """`--cluster` for the module's cluster runs: one LocalCluster of two worker processes on
+    127.0.0.1, joined by every run as tcp://127.0.0.1:PORT (a cluster start per run cost more
+    than the run); `--cluster local:2`, which starts its own, is run once, by the match test."""
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        # No client of the test's own: xgboost.dask would take it, the process's default, for
+        # the CLI's, and wait on data that client never holds.
+        cluster.wait_for_workers(2, timeout=120)
+        yield cluster.scheduler_address
 
 
 def test_demo_prints_world_and_ingest_summary(demo_run: tuple[Path, str]):
@@ -254,7 +277,7 @@ def test_oprf_mode_through_the_cli_request_answer_finish(demo_run: tuple[Path, s
 
 
 def test_oprf_match_on_a_local_cluster_opens_the_true_intersection(
-    demo_run: tuple[Path, str],
+    demo_run: tuple[Path, str], scheduler: str
 ):
     run, _ = demo_run
     world = WorldFiles(run / "world")
@@ -264,7 +287,7 @@ def test_oprf_match_on_a_local_cluster_opens_the_true_intersection(
     assert runner.invoke(app, ["ingest", str(batch), *base]).exit_code == 0
     match = ["match", "--mode", "oprf", "--extract", str(world.customers), "--local-vendor"]
     match += ["--snapshot", datetime.now(UTC).date().isoformat(), *base]
-    done = runner.invoke(app, [*match, "--cluster", "local:2"])
+    done = runner.invoke(app, [*match, "--cluster", scheduler])
     assert done.exit_code == 0, done.output
     truth = pl.read_parquet(world.intersection).height
     flat = " ".join(done.output.split())
@@ -312,22 +335,26 @@ def test_match_on_a_local_cluster_gives_the_same_match(demo_run: tuple[Path, str
     assert refused.exit_code == 2 and "tls://" in refused.output
 
 
-def test_train_on_a_local_cluster_registers_dask_trained_models(demo_run: tuple[Path, str]):
+def test_train_on_a_local_cluster_registers_dask_trained_models(
+    demo_run: tuple[Path, str], scheduler: str
+):
     run, _ = demo_run
-    result = runner.invoke(app, ["train", "--cluster", "local:2", "--run", str(run)])
+    # One scenario's two models (every model kind on Dask: tests/fusion/test_distributed_training).
+    args = ["train", "--scenario", "mb-activation", "--cluster", scheduler, "--run", str(run)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("acquisition", "acquisition-in-bank", "rescue", "campaign-response"):
+    for name in ("mb-activation", "mb-activation-in-bank"):
         # A retraining registers challengers: the newest version, CURRENT still the demo's.
         version = Registry(run / "models").versions(name)[-1]
         assert version != Registry(run / "models").current(name)
         meta = json.loads((run / "models" / name / version / "model.json").read_text())
         assert "dask: 2 workers" in json.dumps(meta), name
-    assert "acquisition AUC (held out)" in result.output
-    assert "challenger" in result.output and "fusion models promote" in result.output
+    assert "mb-activation" in result.output and "challenger" in result.output
+    assert "fusion models promote" in result.output
 
 
 def test_features_on_a_local_cluster_equal_the_in_process_build(
-    demo_run: tuple[Path, str], tmp_path: Path
+    demo_run: tuple[Path, str], scheduler: str, tmp_path: Path
 ):
     run, _ = demo_run
     folder = run / "features" / "2026-09-30"
@@ -339,7 +366,7 @@ def test_features_on_a_local_cluster_equal_the_in_process_build(
         here = runner.invoke(app, args)
         assert here.exit_code == 0, here.output
         table = pl.read_parquet(folder / "features.parquet")
-        there = runner.invoke(app, [*args, "--cluster", "local:2"])
+        there = runner.invoke(app, [*args, "--cluster", scheduler])
         assert there.exit_code == 0 and "buckets" in there.output, there.output
         assert pl.read_parquet(folder / "features.parquet").equals(table)
     finally:
@@ -347,13 +374,15 @@ def test_features_on_a_local_cluster_equal_the_in_process_build(
         shutil.copytree(tmp_path / "kept", folder)
 
 
-def test_score_on_a_local_cluster_writes_the_same_scores(demo_run: tuple[Path, str]):
+def test_score_on_a_local_cluster_writes_the_same_scores(
+    demo_run: tuple[Path, str], scheduler: str
+):
     run, _ = demo_run
     here = runner.invoke(app, ["score", "--run", str(run)])
     assert here.exit_code == 0, here.output
     scores = run / "scores" / "acquisition.parquet"
     local = pl.read_parquet(scores).sort("customer_id")
-    there = runner.invoke(app, ["score", "--cluster", "local:2", "--run", str(run)])
+    there = runner.invoke(app, ["score", "--cluster", scheduler, "--run", str(run)])
     assert there.exit_code == 0, there.output
     remote = pl.read_parquet(scores).sort("customer_id")
     assert remote.drop("score").equals(local.drop("score"))

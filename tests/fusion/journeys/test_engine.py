@@ -44,6 +44,15 @@ def test_a_day_emits_touches_and_a_rerun_writes_nothing(store):
     run(store, range(20))
     before = sizes(store)
     assert before["journey_touches"] > 0 and before["journey_runs"] == 20
+    # Rerunning any day, not only the last one, writes nothing and gives the day's own touches.
+    for d in range(20):
+        replayed = run_day(store, DAY0 + timedelta(days=d), now=NOW)
+        stored = store.execute(
+            "SELECT count(*) FROM journey_touches WHERE day = ? AND delivered",
+            [DAY0 + timedelta(days=d)],
+        ).fetchone()[0]
+        assert replayed.replayed and replayed.touches.height == stored
+    assert sizes(store) == before
     day = DAY0 + timedelta(days=19)
     again = run_day(store, day, now=NOW)
     assert again.replayed and sizes(store) == before

@@ -7,7 +7,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -17,39 +16,17 @@ import pytest
 from contracts.errors import ConfigError
 from fusion.features import FeatureSet
 from fusion.models import metrics
-from fusion.models.acquisition import LABEL, AcquisitionConfig, population
-from fusion.models.booster import BoosterConfig
-from fusion.models.campaign import UpliftConfig
-from fusion.models.classifier import PruneConfig
+from fusion.models.acquisition import LABEL, population
 from fusion.models.proportions import DiffResult
-from fusion.models.rescue import RescueConfig
-from fusion.registry import Registry
 from fusion.reports.models import REPORT_FILE, SUMMARY_FILE, write_model_report
 from fusion.scoring import score_rows
-from fusion.training import TrainingConfig, TrainingRun, train_all
+from fusion.training import TrainingRun
 from labs.world import WorldFiles
-from tests.support.factories import world_features
+from tests.support.models import ModelWorld
 
-# Trains every model on a 20k-customer world: out of the fast inner loop.
+# Reads the shared trained model world: out of the fast inner loop.
 pytestmark = pytest.mark.slow
 
-NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)
-_ACQUISITION = AcquisitionConfig(
-    boost=BoosterConfig(n_estimators=60, early_stopping_rounds=10),
-    prune=PruneConfig(rounds=30),
-    tag_profile_k=8,
-)
-FAST = TrainingConfig(
-    acquisition=_ACQUISITION,
-    rescue=RescueConfig(training=_ACQUISITION),
-    uplift=UpliftConfig(
-        params=BoosterConfig(
-            n_estimators=60, max_depth=3, learning_rate=0.1, min_child_weight=30.0,
-            colsample_bytree=0.6, early_stopping_rounds=10, seed=7,
-        ),
-        tag_profile_k=8,
-    ),
-)  # fmt: skip
 SECTIONS = (
     "Acceptance",
     "How to read this report",
@@ -75,28 +52,12 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """World (20k customers) -> features -> every model, fast settings -> fused scores."""
-    root = tmp_path_factory.mktemp("model-report")
-    features, world = world_features(root, customers=20_000, seed=11)
-    campaign = pl.read_parquet(world.campaign)
-    truth = features.table.select("customer_id").join(
-        pl.read_parquet(world.propensity, columns=["customer_id", "uplift"]),
-        on="customer_id",
-        how="left",
-        maintain_order="left",
-    )
-    run = train_all(
-        features,
-        campaign=campaign,
-        registry=Registry(root / "models"),
-        now=NOW,
-        config=FAST,
-        true_uplift=truth["uplift"].to_numpy(),
-    )
+def trained(model_world: ModelWorld) -> Trained:
+    """The shared model world (12k customers, every model trained, fast settings) -> scores."""
+    run, features = model_world.run, model_world.features
     rows = np.flatnonzero(population(features))
     scores = score_rows(run.acquisition["fused"].model, features, rows, reason_deciles=0)
-    return Trained(run, features, campaign, scores, world)
+    return Trained(run, features, model_world.campaign, scores, model_world.world)
 
 
 @pytest.fixture(scope="module")
