@@ -1,6 +1,7 @@
 """Privacy primitives shared by the vendor tool and the bank.
 
-atomic (the one atomic file write), identity (normalise phones / ID numbers), keyed_hash (match
+atomic (the one atomic file write), batch_parts (per-item work run in parts on threads or
+worker processes, in order), identity (normalise phones / ID numbers), keyed_hash (match
 keys), kem (the envelope's HPKE suites: X25519 and the post-quantum hybrid MLKEM768-X25519, their
 keys as bytes), keyring (keys on disk), manifest (a sealed batch's signed header), envelope (sealed
 batches), spool (buffered file I/O with digests), pack (the vendor's batch builder), oprf (RFC 9497
@@ -12,6 +13,7 @@ Only this package touches `cryptography.hazmat` or key bytes.
 
 __all__ = [
     "atomic",
+    "batch_parts",
     "envelope",
     "identity",
     "kem",

@@ -46,11 +46,9 @@ Hot path: per item one to three libsodium calls, which libsodium cannot batch (a
 HashToGroup's expand_message_xmd starts from the hashed state of its constant first block
 (`_Z_PAD`); a received element is decoded once, by the scalar multiplication (it refuses what
 `is_valid_point` does), after the byte checks libsodium skips; `finalize` inverts a part's
-blinds with one inversion (Montgomery's trick). `_map_parts` runs a batch's parts on a pool of
-processes forked from a forkserver that imported this module (from `_PROCESS_ITEMS` items: each
-part holds its own interpreter lock), else on threads (ctypes drops the GIL in each libsodium
-call): in a daemonic process (a Dask worker) and in a script a child would run again on
-importing it (`_main_reimport_is_safe`). The DLEQ composites run on threads.
+blinds with one inversion (Montgomery's trick). A batch's parts run on worker processes or
+threads (`matcher.batch_parts`: ctypes drops the GIL in each libsodium call, the Python around it
+does not); the DLEQ composites run on threads.
 
 References: RFC 9497 (OPRF), RFC 9380 section 5.3.1 (expand_message_xmd), RFC 9496
 (ristretto255); P. L. Montgomery, "Speeding the Pollard and elliptic curve methods of
@@ -59,24 +57,18 @@ factorization", Math. Comp. 48 (1987), for simultaneous inversion.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import multiprocessing
-import os
-import re
 import secrets
-import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from hmac import compare_digest
-from pathlib import Path
 from typing import TypeGuard
 
 import rbcl
 
-from contracts.errors import ConfigError, OprfError
+from contracts.errors import OprfError
+from matcher.batch_parts import map_parts, run_chunks
 
 __all__ = [
     "CONTEXT_STRING",
@@ -154,10 +146,7 @@ _COMPOSITE = b"Composite"
 _CHALLENGE = b"Challenge"
 _ELEMENT_FRAME = ELEMENT_BYTES.to_bytes(2, "big")
 
-_MIN_CHUNK = 512  # below two of these a batch runs on the calling thread
-_CHUNKS_PER_WORKER = 4  # a few chunks per thread even out their finishing times
 _DRAW_ITEMS = 65_536  # random bytes are drawn this many scalars at a time
-_PROCESS_ITEMS = 20_000  # from this many items a batch runs on processes (when workers > 1)
 
 RandomBytes = Callable[[int], bytes]
 
@@ -257,7 +246,7 @@ def blind(
         inputs: the values to evaluate (normalised identifiers as bytes, at most 65535 each).
         rng: returns n random bytes; the OS's CSPRNG (`secrets.token_bytes`) by default.
         mode: the vendor's mode: its context string enters HashToGroup.
-        workers: processes (or threads, see `_map_parts`); every core by default.
+        workers: processes (or threads, see `matcher.batch_parts`); every core by default.
     """
     blinds = _random_scalars(len(inputs), rng)
     return blinds, blind_with(inputs, blinds, mode=mode, workers=workers)
@@ -280,7 +269,7 @@ def blind_with(
     `blind` draws the blinds and calls this; call it directly only to replay known blinds.
     """
     _check_lengths(inputs=inputs, blinds=blinds)
-    return _map_parts(_blind_part, (inputs, blinds), _hash_prefix(mode), workers)
+    return map_parts(_blind_part, (inputs, blinds), _hash_prefix(mode), workers, preload=__name__)
 
 
 def blind_evaluate(
@@ -290,7 +279,7 @@ def blind_evaluate(
 
     Each element is validated before it is used; the first invalid one refuses the batch.
     """
-    return _map_parts(_blind_evaluate_part, (blinded,), key.scalar, workers)
+    return map_parts(_blind_evaluate_part, (blinded,), key.scalar, workers, preload=__name__)
 
 
 def finalize(
@@ -306,10 +295,10 @@ def finalize(
         inputs: the inputs given to `blind`, in the same order.
         blinds: the blinds `blind` returned.
         evaluated: the vendor's evaluated elements, in the order of the blinded elements sent.
-        workers: processes (or threads, see `_map_parts`); every core by default.
+        workers: processes (or threads, see `matcher.batch_parts`); every core by default.
     """
     _check_lengths(inputs=inputs, blinds=blinds, evaluated=evaluated)
-    return _map_parts(_finalize_part, (inputs, blinds, evaluated), None, workers)
+    return map_parts(_finalize_part, (inputs, blinds, evaluated), None, workers, preload=__name__)
 
 
 def evaluate(
@@ -324,7 +313,9 @@ def evaluate(
     The vendor's side of the match: for the same key and mode, `evaluate(key, [x])` equals the
     bank's `finalize` of `x` blinded in that mode.
     """
-    return _map_parts(_evaluate_part, (inputs,), (key.scalar, _hash_prefix(mode)), workers)
+    return map_parts(
+        _evaluate_part, (inputs,), (key.scalar, _hash_prefix(mode)), workers, preload=__name__
+    )
 
 
 def generate_proof(
@@ -493,7 +484,7 @@ def _composites(
                 ) from None
         return [m, z]
 
-    parts = _run(work, n, workers)
+    parts = run_chunks(work, n, workers)
     composite, z = parts[0], parts[1]
     for j in range(2, len(parts), 2):
         composite, z = add(composite, parts[j]), add(z, parts[j + 1])
@@ -548,9 +539,8 @@ def _hashed(x: bytes, index: int, tails: tuple[bytes, bytes]) -> bytes:
     return element
 
 
-# The batch steps, one part of a batch each, as module functions so that a process pool can run
-# them: part(first index, the part's aligned columns, fixed arguments) -> one item per row.
-_Part = Callable[[int, tuple[Sequence[bytes], ...], object], list[bytes]]
+# The batch steps, one part of a batch each (`matcher.batch_parts.Part`), as module functions so
+# that a process pool can run them.
 
 
 def _blind_part(offset: int, columns: tuple[Sequence[bytes], ...], tails: object) -> list[bytes]:
@@ -727,97 +717,3 @@ def _check_lengths(**columns: Sequence[bytes]) -> None:
         raise OprfError(
             f"the lists must be aligned item by item, got lengths {listed}", item="batch"
         )
-
-
-def _worker_count(workers: int | None) -> int:
-    count = (os.cpu_count() or 1) if workers is None else workers
-    if not isinstance(count, int) or count < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}", setting="workers")
-    return count
-
-
-def _run(work: Callable[[int, int], list[bytes]], n: int, workers: int | None) -> list[bytes]:
-    """Return work(0, n), computed as chunks on a thread pool and joined in order.
-
-    The first chunk (in order) that fails raises, so an error names the lowest bad index; chunks
-    not yet started are cancelled.
-    """
-    threads = _worker_count(workers)
-    if threads == 1 or n < 2 * _MIN_CHUNK:
-        return work(0, n)
-    step = max(_MIN_CHUNK, -(-n // (threads * _CHUNKS_PER_WORKER)))
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oprf") as pool:
-        return _joined([pool.submit(work, i, min(i + step, n)) for i in range(0, n, step)])
-
-
-def _map_parts(
-    part: _Part, columns: tuple[Sequence[bytes], ...], args: object, workers: int | None
-) -> list[bytes]:
-    """Return part(0, columns, args), computed in parts on worker processes or threads.
-
-    From `_PROCESS_ITEMS` items on, with more than one worker and where a process may start
-    children (not in a daemonic process such as a Dask worker), the parts run on a pool of
-    processes forked from a forkserver that imported this module: each runs a whole part holding
-    its own interpreter lock. Otherwise on threads, as `_run`. Either way the first part (in
-    order) that fails raises, so an error names the lowest bad index.
-    """
-    n, count = len(columns[0]), _worker_count(workers)
-    if count == 1 or n < 2 * _MIN_CHUNK:
-        return part(0, columns, args)
-    step = max(_MIN_CHUNK, -(-n // (count * _CHUNKS_PER_WORKER)))
-    parts = [(i, tuple(c[i : i + step] for c in columns)) for i in range(0, n, step)]
-    pool: Executor | None = _process_pool(count) if n >= _PROCESS_ITEMS else None
-    with pool or ThreadPoolExecutor(max_workers=count, thread_name_prefix="oprf") as running:
-        return _joined([running.submit(part, i, cols, args) for i, cols in parts])
-
-
-def _process_pool(workers: int) -> ProcessPoolExecutor | None:
-    """Return a pool of `workers` processes forked from a forkserver, or None where none may start.
-
-    The forkserver imports this module once (libsodium loaded), so a pool starts in milliseconds
-    and its children share none of the caller's threads or locks. None in a daemonic process (a
-    Dask worker may not have children) and where the platform has no forkserver (Windows).
-    """
-    if multiprocessing.current_process().daemon or not _main_reimport_is_safe():
-        return None
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return None
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
-
-
-@functools.cache
-def _main_reimport_is_safe() -> bool:
-    """Return whether a child process may import `__main__` without running the program again.
-
-    Multiprocessing children (forkserver, spawn) import the main module as `__mp_main__`: safe
-    for an interactive session, `python -c`, a notebook and `python -m pkg` (no file, or a
-    package's `__main__`, which is skipped), and for a script whose program sits under
-    `if __name__ == "__main__":` (console scripts such as `fusion` do). Any other script runs
-    on threads instead: slower on CPython, never wrong.
-    """
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    path = getattr(main, "__file__", None)
-    if name is not None:
-        return name == "__main__" or name.endswith(".__main__") or _guarded(path)
-    return path is None or _guarded(path)
-
-
-def _guarded(path: str | None) -> bool:
-    try:
-        source = Path(path).read_text(encoding="utf-8") if path else ""
-    except (OSError, UnicodeDecodeError):
-        return False
-    return re.search(r"^if __name__ == ['\"]__main__['\"]\s*:", source, re.MULTILINE) is not None
-
-
-def _joined(futures: list[Future[list[bytes]]]) -> list[bytes]:
-    """Return the futures' items in order; on the first failure cancel the rest and raise it."""
-    try:
-        return [item for future in futures for item in future.result()]
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.errors import ConfigError, FusionError
-from matcher import oprf
+from matcher import batch_parts, oprf
 from matcher.oprf import (
     OUTPUT_BYTES,
     PROOF_BYTES,
@@ -335,7 +335,7 @@ def test_a_proof_covers_at_most_65536_elements(key: OprfServerKey):
 def test_batches_on_worker_processes_equal_the_single_thread_path(
     key: OprfServerKey, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(oprf, "_PROCESS_ITEMS", 1_000)  # big batches only, in production
+    monkeypatch.setattr(batch_parts, "PROCESS_ITEMS", 1_000)  # big batches only, in production
     inputs = _phones(1_200, seed=6)
     blinds, blinded = blind(inputs, rng=random.Random(3).randbytes, workers=2)
     evaluated = blind_evaluate(key, blinded, workers=2)
