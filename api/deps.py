@@ -6,7 +6,7 @@ imports `api.app`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -21,12 +21,12 @@ __all__ = ["CurrentPrincipal", "ServiceDep", "SettingsDep", "audit", "require"]
 _bearer = HTTPBearer(auto_error=False, description="An API token from `fusion token create`")
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-def _settings(request: Request) -> ApiSettings:
+async def _settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
@@ -55,7 +55,7 @@ def _principal(
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
-def require(*roles: str) -> Callable[[Principal], Principal]:
+def require(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     """Return a dependency admitting only callers in `roles` (others get 403).
 
     Raises ValueError at once for a role that `fusion.tokens.ROLES` does not hold, or for no
@@ -71,7 +71,7 @@ def require(*roles: str) -> Callable[[Principal], Principal]:
             f"{', '.join(ROLES)} (fusion.tokens.ROLES)"
         )
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in roles:
             raise HTTPException(
                 status_code=status.HTTP_403_FORBIDDEN,

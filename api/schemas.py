@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -106,6 +106,14 @@ class ScorePublic(_Strict):
     score: float
     decile: int
     reasons: list[str]
+    source: Literal["batch", "live"] = Field(
+        description="batch: the stored scores of the model version named (the batch scored "
+        "this customer from features no newer than its own); live: scored now from the newest "
+        "features (newer than the batch's, or a customer the batch did not score)"
+    )
+    scored_at: datetime | None = Field(
+        description="when the batch scored the customer (UTC); null for a live score"
+    )
 
 
 class ScoresPublic(_Strict):

@@ -27,6 +27,7 @@ __all__ = [
     "retention",
     "runfolder",
     "scoring",
+    "served_scores",
     "snapshots",
     "store",
     "store_attach",
