@@ -42,6 +42,7 @@ __all__ = [
     "PromotionPublic",
     "UnreadablePublic",
     "declaration_schema",
+    "inlined_schema",
 ]
 
 MAX_PLANNED = 20  # campaigns planned together in one request
@@ -223,14 +224,21 @@ class CampaignErrorPublic(_Strict):
 
 
 def declaration_schema() -> dict[str, Any]:
-    """Return the JSON schema of a campaign declaration with every `$ref` written in place.
+    """Return the JSON schema of a campaign declaration with every `$ref` written in place
+    (`inlined_schema`): `oneOf` with each audience's constant `source` says what the
+    discriminator's mapping said."""
+    return inlined_schema(Campaign)
 
-    OpenAPI resolves a `$ref` from the document's root, where the declaration's `$defs` are not;
-    the declaration has no recursive part, so writing each definition in place ends. The
-    discriminator's mapping points into `$defs` too and goes: `oneOf` with each audience's
-    constant `source` says the same.
+
+def inlined_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Return the JSON schema of `model` with every `$ref` written in place.
+
+    OpenAPI resolves a `$ref` from the document's root, where the model's `$defs` are not; a
+    declaration has no recursive part, so writing each definition in place ends. The
+    discriminators' mappings point into `$defs` too and go: `oneOf` with each option's constant
+    tag says the same.
     """
-    schema = Campaign.model_json_schema()
+    schema = model.model_json_schema()
     definitions = schema.pop("$defs", {})
 
     def inline(node: Any) -> Any:

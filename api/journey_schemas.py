@@ -9,12 +9,12 @@ the OpenAPI description, self-contained (no `$ref` into the strategy's own `$def
 
 from __future__ import annotations
 
-import copy
 from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.campaign_schemas import inlined_schema
 from api.schemas import MAX_OUTCOMES, CustomerId, UtcTime
 from fusion.journeys.strategy import Strategy
 
@@ -168,25 +168,7 @@ class DryRunPublic(_Strict):
 
 
 def strategy_schema() -> dict[str, Any]:
-    """Return the JSON schema of a strategy with every `$ref` written in place.
-
-    OpenAPI resolves a `$ref` from the document's root, where the strategy's `$defs` are not;
-    the strategy has no recursive part, so writing each definition in place ends. The
-    discriminators' mappings point into `$defs` too and go: `oneOf` with each node's constant
-    `kind` (and each condition's `on`) says the same.
-    """
-    schema = Strategy.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                name = str(node["$ref"]).rsplit("/", 1)[-1]
-                return inline(copy.deepcopy(definitions[name]))
-            return {key: inline(value) for key, value in node.items() if key != "discriminator"}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    inlined: dict[str, Any] = inline(schema)
-    return inlined
+    """Return the JSON schema of a strategy with every `$ref` written in place
+    (`inlined_schema`): `oneOf` with each node's constant `kind` (and each condition's `on`)
+    says what the discriminators' mappings said."""
+    return inlined_schema(Strategy)

@@ -9,9 +9,13 @@ branch files swapped in as one set (`write_branch_lists`):
                      model's top decile of that pool: the list a bank's own model would miss.
                      The gate is the in-bank version the rescue model was trained behind.
     food-coupon      the customers with the highest predicted uplift of the campaign offer
-                     (`uplift_share` of the population), persuadables rather than sure things
+                     (`uplift_share` of the population), persuadables rather than sure things;
+                     when the uplift model's training found targeting by uplift not supported
+                     by the data (its metadata's `targeting_by` is "response"), the customers
+                     the campaign-response model scores highest instead (`uplift_targeting`)
 
-A list row holds the bank's internal customer_id, never a phone or ID number.
+A list row holds the bank's internal customer_id, never a phone or ID number, and names the
+model and version that ranked it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -40,10 +45,13 @@ from matcher.atomic import atomic_path, fsync_dir
 
 __all__ = [
     "LISTS",
+    "RESPONSE_MODEL",
     "AcquisitionScorer",
     "ListConfig",
     "TargetLists",
+    "Targeting",
     "build_target_lists",
+    "uplift_targeting",
     "write_branch_lists",
 ]
 
@@ -51,6 +59,7 @@ __all__ = [
 # `score_base` in this process; the CLI passes one that runs `fusion.jobs.score_features`.
 AcquisitionScorer = Callable[[ScoreModel, FeatureSet, np.ndarray, Path, int], ScoringResult]
 LISTS = ("mobile-banking", "rescue", "food-coupon")
+RESPONSE_MODEL = "campaign-response"  # what ranks the food-coupon list when uplift cannot
 _BRANCH = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -72,6 +81,22 @@ class ListConfig:
 
 
 @dataclass(frozen=True)
+class Targeting:
+    """What ranked the food-coupon list: the uplift model, or the response model in its place."""
+
+    by: str  # "uplift" or "response"
+    model: str  # registry name of the model that ranked the list
+    version: str
+    reason: str = ""  # why the response model ranks it ("" when by uplift)
+
+    def describe(self) -> str:
+        """Return the targeting in words, as the CLI prints it."""
+        if self.by == "uplift":
+            return f"targeting by uplift: {self.model} {self.version}"
+        return f"targeting by the response model ({self.model} {self.version}): {self.reason}"
+
+
+@dataclass(frozen=True)
 class TargetLists:
     """The base's scores and the lists written from them."""
 
@@ -79,6 +104,7 @@ class TargetLists:
     lists: dict[str, pl.DataFrame]  # list name -> ranked rows (all branches)
     files: dict[str, dict[str, dict[str, Path]]]  # list -> branch -> {"csv", "parquet"}
     seconds: float
+    targeting: Targeting | None = None  # what ranked the food-coupon list
 
 
 def build_target_lists(
@@ -129,24 +155,7 @@ def build_target_lists(
         "score", descending=True, maintain_order=True
     )
 
-    uplift = registry.load("uplift")
-    if not isinstance(uplift, UpliftArtifact):
-        raise ConfigError("the registry's 'uplift' model is not an uplift model", setting="uplift")
-    predicted = uplift.model.predict(design_matrix(features, uplift.spec, everyone))
-    ranking = np.argsort(-predicted, kind="stable")
-    ranked = (
-        features.table[everyone[ranking]]
-        .select("customer_id", "branch_id")
-        .with_columns(
-            pl.Series("predicted_uplift", predicted[ranking], dtype=pl.Float64),
-            # Deciles of the ranking, 1 = the highest predicted uplift.
-            (pl.int_range(pl.len(), dtype=pl.Int64) * 10 // pl.len() + 1)
-            .cast(pl.Int8)
-            .alias("decile"),
-            pl.lit(uplift.name).alias("model"),
-            pl.lit(str(uplift.metadata.get("version", ""))).alias("model_version"),
-        )
-    )
+    targeting, ranked = _uplift_ranking(registry, features, everyone)
     with atomic_path(Path(scores_dir) / "uplift.parquet") as tmp:
         ranked.write_parquet(tmp)
     lists["food-coupon"] = ranked.head(max(1, round(config.uplift_share * len(everyone)))).drop(
@@ -155,7 +164,74 @@ def build_target_lists(
     files = {
         name: write_branch_lists(frame, Path(lists_dir) / name) for name, frame in lists.items()
     }
-    return TargetLists(scored, lists, files, time.perf_counter() - start)
+    return TargetLists(scored, lists, files, time.perf_counter() - start, targeting)
+
+
+def uplift_targeting(registry: Registry, uplift: UpliftArtifact | None = None) -> Targeting:
+    """Return what ranks the food-coupon list: the CURRENT uplift model (or `uplift`, loaded
+    already), or - when its training found targeting by uplift not supported by the data
+    (metadata `targeting_by` "response") - the CURRENT campaign-response model. A model
+    registered before `targeting_by` existed targets by uplift."""
+    uplift = uplift or _uplift_model(registry)
+    if str(uplift.metadata.get("targeting_by", "uplift")) != "response":
+        return Targeting("uplift", uplift.name, str(uplift.metadata.get("version", "")))
+    version = registry.current(RESPONSE_MODEL)
+    if version is None:
+        raise ModelError(
+            f"uplift model {uplift.metadata.get('version')} says targeting by uplift is not "
+            "supported by the data and to target by the response model, but the registry has no "
+            f"{RESPONSE_MODEL} model; retrain (`fusion train`)",
+            model=RESPONSE_MODEL,
+        )
+    return Targeting("response", RESPONSE_MODEL, version, "uplift not supported by the data")
+
+
+def _uplift_model(registry: Registry) -> UpliftArtifact:
+    uplift = registry.load("uplift")
+    if not isinstance(uplift, UpliftArtifact):
+        raise ConfigError(
+            "the registry's 'uplift' model is not an uplift model; retrain (`fusion train`)",
+            setting="uplift",
+        )
+    return uplift
+
+
+def _uplift_ranking(
+    registry: Registry, features: FeatureSet, everyone: np.ndarray[Any, Any]
+) -> tuple[Targeting, pl.DataFrame]:
+    """Return what ranked the population for the food-coupon list and the ranking, whole.
+
+    Columns: customer_id, branch_id, predicted_uplift (the uplift model's, for the record),
+    response_score (the response model's, when it ranks), decile (1 = the top of the ranking),
+    targeting_by, model and model_version (the model that ranked), uplift_model (the model
+    whose predicted_uplift it is).
+    """
+    uplift = _uplift_model(registry)
+    targeting = uplift_targeting(registry, uplift)
+    predicted = uplift.model.predict(design_matrix(features, uplift.spec, everyone))
+    columns = [pl.Series("predicted_uplift", predicted, dtype=pl.Float64)]
+    ranking_score = predicted
+    if targeting.by == "response":
+        response = registry.load_score_model(targeting.model, targeting.version)
+        ranking_score = response.predict(design_matrix(features, response.spec, everyone))
+        columns.append(pl.Series("response_score", ranking_score, dtype=pl.Float64))
+    ranking = np.argsort(-ranking_score, kind="stable")
+    ranked = (
+        features.table[everyone]
+        .select("customer_id", "branch_id")
+        .with_columns(columns)[ranking]
+        .with_columns(
+            # Deciles of the ranking, 1 = the top.
+            (pl.int_range(pl.len(), dtype=pl.Int64) * 10 // pl.len() + 1)
+            .cast(pl.Int8)
+            .alias("decile"),
+            pl.lit(targeting.by).alias("targeting_by"),
+            pl.lit(targeting.model).alias("model"),
+            pl.lit(targeting.version).alias("model_version"),
+            pl.lit(uplift.name).alias("uplift_model"),
+        )
+    )
+    return targeting, ranked
 
 
 def _rescue_gate(registry: Registry, rescue: ScoreModel) -> ScoreModel:

@@ -21,6 +21,12 @@ check sums the training rates over the controls' deciles (the expected successes
 successes observed (O), and tests O against E with the normal approximation to the sum of the
 controls' Bernoulli outcomes, var = sum p_d (1 - p_d) n_d. It warns or alerts on |O / E - 1| only
 when that test rejects at `significance`: a small control says little either way.
+
+A control customer's decile is its assignment stratum. An audience of the model's `deciles` is
+stratified by the model's own deciles; an audience of its `top_share` s (or of its whole
+ranking, s = 1) by deciles of the share taken, so stratum d is the slice ((d - 1) s / 10,
+d s / 10] of the model's ranking, and its expected rate is the training rate averaged over
+that slice (the training deciles are tenths of the same ranking).
 """
 
 from __future__ import annotations
@@ -221,13 +227,33 @@ GROUP BY a.decile ORDER BY a.decile
 """
 
 
-def _model_audience(declaration: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Return (model, success event) of a campaign whose audience is a scoring model's list."""
+def _model_audience(declaration: Mapping[str, Any]) -> tuple[str, str, float | None] | None:
+    """Return (model, success event, share) of a campaign whose audience is a scoring model's
+    list; share is None when the audience names the model's deciles (its strata are those
+    deciles), else the top share of the ranking it took (its strata are deciles of that)."""
     audience = declaration.get("audience") or {}
     model = audience.get("model") if audience.get("source") == "model" else None
     if model not in ("acquisition", "rescue"):
         return None
-    return str(model), str((declaration.get("objective") or {}).get("event", "converted"))
+    event = str((declaration.get("objective") or {}).get("event", "converted"))
+    share = None if audience.get("deciles") is not None else audience.get("top_share") or 1.0
+    return str(model), event, None if share is None else float(share)
+
+
+def _stratum_rates(rates: Sequence[float | None], share: float | None) -> tuple[float | None, ...]:
+    """Return the training rate of each assignment stratum 1-10 (see the module docstring)."""
+    if share is None:
+        return tuple(rates)
+    out: list[float | None] = []
+    for d in range(1, 11):
+        low, high = (d - 1) * share / 10, d * share / 10
+        overlap = [max(0.0, min(high, k / 10) - max(low, (k - 1) / 10)) for k in range(1, 11)]
+        if any(w > 0 and rates[k] is None for k, w in enumerate(overlap)):
+            out.append(None)
+            continue
+        total = sum(overlap)
+        out.append(sum(w * float(rates[k] or 0.0) for k, w in enumerate(overlap)) / total)
+    return tuple(out)
 
 
 def _judge_realised(
@@ -274,10 +300,10 @@ def realised_performance(
         chosen = _model_audience(json.loads(declared))
         if chosen is None or chosen[0] not in profiles:
             continue
-        model, event = chosen
-        rates = profiles[model].decile_rates
-        if rates is None:
+        model, event, share = chosen
+        if profiles[model].decile_rates is None:
             continue
+        rates = _stratum_rates(profiles[model].decile_rates or (), share)
         rows = store.execute(_CONTROLS_SQL, {"campaign": campaign_id, "event": event}).fetchall()
         judged = _judge_realised(
             str(campaign_id),

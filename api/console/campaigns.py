@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import duckdb
 import polars as pl
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -34,16 +33,12 @@ from api.console.access import (
     check_csrf,
     is_head_office,
 )
-from api.console.pages import counts_policy, disclosed, embedded_report, render
+from api.console.pages import attempt, counts_policy, disclosed, embedded_report, render
 from api.deps import ServiceDep, audit
 from api.service import Service
 from contracts.errors import (
-    CampaignError,
     DeclarationError,
-    FusionError,
     GateRefused,
-    ModelError,
-    StoreError,
 )
 from fusion.campaigns.book import CampaignRecord, get_campaign, list_campaigns, stage_history
 from fusion.campaigns.readout import BREAKDOWNS
@@ -99,31 +94,6 @@ def _known(store: Store, campaign_id: str) -> CampaignRecord:
             "Campaign unreadable",
             f"this campaign is stored with a declaration this service cannot read "
             f"({error.field}); ask the bank's operators to check the store's campaigns",
-        ) from None
-
-
-def _attempt(step: Callable[[], _T]) -> _T:
-    """Return `step()`, its platform errors turned into pages that keep their own advice."""
-    try:
-        return step()
-    except GateRefused:
-        raise  # the promote page shows it beside the gate's checks
-    except CampaignError as error:
-        raise ConsoleRefusal(status.HTTP_409_CONFLICT, "Not possible now", str(error)) from None
-    except (ModelError, StoreError) as error:
-        raise ConsoleRefusal(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "Not available", str(error)
-        ) from None
-    except FusionError as error:
-        raise ConsoleRefusal(status.HTTP_400_BAD_REQUEST, "Refused", str(error)) from None
-    except duckdb.TransactionException as error:
-        if "conflict" not in str(error).lower():
-            raise
-        raise ConsoleRefusal(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "Busy",
-            "another writer changed the same campaign while this ran; nothing was written: "
-            "send the form again in a few seconds",
         ) from None
 
 
@@ -236,11 +206,12 @@ def _promote(
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, campaign_id)
         try:
-            promoted = _attempt(
+            promoted = attempt(
                 lambda: promote_campaign(
                     bank, campaign_id, actor=visitor.principal.token_id, now=service.clock(),
                     to_stage=form.get("to_stage") or None,
-                )
+                ),
+                subject="campaign",
             )  # fmt: skip
         except GateRefused as refused:
             context = _campaign_context(bank, _known(bank.store, campaign_id), visitor, refused)
@@ -254,7 +225,7 @@ def _act(campaign_id: str, service: Service, step: Callable[[Bank], _T]) -> _T:
     """Return `step(bank)` on the known campaign, under the campaign lock (as the API's)."""
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, campaign_id)
-        return _attempt(lambda: step(bank))
+        return attempt(lambda: step(bank), subject="campaign")
 
 
 @router.post("/campaigns/{campaign_id}/close", name="console_close")
@@ -335,7 +306,7 @@ def _readout(
     audit(request, detail=campaign_id)
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, campaign_id)
-        result = _attempt(lambda: campaign_readout(bank, campaign_id))
+        result = attempt(lambda: campaign_readout(bank, campaign_id), subject="campaign")
     title = f"Readout of {campaign_id}"
     mine = visitor.branches
     if mine is not None:

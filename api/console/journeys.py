@@ -21,11 +21,9 @@ funnel is `fusion.journeys.lifecycle.cohort_funnel`, k-anonymised by that functi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import duckdb
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
@@ -38,7 +36,7 @@ from api.console.access import (
     allow,
     check_csrf,
 )
-from api.console.pages import counts_policy, disclosed, embedded_report, render
+from api.console.pages import attempt, counts_policy, disclosed, embedded_report, render
 from api.deps import ServiceDep, audit
 from api.journey_schemas import DRY_RUN_COUNTS, EARLIEST_DAY, LATEST_DAY
 from api.service import Service
@@ -47,8 +45,6 @@ from contracts.errors import (
     DeclarationError,
     FusionError,
     GateRefused,
-    ModelError,
-    StoreError,
 )
 from fusion.campaigns.stages import NEXT_STAGE
 from fusion.journeys.book import (
@@ -91,7 +87,6 @@ _DONE = {
     "promoted": "Promoted: the gate held.",
     "closed": "Closed: the daily run moves no one in this strategy any more.",
 }
-_T = TypeVar("_T")
 _Marketer = Annotated[Visitor, Depends(allow(*MARKETERS))]
 _Reader = Annotated[Visitor, Depends(allow(*CAMPAIGN_READERS, head_office=True))]
 
@@ -119,31 +114,6 @@ def _no_such() -> ConsoleRefusal:
         "No such strategy",
         "there is no journey strategy of that name; the journeys page lists them",
     )
-
-
-def _attempt(step: Callable[[], _T]) -> _T:
-    """Return `step()`, its platform errors turned into pages that keep their own advice."""
-    try:
-        return step()
-    except GateRefused:
-        raise  # the promote page shows it beside the gate's checks
-    except CampaignError as error:
-        raise ConsoleRefusal(status.HTTP_409_CONFLICT, "Not possible now", str(error)) from None
-    except (ModelError, StoreError) as error:
-        raise ConsoleRefusal(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "Not available", str(error)
-        ) from None
-    except FusionError as error:
-        raise ConsoleRefusal(status.HTTP_400_BAD_REQUEST, "Refused", str(error)) from None
-    except duckdb.TransactionException as error:
-        if "conflict" not in str(error).lower():
-            raise
-        raise ConsoleRefusal(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "Busy",
-            "another writer changed the same strategy while this ran; nothing was written: "
-            "send the form again in a few seconds",
-        ) from None
 
 
 def journey_board(store: Store) -> tuple[list[dict[str, Any]], str | None]:
@@ -214,7 +184,9 @@ def _funnel(
     day = _day(as_of, "the day") or service.clock().date()
     audit(request, detail=f"funnel as of {day}")
     with service.bank() as bank:
-        table = _attempt(lambda: cohort_funnel(bank.store, as_of=day, now=service.clock()))
+        table = attempt(
+            lambda: cohort_funnel(bank.store, as_of=day, now=service.clock()), subject="strategy"
+        )
     audit(request, rows=table.height)
     return render(
         request,
@@ -296,11 +268,12 @@ def _promote(
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, strategy_id)
         try:
-            promoted = _attempt(
+            promoted = attempt(
                 lambda: promote_strategy(
                     bank.store, strategy_id, actor=actor, now=service.clock(),
                     to_stage=form.get("to_stage") or None,
-                )
+                ),
+                subject="strategy",
             )  # fmt: skip
         except GateRefused as refused:
             record = _known(bank.store, strategy_id)
@@ -321,8 +294,9 @@ def _close(
     actor = visitor.principal.token_id
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, strategy_id)
-        closed = _attempt(
-            lambda: close_strategy(bank.store, strategy_id, actor=actor, now=service.clock())
+        closed = attempt(
+            lambda: close_strategy(bank.store, strategy_id, actor=actor, now=service.clock()),
+            subject="strategy",
         )
     audit(request, detail=f"{strategy_id} {closed.from_stage}->closed")
     return _back(strategy_id, "closed")
@@ -348,10 +322,11 @@ def _readout(
     audit(request, detail=f"{strategy_id} as of {day}")
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, strategy_id)
-        result = _attempt(
+        result = attempt(
             lambda: journey_readout(
                 service.folder, bank.store, strategy_id, as_of=day, now=service.clock()
-            )
+            ),
+            subject="strategy",
         )
     body = embedded_report(
         result.files["html"], lambda name: f"/console/journeys/{strategy_id}/plots/{name}"

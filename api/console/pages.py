@@ -6,7 +6,8 @@ caches. Every table of customer counts passes `fusion.reports.disclosure.disclos
 (`disclosed`) under a named policy: K_ANONYMOUS for analytic tables, OPERATIONAL for a
 campaign's or a list's own counts shown to the people who run it (`counts_policy`). The
 readout, match and model pages embed the very HTML their `fusion.reports` function wrote, so a
-page shows the report's figures and no second computation of them.
+page shows the report's figures and no second computation of them. A platform error of an
+action becomes the page that keeps its advice (`attempt`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import duckdb
 import polars as pl
-from fastapi import Request
+from fastapi import Request, status
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
@@ -26,14 +28,17 @@ from api.console.access import (
     LIST_READERS,
     MARKETERS,
     MONITORING_READERS,
+    ConsoleRefusal,
     Visitor,
     is_head_office,
 )
+from contracts.errors import CampaignError, FusionError, GateRefused, ModelError, StoreError
 from fusion.reports import html as report_html
 from fusion.reports.disclosure import DisclosurePolicy, Layout, disclose
 
 __all__ = [
     "SECURITY_HEADERS",
+    "attempt",
     "counts_policy",
     "disclosed",
     "embedded_report",
@@ -53,6 +58,7 @@ _TEMPLATES = Path(__file__).parent / "templates"
 _BODY = re.compile(r"<body>(.*)</body>", re.DOTALL)
 _TITLE = re.compile(r"\s*<h1>.*?</h1>", re.DOTALL)
 _IMAGE = re.compile(r'src="([A-Za-z0-9_.-]+\.png)"')
+_T = TypeVar("_T")
 
 _environment = Environment(
     loader=FileSystemLoader(_TEMPLATES),
@@ -141,3 +147,33 @@ def embedded_report(path: Path, image: Callable[[str], str]) -> Markup:
     body = _TITLE.sub("", found.group(1) if found else "", count=1)
     # The page is the platform's own output, every value escaped when it was written.
     return Markup(_IMAGE.sub(lambda m: f'src="{image(m.group(1))}"', body))  # noqa: S704
+
+
+def attempt(step: Callable[[], _T], *, subject: str) -> _T:
+    """Return `step()`, its platform errors turned into pages that keep their own advice.
+
+    A GateRefused goes on (the promote page shows it beside the gate's checks); a write DuckDB
+    refused as a conflict over the same `subject` ("campaign", "strategy") is a 503 to send the
+    form again.
+    """
+    try:
+        return step()
+    except GateRefused:
+        raise
+    except CampaignError as error:
+        raise ConsoleRefusal(status.HTTP_409_CONFLICT, "Not possible now", str(error)) from None
+    except (ModelError, StoreError) as error:
+        raise ConsoleRefusal(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "Not available", str(error)
+        ) from None
+    except FusionError as error:
+        raise ConsoleRefusal(status.HTTP_400_BAD_REQUEST, "Refused", str(error)) from None
+    except duckdb.TransactionException as error:
+        if "conflict" not in str(error).lower():
+            raise
+        raise ConsoleRefusal(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Busy",
+            f"another writer changed the same {subject} while this ran; nothing was written: "
+            "send the form again in a few seconds",
+        ) from None

@@ -26,12 +26,9 @@ read 503.
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
 from pathlib import Path as FilePath
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import duckdb
 import polars as pl
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 
@@ -55,6 +52,7 @@ from api.campaign_schemas import (
     declaration_schema,
 )
 from api.deps import ServiceDep, audit, require
+from api.writes import retrying, unreadable
 from contracts.errors import DeclarationError
 from fusion.campaigns.book import CampaignRecord, get_campaign, stage_history
 from fusion.campaigns.declaration import load_declaration
@@ -84,8 +82,6 @@ _CampaignId = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$", description="the campaign's name")
 ]
 _BRANCH = r"^[A-Za-z0-9_-]{1,64}$"
-_CONFLICT_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between tries of a write
-_T = TypeVar("_T")
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": CampaignErrorPublic, "description": "no such campaign"}
 }
@@ -115,36 +111,7 @@ def _known(store: Store, campaign_id: str) -> CampaignRecord:
     try:
         return get_campaign(store, campaign_id)
     except DeclarationError as error:
-        raise _unreadable(campaign_id, error) from None
-
-
-def _retrying(write: Callable[[], _T]) -> _T:
-    """Return `write()`, run again while DuckDB refuses its commit as a write conflict.
-
-    DuckDB 1.4 refuses a second change of one keyed row (a campaign's stage) while a
-    transaction older than the first change is open: a request, the audit writer or an ingest
-    reading, or a cursor whose last result was read with fetchone(). The failed commit wrote
-    nothing and most readers are short, so the step runs again from its first read. Past the
-    last try the conflict goes to `api.app`, which answers 503 with Retry-After.
-    """
-    for delay in _CONFLICT_BACKOFF:
-        try:
-            return write()
-        except duckdb.TransactionException as error:
-            if "conflict" not in str(error).lower():
-                raise
-        time.sleep(delay)
-    return write()
-
-
-def _unreadable(campaign_id: str, error: DeclarationError) -> HTTPException:
-    """Return the 503 of a stored declaration this version cannot read (not the caller's fault:
-    a 422 would blame the request)."""
-    return HTTPException(
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        detail=f"campaign {campaign_id!r} is stored with a declaration this service cannot "
-        f"read ({error.field}); ask the bank's operators to check the store's campaigns",
-    )
+        raise unreadable("campaign", campaign_id, error, plural="campaigns") from None
 
 
 def _public(store: Store, record: CampaignRecord) -> CampaignPublic:
@@ -187,13 +154,13 @@ def _declare(
     campaign = load_declaration(declaration)
     with service.campaign_lock, service.bank() as bank:
         try:
-            record, changed = _retrying(
+            record, changed = retrying(
                 lambda: declare_campaign(
                     bank, campaign, actor=_actor(principal), now=service.clock()
                 )
             )
         except DeclarationError as error:  # the stored one, not the body: that one loaded
-            raise _unreadable(campaign.name, error) from None
+            raise unreadable("campaign", campaign.name, error, plural="campaigns") from None
         answer = _public(bank.store, record)
     audit(request, detail=f"{record.campaign_id} v{record.version}")
     if not changed:
@@ -245,7 +212,7 @@ def _plan(
     with service.campaign_lock, service.bank() as bank:
         for name in names:
             _known(bank.store, name)
-        result = _retrying(
+        result = retrying(
             lambda: plan_window(
                 bank,
                 names,
@@ -277,7 +244,7 @@ def _promote(
     audit(request, detail=campaign_id)
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, campaign_id)
-        promoted = _retrying(
+        promoted = retrying(
             lambda: promote_campaign(
                 bank,
                 campaign_id,
@@ -303,7 +270,7 @@ def _close(
     audit(request, detail=campaign_id)
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, campaign_id)
-        closed = _retrying(
+        closed = retrying(
             lambda: close(bank, campaign_id, actor=_actor(principal), now=service.clock())
         )
     audit(request, detail=f"{campaign_id} {closed.from_stage}->closed")
@@ -327,7 +294,7 @@ def _deliver(
     audit(request, detail=campaign_id)
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, campaign_id)
-        delivery = _retrying(lambda: deliver_campaign(bank, campaign_id, now=service.clock()))
+        delivery = retrying(lambda: deliver_campaign(bank, campaign_id, now=service.clock()))
         (version,) = _versions(bank.store, campaign_id, only=delivery.version)
     audit(request, rows=delivery.rows if delivery.new else 0, detail=f"{campaign_id} "
           f"v{delivery.version}")  # fmt: skip

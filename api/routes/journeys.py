@@ -26,9 +26,9 @@ Declarations, promotions, closings and readouts (which write their files) hold
 `Service.campaign_lock` (strategies and campaigns share the contacts their gates and screening
 read); events hold `Service.outcomes_lock` so that two copies of one request never
 both find an event new. A write DuckDB refuses as a conflict with an older reader runs again
-for up to about 1.5 s (then 503, retry). The caller's token id is the actor, and the source of
-the events it sends; every request is audited (`api.app`), writes with the strategy they
-touched and the rows they stored.
+for up to about 1.5 s (`api.writes.retrying`; then 503, retry). The caller's token id is the
+actor, and the source of the events it sends; every request is audited (`api.app`), writes
+with the strategy they touched and the rows they stored.
 
 Answers: an unknown strategy 404; an invalid declaration 422 naming its field
 (`nodes[<id>].<field>`); a refused gate 409 naming the gate and saying why; a closed strategy or
@@ -42,12 +42,9 @@ sent it (a refused event).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import duckdb
 import polars as pl
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 
@@ -68,6 +65,7 @@ from api.journey_schemas import (
     strategy_schema,
 )
 from api.service import Service
+from api.writes import refuse_too_many, retrying, unreadable
 from contracts.errors import CampaignError, DeclarationError
 from contracts.journeys import JOURNEY_EVENT_LOG
 from fusion.campaigns.stages import Promoted
@@ -97,8 +95,6 @@ _SENDERS = require("campaign_tool", "admin")
 _StrategyId = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$", description="the strategy's name")
 ]
-_CONFLICT_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between tries of a write
-_T = TypeVar("_T")
 _ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
 _UNKNOWN: dict[int | str, dict[str, Any]] = {404: {**_ERROR, "description": "no such strategy"}}
 _REFUSED: dict[int | str, dict[str, Any]] = {
@@ -106,34 +102,12 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _retrying(write: Callable[[], _T]) -> _T:
-    """Return `write()`, run again while DuckDB refuses its commit as a write conflict (the
-    failed commit wrote nothing); past the last try `api.app` answers 503 with Retry-After."""
-    for delay in _CONFLICT_BACKOFF:
-        try:
-            return write()
-        except duckdb.TransactionException as error:
-            if "conflict" not in str(error).lower():
-                raise
-        time.sleep(delay)
-    return write()
-
-
-def _unreadable(strategy_id: str, error: DeclarationError) -> HTTPException:
-    """Return the 503 of a stored strategy this version cannot read (not the caller's fault)."""
-    return HTTPException(
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        detail=f"strategy {strategy_id!r} is stored with a declaration this service cannot "
-        f"read ({error.field}); ask the bank's operators to check the store's strategies",
-    )
-
-
 def _known(store: Store, strategy_id: str) -> StrategyRecord:
     """Return the stored strategy; 404 when there is none, 503 when it cannot be read."""
     try:
         return get_strategy(store, strategy_id)
     except DeclarationError as error:  # a CampaignError too: caught first
-        raise _unreadable(strategy_id, error) from None
+        raise unreadable("strategy", strategy_id, error, plural="strategies") from None
     except CampaignError as error:
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND,
@@ -204,13 +178,13 @@ def _declare(
     strategy = load_strategy(declaration)
     with service.campaign_lock, service.bank() as bank:
         try:
-            record, changed = _retrying(
+            record, changed = retrying(
                 lambda: create_strategy(
                     bank.store, strategy, actor=principal.token_id, now=service.clock()
                 )
             )
         except DeclarationError as error:  # the stored one, not the body: that one loaded
-            raise _unreadable(strategy.name, error) from None
+            raise unreadable("strategy", strategy.name, error, plural="strategies") from None
         answer = _public(bank.store, record)
     audit(request, detail=f"{record.strategy_id} v{record.version}")
     if not changed:
@@ -228,7 +202,8 @@ def _list(
         try:
             records = list_strategies(bank.store)
         except DeclarationError as error:
-            raise _unreadable(error.campaign or "?", error) from None
+            name = error.campaign or "?"
+            raise unreadable("strategy", name, error, plural="strategies") from None
         answer = JourneysPublic(journeys=[_public(bank.store, r) for r in records])
     audit(request, rows=len(answer.journeys))
     return answer
@@ -263,7 +238,7 @@ def _promote(
     audit(request, detail=strategy_id)
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, strategy_id)
-        promoted = _retrying(
+        promoted = retrying(
             lambda: promote_strategy(
                 bank.store,
                 strategy_id,
@@ -289,7 +264,7 @@ def _close(
     audit(request, detail=strategy_id)
     with service.campaign_lock, service.bank() as bank:
         _known(bank.store, strategy_id)
-        closed = _retrying(
+        closed = retrying(
             lambda: close_strategy(
                 bank.store, strategy_id, actor=principal.token_id, now=service.clock()
             )
@@ -309,12 +284,7 @@ def _events(
     """Store the journey events that pass their checks, once each (by `event_key`); list the
     others with their reasons (201 even when some are refused)."""
     events = body.events
-    if len(events) > settings.max_outcomes:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"at most {settings.max_outcomes} events per request; got {len(events)}. "
-            "Send them in parts.",
-        )
+    refuse_too_many("events", len(events), settings.max_outcomes)
     frame = pl.DataFrame(
         {
             "event_key": [e.event_key for e in events],
@@ -326,7 +296,7 @@ def _events(
         schema=JOURNEY_EVENT_LOG.columns,
     )
     with service.outcomes_lock, service.bank() as bank:
-        result = _retrying(
+        result = retrying(
             lambda: load_events(
                 bank.store,
                 frame,

@@ -32,6 +32,7 @@ from api.schemas import (
 )
 from api.service import Service
 from api.settings import ApiSettings
+from api.writes import refuse_too_many
 from fusion.campaigns.outcomes import EVENT_SCHEMA, record_events
 from fusion.tokens import Principal
 
@@ -52,12 +53,7 @@ def _record_outcomes(
     if report.events is not None:
         return _record_events(report.events, request, service, settings, principal)
     body = report.legacy()
-    if len(body.outcomes) > settings.max_outcomes:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"at most {settings.max_outcomes} outcomes per request; got "
-            f"{len(body.outcomes)}. Send them in parts.",
-        )
+    refuse_too_many("outcomes", len(body.outcomes), settings.max_outcomes)
     now = service.clock()
     _refuse_future(body, latest=now + settings.outcome_clock_skew)
     frame = _frame(body, recorded_at=now, token_id=principal.token_id)
@@ -107,12 +103,7 @@ def _record_events(
     principal: Principal,
 ) -> EventsAccepted:
     """Store the events that pass their checks; list the others with their reasons."""
-    if len(events) > settings.max_outcomes:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"at most {settings.max_outcomes} events per request; got {len(events)}. "
-            "Send them in parts.",
-        )
+    refuse_too_many("events", len(events), settings.max_outcomes)
     frame = pl.DataFrame(
         {
             "campaign_id": [e.campaign_id for e in events],

@@ -5,6 +5,8 @@ Modules, in the order a campaign meets them:
 
     declaration   the typed declaration (TOML or JSON) and its validation
     book          campaigns in the store: create, read, stage and its history
+    staging       the store side of a book, shared with journey strategies: declarations
+                  with their salt and version, stage changes with their history
     audience      a declaration's audience resolved to candidate customers
     screening     suppression lists, complaints, frequency cap, cooling off, holders
     arbitration   one campaign per customer per window; channel capacity per branch and day
@@ -43,5 +45,6 @@ __all__ = [
     "screening",
     "sequential",
     "stages",
+    "staging",
     "statistics",
 ]

@@ -105,7 +105,11 @@ def resolve_audience(campaign: Campaign, inputs: AudienceInputs) -> pl.DataFrame
 def _from_model(audience: ModelAudience, inputs: AudienceInputs) -> pl.DataFrame:
     """Return customer_id, decile of the model's chosen deciles or top share."""
     scores = inputs.scores(audience.model)
-    rank_by = "predicted_uplift" if audience.model == "uplift" else "score"
+    rank_by = "score"
+    if audience.model == "uplift":
+        # The list's own ranking: by the response model where the uplift model's verdict is
+        # that the data do not support targeting by uplift (fusion.lists), else by uplift.
+        rank_by = "response_score" if "response_score" in scores.columns else "predicted_uplift"
     if audience.deciles is not None:
         return scores.filter(pl.col("decile").is_in(audience.deciles)).select(
             "customer_id", "decile"
@@ -223,7 +227,9 @@ def _expected_uplift(campaign: Campaign, inputs: AudienceInputs) -> pl.DataFrame
     if model is None:
         return empty
     scores = inputs.scores("uplift")
-    names = set(scores["model"].unique().to_list()) if "model" in scores.columns else set()
+    # Whose predicted_uplift it is (`uplift_model`); files from before it name the ranking model.
+    column = "uplift_model" if "uplift_model" in scores.columns else "model"
+    names = set(scores[column].unique().to_list()) if column in scores.columns else set()
     if model not in names:
         raise CampaignError(
             f"campaign {campaign.name!r} expects uplift from model {model!r}, but the stored "

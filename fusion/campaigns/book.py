@@ -3,23 +3,33 @@
 A campaign is created in stage `draft` with a random 32-byte salt that keys its assignment (never
 shown, never exported). While it is a draft, declaring it again replaces the declaration and
 counts a new version; once it has left the draft its declaration is fixed, so every plan and
-readout of it reads the same rules. Declaring the same document again is harmless.
+readout of it reads the same rules. Declaring the same document again is harmless. The store
+side, stage changes included (`move_stage`), is `fusion.campaigns.staging`, which journey
+strategies share.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contracts.errors import CampaignError
-from fusion.campaigns.declaration import STAGES, Campaign, load_declaration
+from fusion.campaigns.declaration import Campaign, load_declaration
+from fusion.campaigns.staging import (
+    SALT_BYTES,
+    Book,
+    Promotion,
+    Stored,
+    declaration_salts,
+    promotions,
+    read_declaration,
+    read_declarations,
+    store_declaration,
+)
 from fusion.store import Store
 
 __all__ = [
+    "CAMPAIGN_BOOK",
     "SALT_BYTES",
     "CampaignRecord",
     "Promotion",
@@ -27,12 +37,20 @@ __all__ = [
     "create_campaign",
     "get_campaign",
     "list_campaigns",
-    "set_stage",
     "stage_history",
 ]
 
-SALT_BYTES = 32
-_COLUMNS = "campaign_id, version, declaration, stage, created_at, created_by, updated_at"
+CAMPAIGN_BOOK: Book[Campaign] = Book(
+    noun="campaign",
+    table="campaigns",
+    key="campaign_id",
+    history_table="campaign_stages",
+    load=load_declaration,
+    made_under="its plans and readouts",
+    declare_hint=" with `fusion campaign create FILE`",
+    close_hint=" with `fusion campaign close`",
+)
+"""Where campaigns live in the store (`fusion.campaigns.staging`)."""
 
 
 @dataclass(frozen=True)
@@ -63,31 +81,15 @@ class CampaignRecord:
         }
 
 
-@dataclass(frozen=True)
-class Promotion:
-    """One stage change: from, to, when, who, and the gate's checks."""
-
-    from_stage: str
-    to_stage: str
-    promoted_at: datetime
-    actor: str
-    checks: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the promotion as JSON-ready data."""
-        return {
-            "from_stage": self.from_stage,
-            "to_stage": self.to_stage,
-            "promoted_at": self.promoted_at.isoformat(),
-            "actor": self.actor,
-            "checks": self.checks,
-        }
-
-
-def _record(row: tuple[Any, ...]) -> CampaignRecord:
-    _, version, declaration, stage, created_at, created_by, updated_at = row
-    campaign = load_declaration(json.loads(declaration))
-    return CampaignRecord(campaign, int(version), stage, created_at, created_by, updated_at)
+def _record(stored: Stored[Campaign]) -> CampaignRecord:
+    return CampaignRecord(
+        stored.declared,
+        stored.version,
+        stored.stage,
+        stored.created_at,
+        stored.created_by,
+        stored.updated_at,
+    )
 
 
 def create_campaign(
@@ -104,122 +106,27 @@ def create_campaign(
     document for a draft replaces it (version + 1); for a campaign past its draft it raises
     CampaignError, since its plans and readouts were made under the stored rules.
     """
-    if salt is not None and len(salt) != SALT_BYTES:
-        raise CampaignError(f"a campaign salt is {SALT_BYTES} bytes", campaign=campaign.name)
-    document = campaign.canonical_json()
-    stamp = now.replace(tzinfo=None)
-    with store.transaction():
-        row = store.execute(
-            f"SELECT {_COLUMNS} FROM campaigns WHERE campaign_id = ?",  # noqa: S608
-            [campaign.name],
-        ).fetchone()
-        if row is None:
-            store.execute(
-                "INSERT INTO campaigns VALUES (?, 1, ?, ?, 'draft', ?, ?, ?)",
-                [campaign.name, document, salt or secrets.token_bytes(SALT_BYTES), stamp,
-                 actor, stamp],
-            )  # fmt: skip
-            return get_campaign(store, campaign.name), True
-        existing = _record(row)
-        if existing.campaign.canonical_json() == document:
-            return existing, False
-        if existing.stage != "draft":
-            raise CampaignError(
-                f"campaign {campaign.name!r} is in stage {existing.stage!r}: its declaration is "
-                "fixed once it leaves the draft, because its plans and readouts were made under "
-                "it. Declare the change as a new campaign (another name), or close this one.",
-                campaign=campaign.name,
-            )
-        store.execute(
-            "UPDATE campaigns SET declaration = ?, version = version + 1, updated_at = ? "
-            "WHERE campaign_id = ?",
-            [document, stamp, campaign.name],
-        )
-    return get_campaign(store, campaign.name), True
+    stored, changed = store_declaration(
+        store, CAMPAIGN_BOOK, campaign, actor=actor, now=now, salt=salt
+    )
+    return _record(stored), changed
 
 
 def get_campaign(store: Store, campaign_id: str) -> CampaignRecord:
     """Return the stored campaign; CampaignError naming the known ones when there is none."""
-    row = store.execute(
-        f"SELECT {_COLUMNS} FROM campaigns WHERE campaign_id = ?",  # noqa: S608
-        [campaign_id],
-    ).fetchone()
-    if row is None:
-        known = [
-            r[0] for r in store.execute("SELECT campaign_id FROM campaigns ORDER BY 1").fetchall()
-        ]
-        listed = ", ".join(known[:20]) if known else "none yet"
-        raise CampaignError(
-            f"there is no campaign {campaign_id!r} (known: {listed}); declare it first with "
-            "`fusion campaign create FILE`",
-            campaign=campaign_id,
-        )
-    return _record(row)
+    return _record(read_declaration(store, CAMPAIGN_BOOK, campaign_id))
 
 
 def list_campaigns(store: Store) -> list[CampaignRecord]:
     """Return every stored campaign, by name."""
-    rows = store.execute(
-        f"SELECT {_COLUMNS} FROM campaigns ORDER BY campaign_id"  # noqa: S608
-    ).fetchall()
-    return [_record(row) for row in rows]
+    return [_record(stored) for stored in read_declarations(store, CAMPAIGN_BOOK)]
 
 
 def campaign_salts(store: Store, campaign_ids: list[str]) -> dict[str, bytes]:
     """Return the assignment salt of each campaign (for the planner only; never shown)."""
-    rows = store.execute(
-        "SELECT campaign_id, salt FROM campaigns WHERE list_contains(?, campaign_id)",
-        [campaign_ids],
-    ).fetchall()
-    return {name: bytes(salt) for name, salt in rows}
-
-
-def set_stage(
-    store: Store,
-    campaign_id: str,
-    *,
-    from_stage: str,
-    to_stage: str,
-    actor: str,
-    now: datetime,
-    checks: Mapping[str, Any],
-) -> None:
-    """Move the campaign from `from_stage` to `to_stage` and record who did it and why.
-
-    Raises CampaignError when the stored stage is no longer `from_stage` (another promotion got
-    there first), so two promotions cannot both pass one gate.
-    """
-    if to_stage not in STAGES:
-        raise CampaignError(f"unknown stage {to_stage!r}; one of {', '.join(STAGES)}")
-    stamp = now.replace(tzinfo=None)
-    with store.transaction():
-        changed = store.execute(
-            "UPDATE campaigns SET stage = ?, updated_at = ? WHERE campaign_id = ? AND stage = ? "
-            "RETURNING campaign_id",
-            [to_stage, stamp, campaign_id, from_stage],
-        ).fetchall()
-        if not changed:
-            current = get_campaign(store, campaign_id).stage
-            raise CampaignError(
-                f"campaign {campaign_id!r} is in stage {current!r}, not {from_stage!r}: another "
-                "promotion changed it; read its stage again and retry",
-                campaign=campaign_id,
-            )
-        store.execute(
-            "INSERT INTO campaign_stages VALUES (?, ?, ?, ?, ?, ?)",
-            [campaign_id, from_stage, to_stage, stamp, actor,
-             json.dumps(dict(checks), sort_keys=True, default=str)],
-        )  # fmt: skip
+    return declaration_salts(store, CAMPAIGN_BOOK, campaign_ids)
 
 
 def stage_history(store: Store, campaign_id: str) -> list[Promotion]:
     """Return the campaign's promotions, oldest first."""
-    rows = store.execute(
-        "SELECT from_stage, to_stage, promoted_at, actor, checks FROM campaign_stages "
-        "WHERE campaign_id = ? ORDER BY promoted_at, rowid",
-        [campaign_id],
-    ).fetchall()
-    return [
-        Promotion(a, b, at, actor, json.loads(checks) if checks else {})
-        for a, b, at, actor, checks in rows
-    ]
+    return promotions(store, CAMPAIGN_BOOK, campaign_id)

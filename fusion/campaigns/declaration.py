@@ -63,6 +63,8 @@ __all__ = [
     "UsageAudience",
     "ValueDemandAudience",
     "load_declaration",
+    "more_problems",
+    "read_document",
 ]
 
 STAGES = ("draft", "whitelist", "pilot", "ab", "full", "closed")
@@ -330,15 +332,25 @@ def load_declaration(source: Path | str | Mapping[str, Any]) -> Campaign:
     Raises DeclarationError naming the first invalid field (dotted path), what arrived and what
     to write instead; a file that cannot be read or parsed is named as the field "file".
     """
-    document = _document(source)
+    document = read_document(source)
     try:
         return Campaign.model_validate(document)
     except ValidationError as error:
         raise _declaration_error(error, document) from None
 
 
-def _document(source: Path | str | Mapping[str, Any]) -> Mapping[str, Any]:
-    """Return the parsed declaration document."""
+def read_document(
+    source: Path | str | Mapping[str, Any],
+    *,
+    what: str = "declaration",
+    example: str = "docs/campaigns.md",
+) -> Mapping[str, Any]:
+    """Return the parsed document of a TOML file, a TOML/JSON text, or a parsed document.
+
+    `what` names the document in messages ("declaration", "strategy") and `example` where an
+    example of it is written. Raises DeclarationError with the field "file" for a file that
+    cannot be read and a text that does not parse.
+    """
     if isinstance(source, Mapping):
         return source
     if isinstance(source, Path):
@@ -346,8 +358,8 @@ def _document(source: Path | str | Mapping[str, Any]) -> Mapping[str, Any]:
             text = source.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise DeclarationError(
-                f"cannot read the declaration {source}: {error.__class__.__name__}; give the "
-                "path of a UTF-8 TOML file",
+                f"cannot read the {what} {source}: {error.__class__.__name__}; give the path "
+                "of a UTF-8 TOML or JSON file",
                 field="file",
             ) from None
     else:
@@ -357,20 +369,28 @@ def _document(source: Path | str | Mapping[str, Any]) -> Mapping[str, Any]:
             parsed = json.loads(text)
         except json.JSONDecodeError as error:
             raise DeclarationError(
-                f"the declaration is not valid JSON ({error.msg} at line {error.lineno}); fix "
-                "the document or write it as TOML",
+                f"the {what} is not valid JSON ({error.msg} at line {error.lineno}); fix the "
+                "document or write it as TOML",
                 field="file",
             ) from None
         if not isinstance(parsed, dict):
-            raise DeclarationError("a declaration is a JSON object", field="file")
+            raise DeclarationError(f"a {what} is a JSON object", field="file")
         return parsed
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise DeclarationError(
-            f"the declaration is not valid TOML ({error}); see the example in docs/campaigns.md",
+            f"the {what} is not valid TOML ({error}); see the example in {example}",
             field="file",
         ) from None
+
+
+def more_problems(error: ValidationError) -> str:
+    """Return " (N more problems after this one)" for a validation error of several, else ""."""
+    total = error.error_count()
+    if total <= 1:
+        return ""
+    return f" ({total - 1} more problem{'s' if total > 2 else ''} after this one)"
 
 
 def _declaration_error(error: ValidationError, document: Mapping[str, Any]) -> DeclarationError:
@@ -391,12 +411,10 @@ def _declaration_error(error: ValidationError, document: Mapping[str, Any]) -> D
         message = f"the audience source must be one of {', '.join(AUDIENCE_SOURCES)}"
     name = document.get("name") if isinstance(document.get("name"), str) else None
     tail = f"; write {hint}" if hint else ""
-    total = error.error_count()
-    more = ""
-    if total > 1:
-        more = f" ({total - 1} more problem{'s' if total > 2 else ''} after this one)"
     return DeclarationError(
-        f"campaign declaration: {field}: {message}{tail}{more}", field=field, campaign=name
+        f"campaign declaration: {field}: {message}{tail}{more_problems(error)}",
+        field=field,
+        campaign=name,
     )
 
 

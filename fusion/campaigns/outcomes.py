@@ -42,9 +42,14 @@ __all__ = [
     "EVENT_SCHEMA",
     "OPT_OUT_LIST",
     "REQUIRED_EVENT_COLUMNS",
+    "ROW",
     "EventsRecorded",
+    "occurred_times",
     "read_event_file",
     "record_events",
+    "refused_rows",
+    "store_flags",
+    "stripped_text",
 ]
 
 REQUIRED_EVENT_COLUMNS = ("campaign_id", "customer_id", "event", "occurred_at")
@@ -75,7 +80,8 @@ _WRITE = {
     "event_key": "the sender's unique id of the event, or empty to derive one",
 }
 _REFUSED_SCHEMA = {"row": pl.Int64, "customer_id": pl.Int64, "reason": pl.String}
-_ROW = "__row"  # the input row number, 0-based (a name no event column can take)
+ROW = "__row"
+"""The input row number, 0-based, while rows are checked (a name no event column can take)."""
 _KEY_TEXT = "__key_text"
 
 
@@ -126,13 +132,18 @@ def record_events(
         new, already = _new_events(store, accepted)
         if not new.is_empty():
             _insert(store, new, received_at=_naive_utc(now), source=source)
-    refused = (
+    return EventsRecorded(recorded=new.height, already_recorded=already, refused=refused_rows(rows))
+
+
+def refused_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """Return the checked rows whose `reason` is set: row i64 (0-based), customer_id i64,
+    reason str, by row."""
+    return (
         rows.filter(pl.col("reason").is_not_null())
-        .select(pl.col(_ROW).alias("row"), "customer_id", "reason")
+        .select(pl.col(ROW).alias("row"), "customer_id", "reason")
         .sort("row")
         .cast(_REFUSED_SCHEMA)  # type: ignore[arg-type]
     )
-    return EventsRecorded(recorded=new.height, already_recorded=already, refused=refused)
 
 
 def read_event_file(path: Path) -> pl.DataFrame:
@@ -198,7 +209,7 @@ def _naive_utc(moment: datetime) -> datetime:
 def _typed(events: pl.DataFrame) -> pl.DataFrame:
     """Return the events with typed columns, the row number and flags of unreadable values."""
     _check_columns(events.columns, what="the events frame")
-    frame = events.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
+    frame = events.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
     for name in ("amount", "event_key"):
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(name))
@@ -206,7 +217,7 @@ def _typed(events: pl.DataFrame) -> pl.DataFrame:
     customer, customer_given = _integers(schema["customer_id"])
     amount, amount_given = _numbers(schema["amount"])
     return frame.select(
-        _ROW,
+        ROW,
         _text("campaign_id", schema["campaign_id"]),
         customer.alias("customer_id"),
         customer_given.alias("customer_given"),
@@ -225,6 +236,11 @@ def _text(name: str, dtype: pl.DataType) -> pl.Expr:
             f"the events column {name} holds {dtype}, not text; write {_WRITE[name]}",
             setting=name,
         )
+    return stripped_text(name)
+
+
+def stripped_text(name: str) -> pl.Expr:
+    """Return column `name` as text without surrounding blanks, an empty value as null."""
     stripped = pl.col(name).cast(pl.String).str.strip_chars()
     return pl.when(stripped == "").then(None).otherwise(stripped).alias(name)
 
@@ -265,22 +281,28 @@ def _numbers(dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
 
 def _times(dtype: pl.DataType) -> pl.Expr:
     """Return occurred_at as naive UTC microseconds; null where it is no date-time."""
+    if not (isinstance(dtype, pl.Datetime) or dtype == pl.String or dtype == pl.Null):
+        raise ConfigError(
+            f"the events column occurred_at holds {dtype}; write {_WRITE['occurred_at']}",
+            setting="occurred_at",
+        )
+    return occurred_times(dtype)
+
+
+def occurred_times(dtype: pl.DataType) -> pl.Expr:
+    """Return occurred_at (of `dtype`) as naive UTC microseconds; null where it is no
+    date-time. Text is ISO 8601, UTC unless it has an offset; any other type is read as text."""
     column = pl.col("occurred_at")
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is not None:
             column = column.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         return column.cast(pl.Datetime("us"))
-    if dtype == pl.String or dtype == pl.Null:
-        text = column.cast(pl.String).str.strip_chars().str.replace(" ", "T", literal=True)
-        with_offset = text.str.to_datetime(
-            "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
-        ).dt.replace_time_zone(None)
-        naive = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
-        return pl.coalesce(naive, with_offset)
-    raise ConfigError(
-        f"the events column occurred_at holds {dtype}; write {_WRITE['occurred_at']}",
-        setting="occurred_at",
-    )
+    text = column.cast(pl.String).str.strip_chars().str.replace(" ", "T", literal=True)
+    with_offset = text.str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
+    ).dt.replace_time_zone(None)
+    naive = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
+    return pl.coalesce(naive, with_offset)
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -349,16 +371,9 @@ LEFT JOIN arms AS a ON a.campaign_id = i.campaign_id AND a.customer_id = i.custo
 
 def _store_checked(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
     """Return `rows` with the reasons the store gives: campaign, customer, assignment, arm."""
-    pending = rows.filter(pl.col("reason").is_null()).select(_ROW, "campaign_id", "customer_id")
-    if pending.is_empty():
+    joined = store_flags(store, rows, columns=("campaign_id", "customer_id"), query=_STORE_CHECKS)
+    if joined is None:
         return rows
-    with store.registered(pending) as view:
-        # `view` is a name made here; the row column's name is a constant.
-        found = pl.from_arrow(
-            store.execute(_STORE_CHECKS.format(view=view, row=_ROW)).fetch_arrow_table()
-        )
-    assert isinstance(found, pl.DataFrame)
-    joined = rows.join(found, on=_ROW, how="left", maintain_order="left")
     reason = (
         pl.when(pl.col("reason").is_not_null())
         .then(pl.col("reason"))
@@ -382,6 +397,25 @@ def _store_checked(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
     return joined.with_columns(reason.alias("reason")).drop(
         "campaign_known", "customer_known", "control"
     )
+
+
+def store_flags(
+    store: Store, rows: pl.DataFrame, *, columns: tuple[str, ...], query: str
+) -> pl.DataFrame | None:
+    """Return `rows` joined with what `query` finds in the store for the rows not refused yet,
+    or None when every row is refused already.
+
+    `query` reads `{view}` (those rows: ROW and `columns`) and returns `"{row}"` (ROW) and its
+    flags; a refused row's flags are null.
+    """
+    pending = rows.filter(pl.col("reason").is_null()).select(ROW, *columns)
+    if pending.is_empty():
+        return None
+    with store.registered(pending) as view:
+        # `view` is a name made here; the row column's name is a constant.
+        found = pl.from_arrow(store.execute(query.format(view=view, row=ROW)).fetch_arrow_table())
+    assert isinstance(found, pl.DataFrame)
+    return rows.join(found, on=ROW, how="left", maintain_order="left")
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -408,13 +442,13 @@ def _new_events(store: Store, accepted: pl.DataFrame) -> tuple[pl.DataFrame, int
         pl.col("amount").cast(pl.String).fill_null(""),
         separator="|",
     )
-    keyed_input = accepted.select(_ROW, "event_key", key_text.alias(_KEY_TEXT))
+    keyed_input = accepted.select(ROW, "event_key", key_text.alias(_KEY_TEXT))
     with store.registered(keyed_input) as view:
         keys = pl.from_arrow(
-            store.execute(_KEYS.format(view=view, row=_ROW, key_text=_KEY_TEXT)).fetch_arrow_table()
+            store.execute(_KEYS.format(view=view, row=ROW, key_text=_KEY_TEXT)).fetch_arrow_table()
         )
     assert isinstance(keys, pl.DataFrame)
-    keyed = accepted.drop("event_key").join(keys, on=_ROW, how="left", maintain_order="left")
+    keyed = accepted.drop("event_key").join(keys, on=ROW, how="left", maintain_order="left")
     new = keyed.filter(~pl.col("stored")).unique(
         subset="event_key", keep="first", maintain_order=True
     )

@@ -20,16 +20,27 @@ its history are left as they were. A passed one records who promoted, when, and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from contracts.errors import CampaignError, GateRefused
-from fusion.campaigns.book import CampaignRecord, get_campaign, set_stage
+from fusion.campaigns.book import CAMPAIGN_BOOK, CampaignRecord, get_campaign
+from fusion.campaigns.staging import Book, move_stage
 from fusion.campaigns.statistics import planned_size, sample_ratio
 from fusion.store import Store
 
-__all__ = ["NEXT_STAGE", "GateCheck", "Promoted", "close_campaign", "gate_checks", "promote"]
+__all__ = [
+    "NEXT_STAGE",
+    "GateCheck",
+    "Promoted",
+    "advance",
+    "close_campaign",
+    "close_stage",
+    "gate_checks",
+    "promote",
+]
 
 NEXT_STAGE = {"draft": "whitelist", "whitelist": "pilot", "pilot": "ab", "ab": "full",
               "full": "closed"}  # fmt: skip
@@ -81,49 +92,78 @@ def promote(
     GateRefused with the first failed check, CampaignError for a closed or unknown campaign.
     """
     record = get_campaign(store, campaign_id)
-    current = record.stage
-    if current == "closed":
-        raise CampaignError(
-            f"campaign {campaign_id!r} is closed; declare a new campaign to run it again",
-            campaign=campaign_id,
-        )
-    target = NEXT_STAGE[current]
-    if to_stage is not None and to_stage != target:
-        raise GateRefused(
-            f"campaign {campaign_id!r} is in stage {current!r}; it can only be promoted to "
-            f"{target!r} (stages are never skipped), or closed with `fusion campaign close`",
-            campaign=campaign_id,
-            stage=to_stage,
-            gate="order",
-        )
-    checks = gate_checks(store, record)
-    for check in checks:
-        if not check.passed:
-            raise GateRefused(
-                f"campaign {campaign_id!r} cannot move from {current!r} to {target!r}: "
-                f"{check.name}: {check.detail}",
-                campaign=campaign_id,
-                stage=target,
-                gate=check.name,
-            )
-    set_stage(
-        store, campaign_id, from_stage=current, to_stage=target, actor=actor, now=now,
-        checks={c.name: c.to_dict() for c in checks},
+    return advance(
+        store, CAMPAIGN_BOOK, campaign_id, record.stage,
+        gate=lambda: gate_checks(store, record), actor=actor, now=now, to_stage=to_stage,
     )  # fmt: skip
-    return Promoted(campaign_id, current, target, checks)
 
 
 def close_campaign(store: Store, campaign_id: str, *, actor: str, now: datetime) -> Promoted:
     """Return the closing of the campaign (from any stage but closed): no more plans or files."""
     record = get_campaign(store, campaign_id)
-    if record.stage == "closed":
-        raise CampaignError(f"campaign {campaign_id!r} is already closed", campaign=campaign_id)
-    check = GateCheck("close", True, f"closed by {actor} from stage {record.stage!r}")
-    set_stage(
-        store, campaign_id, from_stage=record.stage, to_stage="closed", actor=actor, now=now,
+    return close_stage(store, CAMPAIGN_BOOK, campaign_id, record.stage, actor=actor, now=now)
+
+
+def advance(
+    store: Store,
+    book: Book[Any],
+    name: str,
+    current: str,
+    *,
+    gate: Callable[[], list[GateCheck]],
+    actor: str,
+    now: datetime,
+    to_stage: str | None = None,
+) -> Promoted:
+    """Return the move of a book's declaration from `current` to its next stage, after `gate()`
+    returned only passed checks (a campaign's or a journey strategy's gate).
+
+    `to_stage`, when given, must be the next stage (else GateRefused with gate `order`); the
+    first failed check raises GateRefused naming it; a closed one raises CampaignError.
+    """
+    noun = book.noun
+    if current == "closed":
+        raise CampaignError(
+            f"{noun} {name!r} is closed; declare a new {noun} to run it again", campaign=name
+        )
+    target = NEXT_STAGE[current]
+    if to_stage is not None and to_stage != target:
+        raise GateRefused(
+            f"{noun} {name!r} is in stage {current!r}; it can only be promoted to "
+            f"{target!r} (stages are never skipped), or closed{book.close_hint}",
+            campaign=name,
+            stage=to_stage,
+            gate="order",
+        )
+    checks = gate()
+    for check in checks:
+        if not check.passed:
+            raise GateRefused(
+                f"{noun} {name!r} cannot move from {current!r} to {target!r}: "
+                f"{check.name}: {check.detail}",
+                campaign=name,
+                stage=target,
+                gate=check.name,
+            )
+    move_stage(
+        store, book, name, from_stage=current, to_stage=target, actor=actor, now=now,
+        checks={c.name: c.to_dict() for c in checks},
+    )  # fmt: skip
+    return Promoted(name, current, target, checks)
+
+
+def close_stage(
+    store: Store, book: Book[Any], name: str, current: str, *, actor: str, now: datetime
+) -> Promoted:
+    """Return the closing of a book's declaration from stage `current` (any but closed)."""
+    if current == "closed":
+        raise CampaignError(f"{book.noun} {name!r} is already closed", campaign=name)
+    check = GateCheck("close", True, f"closed by {actor} from stage {current!r}")
+    move_stage(
+        store, book, name, from_stage=current, to_stage="closed", actor=actor, now=now,
         checks={check.name: check.to_dict()},
     )  # fmt: skip
-    return Promoted(campaign_id, record.stage, "closed", [check])
+    return Promoted(name, current, "closed", [check])
 
 
 def gate_checks(store: Store, record: CampaignRecord) -> list[GateCheck]:

@@ -13,9 +13,10 @@ Modules, in the order a day meets them:
                 conversion, retention and opt-outs, treatment against control
 
 The campaign loop is shared, not copied: screening (suppressions, complaints, frequency cap,
-cooling off over the one `contacts` table), keyed arms (`assignment.assign_arms`), stages and
-gate checks (`stages.NEXT_STAGE`, `GateCheck`), statistics (`compare`, `sample_ratio`,
-`sample_size`) and the reports' page and plot helpers.
+cooling off over the one `contacts` table), keyed arms (`assignment.assign_arms`), the book
+in the store (`staging`), stages and gate checks (`stages.advance`, `GateCheck`), reading a
+declaration (`declaration.read_document`), the event rows' checks (`outcomes`), statistics
+(`compare`, `sample_ratio`, `sample_size`) and the reports' page and plot helpers.
 """
 
 __all__ = ["book", "engine", "events", "flow", "lifecycle", "readout", "strategy"]

@@ -22,15 +22,21 @@ and each promotion passes a gate (`GateCheck`, `Promoted` of the campaign loop):
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contracts.errors import CampaignError, GateRefused
-from fusion.campaigns.declaration import STAGES
-from fusion.campaigns.stages import NEXT_STAGE, GateCheck, Promoted
+from fusion.campaigns.stages import GateCheck, Promoted, advance, close_stage
+from fusion.campaigns.staging import (
+    SALT_BYTES,
+    Book,
+    Stored,
+    declaration_salts,
+    promotions,
+    read_declaration,
+    read_declarations,
+    store_declaration,
+)
 from fusion.campaigns.statistics import sample_ratio, sample_size
 from fusion.journeys.strategy import Strategy, load_strategy
 from fusion.store import Store
@@ -38,6 +44,7 @@ from fusion.store import Store
 __all__ = [
     "LIVE_STAGES",
     "SALT_BYTES",
+    "STRATEGY_BOOK",
     "StrategyRecord",
     "close_strategy",
     "create_strategy",
@@ -50,10 +57,17 @@ __all__ = [
     "strategy_salts",
 ]
 
-SALT_BYTES = 32
 LIVE_STAGES = ("whitelist", "pilot", "ab", "full")
 """The stages a daily run evaluates (draft and closed strategies move no one)."""
-_COLUMNS = "strategy_id, version, declaration, stage, created_at, created_by, updated_at"
+STRATEGY_BOOK: Book[Strategy] = Book(
+    noun="strategy",
+    table="journey_strategies",
+    key="strategy_id",
+    history_table="journey_strategy_stages",
+    load=load_strategy,
+    made_under="its customers' states and touches",
+)
+"""Where strategies live in the store (the campaigns' `fusion.campaigns.staging`)."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +98,15 @@ class StrategyRecord:
         }
 
 
-def _record(row: tuple[Any, ...]) -> StrategyRecord:
-    _, version, declaration, stage, created_at, created_by, updated_at = row
-    strategy = load_strategy(json.loads(declaration))
-    return StrategyRecord(strategy, int(version), stage, created_at, created_by, updated_at)
+def _record(stored: Stored[Strategy]) -> StrategyRecord:
+    return StrategyRecord(
+        stored.declared,
+        stored.version,
+        stored.stage,
+        stored.created_at,
+        stored.created_by,
+        stored.updated_at,
+    )
 
 
 def create_strategy(
@@ -98,69 +117,20 @@ def create_strategy(
     A new name is stored as a draft, version 1; the same document again changes nothing; a new
     document replaces a draft (version + 1) and is refused (CampaignError) past the draft.
     """
-    if salt is not None and len(salt) != SALT_BYTES:
-        raise CampaignError(f"a strategy salt is {SALT_BYTES} bytes", campaign=strategy.name)
-    document = strategy.canonical_json()
-    stamp = now.replace(tzinfo=None)
-    with store.transaction():
-        row = store.execute(
-            f"SELECT {_COLUMNS} FROM journey_strategies WHERE strategy_id = ?",  # noqa: S608
-            [strategy.name],
-        ).fetchone()
-        if row is None:
-            store.execute(
-                "INSERT INTO journey_strategies VALUES (?, 1, ?, ?, 'draft', ?, ?, ?)",
-                [
-                    strategy.name,
-                    document,
-                    salt or secrets.token_bytes(SALT_BYTES),
-                    stamp,
-                    actor,
-                    stamp,
-                ],
-            )
-            return get_strategy(store, strategy.name), True
-        existing = _record(row)
-        if existing.strategy.canonical_json() == document:
-            return existing, False
-        if existing.stage != "draft":
-            raise CampaignError(
-                f"strategy {strategy.name!r} is in stage {existing.stage!r}: its declaration is "
-                "fixed once it leaves the draft, because its customers' states and touches were "
-                "made under it. Declare the change as a new strategy (another name), or close "
-                "this one.",
-                campaign=strategy.name,
-            )
-        store.execute(
-            "UPDATE journey_strategies SET declaration = ?, version = version + 1, "
-            "updated_at = ? WHERE strategy_id = ?",
-            [document, stamp, strategy.name],
-        )
-    return get_strategy(store, strategy.name), True
+    stored, changed = store_declaration(
+        store, STRATEGY_BOOK, strategy, actor=actor, now=now, salt=salt
+    )
+    return _record(stored), changed
 
 
 def get_strategy(store: Store, strategy_id: str) -> StrategyRecord:
     """Return the stored strategy; CampaignError naming the known ones when there is none."""
-    row = store.execute(
-        f"SELECT {_COLUMNS} FROM journey_strategies WHERE strategy_id = ?",  # noqa: S608
-        [strategy_id],
-    ).fetchone()
-    if row is None:
-        known = [r.strategy_id for r in list_strategies(store)]
-        listed = ", ".join(known[:20]) if known else "none yet"
-        raise CampaignError(
-            f"there is no strategy {strategy_id!r} (known: {listed}); declare it first",
-            campaign=strategy_id,
-        )
-    return _record(row)
+    return _record(read_declaration(store, STRATEGY_BOOK, strategy_id))
 
 
 def list_strategies(store: Store) -> list[StrategyRecord]:
     """Return every stored strategy, by name."""
-    rows = store.execute(
-        f"SELECT {_COLUMNS} FROM journey_strategies ORDER BY strategy_id"  # noqa: S608
-    ).fetchall()
-    return [_record(row) for row in rows]
+    return [_record(stored) for stored in read_declarations(store, STRATEGY_BOOK)]
 
 
 def live_strategies(store: Store) -> list[StrategyRecord]:
@@ -171,11 +141,7 @@ def live_strategies(store: Store) -> list[StrategyRecord]:
 
 def strategy_salts(store: Store, strategy_ids: list[str]) -> dict[str, bytes]:
     """Return the salt of each strategy (for the engine only; never shown)."""
-    rows = store.execute(
-        "SELECT strategy_id, salt FROM journey_strategies WHERE list_contains(?, strategy_id)",
-        [strategy_ids],
-    ).fetchall()
-    return {name: bytes(salt) for name, salt in rows}
+    return declaration_salts(store, STRATEGY_BOOK, strategy_ids)
 
 
 def promote_strategy(
@@ -187,116 +153,21 @@ def promote_strategy(
     CampaignError for a closed or unknown strategy. `Promoted.campaign_id` is the strategy id.
     """
     record = get_strategy(store, strategy_id)
-    current = record.stage
-    if current == "closed":
-        raise CampaignError(
-            f"strategy {strategy_id!r} is closed; declare a new strategy to run it again",
-            campaign=strategy_id,
-        )
-    target = NEXT_STAGE[current]
-    if to_stage is not None and to_stage != target:
-        raise GateRefused(
-            f"strategy {strategy_id!r} is in stage {current!r}; it can only be promoted to "
-            f"{target!r} (stages are never skipped), or closed",
-            campaign=strategy_id,
-            stage=to_stage,
-            gate="order",
-        )
-    checks = strategy_gate(store, record)
-    for check in checks:
-        if not check.passed:
-            raise GateRefused(
-                f"strategy {strategy_id!r} cannot move from {current!r} to {target!r}: "
-                f"{check.name}: {check.detail}",
-                campaign=strategy_id,
-                stage=target,
-                gate=check.name,
-            )
-    _set_stage(
-        store,
-        strategy_id,
-        current,
-        target,
-        actor=actor,
-        now=now,
-        checks={c.name: c.to_dict() for c in checks},
-    )
-    return Promoted(strategy_id, current, target, checks)
+    return advance(
+        store, STRATEGY_BOOK, strategy_id, record.stage,
+        gate=lambda: strategy_gate(store, record), actor=actor, now=now, to_stage=to_stage,
+    )  # fmt: skip
 
 
 def close_strategy(store: Store, strategy_id: str, *, actor: str, now: datetime) -> Promoted:
     """Return the closing of the strategy (from any stage but closed): it moves no one more."""
     record = get_strategy(store, strategy_id)
-    if record.stage == "closed":
-        raise CampaignError(f"strategy {strategy_id!r} is already closed", campaign=strategy_id)
-    check = GateCheck("close", True, f"closed by {actor} from stage {record.stage!r}")
-    _set_stage(
-        store,
-        strategy_id,
-        record.stage,
-        "closed",
-        actor=actor,
-        now=now,
-        checks={check.name: check.to_dict()},
-    )
-    return Promoted(strategy_id, record.stage, "closed", [check])
+    return close_stage(store, STRATEGY_BOOK, strategy_id, record.stage, actor=actor, now=now)
 
 
 def strategy_history(store: Store, strategy_id: str) -> list[dict[str, Any]]:
     """Return the strategy's promotions, oldest first, as JSON-ready dicts."""
-    rows = store.execute(
-        "SELECT from_stage, to_stage, promoted_at, actor, checks FROM journey_strategy_stages "
-        "WHERE strategy_id = ? ORDER BY promoted_at, rowid",
-        [strategy_id],
-    ).fetchall()
-    return [
-        {
-            "from_stage": a,
-            "to_stage": b,
-            "promoted_at": at.isoformat(),
-            "actor": who,
-            "checks": json.loads(checks) if checks else {},
-        }
-        for a, b, at, who, checks in rows
-    ]
-
-
-def _set_stage(
-    store: Store,
-    strategy_id: str,
-    from_stage: str,
-    to_stage: str,
-    *,
-    actor: str,
-    now: datetime,
-    checks: Mapping[str, Any],
-) -> None:
-    if to_stage not in STAGES:
-        raise CampaignError(f"unknown stage {to_stage!r}; one of {', '.join(STAGES)}")
-    stamp = now.replace(tzinfo=None)
-    with store.transaction():
-        changed = store.execute(
-            "UPDATE journey_strategies SET stage = ?, updated_at = ? WHERE strategy_id = ? "
-            "AND stage = ? RETURNING strategy_id",
-            [to_stage, stamp, strategy_id, from_stage],
-        ).fetchall()
-        if not changed:
-            raise CampaignError(
-                f"strategy {strategy_id!r} is no longer in stage {from_stage!r}: another "
-                "promotion changed it; read its stage again and retry",
-                campaign=strategy_id,
-            )
-        store.execute(
-            "INSERT INTO journey_strategy_stages VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                strategy_id,
-                from_stage,
-                to_stage,
-                stamp,
-                actor,
-                json.dumps(dict(checks), sort_keys=True, default=str),
-            ],
-        )
+    return [p.to_dict() for p in promotions(store, STRATEGY_BOOK, strategy_id)]
 
 
 # -- gates -------------------------------------------------------------------------------------

@@ -29,14 +29,20 @@ import polars as pl
 
 from contracts.errors import ConfigError, StoreError
 from contracts.journeys import ANSWER_EVENTS, JOURNEY_EVENT_LOG, JOURNEY_EVENTS
-from fusion.campaigns.outcomes import OPT_OUT_LIST
+from fusion.campaigns.outcomes import (
+    OPT_OUT_LIST,
+    ROW,
+    occurred_times,
+    refused_rows,
+    store_flags,
+    stripped_text,
+)
 from fusion.journeys.lifecycle import naive_utc
 from fusion.store import Store
 
 __all__ = ["REQUIRED_COLUMNS", "EventsLoaded", "load_events", "read_events_file"]
 
 REQUIRED_COLUMNS = ("customer_id", "event", "occurred_at")
-_ROW = "__row"
 
 
 @dataclass(frozen=True)
@@ -118,12 +124,7 @@ def load_events(
                 ),
             )
             _suppress_opt_outs(store, new)
-    refused = (
-        rows.filter(pl.col("reason").is_not_null())
-        .select(pl.col(_ROW).alias("row"), "customer_id", "reason")
-        .sort("row")
-    )
-    return EventsLoaded(new.height, accepted.height - new.height, refused)
+    return EventsLoaded(new.height, accepted.height - new.height, refused_rows(rows))
 
 
 def _typed(frame: pl.DataFrame) -> pl.DataFrame:
@@ -149,31 +150,12 @@ def _typed(frame: pl.DataFrame) -> pl.DataFrame:
     else:
         text = customer.cast(pl.String).str.strip_chars()
         customer_id = text.cast(pl.Int64, strict=False)
-    return frame.with_row_index(_ROW).select(
-        pl.col(_ROW).cast(pl.Int64),
+    return frame.with_row_index(ROW).select(
+        pl.col(ROW).cast(pl.Int64),
         customer_id.alias("customer_id"),
-        *(_text(c) for c in ("event", "event_key", "touch_id")),
-        _times(schema["occurred_at"]).alias("occurred_at"),
+        *(stripped_text(c) for c in ("event", "event_key", "touch_id")),
+        occurred_times(schema["occurred_at"]).alias("occurred_at"),
     )
-
-
-def _text(name: str) -> pl.Expr:
-    stripped = pl.col(name).cast(pl.String).str.strip_chars()
-    return pl.when(stripped == "").then(None).otherwise(stripped).alias(name)
-
-
-def _times(dtype: pl.DataType) -> pl.Expr:
-    column = pl.col("occurred_at")
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            column = column.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        return column.cast(pl.Datetime("us"))
-    text = column.cast(pl.String).str.strip_chars().str.replace(" ", "T", literal=True)
-    offset = text.str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
-    ).dt.replace_time_zone(None)
-    naive = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
-    return pl.coalesce(naive, offset)
 
 
 def _checked(frame: pl.DataFrame, *, latest: datetime) -> pl.DataFrame:
@@ -212,15 +194,9 @@ FROM {view} AS i
 
 
 def _store_checked(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
-    pending = rows.filter(pl.col("reason").is_null()).select(_ROW, "customer_id", "touch_id")
-    if pending.is_empty():
+    joined = store_flags(store, rows, columns=("customer_id", "touch_id"), query=_STORE_CHECKS)
+    if joined is None:
         return rows
-    with store.registered(pending) as view:
-        found = pl.from_arrow(
-            store.execute(_STORE_CHECKS.format(view=view, row=_ROW)).fetch_arrow_table()
-        )
-    assert isinstance(found, pl.DataFrame)
-    joined = rows.join(found, on=_ROW, how="left", maintain_order="left")
     reason = (
         pl.when(pl.col("reason").is_not_null())
         .then(pl.col("reason"))
@@ -244,25 +220,25 @@ def _new(store: Store, accepted: pl.DataFrame) -> pl.DataFrame:
         pl.col("touch_id").fill_null(""),
         separator="|",
     )
-    with store.registered(accepted.select(_ROW, "event_key", derived.alias("__text"))) as view:
+    with store.registered(accepted.select(ROW, "event_key", derived.alias("__text"))) as view:
         keys = pl.from_arrow(
             store.execute(
-                f'SELECT "{_ROW}", coalesce(event_key, sha256(__text)) AS event_key '  # noqa: S608
+                f'SELECT "{ROW}", coalesce(event_key, sha256(__text)) AS event_key '  # noqa: S608
                 f"FROM {view}"
             ).fetch_arrow_table()
         )
     assert isinstance(keys, pl.DataFrame)
-    keyed = accepted.drop("event_key").join(keys, on=_ROW, maintain_order="left")
+    keyed = accepted.drop("event_key").join(keys, on=ROW, maintain_order="left")
     unique = keyed.unique(subset="event_key", keep="first", maintain_order=True)
-    with store.registered(unique.select(_ROW, "event_key")) as view:
+    with store.registered(unique.select(ROW, "event_key")) as view:
         stored = pl.from_arrow(
             store.execute(
-                f'SELECT "{_ROW}" FROM {view} WHERE event_key IN '  # noqa: S608
+                f'SELECT "{ROW}" FROM {view} WHERE event_key IN '  # noqa: S608
                 "(SELECT event_key FROM journey_events)"
             ).fetch_arrow_table()
         )
     assert isinstance(stored, pl.DataFrame)
-    return unique.join(stored, on=_ROW, how="anti", maintain_order="left")
+    return unique.join(stored, on=ROW, how="anti", maintain_order="left")
 
 
 _OPT_OUTS = """

@@ -21,7 +21,6 @@ answer condition naming a node that is not an action of the strategy.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from contracts.errors import DeclarationError
 from contracts.journeys import JOURNEY_CHANNELS, JOURNEY_EVENTS, LIFECYCLE_STAGES, MILESTONES
-from fusion.campaigns.declaration import AbTest, CustomerId, Screening
+from fusion.campaigns.declaration import (
+    AbTest,
+    CustomerId,
+    Screening,
+    more_problems,
+    read_document,
+)
 
 __all__ = [
     "ANSWERS",
@@ -405,46 +410,11 @@ def load_strategy(source: Path | str | Mapping[str, Any]) -> Strategy:
     Raises DeclarationError naming the first invalid field (`nodes[<id>].<field>` for a node),
     what arrived and what to write instead.
     """
-    document = _document(source)
+    document = read_document(source, what="strategy", example="docs/journeys.md")
     try:
         return Strategy.model_validate(document)
     except ValidationError as error:
         raise _declaration_error(error, document) from None
-
-
-def _document(source: Path | str | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(source, Mapping):
-        return source
-    if isinstance(source, Path):
-        try:
-            text = source.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise DeclarationError(
-                f"cannot read the strategy {source}: {error.__class__.__name__}; give the path "
-                "of a UTF-8 TOML or JSON file",
-                field="file",
-            ) from None
-    else:
-        text = source
-    if text.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DeclarationError(
-                f"the strategy is not valid JSON ({error.msg} at line {error.lineno}); fix the "
-                "document or write it as TOML",
-                field="file",
-            ) from None
-        if not isinstance(parsed, dict):
-            raise DeclarationError("a strategy is a JSON object", field="file")
-        return parsed
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise DeclarationError(
-            f"the strategy is not valid TOML ({error}); see the example in docs/journeys.md",
-            field="file",
-        ) from None
 
 
 def _declaration_error(error: ValidationError, document: Mapping[str, Any]) -> DeclarationError:
@@ -470,9 +440,9 @@ def _declaration_error(error: ValidationError, document: Mapping[str, Any]) -> D
         )
     elif first["type"] == "union_tag_not_found":
         message = "say what it is: a node needs `kind`, a condition `on`"
-    total = error.error_count()
-    more = f" ({total - 1} more problem(s) after this one)" if total > 1 else ""
-    return DeclarationError(f"strategy: {field}: {message}{more}", field=field, campaign=name)
+    return DeclarationError(
+        f"strategy: {field}: {message}{more_problems(error)}", field=field, campaign=name
+    )
 
 
 def _field(location: list[str], document: Mapping[str, Any]) -> str:

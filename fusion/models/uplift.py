@@ -324,6 +324,9 @@ class XLearner(UpliftModel):
         super().__init__(params=params)
         self.propensity = propensity
         self._g = math.nan
+        # Stage-1 outcome models fitted already on the same rows, weights and params (a
+        # T-learner's two arms are exactly mu0 and mu1): `_sharing_outcome_models`.
+        self._stage_one: dict[str, xgb.Booster] | None = None
 
     def _fit(
         self, x: FloatArray, y: FloatArray, t: FloatArray, client: Client | None
@@ -334,8 +337,11 @@ class XLearner(UpliftModel):
         w1, w0 = (
             (None, None) if self._weight is None else (self._weight[treated], self._weight[control])
         )
-        mu0 = classify(x[control], y[control], weight=w0)
-        mu1 = classify(x[treated], y[treated], weight=w1)
+        if self._stage_one is not None:
+            mu0, mu1 = self._stage_one["mu0"], self._stage_one["mu1"]
+        else:
+            mu0 = classify(x[control], y[control], weight=w0)
+            mu1 = classify(x[treated], y[treated], weight=w1)
         d1 = y[treated] - _output(mu0, x[treated])
         d0 = _output(mu1, x[control]) - y[control]
         tau1 = regress(x[treated], d1, weight=w1)
@@ -564,25 +570,50 @@ def qini_interval(
 def _cross_fitted_ranks(
     learner: type[UpliftModel], x: FloatArray, y: FloatArray, t: FloatArray, fold: IntArray,
     params: BoosterConfig | None, weight: FloatArray | None, client: Client | None,
+    shared: dict[int, UpliftModel] | None = None,
 ) -> tuple[FloatArray, FloatArray]:  # fmt: skip
     """Return each row's rank within its fold (0-1) by the model fitted on the other folds, and
-    each fold's own Qini."""
+    each fold's own Qini. `shared` (fold -> T-learner) carries the T-learner's fold models to
+    the X-learner, whose stage-1 models they are; a T-learner's fold models are put in it."""
     from fusion.models.metrics import qini_auc_score
 
     folds = int(fold.max()) + 1
     ranked = np.empty(y.size)
     per_fold = np.empty(folds)
+    fitted: dict[int, UpliftModel] = {}
     for k in range(folds):
         train, test = fold != k, fold == k
-        model = learner(params=params).fit(
+        model = learner(params=params)
+        if shared is not None:
+            _sharing_outcome_models(model, shared.get(k))
+        model.fit(
             x[train], y[train], t[train], client=client,
             sample_weight=None if weight is None else weight[train],
         )  # fmt: skip
+        fitted[k] = model
         predicted = model._predict(x[test])
         per_fold[k] = qini_auc_score(y[test], predicted, t[test])
         # Fold models differ in scale: ranks within the fold make them one ranking.
         ranked[test] = stats.rankdata(predicted) / predicted.size
+    if shared is not None and isinstance(model, TLearner):
+        shared.update(fitted)
     return ranked, per_fold
+
+
+def _sharing_outcome_models(model: UpliftModel, donor: UpliftModel | None) -> None:
+    """Let an X-learner take its stage-1 outcome models from a T-learner fitted on the same
+    fold: mu0 and mu1 are the T-learner's two arms (the same rows, weights, params and seed give
+    the same boosters), so each fold fits them once instead of twice."""
+    if (
+        isinstance(model, XLearner)
+        and isinstance(donor, TLearner)
+        and donor.params == model.params
+        and donor._boosters
+    ):
+        model._stage_one = {
+            "mu0": donor._boosters["control"],
+            "mu1": donor._boosters["treatment"],
+        }
 
 
 def cross_fitted_qini(  # noqa: PLR0913 - keyword-only settings of one choice
@@ -645,10 +676,14 @@ def cross_fitted_qini(  # noqa: PLR0913 - keyword-only settings of one choice
     yy, tt = trial_arrays(y, treatment, x.shape[0])
     fold = _fold_of(yy, tt, folds, seed)
     weight = None if sample_weight is None else row_weights(sample_weight, x.shape[0])
+    # The T-learner is fitted first, so the X-learner reuses its fold models as stage 1.
+    order = sorted(chosen, key=lambda name: not issubclass(chosen[name], TLearner))
+    shared: dict[int, UpliftModel] = {}
     fitted = {
-        name: _cross_fitted_ranks(learner, x, yy, tt, fold, params, weight, client)
-        for name, learner in chosen.items()
+        name: _cross_fitted_ranks(chosen[name], x, yy, tt, fold, params, weight, client, shared)
+        for name in order
     }
+    fitted = {name: fitted[name] for name in chosen}
     points = {name: qini_auc_score(yy, ranked, tt) for name, (ranked, _) in fitted.items()}
     replicates = _bootstrap_qini(yy, {n: r for n, (r, _) in fitted.items()}, tt, points, seed)
     # Bonferroni over the learners: the chance that any of them clears zero by luck alone

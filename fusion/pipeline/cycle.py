@@ -39,12 +39,16 @@ import polars as pl
 
 from contracts.errors import ConfigError, StoreLockedError
 from contracts.input_files import read_parquet_input
-from fusion.features import FeatureManifest, build_features
 from fusion.lists import LISTS, build_target_lists, write_branch_lists
 from fusion.match import keyed_epochs
 from fusion.monitoring import MONITORED, MonitorSettings, Status
 from fusion.pipeline.bank import Bank, ingest_batches, open_bank
-from fusion.pipeline.feature_tables import build_snapshot_features, features_dir, read_features
+from fusion.pipeline.feature_tables import (
+    build_snapshot_features,
+    features_dir,
+    read_features,
+    scoring_manifest,
+)
 from fusion.pipeline.matching import match_salted
 from fusion.pipeline.monitoring import monitor_snapshot, write_monitoring
 from fusion.registry import Registry
@@ -168,19 +172,6 @@ def _match(bank: Bank, day: date, extract: Path | None, now: datetime) -> CycleS
     )
 
 
-def _training_manifest(folder: RunFolder) -> FeatureManifest | None:
-    """Return the manifest of the table the CURRENT acquisition model was trained on, if kept."""
-    registry = Registry(folder.models)
-    if registry.current("acquisition") is None:
-        return None
-    day = registry.describe("acquisition")["metadata"].get("snapshot_date")
-    try:
-        path = features_dir(folder, date.fromisoformat(str(day)))
-    except (ConfigError, ValueError):
-        return None
-    return FeatureManifest.from_dict(json.loads((path / "manifest.json").read_text()))
-
-
 def _features(bank: Bank, day: date, rematched: bool) -> CycleStep:
     try:
         features_dir(bank.folder, day)
@@ -189,18 +180,9 @@ def _features(bank: Bank, day: date, rematched: bool) -> CycleStep:
         built = False
     if built and not rematched:
         return CycleStep("features", False, f"the feature table of {day} is built")
-    training = _training_manifest(bank.folder)
-    if training is None or training.snapshot_date == day:
-        table = build_snapshot_features(bank, snapshot_date=day, replace=rematched).features
-    else:
-        # The training table's columns, codes and top apps, so the models can score this one.
-        table = build_features(
-            bank.store,
-            snapshot_date=day,
-            salt_epoch=bank.keyring.current_salt().epoch_id,
-            like=training,
-        )
-        table.write(bank.folder.features / day.isoformat())
+    # The CURRENT models' training columns, codes and top apps, so they can score this table.
+    like = scoring_manifest(bank.folder, day)
+    table = build_snapshot_features(bank, snapshot_date=day, replace=rematched, like=like).features
     return CycleStep("features", True, f"{table.table.height:,} customers built")
 
 

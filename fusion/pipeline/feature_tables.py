@@ -1,7 +1,9 @@
 """The fused feature tables of a matched snapshot: build them (here or by bucket), find them.
 
 A run keeps one table per snapshot under `<run>/features/<date>/`; a cluster build leaves its
-customer buckets beside it, under `buckets/`, for bucketed scoring. A build is refused before
+customer buckets beside it, under `buckets/`, for bucketed scoring. A table the CURRENT models
+are to score is built `like` the table they were trained on (`scoring_manifest`: its columns,
+category codes and top apps), as `fusion features` and the cycle build it. A build is refused before
 anything is written when the snapshot was not matched under the salt epoch asked for (a rotated
 salt, a mistyped epoch): it would replace the table with one in which nobody matched.
 """
@@ -14,10 +16,11 @@ from datetime import date
 from pathlib import Path
 
 from contracts.errors import ConfigError
-from fusion.features import FeatureSet, build_features
+from fusion.features import FeatureManifest, FeatureSet, build_features
 from fusion.jobs import Engine, FeatureBuckets, build_feature_buckets
 from fusion.match import keyed_epochs
 from fusion.pipeline.bank import Bank, open_bank
+from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.store import Store
 from matcher.keyring import Keyring
@@ -28,7 +31,12 @@ __all__ = [
     "build_snapshot_features_by_bucket",
     "features_dir",
     "read_features",
+    "scoring_manifest",
 ]
+
+# The model whose training table a scoring table follows: every model of a training run is
+# trained on the same table (`fusion.training.train_all`).
+_ALIGNED_TO = "acquisition"
 
 
 @dataclass(frozen=True)
@@ -90,21 +98,54 @@ def _check_matched(
         )
 
 
+def scoring_manifest(folder: RunFolder, snapshot_date: date) -> FeatureManifest | None:
+    """Return the manifest a table of `snapshot_date` must be built like for the CURRENT models
+    to score it: that of the table the CURRENT acquisition model was trained on.
+
+    None when no model is trained, when the models were trained on this very snapshot (its own
+    columns are theirs), or when the training table is gone (the table is then the snapshot's
+    own, and scoring names the columns it lacks). A later snapshot built on its own would pick
+    its own top apps and number its categories afresh: columns the models never saw.
+    """
+    registry = Registry(folder.models)
+    if registry.current(_ALIGNED_TO) is None:
+        return None
+    trained_on = registry.describe(_ALIGNED_TO)["metadata"].get("snapshot_date")
+    try:
+        day = date.fromisoformat(str(trained_on))
+    except ValueError:
+        return None
+    if day == snapshot_date:
+        return None
+    path = _snapshot_dir(folder, day) / "manifest.json"
+    try:
+        return FeatureManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def build_snapshot_features(
-    bank: Bank, *, snapshot_date: date, epoch: str | None = None, replace: bool = False
+    bank: Bank,
+    *,
+    snapshot_date: date,
+    epoch: str | None = None,
+    replace: bool = False,
+    like: FeatureManifest | None = None,
 ) -> BuiltFeatures:
     """Return the snapshot's features built in this process and written to the run folder.
 
-    `epoch` is the salt epoch of the match (default: the keyring's current one). Refused
-    (ConfigError, nothing written) when the snapshot was not matched under it, or, unless
-    `replace`, when its match found nobody but the table on disk has vendor data.
+    `epoch` is the salt epoch of the match (default: the keyring's current one); `like` a
+    training manifest whose columns, codes and top apps the table takes (`scoring_manifest`;
+    None: the snapshot's own). Refused (ConfigError, nothing written) when the snapshot was not
+    matched under the epoch, or, unless `replace`, when its match found nobody but the table on
+    disk has vendor data.
     """
     epoch_id = epoch or bank.keyring.current_salt().epoch_id
     path = _snapshot_dir(bank.folder, snapshot_date)
     _check_matched(
         bank.store, path, snapshot_date=snapshot_date, epoch_id=epoch_id, replace=replace
     )
-    built = build_features(bank.store, snapshot_date=snapshot_date, salt_epoch=epoch_id)
+    built = build_features(bank.store, snapshot_date=snapshot_date, salt_epoch=epoch_id, like=like)
     built.write(path)
     return BuiltFeatures(built, path)
 
@@ -117,12 +158,13 @@ def build_snapshot_features_by_bucket(
     snapshot_date: date,
     epoch: str | None = None,
     replace: bool = False,
+    like: FeatureManifest | None = None,
 ) -> BuiltFeatures:
     """Return the snapshot's features built by customer bucket on `engine`, assembled, written.
 
     Each task opens the store read-only, so no writer may hold it meanwhile; the buckets stay
-    under `buckets/` beside the table. Refused before any task runs as `build_snapshot_features`
-    refuses.
+    under `buckets/` beside the table; `like` as for `build_snapshot_features`. Refused before
+    any task runs as `build_snapshot_features` refuses.
     """
     epoch_id = epoch or keyring.current_salt().epoch_id
     path = _snapshot_dir(folder, snapshot_date)
@@ -137,6 +179,7 @@ def build_snapshot_features_by_bucket(
         snapshot_date=snapshot_date,
         salt_epoch=epoch_id,
         out=path / "buckets",
+        like=like,
     )
     built = buckets.assemble()
     built.write(path)

@@ -402,10 +402,22 @@ def features_command(
             "without it).",
         ),
     ] = False,
+    own_columns: Annotated[
+        bool,
+        typer.Option(
+            "--own-columns",
+            help="Build the snapshot's own columns, category codes and top apps (to train new "
+            "models on it) instead of those the CURRENT models were trained on.",
+        ),
+    ] = False,
     cluster: ClusterOption = None,
     run: RunOption = DEFAULT_RUN,
 ) -> None:
     """Build the point-in-time fused feature table of a matched snapshot and write it.
+
+    Once models are trained, a later snapshot's table takes the columns, category codes and
+    top apps of the table the CURRENT models were trained on (as `fusion cycle` builds it), so
+    `fusion score` can score it; --own-columns builds the snapshot's own instead.
 
     With --cluster the build runs by customer bucket on the cluster (each task opens the store
     read-only, so no writer may hold it meanwhile); the buckets stay beside the table, under
@@ -415,16 +427,19 @@ def features_command(
     from fusion.pipeline.feature_tables import (
         build_snapshot_features,
         build_snapshot_features_by_bucket,
+        scoring_manifest,
     )
 
     snapshot_date = parse_date(snapshot)
+    folder = RunFolder(run)
+    like = None if own_columns else scoring_manifest(folder, snapshot_date)
     if cluster:
-        folder = RunFolder(run)
         keyring = Keyring.open(folder.bank_keys)
         with cluster_engine(cluster) as engine:
             built = build_snapshot_features_by_bucket(
-                engine, folder, keyring, snapshot_date=snapshot_date, epoch=epoch, replace=replace
-            )
+                engine, folder, keyring, snapshot_date=snapshot_date, epoch=epoch,
+                replace=replace, like=like,
+            )  # fmt: skip
         if built.buckets is not None:
             console.print(
                 f"{built.buckets.rows:,} customers built in {len(built.buckets.folders)} "
@@ -433,11 +448,17 @@ def features_command(
     else:
         with console.status("building features"), bank_of(run) as bank:
             built = build_snapshot_features(
-                bank, snapshot_date=snapshot_date, epoch=epoch, replace=replace
+                bank, snapshot_date=snapshot_date, epoch=epoch, replace=replace, like=like
             )
+    aligned = (
+        ""
+        if like is None
+        else f"; columns, codes and top apps of the models' training table ({like.snapshot_date})"
+    )
     console.print(
         f"{built.features.table.height:,} customers, {built.features.manifest.matched:,} with "
-        f"vendor data; written to {built.path}"
+        f"vendor data; written to {built.path}{aligned}",
+        soft_wrap=True,
     )
 
 

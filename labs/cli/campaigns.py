@@ -31,7 +31,7 @@ from labs.cli.options import (
     now,
     parse_date,
 )
-from labs.cli.terminal import err_console
+from labs.cli.terminal import err_console, print_finding
 
 __all__ = [
     "campaign_app",
@@ -76,11 +76,6 @@ def _one_line(error: CampaignError, where: Path | None = None) -> NoReturn:
     head += f" {where}:" if where else ""
     err_console.print(Text.assemble(("error:", "red"), f"{head} {error}"), soft_wrap=True)
     raise typer.Exit(code=2) from error
-
-
-def _finding(message: str) -> None:
-    """Print one finding (the command did its work, but something needs a look)."""
-    err_console.print(Text.assemble(("finding:", "yellow"), f" {message}"), soft_wrap=True)
 
 
 @campaign_app.command("create")
@@ -157,7 +152,7 @@ def campaign_plan(
         if p.srm_p_value is not None and p.srm_p_value < SRM_ALPHA
     ]
     if broken:
-        _finding(
+        print_finding(
             f"sample-ratio mismatch in the plan of {', '.join(broken)} (p < {SRM_ALPHA}): the "
             "arms are not the sizes the assignment rule gives; do not deliver, investigate"
         )
@@ -288,7 +283,7 @@ def campaign_readout_command(
     print_readout(result)
     findings = readout_findings(result.readout)
     for finding in findings:
-        _finding(finding)
+        print_finding(finding)
     if findings:
         raise typer.Exit(code=1)
 

@@ -21,16 +21,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from contracts.input_files import check_input_file
 from labs.cli.options import DEFAULT_RUN, MinCellOption, RunOption, actor_name, bank_of, now
-from labs.cli.terminal import console, err_console, stage_progress
+from labs.cli.terminal import console, print_finding, stage_progress
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from fusion.campaigns.stages import Promoted
     from fusion.journeys.book import StrategyRecord
     from fusion.journeys.engine import DayRun
     from fusion.pipeline.journeys import JourneyReadoutFiles
@@ -69,11 +67,6 @@ DayFormats = ["%Y-%m-%d"]
 
 def _day(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
-
-
-def _finding(message: str) -> None:
-    """Print one finding (the command did its work, but something needs a look)."""
-    err_console.print(Text.assemble(("finding:", "yellow"), f" {message}"), soft_wrap=True)
 
 
 @journey_app.command("create")
@@ -157,15 +150,6 @@ def journey_show(strategy_id: IdArgument, run: RunOption = DEFAULT_RUN) -> None:
             console.print(f"    {mark} {name}: {escape(str(check.get('detail', '')))}")
 
 
-def _print_promotion(promoted: Promoted) -> None:
-    console.print(
-        f"strategy {escape(promoted.campaign_id)}: {promoted.from_stage} -> "
-        f"[bold]{promoted.to_stage}[/]"
-    )
-    for check in promoted.checks:
-        console.print(f"    {'pass' if check.passed else 'FAIL'} {check.name}: {check.detail}")
-
-
 @journey_app.command("promote")
 def journey_promote(
     strategy_id: IdArgument,
@@ -185,12 +169,13 @@ def journey_promote(
     Stages: draft -> whitelist -> pilot (small traffic) -> ab -> full. Prints every check.
     A refused gate exits 2 naming the gate; the stage is left as it was."""
     from fusion.journeys.book import promote_strategy
+    from labs.cli.render import print_promotion
 
     with bank_of(run) as bank:
         promoted = promote_strategy(
             bank.store, strategy_id, actor=actor_name(actor), now=now(), to_stage=to
         )
-    _print_promotion(promoted)
+    print_promotion(promoted, noun="strategy")
 
 
 @journey_app.command("close")
@@ -199,10 +184,11 @@ def journey_close(
 ) -> None:
     """Close a strategy from any stage: the daily run moves no one in it (its readout stays)."""
     from fusion.journeys.book import close_strategy
+    from labs.cli.render import print_promotion
 
     with bank_of(run) as bank:
         closed = close_strategy(bank.store, strategy_id, actor=actor_name(actor), now=now())
-    _print_promotion(closed)
+    print_promotion(closed, noun="strategy")
 
 
 @journey_app.command("events")
@@ -386,7 +372,7 @@ def journey_readout_command(
         )
     _print_readout(result)
     if result.opt_outs is not None and result.opt_outs.harmful:
-        _finding(
+        print_finding(
             f"{strategy_id}: the treatment arm opts out significantly more than the control "
             "(the interval of the difference is above 0): review the content, the channel and "
             "the audience, or close the strategy"

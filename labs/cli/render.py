@@ -151,9 +151,13 @@ def print_lists(lists: TargetLists, lists_dir: Path) -> None:
         f"-> {lists.scores.path}"
     )
     for name, frame in lists.lists.items():
+        ranked = ""
+        if name == "food-coupon" and lists.targeting is not None:
+            ranked = f" ({lists.targeting.describe()})"
         console.print(
             f"list {name}: {frame.height:,} customers in {len(lists.files[name])} branches "
-            f"-> {lists_dir / name}"
+            f"-> {lists_dir / name}{ranked}",
+            soft_wrap=True,
         )
 
 
@@ -217,10 +221,11 @@ def print_plans(result: PlanResult) -> None:
         console.print(escape(note))
 
 
-def print_promotion(promoted: Promoted) -> None:
-    """Print the stage change and every check of its gate."""
+def print_promotion(promoted: Promoted, *, noun: str = "campaign") -> None:
+    """Print the stage change of a campaign (or a journey strategy: `noun`) and every check
+    of its gate."""
     console.print(
-        f"campaign {escape(promoted.campaign_id)}: {promoted.from_stage} -> "
+        f"{noun} {escape(promoted.campaign_id)}: {promoted.from_stage} -> "
         f"[bold]{promoted.to_stage}[/]"
     )
     for check in promoted.checks:

@@ -34,6 +34,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
+from rich.text import Text
 from typer.core import TyperGroup
 
 from contracts.errors import FusionError
@@ -47,6 +48,7 @@ __all__ = [
     "console",
     "err_console",
     "os_error_message",
+    "print_finding",
     "stage_progress",
 ]
 
@@ -151,6 +153,12 @@ def _crash_report(error: Exception, command: str) -> Path:
         out.write(f"python: {sys.version.split()[0]} on {platform.platform()}\n\nstack:\n")
         out.writelines(f"  {f.filename}:{f.lineno} in {f.name}\n" for f in frames)
     return Path(name)
+
+
+def print_finding(message: str) -> None:
+    """Print one finding on stderr (the command did its work, but something needs a look;
+    the command then exits 1)."""
+    err_console.print(Text.assemble(("finding:", "yellow"), f" {message}"), soft_wrap=True)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ one does not; a repeated cycle changes nothing; two cycles never overlap."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -11,20 +12,24 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import Result
+from scipy import stats
 
 from api.metrics import monitoring_lines
+from fusion.pipeline.bank import open_bank
 from fusion.pipeline.monitoring import latest_monitoring
 from fusion.runfolder import RunFolder
 from labs.world import WorldFiles
 from labs.world.drift import Later
 from tests.support.cli import first_line, fusion
-from tests.support.monitored_runs import add_later_snapshot, trained_run
+from tests.support.monitored_runs import SNAPSHOT, add_later_snapshot, trained_run
 
 pytestmark = pytest.mark.slow  # one trained run, two later snapshots through a cycle each
 
@@ -206,3 +211,187 @@ def test_two_cycles_never_overlap_and_a_killed_one_leaves_no_lock(
     after = fusion(stable.folder.root, "cycle", "--snapshot", stable.snapshot.isoformat())
     assert after.exit_code == 0, after.output
     assert "nothing to do" in after.output
+
+
+# --- realised performance: a campaign's control customers against the training rates ----------
+
+_CAMPAIGN = """
+name = "realised-check"
+priority = 1
+window_days = 28
+
+[objective]
+event = "converted"
+value = 100.0
+cost_per_contact = 1.0
+
+[audience]
+source = "model"
+model = "acquisition"
+top_share = 0.6
+
+[channel]
+kind = "call_centre"
+capacity_per_branch_per_day = 5000
+
+[stages]
+whitelist = {whitelist}
+pilot_share = 0.5
+
+[stages.ab]
+baseline_rate = 0.05
+minimum_detectable_effect = 0.02
+"""
+
+
+def _events(path: Path, rows: list[tuple[int, str]]) -> Path:
+    stamp = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    pl.DataFrame(
+        {
+            "campaign_id": ["realised-check"] * len(rows),
+            "customer_id": [c for c, _ in rows],
+            "event": [e for _, e in rows],
+            "occurred_at": [stamp] * len(rows),
+        },
+        schema={"campaign_id": pl.String, "customer_id": pl.Int64, "event": pl.String,
+                "occurred_at": pl.String},
+    ).write_csv(path)  # fmt: skip
+    return path
+
+
+def _ok(root: Path, *args: str) -> Result:
+    result = fusion(root, *args)
+    assert result.exit_code == 0, f"{args}: {result.output}"
+    return result
+
+
+def _controls(folder: RunFolder) -> pl.DataFrame:
+    with open_bank(folder, read_only=True) as bank:
+        return bank.store.execute(
+            "SELECT customer_id, decile FROM assignments WHERE campaign_id = 'realised-check' "
+            "AND arm = 'control'"
+        ).pl()
+
+
+def _direct(folder: RunFolder, controls: pl.DataFrame, converted: set[int]) -> dict[str, float]:
+    """The realised figures computed here: training rates of each share stratum (top 60%)."""
+    version = (folder.models / "acquisition" / "CURRENT").read_text().strip()
+    profile = json.loads(
+        (folder.models / "acquisition" / version / "monitoring_profile.json").read_text()
+    )
+    rates = np.array(profile["decile_rates"], dtype=float)
+    # Stratum d of a top 60% is the slice ((d-1) 6%, d 6%] of the ranking; training decile k
+    # is ((k-1) 10%, k 10%]: the stratum's rate is the rates averaged over the overlap.
+    fine = np.repeat(rates, 60)  # 600 slices of the ranking, each 1/600
+    stratum = np.array([fine[(d - 1) * 36 : d * 36].mean() for d in range(1, 11)])
+    p = stratum[controls["decile"].to_numpy() - 1]
+    observed = sum(c in converted for c in controls["customer_id"].to_list())
+    expected = float(p.sum())
+    z = (observed - expected) / math.sqrt(float((p * (1 - p)).sum()))
+    return {"control": controls.height, "observed": observed, "expected": expected,
+            "ratio": observed / expected, "p_value": float(2 * stats.norm.sf(abs(z)))}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def campaigned(trained: RunFolder, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A campaign of the acquisition model's top 60% through whitelist and pilot to its close,
+    `fusion monitor` run before the controls' conversions arrive and after."""
+    tmp = tmp_path_factory.mktemp("realised")
+    root = tmp / "run"
+    shutil.copytree(trained.root, root, symlinks=True)
+    folder = RunFolder(root)
+    ids = pl.read_parquet(folder.scores / "acquisition.parquet")["customer_id"].sort().to_list()
+    (tmp / "c.toml").write_text(_CAMPAIGN.format(whitelist=ids[:2]))
+    window = ("--window-start", "2026-10-05")
+    _ok(root, "campaign", "create", str(tmp / "c.toml"))
+    _ok(root, "campaign", "promote", "realised-check")
+    _ok(root, "campaign", "plan", "realised-check", *window)
+    _ok(root, "campaign", "deliver", "realised-check")
+    named = _events(tmp / "w.csv", [(c, "delivered") for c in ids[:2]])
+    _ok(root, "campaign", "outcomes", str(named))
+    _ok(root, "campaign", "promote", "realised-check")
+    _ok(root, "campaign", "plan", "realised-check", *window)
+    _ok(root, "campaign", "deliver", "realised-check")
+    controls = _controls(folder)
+    snapshot = ("monitor", "--snapshot", SNAPSHOT.isoformat())
+    silent_control = fusion(root, *snapshot)  # no control converted yet
+    before = pl.read_parquet(folder.reports / f"monitoring-{SNAPSHOT}" / "realised.parquet")
+    # Now the controls convert as training says they should: in each stratum, its rate.
+    version = (folder.models / "acquisition" / "CURRENT").read_text().strip()
+    profile = json.loads(
+        (folder.models / "acquisition" / version / "monitoring_profile.json").read_text()
+    )
+    fine = np.repeat(np.array(profile["decile_rates"], dtype=float), 60)
+    converted: list[int] = []
+    for d, part in controls.sort("customer_id").group_by("decile", maintain_order=True):
+        rate = fine[(int(d[0]) - 1) * 36 : int(d[0]) * 36].mean()  # type: ignore[arg-type]
+        converted += part["customer_id"].to_list()[: round(rate * part.height)]
+    _ok(
+        root,
+        "campaign",
+        "outcomes",
+        str(_events(tmp / "c.csv", [(c, "converted") for c in converted])),
+    )
+    _ok(root, "campaign", "close", "realised-check")
+    after_result = fusion(root, *snapshot)
+    after = pl.read_parquet(folder.reports / f"monitoring-{SNAPSHOT}" / "realised.parquet")
+    return {
+        "folder": folder, "controls": controls, "converted": set(converted),
+        "before": (silent_control, before), "after": (after_result, after),
+    }  # fmt: skip
+
+
+def test_realised_performance_matches_a_direct_computation(campaigned: dict[str, Any]):
+    folder, controls = campaigned["folder"], campaigned["controls"]
+    assert controls.height >= 100, controls.height  # judged: at least min_customers
+    for key, converted in (("before", set()), ("after", campaigned["converted"])):
+        table = campaigned[key][1]
+        assert table.height == 1, table
+        row = table.row(0, named=True)
+        direct = _direct(folder, controls, converted)
+        assert row["campaign"] == "realised-check" and row["model"] == "acquisition"
+        assert row["control"] == direct["control"] and row["observed"] == direct["observed"]
+        assert row["expected"] == pytest.approx(direct["expected"], rel=1e-9)
+        assert row["ratio"] == pytest.approx(direct["ratio"], rel=1e-9)
+        assert row["p_value"] == pytest.approx(direct["p_value"], rel=1e-6, abs=1e-300)
+
+
+def test_realised_performance_alerts_far_under_training_and_is_silent_at_it(
+    campaigned: dict[str, Any],
+):
+    result, table = campaigned["before"]
+    assert table["status"].to_list() == ["alert"], table
+    assert result.exit_code == 1 and "campaign realised-check (acquisition)" in result.output
+    result, table = campaigned["after"]
+    assert table["status"].to_list() == ["ok"], table
+    assert float(table["ratio"][0]) == pytest.approx(1.0, abs=0.1)
+    assert result.exit_code == 0, result.output
+
+
+# --- `fusion features` on a later snapshot: the CURRENT models' training columns ---------------
+
+
+def test_features_of_a_later_snapshot_take_the_training_columns_and_score(
+    trained: RunFolder, tmp_path: Path
+):
+    root = tmp_path / "run"
+    shutil.copytree(trained.root, root, symlinks=True)
+    folder = RunFolder(root)
+    later, world = add_later_snapshot(folder, Later.DRIFTED)  # the Banking apps are gone
+    _ok(root, "ingest")
+    _ok(root, "match", "--extract", str(world.customers), "--snapshot", later.isoformat())
+    own = _ok(root, "features", "--snapshot", later.isoformat(), "--own-columns")
+    assert "training table" not in own.output
+    own_manifest = json.loads((folder.features / later.isoformat() / "manifest.json").read_text())
+    built = _ok(root, "features", "--snapshot", later.isoformat(), "--replace")
+    assert f"of the models' training table ({SNAPSHOT})" in " ".join(built.output.split())
+    training = json.loads((folder.features / SNAPSHOT.isoformat() / "manifest.json").read_text())
+    aligned = json.loads((folder.features / later.isoformat() / "manifest.json").read_text())
+    assert own_manifest["top_apps"] != training["top_apps"]  # what the snapshot alone picks
+    assert aligned["top_apps"] == training["top_apps"] and aligned["codes"] == training["codes"]
+    assert [c["name"] for c in aligned["columns"]] == [c["name"] for c in training["columns"]]
+    scored = _ok(root, "score", "--snapshot", later.isoformat())
+    assert "list food-coupon" in scored.output and "targeting by" in scored.output
+    scores = pl.read_parquet(folder.scores / "acquisition.parquet")
+    table = pl.read_parquet(folder.features / later.isoformat() / "features.parquet")
+    assert set(scores["customer_id"].to_list()) <= set(table["customer_id"].to_list())
