@@ -107,7 +107,12 @@ def journey_list(run: RunOption = DEFAULT_RUN) -> None:
         console.print("no strategies yet; declare one with `fusion journey create FILE`")
         return
     table = Table(title="Journey strategies")
-    for column in ("strategy", "stage", "v", "priority", "goal", "entry", "updated"):
+    # Ids and stages whole on a narrow terminal (the other columns wrap): they are what a
+    # reader types next.
+    widest = max(len(r.strategy_id) for r in records)
+    table.add_column("strategy", no_wrap=True, min_width=widest)
+    table.add_column("stage", no_wrap=True, min_width=9)
+    for column in ("v", "priority", "goal", "entry", "updated"):
         table.add_column(column)
     for r in records:
         table.add_row(

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from fusion.pipeline.bank import open_bank
 from fusion.runfolder import RunFolder
 from labs.cli import app
+from labs.cli.terminal import console
 from tests.support.campaign_banks import campaign_bank
 from tests.support.journeys import DAY0, EXAMPLES, journey_events
 
@@ -74,6 +75,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     events.write_parquet(root / "events.parquet")
     (root / "score-push.toml").write_text(_SCORED)
     return root
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables whole: the CLI's console took its width when first imported, whatever COLUMNS says
+    now (an earlier module of the same worker may have imported it on a narrow terminal)."""
+    monkeypatch.setattr(console, "width", 200)
 
 
 def invoke(run: Path, *args: str) -> tuple[int, str]:
