@@ -16,6 +16,7 @@ __all__ = [
     "scenarios",
     "targeting",
     "uplift",
+    "uplift_arms",
     "uplift_inputs",
     "vectors",
 ]

@@ -18,7 +18,7 @@ result says so (`UpliftResult.supported`, `verdict`) and targets by the response
 
 A campaign of several offers names each customer's offer in an `arm` column (the offer's name,
 or `control`); `treatment` is then any offer. Each offer gets its own uplift model against the
-control (`uplift.MultiArmUplift`, the chosen learner) and, on the held-out rows, its effect on
+control (`uplift_arms.MultiArmUplift`, the chosen learner) and, on the held-out rows, its effect on
 the response rate with Newcombe's interval and its model's Qini with a bootstrap interval.
 """
 
@@ -61,13 +61,12 @@ from fusion.models.targeting import (
 from fusion.models.uplift import (
     LEARNERS,
     LearnerQini,
-    MultiArmUplift,
     Selection,
     UpliftModel,
-    arm_effects,
     cross_fitted_qini,
     qini_interval,
 )
+from fusion.models.uplift_arms import MultiArmUplift, arm_effects
 from fusion.progress import Progress, report_to
 
 if TYPE_CHECKING:

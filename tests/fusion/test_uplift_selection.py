@@ -14,11 +14,10 @@ from fusion.models.booster import UPLIFT_BOOSTER
 from fusion.models.metrics import qini_auc_score
 from fusion.models.uplift import (
     LEARNERS,
-    MultiArmUplift,
     TLearner,
-    arm_effects,
     cross_fitted_qini,
 )
+from fusion.models.uplift_arms import MultiArmUplift, arm_effects
 from tests.support.models import rare_trial
 
 FAST = replace(
