@@ -106,6 +106,7 @@ def _users(n: int = 300, seed: int = 3) -> pl.DataFrame:
     return batch.drop("key").with_columns(phone=pl.Series(phones))
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_round_trip_loads_exactly_the_expected_rows(parties: Parties):
     users = _users()
     users_path = parties.root / "users.parquet"
@@ -634,6 +635,7 @@ def test_the_loaded_rows_are_those_of_a_plain_load_of_the_same_payload(parties: 
         assert _stored_compressions(store, "vendor_apps", "app_ids") != {"Uncompressed"}
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_migration_13_keeps_every_vendor_row_of_an_existing_store(
     parties: Parties, monkeypatch: pytest.MonkeyPatch
 ):

@@ -63,6 +63,7 @@ def _tables(store: Store) -> set[str]:
     return {r[0] for r in store.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_publish_writes_a_head_office_copy_and_branch_copies(
     store: Store, tmp_path: Path, ext_dir: Path
 ):

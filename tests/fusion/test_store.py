@@ -244,6 +244,7 @@ with Store.open(config, key=os.environ["STORE_KEY"]):
 """
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_a_second_writer_is_told_the_store_is_locked(config: StoreConfig, key: str):
     Store.open(config, key=key).close()
     holder = _python(
@@ -417,6 +418,7 @@ def _spill_and_watch(store: Store, folder: Path) -> tuple[int, bool]:
     return int(seen["bytes"]), bool(seen["marker"])
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_spill_files_hold_no_plaintext(tmp_path: Path, ext_dir: Path, key: str):
     def small(name: str) -> StoreConfig:
         return StoreConfig(

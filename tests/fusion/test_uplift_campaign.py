@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from fusion.models.campaign import UpliftConfig, train_uplift
-from fusion.models.uplift import arm_effects
+from fusion.models.uplift_arms import arm_effects
 from fusion.reports.model_sections import uplift_section
 from tests.support.models import FAST, ModelWorld
 

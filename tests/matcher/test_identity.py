@@ -123,6 +123,7 @@ def test_published_example_id_is_valid_and_lowercase_x_folds():
     seq=st.text(alphabet="0123456789", min_size=3, max_size=3),
     style=st.integers(0, 3),
 )
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_generated_valid_ids_pass_and_any_other_check_character_fails(region, birth, seq, style):
     first17 = f"{region}{birth:%Y%m%d}{seq}"
     check = id_check_characters(pl.Series("p", [first17]))[0]
@@ -179,6 +180,7 @@ def test_vectorised_over_a_large_series():
         max_size=30,
     )
 )
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_a_mixed_column_equals_normalising_each_value_alone(rows: list[str | None]):
     # Clean and dirty rows take different paths; together they must give what each gives alone.
     together = normalize_phones(pl.Series("phone", rows, dtype=pl.String))

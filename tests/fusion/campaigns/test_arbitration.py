@@ -371,6 +371,7 @@ def reference_kept(world: World, screened_frame: pl.DataFrame) -> set[tuple[str,
     return kept
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 @settings(max_examples=40, deadline=None)
 @given(world=worlds(), seed=st.integers(0, 2**32 - 1))
 def test_plans_follow_the_rules_whatever_the_world(world: World, seed: int):

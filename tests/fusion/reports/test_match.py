@@ -190,6 +190,7 @@ def test_no_phone_id_number_or_key_in_any_written_byte(rendered: Rendered):
             assert needle not in blob, f.name
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_rewriting_a_report_replaces_it(rendered: Rendered, tmp_path: Path):
     first = write_match_report(rendered.report, tmp_path)
     again = write_match_report(rendered.report, tmp_path)

@@ -230,6 +230,7 @@ def test_inputs_the_world_cannot_execute_are_refused(truth: pl.DataFrame, assign
         ExecutionConfig(reach_rate=1.2)
 
 
+@pytest.mark.slow  # over a second: out of the inner loop
 def test_the_events_of_a_real_world_pass_record_events_on_a_real_store(tmp_path: Path):
     world = tmp_path / "world"
     generate_world(WorldConfig(customers=2_000, seed=3), world)
