@@ -152,7 +152,7 @@ def test_every_scenario_is_judged_fused_against_in_bank_with_delongs_interval(su
 def test_a_model_learnt_from_the_coupon_campaign_is_judged_on_the_worlds_truth(summary: dict):
     learning = summary["learning"]
     assert learning["campaign"] == "food-coupon-sms"
-    # The campaign's arms, thinned to one propensity, are a trial of a few thousand rows.
+    # The campaign's arms, each row weighed by its inverse propensity: a few thousand rows.
     assert 2_000 < learning["rows"]["train"] < 10_000 and learning["rows"]["test"] > 500
     past, learnt = learning["past_ab"], learning["learnt"]
     # Judged on customers neither model trained on, against the world's true uplift: the
