@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from fusion.campaigns.declaration import Campaign
+from fusion.campaigns.declaration import NAME_PATTERN, Campaign
 
 __all__ = [
     "EARLIEST_WINDOW",
@@ -55,7 +55,7 @@ LATEST_WINDOW = date(2999, 12, 31)
 CampaignName = Annotated[
     str,
     Field(
-        pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+        pattern=NAME_PATTERN,
         strict=True,
         description="a campaign's name: lower-case letters, digits and '-', 2 to 63 characters",
     ),

@@ -41,6 +41,7 @@ from contracts.errors import (
     GateRefused,
 )
 from fusion.campaigns.book import CampaignRecord, get_campaign, list_campaigns, stage_history
+from fusion.campaigns.declaration import LIVE_STAGES, NAME_PATTERN
 from fusion.campaigns.readout import BREAKDOWNS
 from fusion.campaigns.stages import NEXT_STAGE, GateCheck, gate_checks
 from fusion.pipeline.bank import Bank
@@ -59,8 +60,7 @@ __all__ = ["gate_board", "head_office_reader", "router"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")  # the declaration's rule for a name
-_LIVE = ("draft", "whitelist", "pilot", "ab", "full")
+_NAME = re.compile(NAME_PATTERN)
 _DONE = {
     "promoted": "Promoted: the gate held.",
     "closed": "Closed: the campaign plans and delivers nothing more.",
@@ -101,7 +101,7 @@ def gate_board(store: Store) -> list[dict[str, Any]]:
     """Return each live campaign with its next stage and its gate: ready, or what it waits for."""
     board = []
     for record in list_campaigns(store):
-        if record.stage not in _LIVE:
+        if record.stage not in LIVE_STAGES:
             continue
         checks = gate_checks(store, record)
         waiting = next((c for c in checks if not c.passed), None)
@@ -114,7 +114,7 @@ def _book(request: Request, service: ServiceDep, visitor: _Reader) -> HTMLRespon
     """The campaign book: every campaign, its stage and its gate."""
     with service.bank() as bank:
         board = gate_board(bank.store)
-        closed = [r for r in list_campaigns(bank.store) if r.stage not in _LIVE]
+        closed = [r for r in list_campaigns(bank.store) if r.stage not in LIVE_STAGES]
     return render(request, "campaigns.html", title="Campaigns", board=board, closed=closed)
 
 
@@ -138,7 +138,7 @@ def _campaign_context(
     """Return what the campaign page shows (its gate's checks as they stand now); the plan and
     delivery counts exact to the campaign's operators, k-anonymised to anyone else."""
     store = bank.store
-    checks: list[GateCheck] = gate_checks(store, record) if record.stage in _LIVE else []
+    checks: list[GateCheck] = gate_checks(store, record) if record.stage in LIVE_STAGES else []
     policy = counts_policy(visitor)
     plans, rules = _plans(store, record.campaign_id, policy)
     return {

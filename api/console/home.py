@@ -32,6 +32,7 @@ from api.console.monitoring import attention
 from api.console.pages import render
 from api.deps import ServiceDep
 from api.service import Service
+from fusion.campaigns.declaration import NAME_PATTERN
 from fusion.lists import LISTS
 from fusion.pipeline.bank import ledger_counts
 from fusion.pipeline.monitoring import read_monitoring
@@ -42,7 +43,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 _CONSOLE_CSS = (Path(__file__).parent / "static" / "console.css").read_text(encoding="utf-8")
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+_NAME = re.compile(NAME_PATTERN)
 _SignedIn = Annotated[Visitor, Depends(signed_in)]
 
 

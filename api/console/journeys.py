@@ -46,6 +46,7 @@ from contracts.errors import (
     FusionError,
     GateRefused,
 )
+from fusion.campaigns.declaration import LIVE_STAGES, NAME_PATTERN
 from fusion.campaigns.stages import NEXT_STAGE
 from fusion.journeys.book import (
     StrategyRecord,
@@ -81,8 +82,7 @@ __all__ = ["flow_steps", "journey_board", "router"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")  # the strategy's rule for a name
-_LIVE = ("draft", "whitelist", "pilot", "ab", "full")
+_NAME = re.compile(NAME_PATTERN)
 _DONE = {
     "promoted": "Promoted: the gate held.",
     "closed": "Closed: the daily run moves no one in this strategy any more.",
@@ -128,7 +128,7 @@ def journey_board(store: Store) -> tuple[list[dict[str, Any]], str | None]:
         )
     board = []
     for record in records:
-        if record.stage not in _LIVE:
+        if record.stage not in LIVE_STAGES:
             continue
         waiting = next((c for c in strategy_gate(store, record) if not c.passed), None)
         board.append({"record": record, "next": NEXT_STAGE[record.stage], "waiting": waiting})
@@ -158,7 +158,11 @@ def _book(request: Request, service: ServiceDep, visitor: _Reader) -> HTMLRespon
     """Every strategy: stage, next stage and its gate; the closed ones below."""
     with service.bank() as bank:
         board, problem = journey_board(bank.store)
-        closed = [] if problem else [r for r in list_strategies(bank.store) if r.stage not in _LIVE]
+        closed = (
+            []
+            if problem
+            else [r for r in list_strategies(bank.store) if r.stage not in LIVE_STAGES]
+        )
     return render(
         request, "journeys.html", title="Journeys", board=board, closed=closed, problem=problem
     )
@@ -232,8 +236,8 @@ def _journey_context(
         "counts": counts,
         "dry_run_problem": problem,
         "today": today,
-        "next_stage": NEXT_STAGE.get(record.stage) if record.stage in _LIVE else None,
-        "checks": strategy_gate(store, record) if record.stage in _LIVE else [],
+        "next_stage": NEXT_STAGE.get(record.stage) if record.stage in LIVE_STAGES else None,
+        "checks": strategy_gate(store, record) if record.stage in LIVE_STAGES else [],
         "refused": refused,
         "history": strategy_history(store, record.strategy_id),
         "k": DEFAULT_K,

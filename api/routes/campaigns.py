@@ -55,7 +55,7 @@ from api.deps import ServiceDep, audit, require
 from api.writes import retrying, unreadable
 from contracts.errors import DeclarationError
 from fusion.campaigns.book import CampaignRecord, get_campaign, stage_history
-from fusion.campaigns.declaration import load_declaration
+from fusion.campaigns.declaration import NAME_PATTERN, load_declaration
 from fusion.campaigns.delivery import DELIVERY_COLUMNS, delivery_rows
 from fusion.campaigns.readout import BREAKDOWNS
 from fusion.pipeline.bank import Bank
@@ -78,9 +78,7 @@ _MARKETERS = require("marketer", "admin")
 _READERS = require("marketer", "admin", "analyst")
 _DELIVERY_READERS = require("campaign_tool", "marketer", "admin")
 _ROW_READERS = require("campaign_tool", "admin")
-_CampaignId = Annotated[
-    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$", description="the campaign's name")
-]
+_CampaignId = Annotated[str, Path(pattern=NAME_PATTERN, description="the campaign's name")]
 _BRANCH = r"^[A-Za-z0-9_-]{1,64}$"
 _UNKNOWN: dict[int | str, dict[str, Any]] = {
     404: {"model": CampaignErrorPublic, "description": "no such campaign"}

@@ -68,6 +68,7 @@ from api.service import Service
 from api.writes import refuse_too_many, retrying, unreadable
 from contracts.errors import CampaignError, DeclarationError
 from contracts.journeys import JOURNEY_EVENT_LOG
+from fusion.campaigns.declaration import NAME_PATTERN
 from fusion.campaigns.stages import Promoted
 from fusion.journeys.book import (
     StrategyRecord,
@@ -92,9 +93,7 @@ router = APIRouter(prefix="/v1", tags=["journeys"])
 _MARKETERS = require("marketer", "admin")
 _READERS = require("marketer", "admin", "analyst")
 _SENDERS = require("campaign_tool", "admin")
-_StrategyId = Annotated[
-    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$", description="the strategy's name")
-]
+_StrategyId = Annotated[str, Path(pattern=NAME_PATTERN, description="the strategy's name")]
 _ERROR = {"content": {"application/json": {"schema": {"type": "object"}}}}
 _UNKNOWN: dict[int | str, dict[str, Any]] = {404: {**_ERROR, "description": "no such strategy"}}
 _REFUSED: dict[int | str, dict[str, Any]] = {

@@ -48,6 +48,8 @@ __all__ = [
     "AUDIENCE_SOURCES",
     "CHANNELS",
     "EVENTS",
+    "LIVE_STAGES",
+    "NAME_PATTERN",
     "STAGES",
     "AbTest",
     "Audience",
@@ -68,6 +70,9 @@ __all__ = [
 ]
 
 STAGES = ("draft", "whitelist", "pilot", "ab", "full", "closed")
+LIVE_STAGES = STAGES[:-1]  # every stage but closed
+# The rule for a campaign's or a strategy's name (ids in URLs, files and the store).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 EVENTS = ("delivered", "contacted", "reached", "responded", "converted", "complained", "opted_out")
 CHANNELS = ("call_centre", "sms", "app_push", "email", "branch")
 AUDIENCE_SOURCES = ("model", "value_demand", "usage", "query")
@@ -284,7 +289,7 @@ class Campaign(_Declared):
     """A whole campaign declaration (TOML file or JSON body)."""
 
     name: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+        pattern=NAME_PATTERN,
         description="lower-case letters, digits and '-', 2 to 63 characters",
     )
     description: str = Field("", max_length=2000, description="free text, up to 2000 characters")

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from contracts.errors import DeclarationError
 from contracts.journeys import JOURNEY_CHANNELS, JOURNEY_EVENTS, LIFECYCLE_STAGES, MILESTONES
 from fusion.campaigns.declaration import (
+    NAME_PATTERN,
     AbTest,
     CustomerId,
     Screening,
@@ -250,7 +251,7 @@ class Strategy(_Declared):
     """A whole strategy declaration (TOML file or JSON body)."""
 
     name: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+        pattern=NAME_PATTERN,
         description="lower-case letters, digits and '-', 2 to 63 characters",
     )
     description: str = Field("", max_length=2000)

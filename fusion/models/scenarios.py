@@ -30,6 +30,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import ConfigError
+from fusion.campaigns.declaration import NAME_PATTERN
 from fusion.features import FeatureSet
 
 __all__ = [
@@ -85,7 +86,7 @@ class CampaignLabel(_Declared):
     """A campaign's outcome: the past A/B file (campaign left out) or a closed campaign."""
 
     source: Literal["campaign"]
-    campaign: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    campaign: str | None = Field(None, pattern=NAME_PATTERN)
     event: Literal["responded", "converted"] = "responded"
 
 
