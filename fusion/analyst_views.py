@@ -355,9 +355,12 @@ def _comment(cur: duckdb.DuckDBPyConnection, catalog: str, schema: str, view: An
             f"view {name} came out with columns {[r[0] for r in columns]}, expected "
             f"{declared} first; its definition in fusion/analyst_views.py is inconsistent"
         )
-    for (column,) in columns:
-        text = sql_string(describe_column(str(column)))
-        cur.execute(f'COMMENT ON COLUMN {name}."{column}" IS {text}')
+    comments = [
+        f'COMMENT ON COLUMN {name}."{column}" IS {sql_string(describe_column(str(column)))}'
+        for (column,) in columns
+    ]
+    if comments:  # one call: the statements run in order, as they would one by one
+        cur.execute(";\n".join(comments))
 
 
 @dataclass(frozen=True)

@@ -166,9 +166,11 @@ def _write_snapshot(
                 )
                 attached = True
                 _fill_snapshot(cur, alias, name)
+                cur.execute("BEGIN")  # one commit for the tables, views and ~300 comments
                 _add_tables(cur, alias, name, tables)
                 cur.execute(f"USE {alias}")  # the views bind to the snapshot's own tables
                 create_analyst_views(cur, alias)
+                cur.execute("COMMIT")
                 cur.execute("USE memory")
                 cur.execute(f"DETACH {alias}")  # checkpoints and closes: one file, no WAL
                 attached = False
