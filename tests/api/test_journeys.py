@@ -13,6 +13,7 @@ import copy
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from tests.support.served_journeys import (
     IDLE,
     PUSH,
     JourneyWorld,
+    journey_run,
     push_document,
     serve_journeys,
 )
@@ -44,9 +46,10 @@ ROLES = ("vendor", "analyst", "head_office", "campaign_tool", "marketer", "admin
 
 @pytest.fixture(scope="module")
 def journeys(
-    demo_run, tmp_path_factory: pytest.TempPathFactory
+    demo_run: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str
 ) -> Iterator[tuple[ServedRun, JourneyWorld]]:
-    with serve_journeys(demo_run, tmp_path_factory.mktemp("journeys")) as pair:
+    shared = journey_run(tmp_path_factory, worker_id, demo_run)
+    with serve_journeys(shared, tmp_path_factory.mktemp("journeys")) as pair:
         yield pair
 
 

@@ -13,6 +13,8 @@ the single writer of its DuckDB file), then served with one token per role.
 
 from __future__ import annotations
 
+import pickle
+import shutil
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pytest
 
 from fusion.journeys.book import create_strategy, promote_strategy
 from fusion.journeys.engine import DayRun, run_day
@@ -34,6 +37,7 @@ from fusion.tokens import create_token
 from matcher.keyring import Keyring
 from tests.support.journeys import DAY0, EXAMPLES, journey_events
 from tests.support.server import NOW, ServedRun, serve_copy
+from tests.support.shared_runs import shared_run
 
 __all__ = [
     "DRAFT",
@@ -42,6 +46,7 @@ __all__ = [
     "PUSH",
     "WRITTEN_AT",
     "JourneyWorld",
+    "journey_run",
     "push_document",
     "serve_journeys",
 ]
@@ -185,11 +190,31 @@ def _write_journeys(run: Path) -> JourneyWorld:
     return JourneyWorld(customers, whitelist, idle_whitelist, pl.concat(delivered), marketer)
 
 
+def journey_run(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, demo_run: Path
+) -> tuple[Path, JourneyWorld]:
+    """Return a copy of `demo_run` with the journey world written into its store, and the world.
+
+    Built once per test run whichever module or xdist worker asks first (`shared_run`); tests
+    serve copies of it (`serve_journeys`).
+    """
+
+    def build(run: Path) -> str:
+        shutil.copytree(demo_run, run, symlinks=True)
+        world = _write_journeys(run)
+        (run.parent / f"{run.name}.world.pickle").write_bytes(pickle.dumps(world))
+        return "written"
+
+    run, _ = shared_run(tmp_path_factory, worker_id, "journeys-run", build)
+    world: JourneyWorld = pickle.loads((run.parent / f"{run.name}.world.pickle").read_bytes())
+    return run, world
+
+
 @contextmanager
-def serve_journeys(demo_run: Path, root: Path) -> Iterator[tuple[ServedRun, JourneyWorld]]:
-    """Serve a copy of `demo_run` with the journey world written into it before start."""
-    made: list[JourneyWorld] = []
-    with serve_copy(
-        demo_run, root, before_start=lambda run: made.append(_write_journeys(run))
-    ) as served:
-        yield served, made[0]
+def serve_journeys(
+    journeys: tuple[Path, JourneyWorld], root: Path
+) -> Iterator[tuple[ServedRun, JourneyWorld]]:
+    """Serve a copy of the run of `journey_run`, with its journey world."""
+    run, world = journeys
+    with serve_copy(run, root) as served:
+        yield served, world

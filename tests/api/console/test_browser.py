@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from fusion.pipeline.monitoring import MonitoringReport
 from tests.support.server import ServedRun, bearer
@@ -51,7 +51,8 @@ def _signed_in(browser: Browser, served: ServedRun, token: str) -> tuple[Browser
     assert page.url.endswith("/console/sign-in")
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
-    assert page.url.endswith("/console") and page.get_by_role("heading", name="Home").is_visible()
+    expect(page.get_by_role("heading", name="Home")).to_be_visible()
+    assert page.url.endswith("/console")
     return context, page
 
 
@@ -108,12 +109,12 @@ def test_a_marketer_walks_a_campaign_through_its_gates_to_a_readout(
     assert _stage(page) == "pilot"
     page.get_by_label("window starting on").fill("2029-02-05")
     page.get_by_role("button", name="Plan").click()
-    assert page.get_by_role("rowheader", name="assigned", exact=True).is_visible()
+    expect(page.get_by_role("rowheader", name="assigned", exact=True)).to_be_visible()
     assert page.locator("#plans thead th").count() == 3  # the rules, then two windows
     _shot(page, "04-campaign-pilot-planned")
 
     page.get_by_role("link", name="Open the readout").click()
-    assert page.get_by_role("heading", name=f"Readout of {CAMPAIGN}").is_visible()
+    expect(page.get_by_role("heading", name=f"Readout of {CAMPAIGN}")).to_be_visible()
     assert page.locator("table#adjusted, p.note").count() >= 1
     images = page.locator("img")
     assert images.count() == 3
@@ -133,7 +134,7 @@ def test_forged_forms_are_refused(served: ServedRun, browser: Browser, marketer_
     # A form of this page with its CSRF token taken out.
     page.eval_on_selector("form[action$='/close'] input[name=csrf]", "input => input.remove()")
     page.get_by_role("button", name="Close the campaign").click()
-    assert page.get_by_role("heading", name="Form refused").is_visible()
+    expect(page.get_by_role("heading", name="Form refused")).to_be_visible()
     _shot(page, "07-forged-form-refused")
     # The same form from another site: the SameSite=Strict cookie stays home.
     page.goto("about:blank")
@@ -167,7 +168,7 @@ def test_a_branch_analyst_reads_its_branch_only(served: ServedRun, browser: Brow
     for address in ("/console/lists/mobile-banking/B002", "/console/lists/mobile-banking/B002/csv"):
         answer = page.goto(address)
         assert answer is not None and answer.status == 403
-        assert page.get_by_role("heading", name="Not your branch").is_visible()
+        expect(page.get_by_role("heading", name="Not your branch")).to_be_visible()
     _shot(page, "11-other-branch-refused")
     for address in ("/console/campaigns", f"/console/campaigns/{CAMPAIGN}", "/console/reports"):
         answer = page.goto(address)
@@ -202,7 +203,7 @@ def test_a_marketer_reads_the_monitoring_alerts_and_downloads_a_list(
     assert alerts.count() >= 1 and "acquisition CSI of age" in alerts.first.inner_text()
     _shot(page, "16-home-monitoring-alerts")
     page.get_by_role("link", name="Monitoring", exact=True).click()
-    assert page.get_by_role("heading", name="Monitoring").is_visible()
+    expect(page.get_by_role("heading", name="Monitoring")).to_be_visible()
     assert page.locator("#verdict").inner_text() == "alert"
     assert page.locator("#scores tbody tr").count() == len(monitored.summary["models"])
     images = page.locator("img")

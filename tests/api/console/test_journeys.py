@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.api.console.test_browser import CHROMIUM, FLAGS, SCREENSHOTS
-from tests.support.served_journeys import DRAFT, IDLE, PUSH, JourneyWorld, serve_journeys
+from tests.support.served_journeys import (
+    DRAFT,
+    IDLE,
+    PUSH,
+    JourneyWorld,
+    journey_run,
+    serve_journeys,
+)
 from tests.support.server import ServedRun
 
 pytestmark = pytest.mark.slow
@@ -30,9 +38,10 @@ HEAD_OFFICE = {"marketer", "admin", "head_office"}
 
 @pytest.fixture(scope="module")
 def journeys(
-    demo_run, tmp_path_factory: pytest.TempPathFactory
+    demo_run: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str
 ) -> Iterator[tuple[ServedRun, JourneyWorld]]:
-    with serve_journeys(demo_run, tmp_path_factory.mktemp("console-journeys")) as pair:
+    shared = journey_run(tmp_path_factory, worker_id, demo_run)
+    with serve_journeys(shared, tmp_path_factory.mktemp("console-journeys")) as pair:
         yield pair
 
 
@@ -223,8 +232,8 @@ def test_a_marketer_sees_why_the_gate_refuses_a_promotion(
     assert page.url.endswith("/console/sign-in")
     page.get_by_label("API token").fill(marketer_token)
     page.get_by_role("button", name="Sign in").click()
-    assert page.get_by_role("heading", name="Home").is_visible()
-    assert page.locator("#journey-gates").is_visible()
+    expect(page.get_by_role("heading", name="Home")).to_be_visible()
+    expect(page.locator("#journey-gates")).to_be_visible()
     _shot(page, "20-home-journey-gates")
     page.get_by_role("link", name="Journeys").click()
     _shot(page, "21-journeys")
