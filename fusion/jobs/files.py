@@ -22,6 +22,7 @@ from matcher.atomic import atomic_path
 
 __all__ = [
     "Location",
+    "is_local",
     "join_path",
     "open_fs",
     "read_chunks",
@@ -43,6 +44,11 @@ def open_fs(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Return the file system that holds `location` and the path on it."""
     fs, path = fsspec.core.url_to_fs(location)
     return fs, path
+
+
+def is_local(location: Location) -> bool:
+    """Return whether `location` is on a local or mounted file system (not an object store)."""
+    return isinstance(open_fs(os.fspath(location))[0], LocalFileSystem)
 
 
 def write_parquet(frame: pl.DataFrame, location: str) -> None:

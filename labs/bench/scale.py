@@ -2,8 +2,8 @@
 
 For each size the inputs come from `labs.scale` (generated once, cached by size and seed, not
 timed) and the stages run in a fresh process on each engine of `SCALE_ENGINES`. The figures say
-whether time grows near linearly, whether peak memory stays in budget, and whether both engines
-find the same matches and scores.
+whether time grows near linearly (issue #21: 10M within 10.5x the time of 1M), whether peak
+memory stays in budget, and whether both engines find the same matches, features and scores.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ __all__ = [
 SCALE_SIZES = (100_000, 1_000_000, 10_000_000)
 SCALE_ENGINES = (("in_process", None), ("local2", "local:2"))
 SCALE_PEAK_BUDGET_GB = 8.0
-SCALE_LINEAR_SLACK = 1.2  # time(10N) <= 12x time(N): linear, with 20% slack (issue #8)
+# time(10N) <= 10.5x time(N) on both engines: linear with 5% slack (issue #21; issue #8 allowed
+# 12x). The issue states it in process; the cluster is held to the same bound, since its per-task
+# overhead is a fixed cost that only lowers its ratio.
+SCALE_LINEAR_SLACK = 1.05
 
 
 def _size_label(n: int) -> str:
@@ -70,19 +73,22 @@ def bench_scale(
 ) -> Iterator[Figure]:
     """The scale curve: seconds per stage and peak memory at 100k, 1M and 10M customers.
 
-    For each size (vendor 3x, inputs from `labs.scale`, generated once and cached by size and
-    seed under `cache`, by default `<out>/scale-inputs`, and not timed), the bank's stages run
-    in a fresh process on each engine, the in-process one and a LocalCluster of two worker
+    For each size (vendor 3x, inputs from `labs.scale`: the extract, the vendor's keyed file
+    and the bank's encrypted store after the match, generated once and cached by size and seed
+    under `cache`, by default `<out>/scale-inputs`, and not timed), the bank's stages run in a
+    fresh process on each engine, the in-process one and a LocalCluster of two worker
     processes: bank keying (`key_customers`), vendor key partitioning (`partition_by_key`), the
-    PSI join (`join_keys`) and batch scoring (`score_features`, the bank's own feature table in
-    1M-row slabs: the feature build is not bucketed yet). Each run's peak is the resident memory
-    of its whole process tree, sampled every 0.2 s. Figures: per run, total seconds against a
-    linear extrapolation of the next smaller size on the same engine, and peak memory against
-    the 8 GB budget; per size, the two engines' matches (count and digest of the rows, and of
-    the scores) against each other and the generator's count; per engine and step in size,
-    the time ratio against 1.2x the size ratio (12x from 1M to 10M, issue #8), and beside it the
-    CPU-time ratio of the process trees, which shows the scaling itself when other work on a
-    shared machine stretches the wall time of one run more than another's.
+    PSI join (`join_keys`), the feature build from the store (`build_feature_buckets`, 32
+    customer buckets) and batch scoring of the built buckets (`score_features`). Each run's
+    peak is the resident memory of its whole process tree, sampled every 0.2 s. Figures: per
+    run, total seconds against a linear extrapolation of the next smaller size on the same
+    engine, and peak memory against the 8 GB budget; per size, the two engines' matches (count
+    and digest of the rows, and of the scores) against each other and the generator's count,
+    and the feature build's customers and matched customers against the extract and the join;
+    per engine and step in size, the time ratio against 1.05x the size ratio (10.5x from 1M to
+    10M, issue #21), and beside it the CPU-time ratio of the process trees, which shows the
+    scaling itself when other work on a shared machine stretches the wall time of one run more
+    than another's.
 
     `sizes` defaults to 100k, 1M and 10M (`fusion bench --scale-sizes 100000,1000000` for a
     quick run).
@@ -123,11 +129,16 @@ def _agreement_figure(
     """The two engines' matches and scores against each other and the generator's count."""
     same_rows = alone.matches_digest == cluster.matches_digest
     same_scores = alone.scores_digest == cluster.scores_digest
+    built = (
+        alone.featured == cluster.featured == size
+        and alone.featured_matched == cluster.featured_matched == alone.matches
+    )
     agree = (
         alone.matches == cluster.matches == summary.expected_matches
         and alone.scored == cluster.scored == size
         and same_rows
         and same_scores
+        and built
     )
     return Figure(
         name=f"scale.{_size_label(size)}.matches",
@@ -142,9 +153,12 @@ def _agreement_figure(
         f"{summary.covered:,} at the vendor, {summary.invalid_phones:,} invalid and "
         f"{summary.shared_phones:,} shared phones); match rows "
         f"{'identical' if same_rows else 'DIFFER'} and {alone.scored:,} scores "
-        f"{'identical' if same_scores else 'DIFFER'} (customer_id, decile, in order); "
-        f"inputs ({(summary.bank_bytes + summary.vendor_bytes) / 1e9:.2f} GB) generated in "
-        f"{summary.seconds:.0f} s, not timed",
+        f"{'identical' if same_scores else 'DIFFER'} (customer_id, decile, in order); the "
+        f"feature build wrote {alone.featured:,} customers, {alone.featured_matched:,} with "
+        f"vendor data ({'as the join found' if built else 'NOT as the join found'}); "
+        f"inputs ({(summary.bank_bytes + summary.vendor_bytes) / 1e9:.2f} GB of Parquet, "
+        f"{summary.store_bytes / 1e9:.2f} GB of store) generated in {summary.seconds:.0f} s, "
+        "not timed",
     )
 
 

@@ -2,6 +2,8 @@
 
 inputs   `scale_inputs` / `write_scale_inputs`: a bank extract and the vendor's keyed users,
          streamed chunk by chunk, with the world's phone rules (`labs.world.phones`)
+store    the bank's encrypted store once that extract is matched (written with the inputs):
+         what the feature build reads
 run      `run_scale` / `measure_scale`: the bank's stages timed on one engine, the peak
          memory of the run's whole process tree
 """

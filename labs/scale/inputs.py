@@ -7,10 +7,15 @@ chunk is a pure function of (seed, chunk number): the same config gives the same
 
     bank/customers.parquet   customer_id, branch_id, phone (dirty text, as a bank extract writes
                              it), eight numeric features of the data mart, opened_mb (the label)
+    bank/fusion.duckdb       the bank's encrypted store once that extract is loaded and matched
+                             against the vendor's batch (`labs.scale.store`): what the feature
+                             build reads
     vendor/keys.parquet      key (32-byte keyed hash of the phone), app_ids, tag_ids
-    bank-keys/               the bank keyring whose current salt epoch keyed the vendor file
-    models/                  a registry holding "acquisition": a small xgboost model trained
-                             once on the first `train_rows` customers, what the scoring stage runs
+    bank-keys/               the bank keyring: its current salt epoch keyed the vendor file, its
+                             store key opens the store
+    models/                  a registry holding "acquisition": a small xgboost model of the fused
+                             columns, trained once on a feature build of about `train_rows`
+                             customers (one customer bucket), what the scoring stage runs
     manifest.json            the config and the counts below
 
 Who is who. Person p owns the mobile number 13e9 + (a * p + b) mod 7e9 (a, b drawn from the seed,
@@ -52,16 +57,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 import xgboost as xgb
 from rich.console import Console
 
-from contracts.taxonomy import CURRENT_VERSION
-from fusion.features import FeatureColumn, FeatureManifest, FeatureSet
+from fusion.features import CustomerBucket, build_features, snapshot_manifest
 from fusion.models.classifier import ScoreModel, decile_edges
 from fusion.models.design import DesignSpec, design_matrix, feature_labels
 from fusion.progress import progress_bar
 from fusion.registry import Registry
+from fusion.store import Store, StoreConfig
+from labs.scale.store import SNAPSHOT, StoreChunk, store_writer
 from labs.world.errors import WorldError
 from labs.world.personas import sigmoid
 from labs.world.phones import (
@@ -79,31 +84,18 @@ from matcher.keyring import Keyring
 
 __all__ = [
     "MODEL",
-    "MODEL_COLUMNS",
     "ScaleConfig",
     "ScaleInputs",
     "ScaleSummary",
-    "feature_set",
     "scale_inputs",
     "write_scale_inputs",
 ]
 
-_FORMAT = "bankfusion-scale-inputs/v1"
+_FORMAT = "bankfusion-scale-inputs/v2"
 MODEL = "acquisition"  # the registered model the scoring stage runs
-_FEATURES: tuple[tuple[str, str, str], ...] = (
-    ("age", "demographics", "age in years"),
-    ("tenure_months", "relationship", "months since the first account"),
-    ("ukey_holder", "relationship", "holds a U-key"),
-    ("online_banking", "relationship", "uses online banking"),
-    ("n_products", "relationship", "products held"),
-    ("aum_month_avg", "assets", "assets under management, month average"),
-    ("time_deposit", "assets", "time deposits"),
-    ("wealth_mgmt", "assets", "wealth management products"),
-)
-# The columns the model reads: the identifiers and the features (`feature_set`).
-MODEL_COLUMNS = ("customer_id", "branch_id", *(name for name, _, _ in _FEATURES))
 
 _BANK_FILE = "bank/customers.parquet"
+_STORE_FILE = "bank/fusion.duckdb"
 _VENDOR_FILE = "vendor/keys.parquet"
 _KEYRING = "bank-keys"
 _MODELS_DIR = "models"
@@ -111,7 +103,6 @@ _MANIFEST = "manifest.json"
 _CUSTOMER_ID_BASE = 100_000_000
 _BRANCHES = 40  # B001..B040, as in labs.world
 _APPS, _TAGS = 1_300, 10_400  # the taxonomy's id ranges
-_SNAPSHOT = datetime.date(2026, 9, 30)
 _TRAINED_AT = datetime.datetime(2026, 10, 1, 6, 0, tzinfo=datetime.UTC)
 _PARQUET: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
 _BANK_SCHEMA = pa.schema(
@@ -150,7 +141,7 @@ class ScaleConfig:
     apps_max: int = 8  # app ids a vendor user holds: 1..apps_max
     tags_max: int = 12  # tag ids a vendor user holds: 1..tags_max
     chunk_rows: int = 1 << 18  # bank rows per generated chunk (and row group)
-    train_rows: int = 50_000  # first customers the scoring model is trained on
+    train_rows: int = 50_000  # about this many customers (one bucket) train the scoring model
 
     def __post_init__(self) -> None:
         checks = (
@@ -190,6 +181,7 @@ class ScaleSummary:
     seconds: float
     bank_bytes: int
     vendor_bytes: int
+    store_bytes: int
 
 
 @dataclass(frozen=True)
@@ -203,6 +195,10 @@ class ScaleInputs:
     @property
     def bank(self) -> Path:
         return self.root / _BANK_FILE
+
+    @property
+    def store(self) -> Path:
+        return self.root / _STORE_FILE
 
     @property
     def vendor(self) -> Path:
@@ -228,9 +224,16 @@ class ScaleInputs:
             ) from None
         if document.get("format") != _FORMAT:
             raise WorldError(f"{root} is not a {_FORMAT} folder; generate it again")
-        inputs = cls(root, ScaleConfig(**document["config"]), ScaleSummary(**document["summary"]))
-        missing = [p for p in (inputs.bank, inputs.vendor, inputs.keyring, inputs.registry)
-                   if not p.exists()]  # fmt: skip
+        try:
+            config = ScaleConfig(**document["config"])
+            summary = ScaleSummary(**document["summary"])
+        except (KeyError, TypeError) as error:  # written by an older generator
+            raise WorldError(
+                f"{root} has a manifest this generator cannot read ({error}); generate it again"
+            ) from None
+        inputs = cls(root, config, summary)
+        missing = [p for p in (inputs.bank, inputs.store, inputs.vendor, inputs.keyring,
+                               inputs.registry) if not p.exists()]  # fmt: skip
         if missing:
             raise WorldError(f"{root} lacks {', '.join(str(p) for p in missing)}; generate again")
         return inputs
@@ -261,6 +264,7 @@ class _Chunk:
     invalid: int
     shared: int
     expected: int
+    store: StoreChunk
 
 
 def _lists(counts: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> pa.ListArray:
@@ -347,6 +351,9 @@ def _chunk(
         1 + (rng.random(rows) ** 2 * (_TAGS - config.tags_max)).astype(np.int32),
     )
     vendor = pa.table([keys.to_arrow().cast(pa.binary()), apps, tags], schema=_VENDOR_SCHEMA)
+    # What the salted match finds: a vendor row of a bank customer whose phone is not shared.
+    at_bank = np.flatnonzero(people < config.customers)
+    matched = at_bank[~phones.shared[people[at_bank] - begin]]
     return _Chunk(
         bank=bank,
         vendor=vendor,
@@ -354,18 +361,51 @@ def _chunk(
         invalid=int((~valid).sum()),
         shared=int(phones.shared.sum()),
         expected=int((~phones.shared[covered]).sum()),
+        store=StoreChunk(
+            index=index,
+            bank=bank,
+            customer_keys=_customer_keys(phones.given, valid & ~phones.shared, epoch),
+            key_status=pl.Series(
+                "key_status",
+                np.where(~valid, "invalid", np.where(phones.shared, "duplicated", "ok")),
+                pl.String,
+            ),
+            vendor=vendor,
+            matched_rows=matched,
+            matched_ids=_CUSTOMER_ID_BASE + people[matched],
+        ),
     )
 
 
-def write_scale_inputs(
-    config: ScaleConfig, out: Path, *, epoch: SaltEpoch, console: Console | None = None
-) -> ScaleSummary:
-    """Return the counts of the bank and vendor files written under `out` from `config`.
+def _customer_keys(
+    given: np.ndarray[Any, Any], ok: np.ndarray[Any, Any], epoch: SaltEpoch
+) -> pl.Series:
+    """Return the keyed hash of each customer's number where `ok` (a valid, own phone), else null.
 
-    Streams both files one chunk of `config.chunk_rows` bank rows (and its vendor rows) at a
-    time, then trains the scoring model on the first `config.train_rows` customers and writes
-    the manifest. The vendor keys are keyed hashes under `epoch`; the same config and epoch give
-    the same files.
+    The number a customer gives, in normal form, is what `matcher.identity` makes of its dirty
+    spelling in the extract (the tests check the two agree).
+    """
+    numbers = pl.Series("phone", given).cast(pl.String)
+    hashed = keyed_hash(numbers.filter(pl.Series(ok)), epoch, domain="mobile")
+    keys = pl.Series("key", [None] * len(given), pl.Binary)
+    return keys.scatter(np.flatnonzero(ok), hashed)
+
+
+def write_scale_inputs(
+    config: ScaleConfig,
+    out: Path,
+    *,
+    epoch: SaltEpoch,
+    store_key: str,
+    console: Console | None = None,
+) -> ScaleSummary:
+    """Return the counts of the bank and vendor files and the store written under `out`.
+
+    Streams both files and the store (`labs.scale.store`, encrypted with `store_key`) one chunk
+    of `config.chunk_rows` bank rows (and its vendor rows) at a time, then trains the scoring
+    model on a feature build of one customer bucket of about `config.train_rows` and writes the
+    manifest. The vendor keys are keyed hashes under `epoch`; the same config and epoch give
+    the same rows.
     """
     start = time.perf_counter()
     mobiles = _Mobiles(config.seed)
@@ -380,12 +420,16 @@ def write_scale_inputs(
     with (
         pq.ParquetWriter(bank_path, _BANK_SCHEMA, **_PARQUET) as bank,
         pq.ParquetWriter(vendor_path, _VENDOR_SCHEMA, **_PARQUET) as vendor,
+        store_writer(
+            out / _STORE_FILE, store_key, seed=config.seed, epoch_id=epoch.epoch_id
+        ) as store,
         progress_bar(console, "scale inputs", len(bounds)) as advance,
     ):
         for index, begin, end in bounds:
             chunk = _chunk(config, mobiles, epoch, index, begin, end)
             bank.write_table(chunk.bank, row_group_size=chunk.bank.num_rows)
             vendor.write_table(chunk.vendor, row_group_size=max(chunk.vendor.num_rows, 1))
+            store.add(chunk.store)
             counts["covered"] += chunk.covered
             counts["invalid"] += chunk.invalid
             counts["shared"] += chunk.shared
@@ -393,7 +437,7 @@ def write_scale_inputs(
             counts["vendor"] += chunk.vendor.num_rows
             del chunk
             advance()
-    _train(bank_path, out / _MODELS_DIR, config.train_rows, epoch.epoch_id)
+    _train(out / _STORE_FILE, store_key, out / _MODELS_DIR, config, epoch.epoch_id)
     summary = ScaleSummary(
         customers=config.customers,
         vendor_users=counts["vendor"],
@@ -404,6 +448,7 @@ def write_scale_inputs(
         seconds=time.perf_counter() - start,
         bank_bytes=bank_path.stat().st_size,
         vendor_bytes=vendor_path.stat().st_size,
+        store_bytes=(out / _STORE_FILE).stat().st_size,
     )
     document = {
         "format": _FORMAT,
@@ -435,49 +480,40 @@ def scale_inputs(
     with atomic_path(root) as staging:
         staging.mkdir(mode=0o700)  # it holds a bank keyring
         keyring = Keyring.init(staging / _KEYRING, role="bank")
-        write_scale_inputs(config, staging, epoch=keyring.current_salt(), console=console)
+        write_scale_inputs(
+            config,
+            staging,
+            epoch=keyring.current_salt(),
+            store_key=keyring.store_key(),
+            console=console,
+        )
         if root.exists():  # a folder cannot be renamed over a folder that holds files
             shutil.rmtree(root)
     return ScaleInputs.open(root)
 
 
-def feature_set(table: pl.DataFrame, epoch_id: str) -> FeatureSet:
-    """Return the bank table as a feature set: its numeric features, no vendor tags."""
-    columns = (
-        FeatureColumn("customer_id", "id", "bank_extract", "Int64"),
-        FeatureColumn("branch_id", "id", "bank_extract", "String"),
-        *(
-            FeatureColumn(name, group, "bank_extract", str(table.schema[name]), text)
-            for name, group, text in _FEATURES
-            if name in table.columns
-        ),
-        FeatureColumn("opened_mb", "label", "bank_extract", "Int8", "opened mobile banking"),
-    )
-    manifest = FeatureManifest(
-        snapshot_date=_SNAPSHOT,
-        salt_epoch=epoch_id,
-        taxonomy_version=CURRENT_VERSION,
-        rows=table.height,
-        matched=0,
-        in_matches=0,
-        columns=tuple(c for c in columns if c.name in table.columns),
-        codes={},
-        top_apps=(),
-        batches={},
-    )
-    tags = sp.csr_matrix((table.height, 0), dtype=np.float32)
-    return FeatureSet(table, tags, np.empty(0, dtype=np.int32), manifest)
+def _train(store_path: Path, key: str, models: Path, config: ScaleConfig, epoch_id: str) -> None:
+    """Register a small acquisition model of the fused columns, trained on one customer bucket.
 
-
-def _train(bank: Path, models: Path, rows: int, epoch_id: str) -> None:
-    """Register a small acquisition model trained on the first `rows` customers of `bank`."""
-    table = pl.scan_parquet(bank).head(rows).collect()
-    features = feature_set(table, epoch_id)
-    spec = DesignSpec(tuple(name for name, _, _ in _FEATURES))
-    x = design_matrix(features, spec)
-    y = table["opened_mb"].to_numpy()
+    The bucket (about `config.train_rows` customers) is built from the store as the feature
+    build builds any bucket (`build_features` like the snapshot's manifest), so the model reads
+    exactly the columns the timed build writes.
+    """
+    count = max(1, config.customers // config.train_rows)
+    with Store.open(StoreConfig(store_path, memory_limit="2GB"), key=key, read_only=True) as store:
+        manifest = snapshot_manifest(store, snapshot_date=SNAPSHOT, salt_epoch=epoch_id)
+        sample = build_features(
+            store,
+            snapshot_date=SNAPSHOT,
+            salt_epoch=epoch_id,
+            like=manifest,
+            customers=CustomerBucket(0, count),
+        )
+    spec = DesignSpec(tuple(sample.feature_columns()))
+    x = design_matrix(sample, spec)
+    y = sample.table["opened_mb"].to_numpy()
     params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "tree_method": "hist"}
     booster = xgb.train(params, xgb.DMatrix(x, label=y, feature_names=spec.names), 40)
-    model = ScoreModel(MODEL, booster, spec, feature_labels(features.manifest, spec), np.zeros(9))
+    model = ScoreModel(MODEL, booster, spec, feature_labels(sample.manifest, spec), np.zeros(9))
     model.decile_edges = decile_edges(model.predict(x))
     Registry(models).save(model, created_at=_TRAINED_AT)

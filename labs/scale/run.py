@@ -4,10 +4,18 @@
 "bank-keys" (`key_customers` on the extract: keyed hashing, then the shared-phone rule per
 bucket), "vendor-partition" (`partition_by_key` of the vendor's keyed file with its lists; in this
 process on every engine, it only moves bytes), "psi-join" (`join_keys`, carrying the lists into
-the matches) and "score" (`score_features` with the registered model, on the bank's own features:
-the feature build is not a bucketed job yet). `measure_scale` runs it in a fresh subprocess and
-samples the resident memory of that process and all its children (the LocalCluster's nannies and
-workers) at a fixed interval, so a peak is one run's own.
+the matches), "features" (`build_feature_buckets`: the point-in-time feature build from the
+inputs' encrypted store, the snapshot's manifest task then one task per customer bucket, each
+opening the store read-only) and "score" (`score_features` with the registered model on those
+feature buckets, one task per bucket, as `fusion score --cluster` scores a cluster build).
+
+The store holds the match the generator made (`labs.scale.store`), not the one the PSI join
+stage writes: loading the vendor's batch and the matches into DuckDB is ingest's and the
+match's work, outside this curve, so the store is built once with the inputs, and the run
+records how many matched customers the build found for the bench to hold against the join's
+count. Each feature task's DuckDB is held to `_TASK_MEMORY`. `measure_scale` runs it in a fresh
+subprocess and samples the resident memory of that process and all its children (the
+LocalCluster's nannies and workers) at a fixed interval, so a peak is one run's own.
 """
 
 from __future__ import annotations
@@ -27,14 +35,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 import psutil  # installed with dask.distributed, which samples workers' memory with it
-import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
 
 from contracts.errors import FusionError
 from fusion.jobs import (
     ClusterEngine,
-    Engine,
+    build_feature_buckets,
     join_keys,
     key_customers,
     parse_cluster,
@@ -42,15 +48,20 @@ from fusion.jobs import (
     score_features,
 )
 from fusion.registry import Registry
-from labs.scale.inputs import MODEL, MODEL_COLUMNS, ScaleInputs, feature_set
+from fusion.store import StoreConfig
+from labs.scale.inputs import MODEL, ScaleInputs
+from labs.scale.store import SNAPSHOT
 from matcher.keyring import Keyring
 
 __all__ = ["STAGES", "ScaleRun", "measure_scale", "run_scale"]
 
-STAGES = ("bank-keys", "vendor-partition", "psi-join", "score")
+STAGES = ("bank-keys", "vendor-partition", "psi-join", "features", "score")
 _VENDOR_COLUMNS = ("app_ids", "tag_ids")
-_SCORE_SLAB_ROWS = 1_000_000  # rows of the bank table handed to one score_features call
 _SCORED = ("customer_id", "decile")  # the score columns whose bytes the digest covers
+# DuckDB's memory in each feature task's read-only open of the store: its default, 80% of the
+# machine's per open, would let two workers' buffer pools exceed the run's 8 GB budget, and the
+# snapshot manifest's pick over 6.4M matches (10M customers) does not fit in 1 GB.
+_TASK_MEMORY = "2GB"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +89,8 @@ class ScaleRun:
     duplicated: int
     matches: int
     matches_digest: str
+    featured: int  # customers the feature build wrote
+    featured_matched: int  # of them, with vendor data at the snapshot
     scored: int
     scores_digest: str
     peak_rss: int = 0
@@ -140,7 +153,6 @@ def run_scale(
     *,
     cluster: str | None = None,
     console: Console | None = None,
-    score_slab_rows: int = _SCORE_SLAB_ROWS,
 ) -> ScaleRun:
     """Return the timings and results of the bank's stages (`STAGES`) on `inputs`, on one engine.
 
@@ -153,10 +165,9 @@ def run_scale(
         out: the run's folder; its job folders are left there for the caller to remove.
         cluster: an engine spec as `parse_cluster` takes it (None: in-process).
         console: where the stages draw their progress bars; None draws none.
-        score_slab_rows: rows of the bank table per `score_features` call (whole row groups
-            are added until a slab holds at least this many).
     """
-    epoch = Keyring.open(inputs.keyring).current_salt()
+    keyring = Keyring.open(inputs.keyring)
+    epoch = keyring.current_salt()
     clock = _Clock()
     load = os.getloadavg()[0]
     begin = time.perf_counter()
@@ -172,9 +183,17 @@ def run_scale(
             vendor = partition_by_key(inputs.vendor, out / "vendor", columns=_VENDOR_COLUMNS)
         with clock.stage("psi-join"):
             matches = join_keys(engine, keyed, vendor, out / "matches", columns=_VENDOR_COLUMNS)
+        with clock.stage("features"):
+            built = build_feature_buckets(
+                engine,
+                StoreConfig(inputs.store, memory_limit=_TASK_MEMORY),
+                keyring.store_key(),
+                snapshot_date=SNAPSHOT,
+                salt_epoch=epoch.epoch_id,
+                out=out / "features",
+            )
         with clock.stage("score"):
-            score_files = _score(engine, inputs, epoch.epoch_id, out / "scores", score_slab_rows)
-    scored = sum(rows for _, rows in score_files)
+            scores = score_features(engine, built, Registry(inputs.registry), MODEL, out / "scores")
     return ScaleRun(
         customers=keyed.customers,
         vendor_users=vendor.rows,
@@ -188,7 +207,8 @@ def run_scale(
             "bank-keys": keyed.customers,
             "vendor-partition": vendor.rows,
             "psi-join": keyed.keyed + vendor.rows,
-            "score": scored,
+            "features": built.rows,
+            "score": scores.rows,
         },
         windows=clock.windows,
         keyed=keyed.keyed,
@@ -196,41 +216,11 @@ def run_scale(
         duplicated=keyed.duplicated,
         matches=matches.rows,
         matches_digest=_digest(matches.files, ("customer_id",)),
-        scored=scored,
-        scores_digest=_digest(tuple(f for files, _ in score_files for f in files), _SCORED),
+        featured=built.rows,
+        featured_matched=built.matched,
+        scored=scores.rows,
+        scores_digest=_digest(scores.files, _SCORED),
     )
-
-
-def _score(
-    engine: Engine, inputs: ScaleInputs, epoch_id: str, out: Path, slab_rows: int
-) -> list[tuple[tuple[str, ...], int]]:
-    """Return the files and row count of each slab of the bank table scored with the model.
-
-    `score_features` takes a feature table in memory, so the bank table is handed to it in slabs
-    of whole row groups read from the Parquet file, which bounds this process's share.
-    """
-    registry = Registry(inputs.registry)
-    scored: list[tuple[tuple[str, ...], int]] = []
-    for slab, table in enumerate(_slabs(inputs.bank, slab_rows)):
-        features = feature_set(table, epoch_id)
-        parts = score_features(engine, features, registry, MODEL, out / f"slab-{slab:05d}")
-        scored.append((tuple(parts.files), parts.rows))
-    return scored
-
-
-def _slabs(bank: Path, rows: int) -> Iterator[pl.DataFrame]:
-    """Yield the scoring columns of the bank file in slabs of whole row groups, >= `rows` each.
-
-    One row group read at a time: a pyarrow reader iterating the whole file would keep every
-    row group's raw bytes until it ended.
-    """
-    reader = pq.ParquetFile(bank)
-    held: list[pa.Table] = []
-    for group in range(reader.num_row_groups):
-        held.append(reader.read_row_group(group, columns=list(MODEL_COLUMNS)))
-        if sum(t.num_rows for t in held) >= rows or group == reader.num_row_groups - 1:
-            yield pl.DataFrame(pl.from_arrow(pa.concat_tables(held)))
-            held = []
 
 
 def _tree_cpu(root: psutil.Process) -> float:

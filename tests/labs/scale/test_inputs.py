@@ -6,6 +6,7 @@ The inputs are checked against the matcher's own rules (normalise, key, the shar
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +20,7 @@ from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.psi import customer_keys
 
 EPOCH = SaltEpoch("e-scale", bytes(range(32)))
+STORE_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 # 5,000 customers in chunks of 2,000, 2,000 and 1,000: the chunk rules meet at the boundaries.
 CONFIG = ScaleConfig(customers=5_000, seed=3, chunk_rows=2_000)
 
@@ -26,7 +28,7 @@ CONFIG = ScaleConfig(customers=5_000, seed=3, chunk_rows=2_000)
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ScaleSummary]:
     root = tmp_path_factory.mktemp("scale")
-    return root, write_scale_inputs(CONFIG, root, epoch=EPOCH)
+    return root, write_scale_inputs(CONFIG, root, epoch=EPOCH, store_key=STORE_KEY)
 
 
 def _frames(root: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -80,7 +82,7 @@ def test_inputs_are_a_function_of_the_config_and_epoch(
     generated: tuple[Path, ScaleSummary], tmp_path: Path
 ):
     root, summary = generated
-    again = write_scale_inputs(CONFIG, tmp_path / "again", epoch=EPOCH)
+    again = write_scale_inputs(CONFIG, tmp_path / "again", epoch=EPOCH, store_key=STORE_KEY)
     for first, second in zip(_frames(root), _frames(tmp_path / "again"), strict=True):
         assert_frame_equal(first, second)
     assert again.expected_matches == summary.expected_matches
@@ -89,7 +91,7 @@ def test_inputs_are_a_function_of_the_config_and_epoch(
 
 
 def _frames_of(config: ScaleConfig, tmp_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    write_scale_inputs(config, tmp_path / f"seed-{config.seed}", epoch=EPOCH)
+    write_scale_inputs(config, tmp_path / f"seed-{config.seed}", epoch=EPOCH, store_key=STORE_KEY)
     return _frames(tmp_path / f"seed-{config.seed}")
 
 
@@ -101,10 +103,10 @@ def test_cached_inputs_are_reused_and_a_broken_folder_is_refused(tmp_path: Path)
     assert scale_inputs(config, tmp_path).summary == first.summary
     assert (first.root / "manifest.json").stat().st_mtime_ns == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
-    first.vendor.unlink()
+    first.store.unlink()
     with pytest.raises(WorldError, match="lacks"):
         ScaleInputs.open(first.root)
-    assert scale_inputs(config, tmp_path).vendor.exists()  # generated again
+    assert scale_inputs(config, tmp_path).store.exists()  # generated again
 
 
 def test_a_bad_config_is_refused_naming_the_setting():

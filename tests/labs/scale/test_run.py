@@ -58,9 +58,10 @@ def test_the_bench_runs_both_engines_in_their_own_processes(tmp_path: Path):
     matches = figures["scale.5k.matches"]
     assert matches.met is True and matches.value == matches.baseline > 3_000
     assert "identical" in matches.note and "DIFFER" not in matches.note
+    assert "as the join found" in matches.note and "NOT" not in matches.note
     for engine in ("in_process", "local2"):
         assert figures[f"scale.{engine}.5k.total_s"].value > 0
-        for stage in ("bank-keys", "vendor-partition", "psi-join", "score"):
+        for stage in ("bank-keys", "vendor-partition", "psi-join", "features", "score"):
             assert stage in figures[f"scale.{engine}.5k.total_s"].note
         peak = figures[f"scale.{engine}.5k.peak_rss_gb"]
         assert 0.1 < peak.value < 8 and peak.met is True
