@@ -42,6 +42,7 @@ and /openapi.json are served only when `ApiSettings.serves_docs` says so; the ac
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import socket
 import time
@@ -54,7 +55,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from api import console
 from api.audit import AuditRecord
@@ -86,7 +87,7 @@ from contracts.errors import (
 from fusion.runfolder import RunFolder
 from matcher.keyring import Keyring
 
-__all__ = ["MAX_REPORTED_ERRORS", "create_app", "serve"]
+__all__ = ["MAX_REPORTED_ERRORS", "create_app", "serve", "server_stack"]
 
 # A 422 lists this many errors at most: 90,000 unknown keys must not come back as 90,000 errors.
 MAX_REPORTED_ERRORS = 10
@@ -400,6 +401,8 @@ def serve(settings: ApiSettings) -> None:
 
     The run's keyring and the port are checked first, so a mistyped --run or a port in use is
     one error (KeyringError, OSError EADDRINUSE) rather than a failed start in uvicorn's log.
+    One worker, on uvloop with the httptools parser where they import (`server_stack`); the
+    objects alive once the service has started are frozen out of the cyclic collector.
     """
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
@@ -413,13 +416,62 @@ def serve(settings: ApiSettings) -> None:
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config.setdefault("filters", {})["no_query"] = {"()": _PathOnlyAccessLog}
     log_config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    loop, http = server_stack()
+    app = create_app(settings)
+    app.router.lifespan_context = _frozen_after_start(app.router.lifespan_context)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",
         log_config=log_config,
+        loop=loop,
+        http=http,
     )
+
+
+def _frozen_after_start(lifespan: Lifespan[Any]) -> Lifespan[Any]:
+    """Return `lifespan` with every object alive once the service has started moved out of the
+    cyclic collector's generations (`gc.freeze`).
+
+    The imported modules, the app and the service are most of the objects the collector tracks
+    and all of them live as long as the process; without this, each full collection walked them
+    all again and stalled the event loop for a long pause (the tail of every route's latency,
+    /healthz's included; README, "Benchmarks"). Frozen objects are never collected: only those
+    alive at the start are frozen, and they stay alive anyway. Only `serve` does this: a test
+    serving the app inside the test runner's process must not freeze the runner's objects.
+    """
+
+    @asynccontextmanager
+    async def frozen(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    return frozen
+
+
+def server_stack() -> tuple[str, str]:
+    """Return the event loop and HTTP parser `serve` runs uvicorn with.
+
+    libuv's loop (uvloop) and the C parser (httptools) when they import, as the project's
+    dependencies install them; else the standard asyncio loop and the pure-Python h11 parser,
+    which answer the same requests at a higher cost per request.
+    """
+    try:
+        import uvloop  # noqa: F401 - only whether it imports
+    except ImportError:
+        loop = "asyncio"
+    else:
+        loop = "uvloop"
+    try:
+        import httptools  # noqa: F401 - only whether it imports
+    except ImportError:
+        http = "h11"
+    else:
+        http = "httptools"
+    return loop, http
 
 
 class _PathOnlyAccessLog(logging.Filter):
