@@ -394,15 +394,13 @@ def _api_figures(
     seconds: tuple[float, float],
 ) -> Iterator[Figure]:
     """Requests/s, p50 and p99 latency and the error count, each beside /healthz's."""
-    from api.app import server_stack  # the stack `serve` runs in the server's process
-
     duration, baseline_seconds = seconds
     baseline_name = f"GET /healthz under the same {clients} clients, {baseline_seconds:g} s"
     note = (
         f"{len(scores.ms):,} requests in {duration:g} s from {clients} lean clients (a "
         f"keep-alive connection each) on one event loop (load generator at {scores.cpu:.2f} CPU, "
         f"{base.cpu:.2f} for /healthz); a {sizes['customers']:,}-customer demo run served by "
-        f"api.serve (1 uvicorn worker on {' + '.join(server_stack())}, own process); "
+        f"api.serve (1 uvicorn worker on uvloop + httptools when installed, own process); "
         f"{cpu_count()} CPUs shared by server and clients"
     )
     ratio = scores.rate / base.rate
