@@ -31,3 +31,7 @@ class CurrentScorer:
         if answered is not None:
             return answered
         return await run_in_threadpool(self._serving.score, customer_ids)
+
+    def refresh(self) -> None:
+        """Read the run folder afresh at the next request: this service just moved a CURRENT."""
+        self._serving.refresh()

@@ -5,7 +5,9 @@ population. A request for a customer it scored is answered from those stored row
 lookup, while they hold for that customer:
 
     the batch was scored by the version CURRENT names now       (a promotion or a rollback
-                                                                 takes effect at once)
+                                                                 takes effect at the next
+                                                                 request, or within a second
+                                                                 if another process made it)
     the customer's features are no newer than the batch's       (no newer feature snapshot
                                                                  holds the customer, and the
                                                                  batch's own was not rebuilt)
@@ -14,9 +16,14 @@ Every other customer the newest feature table holds is scored live from it: thos
 features, and those the batch did not score (outside its population). Each answer names the
 model version and says which it was (`source`: "batch" with the batch's `scored_at`, or "live").
 
-Whether the stored rows hold is checked on every request, cheaply: the CURRENT pointer is read
-and the score file and the newest feature folder are stat-ed (`ServingState`). When any of
-them changed, the index or the live scorer is rebuilt once, under a lock, and requests go on
+Whether the stored rows hold is checked cheaply: the CURRENT pointer is read and the score file
+and the newest feature folder are stat-ed (`ServingState`). A lookup answered on the event loop
+reuses that check for up to `STATE_MAX_AGE_S` (one second): under load the few system calls cost
+far more than they do alone, as each hands the interpreter lock to another thread. So a change
+made by another process (a `fusion models promote` or `fusion features` run) is served within a
+second; the service's own promotions and rollbacks call `ServingScorer.refresh`, and the next
+request sees them. A request that needs live work or a reload always checks afresh. When
+anything changed, the index or the live scorer is rebuilt once, under a lock, and requests go on
 with the new one.
 
 Reason codes are exact SHAP values, the costly part of scoring, so the batch computes them only
@@ -27,9 +34,11 @@ would have written - and keeps them for later requests.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +54,7 @@ from fusion.runfolder import RunFolder
 from fusion.scoring import Scorer, ScoreRun, read_score_run, reason_tuples
 
 __all__ = [
+    "STATE_MAX_AGE_S",
     "BatchScores",
     "FeatureStamp",
     "ServedScore",
@@ -55,6 +65,7 @@ __all__ = [
 
 Source = Literal["batch", "live"]
 _MANIFEST = "manifest.json"  # a feature folder is complete once its manifest is written
+STATE_MAX_AGE_S = 1.0  # how long a lookup on the loop may reuse the last check of the state
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,26 +209,42 @@ class _StateProbe:
 
     Every file it watches is replaced by an atomic rename (CURRENT, the score file, a feature
     manifest), so a change always shows in the file's stamp. Paths are kept as strings: this
-    runs on every request.
+    runs on every request. The last reading is kept with the time it began (`clock`), for
+    `state(max_age=...)`.
     """
 
-    def __init__(self, folder: RunFolder, model: str) -> None:
+    def __init__(
+        self, folder: RunFolder, model: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._registry = Registry(folder.models)
         self._model = model
         self._pointer = os.fspath(folder.models / model / "CURRENT")  # Registry's pointer file
         self._scores = os.fspath(folder.scores / f"{model}.parquet")
         self._features = os.fspath(folder.features)
+        self._clock = clock
         self._seen: tuple[FileStamp | None, str | None] = (None, None)
+        self._last: tuple[float, ServingState] | None = None
+        self._not_before = -math.inf  # a reading begun earlier is never reused (`forget`)
 
-    def state(self) -> ServingState:
-        """Return the folder's state now."""
+    def state(self, *, max_age: float = 0.0) -> ServingState:
+        """Return the folder's state: the last reading if it began under `max_age` seconds ago."""
+        began = self._clock()
+        last = self._last
+        if last is not None and last[0] >= self._not_before and began - last[0] < max_age:
+            return last[1]
         pointer = _stamp(self._pointer)
         seen, version = self._seen
         if pointer != seen:
-            # Stat before read: a change between the two shows again at the next request.
+            # Stat before read: a change between the two shows again at the next reading.
             version = self._registry.current(self._model) if pointer is not None else None
             self._seen = (pointer, version)
-        return ServingState(version, _stamp(self._scores), self._newest_features())
+        state = ServingState(version, _stamp(self._scores), self._newest_features())
+        self._last = (began, state)  # one assignment: readers on other threads see old or new
+        return state
+
+    def forget(self) -> None:
+        """Make the next reading read the folder: none begun before now is reused."""
+        self._not_before = self._clock()
 
     def _newest_features(self) -> FeatureStamp | None:
         """Return the stamp of the newest complete feature folder, or None."""
@@ -253,11 +280,16 @@ class ServingScorer:
     `score` answers every request, reloading and computing as needed.
     """
 
-    def __init__(self, folder: RunFolder, model: str = "acquisition") -> None:
+    def __init__(
+        self,
+        folder: RunFolder,
+        model: str = "acquisition",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.folder = folder
         self.model = model
         self._registry = Registry(folder.models)
-        self._probe = _StateProbe(folder, model)
+        self._probe = _StateProbe(folder, model, clock)
         # Its own lock: a reload takes seconds, and no other lock may wait on it.
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
@@ -265,10 +297,14 @@ class ServingScorer:
     def answer(self, customer_ids: Sequence[int]) -> ServedScores | None:
         """Return the answer if the stored rows give all of it as they are; None otherwise."""
         loaded = self._loaded
-        if loaded is None or loaded.state != self._probe.state():
+        if loaded is None or loaded.state != self._probe.state(max_age=STATE_MAX_AGE_S):
             return None
         plan = _Plan.of(loaded, customer_ids)
         return None if plan.needs_work else _served(loaded, plan)
+
+    def refresh(self) -> None:
+        """Read the run folder afresh at the next request (after this process moved CURRENT)."""
+        self._probe.forget()
 
     def score(self, customer_ids: Sequence[int]) -> ServedScores:
         """Return the answer: stored rows where they hold, live scores for the rest."""

@@ -72,6 +72,8 @@ def _moved(request: Request, service: Service, name: str, move: Callable[[Bank],
     except ModelError as error:
         audit(request, detail=f"{name}: refused")
         return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={"detail": str(error)})
+    finally:
+        service.scorer.refresh()  # the next score request reads CURRENT afresh
     audit(request, detail=f"{name}: {decision.from_version} -> {decision.to_version}")
     public = ModelDecisionPublic.model_validate(
         {**decision.to_dict(), "message": decision.message()}, strict=False

@@ -1,10 +1,12 @@
 """POST /v1/scores answers from the batch's stored rows of the CURRENT version, says so, and
 gives the same numbers a fresh computation gives; a promotion, a rollback or a newer feature
-table changes what it answers at the very next request."""
+table changes what it answers: the service's own promotion or rollback at the very next request,
+a feature table written by another process within `STATE_MAX_AGE_S`."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from fusion.pipeline.feature_tables import read_features
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.scoring import read_score_run, score_rows
+from fusion.served_scores import STATE_MAX_AGE_S
 from tests.support.server import NOW, ServedRun, bearer, serve_copy
 
 
@@ -127,6 +130,7 @@ def test_promotion_rollback_and_newer_features_change_the_next_answer(own: Serve
     newer.write(
         folder.features / (features.manifest.snapshot_date + timedelta(days=31)).isoformat()
     )
+    time.sleep(STATE_MAX_AGE_S)  # written by another hand: served within the state's age
     after = _scores(own, ids)
     assert {s["source"] for s in after["scores"]} == {"live"}
     assert after["model_version"] == champion

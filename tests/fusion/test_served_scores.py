@@ -1,6 +1,7 @@
 """Serving scores: the batch's stored rows of the CURRENT version equal a fresh computation,
-a promotion or rollback switches what is served at the next request, and customers whose
-features are newer than the batch (or whom the batch did not score) are scored live."""
+a promotion or rollback is served once the last check of the folder is older than a second (at
+once after `refresh`), and customers whose features are newer than the batch (or whom the batch
+did not score) are scored live."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from fusion.models.classifier import ScoreModel
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.scoring import read_score_run, score_base, score_rows
-from fusion.served_scores import ServedScores, ServingScorer
+from fusion.served_scores import STATE_MAX_AGE_S, ServedScores, ServingScorer
 from tests.support.models import TRAINED_AT, ModelWorld
 
 SCORED_AT = datetime(2026, 10, 3, 2, tzinfo=UTC)
@@ -84,7 +85,7 @@ def test_stored_scores_equal_a_fresh_computation_and_unscored_customers_are_live
     assert serving.answer(outside) is None  # live work goes to the caller's thread
 
 
-def test_a_promotion_or_rollback_switches_the_served_version_at_once(
+def test_a_promotion_is_served_within_the_state_age_and_at_once_after_a_refresh(
     run: RunFolder, model_world: ModelWorld
 ):
     registry = Registry(run.models)
@@ -96,13 +97,16 @@ def test_a_promotion_or_rollback_switches_the_served_version_at_once(
         challenger, created_at=TRAINED_AT.replace(day=20), make_current=False
     ).version
     ids = pl.read_parquet(run.scores / "acquisition.parquet")["customer_id"].head(20).to_list()
-    serving = ServingScorer(run)
+    now = [100.0]
+    serving = ServingScorer(run, clock=lambda: now[0])
     before = serving.score(ids)
     assert {s.source for s in before.scores} == {"batch"}
 
-    registry.promote("acquisition", version)
-    during = serving.answer(ids)
-    assert during is None  # the stored rows are another version's: never served after promote
+    registry.promote("acquisition", version)  # as another process would: no refresh
+    now[0] += STATE_MAX_AGE_S / 2
+    assert serving.answer(ids) == before  # the last check of the folder is still young
+    now[0] += STATE_MAX_AGE_S / 2
+    assert serving.answer(ids) is None  # checked again: the stored rows are another version's
     during = serving.score(ids)
     assert during.version == version and {s.source for s in during.scores} == {"live"}
     _check_equal(
@@ -110,8 +114,11 @@ def test_a_promotion_or_rollback_switches_the_served_version_at_once(
     )
 
     registry.promote("acquisition", champion)  # a rollback moves the same pointer back
+    serving.refresh()  # as the service does after its own promotion or rollback
+    assert serving.answer(ids) is None  # no time passed, yet the folder was read afresh
     after = serving.score(ids)
     assert after == before
+    assert serving.answer(ids) == before
 
 
 def test_customers_with_newer_features_are_scored_live_until_the_next_batch(
