@@ -41,14 +41,18 @@ as RFC 9497 section 4.1 DeserializeElement asks: 32 bytes, a canonical encoding,
 identity; blinds are canonical non-zero scalars. The first bad item stops the batch with an
 `OprfError` that names its position, never its value.
 
-Hot path: per item one to three libsodium calls, which libsodium cannot batch (a profile of
-`seal_rows`: scalar multiplication 54%, hash-to-group 21%, HKDF 6%, expand_message_xmd 5%). So
+Hot path: per item one to three libsodium calls, which libsodium cannot batch (`seal_rows` on
+one core, 56 us a row: scalar multiplication 65%, hash-to-group 22%, HKDF 5%, AES-GCM 2.5%,
+expand_message_xmd and the output hash 3%, the Python around them the rest). So
 HashToGroup's expand_message_xmd starts from the hashed state of its constant first block
 (`_Z_PAD`); a received element is decoded once, by the scalar multiplication (it refuses what
 `is_valid_point` does), after the byte checks libsodium skips; `finalize` inverts a part's
 blinds with one inversion (Montgomery's trick). A batch's parts run on worker processes or
 threads (`matcher.batch_parts`: ctypes drops the GIL in each libsodium call, the Python around it
-does not); the DLEQ composites run on threads.
+does not); the DLEQ composites run on threads. `evaluate_then` and `finalize_then` take a
+`Then`: what each part does next with its outputs on the worker that computed them (the row
+protocol's HKDF and AES-GCM, `matcher.oprf_match`), so that work runs in parallel too, and only
+its result travels back, part by part as the parts finish.
 
 References: RFC 9497 (OPRF), RFC 9380 section 5.3.1 (expand_message_xmd), RFC 9496
 (ristretto255); P. L. Montgomery, "Speeding the Pollard and elliptic curve methods of
@@ -59,16 +63,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from hmac import compare_digest
-from typing import TypeGuard
+from typing import Any, Generic, TypeGuard, TypeVar
 
 import rbcl
 
 from contracts.errors import OprfError
-from matcher.batch_parts import map_parts, run_chunks
+from matcher.batch_parts import iter_parts, map_parts, run_chunks
 
 __all__ = [
     "CONTEXT_STRING",
@@ -80,13 +84,16 @@ __all__ = [
     "OprfError",
     "OprfMode",
     "OprfServerKey",
+    "Then",
     "blind",
     "blind_evaluate",
     "blind_with",
     "draw_blinds",
     "evaluate",
+    "evaluate_then",
     "expand_message_xmd",
     "finalize",
+    "finalize_then",
     "generate_proof",
     "prove_blocks",
     "verify_blocks",
@@ -149,6 +156,23 @@ _ELEMENT_FRAME = ELEMENT_BYTES.to_bytes(2, "big")
 _DRAW_ITEMS = 65_536  # random bytes are drawn this many scalars at a time
 
 RandomBytes = Callable[[int], bytes]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Then(Generic[T]):
+    """What each part of `evaluate_then` or `finalize_then` does next with its 64-byte outputs,
+    on the worker that computed them.
+
+    `fn(outputs, rows, args)` gets the part's outputs, the part's rows of each of `columns`
+    (aligned with the inputs, cut with them) and `args`, and returns the part's result. `fn` is
+    a module-level function (a process pool pickles it by name); `args` and the result travel
+    pickled.
+    """
+
+    fn: Callable[[list[bytes], tuple[Sequence[Any], ...], Any], T]
+    columns: tuple[Sequence[Any], ...] = ()
+    args: object = None
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
@@ -297,8 +321,25 @@ def finalize(
         evaluated: the vendor's evaluated elements, in the order of the blinded elements sent.
         workers: processes (or threads, see `matcher.batch_parts`); every core by default.
     """
-    _check_lengths(inputs=inputs, blinds=blinds, evaluated=evaluated)
-    return map_parts(_finalize_part, (inputs, blinds, evaluated), None, workers, preload=__name__)
+    parts = finalize_then(inputs, blinds, evaluated, _OUTPUTS, workers=workers)
+    return [output for outputs in parts for output in outputs]
+
+
+def finalize_then(
+    inputs: Sequence[bytes],
+    blinds: Sequence[bytes],
+    evaluated: Sequence[bytes],
+    then: Then[T],
+    *,
+    workers: int | None = None,
+) -> Iterator[T]:
+    """Yield what `then` makes of each part's `finalize` outputs, part by part in order (the
+    caller takes a part's result while later parts still run)."""
+    named = {f"then.columns[{i}]": column for i, column in enumerate(then.columns)}
+    _check_lengths(inputs=inputs, blinds=blinds, evaluated=evaluated, **named)
+    columns = (inputs, blinds, evaluated, *then.columns)
+    args = (then.fn, then.args)
+    return iter_parts(_finalize_part, columns, args, workers, preload=then.fn.__module__)
 
 
 def evaluate(
@@ -313,9 +354,33 @@ def evaluate(
     The vendor's side of the match: for the same key and mode, `evaluate(key, [x])` equals the
     bank's `finalize` of `x` blinded in that mode.
     """
-    return map_parts(
-        _evaluate_part, (inputs,), (key.scalar, _hash_prefix(mode)), workers, preload=__name__
-    )
+    parts = evaluate_then(key, inputs, _OUTPUTS, mode=mode, workers=workers)
+    return [output for outputs in parts for output in outputs]
+
+
+def evaluate_then(
+    key: OprfServerKey,
+    inputs: Sequence[bytes],
+    then: Then[T],
+    *,
+    mode: OprfMode = OprfMode.OPRF,
+    workers: int | None = None,
+) -> Iterator[T]:
+    """Yield what `then` makes of each part's `evaluate` outputs, part by part in order (the
+    caller takes a part's result while later parts still run)."""
+    named = {f"then.columns[{i}]": column for i, column in enumerate(then.columns)}
+    _check_lengths(inputs=inputs, **named)
+    args = (key.scalar, _hash_prefix(mode), then.fn, then.args)
+    preload = then.fn.__module__  # it imports this module
+    return iter_parts(_evaluate_part, (inputs, *then.columns), args, workers, preload=preload)
+
+
+def _outputs(outputs: list[bytes], rows: tuple[Sequence[Any], ...], args: object) -> list[bytes]:
+    """Return the part's outputs as they are (the `Then` of `evaluate` and `finalize`)."""
+    return outputs
+
+
+_OUTPUTS: Then[list[bytes]] = Then(_outputs)
 
 
 def generate_proof(
@@ -568,8 +633,10 @@ def _blind_evaluate_part(
     return out
 
 
-def _finalize_part(offset: int, columns: tuple[Sequence[bytes], ...], _: object) -> list[bytes]:
-    inputs, blinds, evaluated = columns
+def _finalize_part(offset: int, columns: tuple[Sequence[Any], ...], args: object) -> Any:
+    inputs, blinds, evaluated = columns[:3]
+    assert isinstance(args, tuple)
+    then, then_args = args
     inverses = _invert_all([_checked_blind(r, i) for i, r in enumerate(blinds, offset)])
     mult = rbcl.crypto_scalarmult_ristretto255
     out = []
@@ -580,19 +647,19 @@ def _finalize_part(offset: int, columns: tuple[Sequence[bytes], ...], _: object)
             raise _invalid_element(i, "evaluated") from None
         x = _checked_input(x, i)
         out.append(_output(x, unblinded))
-    return out
+    return then(out, columns[3:], then_args)
 
 
-def _evaluate_part(offset: int, columns: tuple[Sequence[bytes], ...], args: object) -> list[bytes]:
+def _evaluate_part(offset: int, columns: tuple[Sequence[Any], ...], args: object) -> Any:
     assert isinstance(args, tuple)
-    secret, tails = args
+    secret, tails, then, then_args = args
     mult = rbcl.crypto_scalarmult_ristretto255
     out = []
     for i, x in enumerate(columns[0], offset):
         x = _checked_input(x, i)
         element = mult(secret, _hashed(x, i, tails))
         out.append(_output(x, element))
-    return out
+    return then(out, columns[1:], then_args)
 
 
 def _is_nonzero_scalar(s: object) -> TypeGuard[bytes]:
@@ -710,7 +777,7 @@ def _invalid_element(index: int, kind: str) -> OprfError:
     )
 
 
-def _check_lengths(**columns: Sequence[bytes]) -> None:
+def _check_lengths(**columns: Sequence[Any]) -> None:
     lengths = {name: len(col) for name, col in columns.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name}={n}" for name, n in lengths.items())

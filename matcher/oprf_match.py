@@ -61,10 +61,11 @@ state; `block_blinds` the blinds of any run of whole blocks, which lets the buck
 `fusion.jobs.oprf` blind and finalise a request chunk by chunk on a cluster, element for element
 as this process does.
 
-Hot path: the OPRF (vendor: evaluate; bank: blind + finalize) is the dearest step per item, on
-libsodium threads, and sets the pace. HKDF (one cryptography HKDF object a row) and
-AES-GCM are per-key crypto, so they loop in Python, batched per call; the README's benchmark
-table has the rates.
+Hot path: the OPRF (vendor: evaluate; bank: blind + finalize) is the dearest step per item and
+sets the pace. HKDF (one cryptography HKDF object a row) and AES-GCM are per-key crypto, so they
+loop in Python; they run on the OPRF's own workers, each part right after its outputs
+(`matcher.oprf.Then`), so a batch's whole per-row work spreads over the cores and only labels,
+keys and sealed rows come back. The README's benchmark table has the rates.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -86,16 +88,18 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from contracts.errors import ConfigError, EvaluationCapError, OprfError
 from contracts.schemas import IDENTIFIER_TYPES, VENDOR_BATCH
 from contracts.suites import LABEL_BYTES, WRAPPED_KEY_BYTES
+from matcher.batch_parts import PackedRows
 from matcher.keyed_hash import hmac_digest
 from matcher.oprf import (
     OUTPUT_BYTES,
     OprfMode,
     OprfServerKey,
+    Then,
     blind,
     blind_evaluate,
     draw_blinds,
-    evaluate,
-    finalize,
+    evaluate_then,
+    finalize_then,
 )
 
 __all__ = [
@@ -161,8 +165,6 @@ def derive_row_keys(outputs: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]
     Args:
         outputs: 64-byte OPRF outputs F_k(id).
     """
-    sha256 = hashes.SHA256()
-    labels, data_keys = [], []
     for i, out in enumerate(outputs):
         if not isinstance(out, bytes) or len(out) != OUTPUT_BYTES:
             raise OprfError(
@@ -170,10 +172,51 @@ def derive_row_keys(outputs: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]
                 item="output",
                 index=i,
             )
-        okm = HKDF(sha256, LABEL_BYTES + DATA_KEY_BYTES, None, INFO_ROW).derive(out)
-        labels.append(okm[:LABEL_BYTES])
-        data_keys.append(okm[LABEL_BYTES:])
+    return _split_keys([_row_keys(list(outputs), (), None)])
+
+
+_OKM_BYTES = LABEL_BYTES + DATA_KEY_BYTES  # one HKDF output: a row's label, then its key
+
+
+def _row_keys(outputs: list[bytes], rows: tuple[Sequence[Any], ...], args: object) -> bytes:
+    """Return the HKDF output of each of a part's outputs, end to end (a `Then` function)."""
+    sha256 = hashes.SHA256()
+    return b"".join(HKDF(sha256, _OKM_BYTES, None, INFO_ROW).derive(out) for out in outputs)
+
+
+_ROW_KEYS = Then(_row_keys)
+
+
+def _split_keys(parts: Iterable[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Return (labels, data keys) cut from the parts' `_row_keys`, in order."""
+    labels: list[bytes] = []
+    data_keys: list[bytes] = []
+    for okms in parts:
+        starts = range(0, len(okms), _OKM_BYTES)
+        labels += [okms[i : i + LABEL_BYTES] for i in starts]
+        data_keys += [okms[i + LABEL_BYTES : i + _OKM_BYTES] for i in starts]
     return labels, data_keys
+
+
+def _seal_part(
+    outputs: list[bytes], rows: tuple[Sequence[Any], ...], args: object
+) -> tuple[bytes, PackedRows]:
+    """Return (the part's labels end to end, its sealed rows packed): a `Then` function.
+
+    A row is sealed as nonce || AES-GCM(payload), so it is 28 bytes longer than its payload.
+    """
+    payloads, nonces = rows
+    assert isinstance(payloads, PackedRows)
+    sha256 = hashes.SHA256()
+    labels: list[bytes] = []
+    sealed: list[bytes] = []
+    for out, payload, nonce in zip(outputs, payloads, nonces, strict=True):
+        okm = HKDF(sha256, _OKM_BYTES, None, INFO_ROW).derive(out)
+        label = okm[:LABEL_BYTES]
+        labels.append(label)
+        sealed += (nonce, AESGCM(okm[LABEL_BYTES:]).encrypt(nonce, payload, label))
+    grown = payloads.ends + (NONCE_BYTES + TAG_BYTES) * np.arange(1, len(payloads) + 1)
+    return b"".join(labels), PackedRows(b"".join(sealed), grown)
 
 
 def encode_lists(batch: pl.DataFrame) -> list[bytes]:
@@ -280,23 +323,23 @@ def seal_rows(
             f"ids and payloads must be aligned, got {len(ids)} ids and {len(payloads)} payloads",
             item="batch",
         )
-    seen: dict[bytes, int] = {}
-    for i, x in enumerate(ids):
-        if seen.setdefault(x, i) != i:  # two rows would share a label: the bank could open one
-            raise OprfError(
-                f"ids {seen[x]} and {i} are equal; deduplicate users before sealing",
-                item="input",
-                index=i,
-            )
-    labels, data_keys = derive_row_keys(evaluate(key, ids, mode=mode, workers=workers))
+    if len(set(ids)) != len(ids):  # two rows would share a label: the bank could open one
+        seen: dict[bytes, int] = {}
+        for i, x in enumerate(ids):
+            if seen.setdefault(x, i) != i:
+                raise OprfError(
+                    f"ids {seen[x]} and {i} are equal; deduplicate users before sealing",
+                    item="input",
+                    index=i,
+                )
     draw = secrets.token_bytes if rng is None else rng
     nonces = draw(NONCE_BYTES * len(ids))
     if not isinstance(nonces, bytes) or len(nonces) != NONCE_BYTES * len(ids):
         raise OprfError("rng must return exactly the bytes asked for", item="rng")
-    rows = []
-    for i, (label, data_key, payload) in enumerate(zip(labels, data_keys, payloads, strict=True)):
-        nonce = nonces[NONCE_BYTES * i : NONCE_BYTES * (i + 1)]
-        rows.append((label, nonce + AESGCM(data_key).encrypt(nonce, payload, label)))
+    then = Then(_seal_part, (PackedRows.of(payloads), PackedRows.fixed(nonces, NONCE_BYTES)))
+    rows: list[tuple[bytes, bytes]] = []
+    for labels, sealed in evaluate_then(key, ids, then, mode=mode, workers=workers):
+        rows += zip(PackedRows.fixed(labels, LABEL_BYTES), sealed, strict=True)
     return rows
 
 
@@ -352,7 +395,7 @@ def seal_rows_by_identifier(
         rows.extend(present.arg_true().to_list())
         inputs.extend(oprf_input(kind, v) for v in values[kind].filter(present))
         kinds.extend([IDENTIFIER_TYPES.index(kind)] * int(present.sum()))
-    labels, keks = derive_row_keys(evaluate(key, inputs, mode=mode, workers=workers))
+    labels, keks = _split_keys(evaluate_then(key, inputs, _ROW_KEYS, mode=mode, workers=workers))
     draw = secrets.token_bytes if rng is None else rng
     # Per row: random fillers for every label and wrap (the user's own overwrite theirs), then
     # the row key, the body's nonce and the wraps' nonce.
@@ -532,8 +575,8 @@ def unblind_labels(
     state: BankRequest, evaluated: Sequence[bytes], *, workers: int | None = None
 ) -> tuple[list[bytes], list[bytes]]:
     """Return (labels, data keys) for the request's ids, in order, from the vendor's answer."""
-    outputs = finalize(state.inputs, state.blinds, evaluated, workers=workers)
-    return derive_row_keys(outputs)
+    parts = finalize_then(state.inputs, state.blinds, evaluated, _ROW_KEYS, workers=workers)
+    return _split_keys(parts)
 
 
 def seeded_rng(seed: bytes) -> RandomBytes:

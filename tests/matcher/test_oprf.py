@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,15 @@ from matcher.oprf import (
     OprfError,
     OprfMode,
     OprfServerKey,
+    Then,
     blind,
     blind_evaluate,
     blind_with,
     evaluate,
+    evaluate_then,
     expand_message_xmd,
     finalize,
+    finalize_then,
     generate_proof,
     verify_proof,
 )
@@ -139,6 +143,28 @@ def test_batch_api_equals_the_per_item_path(key: OprfServerKey):
     assert [p[1] for p in per_item] == evaluated
     assert [p[2] for p in per_item] == outputs
     assert evaluate(key, inputs, workers=2) == outputs == evaluate(key, inputs, workers=1)
+
+
+def _tagged(
+    outputs: list[bytes], rows: tuple[Sequence[bytes], ...], args: object
+) -> list[tuple[bytes, bytes]]:
+    """A `Then` function: each output with its row of the one column, and the args once."""
+    assert args == "args"
+    return [(tag, out) for tag, out in zip(rows[0], outputs, strict=True)]
+
+
+def test_then_runs_on_each_part_with_its_rows_in_order(key: OprfServerKey):
+    inputs = _phones(1_500, seed=4)  # several parts on two threads
+    tags = [b"%d" % i for i in range(len(inputs))]
+    then = Then(_tagged, (tags,), "args")
+    parts = list(evaluate_then(key, inputs, then, workers=2))
+    tagged = list(zip(tags, evaluate(key, inputs, workers=1), strict=True))
+    assert len(parts) > 2 and [row for part in parts for row in part] == tagged
+    blinds, blinded = blind(inputs, workers=2)
+    unblinded = finalize_then(inputs, blinds, blind_evaluate(key, blinded), then, workers=2)
+    assert [row for part in unblinded for row in part] == tagged
+    with pytest.raises(OprfError, match=r"then.columns\[0\]=1499"):
+        evaluate_then(key, inputs, Then(_tagged, (tags[1:],), "args"))
 
 
 def test_empty_batches():

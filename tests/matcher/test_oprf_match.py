@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from contracts.errors import ConfigError, EvaluationCapError, FusionError, OprfError
-from matcher import oprf_match
+from matcher import batch_parts, oprf_match
 from matcher.identity import normalize_phones
 from matcher.keyed_hash import SaltEpoch, keyed_hash
 from matcher.oprf import OprfServerKey, blind_evaluate
@@ -290,6 +290,20 @@ def test_nonces_come_from_the_rng_argument(key):
     assert [r[1] for r in other] != [r[1] for r in first]
     with pytest.raises(OprfError, match="exactly"):
         seal_rows(key, ids, payloads, rng=lambda n: bytes(n - 1))
+
+
+def test_sealing_and_unblinding_on_worker_processes_equal_the_single_thread_path(
+    world: World, key: OprfServerKey, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(batch_parts, "PROCESS_ITEMS", 1_000)  # big batches only, in production
+    ids, payloads = world.vendor_ids[:1_200], encode_lists(world.users.head(1_200))
+    rows = seal_rows(key, ids, payloads, rng=random.Random(4).randbytes, workers=2)
+    assert rows == seal_rows(key, ids, payloads, rng=random.Random(4).randbytes, workers=1)
+    state, blinded = request(ids, rng=random.Random(5).randbytes, workers=2)
+    labels, data_keys = unblind_labels(state, blind_evaluate(key, blinded), workers=2)
+    assert (labels, data_keys) == unblind_labels(state, blind_evaluate(key, blinded), workers=1)
+    assert labels == [label for label, _ in rows]
+    assert open_matched(dict(rows), labels, data_keys) == dict(enumerate(payloads))
 
 
 def test_the_bank_state_hides_its_ids():
