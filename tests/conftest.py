@@ -13,14 +13,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Longest first: the demo-world acceptance run, the CLI's demo runs, the served demo run,
-# the cluster-trained models.
+# the cluster-trained models. The readout-truth module sits between the two model-world modules:
+# the first to start trains the shared model world (`model_world`, seconds), and a worker that
+# asked for it at the same moment would only wait for it.
 HEAVY_FIRST = (
     "tests/labs/test_acceptance.py",
     "tests/labs/test_cli.py",
     "tests/labs/test_cli_mistakes.py",
     "tests/api/",
-    "tests/labs/world/test_readout_truth.py",
     "tests/fusion/test_distributed_training.py",
+    "tests/labs/world/test_readout_truth.py",
     "tests/fusion/reports/test_models.py",
 )
 

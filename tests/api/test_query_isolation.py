@@ -58,11 +58,17 @@ REFUSED_AT_CHECK = [
 
 @dataclass
 class _Peaks:
-    """Resident sets seen while sampling: this process's (the server) and its children's."""
+    """Resident sets seen while sampling: this process's (the server) and its query workers'."""
 
     idle: int
     server: int
     workers: dict[int, int] = field(default_factory=dict)  # pid -> peak
+
+
+def _is_query_worker(child: psutil.Process) -> bool:
+    """Whether `child` is one of the service's query workers (`python -m fusion.query_process`),
+    not another child of this process (e.g. a session fixture's Dask LocalCluster nanny)."""
+    return "fusion.query_process" in child.cmdline()
 
 
 @contextmanager
@@ -76,6 +82,9 @@ def _sampled() -> Iterator[_Peaks]:
             peaks.server = max(peaks.server, process.memory_info().rss)
             for child in process.children():
                 try:
+                    # Asked every time: a child just forked shows this process's command line.
+                    if child.pid not in peaks.workers and not _is_query_worker(child):
+                        continue
                     rss = child.memory_info().rss
                 except psutil.Error:  # ended between the listing and the reading
                     continue

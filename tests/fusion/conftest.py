@@ -39,9 +39,18 @@ def ext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("duckdb-extensions")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[ClusterEngine]:
-    """One LocalCluster of two single-thread worker processes, TLS on, for the module."""
+    """One LocalCluster of two single-thread worker processes, TLS on, for every fusion module
+    of the (xdist worker's) session: starting one and warming its workers costs seconds, and
+    every test leaves it with its two workers and no plugin of its own.
+
+    Session, not package or module scope: under `--dist loadscope` a worker's modules of one
+    package are interleaved with others', and pytest tears a package fixture down at each switch.
+    Its client stays the process's default Dask client until the session ends: tests/labs/
+    test_cli.py, whose CLI runs must find no other client in the process, runs before any fusion
+    module (HEAVY_FIRST in tests/conftest.py).
+    """
     engine = ClusterEngine.start_local(2)
     try:
         yield engine

@@ -32,7 +32,7 @@ NOW = datetime(2026, 10, 1, 9, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> WorldFiles:
     out = tmp_path_factory.mktemp("world")
-    generate_world(WorldConfig(customers=4_000, seed=11, snapshot_date=SNAPSHOT), out)
+    generate_world(WorldConfig(customers=2_000, seed=11, snapshot_date=SNAPSHOT), out)
     return WorldFiles(out)
 
 

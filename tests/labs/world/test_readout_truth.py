@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import date, datetime
 
 import numpy as np
@@ -97,7 +96,10 @@ def test_the_lift_interval_covers_the_true_lift_in_17_of_20_seeds(world, objecti
     name = campaign.name
     covered = 0
     for seed in range(20):
-        assigned = _assigned(world["customers"], name, secrets.token_bytes(32))
+        # The adjusted test's salts: with a fresh random salt on every run, 16 of 20 (about one
+        # run in 60 at 95% coverage) failed the test now and then.
+        salt = hmac_digest(b"readout-truth", f"{objective}|{seed}".encode())
+        assigned = _assigned(world["customers"], name, salt)
         events, effects = execute_campaign(
             assigned.select("customer_id", "arm", "contact_day"), world["truth"],
             campaign_id=name, objective=objective, start=START, seed=seed,
