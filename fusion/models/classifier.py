@@ -149,6 +149,14 @@ def stable_features(
             progress("prune", (k + 1) / prune.folds)
     frequency = (shares >= prune.min_share).sum(axis=0)
     keep = frequency >= prune.min_folds
+    if not keep.any():
+        raise ConfigError(
+            f"stable pruning kept none of the {len(names)} inputs: none reached a gain share of "
+            f"{prune.min_share} in {prune.min_folds} of {prune.folds} folds on {len(y)} training "
+            f"rows ({int(np.sum(y))} positive), so no input carries a signal steady enough to "
+            "model; widen the population or the window (more rows, more positives)",
+            setting="prune",
+        )
     return PruneReport(
         kept=tuple(n for n, k in zip(names, keep, strict=True) if k),
         dropped=tuple(n for n, k in zip(names, keep, strict=True) if not k),

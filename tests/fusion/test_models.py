@@ -112,6 +112,12 @@ def test_stable_pruning_keeps_signal_and_drops_noise():
     assert sum(report.mean_share.values()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="min_folds <= folds"):
         PruneConfig(folds=3, min_folds=4)
+    # No input can hold the whole gain while two carry signal: nothing is kept, and it says so
+    # (a model of no inputs would otherwise fail inside xgboost).
+    with pytest.raises(ConfigError, match=r"kept none of the 6 inputs.*widen the population"):
+        classifier.stable_features(
+            x, y, names=NAMES, config=BoosterConfig(), prune=PruneConfig(min_share=1.0)
+        )
 
 
 def test_reason_codes_are_the_largest_positive_shap_values():
