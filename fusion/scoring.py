@@ -40,6 +40,7 @@ from fusion.progress import Progress, report_to
 from matcher.atomic import atomic_path
 
 __all__ = [
+    "REASON_COLUMNS",
     "ScoreRun",
     "ScoreWriter",
     "Scorer",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 REASON_DECILES = 3
+REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")  # a score frame's reason codes, best first
 SCORE_RUN_KEY = b"bankfusion.score_run"  # the Parquet footer key of a batch file's ScoreRun
 SCORE_SCHEMA = {
     "customer_id": pl.Int64,
@@ -351,9 +353,7 @@ class Scorer:
 
 def reason_tuples(frame: pl.DataFrame) -> list[tuple[str, ...]]:
     """Return each row's reason codes (`reason_1`.. columns of `frame`) without the nulls."""
-    columns = [
-        frame[c].to_list() for c in ("reason_1", "reason_2", "reason_3") if c in frame.columns
-    ]
+    columns = [frame[c].to_list() for c in REASON_COLUMNS if c in frame.columns]
     if not columns:
         return [()] * frame.height
     return [tuple(r for r in row if r is not None) for row in zip(*columns, strict=True)]

@@ -29,7 +29,10 @@ with the new one.
 Reason codes are exact SHAP values, the costly part of scoring, so the batch computes them only
 for the rows that go on lists (`REASON_DECILES`). A stored row without them gets them on its
 first request - from the same feature snapshot the batch read, so they are the codes the batch
-would have written - and keeps them for later requests.
+would have written - and keeps them for later requests. They are kept as three int16 codes a
+row into one list of texts, so the index costs the same whichever rows have them: a tuple of
+strings a row took ~100 MB at a million stored rows when loaded (30% with reasons), and would
+have grown to ~300 bytes a row as requests filled them in; the codes take 6 MB.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from contracts.errors import ModelError
 from fusion.features import FeatureSet
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
-from fusion.scoring import Scorer, ScoreRun, read_score_run, reason_tuples
+from fusion.scoring import REASON_COLUMNS, Scorer, ScoreRun, read_score_run
 
 __all__ = [
     "STATE_MAX_AGE_S",
@@ -107,14 +110,47 @@ class BatchScores:
         names, codes = np.unique(frame["branch_id"].fill_null("").to_numpy(), return_inverse=True)
         self._branch_names = [str(n) for n in names]
         self._branch_codes = codes.astype(np.int32)
-        stored = frame["reason_1"].is_not_null().to_list()
-        # None: not computed by the batch (its decile got none); filled on first request.
-        self.reasons: list[tuple[str, ...] | None] = [
-            r if kept else None for r, kept in zip(reason_tuples(frame), stored, strict=True)
-        ]
+        # Reasons as codes into one list of texts, -1 for none: three int16 a row, whatever the
+        # population (a tuple of strings a row would hold gigabytes at ten million customers).
+        # A row the batch gave none (its decile got none) is filled on its first request.
+        reasons = [c for c in REASON_COLUMNS if c in frame.columns]
+        texts = pl.concat([frame[c].drop_nulls() for c in reasons]) if reasons else pl.Series([])
+        self._texts: list[str] = sorted(texts.unique().cast(pl.String).to_list())
+        self._code = {text: code for code, text in enumerate(self._texts)}
+        self._reasons = np.full((len(self.ids), len(REASON_COLUMNS)), -1, dtype=np.int16)
+        enum = pl.Enum(self._texts)
+        for k, c in enumerate(reasons):
+            coded = frame[c].cast(pl.String).cast(enum).to_physical().fill_null(-1)
+            self._reasons[:, k] = coded.to_numpy().astype(np.int16)
+        self._explained = np.asarray((self._reasons >= 0).any(axis=1), dtype=bool)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def reasons(self, row: int) -> tuple[str, ...]:
+        """Return stored row `row`'s reason codes (none while they are still to compute)."""
+        return tuple(self._texts[code] for code in self._reasons[row] if code >= 0)
+
+    def unexplained(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Return which of the stored rows `rows` have no reasons yet (bool, same order)."""
+        return ~self._explained[rows]
+
+    def keep_reasons(self, rows: np.ndarray[Any, Any], found: Sequence[tuple[str, ...]]) -> None:
+        """Keep the reasons `found` (computed live) of the stored rows `rows`."""
+        with self._lock:  # two requests may bring a new text at once
+            for row, reasons in zip(rows.tolist(), found, strict=True):
+                codes = [self._code_of(text) for text in reasons]
+                self._reasons[row] = -1
+                self._reasons[row, : len(codes)] = codes
+                self._explained[row] = True
+
+    def _code_of(self, text: str) -> int:
+        code = self._code.get(text)
+        if code is None:
+            code = self._code[text] = len(self._texts)
+            self._texts.append(text)
+        return code
 
     @classmethod
     def read(cls, path: Path, version: str) -> BatchScores | None:
@@ -150,7 +186,7 @@ class BatchScores:
             self._branch_names[self._branch_codes[row]],
             float(self.score[row]),
             int(self.decile[row]),
-            self.reasons[row] or (),
+            self.reasons(row),
             "batch",
             self.run.scored_at,
         )
@@ -379,7 +415,7 @@ class _Plan:
         from_live = ~from_batch & (design >= 0)
         pending = np.flatnonzero(from_batch & (design >= 0))
         if batch is not None and len(pending):
-            pending = pending[[batch.reasons[r] is None for r in stored[pending]]]
+            pending = pending[batch.unexplained(stored[pending])]
         return cls(wanted, stored, design, from_batch, from_live, pending)
 
     @property
@@ -391,9 +427,7 @@ def _served(loaded: _Loaded, plan: _Plan) -> ServedScores:
     """Return the answer of `plan`, computing its live scores and missing reasons."""
     batch, live = loaded.batch, loaded.live
     if len(plan.explain) and batch is not None and live is not None:
-        found = live.explain(plan.design[plan.explain])
-        for row, reasons in zip(plan.stored[plan.explain], found, strict=True):
-            batch.reasons[row] = reasons
+        batch.keep_reasons(plan.stored[plan.explain], live.explain(plan.design[plan.explain]))
     scored: dict[int, ServedScore] = {}
     if live is not None and plan.from_live.any():
         at = np.flatnonzero(plan.from_live)

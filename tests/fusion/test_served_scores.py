@@ -21,8 +21,8 @@ from fusion.models.acquisition import population
 from fusion.models.classifier import ScoreModel
 from fusion.registry import Registry
 from fusion.runfolder import RunFolder
-from fusion.scoring import read_score_run, score_base, score_rows
-from fusion.served_scores import STATE_MAX_AGE_S, ServedScores, ServingScorer
+from fusion.scoring import ScoreRun, read_score_run, score_base, score_rows
+from fusion.served_scores import STATE_MAX_AGE_S, BatchScores, ServedScores, ServingScorer
 from tests.support.models import TRAINED_AT, ModelWorld
 
 SCORED_AT = datetime(2026, 10, 3, 2, tzinfo=UTC)
@@ -192,3 +192,34 @@ def test_a_rebuilt_snapshot_or_a_file_without_footer_is_judged_by_what_it_says(
 def test_no_current_model_is_a_model_error(tmp_path: Path):
     with pytest.raises(ModelError, match="no acquisition model is current"):
         ServingScorer(RunFolder(tmp_path)).score([1])
+
+
+def test_stored_reasons_are_kept_as_codes_and_read_back_as_written():
+    """Each row reads back its own reasons, best first; a row without any gets them once; a
+    text the batch never wrote gets a code of its own."""
+    frame = pl.DataFrame(
+        {
+            "customer_id": [30, 10, 20, 40],
+            "branch_id": ["B2", "B1", None, "B1"],
+            "score": [0.3, 0.9, 0.5, 0.1],
+            "decile": [3, 1, 2, 9],
+            "model_version": ["v1"] * 4,
+            "reason_1": ["uses a rival bank app", "age 25-34", None, "age 25-34"],
+            "reason_2": [None, "many shopping apps", None, "uses a rival bank app"],
+            "reason_3": [None, None, None, "many shopping apps"],
+        }
+    )
+    run = ScoreRun("acquisition", "v1", "2026-10-01", SCORED_AT, reason_deciles=3)
+    batch = BatchScores(frame, run)
+    rows = batch.locate(np.asarray([10, 20, 30, 40, 99], dtype=np.int64))
+    assert rows.tolist() == [0, 1, 2, 3, -1]
+    assert batch.reasons(0) == ("age 25-34", "many shopping apps")
+    assert batch.reasons(2) == ("uses a rival bank app",)
+    assert batch.reasons(3) == ("age 25-34", "uses a rival bank app", "many shopping apps")
+    assert batch.unexplained(rows[:4]).tolist() == [False, True, False, False]
+
+    batch.keep_reasons(np.asarray([1]), [("a new reason", "age 25-34")])
+    assert batch.reasons(1) == ("a new reason", "age 25-34")
+    assert not batch.unexplained(np.asarray([1])).any()
+    assert batch.reasons(0) == ("age 25-34", "many shopping apps")  # others unchanged
+    assert batch.served(20, 1).reasons == ("a new reason", "age 25-34")
