@@ -130,7 +130,7 @@ class BatchScores:
 
     def reasons(self, row: int) -> tuple[str, ...]:
         """Return stored row `row`'s reason codes (none while they are still to compute)."""
-        return tuple(self._texts[code] for code in self._reasons[row] if code >= 0)
+        return tuple(self._texts[code] for code in self._reasons[row].tolist() if code >= 0)
 
     def unexplained(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Return which of the stored rows `rows` have no reasons yet (bool, same order)."""
