@@ -127,6 +127,7 @@ def test_round_trip_loads_exactly_the_expected_rows(parties: Parties):
     assert not list(parties.inbox.inbox.iterdir()) and not list(parties.inbox.work.iterdir())
 
 
+@pytest.mark.slow  # ~2.4 s: two uploads of a whole batch
 def test_same_batch_twice_loads_once(parties: Parties):
     sealed = parties.seal_frame(vendor_batch(50))
     copy = parties.inbox.inbox / "again.sealed"

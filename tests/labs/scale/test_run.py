@@ -22,6 +22,7 @@ def _children() -> set[int]:
     return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
+@pytest.mark.slow  # ~2.5 s: it starts a scale run in a process of its own
 def test_a_failed_run_reports_its_log_and_leaves_no_process(tmp_path: Path):
     inputs = scale_inputs(ScaleConfig(customers=1_000, seed=5), tmp_path / "cache")
     (inputs.root / "manifest.json").write_text("{}")
