@@ -7,13 +7,13 @@ import bisect
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from fusion.retention import FolderUsage, Retention
 
-__all__ = ["LATENCY_BUCKETS", "RequestMetrics", "kept_lines", "monitoring_lines"]
+__all__ = ["LATENCY_BUCKETS", "RequestMetrics", "kept_lines", "memory_lines", "monitoring_lines"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -72,6 +72,26 @@ def kept_lines(kept: Mapping[str, tuple[FolderUsage, Retention]]) -> list[str]:
         ),
     ]
     return lines
+
+
+def memory_lines(
+    resident_bytes: int, store: Sequence[tuple[str, int]], audit_rows: int
+) -> list[str]:
+    """Return the Prometheus lines of the service's memory: the process's resident set, what
+    DuckDB accounts for by tag (`duckdb_memory()`, tags holding none left out), and how many
+    rows the audit log holds (DuckDB keeps part of its newest rows in memory; README,
+    "Benchmarks")."""
+    return [
+        "# HELP bankfusion_resident_bytes Resident memory of the service's process.",
+        "# TYPE bankfusion_resident_bytes gauge",
+        f"bankfusion_resident_bytes {resident_bytes}",
+        "# HELP bankfusion_store_memory_bytes Memory DuckDB accounts for in this process, by tag.",
+        "# TYPE bankfusion_store_memory_bytes gauge",
+        *(f'bankfusion_store_memory_bytes{{tag="{tag}"}} {n}' for tag, n in store),
+        "# HELP bankfusion_audit_rows Rows in the store's audit log.",
+        "# TYPE bankfusion_audit_rows gauge",
+        f"bankfusion_audit_rows {audit_rows}",
+    ]
 
 
 _VERDICTS = {"ok": 0, "warn": 1, "alert": 2}

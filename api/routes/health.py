@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import psutil
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from api.deps import ServiceDep, require
-from api.metrics import LATENCY_BUCKETS, kept_lines, monitoring_lines
+from api.metrics import LATENCY_BUCKETS, kept_lines, memory_lines, monitoring_lines
 from fusion.pipeline.monitoring import latest_monitoring
 from fusion.tokens import Principal
 
@@ -31,7 +32,7 @@ def _healthz() -> dict[str, str]:
 def _metrics(
     request: Request, service: ServiceDep, _: Annotated[Principal, Depends(require("admin"))]
 ) -> PlainTextResponse:
-    """Return the run folder served, request counts, latency, ingest and audit state."""
+    """Return the run folder served, request counts, latency, ingest and audit state, memory."""
     lines = [
         "# HELP bankfusion_info The run folder this service serves, and its version.",
         "# TYPE bankfusion_info gauge",
@@ -76,12 +77,18 @@ def _metrics(
         "# HELP bankfusion_batches Batches in the ledger by status.",
         "# TYPE bankfusion_batches gauge",
     ]
-    for status, n in (
-        service.cursor()
-        .execute("SELECT status, count(*) FROM batches GROUP BY status ORDER BY status")
-        .fetchall()
-    ):
+    cur = service.cursor()
+    for status, n in cur.execute(
+        "SELECT status, count(*) FROM batches GROUP BY status ORDER BY status"
+    ).fetchall():
         lines.append(f'bankfusion_batches{{status="{status}"}} {n}')
+    store_memory = cur.execute(
+        "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0 "
+        "ORDER BY tag"
+    ).fetchall()
+    audit_rows = cur.execute("SELECT count(*) FROM audit_log").fetchone()
+    resident = psutil.Process().memory_info().rss
+    lines += memory_lines(resident, store_memory, audit_rows[0] if audit_rows else 0)
     lines += monitoring_lines(latest_monitoring(service.folder))  # the newest `fusion monitor`
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

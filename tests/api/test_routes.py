@@ -4,6 +4,7 @@ lists, outcomes, metrics, revocation, body caps; every request audited."""
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -322,6 +323,11 @@ def test_metrics_are_prometheus_text(served: ServedRun):
     assert 'bankfusion_request_seconds_bucket{route="/healthz",le="+Inf"}' in text
     assert "bankfusion_pending_uploads 0" in text
     assert 'bankfusion_batches{status="loaded"} 1' in text
+    resident = re.search(r"^bankfusion_resident_bytes (\d+)$", text, re.MULTILINE)
+    assert resident is not None and int(resident.group(1)) > 50 << 20
+    assert re.search(r'^bankfusion_store_memory_bytes\{tag="[A-Z_]+"\} \d+$', text, re.MULTILINE)
+    audited = re.search(r"^bankfusion_audit_rows (\d+)$", text, re.MULTILINE)
+    assert audited is not None  # written by the audit thread: any count
 
 
 def _audited(served: ServedRun, action: str, detail: str, *, rows: int) -> list[tuple[str, str]]:
