@@ -64,7 +64,7 @@ def bench_api(
     """
     run = work / "api-run"
     folder = _served_run(run, customers)
-    pools, secret = _customers_and_token(folder)
+    pools, secret, admin = _customers_and_tokens(folder)
     port = _free_port()
     log = work / "api-server.log"
     server = _start_server(run, port, log)
@@ -84,7 +84,8 @@ def bench_api(
         scores = load.run(scores_of(pools["explained"], "batch"), seconds)
         first = load.run(scores_of(pools["unexplained"], "batch", once=True), live_seconds)
         live = load.run(scores_of(pools["unscored"], "live"), live_seconds)
-        soak = _soak(load, scores_of(pools["stored"], "batch"), server.pid, soak_seconds)
+        metrics = _MetricsReader(f"http://{host}/metrics", admin)
+        soak = _soak(load, scores_of(pools["stored"], "batch"), server.pid, soak_seconds, metrics)
     finally:
         _stop(server)
     sizes = {"customers": customers} | {name: len(pool) for name, pool in pools.items()}
@@ -106,8 +107,11 @@ def _served_run(run: Path, customers: int) -> RunFolder:
     return summary.folder
 
 
-def _customers_and_token(folder: RunFolder) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
-    """Return the customer pools and the secret of a new campaign-tool token.
+def _customers_and_tokens(
+    folder: RunFolder,
+) -> tuple[dict[str, np.ndarray[Any, Any]], str, str]:
+    """Return the customer pools and the secrets of a new campaign-tool and admin token (the
+    soak reads /metrics with the latter).
 
     stored: the ids the batch scored; explained: those it gave reasons (its lists' deciles);
     unexplained: the others (reasons at their first request); unscored: known ids it did not
@@ -132,32 +136,66 @@ def _customers_and_token(folder: RunFolder) -> tuple[dict[str, np.ndarray[Any, A
     keyring = Keyring.open(folder.bank_keys)
     with Store.open(folder.store, key=keyring.store_key()) as store:  # before the server holds it
         issued = create_token(store, role="campaign_tool", label="bench", now=datetime.now(UTC))
-    return pools, issued.secret
+        admin = create_token(store, role="admin", label="bench-metrics", now=datetime.now(UTC))
+    return pools, issued.secret, admin.secret
 
 
 @dataclass(frozen=True, slots=True)
 class _Soak:
-    """What the soak saw: its load, and the server's RSS in MB at its start and every step."""
+    """What the soak saw: its load, and at its start and every step the server's RSS (MB), the
+    memory DuckDB accounts for in it (MB) and the audit log's rows (both from /metrics)."""
 
     load: _Load
     rss_mb: tuple[float, ...]
     seconds: float
+    store_mb: tuple[float, ...]
+    audit_rows: tuple[int, ...]
 
 
-def _soak(load: _Loader, call: _Call, pid: int, seconds: float) -> _Soak:
-    """Return the load of `seconds` of `call`, run in steps, the server's RSS read between."""
+@dataclass(frozen=True, slots=True)
+class _MetricsReader:
+    """Reads the service's memory gauges from its /metrics with an admin token."""
+
+    url: str
+    secret: str
+
+    def read(self) -> tuple[float, int]:
+        """Return (DuckDB's accounted memory in MB, the audit log's rows)."""
+        import httpx
+
+        text = httpx.get(
+            self.url, headers={"Authorization": f"Bearer {self.secret}"}, timeout=30
+        ).text
+        store = sum(
+            int(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("bankfusion_store_memory_bytes{")
+        )
+        rows = next(
+            (int(line.split()[1]) for line in text.splitlines()
+             if line.startswith("bankfusion_audit_rows ")),
+            0,
+        )  # fmt: skip
+        return store / 2**20, rows
+
+
+def _soak(load: _Loader, call: _Call, pid: int, seconds: float, metrics: _MetricsReader) -> _Soak:
+    """Return the load of `seconds` of `call`, run in steps, the server's memory read between."""
     import psutil
 
     process = psutil.Process(pid)
     rss = [process.memory_info().rss / 2**20]
+    stores = [metrics.read()]
     steps: list[_Load] = []
     left = seconds
     while left > 0:
         step = min(_SOAK_STEP, left)
         steps.append(load.run(call, step))
         rss.append(process.memory_info().rss / 2**20)
+        stores.append(metrics.read())
         left -= step
-    return _Soak(_Load.joined(steps), tuple(rss), seconds)
+    store_mb, audit_rows = zip(*stores, strict=True)
+    return _Soak(_Load.joined(steps), tuple(rss), seconds, store_mb, audit_rows)
 
 
 def _free_port() -> int:
@@ -516,7 +554,9 @@ def _soak_figure(soak: _Soak) -> Figure:
         f"({len(soak.load.ms):,} requests, {soak.load.rate:.0f} req/s, p99 "
         f"{_percentile(soak.load.ms, 99):.1f} ms, {soak.load.errors} errors); judged: "
         f"{judged}; start {start:.0f} MB, end {end:.0f} MB ({end / start - 1:+.1%}), peak "
-        f"{peak:.0f} MB; RSS every {_SOAK_STEP:g} s: {readings} MB",
+        f"{peak:.0f} MB; RSS every {_SOAK_STEP:g} s: {readings} MB; DuckDB's accounted memory "
+        f"{soak.store_mb[0]:.0f} -> {soak.store_mb[-1]:.0f} MB (peak {max(soak.store_mb):.0f}), "
+        f"the audit log {soak.audit_rows[0]:,} -> {soak.audit_rows[-1]:,} rows",
     )
 
 
