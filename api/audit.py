@@ -1,10 +1,11 @@
 """The audit log: one record per request, written by its own thread; it fails closed.
 
-A request never waits on the store: `add` queues its record, and the writer thread inserts
-what waits in small batches. A failed write keeps its records at the head of the queue and is
-retried with back-off. While the log cannot keep up (`queue_limit` records waiting, or writes
-failing for longer than `outage_seconds`) `is_open()` is False, and the app answers 503 to
-every request but GET /healthz until a write succeeds again. `close()` flushes what waits,
+A request never waits on a disk: `add` queues its record, and the writer thread appends what
+waits to the service's sealed request trail (`fusion.audit_trail`), one frame a batch. A failed
+write keeps its records at the head of the queue and is retried with back-off. While the log
+cannot keep up (`queue_limit` records waiting, or writes failing for longer than
+`outage_seconds`) `is_open()` is False, and the app answers 503 to every request but
+GET /healthz until a write succeeds again. `close()` flushes what waits,
 retrying for a while before it gives the rest up (and says so in the service log).
 """
 
@@ -15,12 +16,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import duckdb
-import polars as pl
+from fusion.audit_trail import AuditRecord, AuditTrail
 
 __all__ = ["AuditLog", "AuditRecord"]
 
@@ -30,31 +27,18 @@ _BACKOFF = (0.05, 2.0)  # seconds between retries of a failed audit write: first
 _FLUSH_SECONDS = 10.0  # how long close() keeps retrying before it gives records up
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    """One request: who, in which role, which route, what came back."""
-
-    at: datetime
-    actor: str
-    role: str | None
-    action: str
-    detail: str | None
-    rows: int | None
-    status: str
-
-
 class AuditLog:
-    """The queue of audit records and the thread that writes them to the store's audit_log."""
+    """The queue of audit records and the thread that appends them to the request trail."""
 
     def __init__(
         self,
-        cursor: Callable[[], duckdb.DuckDBPyConnection],
+        trail: AuditTrail,
         *,
         queue_limit: int = 10_000,
         outage_seconds: float = 5.0,
     ) -> None:
-        """Start the writer thread; it writes through `cursor()`, called on that thread."""
-        self._cursor = cursor
+        """Start the writer thread; only it appends to `trail` (closed by `close`)."""
+        self.trail = trail
         # Not a bounded queue.Queue: the bound stops new requests (is_open), but the record of
         # a request already let in is always kept, or that request would go unaudited.
         self._waiting: deque[AuditRecord] = deque()
@@ -106,37 +90,14 @@ class AuditLog:
             self._ready.notify()
         self._thread.join(timeout=_FLUSH_SECONDS + 20)
 
-    @staticmethod
-    def write(cur: duckdb.DuckDBPyConnection, records: list[AuditRecord]) -> None:
-        """Insert `records` into audit_log in one statement; raises when the store refuses."""
-        frame = pl.DataFrame(
-            {
-                "at": [r.at.astimezone(UTC).replace(tzinfo=None) for r in records],
-                "actor": [r.actor for r in records],
-                "role": [r.role for r in records],
-                "action": [r.action for r in records],
-                "detail": [r.detail for r in records],
-                "rows": [r.rows for r in records],
-                "status": [r.status for r in records],
-            },
-            schema={
-                "at": pl.Datetime("us"),
-                "actor": pl.String,
-                "role": pl.String,
-                "action": pl.String,
-                "detail": pl.String,
-                "rows": pl.Int64,
-                "status": pl.String,
-            },
-        )
-        cur.register("audit_batch", frame.to_arrow())
-        try:
-            cur.execute(
-                'INSERT INTO audit_log ("at", actor, role, action, detail, rows, status) '
-                'SELECT "at", actor, role, action, detail, rows, status FROM audit_batch'
-            )
-        finally:
-            cur.unregister("audit_batch")
+    def write(self, records: list[AuditRecord]) -> None:
+        """Append `records` to the trail as one frame; raises OSError when the disk refuses."""
+        self.trail.append(records)
+
+    @property
+    def written(self) -> int:
+        """Return how many records this service has written to its trail since it started."""
+        return self.trail.written
 
     def _next_batch(self, closing_since: float | None) -> tuple[list[AuditRecord], float | None]:
         """Return the records to write next (none: closed and all written), and since when
@@ -150,7 +111,12 @@ class AuditLog:
             return list(itertools.islice(self._waiting, _BATCH)), closing_since
 
     def _run(self) -> None:
-        cur = self._cursor()
+        try:
+            self._drain()
+        finally:
+            self.trail.close()
+
+    def _drain(self) -> None:
         backoff = _BACKOFF[0]
         closing_since: float | None = None
         while True:
@@ -158,7 +124,7 @@ class AuditLog:
             if not batch:
                 return  # closing, everything written
             try:
-                self.write(cur, batch)
+                self.write(batch)
             except Exception:
                 if not self._failed(backoff, closing_since):
                     return

@@ -75,12 +75,11 @@ def kept_lines(kept: Mapping[str, tuple[FolderUsage, Retention]]) -> list[str]:
 
 
 def memory_lines(
-    resident_bytes: int, store: Sequence[tuple[str, int]], audit_rows: int
+    resident_bytes: int, store: Sequence[tuple[str, int]], audit_records: int
 ) -> list[str]:
     """Return the Prometheus lines of the service's memory: the process's resident set, what
     DuckDB accounts for by tag (`duckdb_memory()`, tags holding none left out), and how many
-    rows the audit log holds (DuckDB keeps part of its newest rows in memory; README,
-    "Benchmarks")."""
+    audit records this process wrote to its request trail (a counter)."""
     return [
         "# HELP bankfusion_resident_bytes Resident memory of the service's process.",
         "# TYPE bankfusion_resident_bytes gauge",
@@ -88,9 +87,9 @@ def memory_lines(
         "# HELP bankfusion_store_memory_bytes Memory DuckDB accounts for in this process, by tag.",
         "# TYPE bankfusion_store_memory_bytes gauge",
         *(f'bankfusion_store_memory_bytes{{tag="{tag}"}} {n}' for tag, n in store),
-        "# HELP bankfusion_audit_rows Rows in the store's audit log.",
-        "# TYPE bankfusion_audit_rows gauge",
-        f"bankfusion_audit_rows {audit_rows}",
+        "# HELP bankfusion_audit_records_total Audit records written to the request trail.",
+        "# TYPE bankfusion_audit_records_total counter",
+        f"bankfusion_audit_records_total {audit_records}",
     ]
 
 

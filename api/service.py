@@ -23,6 +23,7 @@ from api.auth import TokenGate
 from api.metrics import RequestMetrics
 from api.scoring import CurrentScorer
 from api.uploads import Uploads
+from fusion.audit_trail import AuditTrail
 from fusion.pipeline.bank import Bank
 from fusion.retention import Retention
 from fusion.runfolder import RunFolder
@@ -77,7 +78,9 @@ class Service:
         self.tokens = TokenGate(store, self.cursor, clock=clock)
         self.scorer = CurrentScorer(folder)
         self.audit = AuditLog(
-            self.cursor, queue_limit=audit_queue_limit, outage_seconds=audit_outage_seconds
+            AuditTrail(folder.audit_trail, keyring.audit_trail_key()),
+            queue_limit=audit_queue_limit,
+            outage_seconds=audit_outage_seconds,
         )
         self.uploads = Uploads(
             store=store,

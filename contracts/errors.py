@@ -8,6 +8,7 @@
     ├── KeyringError                a key is missing, unreadable or has loose file permissions
     │   └── UnknownEpochError       a salt / key epoch id the keyring does not hold
     ├── EnvelopeError               the sender misused seal() (bad manifest, missing key)
+    ├── SealedLogError              a sealed log segment cannot be written or read; `path`
     ├── OprfError                   an OPRF input, blind or received element is invalid
     │   └── EvaluationCapError      an epoch's OPRF evaluation budget would be exceeded
     ├── BatchRefused                a sealed batch could not be opened; ONE detail-free refusal
@@ -56,6 +57,7 @@ __all__ = [
     "QueryFailed",
     "QueryRefused",
     "QueryTimeout",
+    "SealedLogError",
     "StoreError",
     "StoreLockedError",
     "UnknownEpochError",
@@ -138,6 +140,15 @@ class UnknownEpochError(KeyringError):
 
 class EnvelopeError(FusionError):
     """The sender asked seal() for something it cannot do."""
+
+
+class SealedLogError(FusionError):
+    """A sealed log segment (the service's request trail) cannot be written or read: it exists
+    already, it is not a segment, or a frame does not open. `path` names the file."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class OprfError(FusionError):

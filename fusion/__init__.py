@@ -3,6 +3,7 @@ bucketed jobs, reports, and the pipeline that strings them together."""
 
 __all__ = [
     "analyst_views",
+    "audit_trail",
     "bank_columns",
     "campaigns",
     "features",

@@ -8,6 +8,7 @@
 <run>/bank/oprf/           the bank's OPRF requests (files it sends the vendor)
 <run>/bank/inbox/ ...      the ingest worker's inbox, quarantine, archive and work folders
 <run>/bank/fusion.duckdb   the encrypted store
+<run>/bank/audit/          the service's request trail: sealed segments, one writer each (0700)
 <run>/snapshots/           published read-only copies (head office, one per branch)
 <run>/features/<date>/     model tables (Parquet, tag CSR, manifest)
 <run>/models/              the model registry (versions, CURRENT pointers)
@@ -100,6 +101,10 @@ class RunFolder:
     @property
     def store(self) -> Path:
         return self.root / "bank" / "fusion.duckdb"
+
+    @property
+    def audit_trail(self) -> Path:
+        return self.root / "bank" / "audit"
 
     @property
     def snapshots(self) -> Path:

@@ -7,7 +7,8 @@ keys as bytes), keyring (keys on disk), manifest (a sealed batch's signed header
 batches), spool (buffered file I/O with digests), pack (the vendor's batch builder), oprf (RFC 9497
 OPRF and VOPRF on ristretto255, with batched DLEQ proofs), oprf_match (the OPRF mode's rows:
 labels, sealed payloads, evaluation budget), oprf_exchange (the request and answer files, the
-vendor's budgeted answer), key_handout (a snapshot key sealed to an analyst's key).
+vendor's budgeted answer), key_handout (a snapshot key sealed to an analyst's key), sealed_log
+(append-only segments of AES-GCM frames: the service's request trail).
 Only this package touches `cryptography.hazmat` or key bytes.
 """
 
@@ -26,5 +27,6 @@ __all__ = [
     "oprf_match",
     "pack",
     "psi",
+    "sealed_log",
     "spool",
 ]

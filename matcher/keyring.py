@@ -44,7 +44,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.errors import ConfigError, KeyringError, UnknownEpochError
@@ -65,6 +67,7 @@ PUBLIC_BYTES = 32
 ROLES = ("bank", "vendor")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LOOSE = stat.S_IRWXG | stat.S_IRWXO
+_AUDIT_TRAIL_INFO = b"bankfusion audit trail v1"  # HKDF info: the trail key, and only it
 
 
 def _check_id(value: object, what: str) -> str:
@@ -589,6 +592,21 @@ class Keyring:
         """Return the head-office snapshot key (base64), created on first use."""
         self._require("bank", "hold store keys")
         return self._store_key_file("store.head-office.key", "head_office")
+
+    def audit_trail_key(self) -> bytes:
+        """Return the key of the service's sealed request trail: HKDF-SHA256 of the store key.
+
+        Derived, not stored: whoever may read the store may read the trail, and rotating the
+        store key (a new keyring) starts a trail only the new key opens.
+        """
+        self._require("bank", "hold store keys")
+        raw = bytearray(base64.b64decode(self._store_key_file("store.key", "main")))
+        try:
+            return HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=_AUDIT_TRAIL_INFO
+            ).derive(bytes(raw))
+        finally:
+            raw[:] = bytes(len(raw))
 
     # -- internals --------------------------------------------------------------------------
 

@@ -86,9 +86,7 @@ def _metrics(
         "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0 "
         "ORDER BY tag"
     ).fetchall()
-    # fetchall, never fetchone: a half-read result keeps the thread's transaction open.
-    ((audit_rows,),) = cur.execute("SELECT count(*) FROM audit_log").fetchall()
-    lines += memory_lines(psutil.Process().memory_info().rss, store_memory, audit_rows)
+    lines += memory_lines(psutil.Process().memory_info().rss, store_memory, service.audit.written)
     lines += monitoring_lines(latest_monitoring(service.folder))  # the newest `fusion monitor`
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

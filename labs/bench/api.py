@@ -143,13 +143,13 @@ def _customers_and_tokens(
 @dataclass(frozen=True, slots=True)
 class _Soak:
     """What the soak saw: its load, and at its start and every step the server's RSS (MB), the
-    memory DuckDB accounts for in it (MB) and the audit log's rows (both from /metrics)."""
+    memory DuckDB accounts for in it (MB) and the audit records it wrote (both from /metrics)."""
 
     load: _Load
     rss_mb: tuple[float, ...]
     seconds: float
     store_mb: tuple[float, ...]
-    audit_rows: tuple[int, ...]
+    audit_records: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ class _MetricsReader:
     secret: str
 
     def read(self) -> tuple[float, int]:
-        """Return (DuckDB's accounted memory in MB, the audit log's rows)."""
+        """Return (DuckDB's accounted memory in MB, the audit records written)."""
         import httpx
 
         text = httpx.get(
@@ -173,7 +173,7 @@ class _MetricsReader:
         )
         rows = next(
             (int(line.split()[1]) for line in text.splitlines()
-             if line.startswith("bankfusion_audit_rows ")),
+             if line.startswith("bankfusion_audit_records_total ")),
             0,
         )  # fmt: skip
         return store / 2**20, rows
@@ -194,8 +194,8 @@ def _soak(load: _Loader, call: _Call, pid: int, seconds: float, metrics: _Metric
         rss.append(process.memory_info().rss / 2**20)
         stores.append(metrics.read())
         left -= step
-    store_mb, audit_rows = zip(*stores, strict=True)
-    return _Soak(_Load.joined(steps), tuple(rss), seconds, store_mb, audit_rows)
+    store_mb, audit_records = zip(*stores, strict=True)
+    return _Soak(_Load.joined(steps), tuple(rss), seconds, store_mb, audit_records)
 
 
 def _free_port() -> int:
@@ -556,7 +556,7 @@ def _soak_figure(soak: _Soak) -> Figure:
         f"{judged}; start {start:.0f} MB, end {end:.0f} MB ({end / start - 1:+.1%}), peak "
         f"{peak:.0f} MB; RSS every {_SOAK_STEP:g} s: {readings} MB; DuckDB's accounted memory "
         f"{soak.store_mb[0]:.0f} -> {soak.store_mb[-1]:.0f} MB (peak {max(soak.store_mb):.0f}), "
-        f"the audit log {soak.audit_rows[0]:,} -> {soak.audit_rows[-1]:,} rows",
+        f"audit records written {soak.audit_records[0]:,} -> {soak.audit_records[-1]:,}",
     )
 
 

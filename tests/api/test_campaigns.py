@@ -17,6 +17,7 @@ import pytest
 from fusion.campaigns.delivery import DELIVERY_COLUMNS
 from fusion.features import TABLE_FILE
 from fusion.tokens import create_token
+from tests.support.audit import AuditTrailQuery
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, bearer
 
@@ -351,7 +352,7 @@ def _history_and_close(
     assert replan.status_code == 409 and "closed" in replan.json()["detail"]
     listed = client.get("/v1/campaigns", headers=marketer).json()["campaigns"]
     assert {c["campaign_id"]: c["stage"] for c in listed}[name] == "closed"
-    cur = served.service.cursor()
+    cur = AuditTrailQuery(served.service)
 
     def audited() -> list[tuple[Any, ...]] | None:
         rows = cur.execute(

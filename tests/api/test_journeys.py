@@ -26,6 +26,7 @@ from fusion.journeys.engine import dry_run
 from fusion.journeys.readout import readout
 from fusion.pipeline.journeys import opt_out_comparison
 from matcher.identity import normalize_device_ids, normalize_id_numbers, normalize_phones
+from tests.support.audit import AuditTrailQuery
 from tests.support.polling import eventually
 from tests.support.served_journeys import (
     DRAFT,
@@ -387,7 +388,7 @@ def test_no_answer_holds_a_raw_identifier_and_every_call_is_audited(
     ]
     identifiers = _raw_identifiers(served_j)
     assert identifiers and not [i for i in identifiers if any(i in t for t in texts)]
-    cur = served_j.service.cursor()
+    cur = AuditTrailQuery(served_j.service)
 
     def audited() -> list[tuple[Any, ...]] | None:
         rows = cur.execute(

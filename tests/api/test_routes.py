@@ -18,6 +18,7 @@ from fusion.registry import Registry
 from fusion.runfolder import RunFolder
 from fusion.tokens import create_token
 from matcher.identity import normalize_phones
+from tests.support.audit import AuditTrailQuery
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, bearer
 
@@ -294,7 +295,7 @@ def test_every_request_is_audited_without_raw_identifiers(served: ServedRun):
             json={"customer_ids": _known_ids(served, 3)},
             headers=bearer(served.tokens.campaign_tool),
         )
-    cur = served.service.cursor()
+    cur = AuditTrailQuery(served.service)
 
     def newest() -> list[tuple[Any, ...]] | None:
         rows = cur.execute(
@@ -326,7 +327,7 @@ def test_metrics_are_prometheus_text(served: ServedRun):
     resident = re.search(r"^bankfusion_resident_bytes (\d+)$", text, re.MULTILINE)
     assert resident is not None and int(resident.group(1)) > 50 << 20
     assert re.search(r'^bankfusion_store_memory_bytes\{tag="[A-Z_]+"\} \d+$', text, re.MULTILINE)
-    audited = re.search(r"^bankfusion_audit_rows (\d+)$", text, re.MULTILINE)
+    audited = re.search(r"^bankfusion_audit_records_total (\d+)$", text, re.MULTILINE)
     assert audited is not None  # written by the audit thread: any count
 
 
@@ -334,7 +335,7 @@ def _audited(served: ServedRun, action: str, detail: str, *, rows: int) -> list[
     """Return (actor, status) of the audit rows of `action` with `detail`, once `rows` of them
     are written (the audit thread writes in batches, maybe one request at a time; up to
     10 s)."""
-    cur = served.service.cursor()
+    cur = AuditTrailQuery(served.service)
 
     def found() -> list[tuple[str, str]] | None:
         stored = cur.execute(

@@ -66,6 +66,14 @@ def test_bank_keyring_starts_with_hpke_pair_salt_epoch_and_store_key(bank: Keyri
     ]
 
 
+def test_the_audit_trail_key_is_derived_stable_and_no_stored_secret(bank: Keyring):
+    key = bank.audit_trail_key()
+    assert len(key) == 32 and key == Keyring.open(bank.path).audit_trail_key()
+    assert not any(form in key for secret in _secrets(bank) for form in _forms(secret))
+    other = Keyring.init(bank.path.parent / "other", role="bank", now=NOW)
+    assert other.audit_trail_key() != key
+
+
 def test_vendor_keyring_starts_with_a_signing_key(vendor: Keyring):
     assert (vendor.role, vendor.vendor_id) == ("vendor", "vendor-a")
     kid, signer = vendor.current_signer()

@@ -13,6 +13,7 @@ import pytest
 from api.console.access import LIST_READERS
 from fusion.pipeline.monitoring import MonitoringReport
 from fusion.tokens import create_token
+from tests.support.audit import AuditTrailQuery
 from tests.support.polling import eventually
 from tests.support.server import NOW, ServedRun, settings_changed
 
@@ -242,7 +243,7 @@ def test_pages_carry_no_script_and_are_audited(served: ServedRun, clients: dict[
     assert "<script" not in page.text.lower()
     download = analyst.get("/console/lists/mobile-banking/B001/csv")
     assert download.status_code == 200 and download.text.startswith("customer_id")
-    cur = served.service.cursor()
+    cur = AuditTrailQuery(served.service)
     action = "GET /console/lists/{name}/{branch}/{file_format}"
 
     def audited() -> list[tuple[Any, ...]] | None:

@@ -1,0 +1,154 @@
+"""The service's request trail: every API request's audit record, in sealed segment files.
+
+Layout: `<run>/bank/audit/<UTC start>-<pid>-<random>.trail`, folder 0700, files 0600. Each
+service process writes segments of its own (so two processes never share a file), starting a
+new one at start, past `segment_bytes` and at each new UTC day. One write is one frame of
+`matcher.sealed_log` (AES-256-GCM under a key derived from the store key): the records as JSON
+lines. `read_audit_trail` opens every segment and returns one table.
+
+Why files and not a table in the store: appending a few hundred rows at a time to a DuckDB
+table inside the long-running service grew the process without bound (README, benchmarks:
+DuckDB's allocator kept memory for every appended row past each checkpoint), while the same
+records appended to a file cost nothing that stays. Operator actions that change the store
+(a snapshot grant) are still audited in the store's `audit_log`, in the transaction of the change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from matcher.sealed_log import SealedLogWriter, read_sealed_log
+
+__all__ = ["AUDIT_SCHEMA", "AuditRecord", "AuditTrail", "AuditTrailRead", "read_audit_trail"]
+
+AUDIT_SCHEMA: dict[str, pl.DataType] = {
+    "at": pl.Datetime("us"),  # UTC
+    "actor": pl.String(),
+    "role": pl.String(),
+    "action": pl.String(),
+    "detail": pl.String(),
+    "rows": pl.Int64(),
+    "status": pl.String(),
+}
+_SUFFIX = ".trail"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request: who, in which role, which route, what came back."""
+
+    at: datetime
+    actor: str
+    role: str | None
+    action: str
+    detail: str | None
+    rows: int | None
+    status: str
+
+    def to_json(self) -> str:
+        """Return the record as one JSON line (time in UTC, microseconds)."""
+        at = self.at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        return json.dumps(
+            [at, self.actor, self.role, self.action, self.detail, self.rows, self.status],
+            separators=(",", ":"),
+        )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditTrail:
+    """This process's segments of the trail in `folder`; `append` writes one frame.
+
+    Not thread-safe: one thread appends (the service's audit thread).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        key: bytes,
+        *,
+        segment_bytes: int = 64 << 20,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        """Make `folder` (0700) if needed; the first segment is created on the first append."""
+        self.folder = Path(folder)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+        self._key = key
+        self._segment_bytes = segment_bytes
+        self._clock = clock
+        self._writer: SealedLogWriter | None = None
+        self._day: date | None = None
+        self.written = 0  # records appended since start
+
+    def append(self, records: Sequence[AuditRecord]) -> None:
+        """Write `records` as one frame, flushed to disk; raises OSError when it cannot.
+
+        A failed append writes nothing a reader would see; calling it again with the same
+        records is the retry.
+        """
+        if not records:
+            return
+        writer = self._segment()
+        writer.append("\n".join(record.to_json() for record in records).encode())
+        self.written += len(records)
+
+    def close(self) -> None:
+        """Close the current segment; a later append starts a new one."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _segment(self) -> SealedLogWriter:
+        now = self._clock().astimezone(UTC)
+        writer = self._writer
+        if writer is not None and (writer.size >= self._segment_bytes or now.date() != self._day):
+            self.close()
+            writer = None
+        if writer is None:
+            name = f"{now:%Y%m%dT%H%M%S%fZ}-{os.getpid()}-{secrets.token_hex(3)}{_SUFFIX}"
+            writer = self._writer = SealedLogWriter(self.folder / name, self._key)
+            self._day = now.date()
+        return writer
+
+
+@dataclass(frozen=True)
+class AuditTrailRead:
+    """The trail as read: every record (oldest first), and the segments whose last frame was
+    torn by a killed writer (its records before the tear are in `records`)."""
+
+    records: pl.DataFrame
+    segments: int
+    torn: tuple[str, ...]
+
+
+def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
+    """Return every record of the trail in `folder` (none when it does not exist yet).
+
+    Raises SealedLogError when a segment is not one or a frame does not open (altered, or
+    another key): an audit trail is read whole or not at all.
+    """
+    paths = sorted(Path(folder).glob(f"*{_SUFFIX}")) if Path(folder).is_dir() else []
+    rows: list[list[object]] = []
+    torn: list[str] = []
+    for path in paths:
+        read = read_sealed_log(path, key)
+        if read.torn_tail:
+            torn.append(path.name)
+        for frame in read.frames:
+            rows.extend(json.loads(line) for line in frame.decode().split("\n"))
+    as_read = [(name, pl.String() if name == "at" else kind) for name, kind in AUDIT_SCHEMA.items()]
+    records = pl.DataFrame(rows, schema=as_read, orient="row").with_columns(
+        pl.col("at").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us")
+    )
+    return AuditTrailRead(records.sort("at", maintain_order=True), len(paths), tuple(torn))

@@ -1,0 +1,114 @@
+"""Sealed logs: frames open in order with their key; anything altered, moved or keyed otherwise
+is refused with the file named; a torn last frame is reported and skipped."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import SealedLogError
+from matcher.sealed_log import SealedLogWriter, read_sealed_log
+
+KEY = bytes(range(32))
+
+
+def _segment(path: Path, frames: list[bytes], key: bytes = KEY) -> Path:
+    writer = SealedLogWriter(path, key)
+    for frame in frames:
+        writer.append(frame)
+    writer.close()
+    return path
+
+
+def test_frames_read_back_in_order_and_the_file_holds_no_plaintext(tmp_path: Path):
+    frames = [b"first record", b"", b"x" * 100_000, "caf\u00e9".encode()]
+    path = _segment(tmp_path / "a.trail", frames)
+    read = read_sealed_log(path, KEY)
+    assert read.frames == frames and not read.torn_tail
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert b"first record" not in path.read_bytes()
+
+
+def test_another_key_or_a_flipped_bit_is_refused_naming_the_file(tmp_path: Path):
+    path = _segment(tmp_path / "a.trail", [b"one", b"two"])
+    with pytest.raises(SealedLogError, match=r"frame 0 of .*a\.trail does not open"):
+        read_sealed_log(path, secrets.token_bytes(32))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(SealedLogError, match="frame 1 of") as caught:
+        read_sealed_log(path, KEY)
+    assert caught.value.path == str(path)
+
+
+def test_frames_swapped_or_dropped_from_the_middle_or_moved_between_segments_are_refused(
+    tmp_path: Path,
+):
+    path = _segment(tmp_path / "a.trail", [b"one", b"two", b"three"])
+    data = path.read_bytes()
+    header, body = data[:24], data[24:]
+    sizes = []
+    offset = 0
+    while offset < len(body):
+        size = 4 + int.from_bytes(body[offset : offset + 4], "big")
+        sizes.append(body[offset : offset + size])
+        offset += size
+    one, two, three = sizes
+    for altered in (header + two + one + three, header + one + three):
+        path.write_bytes(altered)
+        with pytest.raises(SealedLogError, match="does not open"):
+            read_sealed_log(path, KEY)
+    other = _segment(tmp_path / "b.trail", [b"other"])
+    other.write_bytes(other.read_bytes()[:24] + one)  # a frame of a.trail in b.trail's place 0
+    with pytest.raises(SealedLogError, match=r"frame 0 of .*b\.trail"):
+        read_sealed_log(other, KEY)
+
+
+def test_a_torn_last_frame_is_reported_and_the_frames_before_it_open(tmp_path: Path):
+    path = _segment(tmp_path / "a.trail", [b"one", b"two"])
+    full = path.read_bytes()
+    for cut in (1, 5, 20):
+        path.write_bytes(full[:-cut])
+        read = read_sealed_log(path, KEY)
+        assert read.frames == [b"one"] and read.torn_tail
+    for start in (b"", full[:10]):  # killed before the header was whole
+        path.write_bytes(start)
+        assert read_sealed_log(path, KEY).torn_tail
+
+
+def test_not_a_segment_an_existing_name_and_a_wrong_key_size_are_caller_errors(tmp_path: Path):
+    path = tmp_path / "notes.trail"
+    path.write_bytes(b"this is not a sealed log at all, just text")
+    with pytest.raises(SealedLogError, match="not a sealed log segment"):
+        read_sealed_log(path, KEY)
+    with pytest.raises(SealedLogError, match="already exists"):
+        SealedLogWriter(path, KEY)
+    with pytest.raises(SealedLogError, match="must be 32 bytes"):
+        SealedLogWriter(tmp_path / "new.trail", b"short")
+
+
+def test_a_failed_append_leaves_no_torn_frame_and_the_retry_writes_the_same_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    writer = SealedLogWriter(tmp_path / "a.trail", KEY)
+    writer.append(b"one")
+    real_fdatasync = os.fdatasync
+    calls = {"n": 0}
+
+    def failing_once(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(28, "No space left on device (test)")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", failing_once)
+    with pytest.raises(OSError):
+        writer.append(b"two")
+    assert read_sealed_log(writer.path, KEY).frames == [b"one"]
+    writer.append(b"two")
+    writer.close()
+    assert read_sealed_log(writer.path, KEY).frames == [b"one", b"two"]
