@@ -112,6 +112,7 @@ app.command()(bank.publish)
 app.add_typer(snapshot.snapshot_app, name="snapshot")
 app.command()(service.serve)
 app.add_typer(service.token_app, name="token")
+app.command()(service.audit)
 app.command()(workbench.bench)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +16,7 @@ from fusion.tokens import create_token, revoke_token
 from labs.cli.options import DEFAULT_RUN, RunOption, TokenRole, bank_of, now
 from labs.cli.terminal import console, err_console
 
-__all__ = ["serve", "token_app", "token_create", "token_list", "token_revoke"]
+__all__ = ["audit", "serve", "token_app", "token_create", "token_list", "token_revoke"]
 
 token_app = typer.Typer(help="API tokens: create (printed once), list, revoke.")
 
@@ -166,3 +167,36 @@ def token_list(run: RunOption = DEFAULT_RUN) -> None:
         revoked = "" if t.revoked_at is None else str(t.revoked_at)
         table.add_row(t.token_id, t.role, t.scope, t.label, str(t.created_at), revoked)
     console.print(table)
+
+
+def audit(
+    run: RunOption = DEFAULT_RUN,
+    last: Annotated[int, typer.Option(min=0, help="Show this many of the newest records.")] = 20,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write every record to this Parquet file (mode 0600)."),
+    ] = None,
+) -> None:
+    """Read the service's request trail (who, role, route, rows, status, time); works while
+    the service runs. Exit status 2 when a segment was altered or the keyring is not its key."""
+    from fusion.audit_trail import read_audit_trail
+    from fusion.runfolder import RunFolder
+    from matcher.atomic import atomic_path
+    from matcher.keyring import Keyring
+
+    folder = RunFolder(run)
+    read = read_audit_trail(folder.audit_trail, Keyring.open(folder.bank_keys).audit_trail_key())
+    records = read.records
+    console.print(
+        f"{records.height:,} audit records in {read.segments} segment(s) of {folder.audit_trail}"
+        + (f"; torn last frame (a killed writer) in {', '.join(read.torn)}" if read.torn else "")
+    )
+    table = Table("at (UTC)", "actor", "role", "action", "detail", "rows", "status")
+    for row in records.tail(last).iter_rows():
+        table.add_row(*("" if value is None else str(value) for value in row))
+    if last and records.height:
+        console.print(table)
+    if out is not None:
+        with atomic_path(out, mode=0o600) as temporary:
+            records.write_parquet(temporary)
+        console.print(f"wrote {records.height:,} records to {out}")

@@ -1,0 +1,54 @@
+"""`fusion audit`: the service's request trail read through the command, as an operator would,
+whole or refused."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from fusion.audit_trail import AuditRecord, AuditTrail
+from fusion.runfolder import RunFolder
+from matcher.keyring import Keyring
+from tests.support.cli import first_line, fusion
+
+T0 = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+
+
+def _run_with_trail(tmp_path: Path, records: int) -> RunFolder:
+    folder = RunFolder(tmp_path / "run")
+    keyring = Keyring.init(folder.bank_keys, role="bank", now=T0)
+    trail = AuditTrail(folder.audit_trail, keyring.audit_trail_key())
+    for i in range(records):
+        status = "200" if i % 3 else "403"
+        trail.append(
+            [AuditRecord(T0 + timedelta(seconds=i), f"tok{i}", "analyst", "POST /v1/query",
+                         None, i, status)]
+        )  # fmt: skip
+    trail.close()
+    return folder
+
+
+def test_the_newest_records_print_and_the_whole_trail_exports(tmp_path: Path):
+    folder = _run_with_trail(tmp_path, 5)
+    out = tmp_path / "trail.parquet"
+    result = fusion(folder.root, "audit", "--last", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert first_line(result.output).startswith("5 audit records in 1 segment(s)")
+    assert "tok4" in result.output and "tok3" in result.output and "tok2" not in result.output
+    exported = pl.read_parquet(out)
+    assert exported["actor"].to_list() == [f"tok{i}" for i in range(5)]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_an_altered_segment_is_refused_with_exit_2_and_the_file_named(tmp_path: Path):
+    folder = _run_with_trail(tmp_path, 3)
+    (segment,) = folder.audit_trail.glob("*.trail")
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 1
+    segment.write_bytes(bytes(data))
+    result = fusion(folder.root, "audit")
+    assert result.exit_code == 2
+    assert "does not open" in result.output and segment.name in " ".join(result.output.split())
