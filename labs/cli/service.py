@@ -189,7 +189,12 @@ def audit(
     records = read.records
     console.print(
         f"{records.height:,} audit records in {read.segments} segment(s) of {folder.audit_trail}"
-        + (f"; torn last frame (a killed writer) in {', '.join(read.torn)}" if read.torn else "")
+        + (
+            f"; last frame cut short (a killed service, or a frame being written now) in "
+            f"{', '.join(read.torn)}"
+            if read.torn
+            else ""
+        )
     )
     table = Table("at (UTC)", "actor", "role", "action", "detail", "rows", "status")
     for row in records.tail(last).iter_rows():
