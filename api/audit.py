@@ -114,7 +114,10 @@ class AuditLog:
         try:
             self._drain()
         finally:
-            self.trail.close()
+            try:
+                self.trail.close()
+            except OSError:
+                log.exception("the request trail's last segment could not be sealed")
 
     def _drain(self) -> None:
         backoff = _BACKOFF[0]

@@ -104,10 +104,14 @@ class AuditTrail:
         self.written += len(records)
 
     def close(self) -> None:
-        """Close the current segment; a later append starts a new one."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Seal and close the current segment; a later append starts a new one.
+
+        Raises OSError when the closing frame cannot be written: the segment is closed anyway
+        and reads as not sealed.
+        """
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def _segment(self) -> SealedLogWriter:
         now = self._clock().astimezone(UTC)
@@ -124,12 +128,15 @@ class AuditTrail:
 
 @dataclass(frozen=True)
 class AuditTrailRead:
-    """The trail as read: every record (oldest first), and the segments whose last frame was
-    torn by a killed writer (its records before the tear are in `records`)."""
+    """The trail as read: every record (oldest first); the segments whose last frame was torn
+    by a killed writer (its records before the tear are in `records`); and the segments without
+    their closing frame: still written by a running service, left by a killed one, or cut short
+    by whole frames (only a running service's newest segment should be among them)."""
 
     records: pl.DataFrame
     segments: int
     torn: tuple[str, ...]
+    unsealed: tuple[str, ...]
 
 
 def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
@@ -141,14 +148,19 @@ def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
     paths = sorted(Path(folder).glob(f"*{_SUFFIX}")) if Path(folder).is_dir() else []
     rows: list[list[object]] = []
     torn: list[str] = []
+    unsealed: list[str] = []
     for path in paths:
         read = read_sealed_log(path, key)
         if read.torn_tail:
             torn.append(path.name)
+        if not read.sealed:
+            unsealed.append(path.name)
         for frame in read.frames:
             rows.extend(json.loads(line) for line in frame.decode().split("\n"))
     as_read = [(name, pl.String() if name == "at" else kind) for name, kind in AUDIT_SCHEMA.items()]
     records = pl.DataFrame(rows, schema=as_read, orient="row").with_columns(
         pl.col("at").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us")
     )
-    return AuditTrailRead(records.sort("at", maintain_order=True), len(paths), tuple(torn))
+    return AuditTrailRead(
+        records.sort("at", maintain_order=True), len(paths), tuple(torn), tuple(unsealed)
+    )

@@ -9,11 +9,12 @@ The additional data of frame i is `segment id || i` (8 bytes, big-endian), so a 
 moved to another place or segment, or dropped from the middle fails to open, and the reader
 says which file. A frame is written with one `write` and flushed to disk before `append`
 returns; a process killed in the middle of one leaves a torn tail (a short last frame), which
-the reader reports and skips: every frame before it opens. Dropping whole frames from the END
-of a segment is not detectable from the segment alone (no seal at close); the next segment of
-the same writer starts at a later time, and its name says when.
+the reader reports and skips: every frame before it opens. `close` seals the segment with an
+empty last frame whose additional data ends in one more byte (0xFF), so a reader tells a segment
+closed whole from one still written, left by a killed writer, or cut short by whole frames
+(`SealedLogRead.sealed`); a frame after the seal does not open.
 
-The key is derived from the bank's store key (`Keyring.sealed_log_key`); nothing here writes it.
+The key is derived from the bank's store key (`Keyring.audit_trail_key`); nothing here writes it.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ _LENGTH = struct.Struct(">I")
 _INDEX = struct.Struct(">Q")
 _HEADER_BYTES = len(MAGIC) + _ID_BYTES
 _MAX_FRAME = 256 << 20  # a frame longer than this is a corrupt length, not a frame
+_SEAL = b"\xff"  # the closing frame's additional data ends with it; a data frame's never does
 
 
 def _check_key(key: bytes) -> None:
     if not isinstance(key, bytes) or len(key) != 32:
         raise SealedLogError(
-            "a sealed log key must be 32 bytes (derive it with Keyring.sealed_log_key); got "
+            "a sealed log key must be 32 bytes (derive it with Keyring.audit_trail_key); got "
             f"{type(key).__name__} of length {len(key) if isinstance(key, bytes) else '-'}"
         )
 
@@ -91,18 +93,29 @@ class SealedLogWriter:
         A failed append leaves the segment as a reader sees it (at most a torn tail), and the
         next append goes to the same frame number, so a retry writes the same frame again.
         """
+        self._frame(plaintext, b"")
+
+    def close(self) -> None:
+        """Seal the segment with its closing frame and close the file (once; later: nothing).
+
+        The file is closed even when the closing frame cannot be written (the OSError is
+        raised after): the segment then reads as not sealed, like one of a killed writer.
+        """
+        if self._fd < 0:
+            return
+        try:
+            self._frame(b"", _SEAL)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _frame(self, plaintext: bytes, end: bytes) -> None:
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext, self._id + _INDEX.pack(self._index))
+        sealed = self._aead.encrypt(nonce, plaintext, self._id + _INDEX.pack(self._index) + end)
         frame = _LENGTH.pack(len(nonce) + len(sealed)) + nonce + sealed
         self._write(frame)
         self._index += 1
         self.size += len(frame)
-
-    def close(self) -> None:
-        """Close the file; the segment stays as written."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
     def _write(self, data: bytes) -> None:
         start = os.lseek(self._fd, 0, os.SEEK_END)
@@ -118,10 +131,12 @@ class SealedLogWriter:
 
 @dataclass(frozen=True)
 class SealedLogRead:
-    """What one segment holds: its frames, opened, and whether a torn last frame was skipped."""
+    """What one segment holds: its frames, opened; whether a torn last frame was skipped; and
+    whether it ends with its closing frame (False: still written, its writer killed, or cut)."""
 
     frames: list[bytes]
     torn_tail: bool
+    sealed: bool = False
 
 
 def read_sealed_log(path: Path, key: bytes) -> SealedLogRead:
@@ -155,12 +170,23 @@ def read_sealed_log(path: Path, key: bytes) -> SealedLogRead:
         if len(body) < length:
             return SealedLogRead(frames, torn_tail=True)
         aad = segment_id + _INDEX.pack(len(frames))
-        try:
-            frames.append(aead.decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], aad))
-        except InvalidTag:
-            raise _unopened(path, len(frames)) from None
+        nonce, sealed = body[:_NONCE_BYTES], body[_NONCE_BYTES:]
         offset += _LENGTH.size + length
+        try:
+            frames.append(aead.decrypt(nonce, sealed, aad))
+        except InvalidTag:
+            if offset != len(data) or not _opens(aead, nonce, sealed, aad + _SEAL):
+                raise _unopened(path, len(frames)) from None
+            return SealedLogRead(frames, torn_tail=False, sealed=True)
     return SealedLogRead(frames, torn_tail=False)
+
+
+def _opens(aead: AESGCM, nonce: bytes, sealed: bytes, aad: bytes) -> bool:
+    """Return whether `sealed` is the empty closing frame under `aad`."""
+    try:
+        return aead.decrypt(nonce, sealed, aad) == b""
+    except InvalidTag:
+        return False
 
 
 def _unopened(path: Path, index: int) -> SealedLogError:

@@ -196,6 +196,11 @@ def audit(
             else ""
         )
     )
+    if read.unsealed:
+        console.print(
+            f"not sealed (being written by a running service, left by a killed one, or cut "
+            f"short): {', '.join(read.unsealed)}"
+        )
     table = Table("at (UTC)", "actor", "role", "action", "detail", "rows", "status")
     for row in records.tail(last).iter_rows():
         table.add_row(*("" if value is None else str(value) for value in row))

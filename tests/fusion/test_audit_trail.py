@@ -38,7 +38,7 @@ def test_records_read_back_as_written_in_utc(tmp_path: Path):
     trail.append(records[3:])
     trail.close()
     read = read_audit_trail(tmp_path / "audit", KEY)
-    assert trail.written == 8 and read.segments == 1 and read.torn == ()
+    assert trail.written == 8 and read.segments == 1 and read.torn == read.unsealed == ()
     assert dict(read.records.schema) == AUDIT_SCHEMA
     expected = [
         (r.at.astimezone(UTC).replace(tzinfo=None), r.actor, r.role, r.action, r.detail, r.rows,
@@ -79,11 +79,12 @@ def test_a_torn_segment_is_named_and_an_altered_one_refuses_the_whole_trail(tmp_
     trail = AuditTrail(tmp_path, KEY)
     trail.append([_record(0)])
     trail.append([_record(1)])
-    trail.close()
     (path,) = tmp_path.glob("*.trail")
-    path.write_bytes(path.read_bytes()[:-3])
+    assert read_audit_trail(tmp_path, KEY).unsealed == (path.name,)  # still written
+    trail.close()
+    path.write_bytes(path.read_bytes()[:-40])  # the seal and the end of the second frame
     read = read_audit_trail(tmp_path, KEY)
-    assert read.records.height == 1 and read.torn == (path.name,)
+    assert read.records.height == 1 and read.torn == read.unsealed == (path.name,)
     with pytest.raises(SealedLogError, match="does not open"):
         read_audit_trail(tmp_path, bytes(32))
     assert pl.Series(read.records["actor"]).to_list() == ["tok0"]

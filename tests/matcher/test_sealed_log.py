@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import SealedLogError
-from matcher.sealed_log import SealedLogWriter, read_sealed_log
+from matcher.sealed_log import SealedLogRead, SealedLogWriter, read_sealed_log
 
 KEY = bytes(range(32))
 
@@ -28,7 +28,7 @@ def test_frames_read_back_in_order_and_the_file_holds_no_plaintext(tmp_path: Pat
     frames = [b"first record", b"", b"x" * 100_000, "caf\u00e9".encode()]
     path = _segment(tmp_path / "a.trail", frames)
     read = read_sealed_log(path, KEY)
-    assert read.frames == frames and not read.torn_tail
+    assert read.frames == frames and not read.torn_tail and read.sealed
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert b"first record" not in path.read_bytes()
 
@@ -38,9 +38,9 @@ def test_another_key_or_a_flipped_bit_is_refused_naming_the_file(tmp_path: Path)
     with pytest.raises(SealedLogError, match=r"frame 0 of .*a\.trail does not open"):
         read_sealed_log(path, secrets.token_bytes(32))
     data = bytearray(path.read_bytes())
-    data[-1] ^= 1
+    data[-1] ^= 1  # in the closing frame, after frames 0 and 1
     path.write_bytes(bytes(data))
-    with pytest.raises(SealedLogError, match="frame 1 of") as caught:
+    with pytest.raises(SealedLogError, match="frame 2 of") as caught:
         read_sealed_log(path, KEY)
     assert caught.value.path == str(path)
 
@@ -57,8 +57,8 @@ def test_frames_swapped_or_dropped_from_the_middle_or_moved_between_segments_are
         size = 4 + int.from_bytes(body[offset : offset + 4], "big")
         sizes.append(body[offset : offset + size])
         offset += size
-    one, two, three = sizes
-    for altered in (header + two + one + three, header + one + three):
+    one, two, three, seal = sizes
+    for altered in (header + two + one + three + seal, header + one + three + seal):
         path.write_bytes(altered)
         with pytest.raises(SealedLogError, match="does not open"):
             read_sealed_log(path, KEY)
@@ -69,12 +69,16 @@ def test_frames_swapped_or_dropped_from_the_middle_or_moved_between_segments_are
 
 
 def test_a_torn_last_frame_is_reported_and_the_frames_before_it_open(tmp_path: Path):
-    path = _segment(tmp_path / "a.trail", [b"one", b"two"])
+    writer = SealedLogWriter(tmp_path / "a.trail", KEY)
+    writer.append(b"one")
+    writer.append(b"two")  # not closed: a writer killed while it ran
+    path = writer.path
     full = path.read_bytes()
+    assert read_sealed_log(path, KEY) == SealedLogRead([b"one", b"two"], False, sealed=False)
     for cut in (1, 5, 20):
         path.write_bytes(full[:-cut])
         read = read_sealed_log(path, KEY)
-        assert read.frames == [b"one"] and read.torn_tail
+        assert read.frames == [b"one"] and read.torn_tail and not read.sealed
     for start in (b"", full[:10]):  # killed before the header was whole
         path.write_bytes(start)
         assert read_sealed_log(path, KEY).torn_tail
@@ -112,3 +116,21 @@ def test_a_failed_append_leaves_no_torn_frame_and_the_retry_writes_the_same_plac
     writer.append(b"two")
     writer.close()
     assert read_sealed_log(writer.path, KEY).frames == [b"one", b"two"]
+
+
+def test_a_closed_segment_is_sealed_and_one_cut_by_whole_frames_or_extended_after_is_not(
+    tmp_path: Path,
+):
+    path = _segment(tmp_path / "a.trail", [b"one", b"two"])
+    full = path.read_bytes()
+    seal_frame = 4 + 12 + 16  # length, nonce, tag of an empty frame
+    path.write_bytes(full[:-seal_frame])  # the seal cut off: reads whole, but not sealed
+    assert read_sealed_log(path, KEY) == SealedLogRead([b"one", b"two"], False, sealed=False)
+    two = full[-seal_frame - (4 + 12 + 3 + 16) : -seal_frame]
+    path.write_bytes(full + two)  # a frame after the seal
+    with pytest.raises(SealedLogError, match="frame 2 of"):
+        read_sealed_log(path, KEY)
+    writer = SealedLogWriter(tmp_path / "b.trail", KEY)
+    writer.close()
+    writer.close()  # once only
+    assert read_sealed_log(writer.path, KEY) == SealedLogRead([], False, sealed=True)
