@@ -171,12 +171,12 @@ class _MetricsReader:
             for line in text.splitlines()
             if line.startswith("bankfusion_store_memory_bytes{")
         )
-        rows = next(
+        records = next(
             (int(line.split()[1]) for line in text.splitlines()
              if line.startswith("bankfusion_audit_records_total ")),
             0,
         )  # fmt: skip
-        return store / 2**20, rows
+        return store / 2**20, records
 
 
 def _soak(load: _Loader, call: _Call, pid: int, seconds: float, metrics: _MetricsReader) -> _Soak:
