@@ -11,6 +11,11 @@ table inside the long-running service grew the process without bound (README, be
 DuckDB's allocator kept memory for every appended row past each checkpoint), while the same
 records appended to a file cost nothing that stays. Operator actions that change the store
 (a snapshot grant) are still audited in the store's `audit_log`, in the transaction of the change.
+
+`archive_audit_trail` moves the sealed segments of past days to another folder (the bank's
+archive storage), each checked whole before it moves and copied before its original goes, so a
+killed archive run loses nothing and a rerun finishes it; `read_audit_trail` reads an archive
+folder as it reads the trail.
 """
 
 from __future__ import annotations
@@ -25,9 +30,19 @@ from pathlib import Path
 
 import polars as pl
 
+from contracts.errors import ConfigError
+from matcher.atomic import atomic_path, fsync_dir
 from matcher.sealed_log import SealedLogWriter, read_sealed_log
 
-__all__ = ["AUDIT_SCHEMA", "AuditRecord", "AuditTrail", "AuditTrailRead", "read_audit_trail"]
+__all__ = [
+    "AUDIT_SCHEMA",
+    "ArchivedTrail",
+    "AuditRecord",
+    "AuditTrail",
+    "AuditTrailRead",
+    "archive_audit_trail",
+    "read_audit_trail",
+]
 
 AUDIT_SCHEMA: dict[str, pl.DataType] = {
     "at": pl.Datetime("us"),  # UTC
@@ -145,7 +160,7 @@ def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
     Raises SealedLogError when a segment is not one or a frame does not open (altered, or
     another key): an audit trail is read whole or not at all.
     """
-    paths = sorted(Path(folder).glob(f"*{_SUFFIX}")) if Path(folder).is_dir() else []
+    paths = _segments(Path(folder))
     rows: list[list[object]] = []
     torn: list[str] = []
     unsealed: list[str] = []
@@ -164,3 +179,79 @@ def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
     return AuditTrailRead(
         records.sort("at", maintain_order=True), len(paths), tuple(torn), tuple(unsealed)
     )
+
+
+@dataclass(frozen=True)
+class ArchivedTrail:
+    """What `archive_audit_trail` did: the segments moved, and those of the same days left in
+    place because they are not sealed (a running service's, or a killed one's: see README)."""
+
+    moved: tuple[str, ...]
+    unsealed: tuple[str, ...]
+
+
+def archive_audit_trail(folder: Path, archive: Path, key: bytes, *, before: date) -> ArchivedTrail:
+    """Move every sealed segment of `folder` started on a UTC day before `before` to `archive`.
+
+    Each segment is read whole first (every frame opens under `key`, its closing frame is
+    there); it is copied to `archive` (0700, files 0600) and flushed to disk, and only then is
+    the original removed. A run killed between the two leaves both copies, equal: the next run
+    removes the original. A segment not sealed stays where it is and is named in the result.
+
+    Raises SealedLogError when a segment does not read (nothing of it moves), ConfigError when
+    `archive` is the trail's own folder or holds another file of a segment's name.
+    """
+    folder, archive = Path(folder), Path(archive)
+    if archive.resolve() == folder.resolve():
+        raise ConfigError(
+            f"the archive must be another folder than the trail ({folder}); name one on the "
+            "bank's archive storage",
+            setting="archive",
+        )
+    moved: list[str] = []
+    unsealed: list[str] = []
+    for path in _segments(folder):
+        if _segment_day(path) >= before:
+            continue
+        if not read_sealed_log(path, key).sealed:
+            unsealed.append(path.name)
+            continue
+        _move_segment(path, archive)
+        moved.append(path.name)
+    return ArchivedTrail(tuple(moved), tuple(unsealed))
+
+
+def _segments(folder: Path) -> list[Path]:
+    """Return the segment files in `folder` by name (oldest start first); none if no folder."""
+    return sorted(folder.glob(f"*{_SUFFIX}")) if folder.is_dir() else []
+
+
+def _segment_day(path: Path) -> date:
+    """Return the UTC day a segment was started on, from its name (`AuditTrail._segment`)."""
+    try:
+        return datetime.strptime(path.name[:8], "%Y%m%d").date()
+    except ValueError:
+        raise ConfigError(
+            f"{path} is not named as the trail names its segments (<UTC start>-<pid>-<random>"
+            f"{_SUFFIX}); move it out of the trail folder",
+            setting="archive",
+        ) from None
+
+
+def _move_segment(path: Path, archive: Path) -> None:
+    """Copy `path` into `archive` durably, then remove it (a copy already there must be equal)."""
+    archive.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = archive / path.name
+    data = path.read_bytes()
+    if target.exists():
+        if target.read_bytes() != data:
+            raise ConfigError(
+                f"{target} exists and differs from the segment of the same name in the trail; "
+                "compare the two by reading each folder, and move the wrong one aside",
+                setting="archive",
+            )
+    else:
+        with atomic_path(target, mode=0o600) as temporary:
+            temporary.write_bytes(data)
+    path.unlink()
+    fsync_dir(path.parent)

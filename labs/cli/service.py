@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -176,19 +176,62 @@ def audit(
         Path | None,
         typer.Option(help="Also write every record to this Parquet file (mode 0600)."),
     ] = None,
+    trail: Annotated[
+        Path | None,
+        typer.Option(help="Read this folder of segments (an archive) instead of the run's trail."),
+    ] = None,
+    archive_to: Annotated[
+        Path | None,
+        typer.Option(
+            help="Move the sealed segments of days before --before to this folder (the bank's "
+            "archive storage) instead of reading; each is checked whole and copied first."
+        ),
+    ] = None,
+    before: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="With --archive-to: the first UTC day kept in the trail (default: today).",
+        ),
+    ] = None,
 ) -> None:
     """Read the service's request trail (who, role, route, rows, status, time); works while
     the service runs. Exit status 2 when a segment was altered or the keyring is not its key."""
-    from fusion.audit_trail import read_audit_trail
     from fusion.runfolder import RunFolder
-    from matcher.atomic import atomic_path
     from matcher.keyring import Keyring
 
     folder = RunFolder(run)
-    read = read_audit_trail(folder.audit_trail, Keyring.open(folder.bank_keys).audit_trail_key())
+    key = Keyring.open(folder.bank_keys).audit_trail_key()
+    if archive_to is not None:
+        day = now().date() if before is None else before.date()
+        _archive_trail(folder.audit_trail, archive_to, key, day)
+    else:
+        _read_trail(trail or folder.audit_trail, key, last, out)
+
+
+def _archive_trail(folder: Path, archive: Path, key: bytes, before: date) -> None:
+    from fusion.audit_trail import archive_audit_trail
+
+    done = archive_audit_trail(folder, archive, key, before=before)
+    console.print(
+        f"moved {len(done.moved)} sealed segment(s) of days before {before} to {archive}"
+        + (f": {', '.join(done.moved)}" if done.moved else "")
+    )
+    if done.unsealed:
+        console.print(
+            f"left in place, not sealed (a running service's, or a killed one's): "
+            f"{', '.join(done.unsealed)}"
+        )
+
+
+def _read_trail(folder: Path, key: bytes, last: int, out: Path | None) -> None:
+    from fusion.audit_trail import read_audit_trail
+    from matcher.atomic import atomic_path
+
+    read = read_audit_trail(folder, key)
     records = read.records
     console.print(
-        f"{records.height:,} audit records in {read.segments} segment(s) of {folder.audit_trail}"
+        f"{records.height:,} audit records in {read.segments} segment(s) of {folder}"
         + (
             f"; last frame cut short (a killed service, or a frame being written now) in "
             f"{', '.join(read.torn)}"

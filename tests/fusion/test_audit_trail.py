@@ -4,14 +4,20 @@ writers that share the folder; the files hold no plaintext."""
 from __future__ import annotations
 
 import stat
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from contracts.errors import SealedLogError
-from fusion.audit_trail import AUDIT_SCHEMA, AuditRecord, AuditTrail, read_audit_trail
+from contracts.errors import ConfigError, SealedLogError
+from fusion.audit_trail import (
+    AUDIT_SCHEMA,
+    AuditRecord,
+    AuditTrail,
+    archive_audit_trail,
+    read_audit_trail,
+)
 
 KEY = bytes(range(32))
 T0 = datetime(2026, 12, 7, 23, 59, 58, 123456, tzinfo=UTC)
@@ -88,3 +94,65 @@ def test_a_torn_segment_is_named_and_an_altered_one_refuses_the_whole_trail(tmp_
     with pytest.raises(SealedLogError, match="does not open"):
         read_audit_trail(tmp_path, bytes(32))
     assert pl.Series(read.records["actor"]).to_list() == ["tok0"]
+
+
+def _three_days(folder: Path) -> list[str]:
+    """Segments of 2026-12-06 (sealed, and one a killed writer left), 12-07 and 12-08 (sealed)."""
+    for day in (6, 7, 8):
+        at = datetime(2026, 12, day, 12, tzinfo=UTC)
+        trail = AuditTrail(folder, KEY, clock=lambda at=at: at)
+        trail.append([_record(day, at)])
+        trail.close()
+    killed = AuditTrail(folder, KEY, clock=lambda: datetime(2026, 12, 6, 13, tzinfo=UTC))
+    killed.append([_record(0, datetime(2026, 12, 6, 13, tzinfo=UTC))])  # never closed
+    return sorted(p.name for p in folder.glob("*.trail"))
+
+
+def test_sealed_segments_of_past_days_move_to_the_archive_and_read_back_there(tmp_path: Path):
+    trail, archive = tmp_path / "audit", tmp_path / "archive"
+    names = _three_days(trail)
+    before = read_audit_trail(trail, KEY).records
+    done = archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 8))
+    assert len(done.moved) == 2 and all(n[:8] in ("20261206", "20261207") for n in done.moved)
+    (killed,) = done.unsealed
+    assert killed.startswith("20261206T13")
+    kept = sorted(p.name for p in trail.glob("*.trail"))
+    assert kept == sorted(set(names) - set(done.moved)) and killed in kept
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in archive.iterdir()} == {0o600}
+    both = pl.concat([read_audit_trail(archive, KEY).records, read_audit_trail(trail, KEY).records])
+    assert both.sort("at").equals(before)
+    again = archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 8))
+    assert again.moved == () and again.unsealed == done.unsealed
+
+
+def test_an_archive_run_killed_after_its_copy_is_finished_by_the_next(tmp_path: Path):
+    trail, archive = tmp_path / "audit", tmp_path / "archive"
+    _three_days(trail)
+    first = min(trail.glob("*.trail"))
+    archive.mkdir()
+    (archive / first.name).write_bytes(first.read_bytes())  # copied; the original not yet gone
+    (archive / f".{first.name}.1a2b.tmp").write_bytes(b"half a copy")  # a copy cut short
+    done = archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 7))
+    assert done.moved == (first.name,) and not first.exists()
+    assert read_audit_trail(archive, KEY).records.height == 1
+
+
+def test_nothing_moves_over_a_different_file_an_altered_segment_or_into_the_trail(tmp_path: Path):
+    trail, archive = tmp_path / "audit", tmp_path / "archive"
+    _three_days(trail)
+    first = min(trail.glob("*.trail"))
+    archive.mkdir()
+    (archive / first.name).write_bytes(b"another file")
+    with pytest.raises(ConfigError, match="differs"):
+        archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 7))
+    assert first.exists()
+    with pytest.raises(ConfigError, match="another folder"):
+        archive_audit_trail(trail, trail / ".." / "audit", KEY, before=date(2026, 12, 9))
+    (archive / first.name).unlink()
+    data = bytearray(first.read_bytes())
+    data[40] ^= 1
+    first.write_bytes(bytes(data))
+    with pytest.raises(SealedLogError, match="does not open"):
+        archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 7))
+    assert first.exists() and not (archive / first.name).exists()

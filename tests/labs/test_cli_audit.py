@@ -52,3 +52,23 @@ def test_an_altered_segment_is_refused_with_exit_2_and_the_file_named(tmp_path: 
     result = fusion(folder.root, "audit")
     assert result.exit_code == 2
     assert "does not open" in result.output and segment.name in " ".join(result.output.split())
+
+
+def test_past_days_move_to_an_archive_that_reads_as_the_trail_did(tmp_path: Path):
+    folder = _run_with_trail(tmp_path, 4)  # one sealed segment started on 2026-12-07
+    archive = tmp_path / "archive"
+    kept = fusion(folder.root, "audit", "--archive-to", str(archive), "--before", "2026-12-07")
+    assert kept.exit_code == 0, kept.output
+    assert first_line(kept.output).startswith("moved 0 sealed segment(s)")
+    moved = fusion(folder.root, "audit", "--archive-to", str(archive), "--before", "2026-12-08")
+    assert moved.exit_code == 0, moved.output
+    assert first_line(moved.output).startswith(
+        "moved 1 sealed segment(s) of days before 2026-12-08"
+    )
+    assert not list(folder.audit_trail.glob("*.trail"))
+    read = fusion(folder.root, "audit", "--trail", str(archive), "--last", "4")
+    assert read.exit_code == 0, read.output
+    assert first_line(read.output).startswith("4 audit records in 1 segment(s)")
+    assert all(f"tok{i}" in read.output for i in range(4))
+    bad = fusion(folder.root, "audit", "--archive-to", str(archive), "--before", "07/12/2026")
+    assert bad.exit_code == 2 and "--before" in bad.output
