@@ -12,10 +12,10 @@ DuckDB's allocator kept memory for every appended row past each checkpoint), whi
 records appended to a file cost nothing that stays. Operator actions that change the store
 (a snapshot grant) are still audited in the store's `audit_log`, in the transaction of the change.
 
-`archive_audit_trail` moves the sealed segments of past days to another folder (the bank's
-archive storage), each checked whole before it moves and copied before its original goes, so a
-killed archive run loses nothing and a rerun finishes it; `read_audit_trail` reads an archive
-folder as it reads the trail.
+`archive_audit_trail` moves the final segments of past days (no writer holds them) to another
+folder (the bank's archive storage), each checked before it moves and copied before its original
+goes, so a killed archive run loses nothing and a rerun finishes it; `read_audit_trail` reads an
+archive folder as it reads the trail.
 """
 
 from __future__ import annotations
@@ -144,14 +144,15 @@ class AuditTrail:
 @dataclass(frozen=True)
 class AuditTrailRead:
     """The trail as read: every record (oldest first); the segments whose last frame was torn
-    by a killed writer (its records before the tear are in `records`); and the segments without
-    their closing frame: still written by a running service, left by a killed one, or cut short
-    by whole frames (only a running service's newest segment should be among them)."""
+    by a killed writer (its records before the tear are in `records`); the segments a running
+    service is writing (`writing`, not sealed yet); and the segments without their closing frame
+    and without a writer (`unsealed`): left by a killed service, or cut short by whole frames."""
 
     records: pl.DataFrame
     segments: int
     torn: tuple[str, ...]
     unsealed: tuple[str, ...]
+    writing: tuple[str, ...] = ()
 
 
 def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
@@ -164,11 +165,14 @@ def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
     rows: list[list[object]] = []
     torn: list[str] = []
     unsealed: list[str] = []
+    writing: list[str] = []
     for path in paths:
         read = read_sealed_log(path, key)
         if read.torn_tail:
             torn.append(path.name)
-        if not read.sealed:
+        if read.writing:
+            writing.append(path.name)
+        elif not read.sealed:
             unsealed.append(path.name)
         for frame in read.frames:
             rows.extend(json.loads(line) for line in frame.decode().split("\n"))
@@ -177,26 +181,33 @@ def read_audit_trail(folder: Path, key: bytes) -> AuditTrailRead:
         pl.col("at").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us")
     )
     return AuditTrailRead(
-        records.sort("at", maintain_order=True), len(paths), tuple(torn), tuple(unsealed)
+        records.sort("at", maintain_order=True),
+        len(paths),
+        tuple(torn),
+        tuple(unsealed),
+        tuple(writing),
     )
 
 
 @dataclass(frozen=True)
 class ArchivedTrail:
-    """What `archive_audit_trail` did: the segments moved, and those of the same days left in
-    place because they are not sealed (a running service's, or a killed one's: see README)."""
+    """What `archive_audit_trail` did: the segments moved; those of them without their closing
+    frame (a killed service's, or cut short: they move as they are, and read as not sealed in
+    the archive too); and those of the same days left in place because a writer holds them."""
 
     moved: tuple[str, ...]
     unsealed: tuple[str, ...]
+    writing: tuple[str, ...]
 
 
 def archive_audit_trail(folder: Path, archive: Path, key: bytes, *, before: date) -> ArchivedTrail:
-    """Move every sealed segment of `folder` started on a UTC day before `before` to `archive`.
+    """Move every final segment of `folder` started on a UTC day before `before` to `archive`.
 
-    Each segment is read whole first (every frame opens under `key`, its closing frame is
-    there); it is copied to `archive` (0700, files 0600) and flushed to disk, and only then is
-    the original removed. A run killed between the two leaves both copies, equal: the next run
-    removes the original. A segment not sealed stays where it is and is named in the result.
+    A segment is final when no writer holds it (its writer closed it, or died). Each is read
+    first (every frame opens under `key`); it is copied to `archive` (0700, files 0600) and
+    flushed to disk, and only then is the original removed. A run killed between the two leaves
+    both copies, equal: the next run removes the original. A segment a live writer holds (a
+    service with no request since midnight has not rotated yet) stays, named in the result.
 
     Raises SealedLogError when a segment does not read (nothing of it moves), ConfigError when
     `archive` is the trail's own folder or holds another file of a segment's name.
@@ -210,15 +221,19 @@ def archive_audit_trail(folder: Path, archive: Path, key: bytes, *, before: date
         )
     moved: list[str] = []
     unsealed: list[str] = []
+    writing: list[str] = []
     for path in _segments(folder):
         if _segment_day(path) >= before:
             continue
-        if not read_sealed_log(path, key).sealed:
-            unsealed.append(path.name)
+        read = read_sealed_log(path, key)
+        if read.writing:
+            writing.append(path.name)
             continue
         _move_segment(path, archive)
         moved.append(path.name)
-    return ArchivedTrail(tuple(moved), tuple(unsealed))
+        if not read.sealed:
+            unsealed.append(path.name)
+    return ArchivedTrail(tuple(moved), tuple(unsealed), tuple(writing))
 
 
 def _segments(folder: Path) -> list[Path]:

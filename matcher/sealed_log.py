@@ -12,13 +12,17 @@ returns; a process killed in the middle of one leaves a torn tail (a short last 
 the reader reports and skips: every frame before it opens. `close` seals the segment with an
 empty last frame whose additional data ends in one more byte (0xFF), so a reader tells a segment
 closed whole from one still written, left by a killed writer, or cut short by whole frames
-(`SealedLogRead.sealed`); a frame after the seal does not open.
+(`SealedLogRead.sealed`); a frame after the seal does not open. The writer holds an exclusive
+`flock` on its file from creation to close (the kernel drops it when the process dies, even
+killed), so a reader also tells a segment still being written (`SealedLogRead.writing`) from one
+whose writer is gone: only the latter is final.
 
 The key is derived from the bank's store key (`Keyring.audit_trail_key`); nothing here writes it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import struct
@@ -74,6 +78,7 @@ class SealedLogWriter:
                 path=str(self.path),
             ) from err
         try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until closed or killed
             self._write(MAGIC + self._id)
             fsync_dir(self.path.parent)
         except OSError:
@@ -131,12 +136,14 @@ class SealedLogWriter:
 
 @dataclass(frozen=True)
 class SealedLogRead:
-    """What one segment holds: its frames, opened; whether a torn last frame was skipped; and
-    whether it ends with its closing frame (False: still written, its writer killed, or cut)."""
+    """What one segment holds: its frames, opened; whether a torn last frame was skipped;
+    whether it ends with its closing frame (False: still written, its writer killed, or cut);
+    and whether a live writer held it when it was read (it may grow, and be sealed later)."""
 
     frames: list[bytes]
     torn_tail: bool
     sealed: bool = False
+    writing: bool = False
 
 
 def read_sealed_log(path: Path, key: bytes) -> SealedLogRead:
@@ -147,7 +154,29 @@ def read_sealed_log(path: Path, key: bytes) -> SealedLogRead:
     """
     _check_key(key)
     path = Path(path)
-    data = path.read_bytes()
+    writing, data = _read_unless_written(path)
+    read = _read_frames(path, data, key)
+    return SealedLogRead(read.frames, read.torn_tail, read.sealed, writing=writing)
+
+
+def _read_unless_written(path: Path) -> tuple[bool, bytes]:
+    """Return (whether a writer holds `path`, its bytes). Without a writer the bytes are read
+    under a shared lock, so they are final: no writer can have taken the file meanwhile."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            writing = False
+        except BlockingIOError:
+            writing = True
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return writing, file.read()
+    finally:
+        os.close(fd)  # drops the shared lock
+
+
+def _read_frames(path: Path, data: bytes, key: bytes) -> SealedLogRead:
+    """Return the frames of a segment's bytes (`read_sealed_log` without the writer check)."""
     if len(data) < _HEADER_BYTES and (MAGIC.startswith(data) or data.startswith(MAGIC)):
         return SealedLogRead([], torn_tail=True)  # killed before its header was whole
     if not data.startswith(MAGIC):

@@ -183,8 +183,8 @@ def audit(
     archive_to: Annotated[
         Path | None,
         typer.Option(
-            help="Move the sealed segments of days before --before to this folder (the bank's "
-            "archive storage) instead of reading; each is checked whole and copied first."
+            help="Move the finished segments of days before --before to this folder (the "
+            "bank's archive storage) instead of reading; each is checked and copied first."
         ),
     ] = None,
     before: Annotated[
@@ -214,13 +214,17 @@ def _archive_trail(folder: Path, archive: Path, key: bytes, before: date) -> Non
 
     done = archive_audit_trail(folder, archive, key, before=before)
     console.print(
-        f"moved {len(done.moved)} sealed segment(s) of days before {before} to {archive}"
+        f"moved {len(done.moved)} segment(s) of days before {before} to {archive}"
         + (f": {', '.join(done.moved)}" if done.moved else "")
     )
     if done.unsealed:
         console.print(
-            f"left in place, not sealed (a running service's, or a killed one's): "
+            f"moved as they were, not sealed (left by a killed service, or cut short): "
             f"{', '.join(done.unsealed)}"
+        )
+    if done.writing:
+        console.print(
+            f"left in place, a running service still writes them: {', '.join(done.writing)}"
         )
 
 
@@ -239,10 +243,12 @@ def _read_trail(folder: Path, key: bytes, last: int, out: Path | None) -> None:
             else ""
         )
     )
+    if read.writing:
+        console.print(f"being written by a running service: {', '.join(read.writing)}")
     if read.unsealed:
         console.print(
-            f"not sealed (being written by a running service, left by a killed one, or cut "
-            f"short): {', '.join(read.unsealed)}"
+            f"not sealed, and no writer (left by a killed service, or cut short): "
+            f"{', '.join(read.unsealed)}"
         )
     table = Table("at (UTC)", "actor", "role", "action", "detail", "rows", "status")
     for row in records.tail(last).iter_rows():

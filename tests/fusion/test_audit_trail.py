@@ -3,7 +3,10 @@ writers that share the folder; the files hold no plaintext."""
 
 from __future__ import annotations
 
+import signal
 import stat
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -86,7 +89,7 @@ def test_a_torn_segment_is_named_and_an_altered_one_refuses_the_whole_trail(tmp_
     trail.append([_record(0)])
     trail.append([_record(1)])
     (path,) = tmp_path.glob("*.trail")
-    assert read_audit_trail(tmp_path, KEY).unsealed == (path.name,)  # still written
+    assert read_audit_trail(tmp_path, KEY).writing == (path.name,)  # still written
     trail.close()
     path.write_bytes(path.read_bytes()[:-40])  # the seal and the end of the second frame
     read = read_audit_trail(tmp_path, KEY)
@@ -96,51 +99,77 @@ def test_a_torn_segment_is_named_and_an_altered_one_refuses_the_whole_trail(tmp_
     assert pl.Series(read.records["actor"]).to_list() == ["tok0"]
 
 
-def _three_days(folder: Path) -> list[str]:
-    """Segments of 2026-12-06 (sealed, and one a killed writer left), 12-07 and 12-08 (sealed)."""
+_KILLED_WRITER = """
+import os, signal, sys
+from datetime import UTC, datetime
+from fusion.audit_trail import AuditRecord, AuditTrail
+at = datetime(2026, 12, 6, 13, tzinfo=UTC)
+trail = AuditTrail(sys.argv[1], bytes(range(32)), clock=lambda: at)
+trail.append([AuditRecord(at, "killed", None, "GET /v1/lists", None, 1, "200")])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _three_days(folder: Path) -> AuditTrail:
+    """Sealed segments of 2026-12-06, 12-07 and 12-08, one a killed service left on 12-06, and
+    one a live writer still holds, started on 12-07 (returned: the caller closes it)."""
     for day in (6, 7, 8):
         at = datetime(2026, 12, day, 12, tzinfo=UTC)
         trail = AuditTrail(folder, KEY, clock=lambda at=at: at)
         trail.append([_record(day, at)])
         trail.close()
-    killed = AuditTrail(folder, KEY, clock=lambda: datetime(2026, 12, 6, 13, tzinfo=UTC))
-    killed.append([_record(0, datetime(2026, 12, 6, 13, tzinfo=UTC))])  # never closed
-    return sorted(p.name for p in folder.glob("*.trail"))
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(folder)], check=False, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL
+    at = datetime(2026, 12, 7, 18, tzinfo=UTC)
+    live = AuditTrail(folder, KEY, clock=lambda: at)
+    live.append([_record(9, at)])
+    return live
 
 
-def test_sealed_segments_of_past_days_move_to_the_archive_and_read_back_there(tmp_path: Path):
+def _name(folder: Path, start: str) -> str:
+    (path,) = folder.glob(f"{start}*.trail")
+    return path.name
+
+
+def test_finished_segments_of_past_days_move_to_the_archive_and_read_back_there(tmp_path: Path):
     trail, archive = tmp_path / "audit", tmp_path / "archive"
-    names = _three_days(trail)
-    before = read_audit_trail(trail, KEY).records
+    live = _three_days(trail)
+    killed, writing = _name(trail, "20261206T13"), _name(trail, "20261207T18")
+    read = read_audit_trail(trail, KEY)
+    assert read.unsealed == (killed,) and read.writing == (writing,)
     done = archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 8))
-    assert len(done.moved) == 2 and all(n[:8] in ("20261206", "20261207") for n in done.moved)
-    (killed,) = done.unsealed
-    assert killed.startswith("20261206T13")
-    kept = sorted(p.name for p in trail.glob("*.trail"))
-    assert kept == sorted(set(names) - set(done.moved)) and killed in kept
+    assert [n[:11] for n in done.moved] == ["20261206T12", "20261206T13", "20261207T12"]
+    assert done.unsealed == (killed,) and done.writing == (writing,)
+    assert sorted(p.name[:11] for p in trail.glob("*.trail")) == ["20261207T18", "20261208T12"]
     assert stat.S_IMODE(archive.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in archive.iterdir()} == {0o600}
-    both = pl.concat([read_audit_trail(archive, KEY).records, read_audit_trail(trail, KEY).records])
-    assert both.sort("at").equals(before)
+    archived = read_audit_trail(archive, KEY)
+    assert archived.unsealed == (killed,) and archived.writing == ()
+    both = pl.concat([archived.records, read_audit_trail(trail, KEY).records])
+    assert both.sort("at").equals(read.records)
     again = archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 8))
-    assert again.moved == () and again.unsealed == done.unsealed
+    assert again.moved == () and again.writing == (writing,)
+    live.close()  # now sealed: the next run moves it
+    assert archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 8)).moved == (writing,)
 
 
 def test_an_archive_run_killed_after_its_copy_is_finished_by_the_next(tmp_path: Path):
     trail, archive = tmp_path / "audit", tmp_path / "archive"
-    _three_days(trail)
+    _three_days(trail).close()
     first = min(trail.glob("*.trail"))
     archive.mkdir()
     (archive / first.name).write_bytes(first.read_bytes())  # copied; the original not yet gone
     (archive / f".{first.name}.1a2b.tmp").write_bytes(b"half a copy")  # a copy cut short
     done = archive_audit_trail(trail, archive, KEY, before=date(2026, 12, 7))
-    assert done.moved == (first.name,) and not first.exists()
-    assert read_audit_trail(archive, KEY).records.height == 1
+    assert done.moved[0] == first.name and len(done.moved) == 2 and not first.exists()
+    assert read_audit_trail(archive, KEY).records.height == 2
 
 
 def test_nothing_moves_over_a_different_file_an_altered_segment_or_into_the_trail(tmp_path: Path):
     trail, archive = tmp_path / "audit", tmp_path / "archive"
-    _three_days(trail)
+    _three_days(trail).close()
     first = min(trail.glob("*.trail"))
     archive.mkdir()
     (archive / first.name).write_bytes(b"another file")

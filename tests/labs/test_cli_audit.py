@@ -59,12 +59,10 @@ def test_past_days_move_to_an_archive_that_reads_as_the_trail_did(tmp_path: Path
     archive = tmp_path / "archive"
     kept = fusion(folder.root, "audit", "--archive-to", str(archive), "--before", "2026-12-07")
     assert kept.exit_code == 0, kept.output
-    assert first_line(kept.output).startswith("moved 0 sealed segment(s)")
+    assert first_line(kept.output).startswith("moved 0 segment(s)")
     moved = fusion(folder.root, "audit", "--archive-to", str(archive), "--before", "2026-12-08")
     assert moved.exit_code == 0, moved.output
-    assert first_line(moved.output).startswith(
-        "moved 1 sealed segment(s) of days before 2026-12-08"
-    )
+    assert first_line(moved.output).startswith("moved 1 segment(s) of days before 2026-12-08")
     assert not list(folder.audit_trail.glob("*.trail"))
     read = fusion(folder.root, "audit", "--trail", str(archive), "--last", "4")
     assert read.exit_code == 0, read.output

@@ -1,11 +1,15 @@
 """Sealed logs: frames open in order with their key; anything altered, moved or keyed otherwise
-is refused with the file named; a torn last frame is reported and skipped."""
+is refused with the file named; a torn last frame is reported and skipped; a segment a live
+writer holds reads as being written, one a killed writer left as final."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,13 +72,33 @@ def test_frames_swapped_or_dropped_from_the_middle_or_moved_between_segments_are
         read_sealed_log(other, KEY)
 
 
-def test_a_torn_last_frame_is_reported_and_the_frames_before_it_open(tmp_path: Path):
+def _killed_writer(path: Path, frames: list[bytes]) -> None:
+    """Write `frames` to a new segment in another process, then kill it (SIGKILL)."""
+    code = (
+        "import os, signal, sys\n"
+        "from matcher.sealed_log import SealedLogWriter\n"
+        "writer = SealedLogWriter(sys.argv[1], bytes(range(32)))\n"
+        "for frame in sys.argv[2:]:\n"
+        "    writer.append(frame.encode())\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    args = [sys.executable, "-c", code, str(path), *(f.decode() for f in frames)]
+    assert subprocess.run(args, check=False, timeout=60).returncode == -signal.SIGKILL
+
+
+def test_a_segment_being_written_reads_as_such_until_its_writer_closes_it(tmp_path: Path):
     writer = SealedLogWriter(tmp_path / "a.trail", KEY)
     writer.append(b"one")
-    writer.append(b"two")  # not closed: a writer killed while it ran
-    path = writer.path
+    assert read_sealed_log(writer.path, KEY) == SealedLogRead([b"one"], False, writing=True)
+    writer.close()
+    assert read_sealed_log(writer.path, KEY) == SealedLogRead([b"one"], False, sealed=True)
+
+
+def test_a_killed_writers_segment_is_final_and_a_torn_last_frame_is_skipped(tmp_path: Path):
+    path = tmp_path / "a.trail"
+    _killed_writer(path, [b"one", b"two"])
     full = path.read_bytes()
-    assert read_sealed_log(path, KEY) == SealedLogRead([b"one", b"two"], False, sealed=False)
+    assert read_sealed_log(path, KEY) == SealedLogRead([b"one", b"two"], False)  # no writer
     for cut in (1, 5, 20):
         path.write_bytes(full[:-cut])
         read = read_sealed_log(path, KEY)
