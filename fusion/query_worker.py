@@ -26,6 +26,7 @@ This module is the service's side; the worker's side is `fusion.query_process`, 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import multiprocessing
@@ -295,11 +296,16 @@ _pool_lock = threading.Lock()
 
 
 def default_workers() -> QueryWorkers:
-    """Return the process's own pool (one worker kept warm), for callers that bring none."""
+    """Return the process's own pool (one worker kept warm), for callers that bring none.
+
+    It is closed at exit, so its warm worker is ended and waited for rather than left running
+    while this process goes.
+    """
     global _pool  # one pool per process, made on first use
     with _pool_lock:
         if _pool is None:
             _pool = QueryWorkers(warm=1)
+            atexit.register(_pool.close)
         return _pool
 
 
