@@ -536,48 +536,32 @@ def match(
             held = tuple(t for t in identifiers if by_type.get(t, {}).get("keyed"))
             identifiers = held or identifiers[:1]
             by_type = {t: by_type.get(t, {}) for t in identifiers if t in by_type} or by_type
-        store.execute(
-            "INSERT INTO match_runs (run_id, salt_epoch, snapshot_date, customers, keyed, "
-            "invalid, duplicated, matched, reasons, finished_at, identifiers, conflicts, "
-            "by_identifier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run_id,
-                epoch_id,
-                snapshot_date,
-                customers,
-                keyed,
-                invalid,
-                duplicated,
-                matched,
-                json.dumps(extra),
-                params["now"],
-                ",".join(identifiers),
-                conflicts,
-                json.dumps(by_type),
-            ],
-        )
+        run = MatchRun(
+            run_id, snapshot_date, epoch_id, customers, keyed, invalid, duplicated, matched,
+            identifiers=identifiers, conflicts=conflicts, by_identifier=by_type,
+        )  # fmt: skip
+        _record_run(store, run, extra, finished_at=now.replace(tzinfo=None))
     log.info(
         "match %s (epoch %s, snapshot %s): %d of %d customers matched, %d conflicts",
-        run_id,
-        epoch_id,
-        snapshot_date,
-        matched,
-        customers,
-        conflicts,
-    )
-    return MatchRun(
-        run_id,
-        snapshot_date,
-        epoch_id,
-        customers,
-        keyed,
-        invalid,
-        duplicated,
-        matched,
-        identifiers=identifiers,
-        conflicts=conflicts,
-        by_identifier=by_type,
-    )
+        run_id, epoch_id, snapshot_date, matched, customers, conflicts,
+    )  # fmt: skip
+    return run
+
+
+def _record_run(
+    store: Store, run: MatchRun, reasons: Mapping[str, object], *, finished_at: datetime
+) -> None:
+    """Insert `run` into match_runs, with `reasons` (JSON) and the time it finished."""
+    store.execute(
+        "INSERT INTO match_runs (run_id, salt_epoch, snapshot_date, customers, keyed, "
+        "invalid, duplicated, matched, reasons, finished_at, identifiers, conflicts, "
+        "by_identifier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run.run_id, run.salt_epoch, run.snapshot_date, run.customers, run.keyed,
+            run.invalid, run.duplicated, run.matched, json.dumps(dict(reasons)), finished_at,
+            ",".join(run.identifiers), run.conflicts, json.dumps(run.by_identifier),
+        ],
+    )  # fmt: skip
 
 
 def keyed_epochs(store: Store, snapshot_date: date) -> list[str]:

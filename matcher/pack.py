@@ -346,6 +346,33 @@ def pack_users(
     mode = MatchMode(mode)
     check_pack_output(users_path, out, overwrite=overwrite)
     options = options or PackOptions()
+    users = _read_users(users_path)
+    built = _build(users, keyring, mode, epoch_id, options)
+    batch, rejected = built.batch, built.rejected
+    if batch.height == 0:  # a batch of nobody would load, match nobody, and say nothing
+        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(rejected.items())) or "none"
+        raise InputFileError(
+            f"{users_path}: no user has a valid mobile phone ({users.height:,} rows; rejected: "
+            f"{reasons}); nothing sealed: check the phone column",
+            path=str(users_path),
+        )
+    batch_id = options.batch_id or str(uuid.uuid4())
+    sealed = _seal_batch(built, out, batch_id, keyring=keyring, now=now, mode=mode, options=options)
+    return PackResult(
+        batch_id=batch_id,
+        rows=batch.height,
+        rejected=rejected,
+        duplicates_dropped=built.duplicates,
+        salt_epoch=built.epoch,
+        sealed=sealed,
+        mode=mode,
+        identifiers=built.identifiers,
+        identifier_counts={k: v for k, v in built.counts.items() if not k.endswith("_entries")},
+    )
+
+
+def _read_users(users_path: Path) -> pl.DataFrame:
+    """Return the vendor's users file (phone and the list columns), its phone column text."""
     users = read_parquet_input(
         users_path,
         what="vendor's users",
@@ -359,16 +386,20 @@ def pack_users(
             "normalises the same way)",
             path=str(users_path),
         )
-    built = _build(users, keyring, mode, epoch_id, options)
-    batch, rejected = built.batch, built.rejected
-    if batch.height == 0:  # a batch of nobody would load, match nobody, and say nothing
-        reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(rejected.items())) or "none"
-        raise InputFileError(
-            f"{users_path}: no user has a valid mobile phone ({users.height:,} rows; rejected: "
-            f"{reasons}); nothing sealed: check the phone column",
-            path=str(users_path),
-        )
-    batch_id = options.batch_id or str(uuid.uuid4())
+    return users
+
+
+def _seal_batch(
+    built: _Built,
+    out: Path,
+    batch_id: str,
+    *,
+    keyring: Keyring,
+    now: datetime,
+    mode: MatchMode,
+    options: PackOptions,
+) -> SealedInfo:
+    """Seal `built`'s batch to `out` for the bank, signed; the plaintext only in a 0600 temp."""
     signer_kid, signer = keyring.current_signer()
     recipient_kid = options.recipient_kid
     kid, recipient = (
@@ -381,7 +412,7 @@ def pack_users(
     tmp = Path(tmp_name)
     try:
         os.chmod(tmp, 0o600)
-        batch.write_parquet(tmp, compression="zstd", statistics=False)
+        built.batch.write_parquet(tmp, compression="zstd", statistics=False)
         manifest = Manifest.new(
             batch_id=batch_id,
             keys=BatchKeys(
@@ -391,7 +422,7 @@ def pack_users(
                 salt_epoch=built.epoch,
             ),
             created_at=now,
-            rows=batch.height,
+            rows=built.batch.height,
             taxonomy_version=options.taxonomy_version,
             contract=built.contract,
             counts=built.counts,
@@ -400,17 +431,6 @@ def pack_users(
             identifiers=None if built.identifiers == ("mobile",) else built.identifiers,
         )
         chunking = {} if options.chunk_size is None else {"chunk_size": options.chunk_size}
-        sealed = seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **chunking)
+        return seal(tmp, out, manifest=manifest, recipient=recipient, signer=signer, **chunking)
     finally:
         tmp.unlink(missing_ok=True)
-    return PackResult(
-        batch_id=batch_id,
-        rows=batch.height,
-        rejected=rejected,
-        duplicates_dropped=built.duplicates,
-        salt_epoch=built.epoch,
-        sealed=sealed,
-        mode=mode,
-        identifiers=built.identifiers,
-        identifier_counts={k: v for k, v in built.counts.items() if not k.endswith("_entries")},
-    )
