@@ -78,7 +78,9 @@ class SealedLogWriter:
                 path=str(self.path),
             ) from err
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until closed or killed
+            # Held until closed or killed. Blocking: a reader may hold a shared lock on the new,
+            # still empty file for the moment it reads it.
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._write(MAGIC + self._id)
             fsync_dir(self.path.parent)
         except OSError:
@@ -154,12 +156,12 @@ def read_sealed_log(path: Path, key: bytes) -> SealedLogRead:
     """
     _check_key(key)
     path = Path(path)
-    writing, data = _read_unless_written(path)
+    writing, data = _read_noting_writer(path)
     read = _read_frames(path, data, key)
     return SealedLogRead(read.frames, read.torn_tail, read.sealed, writing=writing)
 
 
-def _read_unless_written(path: Path) -> tuple[bool, bytes]:
+def _read_noting_writer(path: Path) -> tuple[bool, bytes]:
     """Return (whether a writer holds `path`, its bytes). Without a writer the bytes are read
     under a shared lock, so they are final: no writer can have taken the file meanwhile."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
