@@ -195,8 +195,9 @@ def audit(
         ),
     ] = None,
 ) -> None:
-    """Read the service's request trail (who, role, route, rows, status, time); works while
-    the service runs. Exit status 2 when a segment was altered or the keyring is not its key."""
+    """Read the service's request trail (who, role, route, rows, status, time), or move its
+    past days to archive storage (--archive-to); works while the service runs. Exit status 2
+    when a segment was altered or the keyring is not its key."""
     from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
 
