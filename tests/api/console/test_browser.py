@@ -14,34 +14,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from fusion.pipeline.monitoring import MonitoringReport
+from tests.support.browser import assert_images_loaded, chromium, shot
 from tests.support.server import ServedRun, bearer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium package (`make browser`)
-# Without the background-networking flags Chromium waits on the network, which is closed here.
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "console"
 CAMPAIGN = "console-browser"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium package")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=FLAGS
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _signed_in(browser: Browser, served: ServedRun, token: str) -> tuple[BrowserContext, Page]:
@@ -54,10 +41,6 @@ def _signed_in(browser: Browser, served: ServedRun, token: str) -> tuple[Browser
     expect(page.get_by_role("heading", name="Home")).to_be_visible()
     assert page.url.endswith("/console")
     return context, page
-
-
-def _shot(page: Page, name: str) -> None:
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def _stage(page: Page) -> str:
@@ -84,9 +67,9 @@ def test_a_marketer_walks_a_campaign_through_its_gates_to_a_readout(
     whitelist = customer_ids[:3]
     declare(CAMPAIGN, whitelist)
     context, page = _signed_in(browser, served, marketer_token)
-    _shot(page, "01-home-marketer")
+    shot(page, "01-home-marketer")
     page.get_by_role("link", name="Campaigns").click()
-    _shot(page, "02-campaigns")
+    shot(page, "02-campaigns")
     page.get_by_role("link", name=CAMPAIGN).first.click()
     assert _stage(page) == "draft"
 
@@ -97,7 +80,7 @@ def test_a_marketer_walks_a_campaign_through_its_gates_to_a_readout(
     alert = page.get_by_role("alert")
     assert "refused at gate whitelist_delivered" in alert.inner_text()
     assert "deliver" in alert.inner_text() and _stage(page) == "whitelist"
-    _shot(page, "03-campaign-gate-refused")
+    shot(page, "03-campaign-gate-refused")
 
     page.get_by_label("window starting on").fill("2029-01-08")
     page.get_by_role("button", name="Plan").click()
@@ -111,20 +94,17 @@ def test_a_marketer_walks_a_campaign_through_its_gates_to_a_readout(
     page.get_by_role("button", name="Plan").click()
     expect(page.get_by_role("rowheader", name="assigned", exact=True)).to_be_visible()
     assert page.locator("#plans thead th").count() == 3  # the rules, then two windows
-    _shot(page, "04-campaign-pilot-planned")
+    shot(page, "04-campaign-pilot-planned")
 
     page.get_by_role("link", name="Open the readout").click()
     expect(page.get_by_role("heading", name=f"Readout of {CAMPAIGN}")).to_be_visible()
     assert page.locator("table#adjusted, p.note").count() >= 1
-    images = page.locator("img")
-    assert images.count() == 3
-    for i in range(images.count()):  # each plot loaded from the console's own route
-        assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
-    _shot(page, "05-readout")
+    assert_images_loaded(page, 3)  # each plot loaded from the console's own route
+    shot(page, "05-readout")
     for kind in ("match", "models"):
         page.goto(f"/console/reports/{kind}")
         assert page.locator("img").count() >= 1
-        _shot(page, f"06-report-{kind}")
+        shot(page, f"06-report-{kind}")
     context.close()
 
 
@@ -135,7 +115,7 @@ def test_forged_forms_are_refused(served: ServedRun, browser: Browser, marketer_
     page.eval_on_selector("form[action$='/close'] input[name=csrf]", "input => input.remove()")
     page.get_by_role("button", name="Close the campaign").click()
     expect(page.get_by_role("heading", name="Form refused")).to_be_visible()
-    _shot(page, "07-forged-form-refused")
+    shot(page, "07-forged-form-refused")
     # The same form from another site: the SameSite=Strict cookie stays home.
     page.goto("about:blank")
     page.set_content(
@@ -155,21 +135,21 @@ def test_forged_forms_are_refused(served: ServedRun, browser: Browser, marketer_
 
 def test_a_branch_analyst_reads_its_branch_only(served: ServedRun, browser: Browser):
     context, page = _signed_in(browser, served, served.tokens.analyst)  # branch B001
-    _shot(page, "08-home-branch-analyst")
+    shot(page, "08-home-branch-analyst")
     page.get_by_role("link", name="Lists").click()
     assert page.locator("table#list-mobile-banking tbody th").all_inner_texts() == ["B001"]
-    _shot(page, "09-lists-branch-analyst")
+    shot(page, "09-lists-branch-analyst")
     page.get_by_role("link", name="B001").first.click()
     with page.expect_download() as download:
         page.get_by_role("link", name="Download as CSV").click()
     saved = download.value.path()
     assert saved is not None and Path(saved).read_text().startswith("customer_id")
-    _shot(page, "10-list-B001")
+    shot(page, "10-list-B001")
     for address in ("/console/lists/mobile-banking/B002", "/console/lists/mobile-banking/B002/csv"):
         answer = page.goto(address)
         assert answer is not None and answer.status == 403
         expect(page.get_by_role("heading", name="Not your branch")).to_be_visible()
-    _shot(page, "11-other-branch-refused")
+    shot(page, "11-other-branch-refused")
     for address in ("/console/campaigns", f"/console/campaigns/{CAMPAIGN}", "/console/reports"):
         answer = page.goto(address)
         assert answer is not None and answer.status == 403, address
@@ -178,20 +158,20 @@ def test_a_branch_analyst_reads_its_branch_only(served: ServedRun, browser: Brow
     page.get_by_role("button", name="Open the readout").click()
     rows = page.locator("table#by_branch tbody th").all_inner_texts()
     assert set(rows) <= {"B001"} and page.locator("img").count() == 0
-    _shot(page, "12-readout-branch-analyst")
+    shot(page, "12-readout-branch-analyst")
     context.close()
 
 
 def test_admin_pages(served: ServedRun, browser: Browser):
     context, page = _signed_in(browser, served, served.tokens.admin)
-    _shot(page, "13-home-admin")
+    shot(page, "13-home-admin")
     page.get_by_role("link", name="Batches").click()
     assert page.locator("table#ledger tbody tr").count() >= 1
-    _shot(page, "14-batches")
+    shot(page, "14-batches")
     page.get_by_role("link", name="Tokens").click()
     assert page.locator("table#tokens tbody tr").count() >= 6
     assert served.tokens.admin not in page.content()
-    _shot(page, "15-tokens")
+    shot(page, "15-tokens")
     context.close()
 
 
@@ -201,16 +181,14 @@ def test_a_marketer_reads_the_monitoring_alerts_and_downloads_a_list(
     context, page = _signed_in(browser, served, marketer_token)
     alerts = page.locator("#monitoring-alerts li")
     assert alerts.count() >= 1 and "acquisition CSI of age" in alerts.first.inner_text()
-    _shot(page, "16-home-monitoring-alerts")
+    shot(page, "16-home-monitoring-alerts")
     page.get_by_role("link", name="Monitoring", exact=True).click()
     expect(page.get_by_role("heading", name="Monitoring")).to_be_visible()
     assert page.locator("#verdict").inner_text() == "alert"
     assert page.locator("#scores tbody tr").count() == len(monitored.summary["models"])
-    images = page.locator("img")
-    assert images.count() == len(monitored.plots) >= 1
-    for i in range(images.count()):  # each plot of the report, from the console's own route
-        assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
-    _shot(page, "17-monitoring")
+    assert len(monitored.plots) >= 1
+    assert_images_loaded(page, len(monitored.plots))  # from the console's own route
+    shot(page, "17-monitoring")
     page.get_by_role("link", name="Lists").click()
     page.locator("table#list-rescue").get_by_role("link", name="B002", exact=True).click()
     with page.expect_download() as download:
@@ -218,5 +196,5 @@ def test_a_marketer_reads_the_monitoring_alerts_and_downloads_a_list(
     saved = download.value.path()
     assert saved is not None and Path(saved).read_bytes()[:4] == b"PAR1"
     assert download.value.suggested_filename == "rescue-B002.parquet"
-    _shot(page, "18-list-marketer-B002")
+    shot(page, "18-list-marketer-B002")
     context.close()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.api.console.test_browser import CHROMIUM, FLAGS, SCREENSHOTS
+from tests.support.browser import assert_images_loaded, chromium, shot
 from tests.support.served_journeys import (
     DRAFT,
     IDLE,
@@ -208,19 +208,8 @@ def test_hostile_paths_and_forms_get_no_server_error(clients: dict[str, httpx.Cl
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium package")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=FLAGS
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-def _shot(page: Page, name: str) -> None:
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 def test_a_marketer_sees_why_the_gate_refuses_a_promotion(
@@ -234,9 +223,9 @@ def test_a_marketer_sees_why_the_gate_refuses_a_promotion(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Home")).to_be_visible()
     expect(page.locator("#journey-gates")).to_be_visible()
-    _shot(page, "20-home-journey-gates")
+    shot(page, "20-home-journey-gates")
     page.get_by_role("link", name="Journeys").click()
-    _shot(page, "21-journeys")
+    shot(page, "21-journeys")
     page.get_by_role("link", name=IDLE).first.click()
     assert page.locator("p.meta .stage").inner_text() == "whitelist"
     page.keyboard.press("Tab")  # the skip link first: keyboard reachable
@@ -246,18 +235,16 @@ def test_a_marketer_sees_why_the_gate_refuses_a_promotion(
     assert "refused at gate whitelist_confirmed" in alert.inner_text()
     assert "wait for the channels' exposure events" in alert.inner_text()
     assert page.locator("p.meta .stage").inner_text() == "whitelist"
-    _shot(page, "22-journey-gate-refused")
+    shot(page, "22-journey-gate-refused")
     page.goto(f"/console/journeys/{PUSH}")
     assert page.locator("table#flow tbody tr").count() == 8
-    _shot(page, "23-journey-flow")
+    shot(page, "23-journey-flow")
     page.get_by_role("link", name="Open the readout").click()
     page.get_by_label("Read out as of").fill("2026-11-30")
     page.get_by_role("button", name="Read out").click()
-    image = page.locator("img")
-    assert image.count() == 1
-    assert image.evaluate("img => img.complete && img.naturalWidth > 0")
-    _shot(page, "24-journey-readout")
+    assert_images_loaded(page, 1)
+    shot(page, "24-journey-readout")
     page.goto("/console/journeys/funnel?as_of=2026-11-30")
     assert page.locator("table#funnel tbody tr").count() >= 1
-    _shot(page, "25-journey-funnel")
+    shot(page, "25-journey-funnel")
     context.close()
