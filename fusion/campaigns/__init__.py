@@ -20,6 +20,7 @@ Modules, in the order a campaign meets them:
     sequential    early looks that keep their error rate: the mSPRT's always-valid p-value
     metrics       per-customer amounts after a campaign, with their pre-period
     readout       every arm against its control, by branch, decile and segment
+    ab_test       the readout's A/B test: planned size, decision, power, sample-ratio check
 
 Frames passed between the steps (polars; one row per campaign x customer):
 
@@ -31,6 +32,7 @@ Frames passed between the steps (polars; one row per campaign x customer):
 """
 
 __all__ = [
+    "ab_test",
     "adjustment",
     "arbitration",
     "assignment",

@@ -60,33 +60,31 @@ verdict), adjusted figures and looks over arms of at least k. The decision is a 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
 from contracts.errors import CampaignError, ConfigError
-from fusion.campaigns.adjustment import (
-    Adjusted,
-    adjusted_readouts,
-    covariate_matrix,
-    cuped,
-    with_covariate,
+from fusion.campaigns.ab_test import (
+    BREAKDOWN_COUNTS,
+    COVARIATE,
+    Status,
+    arm_totals,
+    judge_ab_test,
+    planned_sample,
 )
+from fusion.campaigns.adjustment import Adjusted, adjusted_readouts, with_covariate
 from fusion.campaigns.declaration import EVENTS, Campaign
 from fusion.campaigns.sequential import SequentialTest, stage_tests
 from fusion.campaigns.statistics import (
     Comparison,
     SampleRatio,
     SampleSize,
-    achieved_power,
     compare,
     json_ready,
-    planned_size,
-    stage_sample_ratio,
 )
 from fusion.reports.campaign import PLOT_FILES, campaign_page, long_frame
 from fusion.reports.disclosure import DEFAULT_K, Layout, check_k, suppress
@@ -113,7 +111,6 @@ ASSIGNMENT_COLUMNS = (
     *("segment", "assigned_at"),
 )
 EVENT_FRAME_COLUMNS = ("campaign_id", "customer_id", "event", "amount", "occurred_at")
-COVARIATE = "covariate"
 """The customers' column holding the covariate: a propensity score fixed before assignment."""
 # The arms table's rates: customers with the event / customers of the arm.
 RATES = {
@@ -129,11 +126,7 @@ BREAKDOWNS = {
     "by_decile": "decile",
     "by_segment": "segment",
 }
-_AB_STAGES = ("pilot", "ab")
-_BREAKDOWN_COUNTS = ("n_treatment", "successes_treatment", "n_control", "successes_control")
 _LIFT = ("lift", "lift_low", "lift_high")
-
-Status = Literal["interim", "decided", "not judged"]
 
 
 @dataclass(frozen=True)
@@ -317,7 +310,7 @@ def read_out(
     level = campaign.stages.ab.alpha if alpha is None else alpha
     if not 0 < level < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {level}; 0.05 is usual", setting="alpha")
-    plan = _planned(campaign, planned)
+    plan = planned_sample(campaign, planned)
     customers, covariate_name = with_covariate(
         _customers(campaign, assignments, events, scope_stages), covariates, COVARIATE
     )
@@ -342,23 +335,14 @@ def read_out(
     truth = {arm: row for arm, row in zip(ARMS, arms_raw.iter_rows(named=True), strict=True)}
     incremental = _incremental(campaign, comparison, truth, arms, k)
 
-    ab_stage = campaign.stages.ab
     sequential = stage_tests(
-        customers, [COVARIATE], stages=scope_stages, tau=ab_stage.minimum_detectable_effect,
-        alpha=level, k=k,
+        customers, [COVARIATE], stages=scope_stages,
+        tau=campaign.stages.ab.minimum_detectable_effect, alpha=level, k=k,
     )  # fmt: skip
-    status, decision = _judge(campaign, customers, scope_stages, plan, level, sequential)
-    ab = _published_ab(breakdowns["by_stage"], margin, scope_stages, level)
-    power = None
-    if ab is not None:
-        power = achieved_power(
-            baseline_rate=ab_stage.baseline_rate,
-            minimum_detectable_effect=ab_stage.minimum_detectable_effect,
-            n_treatment=ab.n_t,
-            n_control=ab.n_c,
-            alpha=level,
-        )
-    srm = _sample_ratio(campaign, customers, breakdowns["by_stage"], expected_control_share)
+    ab = judge_ab_test(
+        campaign, customers, (breakdowns["by_stage"], margin), stages=scope_stages, planned=plan,
+        alpha=level, sequential=sequential, expected_control_share=expected_control_share,
+    )  # fmt: skip
     adjusted: tuple[Adjusted, ...] = ()
     if comparison is not None:
         adjusted = adjusted_readouts(
@@ -371,19 +355,19 @@ def read_out(
         success_event=success,
         value_per_success=campaign.objective.value,
         cost_per_contact=campaign.objective.cost_per_contact,
-        minimum_detectable_effect=ab_stage.minimum_detectable_effect,
+        minimum_detectable_effect=campaign.stages.ab.minimum_detectable_effect,
         k=k,
         alpha=level,
         arms=arms,
         comparison=comparison,
         incremental=incremental,
         planned=plan,
-        ab=ab,
-        power=power,
-        status=status,
-        decision=decision,
-        srm=srm[0],
-        srm_mismatch=srm[1],
+        ab=ab.comparison,
+        power=ab.power,
+        status=ab.status,
+        decision=ab.decision,
+        srm=ab.srm,
+        srm_mismatch=ab.srm_mismatch,
         breakdowns=breakdowns,
         analysis=campaign.analysis,
         adjusted=adjusted,
@@ -425,20 +409,6 @@ def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
             setting="stages",
         )
     return tuple(s for s in READOUT_STAGES if s in chosen)
-
-
-def _planned(campaign: Campaign, planned: SampleSize | tuple[int, int] | None) -> SampleSize:
-    if isinstance(planned, SampleSize):
-        return planned
-    if planned is None:
-        return planned_size(campaign)
-    treatment, control = planned
-    if min(treatment, control) < 1:
-        raise ConfigError(
-            f"planned must give positive treatment and control sizes, got {planned!r}",
-            setting="planned",
-        )
-    return SampleSize(treatment, control, treatment + control, math.nan)
 
 
 def _require(frame: pl.DataFrame, columns: Sequence[str], what: str, campaign: str) -> None:
@@ -607,17 +577,17 @@ def _margin(arms: pl.DataFrame, success: str) -> pl.DataFrame:
     for arm in arms.iter_rows(named=True):
         row[f"n_{arm['arm']}"] = arm["n"]
         row[f"successes_{arm['arm']}"] = arm[success]
-    return pl.DataFrame([row], schema=dict.fromkeys(_BREAKDOWN_COUNTS, pl.Int64))
+    return pl.DataFrame([row], schema=dict.fromkeys(BREAKDOWN_COUNTS, pl.Int64))
 
 
 _BREAKDOWN_LAYOUT = Layout(
-    counts=_BREAKDOWN_COUNTS,
+    counts=BREAKDOWN_COUNTS,
     complements=tuple((f"_failures_{a}", f"n_{a}", f"successes_{a}") for a in ARMS),
     sums=tuple((f"n_{a}", (f"successes_{a}", f"_failures_{a}")) for a in ARMS),
     derived=(
         ("rate_treatment", ("successes_treatment", "n_treatment")),
         ("rate_control", ("successes_control", "n_control")),
-        *((name, _BREAKDOWN_COUNTS) for name in _LIFT),
+        *((name, BREAKDOWN_COUNTS) for name in _LIFT),
     ),
 )
 
@@ -631,13 +601,13 @@ def _breakdown(
     alpha: float,
 ) -> pl.DataFrame:
     """Return one breakdown: n, successes and rate per arm and the lift, per group, suppressed."""
-    counts = customers.group_by(column).agg(_arm_totals(success))
+    counts = customers.group_by(column).agg(arm_totals(success))
     if column == "stage":
         order = {stage: i for i, stage in enumerate(READOUT_STAGES)}
         counts = counts.sort(pl.col("stage").replace_strict(order, return_dtype=pl.Int8))
     else:
         counts = counts.sort(column, nulls_last=True)
-    lifts = [_lift(row, alpha) for row in counts.select(_BREAKDOWN_COUNTS).iter_rows()]
+    lifts = [_lift(row, alpha) for row in counts.select(BREAKDOWN_COUNTS).iter_rows()]
     frame = counts.select(
         column,
         "n_treatment",
@@ -652,17 +622,6 @@ def _breakdown(
         ),
     )
     return suppress(frame, _BREAKDOWN_LAYOUT, k=k, margin=margin)
-
-
-def _arm_totals(success: str) -> list[pl.Expr]:
-    """Return n_treatment, successes_treatment, n_control and successes_control."""
-    treated = pl.col("arm") == "treatment"
-    return [
-        treated.sum().cast(pl.Int64).alias("n_treatment"),
-        (treated & pl.col(success)).sum().cast(pl.Int64).alias("successes_treatment"),
-        (~treated).sum().cast(pl.Int64).alias("n_control"),
-        (~treated & pl.col(success)).sum().cast(pl.Int64).alias("successes_control"),
-    ]
 
 
 def _lift(row: tuple[int, ...], alpha: float) -> tuple[float | None, ...]:
@@ -721,79 +680,3 @@ def _incremental(
         roi = tuple((v - cost) / cost for v in value)
     s, v, r = successes, value, roi
     return Incremental(s[0], s[1], s[2], v[0], v[1], v[2], amount, cost, r[0], r[1], r[2])
-
-
-def _judge(
-    campaign: Campaign,
-    customers: pl.DataFrame,
-    stages: tuple[str, ...],
-    planned: SampleSize,
-    alpha: float,
-    sequential: Mapping[str, SequentialTest],
-) -> tuple[Status, str | None]:
-    """Return the status of the A/B test (pilot + ab) and its decision.
-
-    Sequential: decided "significant" at the first look that crossed the mSPRT boundary, else
-    "not significant" once the planned size is reached. Fixed horizon: judged at the planned
-    size, by the covariate-adjusted estimate when the size was planned with a correlation.
-    """
-    if "ab" not in stages:
-        return "not judged", None
-    success = campaign.objective.event
-    ab = customers.filter(pl.col("stage").is_in(_AB_STAGES))
-    n_t, s_t, n_c, s_c = ab.select(_arm_totals(success)).row(0)
-    test = sequential.get("ab")
-    if campaign.analysis == "sequential" and test is not None and test.crossed_at is not None:
-        return "decided", "significant"
-    if n_t < planned.treatment or n_c < planned.control or min(n_t, n_c) < 1:
-        return "interim", None
-    if campaign.analysis == "sequential":
-        return "decided", "not significant"
-    x = covariate_matrix(ab, [COVARIATE])
-    if campaign.stages.ab.covariate_correlation > 0 and x is not None and min(n_t, n_c) > 1:
-        adjusted = cuped(ab[success].cast(pl.Float64).to_numpy(), x,
-                         (ab["arm"] == "treatment").to_numpy(), alpha=alpha).adjusted  # fmt: skip
-        return "decided", "significant" if adjusted.p_value < alpha else "not significant"
-    result = compare(int(s_t), int(n_t), int(s_c), int(n_c), alpha=alpha)
-    return "decided", "significant" if result.significant() else "not significant"
-
-
-def _published_ab(
-    by_stage: pl.DataFrame, margin: pl.DataFrame, stages: tuple[str, ...], alpha: float
-) -> Comparison | None:
-    """Return the A/B test's comparison (pilot + ab) when its counts follow from published ones.
-
-    They do when the pilot and ab rows are published, or when the margin and the full row are
-    (the A/B counts are then their difference).
-    """
-    rows = {row["stage"]: row for row in by_stage.iter_rows(named=True)}
-    counts: list[int] = []
-    for name in _BREAKDOWN_COUNTS:
-        parts = [rows[s][name] for s in _AB_STAGES if s in rows]
-        full = rows["full"][name] if "full" in rows else 0
-        total = margin[name][0]
-        if parts and all(p is not None for p in parts):
-            counts.append(sum(parts))
-        elif total is not None and full is not None:
-            counts.append(total - full)
-        else:
-            return None
-    n_t, s_t, n_c, s_c = counts
-    if "ab" not in stages or min(n_t, n_c) < 1:
-        return None
-    return compare(s_t, n_t, s_c, n_c, alpha=alpha)
-
-
-def _sample_ratio(
-    campaign: Campaign,
-    customers: pl.DataFrame,
-    by_stage: pl.DataFrame,
-    expected_control_share: float | None,
-) -> tuple[SampleRatio | None, bool | None]:
-    """Return the sample-ratio check (None unless every stage's arm sizes are published), and
-    its verdict (None when an arm is empty)."""
-    check = stage_sample_ratio(campaign, customers, expected_control_share)
-    if check is None:
-        return None, None
-    published = by_stage.select(pl.col("n_treatment", "n_control").is_not_null().all()).row(0)
-    return (check if all(published) else None), check.mismatch
