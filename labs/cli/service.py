@@ -171,7 +171,9 @@ def token_list(run: RunOption = DEFAULT_RUN) -> None:
 
 def audit(
     run: RunOption = DEFAULT_RUN,
-    last: Annotated[int, typer.Option(min=0, help="Show this many of the newest records.")] = 20,
+    last: Annotated[
+        int | None, typer.Option(min=0, help="Show this many of the newest records (default 20).")
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Also write every record to this Parquet file (mode 0600)."),
@@ -201,13 +203,37 @@ def audit(
     from fusion.runfolder import RunFolder
     from matcher.keyring import Keyring
 
+    _check_audit_options(
+        archive_to, {"--before": before, "--trail": trail, "--last": last, "--out": out}
+    )
     folder = RunFolder(run)
     key = Keyring.open(folder.bank_keys).audit_trail_key()
     if archive_to is not None:
         day = now().date() if before is None else before.date()
         _archive_trail(folder.audit_trail, archive_to, key, day)
     else:
-        _read_trail(trail or folder.audit_trail, key, last, out)
+        _read_trail(trail or folder.audit_trail, key, 20 if last is None else last, out)
+
+
+def _check_audit_options(archive_to: Path | None, given: dict[str, object]) -> None:
+    """Refuse options of the other mode: reading takes --trail, --last and --out; archiving
+    (--archive-to) takes --before."""
+    mode_options = ("--before",) if archive_to is None else ("--trail", "--last", "--out")
+    stray = [name for name in mode_options if given[name] is not None]
+    if not stray:
+        return
+    if archive_to is None:
+        raise ConfigError(
+            "--before only goes with --archive-to (the first day kept in the trail); to read "
+            "the trail, leave --before out",
+            setting="before",
+        )
+    named = " and ".join(stray) + (" go" if len(stray) > 1 else " goes")
+    raise ConfigError(
+        f"{named} only with reading the trail, not with --archive-to, which moves segments and "
+        "reads nothing; run `fusion audit --trail ARCHIVE` afterwards to read what was archived",
+        setting=stray[0].removeprefix("--"),
+    )
 
 
 def _archive_trail(folder: Path, archive: Path, key: bytes, before: date) -> None:

@@ -70,3 +70,20 @@ def test_past_days_move_to_an_archive_that_reads_as_the_trail_did(tmp_path: Path
     assert all(f"tok{i}" in read.output for i in range(4))
     bad = fusion(folder.root, "audit", "--archive-to", str(archive), "--before", "07/12/2026")
     assert bad.exit_code == 2 and "--before" in bad.output
+
+
+def test_options_of_the_other_mode_are_refused_and_nothing_moves(tmp_path: Path):
+    folder = _run_with_trail(tmp_path, 2)
+    archive = tmp_path / "archive"
+    before = sorted(p.name for p in folder.audit_trail.iterdir())
+    for args, named in (
+        (("--before", "2026-12-08"), "--before only goes with --archive-to"),
+        (("--archive-to", str(archive), "--last", "5"), "--last goes only with reading"),
+        (("--archive-to", str(archive), "--trail", str(archive), "--out", "x.parquet"),
+         "--trail and --out go only with reading"),
+    ):  # fmt: skip
+        result = fusion(folder.root, "audit", *args)
+        assert result.exit_code == 2, result.output
+        assert named in " ".join(result.output.split())
+    assert sorted(p.name for p in folder.audit_trail.iterdir()) == before
+    assert not archive.exists()
