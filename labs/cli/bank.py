@@ -243,8 +243,6 @@ def match_command(  # noqa: PLR0913 - a command's parameters are its options
     salt epoch created on or before the snapshot date (a rotated salt, an early date), or the
     snapshot already holds another extract (give it its own date, or --replace).
     """
-    from fusion.pipeline.matching import finish_oprf
-
     oprf_only = bool(answer or request_out or local_vendor)
     _check_match_options(mode, oprf_only=oprf_only)
     snapshot_date = parse_date(snapshot)
@@ -258,30 +256,17 @@ def match_command(  # noqa: PLR0913 - a command's parameters are its options
     )
     with bank_of(run) as bank:
         if mode == MatchMode.SALTED:
-            ask = _SaltedAsk(snapshot_date, epoch, replace, parse_identifiers(identifiers))
-            _match_salted(bank, frame, ask, cluster)
+            salted = _SaltedAsk(snapshot_date, epoch, replace, parse_identifiers(identifiers))
+            _match_salted(bank, frame, salted, cluster)
             return
         if answer is not None:
-            check_input_file(answer, what="OPRF answer", hint="`fusion vendor evaluate` writes one")
-            reply = ElementFile.read(answer, kind=ANSWER)
-            with engine_for(cluster) as engine, _spinner(engine, "unblinding and matching"):
-                done = finish_oprf(bank, frame, reply, now=now(), engine=engine, replace=replace)
-            _print_match(done)
+            _answer_oprf(bank, frame, answer, replace=replace, cluster=cluster)
             return
+        ask = _OprfAsk(
+            snapshot_date, epoch, local_vendor, request_out, replace, parse_identifiers(identifiers)
+        )
         with engine_for(cluster) as engine:
-            sent = _request_oprf(
-                bank,
-                frame,
-                _OprfAsk(
-                    snapshot_date,
-                    epoch,
-                    local_vendor,
-                    request_out,
-                    replace,
-                    parse_identifiers(identifiers),
-                ),
-                engine,
-            )
+            sent = _request_oprf(bank, frame, ask, engine)
     if sent is not None:
         info, target = sent
         console.print(
@@ -289,6 +274,19 @@ def match_command(  # noqa: PLR0913 - a command's parameters are its options
             f"{info.customers:,} customers blinded -> {target}\nsend it to the vendor "
             "(`fusion vendor evaluate`), then run this command again with --answer ANSWER_FILE"
         )
+
+
+def _answer_oprf(
+    bank: Bank, frame: pl.DataFrame, answer: Path, *, replace: bool, cluster: str | None
+) -> None:
+    """Open the matched customers' rows of the vendor's `answer` file and match them."""
+    from fusion.pipeline.matching import finish_oprf
+
+    check_input_file(answer, what="OPRF answer", hint="`fusion vendor evaluate` writes one")
+    reply = ElementFile.read(answer, kind=ANSWER)
+    with engine_for(cluster) as engine, _spinner(engine, "unblinding and matching"):
+        done = finish_oprf(bank, frame, reply, now=now(), engine=engine, replace=replace)
+    _print_match(done)
 
 
 @dataclass(frozen=True)
