@@ -32,6 +32,7 @@ __all__ = [
     "snapshots",
     "store",
     "store_attach",
+    "store_instances",
     "store_migrations",
     "tokens",
     "training",

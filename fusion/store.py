@@ -3,9 +3,11 @@
 How a store opens (docs/architecture.md, "Storage"); every step is checked, none is skipped
 quietly:
 
-1. An in-memory DuckDB connection loads the signed `httpfs` (`fusion.store_attach.load_httpfs`):
+1. An in-memory DuckDB instance loads the signed `httpfs` (`fusion.store_attach.load_httpfs`):
    its OpenSSL is what lets DuckDB write an encrypted file, so a writer without it is refused
-   with the command that fixes it.
+   with the command that fixes it. Instances are pooled per process
+   (`fusion.store_instances`): the signature check hashes the whole 25 MB extension, so a
+   closed store's instance, its file detached, serves the next open.
 2. `SET temp_file_encryption = true`: spill files are plaintext otherwise (measured).
 3. The file is attached as `db` with its key bound as a parameter
    (`fusion.store_attach.attach_encrypted`), then `USE db`. Keys are checked before they reach
@@ -42,8 +44,8 @@ from fusion.store_attach import (
     attach_encrypted,
     check_key,
     key_digest,
-    load_httpfs,
 )
+from fusion.store_instances import StoreInstance, give_back, take
 from fusion.store_migrations import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, SCHEMA_VERSION
 
 __all__ = ["Store", "StoreConfig"]
@@ -103,8 +105,10 @@ class Store:
         read_only: bool,
         httpfs_loaded: bool,
         key_digest: bytes,
+        instance: StoreInstance | None = None,
     ) -> None:
         self._con: duckdb.DuckDBPyConnection | None = con
+        self._instance = instance  # the pooled instance the store's file is attached on
         self.config = config
         self.read_only = read_only
         self.httpfs_loaded = httpfs_loaded
@@ -146,27 +150,32 @@ class Store:
                 f"the folder {path.parent} does not exist; create it before the store",
                 path=str(path),
             )
-        con = duckdb.connect(":memory:")
-        # DuckDB draws its own progress bar on stdout for long queries: a job's output is ours.
-        con.execute("SET enable_progress_bar = false")
+        instance = take(config.extension_directory)
+        con = instance.root.cursor()
         try:
-            store = cls._attach(con, config, key=key, read_only=read_only)
+            # DuckDB draws its own progress bar on stdout for long queries: a job's output is ours.
+            con.execute("SET enable_progress_bar = false")
+            store = cls._attach(con, config, key=key, read_only=read_only, instance=instance)
             if not read_only:
                 store._migrate(clock)
         except BaseException:
             con.close()
+            give_back(instance, STORE_ALIAS)
             raise
         return store
 
     @classmethod
     def _attach(
-        cls, con: duckdb.DuckDBPyConnection, config: StoreConfig, *, key: str, read_only: bool
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        config: StoreConfig,
+        *,
+        key: str,
+        read_only: bool,
+        instance: StoreInstance,
     ) -> Store:
         path = config.path
-        # No network and no community code: the only extension is the signed httpfs from PyPI.
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET allow_community_extensions = false")
-        httpfs_problem = load_httpfs(con, extension_directory=config.extension_directory)
+        httpfs_problem = instance.httpfs_problem
         if httpfs_problem is not None and not read_only:
             raise StoreError(
                 f"refusing to open {path} for writing: httpfs is not loaded "
@@ -194,6 +203,7 @@ class Store:
             read_only=read_only,
             httpfs_loaded=httpfs_problem is None,
             key_digest=key_digest(key),
+            instance=instance,
         )
 
     @staticmethod
@@ -489,10 +499,15 @@ class Store:
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Checkpoint (when writing) and close; closing twice is harmless."""
+        """Close the store's connection and its cursors, and detach the file (DuckDB
+        checkpoints a writer's); the instance goes back to the pool. Closing twice is harmless.
+        """
         if self._con is not None:
             con, self._con = self._con, None
             con.close()
+        if self._instance is not None:
+            instance, self._instance = self._instance, None
+            give_back(instance, STORE_ALIAS)
 
     def __enter__(self) -> Self:
         return self

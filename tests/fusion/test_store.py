@@ -20,6 +20,7 @@ import fusion.store_attach as attach_module
 from contracts.errors import ConfigError, StoreError, StoreLockedError
 from contracts.taxonomy import load_taxonomy
 from fusion.store import Store, StoreConfig
+from fusion.store_instances import close_idle
 from fusion.store_migrations import SCHEMA_VERSION
 from tests.support.polling import eventually
 from tests.support.stores import T0, key_blob, record_batch, store_config, tag_rows
@@ -227,6 +228,7 @@ def test_without_the_httpfs_package_no_store_is_created(
     config: StoreConfig, key: str, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(attach_module, "_httpfs_file", lambda con: None)
+    close_idle()  # a pooled instance has httpfs loaded already
     with pytest.raises(StoreError, match=r"pip install duckdb-ext-httpfs==1\.4\.4\.20260205"):
         Store.open(config, key=key)
     assert not config.path.exists()

@@ -20,7 +20,7 @@ T0 = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
 def _run_with_trail(tmp_path: Path, records: int) -> RunFolder:
     folder = RunFolder(tmp_path / "run")
     keyring = Keyring.init(folder.bank_keys, role="bank", now=T0)
-    trail = AuditTrail(folder.audit_trail, keyring.audit_trail_key())
+    trail = AuditTrail(folder.audit_trail, keyring.audit_trail_key(), clock=lambda: T0)
     for i in range(records):
         status = "200" if i % 3 else "403"
         trail.append(
