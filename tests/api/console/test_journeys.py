@@ -237,7 +237,7 @@ def test_a_marketer_sees_why_the_gate_refuses_a_promotion(
     assert page.locator("p.meta .stage").inner_text() == "whitelist"
     shot(page, "22-journey-gate-refused")
     page.goto(f"/console/journeys/{PUSH}")
-    assert page.locator("table#flow tbody tr").count() == 8
+    expect(page.locator("table#flow tbody tr")).to_have_count(8)
     shot(page, "23-journey-flow")
     page.get_by_role("link", name="Open the readout").click()
     page.get_by_label("Read out as of").fill("2026-11-30")
@@ -245,6 +245,6 @@ def test_a_marketer_sees_why_the_gate_refuses_a_promotion(
     assert_images_loaded(page, 1)
     shot(page, "24-journey-readout")
     page.goto("/console/journeys/funnel?as_of=2026-11-30")
-    assert page.locator("table#funnel tbody tr").count() >= 1
+    expect(page.locator("table#funnel tbody tr").nth(0)).to_be_attached()
     shot(page, "25-journey-funnel")
     context.close()
