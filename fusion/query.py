@@ -130,6 +130,7 @@ __all__ = [
     "open_sandbox",
     "run_in_sandbox",
     "run_query",
+    "spare_instance",
     "warm_up",
 ]
 
@@ -559,10 +560,13 @@ def _check_file(path: Path) -> None:
         )
 
 
-def run_in_sandbox(request: Mapping[str, Any]) -> pa.Table:
+def run_in_sandbox(
+    request: Mapping[str, Any], *, con: duckdb.DuckDBPyConnection | None = None
+) -> pa.Table:
     """Return the Arrow answer of a request `run_query` built: run in a query worker.
 
-    The SQL in it was checked by `run_query`; the sandbox holds only the views it names.
+    The SQL in it was checked by `run_query`; the sandbox holds only the views it names. `con`
+    (see `open_sandbox`) is the worker's instance made ahead for this query.
     """
     limits = QueryLimits(**request["limits"])
     branches = request["branches"]
@@ -578,22 +582,42 @@ def run_in_sandbox(request: Mapping[str, Any]) -> pa.Table:
     )
     scope = QueryScope(None if branches is None else frozenset(branches))
     with open_sandbox(
-        config, key=request["key"], scope=scope, checked=checked, limits=limits
+        config, key=request["key"], scope=scope, checked=checked, limits=limits, con=con
     ) as box:
         return box.run(str(request["capped"]), max_bytes=limits.max_result_bytes)
 
 
-def warm_up() -> None:
+def warm_up() -> duckdb.DuckDBPyConnection:
     """Load what every query needs once (DuckDB, httpfs and its signature check), so that a
-    query worker's first query is as fast as its next ones."""
-    con = duckdb.connect(":memory:")
+    query worker's first query is as fast as its next ones; return the warmed instance (a
+    `spare_instance` that ran one constant SELECT) for the first query's sandbox."""
+    con = spare_instance(None)
     try:
-        load_httpfs(con)
         con.execute("SELECT 1 AS one").fetch_record_batch(_BATCH_ROWS).read_all()
         _parser()
         allowed_functions()
-    finally:
+    except BaseException:
         con.close()
+        raise
+    return con
+
+
+def spare_instance(extension_directory: Path | None) -> duckdb.DuckDBPyConnection:
+    """Return a new in-memory DuckDB for one sandbox (`open_sandbox` sets it up and closes it),
+    extension installs off, httpfs loaded: a query worker makes the next query's while it
+    waits, so httpfs's signature check (50-60 ms) is not in that query's time."""
+    con = duckdb.connect(":memory:")
+    try:
+        for setting in (
+            "autoinstall_known_extensions", "autoload_known_extensions",
+            "allow_community_extensions",
+        ):  # fmt: skip
+            con.execute(f"SET {setting} = false")
+        load_httpfs(con, extension_directory=extension_directory)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 class QuerySandbox:
@@ -645,17 +669,19 @@ def open_sandbox(
     scope: QueryScope,
     checked: CheckedQuery,
     limits: QueryLimits,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> Iterator[QuerySandbox]:
     """Yield a locked sandbox holding the views `checked` reads, over `scope`'s rows.
 
     The views are made whatever `checked` names, so `run_query` checks the SQL first: the
-    sandbox is the layer that holds when the check has a hole.
+    sandbox is the layer that holds when the check has a hole. `con`: a `spare_instance` made
+    for `config.extension_directory` (default: a new in-memory DuckDB); closed with the sandbox.
     """
-    key = check_key(key, "key")
-    _check_file(config.path)
-    con = duckdb.connect(":memory:")
-    box = QuerySandbox(con, f"store_{secrets.token_hex(8)}", limits)
+    con = con if con is not None else duckdb.connect(":memory:")
     try:
+        key = check_key(key, "key")
+        _check_file(config.path)
+        box = QuerySandbox(con, f"store_{secrets.token_hex(8)}", limits)
         with _deadline(con, limits.timeout_seconds, box.watch):
             _prepare(box, config, key=key, scope=scope, checked=checked)
             yield box

@@ -19,6 +19,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+import duckdb
 import psutil
 import pyarrow as pa
 
@@ -30,7 +31,7 @@ from contracts.errors import (
     StoreError,
     StoreLockedError,
 )
-from fusion.query import run_in_sandbox, warm_up
+from fusion.query import run_in_sandbox, spare_instance, warm_up
 
 __all__: list[str] = []
 
@@ -84,10 +85,13 @@ def _few_reservations() -> None:
 
 
 def _serve(conn: Connection) -> None:
-    """Run queries from `conn` until it closes or this worker should be replaced."""
+    """Run queries from `conn` until it closes or this worker should be replaced.
+
+    While it waits, the worker holds the next query's DuckDB (`spare_instance`, httpfs loaded):
+    made after each answer is sent, it is used by one sandbox, which closes it."""
     _few_reservations()
-    warm_up()
-    baseline = _address_space()
+    spare: duckdb.DuckDBPyConnection | None = warm_up()
+    baseline = _address_space()  # the spare included: each query finds one
     conn.send_bytes(json.dumps({"ready": True}).encode())
     while True:
         try:
@@ -95,7 +99,9 @@ def _serve(conn: Connection) -> None:
         except (EOFError, OSError):
             return
         _cap(baseline + int(request.pop("address_bytes")))
-        header, body = _answer(request)
+        # Made for the default extension folder: a request naming another gets a new one.
+        taken, spare = (spare, None) if request["extension_directory"] is None else (None, spare)
+        header, body = _answer(request, taken)
         del request  # it holds the key
         _cap(None)
         header["retire"] = header.get("retire") or _address_space() - baseline > _RETIRE_GROWTH
@@ -105,14 +111,18 @@ def _serve(conn: Connection) -> None:
         del body
         if header["retire"]:
             return
+        if spare is None:
+            spare = spare_instance(None)
 
 
-def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], pa.Buffer | None]:
-    """Return the header and the Arrow IPC stream of `request`'s answer, or a header whose
-    "error" describes what the query raised."""
+def _answer(
+    request: dict[str, Any], con: duckdb.DuckDBPyConnection | None
+) -> tuple[dict[str, Any], pa.Buffer | None]:
+    """Return the header and the Arrow IPC stream of `request`'s answer (its sandbox on `con`
+    when given), or a header whose "error" describes what the query raised."""
     reply_bytes = int(request.pop("max_reply_bytes"))
     try:
-        table = run_in_sandbox(request)
+        table = run_in_sandbox(request, con=con)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table.combine_chunks())

@@ -49,6 +49,7 @@ from fusion.query import (
     check_query,
     open_sandbox,
     run_query,
+    spare_instance,
 )
 from fusion.query_grant import DENIED_FUNCTIONS, PURE_MACROS, allowed_functions
 from fusion.query_worker import QueryWorkers
@@ -658,6 +659,31 @@ def test_errors_cross_back_as_the_platforms_own(bank: Bank, workers: QueryWorker
     with pytest.raises(StoreError, match="did not open with this key") as store:
         run_query(bank.snapshot, "SELECT 1", key=wrong, scope=bank.scope, workers=workers)
     assert wrong not in str(store.value) and store.value.__context__ is None
+
+
+def test_a_spare_instance_serves_one_sandbox_locked_alike_and_is_closed(bank: Bank, tmp_path: Path):
+    sql = "SELECT branch_id, count(*) AS n FROM customers GROUP BY branch_id ORDER BY branch_id"
+    checked = check_query(sql)
+    config = StoreConfig(bank.snapshot)
+    spare = spare_instance(None)
+    with open_sandbox(
+        config, key=bank.key, scope=bank.scope, checked=checked, limits=SMALL, con=spare
+    ) as box:
+        on_spare = box.run(checked.sql)
+        with pytest.raises(QueryFailed):  # locked as a new instance's sandbox is
+            box.run("SET lock_configuration = false")
+    with open_sandbox(config, key=bank.key, scope=bank.scope, checked=checked, limits=SMALL) as box:
+        assert on_spare.equals(box.run(checked.sql))
+    with pytest.raises(duckdb.ConnectionException):
+        spare.execute("SELECT 1")
+    refused = spare_instance(None)  # a sandbox that never opens closes its spare too
+    with pytest.raises(StoreError), open_sandbox(
+        StoreConfig(tmp_path / "none.duckdb"), key=bank.key, scope=bank.scope, checked=checked,
+        limits=SMALL, con=refused,
+    ):  # fmt: skip
+        pass
+    with pytest.raises(duckdb.ConnectionException):
+        refused.execute("SELECT 1")
 
 
 def test_a_warm_worker_adds_little_to_a_querys_time(bank: Bank, workers: QueryWorkers):
