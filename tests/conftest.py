@@ -24,6 +24,9 @@ HEAVY_FIRST = (
     "tests/fusion/test_distributed_training.py",
     "tests/labs/world/test_readout_truth.py",
     "tests/fusion/reports/test_models.py",
+    # The longest of `make test-fast` (nothing above runs there).
+    "tests/fusion/test_query.py",
+    "tests/fusion/test_ingest.py",
 )
 
 
