@@ -6,7 +6,8 @@ keys), kem (the envelope's HPKE suites: X25519 and the post-quantum hybrid MLKEM
 keys as bytes), keyring (keys on disk), manifest (a sealed batch's signed header), envelope (sealed
 batches), spool (buffered file I/O with digests), pack (the vendor's batch builder), oprf (RFC 9497
 OPRF and VOPRF on ristretto255, with batched DLEQ proofs), oprf_match (the OPRF mode's rows:
-labels, sealed payloads, evaluation budget), oprf_exchange (the request and answer files, the
+labels, sealed payloads, evaluation budget), oprf_budget (the vendor's stored evaluation count
+per epoch), oprf_exchange (the request and answer files, the
 vendor's budgeted answer), key_handout (a snapshot key sealed to an analyst's key), sealed_log
 (append-only segments of AES-GCM frames: the service's request trail).
 Only this package touches `cryptography.hazmat` or key bytes.
@@ -23,6 +24,7 @@ __all__ = [
     "keyring",
     "manifest",
     "oprf",
+    "oprf_budget",
     "oprf_exchange",
     "oprf_match",
     "pack",

@@ -54,11 +54,12 @@ from matcher import kem
 from matcher.atomic import atomic_path, write_atomic
 from matcher.kem import RecipientPrivateKey, RecipientPublicKey, Suite
 from matcher.keyed_hash import SALT_BYTES, SaltEpoch
+from matcher.oprf_budget import OprfBudgetFile
 
 if TYPE_CHECKING:
     from matcher.oprf import OprfServerKey
 
-__all__ = ["INDEX_NAME", "Keyring", "OprfBudgetFile", "init_local_pair", "pair_locally"]
+__all__ = ["INDEX_NAME", "Keyring", "init_local_pair", "pair_locally"]
 
 INDEX_NAME = "keyring.json"
 INDEX_FORMAT = "bankfusion-keyring/1"
@@ -742,37 +743,6 @@ class Keyring:
 
 
 assert SALT_BYTES == SECRET_BYTES  # salts and OPRF keys (32-byte scalars): the same reader
-
-
-class OprfBudgetFile:
-    """A vendor's stored count of OPRF evaluations for one epoch (`Keyring.oprf_budget`)."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def read(self) -> dict[str, Any] | None:
-        """Return the stored fields, or None if the epoch has answered nothing yet."""
-        try:
-            data = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise KeyringError(
-                f"{self.path} is not valid JSON ({exc}); restore it from the keyring backup: "
-                "without it the epoch's evaluation count is lost",
-                path=str(self.path),
-            ) from None
-        if not isinstance(data, dict):
-            raise KeyringError(f"{self.path} does not hold a budget object", path=str(self.path))
-        return data
-
-    def write(self, fields: dict[str, Any]) -> None:
-        """Replace the stored fields (atomic, 0600, fsynced)."""
-        write_atomic(
-            self.path, json.dumps(fields, sort_keys=True).encode("utf-8") + b"\n", mode=0o600
-        )
 
 
 def init_local_pair(
