@@ -22,6 +22,7 @@ __all__ = [
     "query_grant",
     "query_memory",
     "query_process",
+    "query_sandbox",
     "query_worker",
     "registry",
     "reports",

@@ -39,9 +39,9 @@ branches or base tables):
 4. What runs is DuckDB's own rendering of the checked tree (`json_deserialize_sql`), wrapped as
    `SELECT * FROM (...) LIMIT max_rows + 1` (the extra row tells truncation), and that exact text
    is checked again: the text executed is the text checked.
-5. The sandbox: a fresh in-memory DuckDB per query, which loads the signed httpfs as
-   `Store.open` does (its OpenSSL decrypts wide reads much faster than DuckDB's built-in
-   crypto); the file is attached READ_ONLY under a random alias
+5. The sandbox (`fusion.query_sandbox`): a fresh in-memory DuckDB per query, which loads the
+   signed httpfs as `Store.open` does (its OpenSSL decrypts wide reads much faster than
+   DuckDB's built-in crypto); the file is attached READ_ONLY under a random alias
    (`fusion.store_attach.attach_encrypted`), and only the views the query names are made
    (`fusion.query_grant.view_select`):
    - for a branch caller, as tables holding only its rows, after which the file is DETACHed. A
@@ -83,11 +83,9 @@ import json
 import math
 import os
 import re
-import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -99,39 +97,29 @@ import pyarrow as pa
 
 from contracts.errors import (
     ConfigError,
-    QueryError,
-    QueryFailed,
     QueryRefused,
-    QueryTimeout,
     StoreError,
-    StoreLockedError,
 )
-from fusion.query_grant import NEVER_SHOWN, VIEWS, allowed_functions, view_select
+from fusion.query_grant import VIEWS, allowed_functions
 from fusion.query_memory import (
-    MemoryWatch,
     check_sizes,
     memory_bytes,
-    memory_failure,
-    result_too_big,
 )
 from fusion.query_worker import ADDRESS_SLACK, QueryWorkers, WorkerCaps, default_workers
 from fusion.snapshots import BRANCH_ID
 from fusion.store import StoreConfig
-from fusion.store_attach import attach_encrypted, check_key, load_httpfs
+from fusion.store_attach import check_key
 
 __all__ = [
     "GRANTED_VIEWS",
     "CheckedQuery",
     "QueryLimits",
     "QueryResult",
-    "QuerySandbox",
     "QueryScope",
     "check_query",
-    "open_sandbox",
-    "run_in_sandbox",
+    "check_store_file",
+    "refusal",
     "run_query",
-    "spare_instance",
-    "warm_up",
 ]
 
 # -- the grant ---------------------------------------------------------------------------------
@@ -148,7 +136,7 @@ _ALLOWED = (
 )
 
 
-def _refused(detail: str, *, rule: str) -> QueryRefused:
+def refusal(detail: str, *, rule: str) -> QueryRefused:
     """Return the refusal of `rule`, with what an analyst may send instead."""
     return QueryRefused(detail, rule=rule, allowed=_ALLOWED)
 
@@ -256,8 +244,6 @@ class QueryLimits:
 _QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE"})
 _TABLE_REFS = frozenset({"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT"})
 _SHOWN_NAME = 64  # characters of a refused name quoted back
-_BATCH_ROWS = 256  # rows per Arrow batch fetched: small, so the byte cap stops early
-_WATCH_SECONDS = 0.02  # how often the watchdog looks at the clock and the resident set
 
 
 @dataclass(frozen=True)
@@ -298,31 +284,31 @@ def check_query(sql: str, *, limits: QueryLimits | None = None) -> CheckedQuery:
     limits = limits or QueryLimits()
     limit = limits.max_sql_chars
     if len(sql) > limit:
-        raise _refused(f"the SQL has {len(sql)} characters, more than {limit}", rule="size")
+        raise refusal(f"the SQL has {len(sql)} characters, more than {limit}", rule="size")
     return _check(sql, limits)
 
 
 def _check(sql: str, limits: QueryLimits) -> CheckedQuery:
     if "\x00" in sql:
-        raise _refused("the SQL contains a NUL character", rule="syntax")
+        raise refusal("the SQL contains a NUL character", rule="syntax")
     if not sql.strip():
-        raise _refused("there is no statement", rule="empty")
+        raise refusal("there is no statement", rule="empty")
     con = _parser()
     row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
         message = str(tree.get("error_message", ""))
         if "Only SELECT statements" in message:
-            raise _refused("only a SELECT statement may run", rule="statement")
-        raise _refused(f"DuckDB cannot parse it: {message}", rule="syntax")
+            raise refusal("only a SELECT statement may run", rule="statement")
+        raise refusal(f"DuckDB cannot parse it: {message}", rule="syntax")
     statements = tree.get("statements") or []
     if len(statements) != 1:
         rule = "empty" if not statements else "statements"
-        raise _refused(f"send exactly one statement, got {len(statements)}", rule=rule)
+        raise refusal(f"send exactly one statement, got {len(statements)}", rule=rule)
     views, columns = _walk(statements[0]["node"], limits.max_value_bytes)
     row = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
     if not row or not isinstance(row[0], str):
-        raise _refused("DuckDB could not print the checked query back", rule="syntax")
+        raise refusal("DuckDB could not print the checked query back", rule="syntax")
     return CheckedQuery(row[0], views, columns)
 
 
@@ -389,7 +375,7 @@ def _enter_query(
     and the CTEs in scope for them."""
     kind = item.get("type")
     if kind not in _QUERY_NODES:
-        raise _refused(f"{kind} is not supported", rule="construct")
+        raise refusal(f"{kind} is not supported", rule="construct")
     entries = item["cte_map"].get("map") or []
     defined = [_lower(entry["key"]) for entry in entries]
     for i, entry in enumerate(entries):  # a CTE sees the ones defined before it
@@ -421,13 +407,13 @@ def _lower(name: object) -> str | None:
 def _check_qualifiers(item: Mapping[str, object]) -> None:
     for key in ("catalog", "catalog_name"):
         if item.get(key):
-            raise _refused(
+            raise refusal(
                 f"catalog name {_refuse_name(item[key])} is not allowed", rule="qualified"
             )
     for key in ("schema", "schema_name"):
         schema = item.get(key)
         if schema and _lower(schema) != "main":
-            raise _refused(
+            raise refusal(
                 f"schema {_refuse_name(schema)} is not allowed (the views are in main)",
                 rule="qualified",
             )
@@ -436,7 +422,7 @@ def _check_qualifiers(item: Mapping[str, object]) -> None:
 def _check_function(name: object, allowed: frozenset[str]) -> None:
     lowered = _lower(name)
     if lowered is None or lowered not in allowed:
-        raise _refused(f"function {_refuse_name(name)} is not allowed", rule="function")
+        raise refusal(f"function {_refuse_name(name)} is not allowed", rule="function")
 
 
 def _check_table_ref(item: Mapping[str, object], ctes: frozenset[str]) -> str | None:
@@ -445,26 +431,24 @@ def _check_table_ref(item: Mapping[str, object], ctes: frozenset[str]) -> str | 
     if kind == "TABLE_FUNCTION":
         function = item.get("function")
         name = function.get("function_name") if isinstance(function, dict) else None
-        raise _refused(f"table function {_refuse_name(name)} is not allowed", rule="table_function")
+        raise refusal(f"table function {_refuse_name(name)} is not allowed", rule="table_function")
     if kind == "SHOW_REF":
-        raise _refused("SUMMARIZE, DESCRIBE and SHOW are not available", rule="show")
+        raise refusal("SUMMARIZE, DESCRIBE and SHOW are not available", rule="show")
     if kind not in _TABLE_REFS:
-        raise _refused(f"{kind} is not supported", rule="construct")
+        raise refusal(f"{kind} is not supported", rule="construct")
     if kind == "PIVOT" and item.get("pivot_enum"):
-        raise _refused("PIVOT over an ENUM type is not supported", rule="construct")
+        raise refusal("PIVOT over an ENUM type is not supported", rule="construct")
     if kind != "BASE_TABLE":
         return None
     name = _lower(item.get("table_name"))
     if name is not None and not item.get("schema_name") and name in ctes:
         return None
     if name is None or name not in VIEWS:
-        raise _refused(
-            f"{_refuse_name(item.get('table_name'))} is not a granted view", rule="table"
-        )
+        raise refusal(f"{_refuse_name(item.get('table_name'))} is not a granted view", rule="table")
     return name
 
 
-# -- the sandbox -------------------------------------------------------------------------------
+# -- the result --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -520,10 +504,10 @@ def run_query(
     # DuckDB's own rendering of the checked tree, capped; checked again below as it stands.
     capped = f"SELECT * FROM (\n{checked.sql}\n) AS capped LIMIT {limits.max_rows + 1}"  # noqa: S608
     if _check(capped, limits).views != checked.views:  # the text that runs is the text checked
-        raise _refused("DuckDB printed the query back differently", rule="construct")
+        raise refusal("DuckDB printed the query back differently", rule="construct")
     config = store if isinstance(store, StoreConfig) else StoreConfig(Path(store))
     key = check_key(key, "key")
-    _check_file(config.path)
+    check_store_file(config.path)
     request = {
         "path": str(config.path),
         "extension_directory": _text_or_none(config.extension_directory),
@@ -552,249 +536,9 @@ def _text_or_none(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _check_file(path: Path) -> None:
+def check_store_file(path: Path) -> None:
     if not path.is_file():
         raise StoreError(
             f"there is no store at {path}; queries read a published snapshot (fusion publish)",
             path=str(path),
         )
-
-
-def run_in_sandbox(
-    request: Mapping[str, Any], *, con: duckdb.DuckDBPyConnection | None = None
-) -> pa.Table:
-    """Return the Arrow answer of a request `run_query` built: run in a query worker.
-
-    The SQL in it was checked by `run_query`; the sandbox holds only the views it names. `con`
-    (see `open_sandbox`) is the worker's instance made ahead for this query.
-    """
-    limits = QueryLimits(**request["limits"])
-    branches = request["branches"]
-    columns = request["columns"]
-    checked = CheckedQuery(
-        str(request["sql"]),
-        frozenset(request["views"]),
-        None if columns is None else frozenset(columns),
-    )
-    directory = request["extension_directory"]
-    config = StoreConfig(
-        Path(request["path"]), extension_directory=None if directory is None else Path(directory)
-    )
-    scope = QueryScope(None if branches is None else frozenset(branches))
-    with open_sandbox(
-        config, key=request["key"], scope=scope, checked=checked, limits=limits, con=con
-    ) as box:
-        return box.run(str(request["capped"]), max_bytes=limits.max_result_bytes)
-
-
-def warm_up() -> duckdb.DuckDBPyConnection:
-    """Load what every query needs once (DuckDB, httpfs and its signature check), so that a
-    query worker's first query is as fast as its next ones; return the warmed instance (a
-    `spare_instance` that ran one constant SELECT) for the first query's sandbox."""
-    con = spare_instance(None)
-    try:
-        con.execute("SELECT 1 AS one").fetch_record_batch(_BATCH_ROWS).read_all()
-        _parser()
-        allowed_functions()
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-def spare_instance(extension_directory: Path | None) -> duckdb.DuckDBPyConnection:
-    """Return a new in-memory DuckDB for one sandbox (`open_sandbox` sets it up and closes it),
-    extension installs off, httpfs loaded: a query worker makes the next query's while it
-    waits, so httpfs's signature check (50-60 ms) is not in that query's time."""
-    con = duckdb.connect(":memory:")
-    try:
-        for setting in (
-            "autoinstall_known_extensions", "autoload_known_extensions",
-            "allow_community_extensions",
-        ):  # fmt: skip
-            con.execute(f"SET {setting} = false")
-        load_httpfs(con, extension_directory=extension_directory)
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-class QuerySandbox:
-    """A locked in-memory DuckDB holding the caller's views; `run` maps DuckDB errors to ours."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, alias: str, limits: QueryLimits) -> None:
-        self.con = con
-        self.alias = alias
-        self.limits = limits
-        self.watch = MemoryWatch(limits.memory_budget)
-
-    def run(self, sql: str, *, max_bytes: int | None = None) -> pa.Table:
-        """Return the rows of one statement as Arrow, refused past `max_bytes` of them."""
-        failure: QueryError
-        try:
-            return self._fetch(sql, max_bytes)
-        except duckdb.InterruptException:
-            failure = (
-                memory_failure(self.limits.memory_limit)
-                if self.watch.exceeded
-                else QueryTimeout(self.limits.timeout_seconds)
-            )
-        except duckdb.OutOfMemoryException:
-            failure = memory_failure(self.limits.memory_limit)
-        except duckdb.Error as err:
-            failure = QueryFailed(str(err).replace(self.alias, "store"), rule="failed")
-        raise failure  # outside the except block: no DuckDB text beside ours
-
-    def _fetch(self, sql: str, max_bytes: int | None) -> pa.Table:
-        """Return the rows of `sql`, streamed in small batches so that no more than `max_bytes`
-        of them are ever held (DuckDB's own fetch_arrow_table would hold the whole answer)."""
-        if max_bytes is None:
-            return self.con.execute(sql).fetch_arrow_table()
-        reader = self.con.execute(sql).fetch_record_batch(_BATCH_ROWS)
-        batches, held = [], 0
-        for batch in reader:
-            held += batch.nbytes
-            if held > max_bytes:
-                raise result_too_big(max_bytes)
-            batches.append(batch)
-        return pa.Table.from_batches(batches, schema=reader.schema)
-
-
-@contextmanager
-def open_sandbox(
-    config: StoreConfig,
-    *,
-    key: str,
-    scope: QueryScope,
-    checked: CheckedQuery,
-    limits: QueryLimits,
-    con: duckdb.DuckDBPyConnection | None = None,
-) -> Iterator[QuerySandbox]:
-    """Yield a locked sandbox holding the views `checked` reads, over `scope`'s rows.
-
-    The views are made whatever `checked` names, so `run_query` checks the SQL first: the
-    sandbox is the layer that holds when the check has a hole. `con`: a `spare_instance` made
-    for `config.extension_directory` (default: a new in-memory DuckDB); closed with the sandbox.
-    """
-    con = con if con is not None else duckdb.connect(":memory:")
-    try:
-        key = check_key(key, "key")
-        _check_file(config.path)
-        box = QuerySandbox(con, f"store_{secrets.token_hex(8)}", limits)
-        with _deadline(con, limits.timeout_seconds, box.watch):
-            _prepare(box, config, key=key, scope=scope, checked=checked)
-            yield box
-    finally:
-        con.close()
-
-
-def _prepare(
-    box: QuerySandbox,
-    config: StoreConfig,
-    *,
-    key: str,
-    scope: QueryScope,
-    checked: CheckedQuery,
-) -> None:
-    """Attach the file, make the views `checked` reads over `scope`'s rows, then lock the box."""
-    con, alias, limits = box.con, box.alias, box.limits
-    for setting, value in (
-        ("autoinstall_known_extensions", False),
-        ("autoload_known_extensions", False),
-        ("allow_community_extensions", False),
-        ("temp_directory", ""),  # no spilling: a query lives within memory_limit
-        ("max_temp_directory_size", "0B"),
-        ("memory_limit", limits.memory_limit),
-        ("threads", limits.threads),
-    ):
-        con.execute(f"SET {setting} = ?", [value])
-    # OpenSSL decrypts; without it a read-only attach falls back to DuckDB's built-in crypto,
-    # as Store.open does, which is far slower on wide reads.
-    load_httpfs(con, extension_directory=config.extension_directory)
-    columns = _attach(con, config.path, alias=alias, key=key)
-    features = [c for c in columns.get("bank_features", []) if c.lower() not in NEVER_SHOWN]
-    for name in sorted(checked.views):
-        missing = [t for t in VIEWS[name].tables if t not in columns]
-        if missing:
-            raise _refused(
-                f"{name} is not available in this store yet (it has no {', '.join(missing)}; "
-                "load and match a bank extract first)",
-                rule="unavailable",
-            )
-        select = view_select(name, db=alias, branches=scope.branches, features=features)
-        if scope.branches is None:
-            box.run(f"CREATE VIEW {name} AS {select}")
-        else:
-            _copy_view(box, name, select, checked.columns)
-    if scope.branches is not None:
-        con.execute(f"DETACH {alias}")  # the caller's rows are copied; nothing else stays
-    for statement in (
-        "SET enable_external_access = false",
-        "SET python_enable_replacements = false",
-        "SET disabled_filesystems = 'LocalFileSystem'",
-        "SET lock_configuration = true",  # last: nothing above can be undone after it
-    ):
-        con.execute(statement)
-
-
-def _attach(
-    con: duckdb.DuckDBPyConnection, path: Path, *, alias: str, key: str
-) -> dict[str, list[str]]:
-    """Attach the store file read-only as `alias`; return its tables' columns, in order."""
-    try:
-        attach_encrypted(con, path, alias=alias, key=key, read_only=True)
-    except StoreLockedError:
-        raise StoreLockedError(
-            f"{path} is open for writing, and DuckDB lets nobody read beside a writer; "
-            "queries read the published head-office snapshot (fusion publish)",
-            path=str(path),
-        ) from None
-    columns: dict[str, list[str]] = {}
-    for table, column in con.execute(
-        "SELECT table_name, column_name FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = 'main' ORDER BY table_name, column_index",
-        [alias],
-    ).fetchall():
-        columns.setdefault(str(table), []).append(str(column))
-    if "customers" not in columns:
-        raise StoreError(f"{path} is not a fusion store: it has no customers table", path=str(path))
-    return columns
-
-
-def _copy_view(box: QuerySandbox, name: str, select: str, wanted: frozenset[str] | None) -> None:
-    """Copy a branch caller's rows of a view into a table, only the columns the query can read.
-
-    A wide table read whole is slow; `wanted` None (a star, a whole-row reference) keeps all.
-    """
-    shape = box.run(f"DESCRIBE {select}")["column_name"].to_pylist()
-    keep = [c for c in shape if wanted is None or c.lower() in wanted]
-    projection = ", ".join('"' + c.replace('"', '""') + '"' for c in keep or shape[:1])
-    box.run(f"CREATE TABLE {name} AS SELECT {projection} FROM ({select})")  # noqa: S608
-
-
-@contextmanager
-def _deadline(
-    con: duckdb.DuckDBPyConnection, seconds: float, memory: MemoryWatch
-) -> Iterator[None]:
-    """Interrupt `con` after `seconds`, or once the process grew past `memory`'s budget, and
-    every 20 ms after that until the block ends."""
-    done = threading.Event()
-    deadline = time.monotonic() + seconds
-
-    def watch() -> None:
-        while not memory.over() and time.monotonic() < deadline:
-            if done.wait(min(_WATCH_SECONDS, max(deadline - time.monotonic(), 0))):
-                return
-        while True:  # an interrupt between two statements is dropped: repeat until done
-            con.interrupt()
-            if done.wait(0.02):
-                return
-
-    watchdog = threading.Thread(target=watch, name="query-deadline", daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watchdog.join()  # before the connection closes: never interrupt a closed connection

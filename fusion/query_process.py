@@ -4,8 +4,9 @@ cap on its address space (`resource.setrlimit(RLIMIT_AS)`).
 Started as `python -m fusion.query_process <pipe fd>` by `fusion.query_worker.QueryWorkers`: it
 reads one JSON request at a time from the pipe (store key included: never argv or the
 environment), caps its address space at its idle size plus the request's budget, runs
-`fusion.query.run_in_sandbox`, and answers a JSON header and the Arrow IPC stream of the rows,
-or a header describing the error (never a pickle). A worker that kept memory asks to be replaced.
+`fusion.query_sandbox.run_in_sandbox`, and answers a JSON header and the Arrow IPC stream of
+the rows, or a header describing the error (never a pickle). A worker that kept memory asks
+to be replaced.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from contracts.errors import (
     StoreError,
     StoreLockedError,
 )
-from fusion.query import run_in_sandbox, spare_instance, warm_up
+from fusion.query_sandbox import run_in_sandbox, spare_instance, warm_up
 
 __all__: list[str] = []
 

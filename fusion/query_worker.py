@@ -20,8 +20,8 @@ sent; the parent reads no longer a message than that. Errors cross as JSON descr
 pickles: the parent unpickles nothing a worker sends) and are raised again as the platform's.
 
 This module is the service's side; the worker's side is `fusion.query_process`, which runs
-`fusion.query.run_in_sandbox` (so this module, which fusion.query imports, never imports it);
-`fusion.query.run_query` builds the request.
+`fusion.query_sandbox.run_in_sandbox` (this module, which fusion.query imports, never imports
+either); `fusion.query.run_query` builds the request.
 """
 
 from __future__ import annotations

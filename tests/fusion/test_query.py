@@ -47,11 +47,10 @@ from fusion.query import (
     QueryResult,
     QueryScope,
     check_query,
-    open_sandbox,
     run_query,
-    spare_instance,
 )
 from fusion.query_grant import DENIED_FUNCTIONS, PURE_MACROS, allowed_functions
+from fusion.query_sandbox import open_sandbox, spare_instance
 from fusion.query_worker import QueryWorkers
 from fusion.store import Store, StoreConfig
 from labs.world import WorldConfig, WorldFiles, generate_world
