@@ -394,19 +394,8 @@ def _entrants(
     known = known.cast({"strategy_id": pl.String, "customer_id": pl.Int64})
     parts = []
     for record in records:
-        name, strategy = record.strategy_id, record.strategy
         eligible = _eligible(store, record, day, now=now, since=since, facts=facts)
-        fresh = eligible.join(
-            known.filter(pl.col("strategy_id") == name).select("customer_id"),
-            on="customer_id",
-            how="anti",
-        )
-        fresh = fresh.with_columns(pl.lit(name).alias("campaign_id"))
-        share = strategy.stage_traffic_share(record.stage)
-        if share < 1 and fresh.height:
-            rank = entry_order(fresh, {name: salts[name]}).get_column("entry")
-            unit = rank.bin.slice(0, 8).bin.reinterpret(dtype=pl.UInt64, endianness="big")
-            fresh = fresh.filter((unit.cast(pl.Float64) / 2.0**64 < share).to_numpy())
+        fresh = _fresh(eligible, record, known, salts[record.strategy_id])
         if fresh.height:
             parts.append((record, fresh))
     if not parts:
@@ -426,9 +415,32 @@ def _entrants(
     frame = pl.concat([f for _, f in parts]).with_columns(
         pl.lit(None, dtype=pl.Int8).alias("decile")
     )
-    armed = assign_arms(frame, day_salts, shares)
+    return _as_cursors(assign_arms(frame, day_salts, shares), [r for r, _ in parts], day)
+
+
+def _fresh(
+    eligible: pl.DataFrame, record: StrategyRecord, known: pl.DataFrame, salt: bytes
+) -> pl.DataFrame:
+    """Return the eligible customers not yet in `record`'s strategy, within its stage's
+    traffic share (a customer's place in the salted entry order decides)."""
+    name = record.strategy_id
+    fresh = eligible.join(
+        known.filter(pl.col("strategy_id") == name).select("customer_id"),
+        on="customer_id",
+        how="anti",
+    ).with_columns(pl.lit(name).alias("campaign_id"))
+    share = record.strategy.stage_traffic_share(record.stage)
+    if share < 1 and fresh.height:
+        rank = entry_order(fresh, {name: salt}).get_column("entry")
+        unit = rank.bin.slice(0, 8).bin.reinterpret(dtype=pl.UInt64, endianness="big")
+        fresh = fresh.filter((unit.cast(pl.Float64) / 2.0**64 < share).to_numpy())
+    return fresh
+
+
+def _as_cursors(armed: pl.DataFrame, records: list[StrategyRecord], day: date) -> pl.DataFrame:
+    """Return the armed entrants as journey_state rows at their strategy's entry node."""
     info = pl.DataFrame(
-        [(r.strategy_id, r.version, r.stage, r.strategy.entry().id) for r, _ in parts],
+        [(r.strategy_id, r.version, r.stage, r.strategy.entry().id) for r in records],
         schema={
             "campaign_id": pl.String,
             "version": pl.Int32,

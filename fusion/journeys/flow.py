@@ -161,22 +161,7 @@ def walk(
         )
         wait_here = (kind == "wait") & ~pl.col("woke")
         stop = wait_here | (kind == "exit")
-        parked.append(
-            frame.filter(stop).select(
-                *carried,
-                "node_id",
-                pl.when(pl.col("moved"))
-                .then(pl.lit(day))
-                .otherwise(pl.col("node_since"))
-                .alias("node_since"),
-                pl.when(wait_here)
-                .then(pl.lit(day) + pl.duration(days=pl.col("days")))
-                .cast(pl.Date)
-                .alias("due_on"),
-                pl.when(kind == "exit").then(pl.lit(day)).cast(pl.Date).alias("finished_on"),
-                pl.when(kind == "exit").then(pl.lit("exit")).alias("finish_reason"),
-            )
-        )
+        parked.append(_parked_here(frame.filter(stop), carried, wait_here, day))
         target = (
             pl.when(kind == "condition")
             .then(pl.when(condition).then(pl.col("then_node")).otherwise(pl.col("else_node")))
@@ -207,6 +192,27 @@ def walk(
         parked=pl.concat(parked, how="vertical_relaxed"),
         visits=pl.concat(visits) if visits else pl.DataFrame(),
         actions=pl.concat(actions) if actions else pl.DataFrame(),
+    )
+
+
+def _parked_here(
+    stopped: pl.DataFrame, carried: list[str], wait_here: pl.Expr, day: date
+) -> pl.DataFrame:
+    """Return the cursors that stop at a wait or exit node today, as their state rows."""
+    kind = pl.col("kind")
+    return stopped.select(
+        *carried,
+        "node_id",
+        pl.when(pl.col("moved"))
+        .then(pl.lit(day))
+        .otherwise(pl.col("node_since"))
+        .alias("node_since"),
+        pl.when(wait_here)
+        .then(pl.lit(day) + pl.duration(days=pl.col("days")))
+        .cast(pl.Date)
+        .alias("due_on"),
+        pl.when(kind == "exit").then(pl.lit(day)).cast(pl.Date).alias("finished_on"),
+        pl.when(kind == "exit").then(pl.lit("exit")).alias("finish_reason"),
     )
 
 

@@ -75,6 +75,31 @@ def _points_interval(low: float, high: float) -> str:
     return f"{points(low)} to {points(high)}"
 
 
+def _comparisons_table(result: JourneyReadout) -> str:
+    """Return the treatment-against-control table: one row a metric, withheld under k."""
+    return table(
+        ["metric", "treatment", "control", "difference", "95% CI (Newcombe)", "p"],
+        [
+            [
+                row_header(m),
+                *(
+                    [
+                        number_cell(percent(c.rate_t)),
+                        number_cell(percent(c.rate_c)),
+                        number_cell(points(c.diff)),
+                        number_cell(_points_interval(c.diff_ci_low, c.diff_ci_high)),
+                        number_cell(f"{c.p_value:.3g}"),
+                    ]
+                    if c
+                    else [suppressed_cell("under k")] * 5
+                ),
+            ]
+            for m, c in result.comparisons.items()
+        ],
+        name="comparisons",
+    )
+
+
 def _page(result: JourneyReadout) -> str:
     goal = result.comparisons.get("goal")
     heads = [headline("stage", result.stage), headline("goal", result.goal.replace("_", " "))]
@@ -107,27 +132,7 @@ def _page(result: JourneyReadout) -> str:
         name="arms",
         note=f"as of {result.as_of}; counts under k = {result.k} are withheld",
     )
-    compared = table(
-        ["metric", "treatment", "control", "difference", "95% CI (Newcombe)", "p"],
-        [
-            [
-                row_header(m),
-                *(
-                    [
-                        number_cell(percent(c.rate_t)),
-                        number_cell(percent(c.rate_c)),
-                        number_cell(points(c.diff)),
-                        number_cell(_points_interval(c.diff_ci_low, c.diff_ci_high)),
-                        number_cell(f"{c.p_value:.3g}"),
-                    ]
-                    if c
-                    else [suppressed_cell("under k")] * 5
-                ),
-            ]
-            for m, c in result.comparisons.items()
-        ],
-        name="comparisons",
-    )
+    compared = _comparisons_table(result)
     node_cols = ("visitors", "touched", "exposed", "clicked", "goal", "goal_rate")
     nodes = table(
         ["node", "kind", "arm", *node_cols],

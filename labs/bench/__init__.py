@@ -28,6 +28,7 @@ from labs.bench.inputs import synthetic_batch
 from labs.bench.journeys import bench_journey_day
 from labs.bench.matching import bench_oprf, bench_psi
 from labs.bench.models import bench_features, bench_models
+from labs.bench.query import bench_query
 from labs.bench.run_folder import demo_run_folder
 from labs.bench.runner import BENCHMARKS, figures_table, run_benchmarks
 from labs.bench.scale import (
@@ -60,6 +61,7 @@ __all__ = [
     "bench_oprf",
     "bench_outcome_events",
     "bench_psi",
+    "bench_query",
     "bench_scale",
     "bench_world",
     "demo_run_folder",

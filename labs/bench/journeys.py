@@ -89,85 +89,48 @@ def _strategies() -> list[Any]:
     push = tomllib.loads((_EXAMPLES / "activation-push.toml").read_text())
     sms = tomllib.loads((_EXAMPLES / "idle-sms.toml").read_text())
     base = {k: v for k, v in push.items() if k not in ("name", "nodes", "goal", "priority")}
-    wait = {"id": "later", "kind": "wait", "days": 5, "next": "check"}
     variants = [
-        base
-        | {
-            "name": "open-reminder",
-            "priority": 3,
-            "goal": "register",
-            "nodes": [
-                {"id": "start", "kind": "entry", "stage": "acquire", "next": "later"},
-                wait,
-                {
-                    "id": "check",
-                    "kind": "condition",
-                    "when": {"on": "milestone", "milestone": "first_open", "reached": False},
-                    "then": "push",
-                    "else": "out",
-                },
-                {
-                    "id": "push",
-                    "kind": "action",
-                    "channel": "app_push",
-                    "content_id": "open-app",
-                    "next": "out",
-                },
-                {"id": "out", "kind": "exit"},
-            ],
-        },
-        base
-        | {
-            "name": "grow-crm",
-            "priority": 4,
-            "goal": "assets_10k",
-            "nodes": [
-                {"id": "start", "kind": "entry", "stage": "grow", "next": "later"},
-                wait,
-                {
-                    "id": "check",
-                    "kind": "condition",
-                    "when": {"on": "idle", "days": 10},
-                    "then": "call",
-                    "else": "out",
-                },
-                {
-                    "id": "call",
-                    "kind": "action",
-                    "channel": "crm_task",
-                    "content_id": "wealth-call",
-                    "next": "out",
-                },
-                {"id": "out", "kind": "exit"},
-            ],
-        },
-        base
-        | {
-            "name": "login-popup",
-            "priority": 5,
-            "goal": "first_transaction",
-            "nodes": [
-                {"id": "start", "kind": "entry", "event": "login", "next": "later"},
-                wait,
-                {
-                    "id": "check",
-                    "kind": "condition",
-                    "when": {"on": "stage", "stages": ["grow"]},
-                    "then": "popup",
-                    "else": "out",
-                },
-                {
-                    "id": "popup",
-                    "kind": "action",
-                    "channel": "in_app_popup",
-                    "content_id": "first-pay",
-                    "next": "out",
-                },
-                {"id": "out", "kind": "exit"},
-            ],
-        },
-    ]
+        base | _variant("open-reminder", 3, "register", {"stage": "acquire"},
+                        {"on": "milestone", "milestone": "first_open", "reached": False},
+                        ("push", "app_push", "open-app")),
+        base | _variant("grow-crm", 4, "assets_10k", {"stage": "grow"},
+                        {"on": "idle", "days": 10}, ("call", "crm_task", "wealth-call")),
+        base | _variant("login-popup", 5, "first_transaction", {"event": "login"},
+                        {"on": "stage", "stages": ["grow"]},
+                        ("popup", "in_app_popup", "first-pay")),
+    ]  # fmt: skip
     return [load_strategy(d) for d in (push, sms, *variants)]
+
+
+def _variant(
+    name: str,
+    priority: int,
+    goal: str,
+    entry: dict[str, Any],
+    when: dict[str, Any],
+    action: tuple[str, str, str],
+) -> dict[str, Any]:
+    """Return a strategy's name, priority, goal and flow: entry, a 5-day wait, a condition,
+    then the action (node id, channel, content id) or out."""
+    node, channel, content = action
+    return {
+        "name": name,
+        "priority": priority,
+        "goal": goal,
+        "nodes": [
+            {"id": "start", "kind": "entry", **entry, "next": "later"},
+            {"id": "later", "kind": "wait", "days": 5, "next": "check"},
+            {"id": "check", "kind": "condition", "when": when, "then": node, "else": "out"},
+            {
+                "id": node,
+                "kind": "action",
+                "channel": channel,
+                "content_id": content,
+                "next": "out",
+            },
+            {"id": "out", "kind": "exit"},
+        ],
+    }
 
 
 def _events(n: int, rng: np.random.Generator) -> pl.DataFrame:

@@ -26,6 +26,7 @@ from labs.bench.journeys import bench_journey_day
 from labs.bench.matching import bench_oprf, bench_psi
 from labs.bench.models import bench_features, bench_models
 from labs.bench.monitoring import bench_monitoring
+from labs.bench.query import bench_query
 from labs.bench.scale import bench_scale
 from labs.bench.world import bench_world
 from matcher.atomic import write_atomic
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "features": bench_features,
     "models": bench_models,
     "api": bench_api,
+    "query": bench_query,
     "campaign_plan": bench_campaign_plan,
     "outcome_events": bench_outcome_events,
     "journey_day": bench_journey_day,
@@ -75,13 +77,19 @@ def run_benchmarks(
         )
     figures: list[Figure] = []
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-", dir=out) as tmp:
-        for name in names:
-            for figure in _measure(name, Path(tmp), scale):
-                figures.append(figure)
-                if on_figure is not None:
-                    on_figure(figure)
-    _write_results(out, figures)
+    finished: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-", dir=out) as tmp:
+            for name in names:
+                work = Path(tmp) / name  # a folder each: two benches may use the same file names
+                work.mkdir()
+                for figure in _measure(name, work, scale):
+                    figures.append(figure)
+                    if on_figure is not None:
+                        on_figure(figure)
+                finished.append(name)
+    finally:  # a bench that fails keeps the figures measured before it
+        _write_results(out, figures, unfinished=[n for n in names if n not in finished])
     return figures
 
 
@@ -92,14 +100,20 @@ def _measure(name: str, work: Path, scale: tuple[int, ...] | None) -> Iterator[F
     return BENCHMARKS[name](work)
 
 
-def _write_results(out: Path, figures: Sequence[Figure]) -> None:
-    """Write the figures to `<out>/latest.json` and to a copy named by the time of writing."""
+def _write_results(out: Path, figures: Sequence[Figure], *, unfinished: Sequence[str]) -> None:
+    """Write the figures to `<out>/latest.json` and to a copy named by the time of writing.
+
+    `unfinished` names the benchmarks asked for that did not finish (the run stopped at the
+    first of them); the document lists them only when there are some.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    document = {
+    document: dict[str, object] = {
         "at": stamp,
         "machine": {"python": platform.python_version(), "cpus": cpu_count(), "node": "local"},
         "figures": [asdict(f) for f in figures],
     }
+    if unfinished:
+        document["unfinished"] = list(unfinished)
     text = json.dumps(document, indent=2)
     write_atomic(out / "latest.json", text)
     write_atomic(out / f"bench-{stamp}.json", text)

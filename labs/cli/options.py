@@ -140,6 +140,7 @@ class BenchName(StrEnum):
     FEATURES = "features"
     MODELS = "models"
     API = "api"
+    QUERY = "query"
     CAMPAIGN_PLAN = "campaign_plan"
     OUTCOME_EVENTS = "outcome_events"
     JOURNEY_DAY = "journey_day"

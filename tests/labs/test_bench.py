@@ -10,6 +10,7 @@ import ast
 import functools
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from labs.bench import (
     bench_envelope,
     bench_keyed_hash,
     bench_psi,
+    bench_query,
     figures_table,
     run_benchmarks,
 )
@@ -63,6 +65,13 @@ def test_psi_join_counts_the_shared_keys(tmp_path: Path):
     assert _finite(list(figures.values()))
 
 
+def test_the_query_check_is_judged_against_duckdbs_own_parse(tmp_path: Path):
+    figures = list(bench_query(tmp_path, rounds=3))  # each query passes the check, or it raises
+    assert [f.name for f in figures] == ["query.check_ms"]
+    assert figures[0].baseline and figures[0].met is not None and _finite(figures)
+    assert figures[0].note.startswith("median of 3 calls for each of 4 analyst queries")
+
+
 def test_the_runner_writes_latest_json_and_a_stamped_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -78,6 +87,33 @@ def test_the_runner_writes_latest_json_and_a_stamped_copy(
     stamped = tmp_path / f"bench-{latest['at']}.json"
     assert json.loads(stamped.read_text()) == latest
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["latest.json", stamped.name])
+
+
+def test_each_bench_gets_its_own_folder_and_a_failure_keeps_the_figures_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Two benches that make the same file in their folder both run (a full run once stopped at
+    the second keyring made as work / "bank-keys"); a bench that raises leaves latest.json
+    holding the figures measured before it, and which benches did not finish."""
+
+    def keyed(work: Path) -> Iterator[Figure]:
+        (work / "bank-keys").mkdir()  # no exist_ok: a shared folder would refuse the second
+        yield Figure(f"{work.name}.made", 1.0, "x", 1.0, "one", 1.0, "reported", None)
+
+    def broken(work: Path) -> Iterator[Figure]:
+        raise RuntimeError("the bench broke")
+        yield  # a generator, as every bench is
+
+    for name, bench in (("keyed_hash", keyed), ("world", keyed), ("contracts", broken)):
+        monkeypatch.setitem(bench_runner.BENCHMARKS, name, bench)
+    figures = run_benchmarks(tmp_path, only=("keyed_hash", "world"))
+    assert [f.name for f in figures] == ["keyed_hash.made", "world.made"]
+    assert "unfinished" not in json.loads((tmp_path / "latest.json").read_text())
+    with pytest.raises(RuntimeError, match="the bench broke"):
+        run_benchmarks(tmp_path, only=("keyed_hash", "contracts", "world"))
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    assert [f["name"] for f in latest["figures"]] == ["keyed_hash.made"]
+    assert latest["unfinished"] == ["contracts", "world"]
 
 
 def test_the_runner_refuses_an_unknown_bench(tmp_path: Path):
@@ -97,7 +133,7 @@ def test_the_table_shows_each_figure_and_whether_it_met_its_target():
 
 
 def test_every_bench_has_a_name_and_none_runs_the_cli():
-    assert list(BENCHMARKS)[:2] == ["keyed_hash", "world"] and len(BENCHMARKS) == 15
+    assert list(BENCHMARKS)[:2] == ["keyed_hash", "world"] and len(BENCHMARKS) == 16
     package = Path(bench_runner.__file__).parent
     importers = []
     for module in package.glob("*.py"):
