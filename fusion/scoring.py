@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts.errors import ConfigError
@@ -105,7 +106,7 @@ def _frame(
     decile = model.decile(score)
     explain = np.flatnonzero(decile <= reason_deciles)
     why = {
-        f"reason_{i}": pl.Series(f"reason_{i}", [None] * len(score), pl.String) for i in (1, 2, 3)
+        c: pl.repeat(None, len(score), dtype=pl.String, eager=True).alias(c) for c in REASON_COLUMNS
     }
     if len(explain):
         found = model.reasons(x[explain])
@@ -218,7 +219,12 @@ class ScoreWriter:
                 {**(table.schema.metadata or {}), **self._metadata}
             )
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+            # Dictionaries for the string columns only: ids and scores are nearly all distinct,
+            # so a dictionary attempt on them is work thrown away (a third of the write).
+            strings = [f.name for f in table.schema if pa.types.is_large_string(f.type)]
+            self._writer = pq.ParquetWriter(
+                self.path, table.schema, compression="zstd", use_dictionary=strings
+            )
         self._writer.write_table(table)
 
     def close(self) -> None:

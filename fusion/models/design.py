@@ -179,9 +179,14 @@ class TagProfile:
                 shape=(len(ids), len(self.tag_ids)),
             )
             tags = (tags @ select).tocsr()
-        normal = _row_normalised(tags)
-        out = np.asarray(normal @ self.components, dtype=np.float32)
-        out[np.diff(normal.indptr) == 0] = np.nan
+        # Projecting first and dividing each row by its norm after is the same arithmetic as
+        # projecting the normalised rows, without building a scaled copy of the tag matrix.
+        matrix = sp.csr_matrix(tags, dtype=np.float32)
+        norms = _row_norms(matrix)
+        out = np.asarray(matrix @ self.components, dtype=np.float32)
+        held = norms > 0
+        out[held] /= norms[held, None]
+        out[~held] = np.nan
         return out
 
     def to_bytes(self) -> bytes:
@@ -217,11 +222,24 @@ def fit_tag_profile(
     return TagProfile.fit(features.tags[rows], features.tag_ids, k=k, seed=seed, tag_names=names)
 
 
+def _row_norms(matrix: sp.csr_matrix) -> F32:
+    """Return the Euclidean norm of each row of `matrix` (0 for an empty row)."""
+    held = np.flatnonzero(np.diff(matrix.indptr))
+    squares = np.zeros(matrix.shape[0], dtype=np.float64)
+    if len(held):
+        data = np.square(matrix.data[: matrix.indptr[-1]], dtype=np.float64)
+        # reduceat over the non-empty rows' starts: each sum runs to the next held row's start,
+        # which is where the row ends, since the empty rows between them start there too.
+        squares[held] = np.add.reduceat(data, matrix.indptr[held])
+    return np.sqrt(squares).astype(np.float32)
+
+
 def _row_normalised(tags: sp.csr_matrix) -> sp.csr_matrix:
     matrix = sp.csr_matrix(tags, dtype=np.float32)
-    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    norms = _row_norms(matrix)
     scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ matrix)
+    data = matrix.data[: matrix.indptr[-1]] * np.repeat(scale, np.diff(matrix.indptr))
+    return sp.csr_matrix((data, matrix.indices[: len(data)], matrix.indptr), shape=matrix.shape)
 
 
 @dataclass(frozen=True)
@@ -258,11 +276,15 @@ def design_matrix(features: FeatureSet, spec: DesignSpec, rows: Any = None) -> F
         )
     table = features.table if rows is None else features.table[rows]
     dense = table.select(pl.col(c).cast(pl.Float32) for c in spec.columns).to_numpy()
-    dense = np.asarray(dense, dtype=np.float32)
     if spec.tag_profile is None:
-        return dense
+        return np.ascontiguousarray(dense, dtype=np.float32)
     tags = features.tags if rows is None else features.tags[rows]
-    return np.hstack([dense, spec.tag_profile.transform(tags, features.tag_ids)])
+    profile = spec.tag_profile.transform(tags, features.tag_ids)
+    # Row-major, as xgboost reads it fastest; filled in place rather than stacked and copied.
+    out = np.empty((table.height, len(spec.columns) + profile.shape[1]), dtype=np.float32)
+    out[:, : len(spec.columns)] = dense
+    out[:, len(spec.columns) :] = profile
+    return out
 
 
 def feature_labels(manifest: FeatureManifest, spec: DesignSpec) -> dict[str, str]:

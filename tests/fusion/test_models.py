@@ -50,6 +50,12 @@ def test_tag_profile_projects_aligns_and_round_trips():
     out = profile.transform(tags, ids)
     assert out.shape == (400, 5) and out.dtype == np.float32
     assert np.isnan(out[::7]).all() and not np.isnan(np.delete(out, np.s_[::7], axis=0)).any()
+    # The definition, in float64 on the dense matrix: unit-length rows times the components.
+    dense = tags.toarray().astype(np.float64)
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    held = norms[:, 0] > 0
+    expected = (dense[held] / norms[held]) @ profile.components.astype(np.float64)
+    np.testing.assert_allclose(out[held], expected, rtol=1e-5, atol=1e-6)
     # Columns in another order (another taxonomy build) give the same projection.
     order = np.random.default_rng(2).permutation(60)
     np.testing.assert_allclose(profile.transform(tags[:, order], ids[order]), out, atol=1e-6)
