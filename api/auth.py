@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
 import duckdb
 
@@ -33,15 +34,20 @@ class TokenGate:
         cursor: Callable[[], duckdb.DuckDBPyConnection],
         *,
         clock: Callable[[], datetime],
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Load the book from `store`; later reloads read through `cursor()` (this thread's)."""
+        """Load the book from `store`; later reloads read through `cursor()` (this thread's).
+
+        `clock` dates revocations; `timer` (seconds, monotonic) ages the book.
+        """
         self._cursor = cursor
         self._clock = clock
+        self._timer = timer
         # Its own lock, taken only after the cursor is made: the service's other locks guard
         # what the event loop updates, and must never wait on a store read.
         self._lock = threading.Lock()
         self._book = TokenBook.load(store)
-        self._loaded = time.monotonic()
+        self._loaded = self._timer()
 
     def authenticate(self, token: str | None) -> Principal | None:
         """Return the caller, or None.
@@ -55,22 +61,37 @@ class TokenGate:
             principal = self._book.verify(token)
         return principal
 
+    def known(self, token: str | None) -> Principal | Literal[False] | None:
+        """Return the caller as the book in memory says, without touching the store.
+
+        False when the book cannot say: it is due for its refresh, or `token` is not in it and
+        the book is old enough to reload on a miss. `authenticate` then decides (it reads the
+        store, so an event loop hands it to a thread). Never slower than a miss: one digest.
+        """
+        age = self._timer() - self._loaded
+        if age > _REFRESH_SECONDS:
+            return False
+        principal = self._book.verify(token)
+        if principal is None and age > _RELOAD_SECONDS:
+            return False
+        return principal
+
     def revoke(self, token_id: str) -> bool:
         """Revoke a token in the store and drop it from memory at once; False if none was live."""
         cur = self._cursor()
         with self._lock:
             revoked = revoke_token(cur, token_id, now=self._clock())
             self._book = TokenBook.load(cur)
-            self._loaded = time.monotonic()
+            self._loaded = self._timer()
         return revoked
 
     def _reload(self, *, older_than: float) -> bool:
         """Reload the token book if it is older than `older_than` seconds; return whether."""
-        if time.monotonic() - self._loaded <= older_than:
+        if self._timer() - self._loaded <= older_than:
             return False
         cur = self._cursor()
         with self._lock:
-            if time.monotonic() - self._loaded > older_than:
+            if self._timer() - self._loaded > older_than:
                 self._book = TokenBook.load(cur)
-                self._loaded = time.monotonic()
+                self._loaded = self._timer()
         return True
