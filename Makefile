@@ -16,8 +16,10 @@ demo: $(STAMP)
 
 # Two workers, a whole test module at a time each (tests/conftest.py puts the heaviest first), one
 # thread each for xgboost, OpenMP and polars, so the two share the two cores instead of fighting.
+# --no-loadscope-reorder: pytest-xdist otherwise re-sorts modules by their number of tests, which
+# started the ten-test acceptance module (three minutes) late and left it running alone at the end.
 PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE POLARS_MAX_THREADS=1 \
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 test: $(STAMP) browser
 	$(PYTEST)
