@@ -2,6 +2,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Let Python keep the bytecode it compiles (in ignored __pycache__ folders). A shell that sets
+# PYTHONDONTWRITEBYTECODE made every process of a run compile the sources again: each test
+# worker, server, CLI run and Dask worker (collecting the suite took 14.2 s instead of 9.0).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-fast bench serve lint clean browser
 
