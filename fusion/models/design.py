@@ -179,8 +179,8 @@ class TagProfile:
                 shape=(len(ids), len(self.tag_ids)),
             )
             tags = (tags @ select).tocsr()
-        # Projecting first and dividing each row by its norm after is the same arithmetic as
-        # projecting the normalised rows, without building a scaled copy of the tag matrix.
+        # Projecting first and dividing each row by its norm after is the projection of the
+        # normalised rows (to float rounding), without building a scaled copy of the tag matrix.
         matrix = sp.csr_matrix(tags, dtype=np.float32)
         norms = _row_norms(matrix)
         out = np.asarray(matrix @ self.components, dtype=np.float32)
